@@ -1,0 +1,28 @@
+# Two entry points: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+$(BIN)/monge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	touch $(BIN)/monge
+
+install: $(BIN)/monge
+
+demo: install
+	$(BIN)/monge demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/ot_solvers.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,51 @@
+r"""Time-conditioned MLP :math:`v_\theta(x, t)` for low-dimensional data."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .embeddings import time_embedding as _time_embedding
+
+__all__ = ["MLP"]
+
+_ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "selu": nn.SELU, "tanh": nn.Tanh}
+
+
+class MLP(nn.Module):
+    """``depth`` hidden layers of width ``hidden`` on ``concat(x, embed(t))``.
+
+    Accepts ``x`` of shape ``(batch, dim)`` and ``t`` of shape ``(batch,)`` or a scalar.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 256,
+        depth: int = 3,
+        time_embedding: str = "sinusoidal",
+        time_dim: int = 32,
+        activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MLP {name} must be a positive integer, got {value!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(sorted(_ACTIVATIONS))}")
+        self.dim = dim
+        self.embed = _time_embedding(time_embedding, time_dim)
+        act = _ACTIVATIONS[activation]
+        layers: list[nn.Module] = [nn.Linear(dim + time_dim, hidden), act()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(hidden, hidden), act()]
+        layers.append(nn.Linear(hidden, dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"MLP expects x of shape (batch, {self.dim}), got {tuple(x.shape)}")
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(x.shape[0])
+        return self.net(torch.cat([x, self.embed(t).to(x.dtype)], dim=-1))
