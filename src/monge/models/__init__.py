@@ -1,9 +1,25 @@
 """Networks ``model(x, t)``; any ``nn.Module`` with that signature works in their place."""
 
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
 from ..registry import Registry
 from .mlp import MLP
 
-MODELS: Registry = Registry("model")
+__all__ = ["MODELS", "MLP", "build_model"]
+
+MODELS: Registry[nn.Module] = Registry("model")
 MODELS.register("mlp")(MLP)
 
-__all__ = ["MODELS", "MLP"]
+
+def build_model(name: str, params: dict[str, Any], shape: tuple[int, ...]) -> nn.Module:
+    """Build the registered model ``name`` for samples of ``shape`` (vectors are flattened for the MLP)."""
+    if name == "mlp":
+        if len(shape) != 1:
+            raise ValueError(f"the mlp model takes flat vectors; data samples have shape {shape}")
+        return MODELS.build(name, dim=math.prod(shape), **params)
+    return MODELS.build(name, **params)

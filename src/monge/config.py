@@ -1,0 +1,306 @@
+"""Typed run configuration, loaded from YAML with ``key.sub=value`` overrides.
+
+A recipe names its pieces by registry name::
+
+    name: 8gaussians-moons-otcfm
+    data: {source: 8gaussians, target: moons}
+    coupling: exact_ot                    # or {name: exact_ot, <params>}
+    path: {name: linear, sigma: 0.0}
+    model: {name: mlp, hidden: 256, depth: 3}
+    train: {steps: 3000, batch_size: 256, lr: 1.0e-3}
+    sample: {sampler: euler, nfe: [1, 2, 4, 8]}
+
+Every problem (unknown key, wrong type, unknown name, bad parameter) raises
+:class:`ConfigError` before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Component",
+    "DataConfig",
+    "TrainConfig",
+    "SampleConfig",
+    "Config",
+    "load_config",
+    "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported before any work starts."""
+
+
+@dataclass
+class Component:
+    """A registry name plus keyword parameters for its factory."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> "Component":
+        if isinstance(value, Component):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        if isinstance(value, dict):
+            if "name" not in value or not isinstance(value["name"], str):
+                raise ConfigError(f"{where}: a mapping needs a string 'name' key, got {value!r}")
+            params = {k: v for k, v in value.items() if k != "name"}
+            if isinstance(params.get("params"), dict) and len(params) == 1:
+                params = dict(params["params"])
+            return cls(value["name"], params)
+        raise ConfigError(f"{where}: expected a name or a mapping with 'name', got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+@dataclass
+class DataConfig:
+    """Source (t=0) and target (t=1) distributions, by data-source name."""
+
+    source: str = "gaussian"
+    target: str = "moons"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.999
+    log_every: int = 50
+    eval_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 1000
+    eval_samples: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "euler"
+    nfe: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    adaptive: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    coupling: Component = field(default_factory=lambda: Component("independent"))
+    path: Component = field(default_factory=lambda: Component("linear"))
+    model: Component = field(default_factory=lambda: Component("mlp"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    # -- (de)serialisation -------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: Any) -> "Config":
+        if raw is None:
+            raw = {}
+        cfg = _build(cls, raw, "config")
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Component):
+                out[f.name] = value.to_dict()
+            elif dataclasses.is_dataclass(value):
+                out[f.name] = dataclasses.asdict(value)
+            else:
+                out[f.name] = value
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # -- validation ----------------------------------------------------------
+    def validate(self) -> None:
+        """Check names against the registries and build each piece once."""
+        from .couplings import COUPLINGS
+        from .data.sources import DATA_SOURCES
+        from .models import MODELS
+        from .paths import PATHS
+        from .samplers import SAMPLERS
+
+        if not self.name or "/" in self.name or self.name in {".", ".."}:
+            raise ConfigError(f"name must be a plain directory name, got {self.name!r}")
+        t = self.train
+        for key in ("steps", "batch_size", "log_every", "eval_samples"):
+            if getattr(t, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+        for key in ("eval_every", "checkpoint_every"):
+            if getattr(t, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0 (0 disables it), got {getattr(t, key)}")
+        if not (t.lr > 0 and math.isfinite(t.lr)):
+            raise ConfigError(f"train.lr must be a finite number > 0, got {t.lr}")
+        if not 0.0 <= t.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+        if t.grad_clip is not None and not t.grad_clip > 0:
+            raise ConfigError(f"train.grad_clip must be > 0 or null, got {t.grad_clip}")
+        for side in ("source", "target"):
+            name = getattr(self.data, side)
+            if name not in DATA_SOURCES:
+                raise ConfigError(
+                    f"unknown data.{side} {name!r}; valid choices: {', '.join(DATA_SOURCES.names())}"
+                )
+        if self.sample.sampler not in SAMPLERS:
+            raise ConfigError(
+                f"unknown sample.sampler {self.sample.sampler!r}; valid choices: {', '.join(SAMPLERS.names())}"
+            )
+        if not self.sample.nfe or any(n < 1 for n in self.sample.nfe):
+            raise ConfigError(f"sample.nfe must be a non-empty list of integers >= 1, got {self.sample.nfe}")
+        for key, registry in (("coupling", COUPLINGS), ("path", PATHS)):
+            comp: Component = getattr(self, key)
+            try:
+                registry.build(comp.name, **comp.params)
+            except ValueError as err:
+                raise ConfigError(f"{key}: {err}") from None
+        if self.model.name not in MODELS:
+            raise ConfigError(
+                f"unknown model {self.model.name!r}; valid choices: {', '.join(MODELS.names())}"
+            )
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (ints are accepted as floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Component:
+        return Component.parse(value, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(names)}"
+        )
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where != "config" else k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: cannot parse value: {err}") from None
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str) and part in ("coupling", "path", "model"):
+                child = {"name": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a mapping")
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return Config.from_dict(raw)

@@ -1,0 +1,120 @@
+"""``monge demo``: independent (I-CFM) versus minibatch-OT (OT-CFM) couplings on a 2D task.
+
+Both runs share the network, optimiser, batch, steps and seed; only the coupling differs. The
+report shows that OT pairing gives straighter paths and better few-step samples.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .config import Config
+from .data.sources import build_source
+from .evaluate import EvalRow, format_table
+from .plots import plot_metric_vs_nfe, plot_samples, plot_trajectories
+from .samplers import sample
+from .train import Trainer
+
+__all__ = ["DemoResult", "run_demo", "demo_config"]
+
+LABELS = {"independent": "I-CFM (independent)", "exact_ot": "OT-CFM (exact_ot)"}
+
+
+@dataclass
+class DemoResult:
+    report: Path
+    rows: dict[str, list[EvalRow]]
+
+
+def demo_config(coupling: str, out: Path, source: str, target: str, steps: int, batch_size: int,
+                seed: int) -> Config:
+    return Config.from_dict(
+        {
+            "name": coupling,
+            "output_dir": str(out),
+            "data": {"source": source, "target": target},
+            "coupling": coupling,
+            "path": {"name": "linear", "sigma": 0.0},
+            "model": {"name": "mlp", "hidden": 256, "depth": 3},
+            "train": {"steps": steps, "batch_size": batch_size, "lr": 1e-3, "seed": seed,
+                      "checkpoint_every": 0, "eval_samples": 2000},
+            "sample": {"sampler": "euler", "nfe": [1, 2, 4, 8], "adaptive": True},
+        }
+    )
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    source: str = "8gaussians",
+    target: str = "moons",
+    couplings: Sequence[str] = ("independent", "exact_ot"),
+    steps: int = 3000,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> DemoResult:
+    """Train one model per coupling, evaluate at NFE 1, 2, 4, 8 and adaptive, write a report."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, list[EvalRow]] = {}
+    panels: dict[str, dict[str, torch.Tensor]] = {}
+    trajectories: dict[str, torch.Tensor] = {}
+    seconds: dict[str, float] = {}
+    src, tgt = build_source(source), build_source(target)
+    g = torch.Generator().manual_seed(seed + 999)
+    x0 = src.sample(2000, generator=g)
+    reference = tgt.sample(2000, generator=g)
+    for name in couplings:
+        config = demo_config(name, out, source, target, steps, batch_size, seed)
+        config.train.progress = progress
+        trainer = Trainer(config)
+        t0 = time.perf_counter()
+        result = trainer.fit()
+        seconds[name] = time.perf_counter() - t0
+        label = LABELS.get(name, name)
+        rows[label] = result.eval_rows
+        model = trainer.ema.model
+        panels[label] = {f"NFE {k}": sample(model, x0, "euler", nfe=k).x for k in (1, 2, 4, 8)}
+        adaptive = sample(model, x0, "dopri5")
+        panels[label][f"dopri5 ({adaptive.nfe})"] = adaptive.x
+        trajectories[label] = sample(model, x0[:256], "rk4", nfe=64, return_trajectory=True).trajectory
+
+    plot_metric_vs_nfe(rows, out / "w2_vs_nfe.png", "w2")
+    plot_samples(panels, reference, out / "samples.png")
+    plot_trajectories(trajectories, out / "trajectories.png")
+    report = out / "report.md"
+    report.write_text(_report(rows, seconds, source, target, steps, batch_size))
+    return DemoResult(report, rows)
+
+
+def _report(rows: dict[str, list[EvalRow]], seconds: dict[str, float], source: str, target: str,
+            steps: int, batch_size: int) -> str:
+    parts = [
+        f"# monge demo: {source} -> {target}",
+        "",
+        f"Same MLP (3x256), AdamW lr 1e-3, batch {batch_size}, {steps} steps, linear path, EMA weights. "
+        "Only the coupling differs. W2: exact Wasserstein-2 between 2000 samples and 2000 fresh "
+        "target samples; straightness: mean of ∫‖(x₁−x₀) − ẋₜ‖² dt along the sampler's trajectory "
+        "(0 = straight lines).",
+        "",
+        "Training time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
+        "",
+    ]
+    for label, r in rows.items():
+        parts += [format_table(r, label), ""]
+    labels = list(rows)
+    if len(labels) >= 2:
+        parts += ["## W2 by NFE", "", "| NFE | " + " | ".join(labels) + " |",
+                  "|---:|" + "---:|" * len(labels)]
+        for i, r in enumerate(rows[labels[0]]):
+            nfe = r.nfe if r.sampler != "dopri5" else f"adaptive ({'/'.join(str(rows[l][i].nfe) for l in labels)})"
+            parts.append(f"| {nfe} | " + " | ".join(f"{rows[l][i].w2:.3f}" for l in labels) + " |")
+        parts.append("")
+    parts += ["![W2 vs NFE](w2_vs_nfe.png)", "", "![samples](samples.png)", "",
+              "![trajectories](trajectories.png)", ""]
+    return "\n".join(parts)

@@ -1,0 +1,274 @@
+"""The training loop: coupling -> path -> objective, with EMA, checkpoints, resume and logs.
+
+Each step draws a source batch ``x0`` and a target batch ``x1``, re-pairs them with the
+coupling, samples ``t ~ U[0,1]`` and ``(x_t, u_t)`` on the path, and takes one AdamW step on the
+(weighted) velocity loss. All randomness comes from one ``torch.Generator`` whose state is saved
+with the checkpoint, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import (
+    CheckpointError,
+    flatten_optimizer_state,
+    load_checkpoint,
+    load_module_state,
+    save_checkpoint,
+    unflatten_optimizer_state,
+)
+from .config import Config, ConfigError
+from .couplings import COUPLINGS
+from .data.sources import DataSource, build_source
+from .ema import EMA
+from .evaluate import EvalRow, evaluate_field, format_table
+from .models import build_model
+from .objectives import VelocityObjective
+from .paths import PATHS
+
+__all__ = ["Trainer", "TrainResult", "TrainingError", "load_model", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+# Parts of a config that must match to resume or to load weights into a rebuilt model.
+_IDENTITY_KEYS = ("model", "data")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN/Inf)."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    loss: float
+    run_dir: Path
+    eval_rows: list[EvalRow] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Train a flow-matching model from a :class:`~monge.config.Config`.
+
+    ``model`` may be any ``nn.Module`` with ``forward(x, t)``; by default it is built from
+    ``config.model``.
+    """
+
+    def __init__(self, config: Config, model: nn.Module | None = None) -> None:
+        self.config = config
+        tc = config.train
+        self.device = torch.device(tc.device)
+        self.source: DataSource = build_source(config.data.source)
+        self.target: DataSource = build_source(config.data.target)
+        if self.source.shape != self.target.shape:
+            raise ConfigError(
+                f"data.source {config.data.source!r} has sample shape {self.source.shape} but "
+                f"data.target {config.data.target!r} has {self.target.shape}"
+            )
+        torch.manual_seed(tc.seed)
+        self.model = (model or build_model(config.model.name, config.model.params, self.source.shape)).to(
+            self.device
+        )
+        self.coupling = COUPLINGS.build(config.coupling.name, **config.coupling.params)
+        self.path = PATHS.build(config.path.name, **config.path.params)
+        self.objective = VelocityObjective()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
+        )
+        self.ema = EMA(self.model, tc.ema_decay)
+        self.generator = torch.Generator().manual_seed(tc.seed + 1)
+        self.step = 0
+        self.last_loss = float("nan")
+        self.run_dir = config.run_dir
+
+    # -- one step --------------------------------------------------------------
+    def train_step(self) -> float:
+        bs, g, dev = self.config.train.batch_size, self.generator, self.device
+        x0 = self.source.sample(bs, generator=g, device=dev)
+        x1 = self.target.sample(bs, generator=g, device=dev)
+        pairs = self.coupling(x0, x1, generator=g)
+        t = torch.rand(pairs.x0.shape[0], generator=g).to(dev)
+        ps = self.path.sample(pairs.x0, pairs.x1, t, generator=g)
+        self.model.train()
+        loss = self.objective(self.model(ps.x_t, ps.t), ps.target, pairs.weights)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"loss is {value} at step {self.step + 1} (batch drawn from generator state after "
+                f"step {self.step}); the last good checkpoint is kept in {self.run_dir}. "
+                "Lower train.lr, enable train.grad_clip, or check the data for extreme values."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.step += 1
+        self.last_loss = value
+        return value
+
+    # -- checkpoints -------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
+        opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer)
+        tensors.update(opt_tensors)
+        tensors["rng.data"] = self.generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        state = {
+            "step": self.step,
+            "loss": self.last_loss if math.isfinite(self.last_loss) else None,
+            "ema_updates": self.ema.updates,
+            "optimizer": opt_meta,
+        }
+        return tensors, state
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write a checkpoint atomically (default: ``run_dir/checkpoint.safetensors``)."""
+        path = Path(path) if path is not None else self.checkpoint_path
+        tensors, state = self.state_tensors()
+        save_checkpoint(path, tensors, self.config.to_dict(), state)
+        return path
+
+    def load(self, path: str | Path | None = None) -> None:
+        """Restore model, EMA, optimiser, RNG states and step from a checkpoint."""
+        path = Path(path) if path is not None else self.checkpoint_path
+        tensors, config, state = load_checkpoint(path)
+        _check_same_identity(config, self.config.to_dict(), path)
+        load_module_state(self.model, tensors, "model.", f"checkpoint {path}")
+        load_module_state(self.ema.model, tensors, "ema.", f"checkpoint {path} (EMA)")
+        self.optimizer.load_state_dict(unflatten_optimizer_state(tensors, state["optimizer"]))
+        self.generator.set_state(tensors["rng.data"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(state["step"])
+        self.ema.updates = int(state["ema_updates"])
+        self.last_loss = float("nan") if state.get("loss") is None else float(state["loss"])
+
+    # -- evaluation ----------------------------------------------------------------
+    def evaluate(self) -> list[EvalRow]:
+        sc = self.config.sample
+        return evaluate_field(
+            self.ema.model,
+            self.source,
+            self.target,
+            nfes=sc.nfe,
+            sampler=sc.sampler,
+            adaptive=sc.adaptive,
+            n=self.config.train.eval_samples,
+            seed=self.config.train.seed + 12345,
+            device=self.device,
+        )
+
+    # -- the loop --------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train to ``config.train.steps``; ``resume=True`` continues from the run's checkpoint."""
+        tc = self.config.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise CheckpointError(f"--resume: no checkpoint at {self.checkpoint_path}")
+            self.load()
+        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        log = _CsvLog(self.run_dir / "log.csv", ["step", "loss", "lr", "seconds"], append=resume)
+        rows: list[EvalRow] = []
+        start = time.perf_counter()
+        progress = _progress(tc.steps, self.step, tc.progress, self.config.name)
+        try:
+            while self.step < tc.steps:
+                loss = self.train_step()
+                progress.update(1)
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    progress.set_postfix(loss=f"{loss:.4f}")
+                    log.write([self.step, loss, self.optimizer.param_groups[0]["lr"],
+                               round(time.perf_counter() - start, 3)])
+                if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+                    self.save()
+                if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
+                    self._write_eval(self.evaluate())
+        except KeyboardInterrupt:
+            progress.close()
+            self.save()
+            print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.checkpoint_path}",
+                  file=sys.stderr)
+            raise
+        finally:
+            progress.close()
+            log.close()
+        self.save()
+        rows = self.evaluate()
+        self._write_eval(rows)
+        return TrainResult(self.step, self.last_loss, self.run_dir, rows, time.perf_counter() - start)
+
+    def _write_eval(self, rows: list[EvalRow]) -> None:
+        path = self.run_dir / "eval.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["step", *rows[0].as_dict().keys()])
+            for r in rows:
+                writer.writerow([self.step, *r.as_dict().values()])
+        title = f"{self.config.name} at step {self.step}"
+        (self.run_dir / "eval.md").write_text(format_table(rows, title) + "\n")
+
+
+def _check_same_identity(stored: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    for key in _IDENTITY_KEYS:
+        if stored.get(key) != current.get(key):
+            raise CheckpointError(
+                f"checkpoint {path} was written with {key}={json.dumps(stored.get(key))} but the "
+                f"current config has {key}={json.dumps(current.get(key))}; use a matching config "
+                "or a new run name"
+            )
+
+
+def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+    """Rebuild the model of a checkpoint (EMA weights by default) and return it with its config."""
+    tensors, raw_config, _ = load_checkpoint(path)
+    try:
+        config = Config.from_dict(raw_config)
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
+    shape = build_source(config.data.source).shape
+    model = build_model(config.model.name, config.model.params, shape)
+    prefix = "ema." if ema else "model."
+    load_module_state(model, tensors, prefix, f"checkpoint {path}")
+    return model.to(device).eval(), config
+
+
+class _CsvLog:
+    def __init__(self, path: Path, header: list[str], append: bool) -> None:
+        exists = path.exists() and append
+        self._fh = path.open("a" if append else "w", newline="")
+        self._writer = csv.writer(self._fh)
+        if not exists:
+            self._writer.writerow(header)
+
+    def write(self, row: list[Any]) -> None:
+        self._writer.writerow(row)
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True,
+                leave=False)
