@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from monge.models import MLP, build_model
+from monge.models.embeddings import FourierEmbedding, SinusoidalEmbedding
+
+
+@pytest.mark.parametrize("emb", ["sinusoidal", "fourier"])
+def test_mlp_shapes_and_time_dependence(emb):
+    torch.manual_seed(0)
+    m = MLP(3, hidden=32, depth=2, time_embedding=emb)
+    x = torch.randn(5, 3)
+    out0, out1 = m(x, torch.zeros(5)), m(x, torch.ones(5))
+    assert out0.shape == (5, 3)
+    assert not torch.allclose(out0, out1)
+    assert torch.allclose(m(x, 0.5), m(x, torch.full((5,), 0.5)))
+
+
+def test_embeddings_are_bounded_and_distinct():
+    t = torch.linspace(0, 1, 11)
+    for emb in (SinusoidalEmbedding(16), FourierEmbedding(16)):
+        e = emb(t)
+        assert e.shape == (11, 16) and e.abs().max() <= 1.0
+        assert torch.cdist(e, e).fill_diagonal_(1.0).min() > 1e-3
+
+
+def test_build_model_and_errors():
+    assert isinstance(build_model("mlp", {"hidden": 8}, (2,)), MLP)
+    with pytest.raises(ValueError, match="flat vectors"):
+        build_model("mlp", {}, (1, 8, 8))
+    with pytest.raises(ValueError, match="accepted: .*hidden"):
+        build_model("mlp", {"width": 3}, (2,))
+    with pytest.raises(ValueError, match="time_embedding"):
+        MLP(2, time_embedding="learned")
+    with pytest.raises(ValueError, match="shape \\(batch, 2\\)"):
+        MLP(2)(torch.randn(4, 3), torch.zeros(4))

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from monge.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"source": "gaussian", "target": "moons"},
+        "coupling": "exact_ot",
+        "model": {"name": "mlp", "hidden": 32, "depth": 2},
+        "train": {"steps": 30, "batch_size": 32, "eval_samples": 100, "checkpoint_every": 10},
+        "sample": {"nfe": [1, 2], "adaptive": False},
+    }))
+    return path
+
+
+def test_train_sample_eval_end_to_end(recipe, tmp_path):
+    res = runner.invoke(app, ["train", str(recipe), "train.steps=20", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "trained 20 steps" in res.output
+    run = tmp_path / "runs" / "tiny"
+
+    res = runner.invoke(app, ["train", str(recipe), "--resume", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "trained 30 steps" in res.output
+
+    out = tmp_path / "s.npy"
+    res = runner.invoke(app, ["sample", str(run), "--nfe", "4", "--sampler", "heun", "-n", "50", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert np.load(out).shape == (50, 2) and np.isfinite(np.load(out)).all()
+
+    table = tmp_path / "eval.md"
+    res = runner.invoke(app, ["eval", str(run), "--nfe", "1,2", "-n", "100", "--no-adaptive", "-o", str(table)])
+    assert res.exit_code == 0, res.output
+    assert "| euler | 2 |" in res.output and table.read_text().startswith("**tiny")
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["train", "missing.yaml"], "config file not found"),
+        (["train", "{recipe}", "coupling.name=ot"], "valid choices"),
+        (["train", "{recipe}", "train.steps=abc"], "expected an integer"),
+        (["sample", "{tmp}/nothing", "-o", "{tmp}/x.npy"], "checkpoint not found"),
+        (["eval", "{tmp}/nothing"], "checkpoint not found"),
+    ],
+)
+def test_clear_errors(recipe, tmp_path, args, msg):
+    args = [a.format(recipe=recipe, tmp=tmp_path) for a in args]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert msg in res.output and "Traceback" not in res.output
+
+
+def test_sample_bad_nfe_and_sampler(recipe, tmp_path):
+    assert runner.invoke(app, ["train", str(recipe), "--no-progress"]).exit_code == 0
+    run = str(tmp_path / "runs" / "tiny")
+    res = runner.invoke(app, ["sample", run, "--nfe", "0", "-o", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and "nfe" in res.output
+    res = runner.invoke(app, ["sample", run, "--sampler", "rk5", "-o", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and "rk4" in res.output
+    res = runner.invoke(app, ["eval", run, "--nfe", "1,x"])
+    assert res.exit_code == 2 and "comma-separated" in res.output
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    bad = tmp_path / "checkpoint.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    res = runner.invoke(app, ["sample", str(bad), "-o", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and "safetensors" in res.output
+
+
+def test_demo_writes_report(tmp_path):
+    out = tmp_path / "demo"
+    res = runner.invoke(app, ["demo", "-o", str(out), "--steps", "30", "--batch-size", "64", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    report = (out / "report.md").read_text()
+    assert "OT-CFM (exact_ot)" in report and "I-CFM (independent)" in report
+    for png in ("w2_vs_nfe.png", "samples.png", "trajectories.png"):
+        assert (out / png).stat().st_size > 1000

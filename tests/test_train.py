@@ -1,0 +1,94 @@
+import csv
+
+import pytest
+import torch
+
+from monge.checkpoint import CheckpointError, load_checkpoint
+from monge.train import Trainer, TrainingError, load_model
+
+
+def _params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_training_lowers_the_loss(tiny_config):
+    cfg = tiny_config(train__steps=300, train__checkpoint_every=0)
+    trainer = Trainer(cfg)
+    losses = [trainer.train_step() for _ in range(300)]
+    first, last = sum(losses[:30]) / 30, sum(losses[-30:]) / 30
+    assert last < 0.7 * first
+
+
+def test_fit_writes_checkpoint_logs_and_eval(tiny_config):
+    cfg = tiny_config()
+    result = Trainer(cfg).fit()
+    run = cfg.run_dir
+    assert result.step == 40
+    assert (run / "checkpoint.safetensors").is_file() and (run / "config.yaml").is_file()
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
+    assert "| euler | 1 |" in (run / "eval.md").read_text()
+    assert {r.nfe for r in result.eval_rows} == {1, 2}
+    _, config, state = load_checkpoint(run / "checkpoint.safetensors")
+    assert state["step"] == 40 and config["coupling"] == {"name": "exact_ot"}
+
+
+def test_resume_is_exact(tiny_config):
+    full = Trainer(tiny_config(name="full", train__checkpoint_every=0))
+    full.fit()
+    half = Trainer(tiny_config(name="half", train__steps=20))
+    half.fit()
+    resumed = Trainer(tiny_config(name="half", train__steps=40))
+    resumed.fit(resume=True)
+    assert resumed.step == 40
+    assert torch.equal(_params(full.model), _params(resumed.model))
+    assert torch.equal(_params(full.ema.model), _params(resumed.ema.model))
+
+
+def test_resume_refuses_other_model(tiny_config):
+    Trainer(tiny_config(train__steps=20)).fit()
+    other = Trainer(tiny_config(train__steps=40, model={"name": "mlp", "hidden": 16, "depth": 2}))
+    with pytest.raises(CheckpointError, match="model="):
+        other.fit(resume=True)
+
+
+def test_resume_without_checkpoint(tiny_config):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        Trainer(tiny_config()).fit(resume=True)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_config, monkeypatch):
+    cfg = tiny_config(train__steps=30, train__checkpoint_every=10)
+    trainer = Trainer(cfg)
+    original = trainer.target.sample
+    calls = {"n": 0}
+
+    def poisoned(n, generator=None, device="cpu"):
+        calls["n"] += 1
+        x = original(n, generator=generator, device=device)
+        return x * float("inf") if calls["n"] == 15 else x
+
+    monkeypatch.setattr(trainer.target, "sample", poisoned)
+    with pytest.raises((TrainingError, ValueError), match="step 15|NaN/Inf"):
+        trainer.fit()
+    _, _, state = load_checkpoint(cfg.run_dir / "checkpoint.safetensors")
+    assert state["step"] == 10
+
+
+def test_nonfinite_loss_message(tiny_config, monkeypatch):
+    trainer = Trainer(tiny_config())
+    trainer.objective = lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
+    with pytest.raises(TrainingError, match="loss is nan at step 1"):
+        trainer.train_step()
+
+
+def test_load_model_returns_ema_weights(tiny_config):
+    cfg = tiny_config()
+    trainer = Trainer(cfg)
+    trainer.fit()
+    ema, loaded_cfg = load_model(cfg.run_dir)
+    raw, _ = load_model(cfg.run_dir / "checkpoint.safetensors", ema=False)
+    assert loaded_cfg == cfg
+    assert torch.equal(_params(ema), _params(trainer.ema.model))
+    assert torch.equal(_params(raw), _params(trainer.model))
+    assert not torch.equal(_params(ema), _params(raw))
