@@ -43,9 +43,15 @@ def plot_metric_vs_nfe(
 
 
 def plot_samples(
-    panels: Mapping[str, Mapping[str, Tensor]], target: Tensor, path: str | Path
+    panels: Mapping[str, Mapping[str, Tensor]],
+    target: Tensor,
+    path: str | Path,
+    notes: Mapping[str, str] | None = None,
 ) -> Path:
-    """Grid of 2D scatter plots: one row per method, one column per sampling budget, plus the target."""
+    """Grid of 2D scatter plots: one row per method, one column per sampling budget, plus the target.
+
+    Every method must have the same column keys; ``notes[method]`` is appended to its last title.
+    """
     rows = list(panels)
     cols = list(next(iter(panels.values())))
     fig, axes = plt.subplots(len(rows), len(cols) + 1, figsize=(2.2 * (len(cols) + 1), 2.2 * len(rows)),
@@ -56,7 +62,10 @@ def plot_samples(
             x = panels[method][col].cpu()
             ax = axes[i][j]
             ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
-            ax.set_title(f"{method}\n{col}" if j == 0 else col, fontsize=8)
+            title = f"{method}\n{col}" if j == 0 else col
+            if notes and method in notes and j == len(cols) - 1:
+                title += f"\n({notes[method]})"
+            ax.set_title(title, fontsize=8)
         axes[i][-1].scatter(target[:, 0].cpu(), target[:, 1].cpu(), s=1, alpha=0.5, color="k")
         axes[i][-1].set_title("target", fontsize=8)
     for ax in axes.flat:

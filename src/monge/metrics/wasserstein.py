@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import ot
 import torch
+from scipy.spatial.distance import cdist
 from torch import Tensor
 
 from .._validation import check_batch
@@ -32,8 +33,8 @@ def wasserstein2(x: Tensor, y: Tensor, num_iter_max: int | None = None) -> float
     r"""Exact :math:`W_2` between uniform clouds ``x`` ``(n, *shape)`` and ``y`` ``(m, *shape)``.
 
     Samples are flattened; ``n`` and ``m`` may differ. ``num_iter_max`` caps the network
-    simplex (default ``max(10^6, 50 n m)``); a warning is raised if it is reached, in which case
-    the returned value is an upper bound.
+    simplex (default ``max(10^6, 50 n m)``); reaching it raises ``RuntimeError``, since the
+    truncated plan does not have the right marginals.
 
     Examples
     --------
@@ -53,10 +54,15 @@ def wasserstein2(x: Tensor, y: Tensor, num_iter_max: int | None = None) -> float
         num_iter_max = max(1_000_000, 50 * n * m)
     elif isinstance(num_iter_max, bool) or not isinstance(num_iter_max, int) or num_iter_max < 1:
         raise ValueError(f"num_iter_max must be a positive integer or None, got {num_iter_max!r}")
-    cost = ot.dist(xf, yf, metric="sqeuclidean")
+    cost = cdist(xf, yf, metric="sqeuclidean")  # differences, not the expanded form: exact zeros
     a = np.full(n, 1.0 / n)
     b = np.full(m, 1.0 / m)
-    value, log = ot.emd2(a, b, cost, numItermax=num_iter_max, log=True)
+    with warnings.catch_warnings():  # POT warns on non-convergence; we raise instead
+        warnings.simplefilter("ignore", UserWarning)
+        value, log = ot.emd2(a, b, cost, numItermax=num_iter_max, log=True)
     if log.get("warning"):
-        warnings.warn(f"wasserstein2: {log['warning']}; raise num_iter_max", RuntimeWarning, stacklevel=2)
+        raise RuntimeError(
+            f"wasserstein2 did not converge ({log['warning']}); the truncated plan is not a "
+            f"valid coupling: pass a larger num_iter_max (used {num_iter_max})"
+        )
     return math.sqrt(max(float(value), 0.0))
