@@ -1,9 +1,11 @@
 import csv
+import math
 
 import pytest
 import torch
 
 from monge.checkpoint import CheckpointError, load_checkpoint
+from monge.config import ConfigError
 from monge.train import Trainer, TrainingError, load_model
 
 
@@ -92,3 +94,21 @@ def test_load_model_returns_ema_weights(tiny_config):
     assert torch.equal(_params(ema), _params(trainer.ema.model))
     assert torch.equal(_params(raw), _params(trainer.model))
     assert not torch.equal(_params(ema), _params(raw))
+
+
+@pytest.mark.parametrize("flags", [{"train__precision": "bf16"}, {"train__compile": True}], ids=["bf16", "compile"])
+def test_opt_in_precision_and_compile_run_on_cpu(tiny_config, flags):
+    cfg = tiny_config(**flags)
+    cfg.train.steps = 6
+    trainer = Trainer(cfg)
+    first = trainer.train_step()
+    result = trainer.fit()
+    assert math.isfinite(first) and math.isfinite(result.loss) and result.step == 6
+    # the checkpoint holds the plain module's weights (no compile / DDP prefixes)
+    model, _ = load_model(result.run_dir / "checkpoint.safetensors")
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_bad_precision_is_a_config_error(tiny_config):
+    with pytest.raises(ConfigError, match="precision"):
+        tiny_config(train__precision="fp8").validate()

@@ -39,7 +39,11 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue from the run's checkpoint"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train a model from a recipe; writes runs/NAME/{checkpoint.safetensors, log.csv, eval.md}."""
+    """Train a model from a recipe; writes runs/NAME/{checkpoint.safetensors, log.csv, eval.md}.
+
+    Runs data-parallel unchanged under ``torchrun --nproc_per_node=N -m monge train ...``.
+    """
+    from . import distributed
     from .config import load_config
     from .train import Trainer, TrainingError
 
@@ -53,6 +57,11 @@ def train(
         _fail(err)
     except KeyboardInterrupt:
         raise typer.Exit(130)
+    finally:
+        main = distributed.is_main()
+        distributed.teardown()
+    if not main:
+        return
     typer.echo(f"trained {result.step} steps in {result.seconds:.1f} s, final loss {result.loss:.4f}")
     typer.echo(f"checkpoint: {result.run_dir / 'checkpoint.safetensors'}")
     typer.echo((result.run_dir / "eval.md").read_text())

@@ -92,6 +92,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast of the network's forward pass)
+    compile: bool = False  # wrap the network in torch.compile
 
 
 @dataclass
@@ -161,6 +163,8 @@ class Config:
         for key in ("eval_every", "checkpoint_every"):
             if getattr(t, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0 (0 disables it), got {getattr(t, key)}")
+        if t.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {t.precision!r}")
         if not (t.lr > 0 and math.isfinite(t.lr)):
             raise ConfigError(f"train.lr must be a finite number > 0, got {t.lr}")
         if not 0.0 <= t.ema_decay < 1.0:

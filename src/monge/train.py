@@ -2,8 +2,16 @@
 
 Each step draws a source batch ``x0`` and a target batch ``x1``, re-pairs them with the
 coupling, samples ``t ~ U[0,1]`` and ``(x_t, u_t)`` on the path, and takes one AdamW step on the
-(weighted) velocity loss. All randomness comes from one ``torch.Generator`` whose state is saved
-with the checkpoint, so a resumed run continues exactly where it stopped.
+(weighted) velocity loss. Randomness comes from explicit generators whose states are saved with
+the checkpoint, so a resumed run continues exactly where it stopped.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the same loop runs data-parallel (DDP; gloo on CPU,
+NCCL on GPU; see :mod:`monge.distributed`). ``train.batch_size`` is the batch *per process*.
+Every rank draws the global batch ``(x0, x1, t)`` of ``W * batch_size`` points from one shared
+data generator and keeps its own slice, so the ranks see disjoint data and a run with ``W``
+processes draws the same data as one process with batch ``W * batch_size``. The coupling then
+runs per rank on its local batch, and path noise comes from a per-rank generator. Rank 0 alone
+writes checkpoints, logs and evaluations; the logged loss is the mean over ranks.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .checkpoint import (
     CheckpointError,
     flatten_optimizer_state,
@@ -67,7 +76,11 @@ class Trainer:
     def __init__(self, config: Config, model: nn.Module | None = None) -> None:
         self.config = config
         tc = config.train
-        self.device = torch.device(tc.device)
+        device = torch.device(tc.device)
+        self.dist = distributed.setup(device)
+        if device.type == "cuda" and self.dist.enabled and device.index is None:
+            device = torch.device("cuda", self.dist.local_rank)
+        self.device = device
         self.source: DataSource = build_source(config.data.source)
         self.target: DataSource = build_source(config.data.target)
         if self.source.shape != self.target.shape:
@@ -86,22 +99,45 @@ class Trainer:
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
         )
         self.ema = EMA(self.model, tc.ema_decay)
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if tc.compile:
+            self.net = torch.compile(self.net)
+        #: shared by all ranks: the global batch of data and times
         self.generator = torch.Generator().manual_seed(tc.seed + 1)
+        #: per rank: coupling and path randomness
+        self.local_generator = torch.Generator().manual_seed(_local_seed(tc.seed, self.dist.rank))
         self.step = 0
         self.last_loss = float("nan")
         self.run_dir = config.run_dir
 
     # -- one step --------------------------------------------------------------
-    def train_step(self) -> float:
+    def _draw_batch(self) -> tuple[Tensor, Tensor, Tensor]:
+        """This rank's slice of the global batch ``(x0, x1, t)``."""
         bs, g, dev = self.config.train.batch_size, self.generator, self.device
-        x0 = self.source.sample(bs, generator=g, device=dev)
-        x1 = self.target.sample(bs, generator=g, device=dev)
-        pairs = self.coupling(x0, x1, generator=g)
-        t = torch.rand(pairs.x0.shape[0], generator=g).to(dev)
-        ps = self.path.sample(pairs.x0, pairs.x1, t, generator=g)
-        self.model.train()
-        loss = self.objective(self.model(ps.x_t, ps.t), ps.target, pairs.weights)
-        value = float(loss.detach())
+        world, rank = self.dist.world_size, self.dist.rank
+        x0 = self.source.sample(bs * world, generator=g, device=dev)
+        x1 = self.target.sample(bs * world, generator=g, device=dev)
+        t = torch.rand(bs * world, generator=g).to(dev)
+        if world > 1:
+            local = slice(rank * bs, (rank + 1) * bs)
+            x0, x1, t = x0[local], x1[local], t[local]
+        return x0, x1, t
+
+    def train_step(self) -> float:
+        x0, x1, t = self._draw_batch()
+        pairs = self.coupling(x0, x1, generator=self.local_generator)
+        ps = self.path.sample(pairs.x0, pairs.x1, t, generator=self.local_generator)
+        self.net.train()
+        bf16 = self.config.train.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            pred = self.net(ps.x_t, ps.t)
+        loss = self.objective(pred.float(), ps.target, pairs.weights)
+        value = distributed.all_reduce_mean(loss.detach(), self.device)
         if not math.isfinite(value):
             raise TrainingError(
                 f"loss is {value} at step {self.step + 1} (batch drawn from generator state after "
@@ -123,14 +159,21 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.run_dir / CHECKPOINT_NAME
 
-    def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    def state_tensors(self, gather: bool = True) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Everything a checkpoint holds. ``gather`` collects every rank's generator (collective)."""
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer)
         tensors.update(opt_tensors)
         tensors["rng.data"] = self.generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
+        local = [self.local_generator.get_state()]
+        if gather and self.dist.enabled:
+            local = distributed.all_gather_objects(local[0])
+        for r, st in enumerate(local):
+            tensors[f"rng.local.{r}"] = st
         state = {
+            "world_size": self.dist.world_size if (gather or not self.dist.enabled) else None,
             "step": self.step,
             "loss": self.last_loss if math.isfinite(self.last_loss) else None,
             "ema_updates": self.ema.updates,
@@ -138,11 +181,18 @@ class Trainer:
         }
         return tensors, state
 
-    def save(self, path: str | Path | None = None) -> Path:
-        """Write a checkpoint atomically (default: ``run_dir/checkpoint.safetensors``)."""
+    def save(self, path: str | Path | None = None, gather: bool = True) -> Path:
+        """Write a checkpoint atomically (default: ``run_dir/checkpoint.safetensors``).
+
+        Distributed: a collective call (all ranks), rank 0 writes; ``gather=False`` skips the
+        collection of the other ranks' generators (used on interrupt, when ranks may be out of step).
+        """
         path = Path(path) if path is not None else self.checkpoint_path
-        tensors, state = self.state_tensors()
-        save_checkpoint(path, tensors, self.config.to_dict(), state)
+        tensors, state = self.state_tensors(gather)
+        if self.dist.rank == 0:
+            save_checkpoint(path, tensors, self.config.to_dict(), state)
+        if gather:
+            distributed.barrier()
         return path
 
     def load(self, path: str | Path | None = None) -> None:
@@ -155,12 +205,20 @@ class Trainer:
         self.optimizer.load_state_dict(unflatten_optimizer_state(tensors, state["optimizer"]))
         self.generator.set_state(tensors["rng.data"])
         torch.set_rng_state(tensors["rng.torch"])
+        key = f"rng.local.{self.dist.rank}"
+        if state.get("world_size") == self.dist.world_size and key in tensors:
+            self.local_generator.set_state(tensors[key])
+        else:  # resumed on another number of processes: fresh per-rank streams
+            self.local_generator.manual_seed(_local_seed(self.config.train.seed, self.dist.rank) + self.step)
         self.step = int(state["step"])
         self.ema.updates = int(state["ema_updates"])
         self.last_loss = float("nan") if state.get("loss") is None else float(state["loss"])
 
     # -- evaluation ----------------------------------------------------------------
     def evaluate(self) -> list[EvalRow]:
+        """Quality-versus-NFE rows of the EMA model (computed on rank 0; ``[]`` elsewhere)."""
+        if self.dist.rank != 0:
+            return []
         sc = self.config.sample
         return evaluate_field(
             self.ema.model,
@@ -178,16 +236,18 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         """Train to ``config.train.steps``; ``resume=True`` continues from the run's checkpoint."""
         tc = self.config.train
+        main = self.dist.rank == 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             if not self.checkpoint_path.is_file():
                 raise CheckpointError(f"--resume: no checkpoint at {self.checkpoint_path}")
             self.load()
-        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
-        log = _CsvLog(self.run_dir / "log.csv", ["step", "loss", "lr", "seconds"], append=resume)
+        if main:
+            (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        log = _CsvLog(self.run_dir / "log.csv", ["step", "loss", "lr", "seconds"], append=resume, enabled=main)
         rows: list[EvalRow] = []
         start = time.perf_counter()
-        progress = _progress(tc.steps, self.step, tc.progress, self.config.name)
+        progress = _progress(tc.steps, self.step, tc.progress and main, self.config.name)
         try:
             while self.step < tc.steps:
                 loss = self.train_step()
@@ -200,11 +260,13 @@ class Trainer:
                     self.save()
                 if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
                     self._write_eval(self.evaluate())
+                    distributed.barrier()
         except KeyboardInterrupt:
             progress.close()
-            self.save()
-            print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.checkpoint_path}",
-                  file=sys.stderr)
+            self.save(gather=False)
+            if main:
+                print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.checkpoint_path}",
+                      file=sys.stderr)
             raise
         finally:
             progress.close()
@@ -212,9 +274,12 @@ class Trainer:
         self.save()
         rows = self.evaluate()
         self._write_eval(rows)
+        distributed.barrier()
         return TrainResult(self.step, self.last_loss, self.run_dir, rows, time.perf_counter() - start)
 
     def _write_eval(self, rows: list[EvalRow]) -> None:
+        if not rows:
+            return
         path = self.run_dir / "eval.csv"
         new = not path.exists()
         with path.open("a", newline="") as fh:
@@ -225,6 +290,10 @@ class Trainer:
                 writer.writerow([self.step, *r.as_dict().values()])
         title = f"{self.config.name} at step {self.step}"
         (self.run_dir / "eval.md").write_text(format_table(rows, title) + "\n")
+
+
+def _local_seed(seed: int, rank: int) -> int:
+    return seed + 2 + 1_000_003 * rank
 
 
 def _check_same_identity(stored: dict[str, Any], current: dict[str, Any], path: Path) -> None:
@@ -252,7 +321,12 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
 
 
 class _CsvLog:
-    def __init__(self, path: Path, header: list[str], append: bool) -> None:
+    """Append-only CSV, flushed per row; a no-op off rank 0."""
+
+    def __init__(self, path: Path, header: list[str], append: bool, enabled: bool = True) -> None:
+        self._fh = None
+        if not enabled:
+            return
         exists = path.exists() and append
         self._fh = path.open("a" if append else "w", newline="")
         self._writer = csv.writer(self._fh)
@@ -260,11 +334,13 @@ class _CsvLog:
             self._writer.writerow(header)
 
     def write(self, row: list[Any]) -> None:
-        self._writer.writerow(row)
-        self._fh.flush()
+        if self._fh is not None:
+            self._writer.writerow(row)
+            self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):

@@ -1,0 +1,110 @@
+r"""Multi-process helpers over ``torch.distributed`` (launched by ``torchrun``).
+
+A process is part of a distributed job when ``torchrun`` has set ``WORLD_SIZE > 1`` (with
+``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``). :func:`setup` then joins the
+process group with the ``nccl`` backend for CUDA devices and ``gloo`` otherwise; in a single
+process everything here is a cheap no-op, so the same code runs in both settings.
+
+Single node, 4 processes::
+
+    torchrun --standalone --nproc_per_node=4 -m monge train configs/recipe.yaml
+
+Two nodes (run on each, with its ``--node_rank``)::
+
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 \
+        --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 -m monge train configs/recipe.yaml
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "setup", "teardown", "info", "is_main", "barrier", "all_reduce_mean", "all_gather_objects"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Rank of this process, number of processes and the rank on this node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def info() -> DistInfo:
+    """The current process's place in the job (``DistInfo()`` when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo()
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def setup(device: torch.device | str = "cpu") -> DistInfo:
+    """Join the process group if launched with ``WORLD_SIZE > 1``; return this process's info.
+
+    For a CUDA ``device`` the process uses GPU ``LOCAL_RANK`` and NCCL; on CPU, gloo.
+    Idempotent: an already initialised group is reused.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return info()
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
+    device = torch.device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(_env_int("LOCAL_RANK", 0))
+        dist.init_process_group(backend=backend)
+    return info()
+
+
+def teardown() -> None:
+    """Leave the process group (no-op when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the rank that writes files."""
+    return info().rank == 0
+
+
+def barrier() -> None:
+    if info().enabled:
+        dist.barrier()
+
+
+def all_reduce_mean(value: float | torch.Tensor, device: torch.device | str = "cpu") -> float:
+    r"""Mean of a scalar over all ranks, :math:`\frac1W \sum_r v_r` (the value itself if alone)."""
+    if not info().enabled:
+        return float(value)
+    t = torch.as_tensor(value, dtype=torch.float64, device=device).reshape(1).clone()
+    dist.all_reduce(t)
+    return float(t) / info().world_size
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """Picklable ``obj`` from every rank, in rank order (``[obj]`` when alone)."""
+    if not info().enabled:
+        return [obj]
+    out: list[object] = [None] * info().world_size
+    dist.all_gather_object(out, obj)
+    return out
