@@ -132,8 +132,9 @@ def sinkhorn(
     batched = cost.dim() == 3
     C = cost if batched else cost[None]
     B, n, m = C.shape
-    aw = check_weights(a, n, "a", C, (B,))
-    bw = check_weights(b, m, "b", C, (B,))
+    bdims = (B,) if batched else ()
+    aw = check_weights(a, n, "a", C, bdims).expand(B, n)
+    bw = check_weights(b, m, "b", C, bdims).expand(B, m)
     log_a, log_b = _safe_log(aw), _safe_log(bw)
     lam = 1.0 if tau is None or math.isinf(tau) else tau / (tau + eps)
     balanced = lam == 1.0
