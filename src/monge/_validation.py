@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_finite", "check_batch", "check_same_shape", "check_positive_int"]
+__all__ = ["check_finite", "check_batch", "check_same_shape", "check_positive_int", "MAX_SAMPLES"]
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
@@ -35,7 +35,14 @@ def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str)
         )
 
 
-def check_positive_int(value: object, name: str) -> int:
+#: Largest number of samples one call may draw (2^27 points of 2D float32 is 1 GiB).
+MAX_SAMPLES = 2**27
+
+
+def check_positive_int(value: object, name: str, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int in ``[1, maximum]``; else raise ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value} is too large (at most {maximum}); draw in smaller chunks")
     return value

@@ -16,6 +16,7 @@ Every problem (unknown key, wrong type, unknown name, bad parameter) raises
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 __all__ = [
@@ -160,6 +162,10 @@ class Config:
         for key in ("steps", "batch_size", "log_every", "eval_samples"):
             if getattr(t, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+        for key, top, why in (("batch_size", 2**20, "per-process batch"),
+                              ("eval_samples", 20_000, "exact W2 costs O(n^3) in it")):
+            if getattr(t, key) > top:
+                raise ConfigError(f"train.{key}={getattr(t, key)} is too large (at most {top}: {why})")
         for key in ("eval_every", "checkpoint_every"):
             if getattr(t, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0 (0 disables it), got {getattr(t, key)}")
@@ -193,6 +199,14 @@ class Config:
             raise ConfigError(
                 f"unknown model {self.model.name!r}; valid choices: {', '.join(MODELS.names())}"
             )
+        from .data.sources import build_source
+        from .models import build_model
+
+        try:  # on the meta device: checks the parameters without allocating weights
+            with torch.device("meta"):
+                build_model(self.model.name, self.model.params, build_source(self.data.source).shape)
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
 
 
 def _type_name(tp: Any) -> str:
@@ -267,7 +281,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=value`` overrides (values parsed as YAML) to a raw config mapping."""
-    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
@@ -298,7 +312,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; a recipe is YAML text") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
     if raw is None:

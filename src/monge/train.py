@@ -244,6 +244,8 @@ class Trainer:
             self.load()
         if main:
             (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+            for stale in self.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
+                stale.unlink(missing_ok=True)
         log = _CsvLog(self.run_dir / "log.csv", ["step", "loss", "lr", "seconds"], append=resume, enabled=main)
         rows: list[EvalRow] = []
         start = time.perf_counter()

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .._validation import check_positive_int
+from .._validation import MAX_SAMPLES, check_positive_int
 from ..registry import Registry
 
 __all__ = ["TOY_DATASETS", "sample_toy", "toy_modes"]
@@ -176,7 +176,7 @@ def sample_toy(
     torch.Size([4, 2])
     """
     _check_name(name)
-    check_positive_int(n, "n")
+    check_positive_int(n, "n", MAX_SAMPLES)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:

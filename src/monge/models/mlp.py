@@ -28,9 +28,12 @@ class MLP(nn.Module):
         activation: str = "silu",
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
+        for name, value, top in (("dim", dim, 2**20), ("hidden", hidden, 2**16), ("depth", depth, 256),
+                                 ("time_dim", time_dim, 2**12)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MLP {name} must be a positive integer, got {value!r}")
+            if value > top:
+                raise ValueError(f"MLP {name}={value} is unreasonably large (at most {top})")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(sorted(_ACTIVATIONS))}")
         self.dim = dim
