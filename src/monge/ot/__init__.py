@@ -1,6 +1,36 @@
-"""Optimal-transport solvers on torch tensors (no generative-model code here)."""
+"""Optimal-transport solvers on torch tensors (no generative-model code here).
 
-from .exact import assignment, squared_euclidean_cost
-from .sliced import sliced_wasserstein
+- :mod:`.exact`: exact plans (network simplex) and assignments (SciPy / network simplex).
+- :mod:`.sinkhorn`: batched log-domain Sinkhorn, epsilon scaling, unbalanced (KL) marginals.
+- :mod:`.sliced`: sliced Wasserstein distance.
+- :mod:`.semidiscrete`: semi-discrete OT map from a continuous source onto weighted points.
+"""
 
-__all__ = ["assignment", "squared_euclidean_cost", "sliced_wasserstein"]
+from .exact import ExactResult, assignment, emd, exact_ot, squared_euclidean_cost
+from .semidiscrete import (
+    SemiDiscreteMap,
+    SemiDiscreteResult,
+    cell_mass_error,
+    cell_search,
+    fit_semidiscrete,
+)
+from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_unbalanced
+from .sliced import random_directions, sliced_wasserstein
+
+__all__ = [
+    "ExactResult",
+    "assignment",
+    "emd",
+    "exact_ot",
+    "squared_euclidean_cost",
+    "SinkhornResult",
+    "sinkhorn",
+    "sinkhorn_unbalanced",
+    "random_directions",
+    "sliced_wasserstein",
+    "SemiDiscreteMap",
+    "SemiDiscreteResult",
+    "cell_mass_error",
+    "cell_search",
+    "fit_semidiscrete",
+]
