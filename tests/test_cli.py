@@ -81,9 +81,36 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 def test_demo_writes_report(tmp_path):
     out = tmp_path / "demo"
-    res = runner.invoke(app, ["demo", "-o", str(out), "--steps", "30", "--batch-size", "64", "--no-progress"])
+    res = runner.invoke(app, ["demo", "-o", str(out), "--steps", "30", "--batch-size", "64", "--no-progress",
+                              "--source", "gaussian", "--target", "8gaussians"])
     assert res.exit_code == 0, res.output
     report = (out / "report.md").read_text()
     assert "OT-CFM (exact_ot)" in report and "I-CFM (independent)" in report
+    assert "**Mode mixture by NFE**" in report  # 8gaussians is a mixture with known modes
     for png in ("w2_vs_nfe.png", "samples.png", "trajectories.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_eval_compares_several_checkpoints(recipe, tmp_path):
+    for coupling in ("exact_ot", "independent"):
+        args = ["train", str(recipe), f"name={coupling}", f"coupling.name={coupling}", "--no-progress"]
+        assert runner.invoke(app, args).exit_code == 0
+    runs = [str(tmp_path / "runs" / c) for c in ("exact_ot", "independent")]
+    png = tmp_path / "cmp.png"
+    res = runner.invoke(app, ["eval", *runs, "--nfe", "1,2", "-n", "100", "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert "**W2 by NFE**" in res.output and "| exact_ot | independent |" in res.output
+    assert png.stat().st_size > 1000
+
+
+def test_eval_refuses_runs_of_different_tasks(recipe, tmp_path):
+    assert runner.invoke(app, ["train", str(recipe), "--no-progress"]).exit_code == 0
+    args = ["train", str(recipe), "name=other", "data.target=circles", "--no-progress"]
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, ["eval", str(tmp_path / "runs" / "tiny"), str(tmp_path / "runs" / "other")])
+    assert res.exit_code == 2 and "different tasks" in res.output
+
+
+def test_demo_unknown_coupling(tmp_path):
+    res = runner.invoke(app, ["demo", "-o", str(tmp_path), "--couplings", "independent,nope"])
+    assert res.exit_code == 2 and "valid choices" in res.output

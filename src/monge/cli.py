@@ -100,33 +100,54 @@ def sample_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory"),
+    checkpoints: List[Path] = typer.Argument(..., help="one or more checkpoint files or run directories"),
     nfe: str = typer.Option("1,2,4,8", help="comma-separated NFE budgets"),
     sampler: str = typer.Option("euler"),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="also run dopri5"),
     n: int = typer.Option(1000, "-n", help="samples per evaluation"),
     seed: int = typer.Option(0),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="also write the table here"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="also write the tables here"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a W2-vs-NFE PNG, one curve per run"),
 ) -> None:
-    """W2 / MMD / straightness (and mode statistics) versus NFE, as a Markdown table."""
+    """W2 / MMD / straightness (and mode statistics) versus NFE, as Markdown tables.
+
+    Several checkpoints (e.g. one per coupling, same data) are evaluated on the same noise and
+    reference samples and compared in one report.
+    """
     from .data.sources import build_source
-    from .evaluate import evaluate_field, format_table
+    from .evaluate import evaluate_field, format_comparison, format_table
     from .train import load_model
 
+    results: dict[str, list] = {}
     try:
         nfes = _parse_nfe(nfe)
         if n < 2:
             raise ValueError(f"-n must be >= 2, got {n}")
-        model, cfg = load_model(checkpoint)
-        rows = evaluate_field(model, build_source(cfg.data.source), build_source(cfg.data.target),
-                              nfes=nfes, sampler=sampler, adaptive=adaptive, n=n, seed=seed)
+        tasks = set()
+        for checkpoint in checkpoints:
+            model, cfg = load_model(checkpoint)
+            tasks.add((cfg.data.source, cfg.data.target))
+            if len(tasks) > 1:
+                raise ValueError(f"checkpoints compare different tasks {sorted(tasks)}; evaluate them separately")
+            label = cfg.name if cfg.name not in results else f"{cfg.name} ({checkpoint})"
+            results[label] = evaluate_field(model, build_source(cfg.data.source), build_source(cfg.data.target),
+                                            nfes=nfes, sampler=sampler, adaptive=adaptive, n=n, seed=seed)
     except _USER_ERRORS as err:
         _fail(err)
-    table = format_table(rows, f"{cfg.name}: {cfg.data.source} -> {cfg.data.target}")
-    typer.echo(table)
+    source, target = tasks.pop()
+    parts = [format_table(rows, f"{label}: {source} -> {target}") for label, rows in results.items()]
+    if len(results) > 1:
+        parts.append(format_comparison(results))
+    report = "\n\n".join(parts)
+    typer.echo(report)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(table + "\n")
+        output.write_text(report + "\n")
+    if plot is not None:
+        from .plots import plot_metric_vs_nfe
+
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_metric_vs_nfe(results, plot, "w2")
 
 
 @app.command()
@@ -137,16 +158,23 @@ def demo(
     source: str = typer.Option("8gaussians"),
     target: str = typer.Option("moons"),
     seed: int = typer.Option(0),
+    couplings: str = typer.Option("independent,exact_ot", help="comma-separated couplings to compare"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train I-CFM and OT-CFM on a 2D task and write a report with tables and figures."""
+    """Train one model per coupling (default I-CFM vs OT-CFM) on a 2D task; write a report."""
+    from .couplings import COUPLINGS
     from .demo import run_demo
 
     try:
         if steps < 1 or batch_size < 2:
             raise ValueError("--steps must be >= 1 and --batch-size >= 2")
-        result = run_demo(out, source=source, target=target, steps=steps, batch_size=batch_size,
-                          seed=seed, progress=progress)
+        names = [c.strip() for c in couplings.split(",") if c.strip()]
+        for name in names:
+            COUPLINGS.get(name)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"--couplings must list distinct coupling names, got {couplings!r}")
+        result = run_demo(out, source=source, target=target, couplings=names, steps=steps,
+                          batch_size=batch_size, seed=seed, progress=progress)
     except _USER_ERRORS as err:
         _fail(err)
     typer.echo(result.report.read_text())

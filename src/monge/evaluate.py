@@ -12,7 +12,7 @@ from .data.sources import DataSource
 from .metrics import mmd_rbf, mode_stats, straightness, wasserstein2
 from .samplers import sample
 
-__all__ = ["EvalRow", "evaluate_field", "format_table"]
+__all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison"]
 
 
 @dataclass
@@ -87,4 +87,28 @@ def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:
             mix = "" if r.mode_mixture is None else f"{r.mode_mixture:.3f}"
             line += f" {cov} | {mix} |"
         lines.append(line)
+    return "\n".join(lines)
+
+
+_TITLES = {"w2": "W2", "mmd": "MMD²", "straightness": "Straightness", "mode_mixture": "Mode mixture",
+           "mode_coverage": "Mode coverage"}
+
+
+def format_comparison(results: dict[str, Sequence[EvalRow]], metric: str = "w2") -> str:
+    """One column per method: ``metric`` at each NFE (rows matched by position; adaptive NFEs listed)."""
+    labels = list(results)
+    first = results[labels[0]]
+    title = _TITLES.get(metric, metric)
+    lines = [f"**{title} by NFE**", "", "| NFE | " + " | ".join(labels) + " |",
+             "|---:|" + "---:|" * len(labels)]
+    for i, r in enumerate(first):
+        if r.sampler == "dopri5":
+            nfe = f"adaptive ({'/'.join(str(results[lab][i].nfe) for lab in labels)})"
+        else:
+            nfe = str(r.nfe)
+        cells = []
+        for lab in labels:
+            value = getattr(results[lab][i], metric) if i < len(results[lab]) else None
+            cells.append("" if value is None else f"{value:.3f}")
+        lines.append(f"| {nfe} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
