@@ -13,6 +13,7 @@ from .semidiscrete import (
     cell_mass_error,
     cell_search,
     fit_semidiscrete,
+    fit_semidiscrete_sharded,
 )
 from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_unbalanced
 from .sliced import random_directions, sliced_wasserstein
@@ -33,4 +34,5 @@ __all__ = [
     "cell_mass_error",
     "cell_search",
     "fit_semidiscrete",
+    "fit_semidiscrete_sharded",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "SemiDiscreteMap",
     "SemiDiscreteResult",
     "fit_semidiscrete",
+    "fit_semidiscrete_sharded",
     "cell_mass_error",
 ]
 
@@ -171,21 +172,21 @@ def _sampler(source: Source, d: int, dtype: torch.dtype, device: torch.device) -
 def _count_cells(
     sample: Callable[[int, torch.Generator | None], Tensor],
     n_samples: int,
-    targets: Tensor,
-    heights: Tensor,
+    n: int,
+    d: int,
+    locate: Callable[[Tensor], Tensor],
     generator: torch.Generator | None,
     max_block_elements: int,
-    search: Callable[..., tuple[Tensor, Tensor]] = cell_search,
+    device: torch.device,
 ) -> Tensor:
-    """Cell counts ``(N,)`` of ``n_samples`` source points, drawn in memory-bounded batches."""
-    n, d = targets.shape
+    """Cell counts ``(N,)`` of ``n_samples`` source points, drawn in memory-bounded batches;
+    ``locate(x) -> (M,)`` gives the (global) cell index of each point."""
     rows = max(1, min(n_samples, max_block_elements // max(d, min(n, 4096))))
-    counts = torch.zeros(n, dtype=torch.int64, device=targets.device)
+    counts = torch.zeros(n, dtype=torch.int64, device=device)
     done = 0
     while done < n_samples:
         b = min(rows, n_samples - done)
-        _, idx = search(sample(b, generator), targets, heights, max_block_elements=max_block_elements)
-        counts += torch.bincount(idx, minlength=n)
+        counts += torch.bincount(locate(sample(b, generator)), minlength=n)
         done += b
     return counts
 
@@ -270,7 +271,10 @@ class SemiDiscreteMap:
         """Monte Carlo estimate ``(N,)`` of the source mass of every cell."""
         n_samples = check_positive_int(n_samples, "n_samples")
         sample = _sampler(source, self.dim, self.flat.dtype, self.flat.device)
-        counts = _count_cells(sample, n_samples, self.flat, self.heights, generator, self.max_block_elements)
+        counts = _count_cells(sample, n_samples, self.n_targets, self.dim, 
+                              lambda x: cell_search(x, self.flat, self.heights, max_block_elements=self.max_block_elements)[1],
+                              generator,
+                              self.max_block_elements, self.flat.device)
         return counts.to(self.flat.dtype) / n_samples
 
     def mass_error(
@@ -328,8 +332,9 @@ class SemiDiscreteResult:
 
     Attributes
     ----------
-    map : SemiDiscreteMap
-        The fitted map (targets, heights, weights).
+    map : SemiDiscreteMap or None
+        The fitted map (targets, heights, weights); ``None`` from a sharded fit with
+        ``gather_map=False``.
     heights : Tensor
         ``(N,)`` fitted heights (zero mean).
     n_iter : int
@@ -346,7 +351,7 @@ class SemiDiscreteResult:
         ``(iteration, batch_size, max_error, mean_error)`` every iteration.
     """
 
-    map: SemiDiscreteMap
+    map: SemiDiscreteMap | None
     heights: Tensor
     n_iter: int
     batch_size: int
@@ -411,14 +416,174 @@ def fit_semidiscrete(
     max_block_elements : int
         Memory bound of the cell search.
     search : callable
-        Cell search with :func:`cell_search`'s signature (a sharded search plugs in here).
+        Cell search with :func:`cell_search`'s signature. To split the targets across
+        processes use :func:`fit_semidiscrete_sharded`.
     """
-    check_batch(targets, "targets")
-    if not targets.is_floating_point():
-        raise ValueError(f"targets must be a floating tensor, got {targets.dtype}; call .float()")
-    flat = targets.reshape(targets.shape[0], -1)
+    flat = _check_targets(targets)
     n, d = flat.shape
     nu = check_weights(weights, n, "weights", flat)
+    max_block_elements = check_positive_int(max_block_elements, "max_block_elements")
+    spread = float((flat - flat.mean(0)).square().sum(1).mean().sqrt())
+
+    def locate(x: Tensor, h: Tensor) -> Tensor:
+        return search(x, flat, h, max_block_elements=max_block_elements)[1]
+
+    h, info = _fit_heights(
+        locate, n, d, nu, spread, flat.dtype, flat.device,
+        source=source, optimizer=optimizer, lr=lr, batch_size=batch_size, max_batch_size=max_batch_size,
+        tol=tol, max_tol=max_tol, max_iter=max_iter, patience=patience, lr_decay=lr_decay,
+        heights=heights, generator=generator, max_block_elements=max_block_elements,
+    )
+    return SemiDiscreteResult(map=SemiDiscreteMap(targets, h, nu, max_block_elements), heights=h, **info)
+
+
+def fit_semidiscrete_sharded(
+    shard: Tensor,
+    weights: Tensor | None = None,
+    *,
+    group: "torch.distributed.ProcessGroup | None" = None,
+    gather_map: bool = True,
+    generator: torch.Generator | None = None,
+    max_block_elements: int = DEFAULT_BLOCK,
+    **options,
+) -> SemiDiscreteResult:
+    r""":func:`fit_semidiscrete` with the targets split across the ranks of a process group.
+
+    Rank :math:`r` holds the consecutive shard :math:`Y_r` of the targets (ranks in order,
+    shards of any sizes). Every rank draws the same Monte Carlo batch (rank 0's ``generator``
+    state is broadcast first), searches only its shard, and the winning cell of each point is
+    chosen by two all-reduces: :math:`s^* = \max_r s_r` (MAX), then the smallest global index
+    among the ranks attaining :math:`s^*` (MIN). Each rank counts the points that landed in its
+    own cells, and the counts are summed across ranks (all-reduce of a zero-padded ``(N,)``
+    vector, i.e. a gather of the per-shard gradients :math:`\hat\mu(W_i) - 
+u_i`), so every
+    rank holds the same gradient and takes the same height step. Up to floating-point ties, the
+    heights equal those of :func:`fit_semidiscrete` on the concatenated targets with the same
+    generator. Memory and search time per rank scale with the shard, not with ``N``.
+
+    Parameters
+    ----------
+    shard : Tensor
+        ``(N_r, *shape)`` this rank's targets (``N_r >= 1``).
+    weights : Tensor, optional
+        ``(N,)`` weights of *all* targets, identical on every rank; uniform by default.
+    group : ProcessGroup, optional
+        Default: the world group (``torch.distributed`` must be initialised).
+    gather_map : bool
+        All-gather the targets so that ``result.map`` is the full map on every rank (memory
+        ``N x d`` per rank). With ``False``, ``result.map`` is ``None``; use ``result.heights``
+        (full ``(N,)``) with the shards.
+    generator, max_block_elements, **options
+        As in :func:`fit_semidiscrete` (``source``, ``optimizer``, ``lr``, ``batch_size``, ...).
+        A callable ``source`` must return the same points on every rank for the same generator.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "fit_semidiscrete_sharded needs torch.distributed: call torch.distributed.init_process_group "
+            "(e.g. monge.distributed.setup() under torchrun), or use fit_semidiscrete in one process"
+        )
+    if "search" in options:
+        raise ValueError("fit_semidiscrete_sharded does its own sharded search; drop the 'search' argument")
+    flat = _check_targets(shard, "shard")
+    n_local, d = flat.shape
+    world = dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    dev = flat.device
+    sizes_t = torch.zeros(world, 2, dtype=torch.int64, device=dev)
+    sizes_t[rank] = torch.tensor([n_local, d])
+    dist.all_reduce(sizes_t, group=group)
+    sizes = sizes_t[:, 0].tolist()
+    if any(int(x) != d for x in sizes_t[:, 1].tolist()):
+        raise ValueError(f"every shard must have the same point dimension; got {sizes_t[:, 1].tolist()} per rank")
+    if min(sizes) < 1:
+        raise ValueError(f"every rank needs at least one target; shard sizes per rank are {sizes}")
+    n = int(sum(sizes))
+    offset = int(sum(sizes[:rank]))
+    nu = check_weights(weights, n, "weights", flat)
+    max_block_elements = check_positive_int(max_block_elements, "max_block_elements")
+
+    # Global RMS spread (default step size), with the same two-pass formula as one process.
+    total = flat.sum(0)
+    dist.all_reduce(total, group=group)
+    mean = total / n
+    sq = (flat - mean).square().sum()
+    dist.all_reduce(sq, group=group)
+    spread = float((sq / n).sqrt())
+
+    if generator is not None:
+        state = generator.get_state().to(dev)
+        dist.broadcast(state, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+        generator.set_state(state.cpu())
+
+    lo, hi = offset, offset + n_local
+
+    def locate(x: Tensor, h: Tensor) -> Tensor:
+        score, idx = cell_search(x, flat, h[lo:hi], index_offset=offset, max_block_elements=max_block_elements)
+        best = score.clone()
+        dist.all_reduce(best, op=dist.ReduceOp.MAX, group=group)
+        idx = torch.where(score == best, idx, torch.full_like(idx, n))
+        dist.all_reduce(idx, op=dist.ReduceOp.MIN, group=group)
+        return idx
+
+    def reduce_counts(counts: Tensor) -> Tensor:
+        own = torch.zeros_like(counts)
+        own[lo:hi] = counts[lo:hi]
+        dist.all_reduce(own, group=group)
+        return own
+
+    h, info = _fit_heights(
+        locate, n, d, nu, spread, flat.dtype, dev, generator=generator,
+        max_block_elements=max_block_elements, reduce_counts=reduce_counts, **options,
+    )
+    fitted = None
+    if gather_map:
+        pieces = [torch.empty(int(k), d, dtype=flat.dtype, device=dev) for k in sizes]
+        padded = max(sizes)
+        buf = torch.zeros(padded, d, dtype=flat.dtype, device=dev)
+        buf[:n_local] = flat
+        bufs = [torch.empty_like(buf) for _ in range(world)]
+        dist.all_gather(bufs, buf, group=group)
+        for r, k in enumerate(sizes):
+            pieces[r] = bufs[r][: int(k)]
+        full = torch.cat(pieces).reshape(n, *shard.shape[1:])
+        fitted = SemiDiscreteMap(full, h, nu, max_block_elements)
+    return SemiDiscreteResult(map=fitted, heights=h, **info)
+
+
+def _check_targets(targets: Tensor, name: str = "targets") -> Tensor:
+    check_batch(targets, name)
+    if not targets.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor, got {targets.dtype}; call .float()")
+    return targets.reshape(targets.shape[0], -1)
+
+
+def _fit_heights(
+    locate: Callable[[Tensor, Tensor], Tensor],
+    n: int,
+    d: int,
+    nu: Tensor,
+    spread: float,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    source: Source = "gaussian",
+    optimizer: Literal["adam", "sgd"] = "adam",
+    lr: float | None = None,
+    batch_size: int | None = None,
+    max_batch_size: int = 2**24,
+    tol: float = 0.02,
+    max_tol: float | None = None,
+    max_iter: int = 2000,
+    patience: int = 20,
+    lr_decay: float = 0.8,
+    heights: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    max_block_elements: int = DEFAULT_BLOCK,
+    reduce_counts: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, dict]:
+    """The optimisation loop of :func:`fit_semidiscrete`; ``locate(x, h)`` gives global cell indices."""
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     tol = check_positive_float(tol, "tol")
@@ -427,23 +592,21 @@ def fit_semidiscrete(
     max_iter = check_positive_int(max_iter, "max_iter")
     patience = check_positive_int(patience, "patience")
     max_batch_size = check_positive_int(max_batch_size, "max_batch_size")
-    max_block_elements = check_positive_int(max_block_elements, "max_block_elements")
     lr_decay = check_positive_float(lr_decay, "lr_decay")
     if lr_decay > 1:
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
     if lr is None:
-        spread = float((flat - flat.mean(0)).square().sum(1).mean().sqrt())
         lr = 0.05 * (spread if spread > 0 else 1.0)
     lr = check_positive_float(lr, "lr")
     bs = check_positive_int(batch_size, "batch_size") if batch_size is not None else 10 * n
     bs = min(bs, max_batch_size)
-    sample = _sampler(source, d, flat.dtype, flat.device)
+    sample = _sampler(source, d, dtype, device)
     if heights is None:
-        h = torch.zeros(n, dtype=flat.dtype, device=flat.device)
+        h = torch.zeros(n, dtype=dtype, device=device)
     else:
         if not torch.is_tensor(heights) or heights.shape != (n,) or not bool(torch.isfinite(heights).all()):
             raise ValueError(f"heights must be a finite ({n},) tensor (one per target) or None")
-        h = heights.detach().to(device=flat.device, dtype=flat.dtype).clone()
+        h = heights.detach().to(device=device, dtype=dtype).clone()
     h -= h.mean()
 
     m1 = torch.zeros_like(h)
@@ -458,8 +621,10 @@ def fit_semidiscrete(
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        counts = _count_cells(sample, bs, flat, h, generator, max_block_elements, search)
-        grad = counts.to(flat.dtype) / bs - nu
+        counts = _count_cells(sample, bs, n, d, lambda x: locate(x, h), generator, max_block_elements, device)
+        if reduce_counts is not None:
+            counts = reduce_counts(counts)
+        grad = counts.to(dtype) / bs - nu
         max_err, mean_err = cell_mass_error(grad + nu, nu)
         history.append((it, bs, max_err, mean_err))
         empty = bool(((counts == 0) & support).any())
@@ -492,14 +657,6 @@ def fit_semidiscrete(
             avg += (h - avg) / n_avg
     final = avg if optimizer == "sgd" and not converged else h
     final = final - final.mean()
-    fitted = SemiDiscreteMap(targets, final, nu, max_block_elements)
-    return SemiDiscreteResult(
-        map=fitted,
-        heights=final,
-        n_iter=it,
-        batch_size=bs,
-        max_error=max_err,
-        mean_error=mean_err,
-        converged=converged,
-        history=tuple(history),
-    )
+    info = dict(n_iter=it, batch_size=bs, max_error=max_err, mean_error=mean_err, converged=converged,
+                history=tuple(history))
+    return final, info
