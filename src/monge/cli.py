@@ -81,7 +81,7 @@ def sample_cmd(
     import numpy as np
     import torch
 
-    from .data.sources import build_source
+    from .data.sources import build_data
     from .samplers import sample
     from .train import load_model
 
@@ -89,7 +89,7 @@ def sample_cmd(
         if n < 1:
             raise ValueError(f"-n must be >= 1, got {n}")
         model, cfg = load_model(checkpoint, ema=ema)
-        x0 = build_source(cfg.data.source).sample(n, generator=torch.Generator().manual_seed(seed))
+        x0 = build_data(cfg.data)[0].sample(n, generator=torch.Generator().manual_seed(seed))
         out = sample(model, x0, sampler=sampler, nfe=nfe)
     except _USER_ERRORS as err:
         _fail(err)
@@ -114,7 +114,7 @@ def eval_cmd(
     Several checkpoints (e.g. one per coupling, same data) are evaluated on the same noise and
     reference samples and compared in one report.
     """
-    from .data.sources import build_source
+    from .data.sources import build_data
     from .evaluate import evaluate_field, format_comparison, format_table
     from .train import load_model
 
@@ -126,12 +126,11 @@ def eval_cmd(
         tasks = set()
         for checkpoint in checkpoints:
             model, cfg = load_model(checkpoint)
-            tasks.add((cfg.data.source, cfg.data.target))
+            tasks.add((str(cfg.data.source), str(cfg.data.target)))
             if len(tasks) > 1:
                 raise ValueError(f"checkpoints compare different tasks {sorted(tasks)}; evaluate them separately")
             label = cfg.name if cfg.name not in results else f"{cfg.name} ({checkpoint})"
-            results[label] = evaluate_field(model, build_source(cfg.data.source), build_source(cfg.data.target),
-                                            nfes=nfes, sampler=sampler, adaptive=adaptive, n=n, seed=seed)
+            results[label] = evaluate_field(model, *build_data(cfg.data), nfes=nfes, sampler=sampler, adaptive=adaptive, n=n, seed=seed)
     except _USER_ERRORS as err:
         _fail(err)
     source, target = tasks.pop()

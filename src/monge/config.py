@@ -70,13 +70,24 @@ class Component:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.params}
 
+    def to_compact(self) -> str | dict[str, Any]:
+        """The bare name when there are no parameters, else :meth:`to_dict`."""
+        return self.name if not self.params else self.to_dict()
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.name
+        return f"{self.name}(" + ", ".join(f"{k}={v!r}" for k, v in self.params.items()) + ")"
+
 
 @dataclass
 class DataConfig:
-    """Source (t=0) and target (t=1) distributions, by data-source name."""
+    """Source (t=0) and target (t=1) distributions: a data-source name, or a mapping with
+    ``name`` and its parameters (``{name: digits, size: 16}``). The ``gaussian`` source takes
+    the target's sample shape unless given one."""
 
-    source: str = "gaussian"
-    target: str = "moons"
+    source: Component = field(default_factory=lambda: Component("gaussian"))
+    target: Component = field(default_factory=lambda: Component("moons"))
 
 
 @dataclass
@@ -135,6 +146,8 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, Component):
                 out[f.name] = value.to_dict()
+            elif isinstance(value, DataConfig):
+                out[f.name] = {"source": value.source.to_compact(), "target": value.target.to_compact()}
             elif dataclasses.is_dataclass(value):
                 out[f.name] = dataclasses.asdict(value)
             else:
@@ -178,7 +191,7 @@ class Config:
         if t.grad_clip is not None and not t.grad_clip > 0:
             raise ConfigError(f"train.grad_clip must be > 0 or null, got {t.grad_clip}")
         for side in ("source", "target"):
-            name = getattr(self.data, side)
+            name = getattr(self.data, side).name
             if name not in DATA_SOURCES:
                 raise ConfigError(
                     f"unknown data.{side} {name!r}; valid choices: {', '.join(DATA_SOURCES.names())}"
@@ -199,12 +212,16 @@ class Config:
             raise ConfigError(
                 f"unknown model {self.model.name!r}; valid choices: {', '.join(MODELS.names())}"
             )
-        from .data.sources import build_source
+        from .data.sources import build_data
         from .models import build_model
 
+        try:
+            source, _ = build_data(self.data)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"data: {err}") from None
         try:  # on the meta device: checks the parameters without allocating weights
             with torch.device("meta"):
-                build_model(self.model.name, self.model.params, build_source(self.data.source).shape)
+                build_model(self.model.name, self.model.params, source.shape)
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
 
@@ -294,7 +311,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         node = raw
         for part in parts[:-1]:
             child = node.get(part)
-            if isinstance(child, str) and part in ("coupling", "path", "model"):
+            if isinstance(child, str) and part in ("coupling", "path", "model", "source", "target"):
                 child = {"name": child}
             if child is None:
                 child = {}

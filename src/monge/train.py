@@ -39,7 +39,7 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError
 from .couplings import COUPLINGS
-from .data.sources import DataSource, build_source
+from .data.sources import DataSource, build_data
 from .ema import EMA
 from .evaluate import EvalRow, evaluate_field, format_table
 from .models import build_model
@@ -81,13 +81,10 @@ class Trainer:
         if device.type == "cuda" and self.dist.enabled and device.index is None:
             device = torch.device("cuda", self.dist.local_rank)
         self.device = device
-        self.source: DataSource = build_source(config.data.source)
-        self.target: DataSource = build_source(config.data.target)
-        if self.source.shape != self.target.shape:
-            raise ConfigError(
-                f"data.source {config.data.source!r} has sample shape {self.source.shape} but "
-                f"data.target {config.data.target!r} has {self.target.shape}"
-            )
+        try:
+            self.source, self.target = build_data(config.data)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         torch.manual_seed(tc.seed)
         self.model = (model or build_model(config.model.name, config.model.params, self.source.shape)).to(
             self.device
@@ -315,7 +312,7 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
         config = Config.from_dict(raw_config)
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
-    shape = build_source(config.data.source).shape
+    shape = build_data(config.data)[0].shape
     model = build_model(config.model.name, config.model.params, shape)
     prefix = "ema." if ema else "model."
     load_module_state(model, tensors, prefix, f"checkpoint {path}")

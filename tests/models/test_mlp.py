@@ -26,11 +26,24 @@ def test_embeddings_are_bounded_and_distinct():
 
 def test_build_model_and_errors():
     assert isinstance(build_model("mlp", {"hidden": 8}, (2,)), MLP)
-    with pytest.raises(ValueError, match="flat vectors"):
-        build_model("mlp", {}, (1, 8, 8))
+    with pytest.raises(ValueError, match="product is dim"):
+        MLP(10, shape=(3, 3))
     with pytest.raises(ValueError, match="accepted: .*hidden"):
         build_model("mlp", {"width": 3}, (2,))
     with pytest.raises(ValueError, match="time_embedding"):
         MLP(2, time_embedding="learned")
     with pytest.raises(ValueError, match="shape \\(batch, 2\\)"):
         MLP(2)(torch.randn(4, 3), torch.zeros(4))
+
+
+def test_image_shaped_data_is_flattened_and_restored():
+    m = build_model("mlp", {"hidden": 16, "depth": 1}, (1, 4, 4))
+    x = torch.randn(3, 1, 4, 4)
+    out = m(x, torch.rand(3))
+    assert out.shape == (3, 1, 4, 4)
+    flat = MLP(16, hidden=16, depth=1)
+    flat.load_state_dict(m.state_dict())
+    t = torch.rand(3)
+    assert torch.allclose(m(x, t).reshape(3, 16), flat(x.reshape(3, 16), t))
+    with pytest.raises(ValueError, match=r"shape \(batch, 1, 4, 4\)"):
+        m(torch.randn(3, 16), t)

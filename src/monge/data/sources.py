@@ -6,14 +6,18 @@ A run's source (t=0) and target (t=1) are both data sources, so ``gaussian -> mo
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..registry import Registry
 
-__all__ = ["DATA_SOURCES", "DataSource", "ToySource", "build_source"]
+__all__ = ["DATA_SOURCES", "DataSource", "GaussianSource", "ToySource", "build_source", "build_data"]
 
 DATA_SOURCES: Registry["DataSource"] = Registry("data source")
 
@@ -53,16 +57,136 @@ class ToySource(DataSource):
         return toy_modes(self.name)
 
 
+class GaussianSource(DataSource):
+    r"""The standard normal :math:`\mathcal N(0, I)` with sample shape ``shape``.
+
+    ``shape=None`` (the default in recipes) takes the target's shape in :func:`build_data`, so
+    ``gaussian -> digits`` draws ``(1, 16, 16)`` noise; alone it is 2D.
+    """
+
+    def __init__(self, shape: int | list[int] | tuple[int, ...] | None = None) -> None:
+        if shape is None:
+            self.shape: tuple[int, ...] = (2,)
+            self.shape_given = False
+            return
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims) or len(dims) > 8:
+            raise ValueError(f"gaussian: shape must be a positive integer or a list of them, got {shape!r}")
+        self.shape = dims
+        self.shape_given = True
+
+    def __repr__(self) -> str:
+        return f"GaussianSource(shape={self.shape})"
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> Tensor:
+        from .._validation import MAX_SAMPLES, check_positive_int
+
+        n = check_positive_int(n, "n", MAX_SAMPLES)
+        gdev = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn((n, *self.shape), generator=generator, device=gdev).to(device)
+
+
 def _register_toy() -> None:
     from .toy import TOY_DATASETS
 
     for name in TOY_DATASETS.names():
-        DATA_SOURCES.register(name)(lambda name=name: ToySource(name))
+        if name != "gaussian":
+            DATA_SOURCES.register(name)(lambda name=name: ToySource(name))
 
 
+DATA_SOURCES.register("gaussian")(GaussianSource)
 _register_toy()
 
+# Image data sets are read once per process and kept (a few recent ones) in memory.
+_CACHE: "OrderedDict[str, DataSource]" = OrderedDict()
+_CACHE_SIZE = 4
 
-def build_source(name: str) -> DataSource:
-    """The data source registered as ``name`` (the error lists valid names)."""
-    return DATA_SOURCES.build(name)
+
+def _cached(kind: str, loader: Any, **params: Any) -> DataSource:
+    key = json.dumps([kind, params], sort_keys=True, default=str)
+    if key not in _CACHE:
+        _CACHE[key] = loader(**params)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return _CACHE[key]
+
+
+@DATA_SOURCES.register("digits")
+def _digits(size: int = 16) -> DataSource:
+    """scikit-learn's 1797 handwritten digits, 8x8 upsampled to ``size`` (8, 16 or 32)."""
+    from .digits import load_digits
+
+    return _cached("digits", load_digits, size=size)
+
+
+@DATA_SOURCES.register("image_folder")
+def _image_folder(path: str, size: int | list[int] | None = None, channels: int | None = None,
+                  skip_corrupt: bool = False) -> DataSource:
+    """PNG/JPEG/... files under ``path`` (sub-folders name classes), resized to ``size``."""
+    from .images import load_image_folder
+
+    return _cached("image_folder", load_image_folder, path=path, size=size, channels=channels,
+                   skip_corrupt=skip_corrupt)
+
+
+@DATA_SOURCES.register("array")
+def _array(path: str, key: str | None = None, labels_key: str | None = None, layout: str = "auto",
+           value_range: list[float] | None = None, size: int | list[int] | None = None) -> DataSource:
+    """Images from a ``.npy`` / ``.npz`` file (see :func:`monge.data.images.load_array`)."""
+    from .images import load_array
+
+    return _cached("array", load_array, path=path, key=key, labels_key=labels_key, layout=layout,
+                   value_range=None if value_range is None else tuple(value_range), size=size)
+
+
+@DATA_SOURCES.register("mnist")
+def _mnist(path: str, split: str = "train", size: int | list[int] | None = None) -> DataSource:
+    """MNIST IDX files (optionally ``.gz``) under ``path``; never downloads."""
+    from .images import load_mnist
+
+    return _cached("mnist", load_mnist, root=path, split=split, size=size)
+
+
+@DATA_SOURCES.register("cifar10")
+def _cifar10(path: str, split: str = "train", size: int | list[int] | None = None) -> DataSource:
+    """CIFAR-10 python batches under ``path``, read with an array-only unpickler; never downloads."""
+    from .images import load_cifar10
+
+    return _cached("cifar10", load_cifar10, root=path, split=split, size=size)
+
+
+def _spec(spec: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, Mapping):
+        params = {k: v for k, v in spec.items() if k != "name"}
+        return spec.get("name"), params
+    if hasattr(spec, "name") and hasattr(spec, "params"):
+        return spec.name, dict(spec.params)
+    raise ValueError(f"a data source is a name or a mapping with 'name', got {spec!r}")
+
+
+def build_source(spec: Any, like: DataSource | None = None) -> DataSource:
+    """The data source ``spec`` (a registered name, a mapping ``{name, **params}`` or a config
+    component); ``gaussian`` without a shape takes ``like``'s shape. The error lists valid names."""
+    name, params = _spec(spec)
+    source = DATA_SOURCES.build(name, **params)
+    if like is not None and isinstance(source, GaussianSource) and not source.shape_given:
+        source = GaussianSource(like.shape)
+    return source
+
+
+def build_data(data: Any) -> tuple[DataSource, DataSource]:
+    """``(source, target)`` of a :class:`~monge.config.DataConfig` (target first, so a bare
+    ``gaussian`` source matches its shape); raises if the sample shapes differ."""
+    target = build_source(data.target)
+    source = build_source(data.source, like=target)
+    if source.shape != target.shape:
+        raise ValueError(
+            f"data.source {data.source} has sample shape {source.shape} but data.target {data.target} "
+            f"has {target.shape}; use sources of the same shape (e.g. source: gaussian)"
+        )
+    return source, target

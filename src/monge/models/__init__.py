@@ -19,7 +19,6 @@ MODELS.register("mlp")(MLP)
 def build_model(name: str, params: dict[str, Any], shape: tuple[int, ...]) -> nn.Module:
     """Build the registered model ``name`` for samples of ``shape`` (vectors are flattened for the MLP)."""
     if name == "mlp":
-        if len(shape) != 1:
-            raise ValueError(f"the mlp model takes flat vectors; data samples have shape {shape}")
-        return MODELS.build(name, dim=math.prod(shape), **params)
+        extra = {"shape": tuple(shape)} if len(shape) != 1 else {}
+        return MODELS.build(name, dim=math.prod(shape), **params, **extra)
     return MODELS.build(name, **params)
