@@ -74,3 +74,37 @@ def test_sigkill_during_save_keeps_a_loadable_checkpoint_and_resume_works(tmp_pa
     assert result.step == state["step"] + 3
     assert not list(run_dir.glob(".checkpoint.safetensors.*.tmp")), "stale temporary files are cleaned"
     assert torch.isfinite(torch.tensor(result.loss))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    """Ctrl-C in the middle of `monge train`: exit code 130, a checkpoint at the step reached,
+    and `--resume` carries on from it."""
+    cfg = _config(tmp_path)
+    cfg.model.params = {"hidden": 32, "depth": 2}
+    cfg.train.steps = 10**6
+    cfg.train.log_every = 1
+    recipe = tmp_path / "sigint.yaml"
+    recipe.write_text(cfg.to_yaml())
+    log = cfg.run_dir / "log.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "monge", "train", str(recipe), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) > 20):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "Traceback" not in err
+    _, _, state = load_checkpoint(cfg.run_dir / "checkpoint.safetensors")
+    logged = len(log.read_text().splitlines()) - 1
+    assert state["step"] >= 20 and state["step"] >= logged  # nothing logged is lost
+
+    cfg.train.steps = state["step"] + 2
+    result = Trainer(cfg).fit(resume=True)
+    assert result.step == state["step"] + 2
