@@ -76,8 +76,9 @@ def sample_cmd(
     seed: int = typer.Option(0),
     output: Path = typer.Option(Path("samples.npy"), "-o", "--output", help=".npy file to write"),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="use the EMA weights"),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="also save image samples as a PNG grid"),
 ) -> None:
-    """Draw samples from a trained model and save them as a .npy array."""
+    """Draw samples from a trained model and save them as a .npy array (and a PNG grid for images)."""
     import numpy as np
     import torch
 
@@ -90,12 +91,20 @@ def sample_cmd(
             raise ValueError(f"-n must be >= 1, got {n}")
         model, cfg = load_model(checkpoint, ema=ema)
         x0 = build_data(cfg.data)[0].sample(n, generator=torch.Generator().manual_seed(seed))
+        if grid is not None and (x0.dim() != 4 or grid.suffix.lower() != ".png"):
+            raise ValueError(f"--grid needs image data (N, C, H, W) and a .png path; got samples of shape "
+                             f"{tuple(x0.shape[1:])} and {grid}")
         out = sample(model, x0, sampler=sampler, nfe=nfe)
     except _USER_ERRORS as err:
         _fail(err)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, out.x.cpu().numpy())
     typer.echo(f"wrote {n} samples ({sampler}, {out.nfe} NFE) to {output}")
+    if grid is not None:
+        from .imageio import save_image_grid
+
+        save_image_grid(out.x[:64].clamp(-1, 1).cpu(), grid, nrow=8, scale=max(1, 64 // out.x.shape[-1]))
+        typer.echo(f"wrote a grid of {min(n, 64)} images to {grid}")
 
 
 @app.command("eval")
