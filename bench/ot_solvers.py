@@ -93,7 +93,8 @@ def bench_sinkhorn(sizes: list[int], eps: float, tol: float, rows: list[str], su
         f"Stopping: monge `tol={tol}` on the L1 marginal error; POT `stopThr={tol}/sqrt(n)` on its L2 "
         "column error (so its L1 error is at most about `tol`); GeomLoss: `blur = sqrt(2 eps)` "
         "(its cost is |x-y|^2/2), `scaling=0.9`, `debias=False`, plan rebuilt from its potentials. "
-        "Marginal error: L1, rows + columns, of the returned plan.\n"
+        "Marginal error: L1, rows + columns, of the returned plan. Times: best of 3 interleaved runs "
+        "for n <= 2048, one run above (where only the rows that answer the target are run).\n"
     )
     rows.append("| n | solver | time | iterations | marginal error | cost | time / POT |")
     rows.append("|---|---|---|---|---|---|---|")
@@ -114,17 +115,34 @@ def bench_sinkhorn(sizes: list[int], eps: float, tol: float, rows: list[str], su
                 warnings.simplefilter("ignore")
                 return ot.bregman.sinkhorn_log(a, a, c, eps, numItermax=100_000, stopThr=tol / n**0.5, log=True)
 
+        full = n <= 2048  # at larger n only the solvers that answer the targets
+        reps = 3 if full else 1
         t_p, (p_plan, p_log) = timed(pot)
         p_err = l1_marginal_error(p_plan, a, a)
-        t_m, res = timed(lambda: sinkhorn(c, eps=eps, tol=tol, max_iter=100_000))
-        t_s, res_s = timed(lambda: sinkhorn(c, eps=eps, tol=tol, max_iter=100_000, eps_scaling=0.5))
-        # equal-error comparison: monge stopped at the L1 error POT actually reached
-        t_e, res_e = timed(lambda: sinkhorn(c, eps=eps, tol=p_err, max_iter=100_000))
-        entries = [
-            ("POT `sinkhorn_log` (torch)", t_p, int(p_log["niter"]) + 1, p_err, float((p_plan * c).sum())),
-            (f"monge `sinkhorn`, tol={tol:g}", t_m, res.n_iter, float(res.marginal_error), float(res.cost)),
-            (f"monge `sinkhorn`, tol={tol:g}, eps_scaling=0.5", t_s, res_s.n_iter, float(res_s.marginal_error), float(res_s.cost)),
+        runs = {
+            "pot": pot,
+            # equal-error comparison: monge stopped at the L1 error POT actually reached
+            "equal": lambda: sinkhorn(c, eps=eps, tol=p_err, max_iter=100_000),
+            "scaled": lambda: sinkhorn(c, eps=eps, tol=tol, max_iter=100_000, eps_scaling=0.5),
+        }
+        if full:
+            runs["plain"] = lambda: sinkhorn(c, eps=eps, tol=tol, max_iter=100_000)
+        # interleaved repeats, best of each: background load hits every solver alike
+        best = {k: float("inf") for k in runs}
+        out = {}
+        for _ in range(reps):
+            for k, fn in runs.items():
+                t, out[k] = timed(fn)
+                best[k] = min(best[k], t)
+        t_p, t_e, t_s = best["pot"], best["equal"], best["scaled"]
+        res_e, res_s = out["equal"], out["scaled"]
+        entries = [("POT `sinkhorn_log` (torch)", t_p, int(p_log["niter"]) + 1, p_err, float((p_plan * c).sum()))]
+        if full:
+            res = out["plain"]
+            entries.append((f"monge `sinkhorn`, tol={tol:g}", best["plain"], res.n_iter, float(res.marginal_error), float(res.cost)))
+        entries += [
             ("monge `sinkhorn`, tol = POT's reached error", t_e, res_e.n_iter, float(res_e.marginal_error), float(res_e.cost)),
+            (f"monge `sinkhorn`, tol={tol:g}, eps_scaling=0.5", t_s, res_s.n_iter, float(res_s.marginal_error), float(res_s.cost)),
         ]
         summary.setdefault("sinkhorn", []).append((n, t_p, p_err, t_e, float(res_e.marginal_error)))
         if have_geomloss:
@@ -133,7 +151,7 @@ def bench_sinkhorn(sizes: list[int], eps: float, tol: float, rows: list[str], su
             # GeomLoss's cost is |x-y|^2 / 2 and its epsilon is blur^p: eps_g = eps / 2 gives
             # the same plan as cost |x-y|^2 at eps.
             eps_g = eps / 2
-            for scaling in (0.9, 0.99):
+            for scaling in ((0.9, 0.99) if full else (0.9,)):
                 loss = SamplesLoss(
                     "sinkhorn", p=2, blur=eps_g**0.5, scaling=scaling, debias=False, potentials=True,
                     backend="tensorized",
@@ -143,7 +161,7 @@ def bench_sinkhorn(sizes: list[int], eps: float, tol: float, rows: list[str], su
                     return loss(x, y)
 
                 geo()  # warm-up
-                t_g, (F, G) = timed(geo)
+                t_g, (F, G) = timed(geo, reps)
                 plan_g = torch.exp((F.reshape(-1, 1) + G.reshape(1, -1) - c / 2) / eps_g) / (n * n)
                 entries.append(
                     (f"GeomLoss (tensorized, scaling={scaling})", t_g, None, l1_marginal_error(plan_g, a, a),
@@ -178,11 +196,13 @@ def bench_search(n_targets: int, dims: list[int], rows: list[str], summary: dict
         out = torch.empty(m, n_targets)
         yt = y.T
         torch.mm(x, yt, out=out)  # warm-up
-        t_mm, _ = timed(lambda: torch.mm(x, yt, out=out), 3)
+        t_mm, _ = timed(lambda: torch.mm(x, yt, out=out), 2)
         ref = gflops(m, n_targets, d, t_mm)
         for budget in (2**18, 2**20, 2**22, 2**24):
             cell_search(x[:64], y, h, max_block_elements=budget)
-            t_s, _ = timed(lambda: cell_search(x, y, h, max_block_elements=budget), 3)
+            t_s, _ = timed(lambda: cell_search(x, y, h, max_block_elements=budget), 2)
+            t_mm = min(t_mm, timed(lambda: torch.mm(x, yt, out=out))[0])  # re-measured alongside
+            ref = gflops(m, n_targets, d, t_mm)
             got = gflops(m, n_targets, d, t_s)
             best = summary.setdefault("search", {}).get(d, 0.0)
             summary["search"][d] = max(best, got / ref)
