@@ -103,6 +103,7 @@ class Settings:
     nfes: tuple[int, ...] = (1, 2, 4, 8)
     reflow_pairs: int = 10_000
     threads: int = 1
+    adaptive: bool = True
 
 
 @dataclass
@@ -308,7 +309,7 @@ def evaluate(trained: Trained, task: str, s: Settings) -> list[dict[str, Any]]:
     sampler = trained.sampler or _monge_sampler
     trained.model.eval()
     rows = []
-    for nfe in [*s.nfes, None]:
+    for nfe in [*s.nfes, *([None] if s.adaptive else [])]:
         t0 = time.perf_counter()
         x1, used = sampler(trained.model, x0, nfe)
         secs = time.perf_counter() - t0
@@ -439,18 +440,20 @@ def format_report(results: dict[str, Any], step_times: dict[str, Any] | None, co
                 lines.append(f"| {e['label']} | skipped: {e['skipped']} |" + " |" * (len(nfes) + 4))
                 continue
             fixed = [r for r in e["rows"] if not r["adaptive"]]
-            ad = next(r for r in e["rows"] if r["adaptive"])
+            ad = next((r for r in e["rows"] if r["adaptive"]), None)
             at8 = next((r for r in fixed if r["nfe"] == 8), None)
-            has_modes |= ad["mixture"] is not None
+            has_modes |= fixed[0]["mixture"] is not None
+            ad_w2 = f"{_fmt(ad['w2'])} ({ad['nfe']})" if ad else "–"
             lines.append(
                 f"| {e['label']} | " + " | ".join(_fmt(r["w2"]) for r in fixed)
-                + f" | {_fmt(ad['w2'])} ({ad['nfe']}) | {e['ms_per_step']:.1f} | {e['prepare_seconds']:.1f} | "
-                + f"{_fmt(at8['sample_seconds'] if at8 else None, '.4f')} | {ad['sample_seconds']:.3f} |"
+                + f" | {ad_w2} | {e['ms_per_step']:.1f} | {e['prepare_seconds']:.1f} | "
+                + f"{_fmt(at8['sample_seconds'] if at8 else None, '.4f')} | "
+                + f"{_fmt(ad['sample_seconds'] if ad else None)} |"
             )
         if has_modes:
             lines += ["", "Mode mixture (share of samples between modes; lower is better):", "",
-                      "| method | " + " | ".join(f"@{k}" for k in nfes) + " | adaptive |",
-                      "|---|" + "---:|" * (len(nfes) + 1)]
+                      "| method | " + " | ".join(f"@{k}" for k in nfes) + (" | adaptive |" if s["adaptive"] else " |"),
+                      "|---|" + "---:|" * (len(nfes) + int(s["adaptive"]))]
             for e in entries:
                 if "skipped" in e:
                     continue
@@ -502,7 +505,9 @@ def _goals(results: dict[str, Any], st: dict[str, Any] | None) -> list[str]:
         if ref is None or not mine:
             lines.append(f"| {task}: monge best @2 NFE <= TorchCFM OT-CFM @8 NFE | not measured (method missing) | – |")
             continue
-        at = lambda e, k: next(r["w2"] for r in e["rows"] if r["nfe"] == k and not r["adaptive"])  # noqa: E731
+        def at(e: dict[str, Any], k: int) -> float:
+            return next((r["w2"] for r in e["rows"] if r["nfe"] == k and not r["adaptive"]), math.inf)
+
         best = min(mine, key=lambda e: at(e, 2))
         b, r8 = at(best, 2), at(ref, 8)
         lines.append(f"| {task}: monge best @2 NFE <= TorchCFM OT-CFM @8 NFE | {best['method']} {b:.3f} vs "
@@ -527,10 +532,11 @@ def plot_w2(results: dict[str, Any], path: str | Path) -> Path:
     for ax, task in zip(axes[0], tasks):
         for i, e in enumerate(e for e in results["tasks"][task] if "skipped" not in e):
             fixed = [r for r in e["rows"] if not r["adaptive"]]
-            ad = next(r for r in e["rows"] if r["adaptive"])
             style = "o-" if e["library"] == "monge" else "s--"
-            ax.plot([r["nfe"] for r in fixed], [r["w2"] for r in fixed], style, color=f"C{i}", label=e["method"])
-            ax.plot([ad["nfe"]], [ad["w2"]], "*", ms=11, color=f"C{i}")
+            ax.plot([r["nfe"] for r in fixed], [r["w2"] for r in fixed], style, color=f"C{i % 10}", label=e["method"])
+            for r in e["rows"]:
+                if r["adaptive"]:
+                    ax.plot([r["nfe"]], [r["w2"]], "*", ms=11, color=f"C{i % 10}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title("{} -> {}".format(*TASKS[task]))

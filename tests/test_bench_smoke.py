@@ -1,0 +1,87 @@
+"""Smoke run of the peers benchmark harness (monge-only methods, a few steps)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def peers():
+    return _load("peers")
+
+
+def test_same_batches_same_model_give_same_field(peers, tmp_path):
+    """monge `independent` through the Trainer and the plain peer loop with an identical loss see
+    the same batches and initial weights, so after training their fields agree."""
+    s = peers.Settings(steps=5, batch_size=32, n_eval=64, nfes=(1,), adaptive=False)
+    trained = peers.train_method("independent", "25gaussians", s, tmp_path)
+
+    def loss(model, x0, x1, t):
+        xt = t[:, None] * x1 + (1 - t[:, None]) * x0
+        return (model(xt, t) - (x1 - x0)).square().mean()
+
+    model = peers._new_model(s)
+    peers._plain_loop(model, s, "25gaussians", loss)
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    t = torch.full((16,), 0.3)
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model(x, t), model(x, t), rtol=1e-4, atol=1e-5)
+
+
+def test_run_report_and_skips(peers, tmp_path):
+    s = peers.Settings(steps=3, batch_size=32, n_eval=64, nfes=(1, 2), adaptive=False)
+    res = peers.run(["independent", "no_such_coupling"], ["25gaussians"], s, log=lambda m: None)
+    entries = res["tasks"]["25gaussians"]
+    assert [e["method"] for e in entries] == ["independent", "no_such_coupling"]
+    assert "skipped" in entries[1] and "skipped" not in entries[0]
+    assert [r["nfe"] for r in entries[0]["rows"]] == [1, 2]
+    text = peers.format_report(res, None, "cmd")
+    assert "skipped" in text and "W2 @1" in text and "Mode mixture" in text
+    assert peers.plot_w2(res, tmp_path / "w2.png").stat().st_size > 0
+
+
+def test_evaluate_matches_independent_recomputation(peers, tmp_path):
+    """The NFE-1 row: one Euler step x0 + v(x0, 0); W2 by POT and the mixture rate by hand."""
+    import ot
+
+    s = peers.Settings(steps=3, batch_size=32, n_eval=128, nfes=(1,), adaptive=False)
+    trained = peers.train_method("exact_ot", "25gaussians", s, tmp_path)
+    (row,) = peers.evaluate(trained, "25gaussians", s)
+    g = torch.Generator().manual_seed(s.seed + 12345)
+    src, tgt = (peers.build_source(n) for n in peers.TASKS["25gaussians"])
+    x0, ref = src.sample(s.n_eval, generator=g), tgt.sample(s.n_eval, generator=g)
+    with torch.no_grad():
+        x1 = (x0 + trained.model(x0, torch.zeros(s.n_eval))).double()
+    w2 = float(ot.emd2([], [], ot.dist(x1.numpy(), ref.double().numpy()))) ** 0.5
+    assert row["nfe"] == 1
+    assert abs(row["w2"] - w2) < 1e-5
+    grid = torch.stack(torch.meshgrid(torch.arange(-2.0, 3.0), torch.arange(-2.0, 3.0), indexing="ij"), -1)
+    d = torch.cdist(x1, grid.reshape(-1, 2).double()).min(1).values
+    assert row["mixture"] == pytest.approx(float((d > 3 * 0.1).double().mean()), abs=1e-12)
+
+
+def test_assemble(tmp_path):
+    assemble = _load("assemble")
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "ot_solvers.md").write_text("# OT\n\ntable\n")
+    (res / "peers.md").write_text("# Peers\n\n![plot](p.png)\n")
+    text = assemble.assemble(res, tmp_path / "B.md")
+    assert text.index("## Peers") < text.index("## OT")
+    assert "](results/p.png)" in text
+    assert "python bench/samplers.py" in text  # missing section listed with its command
