@@ -411,3 +411,20 @@ def test_expressway_start_and_sample():
         expressway_start(c.map, z, 1.0)
     with pytest.raises(ValueError, match="affine path"):
         expressway_start(c.map, z, 0.5, object())  # type: ignore[arg-type]
+
+
+def test_knn_immiscible_draws_candidates_from_a_prepared_source(tmp_path):
+    class Constant(GaussianSource.__mro__[1]):  # a DataSource drawing one fixed point
+        shape = (2,)
+
+        def sample(self, n, generator=None, device="cpu"):
+            return torch.full((n, 2), 5.0, device=device)
+
+    c = COUPLINGS.build("knn_immiscible", k=3)
+    assert prepare_coupling(c, Constant(), ToySource("moons"), tmp_path) is None
+    x0 = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    x1 = torch.randn(100, 2, generator=torch.Generator().manual_seed(1)) * 0.1 + 5
+    kept = c(x0, x1, generator=torch.Generator().manual_seed(2)).x0
+    assert torch.equal(kept, torch.full((100, 2), 5.0))  # the source's point is nearest to every x1
+    c.prepare(GaussianSource((2,)), ToySource("moons"))  # Gaussian source: built-in sampler
+    assert c.source is None

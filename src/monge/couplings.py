@@ -124,12 +124,14 @@ def prepare_coupling(
 ) -> Path | None:
     """Prepare ``coupling`` for training, reusing the cached state in ``run_dir`` if present.
 
-    Loads ``run_dir / coupling.prepared_file`` when it exists (resume, or the other ranks of a
-    distributed run after rank 0 wrote it); otherwise calls :meth:`Coupling.prepare` and, with
-    ``write``, saves the result there. Returns the cache path, or ``None`` for couplings that
-    need no preparation.
+    Couplings without a cached state (``prepared_file is None``) just get
+    :meth:`Coupling.prepare` (cheap: e.g. ``knn_immiscible`` records the source) and ``None``
+    is returned. Otherwise loads ``run_dir / coupling.prepared_file`` when it exists (resume,
+    or the other ranks of a distributed run after rank 0 wrote it), or calls
+    :meth:`Coupling.prepare` and, with ``write``, saves the result there; returns that path.
     """
     if coupling.prepared_file is None:
+        coupling.prepare(source, target, generator)
         return None
     path = Path(run_dir) / coupling.prepared_file
     if path.is_file():
@@ -396,8 +398,9 @@ class KNNImmiscible(Coupling):
 
     .. math:: x_0'^{\,i} = \arg\min_{z \in \{x_0^i, z^{i,2}, \dots, z^{i,k}\}} \|x_1^i - z\|^2 ,
 
-    in :math:`O(kBd)` with no assignment problem. **It assumes a standard Gaussian source**
-    (the extra candidates are standard normal, whatever ``x0`` is). The kept noise is slightly
+    in :math:`O(kBd)` with no assignment problem. The extra candidates are standard normal
+    unless :meth:`prepare` was given the run's source (then they are drawn from it): **without
+    preparation it assumes a standard Gaussian source**, whatever ``x0`` is. The kept noise is slightly
     non-Gaussian: it leans towards its data point, so its squared norm shrinks by about
     :math:`\frac{2d}{\sqrt{2d + 4\|x_1\|^2}}\,|m_k|` (:math:`m_k` the mean of the minimum of
     ``k`` standard normals, :math:`m_4 \approx -1.03`): a relative change of order
@@ -412,14 +415,31 @@ class KNNImmiscible(Coupling):
 
     def __init__(self, k: int = 4) -> None:
         self.k = check_positive_int(k, "k", 4096)
+        self.source: "DataSource | None" = None
+
+    def prepare(
+        self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
+    ) -> None:
+        """Draw the extra candidates from ``source`` (a non-Gaussian source keeps its law)."""
+        from .data.sources import GaussianSource
+
+        self.source = None if isinstance(source, GaussianSource) else source
+
+    def _candidates(self, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.source is not None:
+            z = self.source.sample(n, generator=generator, device=like.device)
+            if tuple(z.shape[1:]) != tuple(like.shape[1:]):
+                raise ValueError(f"the prepared source draws shape {tuple(z.shape[1:])}, x0 has {tuple(like.shape[1:])}")
+            return z.to(like.dtype)
+        dev = _gen_device(generator, like.device)
+        return torch.randn((n, *like.shape[1:]), generator=generator, device=dev, dtype=like.dtype)
 
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         _equal_batches(x0, x1, "knn_immiscible")
         if self.k == 1:
             return Coupled(x0, x1)
         b = x0.shape[0]
-        dev = _gen_device(generator, x0.device)
-        extra = torch.randn(((self.k - 1) * b, *x0.shape[1:]), generator=generator, device=dev, dtype=x0.dtype)
+        extra = self._candidates((self.k - 1) * b, x0, generator)
         cand = torch.cat([x0, extra.to(x0.device)]).reshape(self.k, b, -1)  # cand[j, i]: j-th of point i
         d2 = (_flat(cand.reshape(self.k * b, -1)).reshape(self.k, b, -1) - _flat(x1)[None]).square().sum(-1)
         best = d2.argmin(0)  # (b,)
