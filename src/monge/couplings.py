@@ -471,18 +471,21 @@ class SemiDiscreteOT(Coupling):
     Parameters
     ----------
     n_targets : int, optional
-        Number of target points (default 1024; ``None``: the whole finite data set).
+        Number of target points (default 256; ``None``: the whole finite data set).
     tol, max_iter, optimizer, lr, batch_size
         Passed to :func:`monge.ot.fit_semidiscrete` (mean relative cell-mass error tolerance,
-        step cap, ``"adam"``/``"sgd"``, step size, initial Monte Carlo batch).
+        step cap, ``"adam"``/``"sgd"``, step size, initial Monte Carlo batch). On clustered
+        targets (e.g. ``25gaussians``, std 0.1) the fitter's default step (5% of the targets'
+        spread) is too coarse: ``lr=0.01`` brought the mean cell-mass error of 256 targets to
+        0.15 in 300 steps (7 s on 2 CPU cores) against 0.31 with the default.
     """
 
     prepared_file = "semidiscrete.safetensors"
 
     def __init__(
         self,
-        n_targets: int | None = 1024,
-        tol: float = 0.05,
+        n_targets: int | None = 256,
+        tol: float = 0.1,
         max_iter: int = 1000,
         optimizer: Literal["adam", "sgd"] = "adam",
         lr: float | None = None,
