@@ -1,0 +1,295 @@
+r"""Step schedules: the flow-time grids ``t_0 < t_1 < ... < t_n`` a sampler steps through.
+
+Every function returns a 1D float64 tensor of ``n + 1`` increasing flow times (``t = 0`` noise,
+``t = 1`` data), both ends included:
+
+- :func:`uniform_t`: :math:`t_i = t_0 + \tfrac in (t_1 - t_0)`;
+- :func:`uniform_log_snr`: uniform in the log-SNR :math:`\lambda = \log(\alpha^2/\sigma^2)`
+  (the DPM-Solver "logSNR" grid of Lu et al. 2022);
+- :func:`karras`: uniform in :math:`\tilde\sigma^{1/\rho}`, :math:`\tilde\sigma = \sigma/\alpha = e^{-\lambda/2}`
+  (Karras et al. 2022, :math:`\rho = 7`);
+- :func:`optimized` (= :func:`fit_optimized_schedule`): fitted to a model and a sampler for a
+  given NFE, in the spirit of BOSS (Nguyen et al. 2024, "Bellman Optimal Stepsize Straightening")
+  and Align Your Steps (Sabour et al. 2024) -- see its docstring.
+
+Where an end has an infinite log-SNR (``t = 0`` of a flow schedule, ``t = 1`` of most schedules),
+that end is kept as it is but the interior points are placed as if it sat at
+``log_snr_clip`` (default :math:`\pm 12`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .._validation import check_batch, check_positive_int
+from ..paths import LinearSchedule, Schedule
+from ..predictions import Model, convert
+from ..registry import Registry
+from .diffusion import MODEL_SAMPLERS, STEP_COST, _ensure_registered, solve, steps_for_nfe
+
+__all__ = ["STEP_SCHEDULES", "uniform_t", "uniform_log_snr", "karras", "optimized", "fit_optimized_schedule",
+           "make_timesteps"]
+
+#: Fixed step schedules by name; each is ``fn(n, schedule, t0=0.0, t1=1.0, **options)``.
+STEP_SCHEDULES: Registry = Registry("step schedule")
+
+F64 = torch.float64
+
+
+def _check_ends(t0: float, t1: float) -> tuple[float, float]:
+    for name, v in (("t0", t0), ("t1", t1)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must be a float in [0, 1], got {v!r}")
+    if not t0 < t1:
+        raise ValueError(f"t0 must be smaller than t1, got t0={t0}, t1={t1}")
+    return float(t0), float(t1)
+
+
+def _check_schedule(schedule: object) -> Schedule:
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule must be a monge.paths.Schedule, got {type(schedule).__name__}")
+    return schedule
+
+
+@STEP_SCHEDULES.register("uniform")
+def uniform_t(n: int, schedule: Schedule | None = None, t0: float = 0.0, t1: float = 1.0) -> Tensor:
+    r"""``n`` equal steps in flow time: :math:`t_i = t_0 + \tfrac in (t_1 - t_0)` (``schedule`` unused)."""
+    n = check_positive_int(n, "n")
+    t0, t1 = _check_ends(t0, t1)
+    return torch.linspace(t0, t1, n + 1, dtype=F64)
+
+
+def _log_snr_ends(schedule: Schedule, t0: float, t1: float, clip: float) -> tuple[float, float]:
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
+        raise ValueError(f"log_snr_clip must be a positive float, got {clip!r}")
+    lam = schedule.log_snr(torch.tensor([t0, t1], dtype=F64)).clamp(-clip, clip)
+    lo, hi = float(lam[0]), float(lam[1])
+    if not lo < hi:
+        raise ValueError(f"the log-SNR of t0={t0} and t1={t1} is equal after clipping to +-{clip}; widen log_snr_clip")
+    return lo, hi
+
+
+def _from_log_snr(schedule: Schedule, lam: Tensor, t0: float, t1: float) -> Tensor:
+    ts = schedule.t_from_log_snr(lam).to(F64)
+    ts[0], ts[-1] = t0, t1
+    if not bool((ts.diff() > 0).all()):
+        raise ValueError("the grid is not strictly increasing in t; use fewer steps or a wider t0..t1")
+    return ts
+
+
+@STEP_SCHEDULES.register("uniform_log_snr")
+def uniform_log_snr(n: int, schedule: Schedule, t0: float = 0.0, t1: float = 1.0, log_snr_clip: float = 12.0) -> Tensor:
+    r"""``n`` steps uniform in log-SNR: :math:`\lambda_i = \lambda(t_0) + \tfrac in (\lambda(t_1) - \lambda(t_0))`,
+    :math:`t_i = \lambda^{-1}(\lambda_i)` (Lu et al. 2022); infinite ends clipped to ``+-log_snr_clip``."""
+    n = check_positive_int(n, "n")
+    t0, t1 = _check_ends(t0, t1)
+    lo, hi = _log_snr_ends(_check_schedule(schedule), t0, t1, log_snr_clip)
+    return _from_log_snr(schedule, torch.linspace(lo, hi, n + 1, dtype=F64), t0, t1)
+
+
+@STEP_SCHEDULES.register("karras")
+def karras(n: int, schedule: Schedule, t0: float = 0.0, t1: float = 1.0, rho: float = 7.0,
+           log_snr_clip: float = 12.0) -> Tensor:
+    r"""Karras et al. (2022) grid in the EDM noise level :math:`\tilde\sigma = \sigma_t/\alpha_t`:
+
+    .. math:: \tilde\sigma_i = \Big(\tilde\sigma_{\max}^{1/\rho} + \tfrac in\big(\tilde\sigma_{\min}^{1/\rho}
+              - \tilde\sigma_{\max}^{1/\rho}\big)\Big)^{\rho},
+
+    :math:`\tilde\sigma_{\max} = \tilde\sigma(t_0)`, :math:`\tilde\sigma_{\min} = \tilde\sigma(t_1)`
+    (log-SNR clipped to ``+-log_snr_clip``). On the ``edm`` schedule with the same ``rho`` this is
+    the uniform grid in ``t``.
+    """
+    n = check_positive_int(n, "n")
+    t0, t1 = _check_ends(t0, t1)
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0:
+        raise ValueError(f"rho must be a positive float, got {rho!r}")
+    lo, hi = _log_snr_ends(_check_schedule(schedule), t0, t1, log_snr_clip)
+    smax, smin = math.exp(-0.5 * lo) ** (1.0 / rho), math.exp(-0.5 * hi) ** (1.0 / rho)
+    sig = (smax + torch.linspace(0.0, 1.0, n + 1, dtype=F64) * (smin - smax)) ** rho
+    return _from_log_snr(schedule, -2.0 * torch.log(sig), t0, t1)
+
+
+def make_timesteps(name: str, n: int, schedule: Schedule, **options) -> Tensor:
+    """The fixed grid ``name`` (one of :data:`STEP_SCHEDULES`) with ``n`` steps."""
+    return STEP_SCHEDULES.get(name)(n, schedule, **options)
+
+
+# ---------------------------------------------------------------------------- optimized (BOSS / AYS style)
+def _one_step_costs(model: Model, schedule: Schedule, sampler: str, prediction: str, grid: Tensor,
+                    ref: Tensor, max_rows: int = 16384) -> Tensor:
+    """``cost[i, j] = mean ||step(ref_i, t_i -> t_j) - ref_j||^2`` for ``i < j`` (inf elsewhere).
+
+    One step from ``t_i`` to every later ``t_j`` is evaluated as one batch with per-row times.
+    """
+    m, b = grid.numel(), ref.shape[1]
+    kind = sampler if sampler in ("euler", "heun", "midpoint", "rk4", "heun_edm") else "ddim"
+    cost = torch.full((m, m), math.inf, dtype=F64)
+    g = grid.to(ref.dtype)
+
+    def call(x: Tensor, t: Tensor, out: str) -> Tensor:
+        return convert(model(x, t), prediction, out, x, t, schedule)
+
+    def rows(v: Tensor, reps: int) -> Tensor:
+        return v.repeat_interleave(b)[:, None].reshape(-1, *([1] * (ref.dim() - 2)))
+
+    for i in range(m - 1):
+        xi, ti = ref[i], g[i].expand(b)
+        first = call(xi, ti, "data" if kind in ("ddim", "heun_edm") else "velocity")
+        chunk = max(1, max_rows // b)
+        for j0 in range(i + 1, m, chunk):
+            tj = g[j0:min(m, j0 + chunk)]
+            c = tj.numel()
+            x = xi.repeat(c, *([1] * (ref.dim() - 2)))
+            f = first.repeat(c, *([1] * (ref.dim() - 2)))
+            tt, h = tj.repeat_interleave(b), rows(tj - g[i], c)
+            if kind in ("ddim", "heun_edm"):
+                a0, s0 = schedule.alpha(g[i]), schedule.sigma(g[i])
+                a1, s1 = rows(schedule.alpha(tj), c), rows(schedule.sigma(tj), c)
+                eps = (x - a0 * f) / s0
+                y = a1 * f + s1 * eps
+                if kind == "heun_edm" and float(a0) > 0:
+                    d1 = call(y, tt, "data")
+                    pos = (s1 > 0).reshape(-1)
+                    eps1 = torch.where(s1 > 0, (y - a1 * d1) / s1.clamp_min(1e-30), eps)
+                    heun = (a1 / a0) * x + (s1 - a1 * s0 / a0) * 0.5 * (eps + eps1)
+                    y = torch.where(pos.reshape(-1, *([1] * (ref.dim() - 2))), heun, y)
+            elif kind == "euler":
+                y = x + h * f
+            elif kind == "midpoint":
+                y = x + h * call(x + 0.5 * h * f, ti.repeat(c) + 0.5 * h.reshape(-1), "velocity")
+            elif kind == "heun":
+                y = x + 0.5 * h * (f + call(x + h * f, tt, "velocity"))
+            else:  # rk4
+                hm = ti.repeat(c) + 0.5 * h.reshape(-1)
+                k2 = call(x + 0.5 * h * f, hm, "velocity")
+                k3 = call(x + 0.5 * h * k2, hm, "velocity")
+                k4 = call(x + h * k3, tt, "velocity")
+                y = x + h / 6.0 * (f + 2.0 * k2 + 2.0 * k3 + k4)
+            err = (y - ref[j0:j0 + c].reshape(c * b, *ref.shape[2:])).pow(2).reshape(c, b, -1).sum(-1).mean(1)
+            cost[i, j0:j0 + c] = err.to(F64)
+    return cost
+
+
+def _dp_path(cost: Tensor, k: int) -> list[int]:
+    """Cheapest ``k``-edge path ``0 -> m-1`` through the DAG with edge costs ``cost`` (Bellman)."""
+    m = cost.shape[0]
+    best = torch.full((k + 1, m), math.inf, dtype=F64)
+    arg = torch.zeros((k + 1, m), dtype=torch.long)
+    best[0, 0] = 0.0
+    for s in range(1, k + 1):
+        tot = best[s - 1][:, None] + cost  # (from, to)
+        best[s], arg[s] = tot.min(0)
+    path = [m - 1]
+    for s in range(k, 0, -1):
+        path.append(int(arg[s, path[-1]]))
+    return path[::-1]
+
+
+def optimized(
+    model: Model,
+    schedule: Schedule | None,
+    nfe: int,
+    sampler: str = "euler",
+    noise: Tensor | None = None,
+    *,
+    prediction: str = "velocity",
+    t0: float = 0.0,
+    t1: float = 1.0,
+    reference_steps: int = 64,
+    reference_substeps: int = 4,
+    refine_sweeps: int = 3,
+    sampler_options: dict | None = None,
+) -> Tensor:
+    r"""Fit the flow-time grid that makes ``sampler`` with ``nfe`` evaluations follow the
+    high-accuracy trajectories of ``model`` from ``noise`` most closely.
+
+    1. **Reference.** A candidate grid :math:`G` (``reference_steps`` steps uniform in ``t``
+       merged with as many uniform in log-SNR) and trajectories :math:`x^\star(g)` at its points,
+       from ``noise`` (starting points at ``t0``, a few hundred suffice), by
+       DPM-Solver++(3M) with ``reference_substeps`` sub-steps per interval.
+    2. **Dynamic programming (BOSS).** ``cost[i][j]`` is the mean squared error of one step of the
+       sampler from :math:`x^\star(g_i)` to :math:`g_j` against :math:`x^\star(g_j)`; Bellman's
+       recursion :math:`J_s(j) = \min_i J_{s-1}(i) + c_{ij}` gives the cheapest ``n``-step path
+       from :math:`g_0` to :math:`g_M`. Multistep samplers (DPM-Solver++, UniPC) are scored by
+       their first-order (DDIM) step here.
+    3. **Refinement (AYS-style).** Starting from the best of the DP grid and the fixed grids
+       (uniform, uniform log-SNR, Karras) by end-point error, ``refine_sweeps`` sweeps of coordinate descent move each
+       interior time within its neighbours' interval (six candidate fractions of it)
+       to minimise the end-point error of the *full* sampler run.
+
+    Returns a float64 grid of ``n + 1`` times, ``n = steps_for_nfe(sampler, nfe)``; store it
+    with the checkpoint and pass it as ``timesteps``. Deterministic samplers only.
+    """
+    _ensure_registered()
+    schedule = LinearSchedule() if schedule is None else _check_schedule(schedule)
+    if sampler not in MODEL_SAMPLERS or sampler not in STEP_COST:
+        raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(sorted(STEP_COST))}")
+    if sampler == "euler_maruyama" or (sampler_options or {}).get("eta", 0.0):
+        raise ValueError("sampler must be deterministic to fit a schedule; use eta=0 and not euler_maruyama")
+    n = steps_for_nfe(sampler, nfe)
+    t0, t1 = _check_ends(t0, t1)
+    reference_steps = check_positive_int(reference_steps, "reference_steps")
+    reference_substeps = check_positive_int(reference_substeps, "reference_substeps")
+    if reference_steps < n:
+        raise ValueError(f"reference_steps={reference_steps} must be >= the {n} steps of nfe={nfe}")
+    if isinstance(refine_sweeps, bool) or not isinstance(refine_sweeps, int) or refine_sweeps < 0:
+        raise ValueError(f"refine_sweeps must be an int >= 0, got {refine_sweeps!r}")
+    opts = dict(sampler_options or {})
+    if noise is None:
+        raise ValueError("noise must be a (batch, *shape) tensor of starting points x_{t0}, e.g. 256 draws")
+    check_batch(noise, "noise", min_dim=1)
+    dtype = noise.dtype
+
+    with torch.no_grad():
+        # 1. candidate grid and reference trajectories
+        cand = torch.cat([uniform_t(reference_steps, schedule, t0, t1),
+                          uniform_log_snr(reference_steps, schedule, t0, t1)]).sort().values
+        keep = torch.cat([torch.tensor([True]), cand.diff() > 1e-6 * max(t1 - t0, 1e-12)])
+        grid = cand[keep]
+        grid[-1] = t1
+        fine = [grid[0:1]]
+        for a, b in zip(grid[:-1], grid[1:]):
+            fine.append(torch.linspace(float(a), float(b), reference_substeps + 1, dtype=F64)[1:])
+        fine_t = torch.cat(fine)
+        ref_run = solve(model, noise, schedule, fine_t.to(dtype), "dpm_solver_pp", prediction=prediction,
+                        return_trajectory=True, order=3, lower_order_final=False)
+        ref = ref_run.trajectory[::reference_substeps]
+        target = ref[-1]
+
+        # 2. BOSS dynamic programming over the candidate grid
+        cost = _one_step_costs(model, schedule, sampler, prediction, grid, ref)
+        path = _dp_path(cost, n)
+        ts = grid[path].clone()
+
+        # 3. coordinate descent on the end-point error of the full sampler
+        def loss(grid_ts: Tensor) -> float:
+            out = solve(model, noise, schedule, grid_ts.to(dtype), sampler, prediction=prediction, **opts)
+            return float((out.x - target).pow(2).flatten(1).sum(1).mean())
+
+        best = loss(ts)
+        for name in ("uniform", "uniform_log_snr", "karras"):
+            try:
+                cand_ts = make_timesteps(name, n, schedule, t0=t0, t1=t1)
+            except ValueError:
+                continue
+            val = loss(cand_ts)
+            if val < best:
+                best, ts = val, cand_ts
+        fracs = torch.tensor([0.1, 0.25, 0.4, 0.6, 0.75, 0.9], dtype=F64)
+        for _ in range(refine_sweeps):
+            for i in range(1, n):
+                lo, hi = float(ts[i - 1]), float(ts[i + 1])
+                for f in fracs:
+                    trial = ts.clone()
+                    trial[i] = lo + float(f) * (hi - lo)
+                    val = loss(trial)
+                    if val < best:
+                        best, ts = val, trial
+    return ts
+
+
+#: Alias: the fitted ("optimized") step schedule.
+fit_optimized_schedule = optimized
