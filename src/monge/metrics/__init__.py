@@ -1,5 +1,17 @@
-"""Evaluation metrics: Wasserstein distances, MMD, path straightness, mode statistics."""
+"""Evaluation metrics: Wasserstein distances, MMD, path straightness, mode statistics, and image
+metrics (classifier features and mode statistics, Fréchet distances, k-NN precision/recall)."""
 
+from .classifier import (
+    ClassifierModeStats,
+    FeatureClassifier,
+    classifier_features,
+    classifier_mode_stats,
+    classifier_probs,
+    load_or_train_classifier,
+    mode_coverage,
+    mode_mixture,
+    train_classifier,
+)
 from .mmd import median_bandwidth, mmd_rbf
 from .modes import ModeStats, mode_stats
 from .straightness import straightness
@@ -13,4 +25,13 @@ __all__ = [
     "straightness",
     "ModeStats",
     "mode_stats",
+    "FeatureClassifier",
+    "train_classifier",
+    "load_or_train_classifier",
+    "classifier_features",
+    "classifier_probs",
+    "mode_mixture",
+    "mode_coverage",
+    "ClassifierModeStats",
+    "classifier_mode_stats",
 ]
