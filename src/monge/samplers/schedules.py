@@ -13,8 +13,9 @@ Every function returns a 1D float64 tensor of ``n + 1`` increasing flow times (`
   and Align Your Steps (Sabour et al. 2024) -- see its docstring.
 
 Where an end has an infinite log-SNR (``t = 0`` of a flow schedule, ``t = 1`` of most schedules),
-that end is kept as it is but the interior points are placed as if it sat at
-``log_snr_clip`` (default :math:`\pm 12`).
+or a huge one (``t = 1`` of ``cosine``, where :math:`\cos(\pi/2)` is ``6e-17``), that end is kept
+as it is but the interior points are placed as if its log-SNR were ``+-log_snr_clip`` (default 15,
+which leaves the finite ranges of the ``ve`` and ``edm`` defaults untouched).
 """
 
 from __future__ import annotations
@@ -81,9 +82,9 @@ def _from_log_snr(schedule: Schedule, lam: Tensor, t0: float, t1: float) -> Tens
 
 
 @STEP_SCHEDULES.register("uniform_log_snr")
-def uniform_log_snr(n: int, schedule: Schedule, t0: float = 0.0, t1: float = 1.0, log_snr_clip: float = 12.0) -> Tensor:
+def uniform_log_snr(n: int, schedule: Schedule, t0: float = 0.0, t1: float = 1.0, log_snr_clip: float = 15.0) -> Tensor:
     r"""``n`` steps uniform in log-SNR: :math:`\lambda_i = \lambda(t_0) + \tfrac in (\lambda(t_1) - \lambda(t_0))`,
-    :math:`t_i = \lambda^{-1}(\lambda_i)` (Lu et al. 2022); infinite ends clipped to ``+-log_snr_clip``."""
+    :math:`t_i = \lambda^{-1}(\lambda_i)` (Lu et al. 2022); ends beyond ``+-log_snr_clip`` count as there."""
     n = check_positive_int(n, "n")
     t0, t1 = _check_ends(t0, t1)
     lo, hi = _log_snr_ends(_check_schedule(schedule), t0, t1, log_snr_clip)
@@ -92,14 +93,14 @@ def uniform_log_snr(n: int, schedule: Schedule, t0: float = 0.0, t1: float = 1.0
 
 @STEP_SCHEDULES.register("karras")
 def karras(n: int, schedule: Schedule, t0: float = 0.0, t1: float = 1.0, rho: float = 7.0,
-           log_snr_clip: float = 12.0) -> Tensor:
+           log_snr_clip: float = 15.0) -> Tensor:
     r"""Karras et al. (2022) grid in the EDM noise level :math:`\tilde\sigma = \sigma_t/\alpha_t`:
 
     .. math:: \tilde\sigma_i = \Big(\tilde\sigma_{\max}^{1/\rho} + \tfrac in\big(\tilde\sigma_{\min}^{1/\rho}
               - \tilde\sigma_{\max}^{1/\rho}\big)\Big)^{\rho},
 
     :math:`\tilde\sigma_{\max} = \tilde\sigma(t_0)`, :math:`\tilde\sigma_{\min} = \tilde\sigma(t_1)`
-    (log-SNR clipped to ``+-log_snr_clip``). On the ``edm`` schedule with the same ``rho`` this is
+    (ends beyond ``+-log_snr_clip`` count as there). On the ``edm`` schedule with the same ``rho`` this is
     the uniform grid in ``t``.
     """
     n = check_positive_int(n, "n")

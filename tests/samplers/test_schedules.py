@@ -1,0 +1,112 @@
+"""Step schedules: closed forms, monotonicity, the Karras/EDM identity, and the fitted schedule."""
+
+import math
+
+import pytest
+import torch
+
+from monge.data import GaussianMixture
+from monge.paths import SCHEDULES
+from monge.samplers.diffusion import solve
+from monge.samplers.schedules import (STEP_SCHEDULES, _dp_path, fit_optimized_schedule, karras, make_timesteps,
+                                      optimized, uniform_log_snr, uniform_t)
+
+F64 = torch.float64
+
+
+def test_uniform_t():
+    torch.testing.assert_close(uniform_t(4, None, 0.2, 1.0), torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0], dtype=F64))
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "vp_linear", "ve", "edm", "stochastic_interpolant"])
+def test_uniform_log_snr_is_uniform_in_log_snr(name):
+    sched = SCHEDULES.build(name)
+    ts = uniform_log_snr(10, sched, 0.05, 0.95)
+    lam = sched.log_snr(ts)
+    assert ts[0] == 0.05 and ts[-1] == 0.95 and bool((ts.diff() > 0).all())
+    torch.testing.assert_close(lam.diff(), torch.full((10,), float(lam[-1] - lam[0]) / 10, dtype=F64),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_infinite_ends_are_kept_and_clipped():
+    sched = SCHEDULES.build("linear")
+    ts = uniform_log_snr(4, sched, log_snr_clip=8.0)
+    assert float(ts[0]) == 0.0 and float(ts[-1]) == 1.0
+    # interior points as if the ends sat at lambda = -8, 8: t = sigmoid(lambda / 2)
+    torch.testing.assert_close(ts[1:-1], torch.sigmoid(torch.tensor([-4.0, 0.0, 4.0], dtype=F64) / 2))
+
+
+def test_karras_on_edm_is_uniform_t_and_closed_form():
+    edm = SCHEDULES.build("edm")
+    torch.testing.assert_close(karras(8, edm, rho=7.0), torch.linspace(0, 1, 9, dtype=F64), rtol=0, atol=1e-9)
+    ve = SCHEDULES.build("ve", sigma_min=0.01, sigma_max=50.0)
+    ts = karras(5, ve, rho=3.0)
+    sig = ve.sigma(ts)
+    ramp = torch.linspace(0, 1, 6, dtype=F64)
+    expect = (50.0 ** (1 / 3) + ramp * (0.01 ** (1 / 3) - 50.0 ** (1 / 3))) ** 3
+    torch.testing.assert_close(sig, expect, rtol=1e-9, atol=1e-12)
+
+
+def test_registry_and_bad_input():
+    sched = SCHEDULES.build("cosine")
+    assert set(STEP_SCHEDULES.names()) == {"uniform", "uniform_log_snr", "karras"}
+    assert make_timesteps("karras", 3, sched).shape == (4,)
+    with pytest.raises(ValueError, match="n"):
+        uniform_t(0)
+    with pytest.raises(ValueError, match="t0"):
+        uniform_t(3, None, 0.5, 0.2)
+    with pytest.raises(ValueError, match="t1"):
+        uniform_log_snr(3, sched, 0.0, 1.5)
+    with pytest.raises(ValueError, match="rho"):
+        karras(3, sched, rho=0.0)
+    with pytest.raises(ValueError, match="schedule"):
+        karras(3, "cosine")
+    with pytest.raises(ValueError, match="step schedule"):
+        make_timesteps("optimised", 3, sched)
+
+
+def test_dp_path_finds_the_cheapest_k_step_path():
+    """Brute force over all 2-interior-point paths of a random DAG."""
+    g = torch.Generator().manual_seed(0)
+    m, k = 7, 3
+    cost = torch.rand(m, m, generator=g, dtype=F64).triu(1)
+    cost[cost == 0] = math.inf
+    best = min((cost[0, a] + cost[a, b] + cost[b, m - 1], (0, a, b, m - 1))
+               for a in range(1, m) for b in range(a + 1, m - 1))
+    path = _dp_path(cost, k)
+    assert tuple(path) == best[1]
+
+
+GMM = GaussianMixture.eight_gaussians()
+LIN = SCHEDULES.build("linear")
+
+
+def _err(ts, sampler, x, ref):
+    out = solve(lambda y, t: GMM.velocity(y, t, LIN), x, LIN, ts, sampler)
+    return float((out.x - ref).pow(2).sum(1).mean())
+
+
+@pytest.mark.parametrize("sampler,nfe", [("euler", 4), ("dpm_solver_pp_2m", 4)])
+def test_optimized_beats_fixed_grids_on_held_out_noise(sampler, nfe):
+    fit_noise = torch.randn(128, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    ts = optimized(lambda y, t: GMM.velocity(y, t, LIN), LIN, nfe, sampler, fit_noise, reference_steps=16,
+                   refine_sweeps=1)
+    assert ts.shape == (nfe + 1,) and ts[0] == 0.0 and ts[-1] == 1.0 and bool((ts.diff() > 0).all())
+    x = torch.randn(256, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    ref = solve(lambda y, t: GMM.velocity(y, t, LIN), x, LIN, uniform_t(400), "rk4").x
+    fixed = min(_err(make_timesteps(name, nfe, LIN), sampler, x, ref) for name in STEP_SCHEDULES.names())
+    assert _err(ts, sampler, x, ref) < fixed
+
+
+def test_optimized_rejects_bad_input():
+    m = lambda y, t: GMM.velocity(y, t, LIN)  # noqa: E731
+    x = torch.randn(8, 2, dtype=F64)
+    with pytest.raises(ValueError, match="deterministic"):
+        optimized(m, LIN, 4, "euler_maruyama", x)
+    with pytest.raises(ValueError, match="noise"):
+        optimized(m, LIN, 4, "euler", None)
+    with pytest.raises(ValueError, match="sampler"):
+        optimized(m, LIN, 4, "plms", x)
+    with pytest.raises(ValueError, match="reference_steps"):
+        optimized(m, LIN, 8, "euler", x, reference_steps=4)
+    assert fit_optimized_schedule is optimized
