@@ -12,6 +12,15 @@ from .classifier import (
     mode_mixture,
     train_classifier,
 )
+from .frechet import (
+    classifier_frechet_distance,
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_from_features,
+    inception_fid,
+    load_feature_network,
+    network_features,
+)
 from .mmd import median_bandwidth, mmd_rbf
 from .modes import ModeStats, mode_stats
 from .straightness import straightness
@@ -34,4 +43,11 @@ __all__ = [
     "mode_coverage",
     "ClassifierModeStats",
     "classifier_mode_stats",
+    "feature_statistics",
+    "frechet_distance",
+    "frechet_distance_from_features",
+    "classifier_frechet_distance",
+    "load_feature_network",
+    "network_features",
+    "inception_fid",
 ]
