@@ -23,6 +23,7 @@ from .frechet import (
 )
 from .mmd import median_bandwidth, mmd_rbf
 from .modes import ModeStats, mode_stats
+from .precision_recall import PrecisionRecall, knn_radii, manifold_membership, precision_recall
 from .straightness import straightness
 from .wasserstein import sliced_wasserstein, wasserstein2
 
@@ -50,4 +51,8 @@ __all__ = [
     "load_feature_network",
     "network_features",
     "inception_fid",
+    "PrecisionRecall",
+    "precision_recall",
+    "knn_radii",
+    "manifold_membership",
 ]
