@@ -268,6 +268,8 @@ def main() -> None:
     parser.add_argument("--sinkhorn-sizes", default="1024,4096",
                         help="n = 4096 takes over 10 min on a loaded 2-core machine")
     parser.add_argument("--search-targets", type=int, default=50_000)
+    parser.add_argument("--fit", default="500x64", help="semi-discrete fit cases, NxD[,NxD...]")
+    parser.add_argument("--sections", default="exact,sinkhorn,search,fit")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -288,10 +290,16 @@ def main() -> None:
         bench_fit([(100, 8)], rows, summary)
     else:
         sizes = lambda text: [int(v) for v in text.split(",") if v.strip()]  # noqa: E731
-        bench_exact(sizes(args.exact_sizes), rows, summary)
-        bench_sinkhorn(sizes(args.sinkhorn_sizes), 0.05, 1e-3, rows, summary)
-        bench_search(args.search_targets, [64, 3072], rows, summary)
-        bench_fit([(500, 64)], rows, summary)
+        sections = set(args.sections.split(","))
+        if "exact" in sections:
+            bench_exact(sizes(args.exact_sizes), rows, summary)
+        if "sinkhorn" in sections:
+            bench_sinkhorn(sizes(args.sinkhorn_sizes), 0.05, 1e-3, rows, summary)
+        if "search" in sections:
+            bench_search(args.search_targets, [64, 3072], rows, summary)
+        if "fit" in sections:
+            cases = [tuple(int(v) for v in c.split("x")) for c in args.fit.split(",") if c.strip()]
+            bench_fit(cases, rows, summary)
     rows.extend(targets_section(summary))
     rows.append(f"\nTotal benchmark time: {time.perf_counter() - t0:.0f} s.")
     text = "\n".join(rows) + "\n"
