@@ -200,7 +200,7 @@ def _read_image(path: Path, channels: int | None) -> np.ndarray:
             im.load()
             gray = channels == 1 or (channels is None and im.mode in ("1", "L", "LA", "I", "I;16", "F"))
             im = im.convert("L" if gray else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)  # writable copy
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise _CorruptImage(f"cannot read image {path}: {err}") from err
     return arr[:, :, None] if arr.ndim == 2 else arr
