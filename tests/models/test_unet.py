@@ -38,6 +38,7 @@ def test_output_shape_and_zero_init(shape, channels):
     assert float(out.detach().abs().max()) == 0.0  # zero-initialised output convolution
 
 
+@torch.no_grad()
 def test_time_dependence_and_scalar_time():
     torch.manual_seed(0)
     model = UNet((1, 8, 8), **TINY)
@@ -48,6 +49,7 @@ def test_time_dependence_and_scalar_time():
     torch.testing.assert_close(model(x, 0.1), a, rtol=0, atol=1e-6)
 
 
+@torch.no_grad()
 def test_batch_elements_are_independent():
     """GroupNorm is per sample: one image's output does not depend on the rest of the batch."""
     torch.manual_seed(0)
@@ -57,6 +59,7 @@ def test_batch_elements_are_independent():
     torch.testing.assert_close(model(x, t)[2:3], model(x[2:3], t[2:3]), rtol=1e-4, atol=1e-5)
 
 
+@torch.no_grad()
 def test_class_conditioning_changes_the_output():
     torch.manual_seed(0)
     model = UNet((1, 8, 8), num_classes=3, **TINY)
