@@ -112,3 +112,27 @@ def test_opt_in_precision_and_compile_run_on_cpu(tiny_config, flags):
 def test_bad_precision_is_a_config_error(tiny_config):
     with pytest.raises(ConfigError, match="precision"):
         tiny_config(train__precision="fp8").validate()
+
+
+def test_semidiscrete_map_is_fitted_once_cached_and_reused_on_resume(tiny_config):
+    """The trainer prepares the coupling before step 1, caches the map in the run directory,
+    reuses it on --resume, and pairs every noise with the target of its OT cell."""
+    from monge.ot import SemiDiscreteMap
+
+    coupling = {"name": "semidiscrete_ot", "n_targets": 16, "tol": 0.3, "max_iter": 300}
+    cfg = tiny_config(coupling=coupling, train__steps=10, train__checkpoint_every=5)
+    trainer = Trainer(cfg)
+    trainer.fit()
+    cached = cfg.run_dir / "semidiscrete.safetensors"
+    sd = SemiDiscreteMap.load(cached)
+    assert sd.n_targets == 16 and trainer.prepare_seconds > 0
+    x0 = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    pairs = trainer.coupling(x0, torch.zeros(50, 2))
+    assert torch.equal(pairs.x1, sd(x0)[1])
+
+    before = cached.stat().st_mtime_ns
+    cfg.train.steps = 15
+    resumed = Trainer(cfg)
+    resumed.fit(resume=True)
+    assert cached.stat().st_mtime_ns == before  # loaded, not refitted
+    assert torch.equal(resumed.coupling.map.heights, sd.heights)

@@ -109,6 +109,7 @@ class Trainer:
         #: per rank: coupling and path randomness
         self.local_generator = torch.Generator().manual_seed(_local_seed(tc.seed, self.dist.rank))
         self.step = 0
+        self.prepare_seconds = 0.0
         self.last_loss = float("nan")
         self.run_dir = config.run_dir
 
@@ -229,6 +230,31 @@ class Trainer:
             device=self.device,
         )
 
+    def prepare(self, resume: bool = False) -> None:
+        """Fit what the coupling needs before training (e.g. the ``semidiscrete_ot`` map).
+
+        A fitted state is cached in the run directory: rank 0 fits and writes it (a fresh run
+        refits; ``resume`` reuses the cached file), the other ranks wait and load it. The fit
+        draws from its own generator (seed + 3), so it does not shift the training batches.
+        """
+        from .couplings import prepare_coupling
+
+        generator = torch.Generator().manual_seed(self.config.train.seed + 3)
+        if self.coupling.prepared_file is None:
+            prepare_coupling(self.coupling, self.source, self.target, self.run_dir, generator, device=self.device)
+            return
+        cached = self.run_dir / self.coupling.prepared_file
+        if self.dist.rank == 0:
+            if not resume:
+                cached.unlink(missing_ok=True)
+            start = time.perf_counter()
+            prepare_coupling(self.coupling, self.source, self.target, self.run_dir, generator, device=self.device)
+            self.prepare_seconds = time.perf_counter() - start
+        distributed.barrier()
+        if self.dist.rank != 0:
+            prepare_coupling(self.coupling, self.source, self.target, self.run_dir, generator, write=False,
+                             device=self.device)
+
     # -- the loop --------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
         """Train to ``config.train.steps``; ``resume=True`` continues from the run's checkpoint."""
@@ -243,6 +269,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
             for stale in self.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
                 stale.unlink(missing_ok=True)
+        self.prepare(resume)
         log = _CsvLog(self.run_dir / "log.csv", ["step", "loss", "lr", "seconds"], append=resume, enabled=main)
         rows: list[EvalRow] = []
         start = time.perf_counter()
