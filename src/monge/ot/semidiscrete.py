@@ -410,7 +410,9 @@ def fit_semidiscrete(
     max_iter : int
         Cap on the number of steps.
     heights : Tensor, optional
-        ``(N,)`` warm start.
+        ``(N,)`` warm start; default :math:`h_i = -\tfrac12\|y_i\|^2`, whose cells are the
+        Voronoi cells of the targets (the power diagram of the quadratic cost with zero weights),
+        so every cell starts with mass instead of only the convex hull's vertices.
     generator : torch.Generator, optional
         Randomness of the Monte Carlo batches.
     max_block_elements : int
@@ -428,6 +430,8 @@ def fit_semidiscrete(
     def locate(x: Tensor, h: Tensor) -> Tensor:
         return search(x, flat, h, max_block_elements=max_block_elements)[1]
 
+    if heights is None:
+        heights = -0.5 * flat.square().sum(1)
     h, info = _fit_heights(
         locate, n, d, nu, spread, flat.dtype, flat.device,
         source=source, optimizer=optimizer, lr=lr, batch_size=batch_size, max_batch_size=max_batch_size,
@@ -533,6 +537,11 @@ u_i`), so every
         dist.all_reduce(own, group=group)
         return own
 
+    if options.get("heights") is None:
+        init = torch.zeros(n, dtype=flat.dtype, device=dev)
+        init[lo:hi] = -0.5 * flat.square().sum(1)
+        dist.all_reduce(init, group=group)
+        options["heights"] = init
     h, info = _fit_heights(
         locate, n, d, nu, spread, flat.dtype, dev, generator=generator,
         max_block_elements=max_block_elements, reduce_counts=reduce_counts, **options,
