@@ -137,3 +137,38 @@ def test_image_recipe_trains_and_samples_a_png_grid(tmp_path):
     assert Image.open(png).size[0] > 8
     res = runner.invoke(app, ["sample", str(tmp_path / "runs" / "dig"), "-o", str(out), "--grid", str(tmp_path / "g.jpg")])
     assert res.exit_code == 2 and ".png" in res.output
+
+
+def test_sample_with_step_schedules_and_the_expressway(tmp_path):
+    path = tmp_path / "sd.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "sd", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": "gaussian", "target": "8gaussians"},
+        "coupling": {"name": "semidiscrete_ot", "n_targets": 16, "tol": 0.3, "max_iter": 300},
+        "model": {"name": "mlp", "hidden": 32, "depth": 2},
+        "train": {"steps": 10, "batch_size": 32, "eval_samples": 50, "checkpoint_every": 0},
+        "sample": {"nfe": [1], "adaptive": False},
+    }))
+    assert runner.invoke(app, ["train", str(path), "--no-progress"]).exit_code == 0
+    run, out = tmp_path / "runs" / "sd", tmp_path / "s.npy"
+    for extra, expect in ((["--sampler", "dpm_solver_pp", "--schedule", "karras"], "dpm_solver_pp, karras steps"),
+                          (["--sampler", "euler", "--schedule", "optimized"], "optimized steps"),
+                          (["--expressway", "0.5", "--nfe", "2"], "expressway from t=0.5, 2 NFE")):
+        res = runner.invoke(app, ["sample", str(run), "-n", "20", "--nfe", "4", "-o", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        assert expect in res.output and np.isfinite(np.load(out)).all()
+    assert (run / "timesteps.safetensors").is_file()
+    res = runner.invoke(app, ["sample", str(run), "--schedule", "nope", "-o", str(out)])
+    assert res.exit_code == 2 and "valid choices" in res.output
+
+
+def test_reflow_command_runs_end_to_end(recipe, tmp_path):
+    assert runner.invoke(app, ["train", str(recipe), "--no-progress"]).exit_code == 0
+    res = runner.invoke(app, ["reflow", str(tmp_path / "runs" / "tiny"), "--n-pairs", "64", "--steps", "5",
+                              "--sampler", "rk4", "--nfe", "8", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    new = tmp_path / "runs" / "tiny-reflow"
+    assert "reflowed run" in res.output and (new / "checkpoint.safetensors").is_file()
+    assert (new / "reflow_pairs.safetensors").is_file()
+    res = runner.invoke(app, ["reflow", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "checkpoint not found" in res.output

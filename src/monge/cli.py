@@ -1,4 +1,4 @@
-"""Command line: ``monge train | sample | eval | demo``."""
+"""Command line: ``monge train | sample | reflow | eval | demo``."""
 
 from __future__ import annotations
 
@@ -71,7 +71,14 @@ def train(
 def sample_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory"),
     nfe: int = typer.Option(8, help="function evaluations (ignored by dopri5)"),
-    sampler: str = typer.Option("euler", help="euler | midpoint | heun | rk4 | dopri5"),
+    sampler: str = typer.Option(
+        "euler", help="ODE: euler | midpoint | heun | rk4 | dopri5; few-step: ddim | dpm_solver_pp | "
+        "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama"),
+    schedule: Optional[str] = typer.Option(
+        None, help="step grid: uniform | uniform_log_snr | karras | optimized (fitted to the model once "
+        "and cached in the run directory)"),
+    expressway: Optional[float] = typer.Option(
+        None, help="semidiscrete_ot runs: start at this time from the noised target of each noise's OT cell"),
     n: int = typer.Option(1000, "-n", help="number of samples"),
     seed: int = typer.Option(0),
     output: Path = typer.Option(Path("samples.npy"), "-o", "--output", help=".npy file to write"),
@@ -80,31 +87,63 @@ def sample_cmd(
 ) -> None:
     """Draw samples from a trained model and save them as a .npy array (and a PNG grid for images)."""
     import numpy as np
-    import torch
 
-    from .data.sources import build_data
-    from .samplers import sample
+    from .generate import generate, run_dir_of
     from .train import load_model
 
     try:
         if n < 1:
             raise ValueError(f"-n must be >= 1, got {n}")
+        if nfe < 1:
+            raise ValueError(f"--nfe must be >= 1, got {nfe}")
+        if grid is not None and grid.suffix.lower() != ".png":
+            raise ValueError(f"--grid needs a .png path, got {grid}")
         model, cfg = load_model(checkpoint, ema=ema)
-        x0 = build_data(cfg.data)[0].sample(n, generator=torch.Generator().manual_seed(seed))
-        if grid is not None and (x0.dim() != 4 or grid.suffix.lower() != ".png"):
-            raise ValueError(f"--grid needs image data (N, C, H, W) and a .png path; got samples of shape "
-                             f"{tuple(x0.shape[1:])} and {grid}")
-        out = sample(model, x0, sampler=sampler, nfe=nfe)
+        out = generate(model, cfg, n, sampler=sampler, nfe=nfe, schedule=schedule, expressway=expressway,
+                       run_dir=run_dir_of(checkpoint), seed=seed)
+        if grid is not None and out.x.dim() != 4:
+            raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
     except _USER_ERRORS as err:
         _fail(err)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, out.x.cpu().numpy())
-    typer.echo(f"wrote {n} samples ({sampler}, {out.nfe} NFE) to {output}")
+    how = sampler if schedule is None else f"{sampler}, {schedule} steps"
+    if expressway is not None:
+        how += f", expressway from t={expressway}"
+    typer.echo(f"wrote {n} samples ({how}, {out.nfe} NFE) to {output}")
     if grid is not None:
         from .imageio import save_image_grid
 
         save_image_grid(out.x[:64].clamp(-1, 1).cpu(), grid, nrow=8, scale=max(1, 64 // out.x.shape[-1]))
         typer.echo(f"wrote a grid of {min(n, 64)} images to {grid}")
+
+
+@app.command("reflow")
+def reflow_cmd(
+    checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory of a trained flow"),
+    n_pairs: int = typer.Option(10_000, "--n-pairs", help="(noise, sample) pairs to generate"),
+    steps: Optional[int] = typer.Option(None, help="training steps of the new run (default: the original's)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="new run directory (default: RUN-reflow)"),
+    distill: bool = typer.Option(False, "--distill", help="also distill the reflowed model to one step"),
+    sampler: str = typer.Option("dopri5", help="sampler that generates the pairs"),
+    nfe: int = typer.Option(128, help="its NFE (fixed-step samplers)"),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
+    from .checkpoint import CheckpointError
+    from .reflow import reflow
+
+    try:
+        run = reflow(checkpoint, n_pairs=n_pairs, steps=steps, out_dir=out, distill=distill, sampler=sampler,
+                     nfe=nfe, seed=seed, progress=progress)
+    except (*_USER_ERRORS, CheckpointError) as err:
+        _fail(err)
+    typer.echo(f"reflowed run: {run}")
+    if (run / "eval.md").is_file():
+        typer.echo((run / "eval.md").read_text())
+    if distill:
+        typer.echo(f"one-step distilled run: {run / 'distill'} (sample it with --sampler euler --nfe 1)")
 
 
 @app.command("eval")

@@ -125,12 +125,16 @@ class _Grid:
         if float(ts[0]) < 0.0 or float(ts[-1]) > 1.0:
             raise ValueError(f"timesteps must lie in [0, 1], got [{float(ts[0])}, {float(ts[-1])}]")
         self.t = ts
-        self.alpha = schedule.alpha(ts)
-        self.sigma = schedule.sigma(ts)
+        # Coefficients in float64, then cast: in float32, cos(pi/2) of the cosine schedule at
+        # t = 1 is -4e-8, a negative sigma whose log-SNR is NaN.
+        t64 = timesteps.detach().to(device=x.device, dtype=torch.float64)
+        with torch.no_grad():
+            alpha = schedule.alpha(t64).clamp_min(0.0)
+            sigma = schedule.sigma(t64).clamp_min(0.0)
+            ell = 0.5 * schedule.log_snr(t64)
+        self.alpha, self.sigma, self.ell = alpha.to(x.dtype), sigma.to(x.dtype), ell.to(x.dtype)
         if bool((self.sigma[:-1] <= 0).any()):
             raise ValueError("timesteps: only the last time may have sigma_t = 0; drop the earlier noise-free times")
-        with torch.no_grad():
-            self.ell = 0.5 * schedule.log_snr(ts)
 
     def __len__(self) -> int:
         return self.t.numel() - 1
@@ -196,7 +200,9 @@ def ddim(
 # ---------------------------------------------------------------------------- DPM-Solver++
 def _dpm_order(order: int, k: int, n: int, g: _Grid, lower_order_final: bool) -> int:
     p = min(order, k + 1)
-    last_zero = not g.finite(n)
+    # a final sigma of zero, or numerically zero (the cosine schedule's 6e-17 at t = 1), makes the
+    # last step infinitely long in log-SNR: take it first order, as diffusers does for sigma = 0
+    last_zero = not g.finite(n) or float(g.sigma[n]) <= 1e-4 * float(g.alpha[n])
     if lower_order_final and k == n - 1 and (n < 15 or last_zero):
         p = 1
     if lower_order_final and k == n - 2 and n < 15:

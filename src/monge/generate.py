@@ -1,0 +1,151 @@
+r"""Sampling a trained run: ODE samplers, few-step samplers on a step schedule (fixed or
+optimized for the model and cached next to the checkpoint), and DPM-OT's expressway.
+
+A run trained by :class:`~monge.train.Trainer` predicts the velocity :math:`u_\theta(x, t)` of
+its path, so the diffusion samplers of :mod:`monge.samplers` run on it through
+``prediction="velocity"`` and the path's schedule :math:`x_t = \sigma_t x_0 + \alpha_t x_1`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor, nn
+
+from .config import Config
+from .samplers import SampleOutput
+
+__all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps", "generate"]
+
+#: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"``, next to its checkpoint.
+TIMESTEPS_FILE = "timesteps.safetensors"
+_PREDICTION = "velocity"
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run directory of a checkpoint file or run directory."""
+    checkpoint = Path(checkpoint)
+    return checkpoint if checkpoint.is_dir() else checkpoint.parent
+
+
+def path_schedule(config: Config):
+    """The :class:`~monge.paths.Schedule` of the run's path (affine paths only)."""
+    from .paths import PATHS
+
+    path = PATHS.build(config.path.name, **config.path.params)
+    schedule = getattr(path, "schedule", None)
+    if schedule is None:
+        raise ValueError(
+            f"path {config.path.name!r} has no alpha/sigma schedule; step schedules and diffusion samplers "
+            "need an affine path (linear, vp, ...): use an ODE sampler without --schedule"
+        )
+    return schedule
+
+
+def _read_grids(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        return {}
+    try:
+        return dict(st_load(path.read_bytes()))
+    except (SafetensorError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable step-grid file ({err}); delete it to refit") from None
+
+
+def optimized_timesteps(
+    model: nn.Module,
+    config: Config,
+    run_dir: str | Path,
+    sampler: str,
+    nfe: int,
+    *,
+    n_noise: int = 256,
+    seed: int = 0,
+    refit: bool = False,
+) -> Tensor:
+    r"""The step grid for ``sampler`` at ``nfe`` fitted to this model (:func:`monge.samplers.optimized`:
+    a BOSS-style search minimising the gap to a fine reference trajectory on ``n_noise`` noises).
+
+    Fitted once and cached in ``run_dir / timesteps.safetensors`` under ``"<sampler>/nfe<N>"``
+    (written atomically); later calls read it. ``refit`` fits again and replaces the entry.
+    """
+    from .checkpoint import atomic_write_bytes
+    from .data.sources import build_data
+    from .samplers import optimized
+
+    file = Path(run_dir) / TIMESTEPS_FILE
+    key = f"{sampler}/nfe{int(nfe)}"
+    grids = _read_grids(file)
+    if key in grids and not refit:
+        return grids[key].to(torch.float64)
+    noise = build_data(config.data)[0].sample(n_noise, generator=torch.Generator().manual_seed(seed + 7))
+    grid = optimized(model, path_schedule(config), nfe, sampler, noise, prediction=_PREDICTION)
+    grids[key] = grid.detach().to(torch.float64).cpu().contiguous()
+    atomic_write_bytes(file, st_save(grids, metadata={"format": "monge.timesteps", "version": "1"}))
+    return grids[key]
+
+
+def generate(
+    model: nn.Module,
+    config: Config,
+    n: int,
+    *,
+    sampler: str = "euler",
+    nfe: int = 8,
+    schedule: str | None = None,
+    expressway: float | None = None,
+    run_dir: str | Path | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> SampleOutput:
+    r"""``n`` samples of a trained run.
+
+    - ``schedule=None``, ODE sampler (``euler``, ``heun``, ``midpoint``, ``rk4``, ``dopri5``):
+      uniform steps in :math:`t` (:func:`monge.samplers.sample`).
+    - ``schedule`` in ``uniform``, ``uniform_log_snr``, ``karras``: that grid; ``"optimized"``:
+      :func:`optimized_timesteps` (needs ``run_dir``); any sampler of
+      :data:`monge.samplers.MODEL_SAMPLERS` (``ddim``, ``dpm_solver_pp``, ``unipc``, ...).
+    - ``expressway=t_s`` (a ``semidiscrete_ot`` run): map the noise to its OT cell, start from the
+      cell's target noised to :math:`t_s` and integrate :math:`[t_s, 1]` with ``sampler``/``nfe``
+      (:func:`monge.couplings.expressway_sample`).
+    """
+    from .data.sources import build_data
+    from .samplers import MODEL_SAMPLERS, SAMPLERS, make_timesteps, sample, solve, steps_for_nfe
+
+    generator = torch.Generator().manual_seed(seed)
+    x0 = build_data(config.data)[0].sample(n, generator=generator).to(device)
+    model = model.to(device)
+    if expressway is not None:
+        if schedule is not None:
+            raise ValueError("--expressway integrates uniform steps on [t_s, 1]; drop --schedule")
+        from .couplings import expressway_sample
+        from .ot.semidiscrete import SemiDiscreteMap
+
+        if run_dir is None or not (Path(run_dir) / "semidiscrete.safetensors").is_file():
+            raise ValueError(
+                "the expressway needs the run's semi-discrete map (semidiscrete.safetensors next to the "
+                "checkpoint): train with coupling semidiscrete_ot"
+            )
+        sd_map = SemiDiscreteMap.load(Path(run_dir) / "semidiscrete.safetensors", device=device)
+        from .paths import PATHS
+
+        path = PATHS.build(config.path.name, **config.path.params)
+        return expressway_sample(model, sd_map, x0, t_start=expressway, sampler=sampler, nfe=nfe, path=path,
+                                 generator=generator)
+    if schedule is None and sampler in SAMPLERS:
+        return sample(model, x0, sampler=sampler, nfe=nfe)
+    if sampler not in MODEL_SAMPLERS:
+        valid = sorted(set(SAMPLERS.names()) | set(MODEL_SAMPLERS.names()))
+        raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(valid)}")
+    sched = path_schedule(config)
+    schedule = schedule or "uniform"
+    if schedule == "optimized":
+        if run_dir is None:
+            raise ValueError("schedule 'optimized' needs the run directory to cache the fitted grid")
+        ts = optimized_timesteps(model, config, run_dir, sampler, nfe)
+    else:
+        ts = make_timesteps(schedule, steps_for_nfe(sampler, nfe), sched)
+    return solve(model, x0, sched, ts.to(device), sampler, prediction=_PREDICTION, generator=generator)

@@ -1,0 +1,68 @@
+"""Sampling a run: step schedules, the optimized grid cache and the expressway, on the exact
+velocity of a Gaussian mixture (no training)."""
+
+import pytest
+import torch
+from torch import nn
+
+from monge.config import Config
+from monge.data.gmm import GaussianMixture
+from monge.generate import TIMESTEPS_FILE, generate, optimized_timesteps, path_schedule
+
+
+class Oracle(nn.Module):
+    """The exact marginal velocity of the 8-Gaussian mixture for the run's path."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.gmm, self.schedule = GaussianMixture.eight_gaussians(), schedule
+
+    def forward(self, x, t):
+        return self.gmm.velocity(x, t, self.schedule).to(x.dtype)
+
+
+def _config(path="linear"):
+    return Config.from_dict({"data": {"source": "gaussian", "target": "8gaussians"}, "path": {"name": path},
+                             "model": {"name": "mlp", "hidden": 8, "depth": 1}})
+
+
+@pytest.mark.parametrize("path", ["linear", "vp"])
+def test_few_step_samplers_on_the_path_schedule_match_the_exact_flow(path):
+    cfg = _config(path)
+    model = Oracle(path_schedule(cfg))
+    exact = generate(model, cfg, 300, sampler="rk4", nfe=400, seed=1).x
+    fast = generate(model, cfg, 300, sampler="dpm_solver_pp", nfe=20, schedule="uniform", seed=1)
+    crude = generate(model, cfg, 300, sampler="euler", nfe=4, seed=1).x
+    assert fast.nfe == 20
+    err = (fast.x - exact).norm(dim=1).mean()
+    assert err < 0.05, err
+    assert err < 0.5 * (crude - exact).norm(dim=1).mean()
+
+
+def test_optimized_grid_is_fitted_once_and_cached(tmp_path, monkeypatch):
+    cfg = _config()
+    model = Oracle(path_schedule(cfg))
+    grid = optimized_timesteps(model, cfg, tmp_path, "euler", 4, n_noise=64)
+    assert (tmp_path / TIMESTEPS_FILE).is_file()
+    assert grid.shape == (5,) and torch.all(grid[1:] > grid[:-1]) and grid[0] == 0 and grid[-1] == 1
+
+    import monge.samplers
+
+    monkeypatch.setattr(monge.samplers, "optimized", lambda *a, **k: pytest.fail("refitted a cached grid"))
+    assert torch.equal(optimized_timesteps(model, cfg, tmp_path, "euler", 4), grid)
+    out = generate(model, cfg, 200, sampler="euler", nfe=4, schedule="optimized", run_dir=tmp_path, seed=1)
+    uniform = generate(model, cfg, 200, sampler="euler", nfe=4, schedule="uniform", seed=1)
+    exact = generate(model, cfg, 200, sampler="rk4", nfe=400, seed=1).x
+    assert out.nfe == 4
+    assert (out.x - exact).norm(dim=1).mean() < (uniform.x - exact).norm(dim=1).mean()
+
+
+def test_bad_requests_name_the_problem(tmp_path):
+    cfg = _config()
+    model = Oracle(path_schedule(cfg))
+    with pytest.raises(ValueError, match="unknown sampler 'dpm'"):
+        generate(model, cfg, 4, sampler="dpm", schedule="uniform")
+    with pytest.raises(ValueError, match="semi-discrete map"):
+        generate(model, cfg, 4, expressway=0.5, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs the run directory"):
+        generate(model, cfg, 4, schedule="optimized")
