@@ -28,9 +28,11 @@ from ._checks import check_cost, check_weights
 
 __all__ = ["ExactResult", "squared_euclidean_cost", "assignment", "emd", "exact_ot"]
 
-#: Above this size the network simplex beats SciPy's LAPJV-style solver on this library's
-#: benchmark (``bench/results/ot_solvers.md``); below it SciPy is faster.
-AUTO_EMD_MIN_N = 3000
+#: From this size on, ``auto`` uses POT's network simplex. SciPy's solver is faster on small or
+#: easy problems, but its time depends on the data: for N(0, I) noise against N(0, 4I) data at
+#: n = 1024 it took 1.12 s against 0.27 s for the network simplex (9.9 s vs 1.2 s at n = 2048),
+#: while on two N(0, I) clouds the two were within 20%. The simplex is the robust choice.
+AUTO_EMD_MIN_N = 512
 
 
 @dataclass(frozen=True)
