@@ -172,3 +172,19 @@ def test_reflow_command_runs_end_to_end(recipe, tmp_path):
     assert (new / "reflow_pairs.safetensors").is_file()
     res = runner.invoke(app, ["reflow", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "checkpoint not found" in res.output
+
+
+def test_eval_of_a_semidiscrete_run_adds_expressway_rows(tmp_path):
+    path = tmp_path / "sd.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "sd", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": "gaussian", "target": "8gaussians"},
+        "coupling": {"name": "semidiscrete_ot", "n_targets": 16, "tol": 0.3, "max_iter": 300},
+        "model": {"name": "mlp", "hidden": 32, "depth": 2},
+        "train": {"steps": 10, "batch_size": 32, "eval_samples": 50, "checkpoint_every": 0},
+        "sample": {"nfe": [1, 2], "adaptive": False},
+    }))
+    res = runner.invoke(app, ["train", str(path), "--no-progress"])
+    assert res.exit_code == 0 and "| expressway@0.5+euler | 2 |" in res.output, res.output
+    res = runner.invoke(app, ["eval", str(tmp_path / "runs" / "sd"), "--nfe", "2", "-n", "50", "--no-adaptive"])
+    assert res.exit_code == 0 and "| expressway@0.5+euler | 2 |" in res.output, res.output

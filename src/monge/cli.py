@@ -146,6 +146,19 @@ def reflow_cmd(
         typer.echo(f"one-step distilled run: {run / 'distill'} (sample it with --sampler euler --nfe 1)")
 
 
+def _expressway_of(checkpoint: Path, cfg) -> tuple | None:
+    """``(map, t_start, path)`` when the run holds a semi-discrete map (a ``semidiscrete_ot`` run)."""
+    from .generate import run_dir_of
+    from .ot.semidiscrete import SemiDiscreteMap
+    from .paths import PATHS
+    from .train import EXPRESSWAY_T
+
+    file = run_dir_of(checkpoint) / "semidiscrete.safetensors"
+    if cfg.coupling.name != "semidiscrete_ot" or not file.is_file():
+        return None
+    return SemiDiscreteMap.load(file), EXPRESSWAY_T, PATHS.build(cfg.path.name, **cfg.path.params)
+
+
 @app.command("eval")
 def eval_cmd(
     checkpoints: List[Path] = typer.Argument(..., help="one or more checkpoint files or run directories"),
@@ -178,7 +191,9 @@ def eval_cmd(
             if len(tasks) > 1:
                 raise ValueError(f"checkpoints compare different tasks {sorted(tasks)}; evaluate them separately")
             label = cfg.name if cfg.name not in results else f"{cfg.name} ({checkpoint})"
-            results[label] = evaluate_field(model, *build_data(cfg.data), nfes=nfes, sampler=sampler, adaptive=adaptive, n=n, seed=seed)
+            results[label] = evaluate_field(model, *build_data(cfg.data), nfes=nfes, sampler=sampler,
+                                            adaptive=adaptive, n=n, seed=seed,
+                                            expressway=_expressway_of(checkpoint, cfg))
     except _USER_ERRORS as err:
         _fail(err)
     source, target = tasks.pop()

@@ -3,7 +3,7 @@ r"""Evaluation of a trained field: sample quality and path straightness against 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -42,11 +42,16 @@ def evaluate_field(
     n: int = 1000,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    expressway: tuple[Any, float, Any] | None = None,
 ) -> list[EvalRow]:
     r"""Sample ``n`` points from ``source`` pushed by ``field`` at each NFE and compare with fresh
     ``target`` samples: exact :math:`W_2`, RBF MMD², straightness
     :math:`\mathbb{E}\int_0^1\|(x_1 - x_0) - \dot x_t\|^2 dt` of the sampler's own trajectory, and,
     when the target is a known mixture, mode coverage / mode mixture.
+
+    ``expressway=(sd_map, t_start, path)`` (a ``semidiscrete_ot`` run) adds rows
+    ``expressway@t_start`` at each NFE: the same noises started from their OT cell's target
+    noised to ``t_start`` (:func:`monge.couplings.expressway_sample`).
     """
     g = torch.Generator().manual_seed(seed)
     x0 = source.sample(n, generator=g, device=device)
@@ -55,9 +60,20 @@ def evaluate_field(
     runs: list[tuple[str, int | None]] = [(sampler, k) for k in nfes]
     if adaptive:
         runs.append(("dopri5", None))
+    if expressway is not None:
+        runs += [("expressway", k) for k in nfes]
     rows = []
     for name, nfe in runs:
-        out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True)
+        if name == "expressway":
+            from .couplings import expressway_sample
+
+            sd_map, t_start, path = expressway
+            out = expressway_sample(field, sd_map, x0, t_start=t_start, sampler=sampler, nfe=nfe, path=path,
+                                    generator=torch.Generator(device=x0.device).manual_seed(seed + 1),
+                                    return_trajectory=True)
+            name = f"expressway@{t_start:g}+{sampler}"
+        else:
+            out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True)
         x1 = out.x
         row = EvalRow(
             sampler=name,

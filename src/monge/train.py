@@ -53,6 +53,10 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 _IDENTITY_KEYS = ("model", "data")
 
 
+#: Start time of the expressway rows in evaluations of ``semidiscrete_ot`` runs.
+EXPRESSWAY_T = 0.5
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN/Inf)."""
 
@@ -228,7 +232,15 @@ class Trainer:
             n=self.config.train.eval_samples,
             seed=self.config.train.seed + 12345,
             device=self.device,
+            expressway=self._expressway(),
         )
+
+    def _expressway(self) -> tuple | None:
+        """``(map, t_start, path)`` for expressway rows when the coupling holds a semi-discrete map."""
+        sd_map = getattr(self.coupling, "map", None)
+        if sd_map is None or not hasattr(sd_map, "topk"):
+            return None
+        return sd_map, EXPRESSWAY_T, self.path
 
     def prepare(self, resume: bool = False) -> None:
         """Fit what the coupling needs before training (e.g. the ``semidiscrete_ot`` map).
