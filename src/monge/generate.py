@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .config import Config
 from .samplers import SampleOutput
 
-__all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps", "generate"]
+__all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps", "semidiscrete_map", "generate"]
 
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"``, next to its checkpoint.
 TIMESTEPS_FILE = "timesteps.safetensors"
@@ -88,6 +88,27 @@ def optimized_timesteps(
     return grids[key]
 
 
+def semidiscrete_map(config: Config, run_dir: str | Path, seed: int = 0) -> Path:
+    """The run's cached semi-discrete map file, fitted now if the run has none.
+
+    A ``semidiscrete_ot`` run cached its map while training. For any other run (DPM-OT proper:
+    a model trained with independent pairs), the map from the run's source onto its data is fitted
+    with :class:`monge.couplings.SemiDiscreteOT`'s defaults (256 targets of a sampler, every point
+    of a finite data set) and cached as ``semidiscrete.safetensors`` for later calls.
+    """
+    from .couplings import COUPLINGS, SemiDiscreteOT, prepare_coupling
+    from .data.sources import build_data
+
+    file = Path(run_dir) / SemiDiscreteOT.prepared_file
+    if not file.is_file():
+        params = config.coupling.params if config.coupling.name == "semidiscrete_ot" else {}
+        coupling = COUPLINGS.build("semidiscrete_ot", **params)
+        if config.coupling.name != "semidiscrete_ot" and hasattr(build_data(config.data)[1], "data"):
+            coupling.n_targets = None
+        prepare_coupling(coupling, *build_data(config.data), run_dir, torch.Generator().manual_seed(seed + 3))
+    return file
+
+
 def generate(
     model: nn.Module,
     config: Config,
@@ -108,9 +129,11 @@ def generate(
     - ``schedule`` in ``uniform``, ``uniform_log_snr``, ``karras``: that grid; ``"optimized"``:
       :func:`optimized_timesteps` (needs ``run_dir``); any sampler of
       :data:`monge.samplers.MODEL_SAMPLERS` (``ddim``, ``dpm_solver_pp``, ``unipc``, ...).
-    - ``expressway=t_s`` (a ``semidiscrete_ot`` run): map the noise to its OT cell, start from the
-      cell's target noised to :math:`t_s` and integrate :math:`[t_s, 1]` with ``sampler``/``nfe``
-      (:func:`monge.couplings.expressway_sample`).
+    - ``expressway=t_s``: DPM-OT's expressway. Map the noise to its OT cell (the run's
+      :func:`semidiscrete_map`, fitted on first use when the run has none), start from the cell's
+      target noised to :math:`t_s` and integrate :math:`[t_s, 1]` with ``sampler``/``nfe``
+      (:func:`monge.couplings.expressway_sample`). In DPM-OT the model is trained with
+      independent pairs, so that the noised target is a typical point of the path at :math:`t_s`.
     """
     from .data.sources import build_data
     from .samplers import MODEL_SAMPLERS, SAMPLERS, make_timesteps, sample, solve, steps_for_nfe
@@ -124,12 +147,9 @@ def generate(
         from .couplings import expressway_sample
         from .ot.semidiscrete import SemiDiscreteMap
 
-        if run_dir is None or not (Path(run_dir) / "semidiscrete.safetensors").is_file():
-            raise ValueError(
-                "the expressway needs the run's semi-discrete map (semidiscrete.safetensors next to the "
-                "checkpoint): train with coupling semidiscrete_ot"
-            )
-        sd_map = SemiDiscreteMap.load(Path(run_dir) / "semidiscrete.safetensors", device=device)
+        if run_dir is None:
+            raise ValueError("the expressway needs the run directory, where the semi-discrete map is cached")
+        sd_map = SemiDiscreteMap.load(semidiscrete_map(config, run_dir), device=device)
         from .paths import PATHS
 
         path = PATHS.build(config.path.name, **config.path.params)
