@@ -147,14 +147,15 @@ def reflow_cmd(
 
 
 def _expressway_of(checkpoint: Path, cfg) -> tuple | None:
-    """``(map, t_start, path)`` when the run holds a semi-discrete map (a ``semidiscrete_ot`` run)."""
+    """``(map, t_start, path)`` when the run holds a semi-discrete map (a ``semidiscrete_ot`` run,
+    or any run sampled once with ``--expressway``)."""
     from .generate import run_dir_of
     from .ot.semidiscrete import SemiDiscreteMap
     from .paths import PATHS
     from .train import EXPRESSWAY_T
 
     file = run_dir_of(checkpoint) / "semidiscrete.safetensors"
-    if cfg.coupling.name != "semidiscrete_ot" or not file.is_file():
+    if not file.is_file():
         return None
     return SemiDiscreteMap.load(file), EXPRESSWAY_T, PATHS.build(cfg.path.name, **cfg.path.params)
 
@@ -214,29 +215,57 @@ def eval_cmd(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "-o", "--out", help="output directory"),
-    steps: int = typer.Option(3000, help="training steps per model"),
-    batch_size: int = typer.Option(256),
-    source: str = typer.Option("8gaussians"),
-    target: str = typer.Option("moons"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out",
+                                       help="output directory [default: runs/demo, runs/demo-digits]"),
+    data: str = typer.Option("toy", help="toy (2D source -> target) or digits (16x16 handwritten digits)"),
+    steps: Optional[int] = typer.Option(None, help="training steps per model [default: toy 3000, digits 5000]"),
+    batch_size: Optional[int] = typer.Option(None, help="[default: toy 256, digits 128]"),
+    source: str = typer.Option("8gaussians", help="toy: source distribution"),
+    target: str = typer.Option("moons", help="toy: target distribution"),
+    model: str = typer.Option("mlp", help="digits: network, mlp or unet"),
+    size: int = typer.Option(16, help="digits: image size, 8, 16 or 32"),
+    n: int = typer.Option(1000, "-n", help="digits: samples scored per setting"),
     seed: int = typer.Option(0),
-    couplings: str = typer.Option("independent,exact_ot", help="comma-separated couplings to compare"),
+    couplings: Optional[str] = typer.Option(
+        None, help="comma-separated couplings to compare [default: toy independent,exact_ot; digits "
+                   "independent,exact_ot,wcfm,immiscible,semidiscrete_ot]"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train one model per coupling (default I-CFM vs OT-CFM) on a 2D task; write a report."""
+    """Train one model per coupling on a 2D task (default I-CFM vs OT-CFM) or on digits; write a report."""
     from .couplings import COUPLINGS
-    from .demo import run_demo
 
     try:
+        if data not in ("toy", "digits"):
+            raise ValueError(f"--data must be 'toy' or 'digits', got {data!r}")
+        digits = data == "digits"
+        steps = steps if steps is not None else (5000 if digits else 3000)
+        batch_size = batch_size if batch_size is not None else (128 if digits else 256)
         if steps < 1 or batch_size < 2:
             raise ValueError("--steps must be >= 1 and --batch-size >= 2")
+        if couplings is None:
+            couplings = ("independent,exact_ot,wcfm,immiscible,semidiscrete_ot" if digits
+                         else "independent,exact_ot")
         names = [c.strip() for c in couplings.split(",") if c.strip()]
         for name in names:
             COUPLINGS.get(name)
         if not names or len(set(names)) != len(names):
             raise ValueError(f"--couplings must list distinct coupling names, got {couplings!r}")
-        result = run_demo(out, source=source, target=target, couplings=names, steps=steps,
-                          batch_size=batch_size, seed=seed, progress=progress)
+        if digits:
+            import shlex
+
+            from .demo_images import run_image_demo
+
+            out = out if out is not None else Path("runs/demo-digits")
+            command = "monge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] \
+                else None
+            result = run_image_demo(out, couplings=names, size=size, steps=steps, batch_size=batch_size,
+                                    model=model, seed=seed, n=n, progress=progress, command=command)
+        else:
+            from .demo import run_demo
+
+            out = out if out is not None else Path("runs/demo")
+            result = run_demo(out, source=source, target=target, couplings=names, steps=steps,
+                              batch_size=batch_size, seed=seed, progress=progress)
     except _USER_ERRORS as err:
         _fail(err)
     typer.echo(result.report.read_text())
