@@ -1,0 +1,121 @@
+"""The digits demo: a tiny run writes its report, tables and grids; its scores are honest."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from typer.testing import CliRunner
+
+from monge.cli import app
+from monge.data.digits import load_digits
+from monge.demo_images import image_demo_config, run_image_demo, score_images
+from monge.metrics.classifier import classifier_features, load_or_train_classifier
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("classifier-cache")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("demo-digits")
+    return run_image_demo(out, couplings=("independent", "semidiscrete_ot"), size=8, steps=20, batch_size=32,
+                          n=120, nfes=(1, 10), expressway_nfes=(10,), classifier_cache=cache, classifier_epochs=2,
+                          coupling_params={"semidiscrete_ot": {"n_targets": 32, "tol": 0.3, "max_iter": 200}},
+                          progress=False, command="monge demo --data digits --size 8")
+
+
+def _scipy_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def test_report_tables_and_grids(tiny):
+    text = tiny.report.read_text()
+    assert text.startswith("# monge demo: couplings on 8x8 digits")
+    assert "monge demo --data digits --size 8" in text
+    for title in ("**Fréchet distance by NFE**", "**Mode mixture by NFE**", "**Pixel W2 by NFE**", "**References**",
+                  "**Goal**"):
+        assert title in text
+    assert "| coupling | 1 | 10 | adaptive | 10 (expressway) |" in text
+    assert set(tiny.rows) == {"independent", "semidiscrete_ot"}
+    assert [r.setting for r in tiny.rows["independent"]] == ["euler", "euler", "dopri5 (adaptive)"]
+    assert tiny.rows["semidiscrete_ot"][-1].setting == "expressway t_s=0.5"
+    assert tiny.rows["semidiscrete_ot"][-1].nfe == 10
+    for rows in tiny.rows.values():
+        for r in rows:
+            assert math.isfinite(r.frechet) and r.frechet >= 0
+            assert math.isfinite(r.w2) and r.w2 >= 0
+            assert 0 <= r.mixture <= 1 and 0 <= r.coverage <= 1
+    from PIL import Image
+
+    for name, path in tiny.grids.items():
+        assert f"]({path.name})" in text
+        img = Image.open(path)
+        rows = 3 + (name == "semidiscrete_ot")  # NFE 1, 10, adaptive (+ expressway)
+        assert img.size == ((16 * (8 + 2) + 2) * 8, (rows * (8 + 2) + 2) * 8)  # 16 per row, 2-pixel gaps, scale 8
+    assert (tiny.report.parent / "samples_real.png").is_file()
+
+
+def test_runs_train_on_the_training_split_only(tiny):
+    # the semi-discrete targets are training digits, none of them held out
+    from monge.ot.semidiscrete import SemiDiscreteMap
+
+    digits = load_digits(8)
+    train, test = digits.split(0.2, seed=0)
+    sd = SemiDiscreteMap.load(tiny.report.parent / "semidiscrete_ot" / "semidiscrete.safetensors")
+    targets = sd.targets.reshape(sd.targets.shape[0], -1)
+    d_train = torch.cdist(targets, train.data.reshape(len(train), -1)).min(1).values
+    assert float(d_train.max()) < 1e-5
+    held_out_only = test.data.reshape(len(test), -1)
+    d_test = torch.cdist(held_out_only, train.data.reshape(len(train), -1)).min(1).values
+    unique_test = held_out_only[d_test > 1e-5]
+    assert torch.cdist(targets, unique_test).min() > 1e-3
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # dead ReLU features: singular covariances
+def test_scores_are_honest(cache):
+    digits = load_digits(8)
+    train, test = digits.split(0.2, seed=0)
+    clf = load_or_train_classifier(train, cache, seed=0, epochs=2)
+    same = score_images(test.data, test.data, clf)
+    assert abs(same.frechet) < 1e-6 and same.w2 < 1e-6  # a set against itself
+    real = score_images(train.data, test.data, clf)
+    noise = score_images(torch.randn(300, 1, 8, 8, generator=torch.Generator().manual_seed(1)), test.data, clf)
+    assert noise.frechet > 10 * real.frechet and noise.w2 > 2 * real.w2
+    assert real.coverage >= 0.8
+    # independent reference for the Fréchet distance: scipy sqrtm on the same features
+    fa = classifier_features(clf, train.data).double().numpy()
+    fb = classifier_features(clf, test.data).double().numpy()
+    assert real.frechet == pytest.approx(_scipy_frechet(fa, fb), rel=1e-4, abs=1e-6)
+    # samples are clipped to the pixel range before scoring
+    wide = score_images(train.data * 3, test.data, clf)
+    clipped = score_images((train.data * 3).clamp(-1, 1), test.data, clf)
+    assert wide.frechet == pytest.approx(clipped.frechet, rel=1e-9)
+
+
+def test_config_and_validation(tmp_path):
+    cfg = image_demo_config("semidiscrete_ot", tmp_path, size=16, steps=7, batch_size=8, model="unet")
+    assert cfg.model.name == "unet" and cfg.train.steps == 7
+    assert cfg.coupling.params["n_targets"] == 512
+    assert cfg.data.target.params == {"size": 16}
+    with pytest.raises(ValueError, match="model"):
+        image_demo_config("independent", tmp_path, model="resnet")
+    with pytest.raises(ValueError, match="couplings"):
+        run_image_demo(tmp_path, couplings=("independent", "independent"))
+    with pytest.raises(ValueError, match="expressway"):
+        run_image_demo(tmp_path, expressway=1.0)
+    with pytest.raises(ValueError, match="steps"):
+        run_image_demo(tmp_path, steps=0)
+
+
+def test_cli_rejects_unknown_data(tmp_path):
+    res = CliRunner().invoke(app, ["demo", "--data", "cifar", "-o", str(tmp_path)])
+    assert res.exit_code != 0 and "--data must be 'toy' or 'digits'" in res.output
