@@ -139,7 +139,7 @@ def test_image_recipe_trains_and_samples_a_png_grid(tmp_path):
     assert res.exit_code == 2 and ".png" in res.output
 
 
-def test_sample_with_step_schedules_and_the_expressway(tmp_path):
+def _semidiscrete_recipe(tmp_path, nfe):
     path = tmp_path / "sd.yaml"
     path.write_text(yaml.safe_dump({
         "name": "sd", "output_dir": str(tmp_path / "runs"),
@@ -147,8 +147,13 @@ def test_sample_with_step_schedules_and_the_expressway(tmp_path):
         "coupling": {"name": "semidiscrete_ot", "n_targets": 16, "tol": 0.3, "max_iter": 300},
         "model": {"name": "mlp", "hidden": 32, "depth": 2},
         "train": {"steps": 10, "batch_size": 32, "eval_samples": 50, "checkpoint_every": 0},
-        "sample": {"nfe": [1], "adaptive": False},
+        "sample": {"nfe": nfe, "adaptive": False},
     }))
+    return path
+
+
+def test_sample_with_step_schedules_and_the_expressway(tmp_path):
+    path = _semidiscrete_recipe(tmp_path, [1])
     assert runner.invoke(app, ["train", str(path), "--no-progress"]).exit_code == 0
     run, out = tmp_path / "runs" / "sd", tmp_path / "s.npy"
     for extra, expect in ((["--sampler", "dpm_solver_pp", "--schedule", "karras"], "dpm_solver_pp, karras steps"),
@@ -175,15 +180,7 @@ def test_reflow_command_runs_end_to_end(recipe, tmp_path):
 
 
 def test_eval_of_a_semidiscrete_run_adds_expressway_rows(tmp_path):
-    path = tmp_path / "sd.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "sd", "output_dir": str(tmp_path / "runs"),
-        "data": {"source": "gaussian", "target": "8gaussians"},
-        "coupling": {"name": "semidiscrete_ot", "n_targets": 16, "tol": 0.3, "max_iter": 300},
-        "model": {"name": "mlp", "hidden": 32, "depth": 2},
-        "train": {"steps": 10, "batch_size": 32, "eval_samples": 50, "checkpoint_every": 0},
-        "sample": {"nfe": [1, 2], "adaptive": False},
-    }))
+    path = _semidiscrete_recipe(tmp_path, [1, 2])
     res = runner.invoke(app, ["train", str(path), "--no-progress"])
     assert res.exit_code == 0 and "| expressway@0.5+euler | 2 |" in res.output, res.output
     res = runner.invoke(app, ["eval", str(tmp_path / "runs" / "sd"), "--nfe", "2", "-n", "50", "--no-adaptive"])
