@@ -101,11 +101,13 @@ def semidiscrete_map(config: Config, run_dir: str | Path, seed: int = 0) -> Path
 
     file = Path(run_dir) / SemiDiscreteOT.prepared_file
     if not file.is_file():
-        params = config.coupling.params if config.coupling.name == "semidiscrete_ot" else {}
+        source, target = build_data(config.data)
+        if config.coupling.name == "semidiscrete_ot":
+            params = dict(config.coupling.params)
+        else:
+            params = {"n_targets": None} if hasattr(target, "data") else {}
         coupling = COUPLINGS.build("semidiscrete_ot", **params)
-        if config.coupling.name != "semidiscrete_ot" and hasattr(build_data(config.data)[1], "data"):
-            coupling.n_targets = None
-        prepare_coupling(coupling, *build_data(config.data), run_dir, torch.Generator().manual_seed(seed + 3))
+        prepare_coupling(coupling, source, target, run_dir, torch.Generator().manual_seed(seed + 3))
     return file
 
 
