@@ -9,12 +9,14 @@ from monge.paths import (
     PATHS,
     SCHEDULES,
     BrownianBridgePath,
+    DiscreteVPSchedule,
     EDMSchedule,
     InterpolantSchedule,
     LinearPath,
     StochasticInterpolantPath,
     VESchedule,
     VPLinearSchedule,
+    ddpm_alphas_cumprod,
     expand_t,
 )
 
@@ -31,7 +33,7 @@ def test_derivatives_match_finite_differences(name):
         torch.testing.assert_close(df(T), fd, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", [*ALL, "ddpm"])
 def test_log_snr_definition_and_monotone(name):
     s = SCHEDULES.build(name)
     lam = s.log_snr(T)
@@ -39,7 +41,7 @@ def test_log_snr_definition_and_monotone(name):
     assert bool((lam.diff() > 0).all())
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", [*ALL, "ddpm"])
 def test_log_snr_inverse_round_trip(name):
     s = SCHEDULES.build(name)
     torch.testing.assert_close(s.t_from_log_snr(s.log_snr(T)), T, rtol=0, atol=1e-9)
@@ -171,3 +173,48 @@ def test_path_bad_input():
     with pytest.raises(ValueError, match="t_eps"):
         StochasticInterpolantPath(t_eps=0.7)
     assert set(PATHS.names()) >= {"linear", "vp", "vp_linear", "ve", "edm", "stochastic_interpolant", "brownian_bridge"}
+
+
+# ------------------------------------------------------------------------- discrete DDPM schedule
+def test_ddpm_schedule_hits_alphas_cumprod_at_the_training_steps():
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0)
+    s = DiscreteVPSchedule()  # linear betas, T = 1000
+    torch.testing.assert_close(s.alphas_cumprod, abar, rtol=1e-12, atol=0)
+    k = torch.tensor([0, 1, 10, 500, 998, 999])
+    t = 1 - (k.double() + 1) / 1000
+    torch.testing.assert_close(s.alpha(t).square(), abar[k], rtol=1e-10, atol=0)
+    torch.testing.assert_close(s.sigma(t).square(), 1 - abar[k], rtol=1e-10, atol=0)
+    torch.testing.assert_close(s.timestep(t), k.double(), rtol=0, atol=1e-9)
+    # after the last training step: clean data
+    end = s.alpha(torch.tensor([1.0, 1 - 0.4 / 1000], dtype=torch.float64)), s.sigma(torch.tensor([1.0], dtype=torch.float64))
+    assert end[0].tolist() == [1.0, 1.0] and end[1].tolist() == [0.0]
+
+
+def test_ddpm_schedule_derivatives_between_knots():
+    s = DiscreteVPSchedule(beta_schedule="squaredcos_cap_v2")
+    t = 1 - (torch.arange(20, 990, 37, dtype=torch.float64) + 1.5) / 1000  # mid-segment
+    h = 1e-7
+    for f, df in [(s.alpha, s.d_alpha), (s.sigma, s.d_sigma), (s.log_snr, s.d_log_snr)]:
+        torch.testing.assert_close(df(t), (f(t + h) - f(t - h)) / (2 * h), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("beta_schedule", ["linear", "scaled_linear", "squaredcos_cap_v2"])
+def test_ddpm_alphas_cumprod_match_diffusers(beta_schedule):
+    diffusers = pytest.importorskip("diffusers")
+    kw = {"beta_start": 0.00085, "beta_end": 0.012} if beta_schedule == "scaled_linear" else {}
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, **kw).alphas_cumprod
+    torch.testing.assert_close(ddpm_alphas_cumprod(1000, beta_schedule, **kw).float(), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_ddpm_schedule_bad_input():
+    with pytest.raises(ValueError, match="non-increasing"):
+        DiscreteVPSchedule(torch.tensor([0.5, 0.9]))
+    with pytest.raises(ValueError, match="open interval"):
+        DiscreteVPSchedule(torch.tensor([1.0, 0.5]))
+    with pytest.raises(ValueError, match="finite"):
+        DiscreteVPSchedule(torch.tensor([0.9, float("nan")]))
+    with pytest.raises(ValueError, match="beta_schedule"):
+        ddpm_alphas_cumprod(1000, "cubic")
+    with pytest.raises(ValueError, match="num_train_timesteps"):
+        ddpm_alphas_cumprod(1)

@@ -10,7 +10,8 @@ turns a coupled pair and times into a :class:`PathSample`.
 
 Schedules (registry :data:`SCHEDULES`): ``linear`` (rectified flow / Cond-OT), ``cosine`` and
 ``vp_linear`` (variance preserving), ``ve`` and ``edm`` (variance exploding, :math:`\alpha_t = 1`)
-and ``stochastic_interpolant`` (Gaussian-equivalent schedule of a stochastic interpolant).
+``stochastic_interpolant`` (Gaussian-equivalent schedule of a stochastic interpolant) and
+``ddpm`` (the discrete schedule of a DDPM-trained noise predictor, e.g. from diffusers).
 Paths (registry :data:`PATHS`): ``linear``, ``vp``, ``vp_linear``, ``ve``, ``edm``,
 ``stochastic_interpolant`` and ``brownian_bridge``.
 """
@@ -38,6 +39,8 @@ __all__ = [
     "VESchedule",
     "EDMSchedule",
     "InterpolantSchedule",
+    "DiscreteVPSchedule",
+    "ddpm_alphas_cumprod",
     "Path",
     "AffinePath",
     "LinearPath",
@@ -341,6 +344,126 @@ class InterpolantSchedule(Schedule):
         if self.a == 0.0:
             return torch.sigmoid(0.5 * lam)
         return super().t_from_log_snr(lam)
+
+
+def ddpm_alphas_cumprod(
+    num_train_timesteps: int = 1000,
+    beta_schedule: str = "linear",
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+) -> Tensor:
+    r""":math:`\bar\alpha_k = \prod_{i \le k} (1 - \beta_i)` of a discrete DDPM schedule (float64).
+
+    ``beta_schedule``: ``"linear"`` (Ho et al. 2020), ``"scaled_linear"`` (Stable Diffusion:
+    linear in :math:`\sqrt\beta`) or ``"squaredcos_cap_v2"`` (Nichol & Dhariwal 2021, betas
+    capped at 0.999); the same definitions as diffusers' schedulers.
+    """
+    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
+        raise ValueError(f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
+    n = num_train_timesteps
+    if beta_schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+    elif beta_schedule == "scaled_linear":
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+    elif beta_schedule == "squaredcos_cap_v2":
+        f = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        betas = torch.tensor([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float64)
+    else:
+        raise ValueError(
+            f"beta_schedule must be 'linear', 'scaled_linear' or 'squaredcos_cap_v2', got {beta_schedule!r}"
+        )
+    if not (0.0 < float(betas.min()) and float(betas.max()) < 1.0):
+        raise ValueError(f"betas must lie in (0, 1); got beta_start={beta_start}, beta_end={beta_end}")
+    return torch.cumprod(1.0 - betas, 0)
+
+
+@SCHEDULES.register("ddpm")
+class DiscreteVPSchedule(Schedule):
+    r"""The discrete variance-preserving schedule of a DDPM-trained model, in flow time.
+
+    Training step :math:`k \in \{0, \dots, T-1\}` (noise level :math:`\bar\alpha_k`) sits at
+
+    .. math:: t_k = 1 - \frac{k + 1}{T}, \qquad
+              \lambda(t) = \text{piecewise linear interpolation of }
+              \lambda_k = \log\frac{\bar\alpha_k}{1 - \bar\alpha_k},
+
+    with :math:`\alpha_t^2 = \operatorname{sigmoid}(\lambda)`, :math:`\sigma_t^2 =
+    \operatorname{sigmoid}(-\lambda)`. Times after the last training step,
+    :math:`t > 1 - \tfrac{1}{2T}`, are clean data (:math:`\sigma = 0`), the final
+    ``final_sigmas_type="zero"`` step of diffusers' schedulers; :math:`t < 1 - T/T = 0` clamps to
+    step :math:`T-1`. With this schedule monge's samplers take the same steps as diffusers' DDIM,
+    DPM-Solver++ and UniPC schedulers at the same timesteps (checked in the tests), so a
+    diffusers noise predictor ``eps(x, k)`` is sampled as ``model(x, t) = eps(x, schedule.timestep(t))``
+    with ``prediction="noise"``.
+
+    Parameters
+    ----------
+    alphas_cumprod : Tensor, optional
+        :math:`\bar\alpha_k`, decreasing in ``k``, in (0, 1); e.g. ``scheduler.alphas_cumprod``
+        of a diffusers scheduler. Default: :func:`ddpm_alphas_cumprod` of the next arguments.
+    num_train_timesteps, beta_schedule, beta_start, beta_end
+        Passed to :func:`ddpm_alphas_cumprod` when ``alphas_cumprod`` is not given.
+    """
+
+    def __init__(
+        self,
+        alphas_cumprod: Tensor | None = None,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+    ) -> None:
+        if alphas_cumprod is None:
+            abar = ddpm_alphas_cumprod(num_train_timesteps, beta_schedule, beta_start, beta_end)
+        else:
+            abar = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64).flatten()
+            if abar.numel() < 2 or not bool(torch.isfinite(abar).all()):
+                raise ValueError("alphas_cumprod must hold at least 2 finite values")
+            if not (float(abar.min()) > 0.0 and float(abar.max()) < 1.0):
+                raise ValueError("alphas_cumprod must lie in the open interval (0, 1)")
+            if not bool((abar[1:] <= abar[:-1]).all()):
+                raise ValueError("alphas_cumprod must be non-increasing in the step index k")
+        self.alphas_cumprod = abar
+        self.T = abar.numel()
+        self._lam = torch.log(abar) - torch.log1p(-abar)
+
+    def timestep(self, t: Tensor | float) -> Tensor:
+        r"""Continuous training step :math:`k = T(1 - t) - 1` of flow time ``t`` (float)."""
+        return self.T * (1.0 - torch.as_tensor(t, dtype=torch.float64)) - 1.0
+
+    def _segment(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        k = self.timestep(t)
+        kk = k.clamp(0.0, self.T - 1.0)
+        i = kk.floor().long().clamp(max=self.T - 2)
+        return k, i, kk - i
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t)
+        k, i, w = self._segment(t)
+        lam = self._lam[i] * (1 - w) + self._lam[i + 1] * w
+        lam = torch.where(k < -0.5, torch.full_like(lam, math.inf), lam)
+        return lam.to(t.dtype if t.is_floating_point() else torch.get_default_dtype())
+
+    def d_log_snr(self, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t)
+        k, i, _ = self._segment(t)
+        d = -self.T * (self._lam[i + 1] - self._lam[i])  # dlambda/dt = dlambda/dk * dk/dt
+        d = torch.where((k < 0) | (k > self.T - 1), torch.zeros_like(d), d)
+        return d.to(t.dtype if t.is_floating_point() else torch.get_default_dtype())
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.sigmoid(self.log_snr(t)).sqrt()
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sigmoid(-self.log_snr(t)).sqrt()
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        r""":math:`\dot\alpha = \tfrac12 \alpha\sigma^2\dot\lambda`."""
+        return 0.5 * self.alpha(t) * self.sigma(t).square() * self.d_log_snr(t)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        r""":math:`\dot\sigma = -\tfrac12 \sigma\alpha^2\dot\lambda`."""
+        return -0.5 * self.sigma(t) * self.alpha(t).square() * self.d_log_snr(t)
 
 
 class Path(ABC):

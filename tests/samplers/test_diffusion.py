@@ -10,7 +10,7 @@ import torch
 from torchdiffeq import odeint
 
 from monge.data import GaussianMixture
-from monge.paths import SCHEDULES, Schedule
+from monge.paths import SCHEDULES, DiscreteVPSchedule, Schedule
 from monge.samplers.diffusion import MODEL_SAMPLERS, STEP_COST, solve, steps_for_nfe
 
 F64 = torch.float64
@@ -218,36 +218,7 @@ def test_bad_input_is_rejected():
 
 
 # ---------------------------------------------------------------------------- diffusers parity
-class DiscreteVP(Schedule):
-    """Test-only schedule from diffusers' ``alphas_cumprod``: discrete step ``k`` sits at flow time
-    ``t = 1 - (k + 1) / T`` (log-SNR interpolated linearly in ``k``); ``t = 1`` is clean data."""
-
-    def __init__(self, abar):
-        self.lam = torch.log(abar.double()) - torch.log1p(-abar.double())
-        self.T = abar.numel()
-
-    def log_snr(self, t):
-        t = torch.as_tensor(t, dtype=F64)
-        k = self.T * (1 - t) - 1
-        kk = k.clamp(0, self.T - 1)
-        i = kk.floor().long().clamp(max=self.T - 2)
-        w = kk - i
-        lam = self.lam[i] * (1 - w) + self.lam[i + 1] * w
-        return torch.where(k < -0.5, torch.full_like(lam, math.inf), lam)
-
-    def alpha(self, t):
-        return torch.sigmoid(self.log_snr(t)).sqrt().to(torch.as_tensor(t).dtype)
-
-    def sigma(self, t):
-        return torch.sigmoid(-self.log_snr(t)).sqrt().to(torch.as_tensor(t).dtype)
-
-    def d_alpha(self, t):  # unused by the noise <-> data conversions
-        return torch.zeros_like(torch.as_tensor(t))
-
-    def d_sigma(self, t):
-        return torch.zeros_like(torch.as_tensor(t))
-
-
+DiscreteVP = DiscreteVPSchedule
 MIX3 = GaussianMixture(torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.0, 1.5]]), torch.tensor([0.3, 0.5, 0.2]))
 
 
