@@ -454,8 +454,10 @@ def fit_semidiscrete(
         ``(n, generator) -> (n, *shape)`` samples any other source.
     optimizer : {"adam", "sgd"}
     lr : float, optional
-        Step size in height units; default ``0.05 * s`` with ``s`` the targets' RMS distance
-        to their mean (the scale of the score differences).
+        Step size in height units; default ``0.1 * g`` with ``g`` the median distance of a
+        target to its nearest other target (over at most 1024 evenly spaced targets), so that
+        heights move in units of the gaps between neighbouring cells: on clustered targets the
+        targets' overall spread is far coarser than the cells (falls back to ``0.01 * spread``).
     batch_size : int, optional
         Initial Monte Carlo batch; default ``10 N`` (DPM-OT), at most ``max_batch_size``.
     tol, max_tol : float
@@ -463,9 +465,12 @@ def fit_semidiscrete(
     max_iter : int
         Cap on the number of steps.
     heights : Tensor, optional
-        ``(N,)`` warm start; default :math:`h_i = -\tfrac12\|y_i\|^2`, whose cells are the
-        Voronoi cells of the targets (the power diagram of the quadratic cost with zero weights),
-        so every cell starts with mass instead of only the convex hull's vertices.
+        ``(N,)`` warm start; default
+        :math:`h_i = -\langle \bar x, y_i \rangle - \|y_i - \bar y\|^2 / (2 s)` with
+        :math:`s` the ratio of the targets' and the source's RMS spreads: the Voronoi cells of the
+        targets under the affine guess :math:`x \mapsto \bar y + s (x - \bar x)`, so every cell
+        starts with mass (not only the convex hull's vertices) and clusters start with roughly
+        their share of the source. A callable source's moments are estimated on 4096 draws.
     generator : torch.Generator, optional
         Randomness of the Monte Carlo batches.
     max_block_elements : int
@@ -478,15 +483,20 @@ def fit_semidiscrete(
     n, d = flat.shape
     nu = check_weights(weights, n, "weights", flat)
     max_block_elements = check_positive_int(max_block_elements, "max_block_elements")
-    spread = float((flat - flat.mean(0)).square().sum(1).mean().sqrt())
+    centre = flat.mean(0)
+    spread = float((flat - centre).square().sum(1).mean().sqrt())
 
     def locate(x: Tensor, h: Tensor) -> Tensor:
         return search(x, flat, h, max_block_elements=max_block_elements)[1]
 
+    queries = flat[_gap_queries(n, flat.device)]
+    top2 = cell_search(queries, flat, -0.5 * flat.square().sum(1), k=min(2, n), max_block_elements=max_block_elements)[0]
+    gap = _median_gap(queries, top2)
     if heights is None:
-        heights = -0.5 * flat.square().sum(1)
+        x_mean, x_spread = _source_moments(source, d, flat.dtype, flat.device, generator)
+        heights = _scaled_voronoi(flat, centre, spread, x_mean, x_spread)
     h, info = _fit_heights(
-        locate, n, d, nu, spread, flat.dtype, flat.device,
+        locate, n, d, nu, gap if gap > 0 else 0.1 * spread, flat.dtype, flat.device,
         source=source, optimizer=optimizer, lr=lr, batch_size=batch_size, max_batch_size=max_batch_size,
         tol=tol, max_tol=max_tol, max_iter=max_iter, patience=patience, lr_decay=lr_decay,
         heights=heights, generator=generator, max_block_elements=max_block_elements,
@@ -590,13 +600,31 @@ u_i`), so every
         dist.all_reduce(own, group=group)
         return own
 
+    # Median nearest-neighbour gap (default step size): the same query subsample as one process,
+    # assembled by a sum of zero-padded pieces; per-shard top-2 scores, then the global top 2.
+    qidx = _gap_queries(n, dev)
+    mine = (qidx >= lo) & (qidx < hi)
+    queries = torch.zeros(qidx.shape[0], d, dtype=flat.dtype, device=dev)
+    queries[mine] = flat[qidx[mine] - lo]
+    dist.all_reduce(queries, group=group)
+    local = cell_search(queries, flat, -0.5 * flat.square().sum(1), k=min(2, n_local),
+                        max_block_elements=max_block_elements)[0]
+    if local.dim() == 1:
+        local = local[:, None]
+    if local.shape[1] < 2:
+        local = torch.cat([local, torch.full_like(local, -math.inf)], 1)
+    every = [torch.empty_like(local) for _ in range(world)]
+    dist.all_gather(every, local, group=group)
+    top2 = torch.cat(every, 1).topk(min(2, n), dim=1).values
+    gap = _median_gap(queries, top2)
     if options.get("heights") is None:
+        x_mean, x_spread = _source_moments(options.get("source", "gaussian"), d, flat.dtype, dev, generator)
         init = torch.zeros(n, dtype=flat.dtype, device=dev)
-        init[lo:hi] = -0.5 * flat.square().sum(1)
+        init[lo:hi] = _scaled_voronoi(flat, mean, spread, x_mean, x_spread)
         dist.all_reduce(init, group=group)
         options["heights"] = init
     h, info = _fit_heights(
-        locate, n, d, nu, spread, flat.dtype, dev, generator=generator,
+        locate, n, d, nu, gap if gap > 0 else 0.1 * spread, flat.dtype, dev, generator=generator,
         max_block_elements=max_block_elements, reduce_counts=reduce_counts, **options,
     )
     fitted = None
@@ -614,6 +642,44 @@ u_i`), so every
     return SemiDiscreteResult(map=fitted, heights=h, **info)
 
 
+def _gap_queries(n: int, device: torch.device, most: int = 1024) -> Tensor:
+    """Indices of the (at most ``most``, evenly spaced) targets whose nearest-neighbour gaps set
+    the default step size."""
+    return torch.linspace(0, n - 1, min(n, most), device=device).round().long().unique()
+
+
+def _median_gap(queries: Tensor, top2: Tensor) -> float:
+    r"""Median over ``queries`` (targets) of the distance to their nearest other target, from the
+    top-2 scores :math:`s = \langle q, y \rangle - \tfrac12 \|y\|^2` (the best is the query
+    itself): :math:`\|q - y\|^2 = \|q\|^2 - 2 s`. 0 when there is a single target."""
+    if top2.dim() == 1 or top2.shape[1] < 2:
+        return 0.0
+    d2 = (queries.square().sum(1) - 2 * top2[:, 1]).clamp_min(0)
+    return float(d2.sqrt().median())
+
+
+def _source_moments(
+    source: Source, d: int, dtype: torch.dtype, device: torch.device, generator: torch.Generator | None
+) -> tuple[Tensor, float]:
+    """Mean ``(d,)`` and RMS distance to the mean of the source: exact for ``"gaussian"``,
+    else estimated on 4096 draws (taken from ``generator``)."""
+    if isinstance(source, str):
+        _sampler(source, d, dtype, device)  # validates the name
+        return torch.zeros(d, dtype=dtype, device=device), math.sqrt(d)
+    x = _sampler(source, d, dtype, device)(4096, generator)
+    mean = x.mean(0)
+    return mean, float((x - mean).square().sum(1).mean().sqrt())
+
+
+def _scaled_voronoi(flat: Tensor, centre: Tensor, spread: float, x_mean: Tensor, x_spread: float) -> Tensor:
+    r"""Initial heights :math:`h_i = -\langle \bar x, y_i \rangle - \|y_i - \bar y\|^2 / (2 s)`,
+    :math:`s` = targets' spread / source's spread: the cells are the Voronoi cells of the targets
+    seen through the affine guess :math:`x \mapsto \bar y + s (x - \bar x)` of the map, so each
+    cell starts with roughly its share of the source when the two clouds differ in scale."""
+    s = spread / x_spread if spread > 0 and x_spread > 0 else 1.0
+    return -(flat @ x_mean) - 0.5 * (flat - centre).square().sum(1) / s
+
+
 def _check_targets(targets: Tensor, name: str = "targets") -> Tensor:
     check_batch(targets, name)
     if not targets.is_floating_point():
@@ -626,7 +692,7 @@ def _fit_heights(
     n: int,
     d: int,
     nu: Tensor,
-    spread: float,
+    scale: float,
     dtype: torch.dtype,
     device: torch.device,
     *,
@@ -658,7 +724,7 @@ def _fit_heights(
     if lr_decay > 1:
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
     if lr is None:
-        lr = 0.05 * (spread if spread > 0 else 1.0)
+        lr = 0.1 * (scale if scale > 0 else 1.0)
     lr = check_positive_float(lr, "lr")
     bs = check_positive_int(batch_size, "batch_size") if batch_size is not None else 10 * n
     bs = min(bs, max_batch_size)
