@@ -13,7 +13,9 @@ Usage::
 
     python bench/digits_expressway.py --cache /tmp/q6 [--ts 0.2 0.3 0.4 0.5] [--nfe 10]
 
-Writes ``<cache>/expressway.md`` (a table) and prints each row as it is scored.
+Writes ``<cache>/expressway.md`` (a table) and prints each row as it is scored. NN-train: the
+median pixel distance of a sample to its nearest training digit (0 for a copy; the held-out
+digits' own figure is printed first), to tell diversity from copying.
 """
 
 from __future__ import annotations
@@ -83,12 +85,20 @@ def main() -> None:
     from monge.data.sources import build_data
 
     source, _ = build_data(image_demo_config("independent", cache / "runs").data)
-    lines = ["| model | map | sampler | t_s | NFE | Fréchet | mixture | coverage | W2 |", "|---|---|---|---|---|---|---|---|---|"]
+    train_flat = train_set.data.reshape(len(train_set), -1)
+
+    def nn_train(x: torch.Tensor) -> float:
+        """Median pixel distance of each image to its nearest training digit (copying scores 0)."""
+        return float(torch.cdist(x.clamp(-1, 1).reshape(len(x), -1), train_flat).min(1).values.median())
+
+    print(f"held-out digits: median distance to the nearest training digit {nn_train(test_set.data):.2f}", flush=True)
+    lines = ["| model | map | sampler | t_s | NFE | Fréchet | mixture | coverage | W2 | NN-train |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     out = cache / "expressway.md"
 
-    def emit(row, model, mp, smp, ts):
+    def emit(row, model, mp, smp, ts, x):
         line = (f"| {model} | {mp} | {smp} | {ts} | {row.nfe} | {row.frechet:.2f} | {row.mixture:.3f} | "
-                f"{row.coverage:.2f} | {row.w2:.2f} |")
+                f"{row.coverage:.2f} | {row.w2:.2f} | {nn_train(x):.2f} |")
         print(line, flush=True)
         lines.append(line)
         out.write_text("\n".join(lines) + "\n")
@@ -98,10 +108,10 @@ def main() -> None:
         with torch.no_grad():
             if args.baselines:
                 for k in args.nfe:
-                    emit(score_images(sample(net, noise, "euler", nfe=k).x, reference, classifier, tau, "euler", k),
-                         name, "–", "euler", 0)
+                    x = sample(net, noise, "euler", nfe=k).x
+                    emit(score_images(x, reference, classifier, tau, "euler", k), name, "–", "euler", 0, x)
                 ad = sample(net, noise, "dopri5")
-                emit(score_images(ad.x, reference, classifier, tau, "dopri5", ad.nfe), name, "–", "dopri5", 0)
+                emit(score_images(ad.x, reference, classifier, tau, "dopri5", ad.nfe), name, "–", "dopri5", 0, ad.x)
             for key in args.maps:
                 sd_map = get_map(key, cache, source, train_set, seed)
                 for smp in args.samplers:
@@ -110,7 +120,7 @@ def main() -> None:
                             ex = expressway_sample(net, sd_map, noise, t_start=ts, sampler=smp, nfe=k,
                                                    generator=torch.Generator().manual_seed(seed + 5))
                             emit(score_images(ex.x, reference, classifier, tau, f"expressway t_s={ts:g}", k),
-                                 name, key, smp, ts)
+                                 name, key, smp, ts, ex.x)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def tiny(tmp_path_factory, cache):
     return run_image_demo(out, couplings=("independent", "semidiscrete_ot"), size=8, steps=20, batch_size=32,
                           n=120, nfes=(1, 10), expressway_nfes=(10,), classifier_cache=cache, classifier_epochs=2,
                           coupling_params={"semidiscrete_ot": {"n_targets": 32, "tol": 0.3, "max_iter": 200}},
+                          expressway_targets=32,
                           progress=False, command="monge demo --data digits --size 8")
 
 
@@ -46,9 +47,12 @@ def test_report_tables_and_grids(tiny):
         assert title in text
     assert "| coupling | 1 | 10 | adaptive | 10 (expressway) |" in text
     assert set(tiny.rows) == {"independent", "semidiscrete_ot"}
-    assert [r.setting for r in tiny.rows["independent"]] == ["euler", "euler", "dopri5 (adaptive)"]
-    assert tiny.rows["semidiscrete_ot"][-1].setting == "expressway t_s=0.5"
-    assert tiny.rows["semidiscrete_ot"][-1].nfe == 10
+    for name in ("independent", "semidiscrete_ot"):  # DPM-OT proper and the semidiscrete_ot model
+        assert [r.setting for r in tiny.rows[name]] == ["euler", "euler", "dopri5 (adaptive)", "expressway t_s=0.5"]
+        assert tiny.rows[name][-1].nfe == 10
+    assert "- independent + expressway (DPM-OT): mode mixture" in text
+    assert "- semidiscrete_ot + expressway: mode mixture" in text
+    assert "a map onto 32 training digits" in text
     for rows in tiny.rows.values():
         for r in rows:
             assert math.isfinite(r.frechet) and r.frechet >= 0
@@ -59,7 +63,7 @@ def test_report_tables_and_grids(tiny):
     for name, path in tiny.grids.items():
         assert f"]({path.name})" in text
         img = Image.open(path)
-        rows = 3 + (name == "semidiscrete_ot")  # NFE 1, 10, adaptive (+ expressway)
+        rows = 4  # NFE 1, 10, adaptive, expressway
         assert img.size == ((16 * (8 + 2) + 2) * 8, (rows * (8 + 2) + 2) * 8)  # 16 per row, 2-pixel gaps, scale 8
     assert (tiny.report.parent / "samples_real.png").is_file()
 
@@ -78,6 +82,34 @@ def test_runs_train_on_the_training_split_only(tiny):
     d_test = torch.cdist(held_out_only, train.data.reshape(len(train), -1)).min(1).values
     unique_test = held_out_only[d_test > 1e-5]
     assert torch.cdist(targets, unique_test).min() > 1e-3
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+def test_independent_expressway_is_dpm_ot(tiny, cache):
+    # DPM-OT proper: the independent model, started from the map's digit noised to t_s = 0.5. Rebuilt
+    # here from the saved checkpoint and map (same fit parameters and generator) with a hand-written Euler
+    from monge.ot.semidiscrete import SemiDiscreteMap
+    from monge.train import load_model
+
+    run = tiny.report.parent
+    net, _ = load_model(run / "independent" / "checkpoint.safetensors")
+    sd = SemiDiscreteMap.load(run / "semidiscrete_ot" / "semidiscrete.safetensors")
+    noise = torch.randn((120, 1, 8, 8), generator=torch.Generator().manual_seed(999))
+    y = sd(noise)[1]
+    xi = torch.randn(noise.shape, generator=torch.Generator().manual_seed(5))
+    x, ts, k = 0.5 * xi + 0.5 * y, 0.5, 10
+    with torch.no_grad():
+        for i in range(k):
+            t = ts + (1 - ts) * i / k
+            x = x + (1 - ts) / k * net(x, torch.full((len(x),), t))
+    train, test = load_digits(8).split(0.2, seed=0)
+    ref = score_images(x, test.data, load_or_train_classifier(train, cache, seed=0, epochs=2))
+    row = tiny.rows["independent"][-1]
+    assert row.frechet == pytest.approx(ref.frechet, rel=1e-3, abs=1e-3)
+    assert row.w2 == pytest.approx(ref.w2, rel=1e-3)
+    assert row.mixture == pytest.approx(ref.mixture, abs=0.01)
+    # not the plain Euler-10 sample from noise
+    assert abs(row.w2 - tiny.rows["independent"][1].w2) > 1e-3
 
 
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # dead ReLU features: singular covariances
@@ -114,6 +146,10 @@ def test_config_and_validation(tmp_path):
         run_image_demo(tmp_path, expressway=1.0)
     with pytest.raises(ValueError, match="steps"):
         run_image_demo(tmp_path, steps=0)
+    with pytest.raises(ValueError, match="expressway_targets"):
+        run_image_demo(tmp_path, expressway_targets=0)
+    with pytest.raises(ValueError, match="expressway_couplings"):
+        run_image_demo(tmp_path, expressway_couplings="independent")
 
 
 def test_cli_rejects_unknown_data(tmp_path):
