@@ -2,7 +2,8 @@
 
 Usage: ``python bench/assemble.py [--results bench/results] [--out BENCHMARKS.md]``
 
-Known sections come first in a fixed order (peers, OT solvers, samplers, couplings), then any
+Known sections come first in a fixed order (peers, samplers vs diffusers, OT solvers, samplers,
+couplings), then any
 other result file alphabetically. Each section is copied as written by its script (which
 records the command that produced it); headings are shifted one level down and image links
 are rewritten relative to the output file. A missing section is listed with the command that
@@ -21,8 +22,9 @@ __all__ = ["SECTIONS", "assemble", "main"]
 #: result file stem -> (title, command that writes it)
 SECTIONS: dict[str, tuple[str, str]] = {
     "peers": ("Flow matching vs TorchCFM and flow_matching", "python bench/peers.py"),
+    "peers_samplers": ("Diffusion samplers vs diffusers' schedulers", "python bench/peers_samplers.py"),
     "ot_solvers": ("OT solvers vs POT and GeomLoss", "python bench/ot_solvers.py"),
-    "samplers": ("Few-step samplers vs diffusers' schedulers", "python bench/samplers.py"),
+    "samplers": ("Few-step samplers and step schedules", "python bench/samplers.py"),
     "couplings": ("Couplings", "python bench/couplings.py"),
 }
 

@@ -85,3 +85,55 @@ def test_assemble(tmp_path):
     assert text.index("## Peers") < text.index("## OT")
     assert "](results/p.png)" in text
     assert "python bench/samplers.py" in text  # missing section listed with its command
+
+
+def test_samplers_quick_sections(tmp_path):
+    """The samplers bench in quick mode, one section at a time (the second keeps the first's text);
+    a trained-model row is recomputed by hand: Euler steps of the network, POT's W2, an RK4 reference."""
+    import dataclasses
+
+    import ot
+
+    bench = _load("samplers")
+    s = dataclasses.replace(bench.QUICK, n=64, n_fit=16, steps=20, nfes=(3, 5, 8))
+    bench.run(["oracle"], s, tmp_path, log=lambda m: None)
+    (sec, rows), = bench.run(["trained"], s, tmp_path, log=lambda m: None).values()
+    text = (tmp_path / "samplers.md").read_text()
+    assert text.index("<!-- section:oracle -->") < text.index("<!-- section:trained -->")
+    assert text.count("Goal check".lower()) == 2 and text.count("**Overall**") == 2
+    assert (tmp_path / "samplers.png").stat().st_size > 0 and (tmp_path / "samplers_trained.png").stat().st_size > 0
+    assert {(r.sampler, r.grid, r.nfe) for r in rows} == {(a, g, n) for a in s.samplers for g in s.grids
+                                                          for n in s.nfes}
+    row = next(r for r in rows if (r.sampler, r.grid, r.nfe) == ("euler", "uniform", 8))
+    x = sec.x0.clone()
+    with torch.no_grad():
+        for k in range(8):
+            x = x + sec.network(x, torch.full((x.shape[0],), k / 8, dtype=x.dtype)) / 8
+        y, h = sec.x0.clone(), 1.0 / 400  # RK4 reference flow map
+        f = lambda z, t: sec.network(z, torch.full((z.shape[0],), t, dtype=z.dtype))  # noqa: E731
+        for k in range(400):
+            t = k * h
+            k1 = f(y, t)
+            k2 = f(y + h / 2 * k1, t + h / 2)
+            k3 = f(y + h / 2 * k2, t + h / 2)
+            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + f(y + h * k3, t + h))
+    torch.testing.assert_close(sec.ref, y, rtol=0, atol=1e-6)
+    w2 = float(ot.emd2([], [], ot.dist(x.numpy(), sec.data.numpy()))) ** 0.5
+    assert row.used_nfe == 8 and abs(row.w2 - w2) < 1e-9
+    assert abs(row.path_err - float((x - y).square().sum(1).mean().sqrt())) < 1e-6
+    assert f"{row.w2:.3f} / {row.path_err:.3f}" in text
+
+
+def test_peers_samplers_match_diffusers_quick():
+    """monge's DDIM on the discrete DDPM schedule reproduces diffusers' DDIMScheduler on the oracle,
+    and the reported W2 is POT's exact W2 of those samples."""
+    pytest.importorskip("diffusers")
+    bench = _load("peers_samplers")
+    rows, info = bench.run([3], n=64, repeats=1, fit_noise=16, fit_steps=8, cases=bench.CASES[:2])
+    assert [(r["sampler"], r["nfe"]) for r in rows] == [("DDIM", 3), ("DPM-Solver++ 2M", 3)]
+    for r in rows:
+        assert r["max_diff"] < 1e-5
+        assert abs(r["w2_monge"] - r["w2_diffusers"]) < 1e-4
+        assert r["path_optimized"] > 0 and r["time_monge"] > 0
+    text = bench.report(rows, info, 64, "cmd", 1.0)
+    assert text.count("| DDIM | 3 |") == 1 and "Same samples" in text

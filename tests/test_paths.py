@@ -186,14 +186,16 @@ def test_ddpm_schedule_hits_alphas_cumprod_at_the_training_steps():
     torch.testing.assert_close(s.alpha(t).square(), abar[k], rtol=1e-10, atol=0)
     torch.testing.assert_close(s.sigma(t).square(), 1 - abar[k], rtol=1e-10, atol=0)
     torch.testing.assert_close(s.timestep(t), k.double(), rtol=0, atol=1e-9)
-    # after the last training step: clean data
-    end = s.alpha(torch.tensor([1.0, 1 - 0.4 / 1000], dtype=torch.float64)), s.sigma(torch.tensor([1.0], dtype=torch.float64))
-    assert end[0].tolist() == [1.0, 1.0] and end[1].tolist() == [0.0]
+    # after the last training step the variance falls linearly to 0 (clean data at t = 1)
+    t_end = torch.tensor([1 - 0.4 / 1000, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(s.sigma(t_end).square(), torch.stack([0.4 * (1 - abar[0]), abar.new_zeros(())]))
+    assert float(s.alpha(t_end[1:])) == 1.0 and math.isinf(float(s.log_snr(t_end[1:])))
 
 
 def test_ddpm_schedule_derivatives_between_knots():
     s = DiscreteVPSchedule(beta_schedule="squaredcos_cap_v2")
-    t = 1 - (torch.arange(20, 990, 37, dtype=torch.float64) + 1.5) / 1000  # mid-segment
+    k = torch.cat([torch.arange(20, 990, 37, dtype=torch.float64) + 0.5, torch.tensor([-0.7, -0.3], dtype=torch.float64)])
+    t = 1 - (k + 1) / 1000  # mid-segment, and inside the last interval k in (-1, 0)
     h = 1e-7
     for f, df in [(s.alpha, s.d_alpha), (s.sigma, s.d_sigma), (s.log_snr, s.d_log_snr)]:
         torch.testing.assert_close(df(t), (f(t + h) - f(t - h)) / (2 * h), rtol=1e-5, atol=1e-7)

@@ -388,9 +388,10 @@ class DiscreteVPSchedule(Schedule):
               \lambda_k = \log\frac{\bar\alpha_k}{1 - \bar\alpha_k},
 
     with :math:`\alpha_t^2 = \operatorname{sigmoid}(\lambda)`, :math:`\sigma_t^2 =
-    \operatorname{sigmoid}(-\lambda)`. Times after the last training step,
-    :math:`t > 1 - \tfrac{1}{2T}`, are clean data (:math:`\sigma = 0`), the final
-    ``final_sigmas_type="zero"`` step of diffusers' schedulers; :math:`t < 1 - T/T = 0` clamps to
+    \operatorname{sigmoid}(-\lambda)`. After the last training step, on :math:`k \in [-1, 0]`,
+    the variance falls linearly to zero, :math:`\sigma^2 = (1 + k)(1 - \bar\alpha_0)`, so
+    :math:`t = 1` is clean data (the final ``final_sigmas_type="zero"`` step of diffusers'
+    schedulers) and :math:`\lambda` stays continuous and increasing; :math:`t < 0` clamps to
     step :math:`T-1`. With this schedule monge's samplers take the same steps as diffusers' DDIM,
     DPM-Solver++ and UniPC schedulers at the same timesteps (checked in the tests), so a
     diffusers noise predictor ``eps(x, k)`` is sampled as ``model(x, t) = eps(x, schedule.timestep(t))``
@@ -437,18 +438,25 @@ class DiscreteVPSchedule(Schedule):
         i = kk.floor().long().clamp(max=self.T - 2)
         return k, i, kk - i
 
+    def _last_variance(self, k: Tensor) -> Tensor:
+        """:math:`\sigma^2 = (1 + k)(1 - \bar\alpha_0)` on the last interval :math:`k \in [-1, 0]`."""
+        return (1.0 + k).clamp(0.0, 1.0) * (1.0 - float(self.alphas_cumprod[0]))
+
     def log_snr(self, t: Tensor) -> Tensor:
         t = torch.as_tensor(t)
         k, i, w = self._segment(t)
         lam = self._lam[i] * (1 - w) + self._lam[i + 1] * w
-        lam = torch.where(k < -0.5, torch.full_like(lam, math.inf), lam)
+        v = self._last_variance(k)
+        lam = torch.where(k < 0, torch.log1p(-v) - torch.log(v), lam)
         return lam.to(t.dtype if t.is_floating_point() else torch.get_default_dtype())
 
     def d_log_snr(self, t: Tensor) -> Tensor:
         t = torch.as_tensor(t)
         k, i, _ = self._segment(t)
         d = -self.T * (self._lam[i + 1] - self._lam[i])  # dlambda/dt = dlambda/dk * dk/dt
-        d = torch.where((k < 0) | (k > self.T - 1), torch.zeros_like(d), d)
+        v = self._last_variance(k)
+        d_last = self.T * (1.0 - float(self.alphas_cumprod[0])) / (v * (1.0 - v))
+        d = torch.where(k < 0, d_last, torch.where(k > self.T - 1, torch.zeros_like(d), d))
         return d.to(t.dtype if t.is_floating_point() else torch.get_default_dtype())
 
     def alpha(self, t: Tensor) -> Tensor:
