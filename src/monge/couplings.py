@@ -441,10 +441,9 @@ class KNNImmiscible(Coupling):
         b = x0.shape[0]
         extra = self._candidates((self.k - 1) * b, x0, generator)
         cand = torch.cat([x0, extra.to(x0.device)]).reshape(self.k, b, -1)  # cand[j, i]: j-th of point i
-        d2 = (_flat(cand.reshape(self.k * b, -1)).reshape(self.k, b, -1) - _flat(x1)[None]).square().sum(-1)
-        best = d2.argmin(0)  # (b,)
-        kept = cand[best, torch.arange(b, device=x0.device)].reshape(x0.shape)
-        return Coupled(kept, x1)
+        best = (cand - x1.reshape(1, b, -1)).square_().sum(-1).argmin(0)  # (b,)
+        kept = cand.gather(0, best.view(1, b, 1).expand(1, b, cand.shape[-1]))
+        return Coupled(kept.reshape(x0.shape), x1)
 
 
 @COUPLINGS.register("semidiscrete_ot")
