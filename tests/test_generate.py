@@ -83,3 +83,24 @@ def test_expressway_of_an_independent_run_fits_and_caches_the_map(tmp_path):
     ref = gmm.sample(400, generator=torch.Generator().manual_seed(9)).float()
     floor = wasserstein2(gmm.sample(400, generator=torch.Generator().manual_seed(10)).float(), ref)
     assert wasserstein2(out.x, ref) < floor + 0.15  # floor: two samples of the mixture, ~0.5 at n = 400
+
+
+def test_class_labels_and_guidance_reach_a_conditional_model():
+    """generate(label=...) wraps the model: one class for all, or classes in turn for 'all'."""
+
+    class Probe(nn.Module):
+        num_classes = 3
+
+        def forward(self, x, t, y):
+            self.y = y
+            return torch.zeros_like(x)
+
+    cfg, probe = _config(), Probe()
+    generate(probe, cfg, 7, sampler="euler", nfe=1, label=2)
+    assert probe.y.tolist() == [2] * 7
+    generate(probe, cfg, 7, sampler="euler", nfe=1, label="all", guidance=1.5)
+    assert probe.y.tolist() == [0, 1, 2, 0, 1, 2, 0] + [3] * 7  # conditional and null halves
+    with pytest.raises(ValueError, match="not class-conditional"):
+        generate(Oracle(path_schedule(cfg)), cfg, 4, sampler="euler", nfe=1, label=0)
+    with pytest.raises(ValueError, match="needs a class label"):
+        generate(probe, cfg, 4, sampler="euler", nfe=1, guidance=2.0)

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from monge.checkpoint import CheckpointError, load_checkpoint
 from monge.config import ConfigError
@@ -136,3 +137,72 @@ def test_semidiscrete_map_is_fitted_once_cached_and_reused_on_resume(tiny_config
     resumed.fit(resume=True)
     assert cached.stat().st_mtime_ns == before  # loaded, not refitted
     assert torch.equal(resumed.coupling.map.heights, sd.heights)
+
+
+# ----------------------------------------------------------------- class-conditional training
+class _LabelProbe(nn.Module):
+    """Records ``(x_t, t, y)`` of every training forward pass; ``num_classes`` makes it conditional."""
+
+    num_classes = 10
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 64)
+        self.seen = []
+
+    def forward(self, x, t, y=None):
+        self.seen.append((x.detach().clone(), torch.as_tensor(t).detach().clone(), y))
+        return self.lin(x.flatten(1)).reshape(x.shape)
+
+
+class _Zeros:
+    shape = (1, 8, 8)
+
+    def sample(self, n, generator=None, device="cpu"):
+        torch.rand(n, generator=generator)  # keep the draw order of a real source
+        return torch.zeros(n, *self.shape, device=device)
+
+
+@pytest.mark.parametrize("coupling", ["independent", {"name": "entropic", "sampling": "noise"}])
+def test_conditional_training_passes_each_data_points_label(tiny_config, coupling):
+    """With zero noise, x_t = t x1 identifies the data point; its label must be the one the
+    network gets (or the null class, at the label-dropout rate), also when the coupling re-draws
+    the data side (entropic plan sampled per noise)."""
+    from monge.data.images import ImageDataset
+
+    cfg = tiny_config(data={"source": "gaussian", "target": {"name": "digits", "size": 8}}, coupling=coupling,
+                      train__label_dropout=0.25, train__steps=6, train__batch_size=64)
+    probe = _LabelProbe()
+    trainer = Trainer(cfg, model=probe)
+    labels = torch.arange(40) % 10
+    trainer.target = ImageDataset((labels.float() / 10 - 0.45).reshape(40, 1, 1, 1).expand(40, 1, 8, 8).contiguous(),
+                                  labels, "constant", 10)
+    trainer.source = _Zeros()
+    for _ in range(6):
+        trainer.train_step()
+    dropped = kept = 0
+    for x, t, y in probe.seen:
+        value = x[:, 0, 0, 0] / t.reshape(-1) + 0.45
+        expect = (value * 10).round().long()
+        ok = t.reshape(-1) > 0.05
+        null = y == 10
+        dropped += int(null.sum())
+        kept += int((~null).sum())
+        assert torch.equal(y[ok & ~null], expect[ok & ~null])
+    assert 0.15 < dropped / (dropped + kept) < 0.35
+
+
+def test_conditional_model_needs_labels_and_a_batch_coupling(tiny_config):
+    with pytest.raises(ConfigError, match="has no labels"):
+        Trainer(tiny_config(), model=_LabelProbe())  # 8gaussians
+    cfg = tiny_config(data={"source": "gaussian", "target": {"name": "digits", "size": 8}},
+                      model={"name": "unet", "channels": [8, 16], "num_classes": 10},
+                      coupling={"name": "semidiscrete_ot", "n_targets": 8})
+    with pytest.raises(ConfigError, match="labels cannot follow"):
+        Trainer(cfg)
+    cfg = tiny_config(data={"source": "gaussian", "target": {"name": "digits", "size": 8}},
+                      model={"name": "unet", "channels": [8, 16], "num_classes": 4})
+    with pytest.raises(ConfigError, match="num_classes=4"):
+        Trainer(cfg)
+    with pytest.raises(ConfigError, match="label_dropout"):
+        tiny_config(train__label_dropout=1.0)

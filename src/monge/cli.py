@@ -84,6 +84,9 @@ def sample_cmd(
     output: Path = typer.Option(Path("samples.npy"), "-o", "--output", help=".npy file to write"),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="use the EMA weights"),
     grid: Optional[Path] = typer.Option(None, "--grid", help="also save image samples as a PNG grid"),
+    label: Optional[str] = typer.Option(
+        None, "--class", help="class-conditional models: the class of every sample, or 'all' (classes in turn)"),
+    guidance: float = typer.Option(1.0, help="classifier-free guidance weight (with --class; 1: none)"),
 ) -> None:
     """Draw samples from a trained model and save them as a .npy array (and a PNG grid for images)."""
     import numpy as np
@@ -100,7 +103,7 @@ def sample_cmd(
             raise ValueError(f"--grid needs a .png path, got {grid}")
         model, cfg = load_model(checkpoint, ema=ema)
         out = generate(model, cfg, n, sampler=sampler, nfe=nfe, schedule=schedule, expressway=expressway,
-                       run_dir=run_dir_of(checkpoint), seed=seed)
+                       run_dir=run_dir_of(checkpoint), seed=seed, label=label, guidance=guidance)
         if grid is not None and out.x.dim() != 4:
             raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
     except _USER_ERRORS as err:

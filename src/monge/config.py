@@ -107,6 +107,7 @@ class TrainConfig:
     progress: bool = True
     precision: str = "fp32"  # "fp32" or "bf16" (autocast of the network's forward pass)
     compile: bool = False  # wrap the network in torch.compile
+    label_dropout: float = 0.1  # class-conditional models: share of labels replaced by the null class
 
 
 @dataclass
@@ -186,6 +187,9 @@ class Config:
             raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {t.precision!r}")
         if not (t.lr > 0 and math.isfinite(t.lr)):
             raise ConfigError(f"train.lr must be a finite number > 0, got {t.lr}")
+        if isinstance(t.label_dropout, bool) or not isinstance(t.label_dropout, (int, float)) \
+                or not 0.0 <= t.label_dropout < 1.0:
+            raise ConfigError(f"train.label_dropout must be in [0, 1), got {t.label_dropout!r}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
         if t.grad_clip is not None and not t.grad_clip > 0:

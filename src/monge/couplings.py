@@ -68,11 +68,17 @@ COUPLINGS: Registry["Coupling"] = Registry("coupling")
 
 @dataclass(frozen=True)
 class Coupled:
-    """Paired batches; ``weights`` (shape ``(batch,)``, mean 1) scale each pair's loss."""
+    """Paired batches; ``weights`` (shape ``(batch,)``, mean 1) scale each pair's loss.
+
+    ``index1``: the rows of the given ``x1`` that became the pairs' ``x1`` when a coupling
+    re-draws the data side (``None``: ``x1[:len(pairs)]`` in order), so that per-sample
+    attributes such as class labels follow their data point.
+    """
 
     x0: Tensor
     x1: Tensor
     weights: Tensor | None = None
+    index1: Tensor | None = None
 
 
 class Coupling(ABC):
@@ -85,6 +91,9 @@ class Coupling(ABC):
     #: File name, inside the run directory, of the state fitted by :meth:`prepare`; ``None``
     #: when the coupling needs no preparation.
     prepared_file: str | None = None
+    #: ``False`` when the pairs' ``x1`` are not rows of the given ``x1`` (fitted map targets,
+    #: stored pairs), so per-sample labels cannot follow them (no class-conditional training).
+    keeps_data: bool = True
 
     def __call__(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Coupled:
         check_batch(x0, "x0")
@@ -280,12 +289,12 @@ class Entropic(Coupling):
             return Coupled(x0[i], x1)
         if self.sampling == "noise":
             j = _categorical(p, generator)
-            return Coupled(x0, x1[j])
+            return Coupled(x0, x1[j], index1=j)
         n0, n1 = p.shape
         cdf = p.reshape(-1).to(torch.float64).cumsum(0)
         u = _uniform(min(n0, n1), generator, cdf) * cdf[-1]
         k = torch.searchsorted(cdf, u, right=True).clamp_(max=n0 * n1 - 1)
-        return Coupled(x0[k // n1], x1[k % n1])
+        return Coupled(x0[k // n1], x1[k % n1], index1=k % n1)
 
 
 @COUPLINGS.register("schrodinger_bridge")
@@ -480,6 +489,7 @@ class SemiDiscreteOT(Coupling):
     """
 
     prepared_file = "semidiscrete.safetensors"
+    keeps_data = False
 
     def __init__(
         self,
@@ -691,6 +701,8 @@ class ReflowPairs(Coupling):
     pairs : str
         ``.safetensors`` file of pairs (loaded on first use).
     """
+
+    keeps_data = False
 
     def __init__(self, pairs: str) -> None:
         if not isinstance(pairs, (str, Path)):

@@ -111,6 +111,21 @@ def semidiscrete_map(config: Config, run_dir: str | Path, seed: int = 0) -> Path
     return file
 
 
+def _conditioned(model: nn.Module, label: int | str, guidance: float, n: int) -> nn.Module:
+    from .models import ClassConditional
+
+    k = getattr(model, "num_classes", None)
+    if k is None:
+        raise ValueError("this run's model is not class-conditional (no num_classes); drop the label")
+    if label == "all":
+        return ClassConditional(model, torch.arange(n) % k, guidance)
+    if isinstance(label, str):
+        if not label.lstrip("-").isdigit():
+            raise ValueError(f"label must be a class index in [0, {k}) or 'all', got {label!r}")
+        label = int(label)
+    return ClassConditional(model, label, guidance)
+
+
 def generate(
     model: nn.Module,
     config: Config,
@@ -123,8 +138,15 @@ def generate(
     run_dir: str | Path | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    label: int | str | None = None,
+    guidance: float = 1.0,
 ) -> SampleOutput:
     r"""``n`` samples of a trained run.
+
+    - ``label`` (class-conditional models): the class of every sample, or ``"all"`` for the
+      classes in turn (sample ``i`` gets ``i mod K``); ``guidance`` is the classifier-free
+      guidance weight ``w`` of :class:`monge.models.ClassConditional`. Without ``label`` such a
+      model samples its unconditional (null-label) field.
 
     - ``schedule=None``, ODE sampler (``euler``, ``heun``, ``midpoint``, ``rk4``, ``dopri5``):
       uniform steps in :math:`t` (:func:`monge.samplers.sample`).
@@ -143,6 +165,10 @@ def generate(
     generator = torch.Generator().manual_seed(seed)
     x0 = build_data(config.data)[0].sample(n, generator=generator).to(device)
     model = model.to(device)
+    if label is not None:
+        model = _conditioned(model, label, guidance, n)
+    elif guidance != 1.0:
+        raise ValueError("guidance needs a class label (label=K or 'all')")
     if expressway is not None:
         if schedule is not None:
             raise ValueError("--expressway integrates uniform steps on [t_s, 1]; drop --schedule")

@@ -439,7 +439,7 @@ class DiscreteVPSchedule(Schedule):
         return k, i, kk - i
 
     def _last_variance(self, k: Tensor) -> Tensor:
-        """:math:`\sigma^2 = (1 + k)(1 - \bar\alpha_0)` on the last interval :math:`k \in [-1, 0]`."""
+        r""":math:`\sigma^2 = (1 + k)(1 - \bar\alpha_0)` on the last interval :math:`k \in [-1, 0]`."""
         return (1.0 + k).clamp(0.0, 1.0) * (1.0 - float(self.alphas_cumprod[0]))
 
     def log_snr(self, t: Tensor) -> Tensor:

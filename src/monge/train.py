@@ -94,6 +94,8 @@ class Trainer:
             self.device
         )
         self.coupling = COUPLINGS.build(config.coupling.name, **config.coupling.params)
+        #: classes of a class-conditional model (``model.num_classes``), else ``None``
+        self.num_classes: int | None = self._check_conditional()
         self.path = PATHS.build(config.path.name, **config.path.params)
         self.objective = VelocityObjective()
         self.optimizer = torch.optim.AdamW(
@@ -117,27 +119,65 @@ class Trainer:
         self.last_loss = float("nan")
         self.run_dir = config.run_dir
 
+    def _check_conditional(self) -> int | None:
+        k = getattr(self.model, "num_classes", None)
+        if k is None:
+            return None
+        name = self.config.data.target
+        labels = getattr(self.target, "labels", None)
+        if labels is None or not hasattr(self.target, "sample_with_labels"):
+            raise ConfigError(
+                f"the model is class-conditional (num_classes={k}) but data.target {name} has no labels; "
+                "use a labelled data set (digits, mnist, cifar10, an image folder with class sub-folders) "
+                "or drop num_classes"
+            )
+        if int(labels.max()) >= k:
+            raise ConfigError(f"data.target {name} has class {int(labels.max())} but the model has num_classes={k}")
+        if not self.coupling.keeps_data:
+            raise ConfigError(
+                f"coupling {self.config.coupling.name!r} pairs noise with points that are not the drawn data "
+                "(fitted targets or stored pairs), so labels cannot follow them; class-conditional training "
+                "needs a batch coupling (independent, exact_ot, entropic, wcfm, immiscible, knn_immiscible, ...)"
+            )
+        return int(k)
+
     # -- one step --------------------------------------------------------------
-    def _draw_batch(self) -> tuple[Tensor, Tensor, Tensor]:
-        """This rank's slice of the global batch ``(x0, x1, t)``."""
+    def _draw_batch(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """This rank's slice of the global batch ``(x0, x1, t, labels)`` (labels: conditional models)."""
         bs, g, dev = self.config.train.batch_size, self.generator, self.device
         world, rank = self.dist.world_size, self.dist.rank
         x0 = self.source.sample(bs * world, generator=g, device=dev)
-        x1 = self.target.sample(bs * world, generator=g, device=dev)
+        y = None
+        if self.num_classes is None:
+            x1 = self.target.sample(bs * world, generator=g, device=dev)
+        else:
+            x1, y = self.target.sample_with_labels(bs * world, generator=g, device=dev)
         t = torch.rand(bs * world, generator=g).to(dev)
         if world > 1:
             local = slice(rank * bs, (rank + 1) * bs)
             x0, x1, t = x0[local], x1[local], t[local]
-        return x0, x1, t
+            y = None if y is None else y[local]
+        return x0, x1, t, y
+
+    def _pair_labels(self, y: Tensor, pairs: Any) -> Tensor:
+        r"""Labels of the pairs' data points, each replaced by the null class ``num_classes`` with
+        probability ``train.label_dropout`` (classifier-free guidance training)."""
+        y = y[pairs.index1] if pairs.index1 is not None else y[: pairs.x1.shape[0]]
+        p = self.config.train.label_dropout
+        if p > 0:
+            drop = torch.rand(y.shape[0], generator=self.local_generator).to(y.device) < p
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        return y
 
     def train_step(self) -> float:
-        x0, x1, t = self._draw_batch()
+        x0, x1, t, y = self._draw_batch()
         pairs = self.coupling(x0, x1, generator=self.local_generator)
         ps = self.path.sample(pairs.x0, pairs.x1, t, generator=self.local_generator)
+        args = () if y is None else (self._pair_labels(y, pairs),)
         self.net.train()
         bf16 = self.config.train.precision == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            pred = self.net(ps.x_t, ps.t)
+            pred = self.net(ps.x_t, ps.t, *args)
         loss = self.objective(pred.float(), ps.target, pairs.weights)
         value = distributed.all_reduce_mean(loss.detach(), self.device)
         if not math.isfinite(value):
