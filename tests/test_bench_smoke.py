@@ -95,12 +95,17 @@ def test_samplers_quick_sections(tmp_path):
     import ot
 
     bench = _load("samplers")
-    s = dataclasses.replace(bench.QUICK, n=64, n_fit=16, steps=20, nfes=(3, 5, 8))
-    bench.run(["oracle"], s, tmp_path, log=lambda m: None)
-    (sec, rows), = bench.run(["trained"], s, tmp_path, log=lambda m: None).values()
+    s = dataclasses.replace(bench.QUICK, n=64, n_fit=16, steps=20, nfes=(5, 8))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: much faster on a busy machine
+    try:
+        bench.run(["oracle"], s, tmp_path, log=lambda m: None)
+        (sec, rows), = bench.run(["trained"], s, tmp_path, log=lambda m: None).values()
+    finally:
+        torch.set_num_threads(threads)
     text = (tmp_path / "samplers.md").read_text()
     assert text.index("<!-- section:oracle -->") < text.index("<!-- section:trained -->")
-    assert text.count("Goal check".lower()) == 2 and text.count("**Overall**") == 2
+    assert text.count("goal check, optimized schedule at NFE 5") == 2 and text.count("**Overall**") == 2
     assert (tmp_path / "samplers.png").stat().st_size > 0 and (tmp_path / "samplers_trained.png").stat().st_size > 0
     assert {(r.sampler, r.grid, r.nfe) for r in rows} == {(a, g, n) for a in s.samplers for g in s.grids
                                                           for n in s.nfes}
@@ -117,10 +122,10 @@ def test_samplers_quick_sections(tmp_path):
             k2 = f(y + h / 2 * k1, t + h / 2)
             k3 = f(y + h / 2 * k2, t + h / 2)
             y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + f(y + h * k3, t + h))
-    torch.testing.assert_close(sec.ref, y, rtol=0, atol=1e-6)
+    torch.testing.assert_close(sec.ref, y, rtol=0, atol=2e-3)  # quick mode: dopri5 at tolerance 1e-6
     w2 = float(ot.emd2([], [], ot.dist(x.numpy(), sec.data.numpy()))) ** 0.5
     assert row.used_nfe == 8 and abs(row.w2 - w2) < 1e-9
-    assert abs(row.path_err - float((x - y).square().sum(1).mean().sqrt())) < 1e-6
+    assert abs(row.path_err - float((x - sec.ref).square().sum(1).mean().sqrt())) < 1e-9
     assert f"{row.w2:.3f} / {row.path_err:.3f}" in text
 
 
