@@ -105,7 +105,8 @@ def test_samplers_quick_sections(tmp_path):
         torch.set_num_threads(threads)
     text = (tmp_path / "samplers.md").read_text()
     assert text.index("<!-- section:oracle -->") < text.index("<!-- section:trained -->")
-    assert text.count("goal check, optimized schedule at NFE 5") == 2 and text.count("**Overall**") == 2
+    assert text.count("goal check, fitted schedules at NFE 5") == 2
+    assert text.count("**Overall, `optimized`**") == 2 and text.count("**Overall, `decoupled`**") == 2
     assert (tmp_path / "samplers.png").stat().st_size > 0 and (tmp_path / "samplers_trained.png").stat().st_size > 0
     assert {(r.sampler, r.grid, r.nfe) for r in rows} == {(a, g, n) for a in s.samplers for g in s.grids
                                                           for n in s.nfes}

@@ -184,6 +184,7 @@ def test_sample_with_step_schedules_and_the_expressway(tmp_path):
     run, out = tmp_path / "runs" / "sd", tmp_path / "s.npy"
     for extra, expect in ((["--sampler", "dpm_solver_pp", "--schedule", "karras"], "dpm_solver_pp, karras steps"),
                           (["--sampler", "euler", "--schedule", "optimized"], "optimized steps"),
+                          (["--sampler", "euler", "--schedule", "optimized_decoupled"], "optimized_decoupled steps"),
                           (["--expressway", "0.5", "--nfe", "2"], "expressway from t=0.5, 2 NFE")):
         res = runner.invoke(app, ["sample", str(run), "-n", "20", "--nfe", "4", "-o", str(out), *extra])
         assert res.exit_code == 0, res.output

@@ -7,7 +7,7 @@ from torch import nn
 
 from monge.config import Config
 from monge.data.gmm import GaussianMixture
-from monge.generate import TIMESTEPS_FILE, generate, optimized_timesteps, path_schedule
+from monge.generate import TIMESTEPS_FILE, generate, optimized_eval_times, optimized_timesteps, path_schedule
 
 
 class Oracle(nn.Module):
@@ -57,6 +57,24 @@ def test_optimized_grid_is_fitted_once_and_cached(tmp_path, monkeypatch):
     assert (out.x - exact).norm(dim=1).mean() < (uniform.x - exact).norm(dim=1).mean()
 
 
+def test_decoupled_schedule_is_fitted_once_cached_and_beats_the_grid(tmp_path, monkeypatch):
+    cfg = _config()
+    model = Oracle(path_schedule(cfg))
+    ts, ev = optimized_eval_times(model, cfg, tmp_path, "euler", 4, n_noise=64)
+    assert torch.equal(ts, optimized_timesteps(model, cfg, tmp_path, "euler", 4)) and ev.shape == ts.shape
+
+    import monge.samplers
+
+    monkeypatch.setattr(monge.samplers, "fit_eval_times", lambda *a, **k: pytest.fail("refitted cached times"))
+    assert torch.equal(optimized_eval_times(model, cfg, tmp_path, "euler", 4)[1], ev)
+    out = generate(model, cfg, 200, sampler="euler", nfe=4, schedule="optimized_decoupled", run_dir=tmp_path,
+                   seed=1)
+    grid_only = generate(model, cfg, 200, sampler="euler", nfe=4, schedule="optimized", run_dir=tmp_path, seed=1)
+    exact = generate(model, cfg, 200, sampler="rk4", nfe=400, seed=1).x
+    assert out.nfe == 4
+    assert (out.x - exact).norm(dim=1).mean() < 0.7 * (grid_only.x - exact).norm(dim=1).mean()
+
+
 def test_bad_requests_name_the_problem(tmp_path):
     cfg = _config()
     model = Oracle(path_schedule(cfg))
@@ -66,6 +84,10 @@ def test_bad_requests_name_the_problem(tmp_path):
         generate(model, cfg, 4, expressway=0.5)
     with pytest.raises(ValueError, match="needs the run directory"):
         generate(model, cfg, 4, schedule="optimized")
+    with pytest.raises(ValueError, match="needs the run directory"):
+        generate(model, cfg, 4, schedule="optimized_decoupled")
+    with pytest.raises(ValueError, match="unknown step schedule 'nope'.*optimized_decoupled"):
+        generate(model, cfg, 4, sampler="ddim", schedule="nope")
 
 
 def test_expressway_of_an_independent_run_fits_and_caches_the_map(tmp_path):

@@ -76,7 +76,8 @@ def sample_cmd(
         "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama"),
     schedule: Optional[str] = typer.Option(
         None, help="step grid: uniform | uniform_log_snr | karras | optimized (fitted to the model once "
-        "and cached in the run directory)"),
+        "and cached in the run directory) | optimized_decoupled (optimized grid plus fitted network "
+        "evaluation times)"),
     expressway: Optional[float] = typer.Option(
         None, help="semidiscrete_ot runs: start at this time from the noised target of each noise's OT cell"),
     n: int = typer.Option(1000, "-n", help="number of samples"),

@@ -8,6 +8,7 @@ its path, so the diffusion samplers of :mod:`monge.samplers` run on it through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,9 +20,11 @@ from torch import Tensor, nn
 from .config import Config
 from .samplers import SampleOutput
 
-__all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps", "semidiscrete_map", "generate"]
+__all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps", "optimized_eval_times",
+           "semidiscrete_map", "generate"]
 
-#: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"``, next to its checkpoint.
+#: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and their evaluation times, under
+#: ``"<sampler>/nfe<N>/eval_times"``), next to its checkpoint.
 TIMESTEPS_FILE = "timesteps.safetensors"
 _PREDICTION = "velocity"
 
@@ -72,18 +75,52 @@ def optimized_timesteps(
     Fitted once and cached in ``run_dir / timesteps.safetensors`` under ``"<sampler>/nfe<N>"``
     (written atomically); later calls read it. ``refit`` fits again and replaces the entry.
     """
-    from .checkpoint import atomic_write_bytes
-    from .data.sources import build_data
     from .samplers import optimized
 
-    file = Path(run_dir) / TIMESTEPS_FILE
     key = f"{sampler}/nfe{int(nfe)}"
+    return _cached_fit(run_dir, key, refit, lambda: optimized(
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION))
+
+
+def optimized_eval_times(
+    model: nn.Module,
+    config: Config,
+    run_dir: str | Path,
+    sampler: str,
+    nfe: int,
+    *,
+    n_noise: int = 256,
+    seed: int = 0,
+    refit: bool = False,
+) -> tuple[Tensor, Tensor]:
+    r"""``(timesteps, eval_times)``: the :func:`optimized_timesteps` grid and the network evaluation
+    times fitted to it (:func:`monge.samplers.fit_eval_times`, same noises); sample with
+    :class:`monge.samplers.EvalTimeWarp`. Cached like the grid, under ``"<sampler>/nfe<N>/eval_times"``;
+    ``refit`` refits both."""
+    from .samplers import fit_eval_times
+
+    ts = optimized_timesteps(model, config, run_dir, sampler, nfe, n_noise=n_noise, seed=seed, refit=refit)
+    key = f"{sampler}/nfe{int(nfe)}/eval_times"
+    ev = _cached_fit(run_dir, key, refit, lambda: fit_eval_times(
+        model, path_schedule(config), ts, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION))
+    return ts, ev
+
+
+def _fit_noise(config: Config, n: int, seed: int) -> Tensor:
+    from .data.sources import build_data
+
+    return build_data(config.data)[0].sample(n, generator=torch.Generator().manual_seed(seed + 7))
+
+
+def _cached_fit(run_dir: str | Path, key: str, refit: bool, fit: Callable[[], Tensor]) -> Tensor:
+    """``fit()`` cached under ``key`` in ``run_dir / timesteps.safetensors`` (written atomically)."""
+    from .checkpoint import atomic_write_bytes
+
+    file = Path(run_dir) / TIMESTEPS_FILE
     grids = _read_grids(file)
     if key in grids and not refit:
         return grids[key].to(torch.float64)
-    noise = build_data(config.data)[0].sample(n_noise, generator=torch.Generator().manual_seed(seed + 7))
-    grid = optimized(model, path_schedule(config), nfe, sampler, noise, prediction=_PREDICTION)
-    grids[key] = grid.detach().to(torch.float64).cpu().contiguous()
+    grids[key] = fit().detach().to(torch.float64).cpu().contiguous()
     atomic_write_bytes(file, st_save(grids, metadata={"format": "monge.timesteps", "version": "1"}))
     return grids[key]
 
@@ -151,7 +188,8 @@ def generate(
     - ``schedule=None``, ODE sampler (``euler``, ``heun``, ``midpoint``, ``rk4``, ``dopri5``):
       uniform steps in :math:`t` (:func:`monge.samplers.sample`).
     - ``schedule`` in ``uniform``, ``uniform_log_snr``, ``karras``: that grid; ``"optimized"``:
-      :func:`optimized_timesteps` (needs ``run_dir``); any sampler of
+      :func:`optimized_timesteps` (needs ``run_dir``); ``"optimized_decoupled"``: that grid with
+      fitted network evaluation times (:func:`optimized_eval_times`); any sampler of
       :data:`monge.samplers.MODEL_SAMPLERS` (``ddim``, ``dpm_solver_pp``, ``unipc``, ...).
     - ``expressway=t_s``: DPM-OT's expressway. Map the noise to its OT cell (the run's
       :func:`semidiscrete_map`, fitted on first use when the run has none), start from the cell's
@@ -160,7 +198,7 @@ def generate(
       independent pairs, so that the noised target is a typical point of the path at :math:`t_s`.
     """
     from .data.sources import build_data
-    from .samplers import MODEL_SAMPLERS, SAMPLERS, make_timesteps, sample, solve, steps_for_nfe
+    from .samplers import MODEL_SAMPLERS, SAMPLERS, STEP_SCHEDULES, EvalTimeWarp, make_timesteps, sample, solve, steps_for_nfe
 
     generator = torch.Generator().manual_seed(seed)
     x0 = build_data(config.data)[0].sample(n, generator=generator).to(device)
@@ -190,10 +228,17 @@ def generate(
         raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(valid)}")
     sched = path_schedule(config)
     schedule = schedule or "uniform"
-    if schedule == "optimized":
+    if schedule in ("optimized", "optimized_decoupled"):
         if run_dir is None:
-            raise ValueError("schedule 'optimized' needs the run directory to cache the fitted grid")
-        ts = optimized_timesteps(model, config, run_dir, sampler, nfe)
-    else:
+            raise ValueError(f"schedule {schedule!r} needs the run directory to cache the fitted grid")
+        if schedule == "optimized":
+            ts = optimized_timesteps(model, config, run_dir, sampler, nfe)
+        else:
+            ts, ev = optimized_eval_times(model, config, run_dir, sampler, nfe)
+            model = EvalTimeWarp(model, ts, ev)
+    elif schedule in STEP_SCHEDULES:
         ts = make_timesteps(schedule, steps_for_nfe(sampler, nfe), sched)
+    else:
+        valid = sorted(STEP_SCHEDULES.names()) + ["optimized", "optimized_decoupled"]
+        raise ValueError(f"unknown step schedule {schedule!r}; valid choices: {', '.join(valid)}")
     return solve(model, x0, sched, ts.to(device), sampler, prediction=_PREDICTION, generator=generator)

@@ -9,13 +9,13 @@ take ``model(x, t)`` of any prediction type plus a :class:`~monge.paths.Schedule
 from .ode import EVALS_PER_STEP, SAMPLERS, SampleOutput, dopri5, euler, heun, midpoint, rk4, sample
 from .diffusion import MODEL_SAMPLERS, STEP_COST, ddim, dpm_solver_pp, heun_edm, solve, steps_for_nfe, unipc
 from .sde import euler_maruyama
-from .schedules import (STEP_SCHEDULES, fit_optimized_schedule, karras, make_timesteps, optimized, uniform_log_snr,
-                        uniform_t)
+from .schedules import (STEP_SCHEDULES, EvalTimeWarp, fit_eval_times, fit_optimized_schedule, karras,
+                        make_timesteps, optimized, optimized_decoupled, uniform_log_snr, uniform_t)
 
 __all__ = [
     "EVALS_PER_STEP", "SAMPLERS", "SampleOutput", "dopri5", "euler", "heun", "midpoint", "rk4", "sample",
     "MODEL_SAMPLERS", "STEP_COST", "ddim", "dpm_solver_pp", "heun_edm", "solve", "steps_for_nfe", "unipc",
     "euler_maruyama",
-    "STEP_SCHEDULES", "fit_optimized_schedule", "karras", "make_timesteps", "optimized", "uniform_log_snr",
+    "STEP_SCHEDULES", "EvalTimeWarp", "fit_eval_times", "fit_optimized_schedule", "optimized_decoupled", "karras", "make_timesteps", "optimized", "uniform_log_snr",
     "uniform_t",
 ]
