@@ -8,7 +8,17 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_shipped_recipes_load(path):
+def test_shipped_recipes_load(path, tmp_path, monkeypatch):
+    import yaml
+
+    coupling = yaml.safe_load(path.read_text())["coupling"]
+    if isinstance(coupling, dict) and coupling["name"] == "reflow":  # needs the pairs that `monge reflow` writes
+        import torch
+
+        from monge.reflow import save_pairs
+
+        monkeypatch.chdir(tmp_path)
+        save_pairs(coupling["params"]["pairs"], torch.randn(8, 2), torch.randn(8, 2))
     cfg = load_config(path)
     assert cfg.name == path.stem
     assert Config.from_dict(cfg.to_dict()) == cfg  # round trip
