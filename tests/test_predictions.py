@@ -7,7 +7,7 @@ import torch
 
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES
-from monge.predictions import PREDICTIONS, as_denoiser, as_velocity, convert
+from monge.predictions import PREDICTIONS, as_denoiser, as_velocity, convert, convert_with
 
 SCHEDULE_NAMES = ["linear", "cosine", "vp_linear", "ve", "edm", "stochastic_interpolant"]
 
@@ -22,6 +22,21 @@ def test_round_trip(name, src, dst):
     t = torch.rand(16, generator=g, dtype=torch.float64) * 0.9 + 0.05
     back = convert(convert(pred, src, dst, x, t, sched), dst, src, x, t, sched)
     torch.testing.assert_close(back, pred, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("src,dst", list(itertools.permutations(PREDICTIONS, 2)))
+def test_one_time_for_the_batch_and_given_coefficients_match_per_sample_times(src, dst):
+    """A scalar (or one-element) t is broadcast: same result as the same t repeated per sample; and
+    convert_with on the schedule's coefficients reproduces convert."""
+    sched = SCHEDULES.build("cosine")
+    g = torch.Generator().manual_seed(1)
+    x, pred = torch.randn(2, 8, 3, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor(0.37, dtype=torch.float64)
+    per_sample = convert(pred, src, dst, x, t.expand(8), sched)
+    torch.testing.assert_close(convert(pred, src, dst, x, t, sched), per_sample, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(convert(pred, src, dst, x, t.reshape(1), sched), per_sample, rtol=1e-12, atol=1e-12)
+    coeffs = (sched.alpha(t), sched.sigma(t), sched.d_alpha(t), sched.d_sigma(t))
+    torch.testing.assert_close(convert_with(pred, src, dst, x, *coeffs), per_sample, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", SCHEDULE_NAMES)

@@ -32,7 +32,7 @@ from torch import Tensor
 from ._validation import check_same_shape
 from .paths import Schedule, expand_t
 
-__all__ = ["PREDICTIONS", "Model", "convert", "as_denoiser", "as_velocity"]
+__all__ = ["PREDICTIONS", "Model", "convert", "convert_with", "as_denoiser", "as_velocity"]
 
 #: The prediction types a model may output.
 PREDICTIONS: tuple[str, ...] = ("velocity", "noise", "data", "score")
@@ -94,9 +94,22 @@ def convert(pred: Tensor, from_type: str, to_type: str, x_t: Tensor, t: Tensor |
         raise ValueError(f"schedule must be a monge.paths.Schedule, got {type(schedule).__name__}")
     if from_type == to_type:
         return pred
-    tt = expand_t(t, x_t)
+    t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
+    # one time for the whole batch: evaluate the schedule once and broadcast
+    tt = t.reshape([1] * x_t.dim()) if t.numel() == 1 else expand_t(t, x_t)
     a, s = schedule.alpha(tt), schedule.sigma(tt)
-    da, ds = schedule.d_alpha(tt), schedule.d_sigma(tt)
+    da = ds = None  # the derivatives enter only conversions from or to a velocity
+    if "velocity" in (from_type, to_type):
+        da, ds = schedule.d_alpha(tt), schedule.d_sigma(tt)
+    return convert_with(pred, from_type, to_type, x_t, a, s, da, ds)
+
+
+def convert_with(pred: Tensor, from_type: str, to_type: str, x_t: Tensor, a, s, da=None, ds=None) -> Tensor:
+    r""":func:`convert` with the coefficients :math:`\alpha_t, \sigma_t` (and :math:`\dot\alpha_t,
+    \dot\sigma_t`, needed only from or to ``velocity``) given, as tensors that broadcast against ``x_t``.
+    The samplers use it with the coefficients of their grid, computed once per grid."""
+    if from_type == to_type:
+        return pred
     if to_type == "noise":
         return _to_noise(pred, from_type, x_t, a, s, da, ds)
     if to_type == "data":

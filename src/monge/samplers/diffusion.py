@@ -49,7 +49,7 @@ from torch import Tensor
 
 from .._validation import check_batch, check_finite
 from ..paths import Schedule
-from ..predictions import PREDICTIONS, Model, convert
+from ..predictions import PREDICTIONS, Model, convert, convert_with
 from ..registry import Registry
 from .ode import SAMPLERS as ODE_SAMPLERS
 from .ode import SampleOutput
@@ -98,8 +98,13 @@ class _Denoiser:
             raise ValueError(f"model returned {shape} for input {tuple(x.shape)}; they must match")
         return out
 
-    def to(self, out: Tensor, kind: str, x: Tensor, t: Tensor) -> Tensor:
-        y = convert(out, self.prediction, kind, x, t.expand(x.shape[0]), self.schedule)
+    def to(self, out: Tensor, kind: str, x: Tensor, t: Tensor, grid: "_Grid | None" = None, k: int = 0) -> Tensor:
+        """``out`` (made at ``(x, t)``) as a ``kind`` prediction; with ``grid``, ``t = grid.t[k]`` and the
+        grid's precomputed coefficients are used."""
+        if grid is None:
+            y = convert(out, self.prediction, kind, x, t, self.schedule)
+        else:
+            y = convert_with(out, self.prediction, kind, x, *grid.coeffs(k, self.prediction, kind))
         if not bool(torch.isfinite(y).all()):
             raise ValueError(
                 f"the {self.prediction!r} prediction at t={float(t):.6g} has no finite {kind!r} equivalent "
@@ -108,8 +113,10 @@ class _Denoiser:
             )
         return y
 
-    def data(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.to(self.raw(x, t), "data", x, t)
+    def data(self, x: Tensor, grid: "_Grid", k: int) -> Tensor:
+        """The data prediction at the grid's ``k``-th time."""
+        t = grid.t[k]
+        return self.to(self.raw(x, t), "data", x, t, grid, k)
 
 
 class _Grid:
@@ -133,11 +140,25 @@ class _Grid:
             sigma = schedule.sigma(t64).clamp_min(0.0)
             ell = 0.5 * schedule.log_snr(t64)
         self.alpha, self.sigma, self.ell = alpha.to(x.dtype), sigma.to(x.dtype), ell.to(x.dtype)
+        self._schedule, self._t64 = schedule, t64
+        self._derivatives: tuple[Tensor, Tensor] | None = None
         if bool((self.sigma[:-1] <= 0).any()):
             raise ValueError("timesteps: only the last time may have sigma_t = 0; drop the earlier noise-free times")
 
     def __len__(self) -> int:
         return self.t.numel() - 1
+
+    def coeffs(self, k: int, from_type: str, to_type: str) -> tuple:
+        """``(alpha, sigma, d_alpha, d_sigma)`` at the ``k``-th time, for a conversion between the two
+        prediction types (the derivatives, computed once per grid on first need, only with a velocity)."""
+        da = ds = None
+        if "velocity" in (from_type, to_type):
+            if self._derivatives is None:
+                with torch.no_grad():
+                    self._derivatives = (self._schedule.d_alpha(self._t64).to(self.alpha.dtype),
+                                         self._schedule.d_sigma(self._t64).to(self.alpha.dtype))
+            da, ds = self._derivatives[0][k], self._derivatives[1][k]
+        return self.alpha[k], self.sigma[k], da, ds
 
     def finite(self, *idx: int) -> bool:
         return all(math.isfinite(float(self.ell[i])) for i in idx)
@@ -182,8 +203,7 @@ def ddim(
     den, g = _prepare(model, x, schedule, timesteps, prediction)
     states = [x] if return_trajectory else None
     for k in range(len(g)):
-        t = g.t[k]
-        d0 = den.data(x, t)
+        d0 = den.data(x, g, k)
         eps = (x - g.alpha[k] * d0) / g.sigma[k]
         s_next = g.sigma[k + 1]
         if eta > 0.0:
@@ -242,7 +262,7 @@ def dpm_solver_pp(
     states = [x] if return_trajectory else None
     ms: list[Tensor] = []
     for k in range(n):
-        ms.append(den.data(x, g.t[k]))
+        ms.append(den.data(x, g, k))
         p = _dpm_order(order, k, n, g, lower_order_final)
         a_next, ratio = g.alpha[k + 1], g.sigma[k + 1] / g.sigma[k]
         if p == 1:
@@ -342,7 +362,7 @@ def unipc(
     x_last: Tensor | None = None
     last_order = 1
     for k in range(n):
-        d_k = den.data(x, g.t[k])
+        d_k = den.data(x, g, k)
         if corrector and k > 0 and g.finite(k - 1, k):
             p = last_order
             while p > 1 and not g.finite(k - p):
@@ -399,15 +419,14 @@ def heun_edm(
     den, g = _prepare(model, x, schedule, timesteps, prediction)
     states = [x] if return_trajectory else None
     for k in range(len(g)):
-        t, t_next = g.t[k], g.t[k + 1]
         a, s, a1, s1 = g.alpha[k], g.sigma[k], g.alpha[k + 1], g.sigma[k + 1]
-        d0 = den.data(x, t)
+        d0 = den.data(x, g, k)
         eps = (x - a * d0) / s
         x_euler = a1 * d0 + s1 * eps
         if float(s1) == 0.0 or float(a) == 0.0 or not g.finite(k, k + 1):
             x = x_euler
         else:
-            d1 = den.data(x_euler, t_next)
+            d1 = den.data(x_euler, g, k + 1)
             eps1 = (x_euler - a1 * d1) / s1
             x = (a1 / a) * x + a1 * (s1 / a1 - s / a) * 0.5 * (eps + eps1)
         if states is not None:
