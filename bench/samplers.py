@@ -44,7 +44,7 @@ from torchdiffeq import odeint
 
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES, Schedule
-from monge.samplers import EvalTimeWarp, fit_eval_times, make_timesteps, optimized, solve, steps_for_nfe
+from monge.samplers import EvalTimeWarp, make_timesteps, optimized, optimized_decoupled, solve, steps_for_nfe
 
 __all__ = ["SAMPLERS", "NFES", "GRIDS", "FITTED", "SECTIONS", "Settings", "QUICK", "Section", "Row", "w2",
            "oracle_section", "trained_section", "evaluate", "format_section", "goal_lines", "plot",
@@ -72,6 +72,7 @@ class Settings:
     refine_sweeps: int = 2
     refine_tol: float = 0.01  # pattern-search resolution of the optimized grids
     eval_refine_tol: float = 0.005  # pattern-search resolution of the decoupled evaluation times
+    decoupled_max_nfe: int = 10  # decoupled fits above this NFE take minutes each; the goal is at NFE 5
     ref_tol: float = 1e-9  # rtol = atol of the dopri5 reference flow map
     # trained model
     steps: int = 3000
@@ -205,23 +206,22 @@ def evaluate(sec: Section, s: Settings, log: Callable[[str], None] = print) -> l
                 n_steps = steps_for_nfe(sampler, nfe)
             except ValueError:
                 continue
-            fitted: tuple[Tensor, float] | None = None  # the optimized grid and its fitting time
             for grid in s.grids:
                 fit_s, model = 0.0, sec.model
-                ref_steps = max(s.reference_steps, n_steps)
-                if grid in FITTED:
-                    if fitted is None:
-                        tic = time.time()
-                        fitted = (optimized(sec.model, sec.schedule, nfe, sampler, sec.fit_noise,
-                                            reference_steps=ref_steps, refine_sweeps=s.refine_sweeps,
-                                            refine_tol=s.refine_tol), time.time() - tic)
-                    ts, fit_s = fitted
-                    if grid == "decoupled":
-                        tic = time.time()
-                        ev = fit_eval_times(sec.model, sec.schedule, ts, sampler, sec.fit_noise,
-                                            reference_steps=ref_steps, refine_tol=s.eval_refine_tol)
-                        fit_s += time.time() - tic
-                        model = EvalTimeWarp(sec.model, ts, ev)
+                kw = dict(reference_steps=max(s.reference_steps, n_steps), refine_sweeps=s.refine_sweeps,
+                          refine_tol=s.refine_tol)
+                if grid == "optimized":
+                    tic = time.time()
+                    ts = optimized(sec.model, sec.schedule, nfe, sampler, sec.fit_noise, **kw)
+                    fit_s = time.time() - tic
+                elif grid == "decoupled":
+                    if nfe > s.decoupled_max_nfe:
+                        continue
+                    tic = time.time()
+                    ts, ev = optimized_decoupled(sec.model, sec.schedule, nfe, sampler, sec.fit_noise,
+                                                 eval_refine_tol=s.eval_refine_tol, **kw)
+                    fit_s = time.time() - tic
+                    model = EvalTimeWarp(sec.model, ts, ev)
                 else:
                     ts = make_timesteps(grid, n_steps, sec.schedule)
                 out = solve(model, sec.x0, sec.schedule, ts, sampler)
@@ -289,9 +289,10 @@ def format_section(sec: Section, rows: list[Row], s: Settings, total_s: float, p
         f"{sec.ref_w2:.4f}). `optimized`: grid fitted on this model by `monge.samplers.optimized` "
         f"(BOSS DP over {s.reference_steps}+{s.reference_steps} candidate times, {s.refine_sweeps} coarse "
         f"refinement sweeps, pattern search to {s.refine_tol:g} of the neighbours' gap) on {s.n_fit} other noises; "
-        "`decoupled`: that grid plus network evaluation times fitted by `monge.samplers.fit_eval_times` (pattern "
-        f"search from s = t to {s.eval_refine_tol:g} of the widest neighbouring step, same noises; LD3's decoupled "
-        "timesteps), sampled through `EvalTimeWarp`. "
+        "`decoupled`: grid and network evaluation times fitted together by `monge.samplers.optimized_decoupled` "
+        f"(LD3's decoupled timesteps: evaluation times searched to {s.eval_refine_tol:g} of the widest neighbouring "
+        "step from the optimized and the uniform grid, the better kept, then joint sweeps of grid and evaluation "
+        f"times; same noises; NFE <= {s.decoupled_max_nfe}), sampled through `EvalTimeWarp`. "
         "NFE is the count of model evaluations made (in brackets where "
         f"the sampler used fewer than the budget). Section run {total_s:.0f} s on 1 CPU thread.",
         "",

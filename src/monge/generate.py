@@ -23,8 +23,8 @@ from .samplers import SampleOutput
 __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps", "optimized_eval_times",
            "semidiscrete_map", "generate"]
 
-#: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and their evaluation times, under
-#: ``"<sampler>/nfe<N>/eval_times"``), next to its checkpoint.
+#: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
+#: evaluation times, under ``"<sampler>/nfe<N>/decoupled/..."``), next to its checkpoint.
 TIMESTEPS_FILE = "timesteps.safetensors"
 _PREDICTION = "velocity"
 
@@ -93,16 +93,23 @@ def optimized_eval_times(
     seed: int = 0,
     refit: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    r"""``(timesteps, eval_times)``: the :func:`optimized_timesteps` grid and the network evaluation
-    times fitted to it (:func:`monge.samplers.fit_eval_times`, same noises); sample with
-    :class:`monge.samplers.EvalTimeWarp`. Cached like the grid, under ``"<sampler>/nfe<N>/eval_times"``;
-    ``refit`` refits both."""
-    from .samplers import fit_eval_times
+    r"""``(timesteps, eval_times)`` fitted together to this model
+    (:func:`monge.samplers.optimized_decoupled`, same noises as :func:`optimized_timesteps`); sample
+    with :class:`monge.samplers.EvalTimeWarp`. Cached like the grid, under
+    ``"<sampler>/nfe<N>/decoupled/timesteps"`` and ``".../eval_times"``; ``refit`` refits."""
+    from .samplers import optimized_decoupled
 
-    ts = optimized_timesteps(model, config, run_dir, sampler, nfe, n_noise=n_noise, seed=seed, refit=refit)
-    key = f"{sampler}/nfe{int(nfe)}/eval_times"
-    ev = _cached_fit(run_dir, key, refit, lambda: fit_eval_times(
-        model, path_schedule(config), ts, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION))
+    key = f"{sampler}/nfe{int(nfe)}/decoupled"
+    fitted: dict[str, Tensor] = {}
+
+    def fit(part: str) -> Tensor:
+        if not fitted:
+            fitted["timesteps"], fitted["eval_times"] = optimized_decoupled(
+                model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION)
+        return fitted[part]
+
+    ts = _cached_fit(run_dir, f"{key}/timesteps", refit, lambda: fit("timesteps"))
+    ev = _cached_fit(run_dir, f"{key}/eval_times", refit or bool(fitted), lambda: fit("eval_times"))
     return ts, ev
 
 
@@ -188,8 +195,8 @@ def generate(
     - ``schedule=None``, ODE sampler (``euler``, ``heun``, ``midpoint``, ``rk4``, ``dopri5``):
       uniform steps in :math:`t` (:func:`monge.samplers.sample`).
     - ``schedule`` in ``uniform``, ``uniform_log_snr``, ``karras``: that grid; ``"optimized"``:
-      :func:`optimized_timesteps` (needs ``run_dir``); ``"optimized_decoupled"``: that grid with
-      fitted network evaluation times (:func:`optimized_eval_times`); any sampler of
+      :func:`optimized_timesteps` (needs ``run_dir``); ``"optimized_decoupled"``: a grid
+      and network evaluation times fitted together (:func:`optimized_eval_times`); any sampler of
       :data:`monge.samplers.MODEL_SAMPLERS` (``ddim``, ``dpm_solver_pp``, ``unipc``, ...).
     - ``expressway=t_s``: DPM-OT's expressway. Map the noise to its OT cell (the run's
       :func:`semidiscrete_map`, fitted on first use when the run has none), start from the cell's
