@@ -78,8 +78,8 @@ def optimized_timesteps(
     from .samplers import optimized
 
     key = f"{sampler}/nfe{int(nfe)}"
-    return _cached_fit(run_dir, key, refit, lambda: optimized(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION))
+    return _cached_fit(run_dir, (key,), refit, lambda: (optimized(
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION),))[0]
 
 
 def optimized_eval_times(
@@ -100,16 +100,8 @@ def optimized_eval_times(
     from .samplers import optimized_decoupled
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
-    fitted: dict[str, Tensor] = {}
-
-    def fit(part: str) -> Tensor:
-        if not fitted:
-            fitted["timesteps"], fitted["eval_times"] = optimized_decoupled(
-                model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION)
-        return fitted[part]
-
-    ts = _cached_fit(run_dir, f"{key}/timesteps", refit, lambda: fit("timesteps"))
-    ev = _cached_fit(run_dir, f"{key}/eval_times", refit or bool(fitted), lambda: fit("eval_times"))
+    ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, lambda: optimized_decoupled(
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION))
     return ts, ev
 
 
@@ -119,17 +111,20 @@ def _fit_noise(config: Config, n: int, seed: int) -> Tensor:
     return build_data(config.data)[0].sample(n, generator=torch.Generator().manual_seed(seed + 7))
 
 
-def _cached_fit(run_dir: str | Path, key: str, refit: bool, fit: Callable[[], Tensor]) -> Tensor:
-    """``fit()`` cached under ``key`` in ``run_dir / timesteps.safetensors`` (written atomically)."""
+def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool,
+                fit: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """The tensors of ``fit()``, cached under ``keys`` in ``run_dir / timesteps.safetensors``: read when
+    every key is there (and not ``refit``), else fitted and written together, atomically."""
     from .checkpoint import atomic_write_bytes
 
     file = Path(run_dir) / TIMESTEPS_FILE
     grids = _read_grids(file)
-    if key in grids and not refit:
-        return grids[key].to(torch.float64)
-    grids[key] = fit().detach().to(torch.float64).cpu().contiguous()
+    if not refit and all(k in grids for k in keys):
+        return tuple(grids[k].to(torch.float64) for k in keys)
+    for k, value in zip(keys, fit(), strict=True):
+        grids[k] = value.detach().to(torch.float64).cpu().contiguous()
     atomic_write_bytes(file, st_save(grids, metadata={"format": "monge.timesteps", "version": "1"}))
-    return grids[key]
+    return tuple(grids[k] for k in keys)
 
 
 def semidiscrete_map(config: Config, run_dir: str | Path, seed: int = 0) -> Path:
