@@ -6,13 +6,21 @@ step (round robin) at each batch size, so machine load hits all of them alike; t
 medians and the ratio to ``independent``. The mean squared pair distance (weighted for W-CFM)
 of the coupled batches is reported beside the time.
 
+A second table times the solver couplings with their OT solves running ahead of training in
+``W`` worker threads (:class:`monge.pairing.PairingPipeline`, ``train.pairing_workers``). There
+the solves overlap the steps, so steps are not interleaved one by one: blocks of consecutive
+steps of ``independent`` and of the pipelined coupling alternate, and the table holds the median
+over blocks of the mean step time (a step's share of wall time in steady state).
+
     python bench/couplings.py                      # writes bench/results/couplings.md
     python bench/couplings.py --batches 256 1024 --repeats 5
+    python bench/couplings.py --threads 2 --pairing-workers 1 14 --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -20,11 +28,13 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from monge.couplings import COUPLINGS, ReflowPairs
+from monge.couplings import COUPLINGS, ReflowPairs, SolverCoupling
 from monge.data.sources import ToySource
 from monge.models import build_model
 from monge.objectives import VelocityObjective
+from monge.pairing import PairingPipeline
 from monge.paths import PATHS
 
 COUPLINGS_BENCHED = [
@@ -42,6 +52,8 @@ COUPLINGS_BENCHED = [
 LIGHT = ("independent", "wcfm", "knn_immiscible", "semidiscrete_ot", "reflow")
 #: a step slower than this is not repeated at that batch size
 SLOW_S = 15.0
+#: solver couplings timed with their solves in worker threads
+PIPELINED = ("exact_ot", "entropic", "immiscible")
 
 
 def build(name: str, params: dict, source: ToySource, target: ToySource):
@@ -68,17 +80,77 @@ def ratio_interval(times: list[float], base: list[float], generator: torch.Gener
     return lo, hi
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Step:
+    """One training step of a fresh MLP (hidden 256, depth 3) on ``device``."""
+
+    def __init__(self, b: int, device: torch.device) -> None:
+        self.model = build_model("mlp", {"hidden": 256, "depth": 3}, (2,)).to(device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.path, self.objective, self.device = PATHS.build("linear"), VelocityObjective(), device
+
+    def __call__(self, pairs, t: Tensor, g: torch.Generator) -> None:
+        ps = self.path.sample(pairs.x0, pairs.x1, t, generator=g)
+        loss = self.objective(self.model(ps.x_t, ps.t), ps.target, pairs.weights)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def pipelined_ratios(name: str, coupling: SolverCoupling, workers: int, b: int, source: ToySource,
+                     target: ToySource, device: torch.device, blocks: int, block_steps: int) -> tuple[float, float]:
+    """Median over ``blocks`` of the mean step time: (independent, ``name`` with ``workers`` threads)."""
+    g = torch.Generator().manual_seed(b)
+
+    def draw():
+        return (source.sample(b, g, device), target.sample(b, g, device), torch.rand(b, generator=g).to(device))
+
+    independent = COUPLINGS.build("independent")
+    step = Step(b, device)
+    base, piped = [], []
+    for block in range(blocks + 1):  # block 0: warm-up, not kept
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(block_steps):
+            x0, x1, t = draw()
+            step(independent(x0, x1, generator=g), t, g)
+        sync(device)
+        base.append((time.perf_counter() - start) / block_steps)
+        # a fresh pipeline per block, run 2W steps before timing: no solve banked while the
+        # independent block ran counts, and the queue is in its steady state when timing starts
+        with PairingPipeline(draw, coupling.solve, g, workers) as pipe:
+            for k in range(2 * workers + block_steps):
+                if k == 2 * workers:
+                    sync(device)
+                    start = time.perf_counter()
+                (x0, x1, t), solution = pipe.next()
+                step(coupling.pair_solved(x0, x1, solution, g), t, g)
+            sync(device)
+            piped.append((time.perf_counter() - start) / block_steps)
+    return statistics.median(base[1:]), statistics.median(piped[1:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[256, 512, 1024, 4096])
     ap.add_argument("--repeats", type=int, default=0, help="steps per solver coupling (default: by batch size)")
     ap.add_argument("--light-repeats", type=int, default=0,
                     help="steps per coupling without a solver (default: by batch size)")
+    ap.add_argument("--pairing-workers", type=int, nargs="*", default=[1],
+                    help="worker-thread counts for the pipelined table (none: skip it)")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "couplings.md")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     torch.manual_seed(0)
     source, target = ToySource("8gaussians"), ToySource("moons")
-    path, objective = PATHS.build("linear"), VelocityObjective()
     couplings, prep = {}, {}
     for name, params in COUPLINGS_BENCHED:
         couplings[name], prep[name] = build(name, params, source, target)
@@ -86,7 +158,7 @@ def main() -> None:
         "# Training-step time per coupling, relative to `independent`",
         "",
         f"8gaussians -> moons, MLP 256x3, AdamW; torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads. Median seconds per step (coupling + path + forward/backward + "
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, device {device_name(device)}. Median seconds per step (coupling + path + forward/backward + "
         "optimiser step), couplings interleaved; `x` = ratio to independent; `cost` = mean squared pair "
         "distance of the coupled batch (Gibbs-weighted for wcfm).",
         "",
@@ -100,8 +172,7 @@ def main() -> None:
     for b in args.batches:
         heavy_reps = args.repeats or {256: 15, 512: 11, 1024: 7}.get(b, 3)
         light_reps = args.light_repeats or {256: 300, 512: 200, 1024: 120}.get(b, 30)
-        model = build_model("mlp", {"hidden": 256, "depth": 3}, (2,))
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        step = Step(b, device)
         g = torch.Generator().manual_seed(b)
         times: dict[str, list[float]] = {n: [] for n in couplings}
         costs: dict[str, list[float]] = {n: [] for n in couplings}
@@ -111,18 +182,17 @@ def main() -> None:
                     continue
                 if r > 1 and times[name] and times[name][-1] > SLOW_S:
                     continue
-                x0, x1 = source.sample(b, g), target.sample(b, g)
+                x0, x1 = source.sample(b, g, device), target.sample(b, g, device)
+                t = torch.rand(b, generator=g).to(device)
+                sync(device)
                 t_start = time.perf_counter()
                 pairs = c(x0, x1, generator=g)
-                ps = path.sample(pairs.x0, pairs.x1, torch.rand(b, generator=g), generator=g)
-                loss = objective(model(ps.x_t, ps.t), ps.target, pairs.weights)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                step(pairs, t, g)
+                sync(device)
                 dt = time.perf_counter() - t_start
                 if r > 0 or dt > SLOW_S:
                     times[name].append(dt)
-                w = pairs.weights if pairs.weights is not None else torch.ones(b)
+                w = pairs.weights if pairs.weights is not None else torch.ones(b, device=device)
                 costs[name].append(float((w * (pairs.x0 - pairs.x1).square().sum(1)).mean() / w.mean()))
         base = statistics.median(times["independent"])
         for name in couplings:
@@ -145,9 +215,38 @@ def main() -> None:
     for name in LIGHT:
         if name != "independent":
             lines.append(f"| {name} | " + " | ".join(intervals[name]) + " |")
+    if args.pairing_workers:
+        lines += pipelined_table(args, couplings, source, target, device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
+
+
+def pipelined_table(args, couplings, source, target, device) -> list[str]:
+    lines = [
+        "",
+        "Solver couplings with the solves in worker threads (`train.pairing_workers = W`): median over "
+        "blocks of the mean step time, `x` = ratio to `independent` timed in the blocks between "
+        "(exact_ot at every W, the others at the largest W).",
+        "",
+        "| coupling | W | " + " | ".join(f"B={b}: s/step | x" for b in args.batches) + " |",
+        "|---|---|" + "---|---|" * len(args.batches),
+    ]
+    rows = [("exact_ot", w) for w in args.pairing_workers]
+    rows += [(n, max(args.pairing_workers)) for n in PIPELINED if n != "exact_ot"]
+    for name, w in rows:
+        cells = []
+        for b in args.batches:
+            blocks, block_steps = (5, 40) if b <= 1024 else (2, 4)
+            base, piped = pipelined_ratios(name, couplings[name], w, b, source, target, device, blocks, block_steps)
+            cells += [f"{piped:.4f}", f"{piped / base:.2f}"]
+            print(f"B={b} {name} W={w}: {piped / base:.2f}x", flush=True)
+        lines.append(f"| {name} | {w} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from monge.config import Config, ConfigError, load_config
 from monge.data import GaussianMixture, sample_toy
 from monge.data.sources import DATA_SOURCES, build_source
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+#: derandomized: the same examples on every run, so a CI result is reproducible
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(allow_nan=True, allow_infinity=True),

@@ -108,6 +108,7 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" or "bf16" (autocast of the network's forward pass)
     compile: bool = False  # wrap the network in torch.compile
     label_dropout: float = 0.1  # class-conditional models: share of labels replaced by the null class
+    pairing_workers: int = 0  # threads solving the OT pairing of upcoming batches (solver couplings)
 
 
 @dataclass
@@ -183,6 +184,9 @@ class Config:
         for key in ("eval_every", "checkpoint_every"):
             if getattr(t, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0 (0 disables it), got {getattr(t, key)}")
+        if isinstance(t.pairing_workers, bool) or not isinstance(t.pairing_workers, int) \
+                or not 0 <= t.pairing_workers <= 256:
+            raise ConfigError(f"train.pairing_workers must be an integer in [0, 256], got {t.pairing_workers!r}")
         if t.precision not in ("fp32", "bf16"):
             raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {t.precision!r}")
         if not (t.lr > 0 and math.isfinite(t.lr)):
@@ -209,9 +213,11 @@ class Config:
         for key, registry in (("coupling", COUPLINGS), ("path", PATHS)):
             comp: Component = getattr(self, key)
             try:
-                registry.build(comp.name, **comp.params)
+                built = registry.build(comp.name, **comp.params)
             except ValueError as err:
                 raise ConfigError(f"{key}: {err}") from None
+            if key == "coupling" and t.pairing_workers:
+                _check_pairing_workers(built, comp.name)
         if self.model.name not in MODELS:
             raise ConfigError(
                 f"unknown model {self.model.name!r}; valid choices: {', '.join(MODELS.names())}"
@@ -228,6 +234,17 @@ class Config:
                 build_model(self.model.name, self.model.params, source.shape)
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
+
+
+def _check_pairing_workers(coupling: Any, name: str) -> None:
+    from .couplings import COUPLINGS, SolverCoupling
+
+    if not isinstance(coupling, SolverCoupling):
+        solvers = [n for n in COUPLINGS.names() if issubclass(COUPLINGS.get(n), SolverCoupling)]
+        raise ConfigError(
+            f"train.pairing_workers only applies to couplings that solve an OT problem per batch "
+            f"({', '.join(solvers)}); coupling {name!r} pairs without one, so set train.pairing_workers: 0"
+        )
 
 
 def _type_name(tp: Any) -> str:

@@ -20,6 +20,12 @@ the conditional paths, so the learned flow needs fewer steps.
 
 Every coupling is called as ``coupling(x0, x1, generator=g) -> Coupled`` on each training step;
 randomness comes only from ``g``. Costs are computed on flattened samples in at least float32.
+
+The couplings that solve an OT problem per batch (``exact_ot``, ``entropic``,
+``schrodinger_bridge``, ``immiscible``) are :class:`SolverCoupling`\ s: their pairing is a
+random-free :meth:`~SolverCoupling.solve` followed by a cheap :meth:`~SolverCoupling.pair_solved`,
+so the solves of upcoming batches can run in worker threads ahead of training
+(:class:`monge.pairing.PairingPipeline`, ``train.pairing_workers``) with the same pairs.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ __all__ = [
     "COUPLINGS",
     "Coupled",
     "Coupling",
+    "SolverCoupling",
     "Independent",
     "ExactOT",
     "Entropic",
@@ -96,13 +103,17 @@ class Coupling(ABC):
     keeps_data: bool = True
 
     def __call__(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Coupled:
+        self.check_inputs(x0, x1)
+        return self.pair(x0, x1, generator)
+
+    def check_inputs(self, x0: Tensor, x1: Tensor) -> None:
+        """Raise ``ValueError`` unless ``x0`` and ``x1`` are batches of one sample shape."""
         check_batch(x0, "x0")
         check_batch(x1, "x1")
         if x0.shape[1:] != x1.shape[1:]:
             raise ValueError(
                 f"x0 and x1 must share their sample shape, got {tuple(x0.shape[1:])} and {tuple(x1.shape[1:])}"
             )
-        return self.pair(x0, x1, generator)
 
     @abstractmethod
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled: ...
@@ -119,6 +130,28 @@ class Coupling(ABC):
     def load_prepared(self, path: str | Path, device: torch.device | str | None = None) -> None:
         """Read a state written by :meth:`save_prepared` (only if ``prepared_file``)."""
         raise NotImplementedError(f"{type(self).__name__} has no prepared state to load")
+
+
+class SolverCoupling(Coupling):
+    """A coupling whose pairing is one OT solve on the batch, then cheap indexing.
+
+    ``pair(x0, x1, g) = pair_solved(x0, x1, solve(x0, x1), g)``. :meth:`solve` holds all the
+    work and uses no randomness (it is a function of the batch alone), so it may run in another
+    thread, ahead of the step that uses the batch: :class:`monge.pairing.PairingPipeline`.
+    Whatever randomness the pairing needs is drawn in :meth:`pair_solved`, on the training thread
+    and in the order of the steps, so the pairs do not depend on where or when the solve ran.
+    """
+
+    @abstractmethod
+    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """The batch's OT solution (a permutation or a plan); deterministic, thread-safe."""
+
+    @abstractmethod
+    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
+        """The pairs from a :meth:`solve` of the same ``(x0, x1)``."""
+
+    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
+        return self.pair_solved(x0, x1, self.solve(x0, x1), generator)
 
 
 def prepare_coupling(
@@ -207,7 +240,7 @@ class Independent(Coupling):
 
 
 @COUPLINGS.register("exact_ot")
-class ExactOT(Coupling):
+class ExactOT(SolverCoupling):
     r"""Minibatch exact OT (OT-CFM, Tong et al. 2023; Pooladian et al. 2023).
 
     Pairs ``x0[perm[j]]`` with ``x1[j]`` where ``perm`` solves the assignment problem
@@ -218,18 +251,17 @@ class ExactOT(Coupling):
     replacement). Equal batch sizes are required.
     """
 
-    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
-        if x0.shape[0] != x1.shape[0]:
-            raise ValueError(
-                f"exact_ot needs equal batch sizes, got x0: {x0.shape[0]} and x1: {x1.shape[0]}"
-            )
-        cost = squared_euclidean_cost(x1, x0)  # rows: data, cols: noise
-        perm = assignment(cost)
-        return Coupled(x0[perm], x1)
+    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """``perm`` (``(B,)`` int64): data point ``j`` is paired with noise ``perm[j]``."""
+        _equal_batches(x0, x1, "exact_ot")
+        return assignment(squared_euclidean_cost(x1, x0))  # rows: data, cols: noise
+
+    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
+        return Coupled(x0[solution], x1)
 
 
 @COUPLINGS.register("entropic")
-class Entropic(Coupling):
+class Entropic(SolverCoupling):
     r"""Pairs drawn from the minibatch entropic OT plan (Tong et al. 2024, SB-CFM; Cuturi 2013).
 
     With :math:`C_{ij} = \|x_0^i - x_1^j\|^2` and uniform marginals, log-domain Sinkhorn
@@ -282,8 +314,12 @@ class Entropic(Coupling):
         eps = self.eps if self.eps is not None else self.relative_eps * float(cost.mean().clamp_min(1e-12))
         return sinkhorn(cost, eps=eps, max_iter=self.max_iter, tol=self.tol).plan
 
-    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
-        p = self.plan(x0, x1)
+    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """The plan (see :meth:`plan`)."""
+        return self.plan(x0, x1)
+
+    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
+        p = solution
         if self.sampling == "data":
             i = _categorical(p.T, generator)
             return Coupled(x0[i], x1)
@@ -380,7 +416,7 @@ class WCFM(Coupling):
 
 
 @COUPLINGS.register("immiscible")
-class Immiscible(Coupling):
+class Immiscible(SolverCoupling):
     r"""Immiscible Diffusion (Li et al. 2024): noise assigned to data by linear assignment.
 
     .. math:: \min_{\sigma} \sum_j \|x_1^j - x_0^{\sigma(j)}\|
@@ -391,11 +427,13 @@ class Immiscible(Coupling):
     unchanged; training and sampling are otherwise unchanged.
     """
 
-    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
+    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """``perm`` (``(B,)`` int64): data point ``j`` gets noise ``perm[j]``."""
         _equal_batches(x0, x1, "immiscible")
-        cost = squared_euclidean_cost(_flat(x1), _flat(x0)).sqrt_()  # rows: data, cols: noise
-        perm = assignment(cost)
-        return Coupled(x0[perm], x1)
+        return assignment(squared_euclidean_cost(_flat(x1), _flat(x0)).sqrt_())  # rows: data, cols: noise
+
+    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
+        return Coupled(x0[solution], x1)
 
 
 @COUPLINGS.register("knn_immiscible")

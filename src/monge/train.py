@@ -12,6 +12,10 @@ data generator and keeps its own slice, so the ranks see disjoint data and a run
 processes draws the same data as one process with batch ``W * batch_size``. The coupling then
 runs per rank on its local batch, and path noise comes from a per-rank generator. Rank 0 alone
 writes checkpoints, logs and evaluations; the logged loss is the mean over ranks.
+
+With ``train.pairing_workers = W > 0`` (couplings that solve an OT problem per batch), the
+batches are drawn ahead and their solves run in ``W`` threads while the network trains
+(:class:`~monge.pairing.PairingPipeline`); the run is the same as with ``W = 0``, step for step.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from .ema import EMA
 from .evaluate import EvalRow, evaluate_field, format_table
 from .models import build_model
 from .objectives import VelocityObjective
+from .pairing import PairingPipeline
 from .paths import PATHS
 
 __all__ = ["Trainer", "TrainResult", "TrainingError", "load_model", "CHECKPOINT_NAME"]
@@ -114,6 +119,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(tc.seed + 1)
         #: per rank: coupling and path randomness
         self.local_generator = torch.Generator().manual_seed(_local_seed(tc.seed, self.dist.rank))
+        #: solves the pairing of upcoming batches during :meth:`fit` (``train.pairing_workers``)
+        self.pipeline: PairingPipeline | None = None
         self.step = 0
         self.prepare_seconds = 0.0
         self.last_loss = float("nan")
@@ -169,9 +176,34 @@ class Trainer:
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         return y
 
+    def _draw_checked(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        batch = self._draw_batch()
+        self.coupling.check_inputs(batch[0], batch[1])
+        return batch
+
+    def _next_pairs(self) -> tuple[Tensor, Tensor | None, Any]:
+        """``(t, labels, pairs)`` of this step; the pairing comes from the pipeline when it runs."""
+        if self.pipeline is None:
+            x0, x1, t, y = self._draw_batch()
+            return t, y, self.coupling(x0, x1, generator=self.local_generator)
+        (x0, x1, t, y), solution = self.pipeline.next(max(self.config.train.steps - self.step, 1))
+        return t, y, self.coupling.pair_solved(x0, x1, solution, self.local_generator)
+
+    def _start_pipeline(self) -> None:
+        from .couplings import SolverCoupling
+
+        workers = self.config.train.pairing_workers
+        if workers and isinstance(self.coupling, SolverCoupling):
+            self.pipeline = PairingPipeline(self._draw_checked, self.coupling.solve, self.generator, workers)
+
+    def _stop_pipeline(self) -> None:
+        """Stop the workers and rewind the data generator to the first unused batch."""
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None
+
     def train_step(self) -> float:
-        x0, x1, t, y = self._draw_batch()
-        pairs = self.coupling(x0, x1, generator=self.local_generator)
+        t, y, pairs = self._next_pairs()
         ps = self.path.sample(pairs.x0, pairs.x1, t, generator=self.local_generator)
         args = () if y is None else (self._pair_labels(y, pairs),)
         self.net.train()
@@ -207,7 +239,7 @@ class Trainer:
         tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer)
         tensors.update(opt_tensors)
-        tensors["rng.data"] = self.generator.get_state()
+        tensors["rng.data"] = self.pipeline.resume_state() if self.pipeline else self.generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         local = [self.local_generator.get_state()]
         if gather and self.dist.enabled:
@@ -326,6 +358,7 @@ class Trainer:
         rows: list[EvalRow] = []
         start = time.perf_counter()
         progress = _progress(tc.steps, self.step, tc.progress and main, self.config.name)
+        self._start_pipeline()
         try:
             while self.step < tc.steps:
                 loss = self.train_step()
@@ -341,12 +374,14 @@ class Trainer:
                     distributed.barrier()
         except KeyboardInterrupt:
             progress.close()
+            self._stop_pipeline()
             self.save(gather=False)
             if main:
                 print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.checkpoint_path}",
                       file=sys.stderr)
             raise
         finally:
+            self._stop_pipeline()
             progress.close()
             log.close()
         self.save()

@@ -108,6 +108,7 @@ def test_sample_moments_and_standard_sets():
         (dict(means=torch.zeros(2, 2), weights=torch.tensor([0.5, 0.6])), "sum to 1"),
         (dict(means=torch.zeros(2, 2), weights=torch.tensor([1.5, -0.5])), "non-negative"),
         (dict(means=torch.tensor([[float("nan"), 0.0]])), "NaN"),
+        (dict(means=torch.zeros(1, 2), stds=2e38), "float32's range"),
     ],
 )
 def test_bad_parameters(kwargs, match):

@@ -64,6 +64,13 @@ class GaussianMixture:
                 raise ValueError("weights must be finite and non-negative")
             if abs(float(w.sum()) - 1.0) > 1e-6:
                 raise ValueError(f"weights must sum to 1 (got {float(w.sum()):.6g}); divide by their sum")
+        if means.is_floating_point():
+            top = torch.finfo(means.dtype).max
+            if float(means.detach().abs().max()) + 10.0 * float(stds_t.max()) >= top:
+                raise ValueError(
+                    f"means and stds must keep samples within {means.dtype}'s range (|mean| + 10 std < {top:.3g}); "
+                    "rescale the mixture or pass float64 means"
+                )
         self.means = means.detach().to(torch.float64)
         self.stds = stds_t.clone().to(self.means.device)
         self.weights = w.to(self.means.device)
