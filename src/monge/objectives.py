@@ -28,12 +28,13 @@ def velocity_loss(pred: Tensor, target: Tensor, weights: Tensor | None = None) -
         return per_sample.mean()
     if weights.shape != (pred.shape[0],):
         raise ValueError(f"weights must have shape ({pred.shape[0]},), got {tuple(weights.shape)}")
-    if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()):
-        raise ValueError("weights must be finite and non-negative")
     total = weights.sum()
+    # non-negative (NaN fails >= 0) with a finite sum  <=>  finite and non-negative
+    if not bool((weights >= 0).all()) or not bool(torch.isfinite(total)):
+        raise ValueError("weights must be finite and non-negative")
     if total <= 0:
         raise ValueError("weights sum to zero")
-    return (weights * per_sample).sum() / total
+    return torch.dot(weights.to(per_sample.dtype), per_sample) / total
 
 
 @OBJECTIVES.register("velocity")

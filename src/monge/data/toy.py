@@ -25,6 +25,7 @@ to ``device``, so a seeded CPU generator gives the same points on every device.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -67,14 +68,18 @@ def _randint(high: int, n: int, generator: torch.Generator | None) -> Tensor:
     return torch.randint(high, (n,), generator=generator, device=_gen_device(generator))
 
 
+@functools.cache
 def _eight_centres(dtype: torch.dtype = torch.float32) -> Tensor:
+    """The 8 centres (cached: shared, never modified in place; :func:`toy_modes` hands out copies)."""
     angle = torch.arange(8, dtype=torch.float64) * (math.pi / 4.0)
     unit = torch.stack([angle.cos(), angle.sin()], dim=1)
     unit = torch.where(unit.abs() < 1e-12, torch.zeros_like(unit), unit)  # exact zeros on the axes
     return (_8G_RADIUS * unit).to(dtype)
 
 
+@functools.cache
 def _grid_centres(dtype: torch.dtype = torch.float32) -> Tensor:
+    """The 25 grid centres (cached like :func:`_eight_centres`)."""
     ticks = torch.arange(-2, 3, dtype=torch.float64) * _25G_SPACING
     gx, gy = torch.meshgrid(ticks, ticks, indexing="ij")
     return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1).to(dtype)
@@ -193,4 +198,7 @@ def toy_modes(name: str) -> tuple[Tensor, float] | None:
     """
     _check_name(name)
     modes = _MODES.get(name)
-    return None if modes is None else modes()
+    if modes is None:
+        return None
+    centres, std = modes()
+    return centres.clone(), std
