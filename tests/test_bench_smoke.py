@@ -143,3 +143,18 @@ def test_peers_samplers_match_diffusers_quick():
         assert r["path_optimized"] > 0 and r["time_monge"] > 0
     text = bench.report(rows, info, 64, "cmd", 1.0)
     assert text.count("| DDIM | 3 |") == 1 and "Same samples" in text
+
+
+def test_couplings_bench_quick(tmp_path, monkeypatch):
+    """bench/couplings.py end to end at one small batch: every coupling and the pipelined rows."""
+    bench = _load("couplings")
+    out = tmp_path / "couplings.md"
+    monkeypatch.setattr(sys, "argv", ["couplings.py", "--batches", "64", "--repeats", "1", "--light-repeats", "2",
+                                      "--pairing-workers", "1", "--out", str(out)])
+    bench.main()
+    text = out.read_text()
+    for name, _ in bench.COUPLINGS_BENCHED:
+        assert f"| {name} | " in text
+    assert "| exact_ot | 1 | " in text and "| immiscible | 1 | " in text
+    ratio = float(text.split("| independent | ")[1].split(" | ")[1])
+    assert ratio == 1.0

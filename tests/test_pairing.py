@@ -120,7 +120,7 @@ def test_bad_worker_counts(bad):
 
 
 # ------------------------------------------------------------------------------------ trainer
-@pytest.mark.parametrize("coupling", ["exact_ot", {"name": "entropic", "relative_eps": 0.1}])
+@pytest.mark.parametrize("coupling", ["exact_ot", "immiscible"])
 def test_training_with_pairing_workers_is_the_same_run(tiny_config, coupling):
     serial = Trainer(tiny_config(name="serial", coupling=coupling, train__checkpoint_every=0))
     serial.fit()
@@ -166,8 +166,10 @@ def test_checkpoint_mid_run_holds_the_state_before_the_next_unused_batch(tiny_co
 
 
 def test_pairing_workers_need_a_solver_coupling(tiny_config):
-    with pytest.raises(ConfigError, match="pairing_workers.*exact_ot.*knn_immiscible"):
+    with pytest.raises(ConfigError, match="pairing_workers.*exact_ot, immiscible.*knn_immiscible.*without"):
         tiny_config(coupling={"name": "knn_immiscible"}, train__pairing_workers=2)
+    with pytest.raises(ConfigError, match="'entropic': its Sinkhorn"):
+        tiny_config(coupling={"name": "entropic"}, train__pairing_workers=2)
     for bad in (-1, 1.5, "2", 1000):
         with pytest.raises(ConfigError, match="pairing_workers"):
             tiny_config(train__pairing_workers=bad)

@@ -239,11 +239,14 @@ class Config:
 def _check_pairing_workers(coupling: Any, name: str) -> None:
     from .couplings import COUPLINGS, SolverCoupling
 
-    if not isinstance(coupling, SolverCoupling):
-        solvers = [n for n in COUPLINGS.names() if issubclass(COUPLINGS.get(n), SolverCoupling)]
+    if not (isinstance(coupling, SolverCoupling) and coupling.threaded_solve):
+        threaded = [n for n in COUPLINGS.names()
+                    if issubclass(COUPLINGS.get(n), SolverCoupling) and COUPLINGS.get(n).threaded_solve]
+        why = ("its Sinkhorn iterations compete with training for the cores when run in threads"
+               if isinstance(coupling, SolverCoupling) else "it pairs without an OT solve")
         raise ConfigError(
-            f"train.pairing_workers only applies to couplings that solve an OT problem per batch "
-            f"({', '.join(solvers)}); coupling {name!r} pairs without one, so set train.pairing_workers: 0"
+            f"train.pairing_workers applies to the couplings whose OT solve runs in worker threads "
+            f"({', '.join(threaded)}); not to {name!r}: {why}. Set train.pairing_workers: 0"
         )
 
 

@@ -23,9 +23,10 @@ randomness comes only from ``g``. Costs are computed on flattened samples in at 
 
 The couplings that solve an OT problem per batch (``exact_ot``, ``entropic``,
 ``schrodinger_bridge``, ``immiscible``) are :class:`SolverCoupling`\ s: their pairing is a
-random-free :meth:`~SolverCoupling.solve` followed by a cheap :meth:`~SolverCoupling.pair_solved`,
-so the solves of upcoming batches can run in worker threads ahead of training
-(:class:`monge.pairing.PairingPipeline`, ``train.pairing_workers``) with the same pairs.
+random-free :meth:`~SolverCoupling.solve` followed by a cheap :meth:`~SolverCoupling.pair_solved`.
+For the assignment couplings (``exact_ot``, ``immiscible``) the solves of upcoming batches can
+run in worker threads ahead of training (:class:`monge.pairing.PairingPipeline`,
+``train.pairing_workers``), with the same pairs.
 """
 
 from __future__ import annotations
@@ -142,6 +143,12 @@ class SolverCoupling(Coupling):
     and in the order of the steps, so the pairs do not depend on where or when the solve ran.
     """
 
+    #: ``True`` when the solve is one long call that releases the GIL and runs on one core (POT's
+    #: network simplex, SciPy's assignment), so solver threads overlap training. Sinkhorn is many
+    #: short multi-threaded torch calls: in a thread it competes with training for the GIL and the
+    #: cores, and measured slower than solving in line (``bench/results/couplings.md``).
+    threaded_solve: bool = False
+
     @abstractmethod
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         """The batch's OT solution (a permutation or a plan); deterministic, thread-safe."""
@@ -250,6 +257,8 @@ class ExactOT(SolverCoupling):
     Every sample is used exactly once (a permutation, not pairs re-drawn from the plan with
     replacement). Equal batch sizes are required.
     """
+
+    threaded_solve = True
 
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         """``perm`` (``(B,)`` int64): data point ``j`` is paired with noise ``perm[j]``."""
@@ -424,6 +433,8 @@ class Immiscible(SolverCoupling):
     The noise batch is only permuted, so its empirical distribution (and marginal law) is
     unchanged; training and sampling are otherwise unchanged.
     """
+
+    threaded_solve = True
 
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         """``perm`` (``(B,)`` int64): data point ``j`` gets noise ``perm[j]``."""

@@ -13,7 +13,7 @@ processes draws the same data as one process with batch ``W * batch_size``. The 
 runs per rank on its local batch, and path noise comes from a per-rank generator. Rank 0 alone
 writes checkpoints, logs and evaluations; the logged loss is the mean over ranks.
 
-With ``train.pairing_workers = W > 0`` (couplings that solve an OT problem per batch), the
+With ``train.pairing_workers = W > 0`` (the assignment couplings ``exact_ot`` and ``immiscible``), the
 batches are drawn ahead and their solves run in ``W`` threads while the network trains
 (:class:`~monge.pairing.PairingPipeline`); the run is the same as with ``W = 0``, step for step.
 """
@@ -193,7 +193,7 @@ class Trainer:
         from .couplings import SolverCoupling
 
         workers = self.config.train.pairing_workers
-        if workers and isinstance(self.coupling, SolverCoupling):
+        if workers and isinstance(self.coupling, SolverCoupling) and self.coupling.threaded_solve:
             self.pipeline = PairingPipeline(self._draw_checked, self.coupling.solve, self.generator, workers)
 
     def _stop_pipeline(self) -> None:
