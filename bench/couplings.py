@@ -174,8 +174,8 @@ def main() -> None:
     results: dict[str, list[str]] = {name: [] for name in couplings}
     intervals: dict[str, list[str]] = {name: [] for name in LIGHT}
     for b in args.batches:
-        heavy_reps = args.repeats or {256: 15, 512: 11, 1024: 7}.get(b, 3)
-        light_reps = args.light_repeats or {256: 600, 512: 400, 1024: 240}.get(b, 40)
+        heavy_reps = args.repeats or {128: 20, 256: 15, 512: 11, 1024: 7}.get(b, 3)
+        light_reps = args.light_repeats or {128: 800, 256: 600, 512: 400, 1024: 240}.get(b, 40)
         step = Step(b, device)
         g = torch.Generator().manual_seed(b)
         times: dict[str, list[float]] = {n: [] for n in couplings}
@@ -237,21 +237,26 @@ def pipelined_table(args, couplings, source, target, device) -> list[str]:
         "",
         "Solver couplings with the solves in worker threads (`train.pairing_workers = W`): median over "
         "blocks of the mean step time, `x` = ratio to `independent` timed in the blocks between "
-        "(exact_ot at every W, the others at the largest W).",
+        "(exact_ot at every W, the others at the largest W). Training runs on the cores the workers "
+        "leave (`threads` = cores - W torch threads, at least 1), `independent` included.",
         "",
-        "| coupling | W | " + " | ".join(f"B={b}: s/step | x" for b in args.batches) + " |",
-        "|---|---|" + "---|---|" * len(args.batches),
+        "| coupling | W | threads | " + " | ".join(f"B={b}: s/step | x" for b in args.batches) + " |",
+        "|---|---|---|" + "---|---|" * len(args.batches),
     ]
     rows = [("exact_ot", w) for w in args.pairing_workers]
     rows += [(n, max(args.pairing_workers)) for n in PIPELINED if n != "exact_ot"]
+    default_threads = torch.get_num_threads()
     for name, w in rows:
+        threads = max(1, (os.cpu_count() or 1) - w)
+        torch.set_num_threads(threads)
         cells = []
         for b in args.batches:
             blocks, block_steps = (5, 40) if b <= 1024 else (2, 4)
             base, piped = pipelined_ratios(name, couplings[name], w, b, source, target, device, blocks, block_steps)
             cells += [f"{piped:.4f}", f"{piped / base:.2f}"]
             print(f"B={b} {name} W={w}: {piped / base:.2f}x", flush=True)
-        lines.append(f"| {name} | {w} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {w} | {threads} | " + " | ".join(cells) + " |")
+    torch.set_num_threads(default_threads)
     return lines
 
 

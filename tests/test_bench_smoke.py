@@ -148,6 +148,7 @@ def test_peers_samplers_match_diffusers_quick():
 def test_couplings_bench_quick(tmp_path, monkeypatch):
     """bench/couplings.py end to end at one small batch: every coupling and the pipelined rows."""
     bench = _load("couplings")
+    threads = torch.get_num_threads()
     out = tmp_path / "couplings.md"
     monkeypatch.setattr(sys, "argv", ["couplings.py", "--batches", "64", "--repeats", "1", "--light-repeats", "2",
                                       "--pairing-workers", "1", "--out", str(out)])
@@ -156,5 +157,6 @@ def test_couplings_bench_quick(tmp_path, monkeypatch):
     for name, _ in bench.COUPLINGS_BENCHED:
         assert f"| {name} | " in text
     assert "| exact_ot | 1 | " in text and "| immiscible | 1 | " in text
+    assert torch.get_num_threads() == threads  # restored after the pipelined rows
     ratio = float(text.split("| independent | ")[1].split(" | ")[1])
     assert ratio == 1.0

@@ -173,3 +173,26 @@ def test_pairing_workers_need_a_solver_coupling(tiny_config):
     for bad in (-1, 1.5, "2", 1000):
         with pytest.raises(ConfigError, match="pairing_workers"):
             tiny_config(train__pairing_workers=bad)
+
+
+def test_interrupt_with_pairing_workers_saves_a_resumable_checkpoint(tiny_config):
+    """Ctrl-C at step 13 while batches are drawn ahead: the checkpoint resumes to the full run."""
+    full = Trainer(tiny_config(name="full", train__checkpoint_every=0))
+    full.fit()
+    cut = Trainer(tiny_config(name="cut", train__checkpoint_every=0, train__pairing_workers=2))
+    real_step = cut.train_step
+
+    def step():
+        loss = real_step()
+        if cut.step == 13:
+            raise KeyboardInterrupt
+        return loss
+
+    cut.train_step = step
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    assert cut.pipeline is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("monge-pairing")]
+    resumed = Trainer(tiny_config(name="cut", train__pairing_workers=2))
+    resumed.fit(resume=True)
+    assert torch.equal(_params(full.model), _params(resumed.model))

@@ -12,6 +12,10 @@ and :math:`W` workers on free cores, the pairing is hidden once
 
 .. math:: W \, T \;\ge\; T_s .
 
+The workers need cores of their own: give training the others (``torch.set_num_threads(cores -
+W)``). With every core also given to torch's intra-op threads, the two contend, and a step can
+take longer than with the solve in line.
+
 Same results as without workers: batches are drawn from the same generator in the same order,
 the solve draws no random numbers, and the coupling's own randomness (e.g. the entropic plan's
 sampling) is drawn by :meth:`~monge.couplings.SolverCoupling.pair_solved` on the training thread
