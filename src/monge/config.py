@@ -108,7 +108,7 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" or "bf16" (autocast of the network's forward pass)
     compile: bool = False  # wrap the network in torch.compile
     label_dropout: float = 0.1  # class-conditional models: share of labels replaced by the null class
-    pairing_workers: int = 0  # threads solving the OT pairing of upcoming batches (solver couplings)
+    pairing_workers: int = 0  # threads solving the OT of upcoming batches (exact_ot, immiscible)
 
 
 @dataclass
