@@ -156,7 +156,7 @@ def test_couplings_bench_quick(tmp_path, monkeypatch):
     text = out.read_text()
     for name, _ in bench.COUPLINGS_BENCHED:
         assert f"| {name} | " in text
-    assert "| exact_ot | 1 | " in text and "| immiscible | 1 | " in text
+    assert "| exact_ot | 1 | " in text and "| immiscible | 1 | " in text and "| entropic | 1 | " in text
     assert torch.get_num_threads() == threads  # restored after the pipelined rows
     ratio = float(text.split("| independent | ")[1].split(" | ")[1])
     assert ratio == 1.0
