@@ -146,7 +146,7 @@ class SolverCoupling(Coupling):
     #: ``True`` when the solve is one long call that releases the GIL and runs on one core (POT's
     #: network simplex, SciPy's assignment), so solver threads overlap training. Sinkhorn is many
     #: short multi-threaded torch calls: in a thread it competes with training for the GIL and the
-    #: cores, and measured slower than solving in line (``bench/results/couplings.md``).
+    #: cores, and a step took longer than with the solve in line (``bench/results/couplings.md``).
     threaded_solve: bool = False
 
     @abstractmethod
