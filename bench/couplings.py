@@ -94,10 +94,10 @@ def sync(device: torch.device) -> None:
 class Step:
     """One training step of a fresh MLP (hidden 256, depth 3) on ``device``."""
 
-    def __init__(self, b: int, device: torch.device) -> None:
+    def __init__(self, device: torch.device) -> None:
         self.model = build_model("mlp", {"hidden": 256, "depth": 3}, (2,)).to(device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.path, self.objective, self.device = PATHS.build("linear"), VelocityObjective(), device
+        self.path, self.objective = PATHS.build("linear"), VelocityObjective()
 
     def __call__(self, pairs, t: Tensor, g: torch.Generator) -> None:
         ps = self.path.sample(pairs.x0, pairs.x1, t, generator=g)
@@ -116,7 +116,7 @@ def pipelined_ratios(name: str, coupling: SolverCoupling, workers: int, b: int, 
         return (source.sample(b, g, device), target.sample(b, g, device), torch.rand(b, generator=g).to(device))
 
     independent = COUPLINGS.build("independent")
-    step = Step(b, device)
+    step = Step(device)
     base, piped = [], []
     for block in range(blocks + 1):  # block 0: warm-up, not kept
         sync(device)
@@ -178,7 +178,7 @@ def main() -> None:
     for b in args.batches:
         heavy_reps = args.repeats or {128: 20, 256: 15, 512: 11, 1024: 7}.get(b, 3)
         light_reps = args.light_repeats or {128: 800, 256: 600, 512: 400, 1024: 240}.get(b, 40)
-        step = Step(b, device)
+        step = Step(device)
         g = torch.Generator().manual_seed(b)
         times: dict[str, list[float]] = {n: [] for n in couplings}
         costs: dict[str, list[float]] = {n: [] for n in couplings}

@@ -239,9 +239,8 @@ class Config:
 def _check_pairing_workers(coupling: Any, name: str) -> None:
     from .couplings import COUPLINGS, SolverCoupling
 
-    if not (isinstance(coupling, SolverCoupling) and coupling.threaded_solve):
-        threaded = [n for n in COUPLINGS.names()
-                    if issubclass(COUPLINGS.get(n), SolverCoupling) and COUPLINGS.get(n).threaded_solve]
+    if not coupling.threaded_solve:
+        threaded = [n for n in COUPLINGS.names() if COUPLINGS.get(n).threaded_solve]
         why = ("its Sinkhorn iterations compete with training for the cores when run in threads"
                if isinstance(coupling, SolverCoupling) else "it pairs without an OT solve")
         raise ConfigError(

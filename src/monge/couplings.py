@@ -102,6 +102,12 @@ class Coupling(ABC):
     #: ``False`` when the pairs' ``x1`` are not rows of the given ``x1`` (fitted map targets,
     #: stored pairs), so per-sample labels cannot follow them (no class-conditional training).
     keeps_data: bool = True
+    #: ``True`` for a :class:`SolverCoupling` whose solve is one long call that releases the GIL
+    #: and runs on one core (POT's network simplex, SciPy's assignment), so solver threads overlap
+    #: training (``train.pairing_workers``). Sinkhorn is many short multi-threaded torch calls: in
+    #: a thread it competes with training for the GIL and the cores, and a step took longer than
+    #: with the solve in line (``bench/results/couplings.md``).
+    threaded_solve: bool = False
 
     def __call__(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Coupled:
         self.check_inputs(x0, x1)
@@ -143,12 +149,6 @@ class SolverCoupling(Coupling):
     and in the order of the steps, so the pairs do not depend on where or when the solve ran.
     """
 
-    #: ``True`` when the solve is one long call that releases the GIL and runs on one core (POT's
-    #: network simplex, SciPy's assignment), so solver threads overlap training. Sinkhorn is many
-    #: short multi-threaded torch calls: in a thread it competes with training for the GIL and the
-    #: cores, and a step took longer than with the solve in line (``bench/results/couplings.md``).
-    threaded_solve: bool = False
-
     @abstractmethod
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         """The batch's OT solution (a permutation or a plan); deterministic, thread-safe."""
@@ -159,6 +159,15 @@ class SolverCoupling(Coupling):
 
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         return self.pair_solved(x0, x1, self.solve(x0, x1), generator)
+
+
+class _AssignmentCoupling(SolverCoupling):
+    """A solver coupling whose solution is a permutation: data point ``j`` gets noise ``perm[j]``."""
+
+    threaded_solve = True
+
+    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
+        return Coupled(x0[solution], x1)
 
 
 def prepare_coupling(
@@ -247,7 +256,7 @@ class Independent(Coupling):
 
 
 @COUPLINGS.register("exact_ot")
-class ExactOT(SolverCoupling):
+class ExactOT(_AssignmentCoupling):
     r"""Minibatch exact OT (OT-CFM, Tong et al. 2023; Pooladian et al. 2023).
 
     Pairs ``x0[perm[j]]`` with ``x1[j]`` where ``perm`` solves the assignment problem
@@ -258,15 +267,10 @@ class ExactOT(SolverCoupling):
     replacement). Equal batch sizes are required.
     """
 
-    threaded_solve = True
-
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         """``perm`` (``(B,)`` int64): data point ``j`` is paired with noise ``perm[j]``."""
         _equal_batches(x0, x1, "exact_ot")
         return assignment(squared_euclidean_cost(x1, x0))  # rows: data, cols: noise
-
-    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
-        return Coupled(x0[solution], x1)
 
 
 @COUPLINGS.register("entropic")
@@ -423,7 +427,7 @@ class WCFM(Coupling):
 
 
 @COUPLINGS.register("immiscible")
-class Immiscible(SolverCoupling):
+class Immiscible(_AssignmentCoupling):
     r"""Immiscible Diffusion (Li et al. 2024): noise assigned to data by linear assignment.
 
     .. math:: \min_{\sigma} \sum_j \|x_1^j - x_0^{\sigma(j)}\|
@@ -434,15 +438,10 @@ class Immiscible(SolverCoupling):
     unchanged; training and sampling are otherwise unchanged.
     """
 
-    threaded_solve = True
-
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         """``perm`` (``(B,)`` int64): data point ``j`` gets noise ``perm[j]``."""
         _equal_batches(x0, x1, "immiscible")
         return assignment(squared_euclidean_cost(_flat(x1), _flat(x0)).sqrt_())  # rows: data, cols: noise
-
-    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
-        return Coupled(x0[solution], x1)
 
 
 @COUPLINGS.register("knn_immiscible")

@@ -190,10 +190,8 @@ class Trainer:
         return t, y, self.coupling.pair_solved(x0, x1, solution, self.local_generator)
 
     def _start_pipeline(self) -> None:
-        from .couplings import SolverCoupling
-
         workers = self.config.train.pairing_workers
-        if workers and isinstance(self.coupling, SolverCoupling) and self.coupling.threaded_solve:
+        if workers and self.coupling.threaded_solve:
             self.pipeline = PairingPipeline(self._draw_checked, self.coupling.solve, self.generator, workers)
 
     def _stop_pipeline(self) -> None:
