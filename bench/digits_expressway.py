@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from monge.couplings import COUPLINGS, expressway_sample
+from monge.couplings import COUPLINGS
+from monge.samplers.expressway import expressway_sample
 from monge.data.digits import load_digits
 from monge.demo_images import _train, image_demo_config, score_images
 from monge.metrics.classifier import load_or_train_classifier

@@ -4,12 +4,11 @@ import string
 
 import pytest
 import torch
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monge.config import Config, ConfigError, load_config
-from monge.data import GaussianMixture, sample_toy
+from monge.data import GaussianMixture
 from monge.data.sources import DATA_SOURCES, build_source
 
 #: derandomized: the same examples on every run, so a CI result is reproducible

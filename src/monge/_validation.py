@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["check_finite", "check_batch", "check_same_shape", "check_positive_int", "MAX_SAMPLES"]
+__all__ = [
+    "check_finite", "check_batch", "check_same_shape", "check_positive_int", "check_number", "check_positive",
+    "MAX_SAMPLES",
+]
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
@@ -46,3 +51,42 @@ def check_positive_int(value: object, name: str, maximum: int | None = None) -> 
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}={value} is too large (at most {maximum}); draw in smaller chunks")
     return value
+
+
+def check_number(
+    value: object,
+    name: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> float:
+    """Return ``value`` (an int when ``integer``) if it is a real number (not a bool) in the
+    interval from ``low`` to ``high`` (ends excluded when ``*_open``); else raise ``ValueError``."""
+    kinds = (int,) if integer else (int, float)
+    ok = not isinstance(value, bool) and isinstance(value, kinds) and not math.isnan(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {what} in {lo}, {hi}, got {value!r}")
+    return value if integer else float(value)  # type: ignore[return-value]
+
+
+def check_positive(
+    value: object, name: str, *, allow_none: bool = False, allow_inf: bool = False
+) -> float | None:
+    """Return ``float(value)`` if it is a positive number, finite unless ``allow_inf`` (``None``
+    passes when ``allow_none``); else raise ``ValueError``."""
+    if value is None and allow_none:
+        return None
+    finite = "" if allow_inf else "finite "
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a positive {finite}number, got {value!r}")
+    v = float(value)
+    if not v > 0 or (v == math.inf and not allow_inf):
+        raise ValueError(f"{name} must be a positive {finite}number, got {value!r}")
+    return v

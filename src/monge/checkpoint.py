@@ -21,6 +21,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 __all__ = [
+    "run_dir_of",
     "CheckpointError",
     "atomic_write_bytes",
     "save_checkpoint",
@@ -35,6 +36,12 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """An unreadable, incomplete or mismatched checkpoint."""
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run directory of a checkpoint file or run directory."""
+    checkpoint = Path(checkpoint)
+    return checkpoint if checkpoint.is_dir() else checkpoint.parent
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

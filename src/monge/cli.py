@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .samplers.expressway import Expressway
 
 app = typer.Typer(
     add_completion=False,
@@ -92,7 +95,8 @@ def sample_cmd(
     """Draw samples from a trained model and save them as a .npy array (and a PNG grid for images)."""
     import numpy as np
 
-    from .generate import generate, run_dir_of
+    from .checkpoint import run_dir_of
+    from .generate import generate
     from .train import load_model
 
     try:
@@ -150,18 +154,15 @@ def reflow_cmd(
         typer.echo(f"one-step distilled run: {run / 'distill'} (sample it with --sampler euler --nfe 1)")
 
 
-def _expressway_of(checkpoint: Path, cfg) -> tuple | None:
-    """``(map, t_start, path)`` when the run holds a semi-discrete map (a ``semidiscrete_ot`` run,
-    or any run sampled once with ``--expressway``)."""
-    from .generate import run_dir_of
-    from .ot.semidiscrete import SemiDiscreteMap
-    from .paths import PATHS
-    from .train import EXPRESSWAY_T
+def _expressway_of(checkpoint: Path, cfg) -> "Expressway | None":
+    """The run's expressway when it holds a semi-discrete map (a ``semidiscrete_ot`` run, or any
+    run sampled once with ``--expressway``)."""
+    from .checkpoint import run_dir_of
+    from .couplings.semidiscrete import load_run_map
+    from .generate import expressway_of
 
-    file = run_dir_of(checkpoint) / "semidiscrete.safetensors"
-    if not file.is_file():
-        return None
-    return SemiDiscreteMap.load(file), EXPRESSWAY_T, PATHS.build(cfg.path.name, **cfg.path.params)
+    sd_map = load_run_map(run_dir_of(checkpoint))
+    return None if sd_map is None else expressway_of(cfg, sd_map)
 
 
 @app.command("eval")

@@ -188,7 +188,8 @@ def run_image_demo(
     (default: W-CFM ``relative_eps=0.5``; semi-discrete OT onto 512 training digits, ``tol=0.1``).
     ``command`` is quoted in the report.
     """
-    from .couplings import COUPLINGS, expressway_sample
+    from .couplings import COUPLINGS
+    from .samplers.expressway import expressway_sample
     from .data.digits import load_digits
     from .imageio import save_image_grid
     from .metrics.classifier import load_or_train_classifier
@@ -281,11 +282,9 @@ def run_image_demo(
 def _expressway_map(trainer, train_set, params: dict, seed: int):
     """The semi-discrete map from the run's source onto training digits (``params`` of the
     ``semidiscrete_ot`` coupling), fitted as in :meth:`monge.train.Trainer.prepare`."""
-    from .couplings import COUPLINGS
+    from .couplings.semidiscrete import fit_or_load_map
 
-    coupling = COUPLINGS.build("semidiscrete_ot", **params)
-    coupling.prepare(trainer.source, train_set, torch.Generator().manual_seed(seed + 3))
-    return coupling.map
+    return fit_or_load_map(trainer.source, train_set, None, params, generator=torch.Generator().manual_seed(seed + 3))
 
 
 def _fmt(v: float, digits: int = 2) -> str:

@@ -3,7 +3,7 @@ r"""Evaluation of a trained field: sample quality and path straightness against 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -11,6 +11,9 @@ from torch import Tensor
 from .data.sources import DataSource
 from .metrics import mmd_rbf, mode_stats, straightness, wasserstein2
 from .samplers import sample
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .samplers.expressway import Expressway
 
 __all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison"]
 
@@ -42,16 +45,16 @@ def evaluate_field(
     n: int = 1000,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    expressway: tuple[Any, float, Any] | None = None,
+    expressway: "Expressway | None" = None,
 ) -> list[EvalRow]:
     r"""Sample ``n`` points from ``source`` pushed by ``field`` at each NFE and compare with fresh
     ``target`` samples: exact :math:`W_2`, RBF MMD², straightness
     :math:`\mathbb{E}\int_0^1\|(x_1 - x_0) - \dot x_t\|^2 dt` of the sampler's own trajectory, and,
     when the target is a known mixture, mode coverage / mode mixture.
 
-    ``expressway=(sd_map, t_start, path)`` (a ``semidiscrete_ot`` run) adds rows
-    ``expressway@t_start`` at each NFE: the same noises started from their OT cell's target
-    noised to ``t_start`` (:func:`monge.couplings.expressway_sample`).
+    ``expressway`` (a :class:`~monge.samplers.expressway.Expressway`, e.g. of a ``semidiscrete_ot``
+    run) adds rows ``expressway@t_start`` at each NFE: the same noises started from their OT cell's
+    target noised to ``t_start`` (:func:`monge.samplers.expressway.expressway_sample`).
     """
     g = torch.Generator().manual_seed(seed)
     x0 = source.sample(n, generator=g, device=device)
@@ -65,13 +68,9 @@ def evaluate_field(
     rows = []
     for name, nfe in runs:
         if name == "expressway":
-            from .couplings import expressway_sample
-
-            sd_map, t_start, path = expressway
-            out = expressway_sample(field, sd_map, x0, t_start=t_start, sampler=sampler, nfe=nfe, path=path,
-                                    generator=torch.Generator(device=x0.device).manual_seed(seed + 1),
-                                    return_trajectory=True)
-            name = f"expressway@{t_start:g}+{sampler}"
+            out = expressway.sample(field, x0, sampler=sampler, nfe=nfe, return_trajectory=True,
+                                    generator=torch.Generator(device=x0.device).manual_seed(seed + 1))
+            name = f"expressway@{expressway.t_start:g}+{sampler}"
         else:
             out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True)
         x1 = out.x

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -17,22 +18,21 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
+from .checkpoint import run_dir_of
 from .config import Config
 from .samplers import SampleOutput
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .ot.semidiscrete import SemiDiscreteMap
+    from .samplers.expressway import Expressway
+
 __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps", "optimized_eval_times",
-           "semidiscrete_map", "generate"]
+           "semidiscrete_map", "expressway_of", "generate"]
 
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
 #: evaluation times, under ``"<sampler>/nfe<N>/decoupled/..."``), next to its checkpoint.
 TIMESTEPS_FILE = "timesteps.safetensors"
 _PREDICTION = "velocity"
-
-
-def run_dir_of(checkpoint: str | Path) -> Path:
-    """The run directory of a checkpoint file or run directory."""
-    checkpoint = Path(checkpoint)
-    return checkpoint if checkpoint.is_dir() else checkpoint.parent
 
 
 def path_schedule(config: Config):
@@ -127,27 +127,35 @@ def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool,
     return tuple(grids[k] for k in keys)
 
 
-def semidiscrete_map(config: Config, run_dir: str | Path, seed: int = 0) -> Path:
-    """The run's cached semi-discrete map file, fitted now if the run has none.
+def semidiscrete_map(
+    config: Config, run_dir: str | Path, seed: int = 0, device: torch.device | str | None = None
+) -> "SemiDiscreteMap":
+    """The run's semi-discrete map, loaded from its cache or fitted now (and cached).
 
-    A ``semidiscrete_ot`` run cached its map while training. For any other run (DPM-OT proper:
-    a model trained with independent pairs), the map from the run's source onto its data is fitted
-    with :class:`monge.couplings.SemiDiscreteOT`'s defaults (256 targets of a sampler, every point
-    of a finite data set) and cached as ``semidiscrete.safetensors`` for later calls.
+    A ``semidiscrete_ot`` run cached its map while training (with its own parameters). For any
+    other run (DPM-OT proper: a model trained with independent pairs) the map from the run's source
+    onto its data is fitted with :class:`monge.couplings.SemiDiscreteOT`'s defaults (every point of
+    a finite data set) by :func:`monge.couplings.semidiscrete.fit_or_load_map`.
     """
-    from .couplings import COUPLINGS, SemiDiscreteOT, prepare_coupling
+    from .couplings.semidiscrete import fit_or_load_map
     from .data.sources import build_data
 
-    file = Path(run_dir) / SemiDiscreteOT.prepared_file
-    if not file.is_file():
-        source, target = build_data(config.data)
-        if config.coupling.name == "semidiscrete_ot":
-            params = dict(config.coupling.params)
-        else:
-            params = {"n_targets": None} if hasattr(target, "data") else {}
-        coupling = COUPLINGS.build("semidiscrete_ot", **params)
-        prepare_coupling(coupling, source, target, run_dir, torch.Generator().manual_seed(seed + 3))
-    return file
+    source, target = build_data(config.data)
+    if config.coupling.name == "semidiscrete_ot":
+        params = dict(config.coupling.params)
+    else:
+        params = {"n_targets": None} if hasattr(target, "data") else {}
+    return fit_or_load_map(source, target, run_dir, params, generator=torch.Generator().manual_seed(seed + 3),
+                           device=device)
+
+
+def expressway_of(config: Config, sd_map: "SemiDiscreteMap", t_start: float | None = None) -> "Expressway":
+    """The run's :class:`~monge.samplers.expressway.Expressway`: ``sd_map`` with the run's path."""
+    from .paths import PATHS
+    from .samplers.expressway import DEFAULT_T_START, Expressway
+
+    path = PATHS.build(config.path.name, **config.path.params)
+    return Expressway(sd_map, DEFAULT_T_START if t_start is None else t_start, path)
 
 
 def _conditioned(model: nn.Module, label: int | str, guidance: float, n: int) -> nn.Module:
@@ -212,17 +220,11 @@ def generate(
     if expressway is not None:
         if schedule is not None:
             raise ValueError("--expressway integrates uniform steps on [t_s, 1]; drop --schedule")
-        from .couplings import expressway_sample
-        from .ot.semidiscrete import SemiDiscreteMap
-
         if run_dir is None:
             raise ValueError("the expressway needs the run directory, where the semi-discrete map is cached")
-        sd_map = SemiDiscreteMap.load(semidiscrete_map(config, run_dir), device=device)
-        from .paths import PATHS
-
-        path = PATHS.build(config.path.name, **config.path.params)
-        return expressway_sample(model, sd_map, x0, t_start=expressway, sampler=sampler, nfe=nfe, path=path,
-                                 generator=generator)
+        sd_map = semidiscrete_map(config, run_dir, device=device)
+        return expressway_of(config, sd_map, expressway).sample(model, x0, sampler=sampler, nfe=nfe,
+                                                                generator=generator)
     if schedule is None and sampler in SAMPLERS:
         return sample(model, x0, sampler=sampler, nfe=nfe)
     if sampler not in MODEL_SAMPLERS:

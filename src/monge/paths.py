@@ -5,7 +5,7 @@ Time runs from ``t = 0`` (source / noise) to ``t = 1`` (data). An affine path is
 .. math:: x_t = \sigma_t x_0 + \alpha_t x_1, \qquad u_t = \dot\sigma_t x_0 + \dot\alpha_t x_1,
 
 where :math:`u_t` is the conditional velocity that flow matching regresses onto. A
-:class:`Schedule` holds :math:`(\alpha_t, \sigma_t)` and their derivatives; a :class:`Path`
+:class:`Schedule` holds :math:`(\alpha_t, \sigma_t)` and their derivatives; a :class:`ProbPath`
 turns a coupled pair and times into a :class:`PathSample`.
 
 Schedules (registry :data:`SCHEDULES`): ``linear`` (rectified flow / Cond-OT), ``cosine`` and
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._validation import check_same_shape
+from ._validation import check_positive, check_same_shape
 from .registry import Registry
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
     "InterpolantSchedule",
     "DiscreteVPSchedule",
     "ddpm_alphas_cumprod",
-    "Path",
+    "ProbPath",
     "AffinePath",
     "LinearPath",
     "VPPath",
@@ -53,7 +53,7 @@ __all__ = [
     "expand_t",
 ]
 
-PATHS: Registry["Path"] = Registry("path")
+PATHS: Registry["ProbPath"] = Registry("path")
 SCHEDULES: Registry["Schedule"] = Registry("schedule")
 
 
@@ -74,14 +74,6 @@ class PathSample:
     x_t: Tensor
     t: Tensor
     target: Tensor
-
-
-def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a positive finite float, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite float, got {value!r}")
-    return float(value)
 
 
 class Schedule(ABC):
@@ -193,8 +185,8 @@ class VPLinearSchedule(Schedule):
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
-        self.beta_min = _positive_float(beta_min, "beta_min")
-        self.beta_max = _positive_float(beta_max, "beta_max")
+        self.beta_min = check_positive(beta_min, "beta_min")
+        self.beta_max = check_positive(beta_max, "beta_max")
         if self.beta_max < self.beta_min:
             raise ValueError(f"beta_max must be >= beta_min, got {beta_max} < {beta_min}")
 
@@ -242,8 +234,8 @@ class VESchedule(Schedule):
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
-        self.sigma_min = _positive_float(sigma_min, "sigma_min")
-        self.sigma_max = _positive_float(sigma_max, "sigma_max")
+        self.sigma_min = check_positive(sigma_min, "sigma_min")
+        self.sigma_max = check_positive(sigma_max, "sigma_max")
         if self.sigma_max <= self.sigma_min:
             raise ValueError(f"sigma_max must exceed sigma_min, got {sigma_max} <= {sigma_min}")
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
@@ -278,9 +270,9 @@ class EDMSchedule(Schedule):
     """
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> None:
-        self.sigma_min = _positive_float(sigma_min, "sigma_min")
-        self.sigma_max = _positive_float(sigma_max, "sigma_max")
-        self.rho = _positive_float(rho, "rho")
+        self.sigma_min = check_positive(sigma_min, "sigma_min")
+        self.sigma_max = check_positive(sigma_max, "sigma_max")
+        self.rho = check_positive(rho, "rho")
         if self.sigma_max <= self.sigma_min:
             raise ValueError(f"sigma_max must exceed sigma_min, got {sigma_max} <= {sigma_min}")
         self._a = self.sigma_max ** (1.0 / self.rho)
@@ -474,7 +466,7 @@ class DiscreteVPSchedule(Schedule):
         return -0.5 * self.sigma(t) * self.alpha(t).square() * self.d_log_snr(t)
 
 
-class Path(ABC):
+class ProbPath(ABC):
     """Maps a coupled pair ``(x0, x1)`` and times ``t`` to ``(x_t, u_t)``."""
 
     @abstractmethod
@@ -489,7 +481,7 @@ class Path(ABC):
         return torch.rand(batch, device=device, generator=generator)
 
 
-class AffinePath(Path):
+class AffinePath(ProbPath):
     r""":math:`x_t = \sigma_t x_0 + \alpha_t x_1`, target :math:`u_t = \dot\sigma_t x_0 + \dot\alpha_t x_1`."""
 
     def __init__(self, schedule: Schedule) -> None:
@@ -568,7 +560,7 @@ class EDMPath(AffinePath):
 
 
 @PATHS.register("stochastic_interpolant")
-class StochasticInterpolantPath(Path):
+class StochasticInterpolantPath(ProbPath):
     r"""Linear stochastic interpolant (Albergo, Boffi & Vanden-Eijnden 2023):
 
     .. math:: x_t = (1-t)\,x_0 + t\,x_1 + \gamma_t z,\qquad \gamma_t = \sqrt{a\,t(1-t)},\qquad
@@ -625,3 +617,14 @@ class BrownianBridgePath(StochasticInterpolantPath):
             raise ValueError(f"sigma must be a finite float >= 0, got {sigma!r}")
         super().__init__(a=float(sigma) ** 2, t_eps=t_eps)
         self.sigma = float(sigma)
+
+
+def __getattr__(name: str):
+    """``Path`` (renamed :class:`ProbPath`, which does not shadow :class:`pathlib.Path`) stays
+    importable for one release, with a warning."""
+    if name == "Path":
+        import warnings
+
+        warnings.warn("monge.paths.Path is now monge.paths.ProbPath", DeprecationWarning, stacklevel=2)
+        return ProbPath
+    raise AttributeError(f"module 'monge.paths' has no attribute {name!r}")

@@ -19,34 +19,17 @@ the pairs, :math:`\min_\theta \mathbb E\|Z_0 + v_\theta(Z_0, 0) - Z_1\|^2`, for 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from ._validation import MAX_SAMPLES, check_batch, check_positive_int
+from .checkpoint import run_dir_of
+from .couplings.reflow import PAIRS_NAME, check_pairs, load_pairs, save_pairs
 
 __all__ = ["PAIRS_NAME", "check_pairs", "generate_pairs", "save_pairs", "load_pairs", "distill", "reflow"]
-
-#: File name of the pairs inside a reflow run directory.
-PAIRS_NAME = "reflow_pairs.safetensors"
-_FORMAT = "monge.reflow_pairs"
-
-
-def check_pairs(z0: Tensor, z1: Tensor) -> None:
-    """Raise ``ValueError`` unless ``z0``, ``z1`` are finite floating batches of the same shape."""
-    check_batch(z0, "z0")
-    check_batch(z1, "z1")
-    if z0.shape != z1.shape:
-        raise ValueError(f"z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}")
-    if not z0.is_floating_point() or not z1.is_floating_point():
-        raise ValueError(f"z0 and z1 must be floating tensors, got {z0.dtype} and {z1.dtype}")
-
 
 def generate_pairs(
     model: Callable[[Tensor, Tensor], Tensor],
@@ -109,36 +92,6 @@ def generate_pairs(
     return z0, z1
 
 
-def save_pairs(path: str | Path, z0: Tensor, z1: Tensor, metadata: dict[str, Any] | None = None) -> Path:
-    """Write pairs (and JSON-able ``metadata``) to a ``.safetensors`` file atomically."""
-    from .checkpoint import atomic_write_bytes
-
-    check_pairs(z0, z1)
-    meta = {"format": _FORMAT, "info": json.dumps(metadata or {}, sort_keys=True, default=str)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {"z0": z0.detach().to("cpu").contiguous(), "z1": z1.detach().to("cpu").contiguous()}
-    atomic_write_bytes(path, st_save(tensors, metadata=meta))
-    return path
-
-
-def load_pairs(path: str | Path) -> tuple[Tensor, Tensor]:
-    """Read pairs written by :func:`save_pairs` (checks format and shapes, executes no code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"pairs file not found: {path}")
-    raw = path.read_bytes()
-    try:
-        tensors = st_load(raw)
-        header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
-    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
-    if (header.get("__metadata__") or {}).get("format") != _FORMAT or set(tensors) != {"z0", "z1"}:
-        raise ValueError(f"{path} is not a reflow pairs file (written by monge.reflow.save_pairs)")
-    check_pairs(tensors["z0"], tensors["z1"])
-    return tensors["z0"], tensors["z1"]
-
-
 def distill(
     model: nn.Module,
     z0: Tensor,
@@ -184,10 +137,6 @@ def distill(
 _distill_model = distill  # `reflow` has a `distill` flag
 
 
-def _run_dir_of(checkpoint: Path) -> Path:
-    return checkpoint if checkpoint.is_dir() else checkpoint.parent
-
-
 def reflow(
     checkpoint: str | Path,
     n_pairs: int = 10_000,
@@ -227,7 +176,7 @@ def reflow(
     if steps is not None:
         steps = check_positive_int(steps, "steps")
     model, cfg = load_model(checkpoint, ema=True)
-    src_dir = _run_dir_of(checkpoint)
+    src_dir = run_dir_of(checkpoint)
     out = Path(out_dir) if out_dir is not None else src_dir.parent / f"{src_dir.name}-reflow"
     out.mkdir(parents=True, exist_ok=True)
     source, _ = build_data(cfg.data)

@@ -43,13 +43,14 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError
 from .couplings import COUPLINGS
-from .data.sources import DataSource, build_data
+from .data.sources import build_data
 from .ema import EMA
 from .evaluate import EvalRow, evaluate_field, format_table
 from .models import build_model
 from .objectives import VelocityObjective
 from .pairing import PairingPipeline
 from .paths import PATHS
+from .samplers.expressway import DEFAULT_T_START, Expressway
 
 __all__ = ["Trainer", "TrainResult", "TrainingError", "load_model", "CHECKPOINT_NAME"]
 
@@ -59,7 +60,7 @@ _IDENTITY_KEYS = ("model", "data")
 
 
 #: Start time of the expressway rows in evaluations of ``semidiscrete_ot`` runs.
-EXPRESSWAY_T = 0.5
+EXPRESSWAY_T = DEFAULT_T_START
 
 
 class TrainingError(RuntimeError):
@@ -305,12 +306,12 @@ class Trainer:
             expressway=self._expressway(),
         )
 
-    def _expressway(self) -> tuple | None:
-        """``(map, t_start, path)`` for expressway rows when the coupling holds a semi-discrete map."""
+    def _expressway(self) -> "Expressway | None":
+        """The expressway of the evaluation rows when the coupling holds a semi-discrete map."""
         sd_map = getattr(self.coupling, "map", None)
         if sd_map is None or not hasattr(sd_map, "topk"):
             return None
-        return sd_map, EXPRESSWAY_T, self.path
+        return Expressway(sd_map, EXPRESSWAY_T, self.path)
 
     def prepare(self, resume: bool = False) -> None:
         """Fit what the coupling needs before training (e.g. the ``semidiscrete_ot`` map).

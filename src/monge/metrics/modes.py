@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._validation import check_batch
+from .._validation import check_batch, check_positive
 
 __all__ = ["ModeStats", "mode_stats"]
 
@@ -54,9 +54,7 @@ def _positive(value: object, name: str) -> float:
         if value.numel() != 1:
             raise ValueError(f"{name} must be a positive scalar, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 < value < math.inf):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return check_positive(value, name)  # type: ignore[return-value]
 
 
 def mode_stats(

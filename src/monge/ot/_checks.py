@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._validation import check_positive
+
 __all__ = ["check_weights", "check_cost", "check_positive_float"]
 
 #: Tolerance on ``|sum(w) - 1|`` (relative to the dtype's resolution it is generous).
@@ -12,13 +14,8 @@ SUM_TOL = 1e-4
 
 
 def check_positive_float(value: object, name: str, allow_inf: bool = False) -> float:
-    """Return ``float(value)`` or raise unless it is a positive finite number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    v = float(value)
-    if not v > 0 or (v == float("inf") and not allow_inf) or v != v:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
+    """Return ``float(value)`` or raise unless it is a positive number (finite unless ``allow_inf``)."""
+    return check_positive(value, name, allow_inf=allow_inf)  # type: ignore[return-value]
 
 
 def check_cost(cost: object, name: str = "cost", batched: bool = False) -> Tensor:

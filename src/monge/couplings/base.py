@@ -1,0 +1,193 @@
+"""The coupling interface: :class:`Coupled` pairs, the :class:`Coupling` base classes, the
+``COUPLINGS`` registry, :func:`prepare_coupling` and helpers shared by the coupling families."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from .._validation import check_batch
+from ..registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.sources import DataSource
+
+__all__ = [
+    "COUPLINGS",
+    "Coupled",
+    "Coupling",
+    "SolverCoupling",
+    "AssignmentCoupling",
+    "prepare_coupling",
+]
+
+COUPLINGS: Registry["Coupling"] = Registry("coupling")
+
+
+@dataclass(frozen=True)
+class Coupled:
+    """Paired batches; ``weights`` (shape ``(batch,)``, mean 1) scale each pair's loss.
+
+    ``index1``: the rows of the given ``x1`` that became the pairs' ``x1`` when a coupling
+    re-draws the data side (``None``: ``x1[:len(pairs)]`` in order), so that per-sample
+    attributes such as class labels follow their data point.
+    """
+
+    x0: Tensor
+    x1: Tensor
+    weights: Tensor | None = None
+    index1: Tensor | None = None
+
+
+class Coupling(ABC):
+    """Base class: ``coupling(x0, x1, generator) -> Coupled``.
+
+    A coupling that must be fitted before training (``semidiscrete_ot``) overrides
+    :meth:`prepare` and names the file that caches its fitted state in ``prepared_file``.
+    """
+
+    #: File name, inside the run directory, of the state fitted by :meth:`prepare`; ``None``
+    #: when the coupling needs no preparation.
+    prepared_file: str | None = None
+    #: ``False`` when the pairs' ``x1`` are not rows of the given ``x1`` (fitted map targets,
+    #: stored pairs), so per-sample labels cannot follow them (no class-conditional training).
+    keeps_data: bool = True
+    #: ``True`` for a :class:`SolverCoupling` whose solve is one long call that releases the GIL
+    #: and runs on one core (POT's network simplex, SciPy's assignment), so solver threads overlap
+    #: training (``train.pairing_workers``). Sinkhorn is many short multi-threaded torch calls: in
+    #: a thread it competes with training for the GIL and the cores, and a step took longer than
+    #: with the solve in line (``bench/results/couplings.md``).
+    threaded_solve: bool = False
+
+    def __call__(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Coupled:
+        self.check_inputs(x0, x1)
+        return self.pair(x0, x1, generator)
+
+    def check_inputs(self, x0: Tensor, x1: Tensor) -> None:
+        """Raise ``ValueError`` unless ``x0`` and ``x1`` are batches of one sample shape."""
+        check_batch(x0, "x0")
+        check_batch(x1, "x1")
+        if x0.shape[1:] != x1.shape[1:]:
+            raise ValueError(
+                f"x0 and x1 must share their sample shape, got {tuple(x0.shape[1:])} and {tuple(x1.shape[1:])}"
+            )
+
+    @abstractmethod
+    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled: ...
+
+    def prepare(
+        self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
+    ) -> None:
+        """Fit whatever the coupling needs before training (no-op by default)."""
+
+    def save_prepared(self, path: str | Path) -> None:
+        """Write the state fitted by :meth:`prepare` to ``path`` (only if ``prepared_file``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no prepared state to save")
+
+    def load_prepared(self, path: str | Path, device: torch.device | str | None = None) -> None:
+        """Read a state written by :meth:`save_prepared` (only if ``prepared_file``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no prepared state to load")
+
+
+class SolverCoupling(Coupling):
+    """A coupling whose pairing is one OT solve on the batch, then cheap indexing.
+
+    ``pair(x0, x1, g) = pair_solved(x0, x1, solve(x0, x1), g)``. :meth:`solve` holds all the
+    work and uses no randomness (it is a function of the batch alone), so it may run in another
+    thread, ahead of the step that uses the batch: :class:`monge.pairing.PairingPipeline`.
+    Whatever randomness the pairing needs is drawn in :meth:`pair_solved`, on the training thread
+    and in the order of the steps, so the pairs do not depend on where or when the solve ran.
+    """
+
+    @abstractmethod
+    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """The batch's OT solution (a permutation or a plan); deterministic, thread-safe."""
+
+    @abstractmethod
+    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
+        """The pairs from a :meth:`solve` of the same ``(x0, x1)``."""
+
+    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
+        return self.pair_solved(x0, x1, self.solve(x0, x1), generator)
+
+
+class AssignmentCoupling(SolverCoupling):
+    """A solver coupling whose solution is a permutation: data point ``j`` gets noise ``perm[j]``."""
+
+    threaded_solve = True
+
+    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
+        return Coupled(x0[solution], x1)
+
+
+def prepare_coupling(
+    coupling: Coupling,
+    source: "DataSource",
+    target: "DataSource",
+    run_dir: str | Path,
+    generator: torch.Generator | None = None,
+    *,
+    write: bool = True,
+    device: torch.device | str | None = None,
+) -> Path | None:
+    """Prepare ``coupling`` for training, reusing the cached state in ``run_dir`` if present.
+
+    Couplings without a cached state (``prepared_file is None``) just get
+    :meth:`Coupling.prepare` (cheap: e.g. ``knn_immiscible`` records the source) and ``None``
+    is returned. Otherwise loads ``run_dir / coupling.prepared_file`` when it exists (resume,
+    or the other ranks of a distributed run after rank 0 wrote it), or calls
+    :meth:`Coupling.prepare` and, with ``write``, saves the result there; returns that path.
+    """
+    if coupling.prepared_file is None:
+        coupling.prepare(source, target, generator)
+        return None
+    path = Path(run_dir) / coupling.prepared_file
+    if path.is_file():
+        coupling.load_prepared(path, device=device)
+        return path
+    coupling.prepare(source, target, generator)
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        coupling.save_prepared(path)
+    return path
+
+
+
+# ----------------------------------------------------------------------------------- helpers
+def flat(x: Tensor) -> Tensor:
+    """``(n, d)`` view in at least float32 (costs of half-precision batches overflow)."""
+    xf = x.reshape(x.shape[0], -1)
+    if xf.dtype in (torch.float16, torch.bfloat16):
+        xf = xf.float()
+    return xf
+
+
+def gen_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
+    return generator.device if generator is not None else fallback
+
+
+def uniform(n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """``n`` uniforms drawn on the generator's device, returned on ``like``'s device and dtype."""
+    dev = gen_device(generator, like.device)
+    return torch.rand(n, generator=generator, device=dev, dtype=torch.float64).to(like.device)
+
+
+def categorical(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One index per row of the non-negative ``(n, k)`` matrix ``probs`` (rows need not sum to 1).
+
+    Inverse-CDF sampling, so it runs on any device with a generator on another one.
+    """
+    cdf = probs.to(torch.float64).cumsum(1)
+    u = uniform(probs.shape[0], generator, cdf) * cdf[:, -1]
+    idx = torch.searchsorted(cdf, u[:, None], right=True)[:, 0]
+    return idx.clamp_(max=probs.shape[1] - 1)
+
+
+def check_equal_batches(x0: Tensor, x1: Tensor, name: str) -> None:
+    if x0.shape[0] != x1.shape[0]:
+        raise ValueError(f"{name} needs equal batch sizes, got x0: {x0.shape[0]} and x1: {x1.shape[0]}")

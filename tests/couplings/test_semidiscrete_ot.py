@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from monge.couplings import COUPLINGS, SemiDiscreteOT, prepare_coupling
+from monge.data.sources import GaussianSource, ToySource
+
+
+def _fitted(n_targets=32, seed=0, target="8gaussians"):
+    c = SemiDiscreteOT(n_targets=n_targets, tol=0.05)
+    c.prepare(GaussianSource((2,)), ToySource(target), torch.Generator().manual_seed(seed))
+    return c
+
+
+def test_semidiscrete_pairs_match_fitted_cells(pair_cost):
+    c = _fitted()
+    m = c.map
+    assert m.n_targets == 32 and c.fit_info["converged"]
+    g = torch.Generator().manual_seed(1)
+    x0, x1 = torch.randn(500, 2, generator=g), torch.randn(500, 2, generator=g)
+    out = c(x0, x1, generator=g)
+    assert torch.equal(out.x0, x0)
+    # brute force: argmax_i <x, y_i> + h_i
+    best = (x0.double() @ m.flat.double().T + m.heights.double()).argmax(1)
+    torch.testing.assert_close(out.x1, m.targets[best])
+    # cells of the fitted map carry equal source mass (fresh samples; noise ~ sqrt(32/2e5) = 1.3%)
+    masses = m.cell_masses(200_000, torch.Generator().manual_seed(2))
+    assert (masses * 32 - 1).abs().mean().item() < 0.08
+    # OT: lower mean pair cost than pairing the noise with random targets
+    rand = m.targets[torch.randint(32, (500,), generator=g)]
+    assert pair_cost(out.x0, out.x1) < 0.7 * pair_cost(x0, rand)
+
+
+def test_semidiscrete_uses_finite_data_sets_and_other_sources():
+    class Finite(GaussianSource):
+        def __init__(self, data):
+            super().__init__((3,))
+            self.data = data
+
+    data = torch.randn(40, 3, generator=torch.Generator().manual_seed(3)) + 2
+    whole = SemiDiscreteOT(n_targets=None, tol=0.1)
+    whole.prepare(GaussianSource((3,)), Finite(data), torch.Generator().manual_seed(4))
+    assert torch.equal(whole.map.targets, data)
+    sub = SemiDiscreteOT(n_targets=10, tol=0.1)
+    y = sub.targets_from(Finite(data), torch.Generator().manual_seed(5))
+    assert y.shape == (10, 3) and bool(((y[:, None] == data[None]).all(-1)).any(1).all())
+    assert len(torch.unique(y, dim=0)) == 10  # a subset without repeats
+    # a non-Gaussian source: cells equal in the mass of that source
+    src = ToySource("moons")
+    c = SemiDiscreteOT(n_targets=16, tol=0.05)
+    c.prepare(src, ToySource("8gaussians"), torch.Generator().manual_seed(6))
+    masses = c.map.cell_masses(100_000, torch.Generator().manual_seed(7), source=lambda n, g: src.sample(n, g))
+    assert (masses * 16 - 1).abs().mean().item() < 0.1
+    with pytest.raises(ValueError, match="n_targets=None needs a finite data set"):
+        SemiDiscreteOT(n_targets=None).targets_from(ToySource("moons"))
+
+
+def test_semidiscrete_prepare_is_cached_next_to_the_checkpoint(tmp_path):
+    src, tgt = GaussianSource((2,)), ToySource("moons")
+    a = COUPLINGS.build("semidiscrete_ot", n_targets=24, tol=0.1)
+    path = prepare_coupling(a, src, tgt, tmp_path, torch.Generator().manual_seed(0))
+    assert path == tmp_path / "semidiscrete.safetensors" and path.is_file()
+    b = COUPLINGS.build("semidiscrete_ot", n_targets=24, tol=0.1)
+    b.prepare = None  # type: ignore[assignment]  # must load, not refit
+    assert prepare_coupling(b, src, tgt, tmp_path) == path
+    x0 = torch.randn(64, 2)
+    assert torch.equal(a(x0, x0).x1, b(x0, x0).x1)
+    assert prepare_coupling(COUPLINGS.build("exact_ot"), src, tgt, tmp_path) is None
+    with pytest.raises(ValueError, match="semidiscrete_ot is not fitted"):
+        SemiDiscreteOT()(x0, x0)
