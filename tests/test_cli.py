@@ -212,3 +212,21 @@ def test_eval_of_a_semidiscrete_run_adds_expressway_rows(tmp_path):
     assert res.exit_code == 0 and "| expressway@0.5+euler | 2 |" in res.output, res.output
     res = runner.invoke(app, ["eval", str(tmp_path / "runs" / "sd"), "--nfe", "2", "-n", "50", "--no-adaptive"])
     assert res.exit_code == 0 and "| expressway@0.5+euler | 2 |" in res.output, res.output
+
+
+def test_fit_ot_fits_caches_and_reports(recipe, tmp_path):
+    res = runner.invoke(app, ["fit-ot", str(recipe), "coupling=semidiscrete_ot", "coupling.n_targets=24"])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "runs" / "tiny"
+    assert "24 targets of shape (2,), fitted in" in res.output and (run / "semidiscrete.safetensors").is_file()
+    assert "cell-mass error on 2400 fresh source samples" in res.output
+    before = (run / "semidiscrete.safetensors").read_bytes()
+    res = runner.invoke(app, ["fit-ot", str(recipe), "coupling=semidiscrete_ot", "coupling.n_targets=24"])
+    assert res.exit_code == 0 and "loaded" in res.output
+    assert (run / "semidiscrete.safetensors").read_bytes() == before
+    res = runner.invoke(app, ["fit-ot", str(recipe), "coupling=semidiscrete_ot", "coupling.n_targets=30"])
+    assert res.exit_code == 2 and "24 targets of shape (2,), but the data gives 30" in res.output
+    res = runner.invoke(app, ["fit-ot", str(recipe), "coupling=semidiscrete_ot", "coupling.n_targets=30", "--refit"])
+    assert res.exit_code == 0 and "30 targets" in res.output, res.output
+    res = runner.invoke(app, ["fit-ot", str(tmp_path)])
+    assert res.exit_code == 2 and "holds no config.yaml" in res.output

@@ -128,14 +128,19 @@ def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool,
 
 
 def semidiscrete_map(
-    config: Config, run_dir: str | Path, seed: int = 0, device: torch.device | str | None = None
+    config: Config,
+    run_dir: str | Path,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    refit: bool = False,
 ) -> "SemiDiscreteMap":
     """The run's semi-discrete map, loaded from its cache or fitted now (and cached).
 
     A ``semidiscrete_ot`` run cached its map while training (with its own parameters). For any
     other run (DPM-OT proper: a model trained with independent pairs) the map from the run's source
     onto its data is fitted with :class:`monge.couplings.SemiDiscreteOT`'s defaults (every point of
-    a finite data set) by :func:`monge.couplings.semidiscrete.fit_or_load_map`.
+    a finite data set) by :func:`monge.couplings.semidiscrete.fit_or_load_map`. The fit draws
+    from a generator seeded ``seed + 3`` (default: the run's ``train.seed``, as in training).
     """
     from .couplings.semidiscrete import fit_or_load_map
     from .data.sources import build_data
@@ -145,8 +150,9 @@ def semidiscrete_map(
         params = dict(config.coupling.params)
     else:
         params = {"n_targets": None} if hasattr(target, "data") else {}
+    seed = config.train.seed if seed is None else seed
     return fit_or_load_map(source, target, run_dir, params, generator=torch.Generator().manual_seed(seed + 3),
-                           device=device)
+                           device=device, refit=refit)
 
 
 def expressway_of(config: Config, sd_map: "SemiDiscreteMap", t_start: float | None = None) -> "Expressway":

@@ -67,3 +67,37 @@ def test_semidiscrete_prepare_is_cached_next_to_the_checkpoint(tmp_path):
     assert prepare_coupling(COUPLINGS.build("exact_ot"), src, tgt, tmp_path) is None
     with pytest.raises(ValueError, match="semidiscrete_ot is not fitted"):
         SemiDiscreteOT()(x0, x0)
+
+
+def test_semidiscrete_pairs_through_solve_and_pair_solved():
+    c = _fitted(seed=3)
+    assert c.threaded_solve  # the hard-cell search is random-free: pairing workers may run it
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(4))
+    cells = c.solve(x0, x0)
+    assert torch.equal(cells, c.cells(x0))
+    assert torch.equal(c.pair_solved(x0, x0, cells, None).x1, c(x0, x0).x1)
+
+
+def test_cached_map_that_no_longer_fits_the_data_is_refused(tmp_path):
+    class Finite(GaussianSource):
+        def __init__(self, data):
+            super().__init__(tuple(data.shape[1:]))
+            self.data = data
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(30, 2, generator=g)
+    src = GaussianSource((2,))
+    first = SemiDiscreteOT(n_targets=None, tol=0.2)
+    prepare_coupling(first, src, Finite(data), tmp_path, torch.Generator().manual_seed(1))
+    # same data: loaded and accepted
+    prepare_coupling(SemiDiscreteOT(n_targets=None), src, Finite(data), tmp_path)
+    # a subset drawn from the same data is accepted too (its rows are points of the data)
+    sub = SemiDiscreteOT(n_targets=10, tol=0.2)
+    prepare_coupling(sub, src, Finite(data), tmp_path / "sub", torch.Generator().manual_seed(1))
+    prepare_coupling(SemiDiscreteOT(n_targets=10), src, Finite(data), tmp_path / "sub")
+    with pytest.raises(ValueError, match="30 targets of shape \\(2,\\), but the data gives 40 of shape \\(2,\\)"):
+        prepare_coupling(SemiDiscreteOT(n_targets=None), src, Finite(torch.randn(40, 2)), tmp_path)
+    with pytest.raises(ValueError, match="not points of the data set.*fit-ot RUN --refit"):
+        prepare_coupling(SemiDiscreteOT(n_targets=None), src, Finite(data + 1), tmp_path)
+    with pytest.raises(ValueError, match="targets of shape \\(2,\\), but the data gives 30 of shape \\(3,\\)"):
+        prepare_coupling(SemiDiscreteOT(n_targets=None), GaussianSource((3,)), Finite(torch.randn(30, 3)), tmp_path)

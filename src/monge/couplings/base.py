@@ -93,6 +93,12 @@ class Coupling(ABC):
         """Read a state written by :meth:`save_prepared` (only if ``prepared_file``)."""
         raise NotImplementedError(f"{type(self).__name__} has no prepared state to load")
 
+    def check_prepared(
+        self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
+    ) -> None:
+        """Raise ``ValueError`` when a loaded state no longer fits ``source``/``target`` (no-op
+        by default), so that a stale cache is refused rather than used."""
+
 
 class SolverCoupling(Coupling):
     """A coupling whose pairing is one OT solve on the batch, then cheap indexing.
@@ -140,7 +146,8 @@ def prepare_coupling(
     Couplings without a cached state (``prepared_file is None``) just get
     :meth:`Coupling.prepare` (cheap: e.g. ``knn_immiscible`` records the source) and ``None``
     is returned. Otherwise loads ``run_dir / coupling.prepared_file`` when it exists (resume,
-    or the other ranks of a distributed run after rank 0 wrote it), or calls
+    or the other ranks of a distributed run after rank 0 wrote it) and checks that it still fits
+    the data (:meth:`Coupling.check_prepared`), or calls
     :meth:`Coupling.prepare` and, with ``write``, saves the result there; returns that path.
     """
     if coupling.prepared_file is None:
@@ -149,6 +156,7 @@ def prepare_coupling(
     path = Path(run_dir) / coupling.prepared_file
     if path.is_file():
         coupling.load_prepared(path, device=device)
+        coupling.check_prepared(source, target, generator)
         return path
     coupling.prepare(source, target, generator)
     if write:

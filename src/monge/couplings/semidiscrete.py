@@ -10,19 +10,22 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive, check_positive_int
-from .base import COUPLINGS, Coupled, Coupling, gen_device, prepare_coupling
+from .base import COUPLINGS, Coupled, SolverCoupling, gen_device, prepare_coupling
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.sources import DataSource
-    from ..ot.semidiscrete import SemiDiscreteMap
+    from ..ot.semidiscrete import SemiDiscreteMap, Source
 
-__all__ = ["MAP_FILE", "SemiDiscreteOT", "fit_or_load_map", "load_run_map"]
+__all__ = ["MAP_FILE", "SAMPLER_TARGETS", "SemiDiscreteOT", "fit_or_load_map", "load_run_map", "ot_source"]
 
 #: File name of a run's semi-discrete map, inside the run directory.
 MAP_FILE = "semidiscrete.safetensors"
+#: Targets drawn from a data *sampler* (no finite data set), unless ``n_targets`` says otherwise.
+SAMPLER_TARGETS = 2**14
+
 
 @COUPLINGS.register("semidiscrete_ot")
-class SemiDiscreteOT(Coupling):
+class SemiDiscreteOT(SolverCoupling):
     r"""Semi-discrete OT coupling (DPM-OT, Li et al. 2023; AE-OT, An et al. 2020).
 
     Before training, :meth:`prepare` fits once the semi-discrete OT map from the source
@@ -56,6 +59,9 @@ class SemiDiscreteOT(Coupling):
 
     prepared_file = MAP_FILE
     keeps_data = False
+    #: The hard-cell search depends on the noise alone and its ``addmm`` blocks release the GIL,
+    #: so it may run in the pairing workers.
+    threaded_solve = True
 
     def __init__(
         self,
@@ -103,20 +109,13 @@ class SemiDiscreteOT(Coupling):
         device: torch.device | str | None = None,
     ) -> None:
         """Fit the semi-discrete map from ``source`` onto the targets of ``target``."""
-        from ..data.sources import GaussianSource
         from ..ot.semidiscrete import fit_semidiscrete
 
         y = self.targets_from(target, generator)
         if device is not None:
             y = y.to(device)
         y = y.float() if not y.is_floating_point() or y.dtype in (torch.float16, torch.bfloat16) else y
-        if isinstance(source, GaussianSource):
-            src: object = "gaussian"
-        else:
-
-            def src(n: int, g: torch.Generator | None) -> Tensor:
-                return source.sample(n, generator=g, device=y.device)
-
+        src = ot_source(source, y.device)
         res = fit_semidiscrete(
             y, source=src, optimizer=self.optimizer, lr=self.lr, batch_size=self.batch_size,
             tol=self.tol, max_iter=self.max_iter, generator=generator,
@@ -146,6 +145,28 @@ class SemiDiscreteOT(Coupling):
 
         self.set_map(SemiDiscreteMap.load(path, device=device))
 
+    def check_prepared(
+        self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
+    ) -> None:
+        """Refuse a cached map whose targets no longer match ``target``: a different sample shape
+        or number of targets, or (for a finite data set) targets that are not its points."""
+        m = self._require_map()
+        data = getattr(target, "data", None)
+        refit = (f"delete {MAP_FILE} in the run directory or run `monge fit-ot RUN --refit` to fit the map "
+                 "again")
+        if torch.is_tensor(data) and data.dim() >= 2:
+            want = data.shape[0] if self.n_targets is None else min(self.n_targets, data.shape[0])
+            shape = tuple(data.shape[1:])
+        else:
+            want, shape = self.n_targets or SAMPLER_TARGETS, tuple(getattr(target, "shape", m.shape))
+        if m.shape != shape or m.n_targets != want:
+            raise ValueError(
+                f"the cached semi-discrete map has {m.n_targets} targets of shape {m.shape}, but the data "
+                f"gives {want} of shape {shape}; {refit}"
+            )
+        if torch.is_tensor(data) and data.dim() >= 2 and not _rows_of(m.targets, data):
+            raise ValueError(f"the cached semi-discrete map's targets are not points of the data set; {refit}")
+
     def _require_map(self) -> "SemiDiscreteMap":
         if self.map is None:
             raise ValueError(
@@ -169,12 +190,42 @@ class SemiDiscreteOT(Coupling):
         """Cell index ``(B,)`` of each noise."""
         return self.map_on(x0.device)(x0)[0]
 
-    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
+    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """Cell index ``(B,)`` of each noise: one chunked max-inner-product search."""
         m = self.map_on(x0.device)
         if tuple(x1.shape[1:]) != m.shape:
             raise ValueError(f"x1 has sample shape {tuple(x1.shape[1:])} but the map's targets have {m.shape}")
-        _, y = m(x0)
-        return Coupled(x0, y.to(dtype=x0.dtype))
+        return m(x0)[0]
+
+    def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
+        return Coupled(x0, self.map_on(x0.device).targets[solution].to(dtype=x0.dtype))
+
+
+def ot_source(source: "DataSource", device: torch.device | str | None = None) -> "Source":
+    """The run's source as :mod:`monge.ot.semidiscrete` takes it: ``"gaussian"`` for a standard
+    Gaussian source (the built-in sampler), else ``(n, generator) -> (n, *shape)`` drawing on ``device``."""
+    from ..data.sources import GaussianSource
+
+    if isinstance(source, GaussianSource):
+        return "gaussian"
+
+    def draw(n: int, generator: torch.Generator | None) -> Tensor:
+        return source.sample(n, generator=generator, device=device)
+
+    return draw
+
+
+def _rows_of(rows: Tensor, data: Tensor) -> bool:
+    """Whether every row of ``rows`` is a row of ``data`` (exact bytes), in O((n + N) d)."""
+    import numpy as np
+
+    def keys(x: Tensor) -> np.ndarray:
+        a = np.ascontiguousarray(x.detach().reshape(x.shape[0], -1).to("cpu", torch.float32).numpy())
+        return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+
+    if rows.shape[0] == data.shape[0] and torch.equal(rows.to(data.device, data.dtype), data):
+        return True
+    return bool(np.isin(keys(rows), keys(data)).all())
 
 
 def load_run_map(run_dir: str | Path, device: torch.device | str | None = None) -> "SemiDiscreteMap | None":
@@ -193,17 +244,22 @@ def fit_or_load_map(
     *,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    refit: bool = False,
 ) -> "SemiDiscreteMap":
-    """The one owner of a run's semi-discrete map: loaded from ``run_dir / MAP_FILE`` when cached,
-    else fitted from ``source`` onto ``target`` with the :class:`SemiDiscreteOT` parameters
-    ``params`` and cached there (nothing is cached when ``run_dir`` is ``None``).
+    """The one owner of a run's semi-discrete map: loaded from ``run_dir / MAP_FILE`` when cached
+    (and checked against the data, :meth:`SemiDiscreteOT.check_prepared`), else (or with
+    ``refit``) fitted from ``source`` onto ``target`` with the :class:`SemiDiscreteOT` parameters
+    ``params`` and cached there, atomically (nothing is cached when ``run_dir`` is ``None``).
 
     Training (:meth:`monge.train.Trainer.prepare`, through :func:`prepare_coupling`), sampling and
     evaluation (:func:`monge.generate.semidiscrete_map`) and the demos all get the map here.
     """
     coupling = SemiDiscreteOT(**(params or {}))
-    if run_dir is None:
+    if run_dir is None or refit:
         coupling.prepare(source, target, generator, device=device)
+        if run_dir is not None:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            coupling.save_prepared(Path(run_dir) / MAP_FILE)
     else:
         prepare_coupling(coupling, source, target, run_dir, generator, device=device)
     return coupling._require_map()
