@@ -160,3 +160,18 @@ def test_couplings_bench_quick(tmp_path, monkeypatch):
     assert torch.get_num_threads() == threads  # restored after the pipelined rows
     ratio = float(text.split("| independent | ")[1].split(" | ")[1])
     assert ratio == 1.0
+
+
+def test_couplings_quality_quick(tmp_path):
+    """The quality bench trains, evaluates on held-out points and writes its report; the
+    verdict against ``independent`` follows the W2 spread."""
+    q = _load("couplings_quality")
+    s = q.Settings(steps=3, n_train=64, n_test=40, n_eval=32, eval_seeds=2, hidden=16, depth=1, nfes=(1,))
+    results = q.run(["moons"], ["independent", "exact_ot"], s, log=lambda _: None)
+    rows = results["moons"]["rows"]
+    assert set(rows) == {"independent", "exact_ot"} and set(rows["exact_ot"]["scores"]) == {"euler 1", "adaptive"}
+    text = q.report(results, s, "cmd", 1.0)
+    assert "## moons" in text and "| exact_ot |" in text
+    base = {"scores": {"adaptive": (1.0, 0.01, 10)}}
+    assert q._verdict({"scores": {"adaptive": (1.01, 0.01, 10)}}, base, 0.1) == "within noise"
+    assert q._verdict({"scores": {"adaptive": (1.5, 0.01, 10)}}, base, 0.1).startswith("worse by 0.500")

@@ -1,0 +1,253 @@
+"""Sample quality of every coupling against the NFE, on finite training sets with a held-out split.
+
+Each task is a finite training set (``N`` points) and a held-out set from the same law; every
+coupling trains the same MLP (same width, steps, batch, learning rate and seed) on the training
+set alone, by the same loop: draw noise and a batch of training points, couple, linear path,
+velocity regression. Each model is then sampled from the same noises with Euler at 1, 2, 4 and 8
+NFE and adaptively (dopri5), and scored by the exact W2 against the held-out points.
+
+The W2 sampling noise of a row is measured, not guessed: ``noise`` is the W2 between two disjoint
+samples of the held-out law of the evaluation size (training points against held-out points), and
+``spread`` is the standard deviation of a model's W2 over the evaluation seeds. A coupling is
+"within noise" of ``independent`` when its adaptive W2 exceeds independent's by less than
+``2 * spread`` of the pair, or less than the noise floor's 5%.
+
+    python bench/couplings_quality.py                                # every task, main couplings
+    python bench/couplings_quality.py --tasks moons digits --couplings independent semidiscrete_ot
+    python bench/couplings_quality.py --quick                         # smoke run (seconds)
+
+Writes ``bench/results/couplings_quality.md`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from monge.couplings import COUPLINGS
+from monge.data.gmm import GaussianMixture
+from monge.data.sources import DataSource, GaussianSource
+from monge.data.toy import sample_toy
+from monge.metrics import wasserstein2
+from monge.models import MLP
+from monge.samplers import sample
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_COUPLINGS = ("independent", "exact_ot", "semidiscrete_ot", "wcfm", "knn_immiscible", "immiscible")
+
+
+class Finite(DataSource):
+    """A finite training set: rows drawn uniformly with replacement; ``data`` holds every point."""
+
+    def __init__(self, data: Tensor) -> None:
+        self.data = data
+        self.shape = tuple(data.shape[1:])
+
+    def sample(self, n: int, generator: torch.Generator | None = None, device="cpu") -> Tensor:
+        idx = torch.randint(self.data.shape[0], (n,), generator=generator)
+        return self.data[idx].to(device)
+
+
+@dataclass
+class Task:
+    name: str
+    train: Tensor
+    test: Tensor
+    about: str
+
+
+def _standardise(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
+    mean, std = train.mean(0), train.std(0).clamp_min(1e-3)
+    return (train - mean) / std, (test - mean) / std
+
+
+def make_task(name: str, n_train: int, n_test: int, seed: int = 0) -> Task:
+    """The training and held-out points of ``name``."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    if name in ("moons", "checkerboard", "8gaussians", "25gaussians", "swissroll", "circles"):
+        x = sample_toy(name, n_train + n_test, g)
+        return Task(name, x[:n_train], x[n_train:], f"{name} 2D, {n_train} training points")
+    if name == "gmm32":
+        d, k = 32, 16
+        means = torch.randn(k, d, generator=g, dtype=torch.float64) * 1.5
+        x = GaussianMixture(means, 0.5).sample(n_train + n_test, g).float()
+        return Task(name, x[:n_train], x[n_train:], f"Gaussian mixture, d = {d}, {k} modes, std 0.5")
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        x = torch.tensor(load_digits().data, dtype=torch.float32)
+        perm = torch.randperm(x.shape[0], generator=g)
+        n_test = min(n_test, x.shape[0] // 5)
+        train, test = _standardise(x[perm[n_test:]], x[perm[:n_test]])
+        return Task(name, train, test, f"scikit-learn digits 8x8 (64-D), {train.shape[0]} train / {n_test} held out, standardised")
+    raise ValueError(f"unknown task {name!r}")
+
+
+@dataclass
+class Settings:
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    hidden: int = 256
+    depth: int = 3
+    seed: int = 0
+    n_eval: int = 1000
+    eval_seeds: int = 3
+    nfes: tuple[int, ...] = (1, 2, 4, 8)
+    n_train: int = 10_000
+    n_test: int = 2000
+    params: dict = field(default_factory=dict)
+
+
+def train(task: Task, coupling_name: str, s: Settings) -> tuple[nn.Module, float, float, dict]:
+    """Train one model; returns (model, seconds per step, preparation seconds, fit info)."""
+    d = task.train.shape[1]
+    source, target = GaussianSource((d,)), Finite(task.train)
+    coupling = COUPLINGS.build(coupling_name, **s.params.get(coupling_name, {}))
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coupling.prepare(source, target, torch.Generator().manual_seed(s.seed + 3))
+    prep = time.perf_counter() - t0
+    info = dict(getattr(coupling, "fit_info", {}) or {})
+    if caught:
+        info["warnings"] = "; ".join(str(w.message)[:120] for w in caught)
+    torch.manual_seed(s.seed)
+    model = MLP(d, hidden=s.hidden, depth=s.depth)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(s.seed + 1)
+    pair_g = torch.Generator().manual_seed(s.seed + 2)
+    start = time.perf_counter()
+    for _ in range(s.steps):
+        x0 = torch.randn(s.batch_size, d, generator=g)
+        x1 = target.sample(s.batch_size, g)
+        t = torch.rand(s.batch_size, generator=g)
+        pair = coupling(x0, x1, generator=pair_g)
+        xt = (1 - t[:, None]) * pair.x0 + t[:, None] * pair.x1
+        err = (model(xt, t) - (pair.x1 - pair.x0)).square().sum(1)
+        loss = (err * pair.weights).mean() if pair.weights is not None else err.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return model.eval(), (time.perf_counter() - start) / s.steps, prep, info
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, s: Settings) -> dict[str, tuple[float, float, float]]:
+    """``{setting: (mean W2, std over seeds, mean NFE)}`` against the held-out points."""
+    d = task.train.shape[1]
+    out: dict[str, list[tuple[float, int]]] = {}
+    for k in range(s.eval_seeds):
+        g = torch.Generator().manual_seed(500 + k)
+        x0 = torch.randn(s.n_eval, d, generator=g)
+        ref = task.test[torch.randperm(task.test.shape[0], generator=g)[: s.n_eval]]
+        for nfe in s.nfes:
+            x = sample(model, x0, sampler="euler", nfe=nfe).x
+            out.setdefault(f"euler {nfe}", []).append((wasserstein2(x, ref), nfe))
+        ad = sample(model, x0, sampler="dopri5")
+        out.setdefault("adaptive", []).append((wasserstein2(ad.x, ref), ad.nfe))
+    return {key: (statistics.mean(w for w, _ in v), statistics.pstdev([w for w, _ in v]) if len(v) > 1 else 0.0,
+                  statistics.mean(n for _, n in v)) for key, v in out.items()}
+
+
+def noise_floor(task: Task, s: Settings) -> float:
+    """W2 between training points and held-out points, both of the evaluation size."""
+    g = torch.Generator().manual_seed(77)
+    n = min(s.n_eval, task.test.shape[0])
+    a = task.train[torch.randperm(task.train.shape[0], generator=g)[:n]]
+    b = task.test[torch.randperm(task.test.shape[0], generator=g)[:n]]
+    return wasserstein2(a, b)
+
+
+def run(tasks: list[str], couplings: list[str], s: Settings, log=print) -> dict:
+    results: dict = {}
+    for name in tasks:
+        task = make_task(name, s.n_train, s.n_test, s.seed)
+        floor = noise_floor(task, s)
+        rows = {}
+        for c in couplings:
+            model, per_step, prep, info = train(task, c, s)
+            scores = evaluate(model, task, s)
+            rows[c] = dict(scores=scores, per_step=per_step, prep=prep, info=info)
+            log(f"{name:12s} {c:16s} step {per_step * 1e3:6.1f} ms prep {prep:6.1f} s  "
+                + "  ".join(f"{k}: {v[0]:.3f}" for k, v in scores.items()))
+        results[name] = dict(about=task.about, floor=floor, rows=rows)
+    return results
+
+
+def _verdict(row: dict, base: dict, floor: float) -> str:
+    w, sd, _ = row["scores"]["adaptive"]
+    wb, sdb, _ = base["scores"]["adaptive"]
+    margin = max(2 * math.hypot(sd, sdb), 0.05 * floor)
+    return "within noise" if w - wb <= margin else f"worse by {w - wb:.3f} (> {margin:.3f})"
+
+
+def report(results: dict, s: Settings, command: str, seconds: float) -> str:
+    lines = [
+        "# Couplings: sample quality against NFE on held-out data",
+        "",
+        f"Command: `{command}` ({seconds / 60:.1f} min; {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads).",
+        "",
+        f"Same MLP (hidden {s.hidden}, depth {s.depth}), {s.steps} steps at batch {s.batch_size}, AdamW lr "
+        f"{s.lr}, seed {s.seed} for every coupling; defaults of each coupling unless listed: "
+        f"`{s.params or {}}`. W2 (exact) of {s.n_eval} samples against {s.n_eval} held-out points, mean over "
+        f"{s.eval_seeds} noise/reference seeds (± their std). `floor`: W2 between training and held-out "
+        "points of the same size (the sampling noise of W2 itself).",
+        "",
+    ]
+    for name, res in results.items():
+        rows = res["rows"]
+        keys = list(next(iter(rows.values()))["scores"])
+        lines += [f"## {name}: {res['about']}", "", f"W2 floor (train vs held-out): {res['floor']:.3f}", "",
+                  "| coupling | " + " | ".join(keys) + " | adaptive NFE | step ms | prepare s | vs independent (adaptive) |",
+                  "|---|" + "---:|" * (len(keys) + 3) + "---|"]
+        base = rows.get("independent")
+        for c, row in rows.items():
+            cells = [f"{row['scores'][k][0]:.3f} ± {row['scores'][k][1]:.3f}" for k in keys]
+            verdict = "" if base is None or c == "independent" else _verdict(row, base, res["floor"])
+            lines.append(f"| {c} | " + " | ".join(cells) + f" | {row['scores']['adaptive'][2]:.0f} | "
+                         f"{row['per_step'] * 1e3:.1f} | {row['prep']:.1f} | {verdict} |")
+        notes = [f"- {c}: {row['info']}" for c, row in rows.items() if row["info"]]
+        lines += [""] + (["Fit information:", ""] + notes + [""] if notes else [])
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", default=["moons", "checkerboard", "25gaussians", "gmm32", "digits"])
+    p.add_argument("--couplings", nargs="+", default=list(DEFAULT_COUPLINGS))
+    p.add_argument("--steps", type=int, default=Settings.steps)
+    p.add_argument("--n-train", type=int, default=Settings.n_train)
+    p.add_argument("--eval-seeds", type=int, default=Settings.eval_seeds)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny budget, two tasks")
+    p.add_argument("--out", type=Path, default=RESULTS / "couplings_quality.md")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    s = Settings(steps=a.steps, n_train=a.n_train, eval_seeds=a.eval_seeds)
+    if a.quick:
+        s = Settings(steps=30, n_train=300, n_test=200, n_eval=100, eval_seeds=1, hidden=32, depth=2, nfes=(1, 2))
+        a.tasks = a.tasks[:2] if a.tasks != p.get_default("tasks") else ["moons", "gmm32"]
+    start = time.perf_counter()
+    results = run(a.tasks, a.couplings, s)
+    text = report(results, s, "python bench/couplings_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                  time.perf_counter() - start)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
