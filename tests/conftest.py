@@ -1,6 +1,18 @@
 import pytest
+import torch
 
 from monge.config import Config
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of many tiny kernels: on a shared 2-core machine more threads
+    only contend (a 64x48 logsumexp took ~100x longer with 2 threads under load). Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -10,13 +10,7 @@ from monge.models import MODELS, UNet, build_model
 TINY = dict(channels=(8, 16), groups=4, heads=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions run faster on one thread of a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise_output(model: UNet, seed: int = 0) -> None:

@@ -1,12 +1,7 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The OT tests run many tiny kernels; on a shared 2-core machine intra-op threads only
-    contend (a 64x48 logsumexp takes ~100x longer with 2 threads under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """The OT tests run many tiny kernels: one intra-op thread (see ``one_thread``)."""
     yield
-    torch.set_num_threads(before)
