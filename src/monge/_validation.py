@@ -7,7 +7,7 @@ import math
 import torch
 
 __all__ = [
-    "check_finite", "check_batch", "check_same_shape", "check_positive_int", "check_number", "check_positive",
+    "check_finite", "check_batch", "check_batches", "check_same_shape", "check_positive_int", "check_number", "check_positive",
     "MAX_SAMPLES",
 ]
 
@@ -31,6 +31,16 @@ def check_batch(x: torch.Tensor, name: str, min_dim: int = 2) -> None:
         )
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (batch size 0)")
+
+
+def check_batches(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    """Raise unless ``a`` and ``b`` are non-empty finite batches of one sample shape (sizes may differ)."""
+    check_batch(a, name_a)
+    check_batch(b, name_b)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same sample shape, got {tuple(a.shape[1:])} and {tuple(b.shape[1:])}"
+        )
 
 
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:

@@ -193,5 +193,5 @@ def test_classifier_frechet_distance_uses_the_classifier_features():
     fb = classifier_features(model, b).double().numpy()
     expected = _scipy_fd(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))
     assert got == pytest.approx(expected, rel=1e-4, abs=1e-9)
-    with pytest.raises(ValueError, match="same image shape"):
+    with pytest.raises(ValueError, match="same sample shape"):
         classifier_frechet_distance(a, torch.zeros(4, 1, 8, 8), model)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .._validation import check_batch
+from .._validation import check_batches
 from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,12 +70,7 @@ class Coupling(ABC):
 
     def check_inputs(self, x0: Tensor, x1: Tensor) -> None:
         """Raise ``ValueError`` unless ``x0`` and ``x1`` are batches of one sample shape."""
-        check_batch(x0, "x0")
-        check_batch(x1, "x1")
-        if x0.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                f"x0 and x1 must share their sample shape, got {tuple(x0.shape[1:])} and {tuple(x1.shape[1:])}"
-            )
+        check_batches(x0, x1, "x0", "x1")
 
     @abstractmethod
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled: ...

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_batch, check_positive_int
+from .._validation import check_batch, check_batches, check_positive_int
 
 __all__ = [
     "feature_statistics",
@@ -118,13 +118,7 @@ def classifier_frechet_distance(
     """
     from .classifier import classifier_features
 
-    check_batch(samples, "samples")
-    check_batch(reference, "reference")
-    if samples.shape[1:] != reference.shape[1:]:
-        raise ValueError(
-            f"samples and reference must have the same image shape, got {tuple(samples.shape[1:])} "
-            f"and {tuple(reference.shape[1:])}"
-        )
+    check_batches(samples, reference, "samples", "reference")
     return frechet_distance_from_features(
         classifier_features(classifier, samples, batch_size),  # type: ignore[arg-type]
         classifier_features(classifier, reference, batch_size),  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._validation import check_batch, check_positive
+from .._validation import check_batches, check_positive
 
 __all__ = ["ModeStats", "mode_stats"]
 
@@ -74,13 +74,7 @@ def mode_stats(
     radius : hit radius; default ``3 * std``.
     min_share : covered-mode threshold as a fraction of the uniform share ``n / K``.
     """
-    check_batch(samples, "samples")
-    check_batch(centres, "centres")
-    if samples.shape[1:] != centres.shape[1:]:
-        raise ValueError(
-            f"samples and centres must have the same sample shape, got {tuple(samples.shape[1:])} "
-            f"and {tuple(centres.shape[1:])}"
-        )
+    check_batches(samples, centres, "samples", "centres")
     std = _positive(std, "std")
     radius = 3.0 * std if radius is None else _positive(radius, "radius")
     min_share = _positive(min_share, "min_share")

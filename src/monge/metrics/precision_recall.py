@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._validation import check_batch, check_positive_int
+from .._validation import check_batch, check_batches, check_positive_int
 
 __all__ = ["PrecisionRecall", "knn_radii", "manifold_membership", "precision_recall"]
 
@@ -95,12 +95,7 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3, chunk_size: int = 1
     k : neighbourhood size of the manifold estimate (3 in the paper).
     chunk_size : rows of the distance matrix computed at once.
     """
-    check_batch(real, "real")
-    check_batch(fake, "fake")
-    if real.shape[1:] != fake.shape[1:]:
-        raise ValueError(
-            f"real and fake must have the same sample shape, got {tuple(real.shape[1:])} and {tuple(fake.shape[1:])}"
-        )
+    check_batches(real, fake, "real", "fake")
     k = check_positive_int(k, "k", 10_000)
     for name, x in (("real", real), ("fake", fake)):
         if x.shape[0] <= k:
