@@ -76,13 +76,12 @@ def check_number(
     """Return ``value`` (an int when ``integer``) if it is a real number (not a bool) in the
     interval from ``low`` to ``high`` (ends excluded when ``*_open``); else raise ``ValueError``."""
     kinds = (int,) if integer else (int, float)
-    ok = not isinstance(value, bool) and isinstance(value, kinds) and not math.isnan(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
-        what = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {what} in {lo}, {hi}, got {value!r}")
+    typed = not isinstance(value, bool) and isinstance(value, kinds) and not math.isnan(value)
+    if not typed or not ((value > low if low_open else value >= low)  # type: ignore[operator]
+                         and (value < high if high_open else value <= high)):  # type: ignore[operator]
+        interval = ("(" if low_open else "[") + f"{low:g}, {high:g}" + (")" if high_open else "]")
+        what = "an integer in" if integer else ("in" if typed else "a number in")
+        raise ValueError(f"{name} must be {what} {interval}, got {value!r}")
     return value if integer else float(value)  # type: ignore[return-value]
 
 

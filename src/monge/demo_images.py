@@ -52,7 +52,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_positive_int
+from ._validation import check_number, check_positive_int
 from .config import Config
 
 __all__ = ["DIGITS_COUPLINGS", "DIGITS_MODELS", "ImageRow", "ImageDemoResult", "image_demo_config",
@@ -189,11 +189,11 @@ def run_image_demo(
     ``command`` is quoted in the report.
     """
     from .couplings import COUPLINGS
-    from .samplers.expressway import expressway_sample
     from .data.digits import load_digits
     from .imageio import save_image_grid
     from .metrics.classifier import load_or_train_classifier
     from .samplers import sample
+    from .samplers.expressway import expressway_sample
 
     names = list(couplings)
     if not names or len(set(names)) != len(names):
@@ -213,8 +213,7 @@ def run_image_demo(
         COUPLINGS.get(name)
     if expressway_targets is not None:
         expressway_targets = check_positive_int(expressway_targets, "expressway_targets", 2**24)
-    if isinstance(expressway, bool) or not isinstance(expressway, (int, float)) or not 0.0 <= expressway < 1.0:
-        raise ValueError(f"expressway must be a start time t_s in [0, 1), got {expressway!r}")
+    check_number(expressway, "expressway (the start time t_s)", 0.0, 1.0, high_open=True)
     if model not in DIGITS_MODELS:
         raise ValueError(f"model must be one of {', '.join(DIGITS_MODELS)}, got {model!r}")
     out = Path(out)

@@ -214,7 +214,16 @@ def generate(
       independent pairs, so that the noised target is a typical point of the path at :math:`t_s`.
     """
     from .data.sources import build_data
-    from .samplers import MODEL_SAMPLERS, SAMPLERS, STEP_SCHEDULES, EvalTimeWarp, make_timesteps, sample, solve, steps_for_nfe
+    from .samplers import (
+        MODEL_SAMPLERS,
+        SAMPLERS,
+        STEP_SCHEDULES,
+        EvalTimeWarp,
+        make_timesteps,
+        sample,
+        solve,
+        steps_for_nfe,
+    )
 
     generator = torch.Generator().manual_seed(seed)
     x0 = build_data(config.data)[0].sample(n, generator=generator).to(device)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import check_batch, check_positive_int
+from ._validation import check_batch, check_number, check_positive_int
 
 __all__ = ["make_grid", "save_image_grid"]
 
@@ -27,8 +27,7 @@ def make_grid(
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (N, C, H, W) with C = 1 or 3, got {tuple(images.shape)}")
     nrow = check_positive_int(nrow, "nrow")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+    check_number(padding, "padding", 0, integer=True)
     lo, hi = float(value_range[0]), float(value_range[1])
     if not hi > lo:
         raise ValueError(f"value_range must be (lo, hi) with lo < hi, got {value_range!r}")

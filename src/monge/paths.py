@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._validation import check_positive, check_same_shape
+from ._validation import check_number, check_positive, check_same_shape
 from .registry import Registry
 
 __all__ = [
@@ -311,9 +311,7 @@ class InterpolantSchedule(Schedule):
     """
 
     def __init__(self, a: float = 1.0) -> None:
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0:
-            raise ValueError(f"a must be a finite float >= 0, got {a!r}")
-        self.a = float(a)
+        self.a = check_number(a, "a", 0.0, math.inf, high_open=True)
 
     def alpha(self, t: Tensor) -> Tensor:
         return t
@@ -350,9 +348,7 @@ def ddpm_alphas_cumprod(
     linear in :math:`\sqrt\beta`) or ``"squaredcos_cap_v2"`` (Nichol & Dhariwal 2021, betas
     capped at 0.999); the same definitions as diffusers' schedulers.
     """
-    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
-        raise ValueError(f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
-    n = num_train_timesteps
+    n = int(check_number(num_train_timesteps, "num_train_timesteps", 2, integer=True))
     if beta_schedule == "linear":
         betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
     elif beta_schedule == "scaled_linear":
@@ -613,9 +609,8 @@ class BrownianBridgePath(StochasticInterpolantPath):
     """
 
     def __init__(self, sigma: float = 1.0, t_eps: float = 1e-5) -> None:
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
-            raise ValueError(f"sigma must be a finite float >= 0, got {sigma!r}")
-        super().__init__(a=float(sigma) ** 2, t_eps=t_eps)
+        sigma = check_number(sigma, "sigma", 0.0, math.inf, high_open=True)
+        super().__init__(a=sigma**2, t_eps=t_eps)
         self.sigma = float(sigma)
 
 

@@ -12,6 +12,7 @@ from ..ot.exact import squared_euclidean_cost
 from ..ot.sinkhorn import sinkhorn
 from .base import COUPLINGS, Coupled, SolverCoupling, categorical, flat, uniform
 
+
 @COUPLINGS.register("entropic")
 class Entropic(SolverCoupling):
     r"""Pairs drawn from the minibatch entropic OT plan (Tong et al. 2024, SB-CFM; Cuturi 2013).

@@ -7,6 +7,7 @@ from torch import Tensor
 from ..ot.exact import assignment, squared_euclidean_cost
 from .base import COUPLINGS, AssignmentCoupling, check_equal_batches
 
+
 @COUPLINGS.register("exact_ot")
 class ExactOT(AssignmentCoupling):
     r"""Minibatch exact OT (OT-CFM, Tong et al. 2023; Pooladian et al. 2023).

@@ -9,7 +9,15 @@ from torch import Tensor
 
 from .._validation import check_positive_int
 from ..ot.exact import assignment, squared_euclidean_cost
-from .base import COUPLINGS, AssignmentCoupling, Coupled, Coupling, check_equal_batches, flat, gen_device
+from .base import (
+    COUPLINGS,
+    AssignmentCoupling,
+    Coupled,
+    Coupling,
+    check_equal_batches,
+    flat,
+    gen_device,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.sources import DataSource

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from .base import COUPLINGS, Coupled, Coupling
 
+
 @COUPLINGS.register("independent")
 class Independent(Coupling):
     r"""Independent coupling :math:`\pi = \mu \otimes \nu` (I-CFM, Lipman et al. 2023)."""

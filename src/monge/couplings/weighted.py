@@ -10,6 +10,7 @@ from torch import Tensor
 from .._validation import check_positive
 from .base import COUPLINGS, Coupled, Coupling, flat
 
+
 @COUPLINGS.register("wcfm")
 class WCFM(Coupling):
     r"""Weighted Conditional Flow Matching (W-CFM, Calvo-Ordoñez et al. 2025).

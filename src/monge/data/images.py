@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import MAX_SAMPLES, check_finite, check_positive_int
+from .._validation import MAX_SAMPLES, check_finite, check_number, check_positive_int
 from .sources import DataSource
 
 __all__ = [
@@ -171,8 +171,7 @@ class ImageDataset(DataSource):
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["ImageDataset", "ImageDataset"]:
         """A seeded random ``(train, test)`` split; ``test_fraction`` in (0, 1)."""
-        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        check_number(test_fraction, "test_fraction", 0.0, 1.0, low_open=True, high_open=True)
         n_test = int(round(len(self) * test_fraction))
         if n_test < 1 or n_test >= len(self):
             raise ValueError(f"test_fraction={test_fraction} leaves an empty split of {len(self)} images")

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_batch, check_positive_int
+from .._validation import check_batch, check_number, check_positive_int
 
 __all__ = [
     "FeatureClassifier",
@@ -162,8 +162,7 @@ def train_classifier(
     batch_size = check_positive_int(batch_size, "batch_size", 2**16)
     if not (isinstance(lr, (int, float)) and 0 < lr < 1):
         raise ValueError(f"lr must be in (0, 1), got {lr!r}")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    check_number(test_fraction, "test_fraction", 0.0, 1.0, high_open=True)
     if len(data) < 10:
         raise ValueError(f"dataset has {len(data)} images; the classifier needs at least 10")
     g = torch.Generator().manual_seed(int(seed))
@@ -301,9 +300,7 @@ def _check_probs(probs: Tensor) -> Tensor:
 
 
 def _threshold(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-    return float(value)
+    return check_number(value, name, 0.0, 1.0, low_open=True)
 
 
 def mode_mixture(
@@ -361,8 +358,7 @@ def classifier_mode_stats(
 ) -> ClassifierModeStats:
     """Coverage, mixture, per-class counts and KL-to-uniform from class probabilities ``(n, K)``."""
     p = _check_probs(probs)
-    if isinstance(min_share, bool) or not isinstance(min_share, (int, float)) or not 0 < min_share <= 1e6:
-        raise ValueError(f"min_share must be a positive number, got {min_share!r}")
+    check_number(min_share, "min_share", 0.0, 1e6, low_open=True)
     n, k = p.shape
     counts = torch.bincount(p.argmax(1).cpu(), minlength=k)
     num_covered = int((counts >= min_share * n / k).sum())

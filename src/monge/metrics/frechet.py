@@ -20,6 +20,7 @@ symmetric positive semi-definite :math:`M = \Sigma_1^{1/2}\Sigma_2\Sigma_1^{1/2}
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_batch, check_batches, check_positive_int
+from .._validation import check_batch, check_batches, check_number, check_positive_int
 
 __all__ = [
     "feature_statistics",
@@ -86,8 +87,7 @@ def frechet_distance(
             raise ValueError(f"{name} must have shape ({d}, {d}) to match mu1, got {s.shape}")
         if not np.allclose(s, s.T, rtol=1e-6, atol=1e-8 * max(1.0, float(np.abs(s).max()))):
             raise ValueError(f"{name} must be a symmetric covariance matrix")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < np.inf:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    eps = check_number(eps, "eps", 0.0, math.inf, high_open=True)
     if eps:
         s1 = s1 + eps * np.eye(d)
         s2 = s2 + eps * np.eye(d)

@@ -19,7 +19,7 @@ import torch
 from scipy.spatial.distance import cdist
 from torch import Tensor
 
-from .._validation import check_batch
+from .._validation import check_batch, check_positive_int
 from ..ot.sliced import sliced_wasserstein
 
 __all__ = ["wasserstein2", "sliced_wasserstein"]
@@ -52,8 +52,8 @@ def wasserstein2(x: Tensor, y: Tensor, num_iter_max: int | None = None) -> float
     n, m = xf.shape[0], yf.shape[0]
     if num_iter_max is None:
         num_iter_max = max(1_000_000, 50 * n * m)
-    elif isinstance(num_iter_max, bool) or not isinstance(num_iter_max, int) or num_iter_max < 1:
-        raise ValueError(f"num_iter_max must be a positive integer or None, got {num_iter_max!r}")
+    else:
+        check_positive_int(num_iter_max, "num_iter_max")
     cost = cdist(xf, yf, metric="sqeuclidean")  # differences, not the expanded form: exact zeros
     a = np.full(n, 1.0 / n)
     b = np.full(m, 1.0 / m)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_number
+
 __all__ = ["ClassConditional"]
 
 
@@ -34,8 +36,7 @@ class ClassConditional(nn.Module):
         k = getattr(model, "num_classes", None)
         if k is None:
             raise ValueError("the model is not class-conditional: build it with num_classes=K (e.g. UNet)")
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance >= 0:
-            raise ValueError(f"guidance must be a float >= 0, got {guidance!r}")
+        check_number(guidance, "guidance", 0.0)
         y = torch.as_tensor(labels)
         if y.is_floating_point() or y.is_complex() or y.dim() > 1:
             raise ValueError(f"labels must be an int or a 1-D integer tensor, got {y.dtype} {tuple(y.shape)}")

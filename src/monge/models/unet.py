@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import check_number
 from .embeddings import time_embedding as _time_embedding
 
 __all__ = ["UNet"]
@@ -131,19 +132,16 @@ class UNet(nn.Module):
                 "use fewer channels entries or resize the images"
             )
         for name, value, top in (("num_res_blocks", num_res_blocks, 16), ("heads", heads, 64), ("groups", groups, 1024)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-                raise ValueError(f"UNet {name} must be an integer in [1, {top}], got {value!r}")
+            check_number(value, f"UNet {name}", 1, top, integer=True)
         bad = [c for c in chans if c % groups]
         if bad:
             raise ValueError(f"UNet channels {chans} must all be divisible by groups={groups}; change one or the other")
         attn = [levels - 1] if attention_levels is None else list(attention_levels)
         if any(isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < levels for a in attn):
             raise ValueError(f"UNet attention_levels must be level indices in [0, {levels}), got {attention_levels!r}")
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                        or not 1 <= num_classes <= 1_000_000):
-            raise ValueError(f"UNet num_classes must be a positive integer or None, got {num_classes!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"UNet dropout must be in [0, 1), got {dropout!r}")
+        if num_classes is not None:
+            check_number(num_classes, "UNet num_classes", 1, 1_000_000, integer=True)
+        check_number(dropout, "UNet dropout", 0.0, 1.0, high_open=True)
 
         self.shape = (c_in, height, width)
         self.channels = tuple(chans)

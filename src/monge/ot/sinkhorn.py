@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_cost, check_positive_float, check_weights
-from .._validation import check_positive_int
+from .._validation import check_number, check_positive_int
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_unbalanced"]
 
@@ -124,8 +124,7 @@ def sinkhorn(
     if tau is not None:
         tau = check_positive_float(tau, "tau", allow_inf=True)
     if eps_scaling is not None:
-        if isinstance(eps_scaling, bool) or not isinstance(eps_scaling, (int, float)) or not 0 < eps_scaling < 1:
-            raise ValueError(f"eps_scaling must be a float in (0, 1) or None, got {eps_scaling!r}")
+        check_number(eps_scaling, "eps_scaling", 0.0, 1.0, low_open=True, high_open=True)
     if eps_start is not None:
         eps_start = check_positive_float(eps_start, "eps_start")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .._validation import check_batch
+from .._validation import check_batch, check_number
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..ot.semidiscrete import SemiDiscreteMap
@@ -27,9 +27,7 @@ DEFAULT_T_START = 0.5
 
 
 def _check_t_start(t_start: object) -> float:
-    if isinstance(t_start, bool) or not isinstance(t_start, (int, float)) or not 0.0 <= t_start < 1.0:
-        raise ValueError(f"t_start must be a float in [0, 1), got {t_start!r}")
-    return float(t_start)
+    return check_number(t_start, "t_start", 0.0, 1.0, high_open=True)
 
 
 @dataclass(frozen=True)
