@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .data.sources import DataSource
 from .metrics import mmd_rbf, mode_stats, straightness, wasserstein2
+from .paths import Schedule
 from .samplers import sample
 
 __all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison"]
@@ -43,6 +44,7 @@ def evaluate_field(
     seed: int = 0,
     device: torch.device | str = "cpu",
     expressway: tuple[Any, float, Any] | None = None,
+    schedule: Schedule | None = None,
 ) -> list[EvalRow]:
     r"""Sample ``n`` points from ``source`` pushed by ``field`` at each NFE and compare with fresh
     ``target`` samples: exact :math:`W_2`, RBF MMD², straightness
@@ -52,6 +54,9 @@ def evaluate_field(
     ``expressway=(sd_map, t_start, path)`` (a ``semidiscrete_ot`` run) adds rows
     ``expressway@t_start`` at each NFE: the same noises started from their OT cell's target
     noised to ``t_start`` (:func:`monge.couplings.expressway_sample`).
+
+    ``sampler`` is any of :data:`monge.samplers.SAMPLERS`; ``schedule`` is the alpha/sigma schedule
+    of the field's path, used by the samplers that need one (default: linear).
     """
     g = torch.Generator().manual_seed(seed)
     x0 = source.sample(n, generator=g, device=device)
@@ -67,13 +72,17 @@ def evaluate_field(
         if name == "expressway":
             from .couplings import expressway_sample
 
+            from .samplers.base import check_expressway_sampler
+
             sd_map, t_start, path = expressway
+            check_expressway_sampler(sampler, path)
             out = expressway_sample(field, sd_map, x0, t_start=t_start, sampler=sampler, nfe=nfe, path=path,
                                     generator=torch.Generator(device=x0.device).manual_seed(seed + 1),
                                     return_trajectory=True)
             name = f"expressway@{t_start:g}+{sampler}"
         else:
-            out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True)
+            out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True, schedule=schedule,
+                         generator=torch.Generator(device=x0.device).manual_seed(seed + 2))
         x1 = out.x
         row = EvalRow(
             sampler=name,
