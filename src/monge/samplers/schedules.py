@@ -13,7 +13,7 @@ from .timesteps import *  # noqa: F401,F403
 warnings.warn("monge.samplers.schedules is deprecated; import from monge.samplers.timesteps",
               DeprecationWarning, stacklevel=2)
 
-__all__ = [*_timesteps.__all__, "STEP_SCHEDULES", "fit_optimized_schedule"]
+__all__ = list(_timesteps.__all__)  # the old names STEP_SCHEDULES, fit_optimized_schedule: via __getattr__
 
 
 def __getattr__(name: str) -> Any:
