@@ -72,7 +72,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# ---------------------------------------------------------------------------- shared machinery
+# ---------------------------------------------------------------------------- first-order step
 def _first_order(x: Tensor, d0: Tensor, g: _Grid, k: int) -> Tensor:
     r"""DDIM / DPM-Solver++(1): :math:`\frac{\sigma_{k+1}}{\sigma_k}x + \alpha_{k+1}(1 - e^{-h}) D`."""
     h = g.ell[k + 1] - g.ell[k]
