@@ -1,5 +1,6 @@
 import pytest
 import torch
+import yaml
 
 from monge.config import Config
 
@@ -40,3 +41,19 @@ def tiny_config(tmp_path):
         return Config.from_dict(raw)
 
     return make
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    """A tiny YAML recipe (run ``tiny`` under ``tmp_path / "runs"``) for the command line."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"source": "gaussian", "target": "moons"},
+        "coupling": "exact_ot",
+        "model": {"name": "mlp", "hidden": 32, "depth": 2},
+        "train": {"steps": 30, "batch_size": 32, "eval_samples": 100, "checkpoint_every": 10},
+        "sample": {"nfe": [1, 2], "adaptive": False},
+    }))
+    return path

@@ -8,21 +8,6 @@ from monge.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture
-def recipe(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "tiny",
-        "output_dir": str(tmp_path / "runs"),
-        "data": {"source": "gaussian", "target": "moons"},
-        "coupling": "exact_ot",
-        "model": {"name": "mlp", "hidden": 32, "depth": 2},
-        "train": {"steps": 30, "batch_size": 32, "eval_samples": 100, "checkpoint_every": 10},
-        "sample": {"nfe": [1, 2], "adaptive": False},
-    }))
-    return path
-
-
 def test_train_sample_eval_end_to_end(recipe, tmp_path):
     res = runner.invoke(app, ["train", str(recipe), "train.steps=20", "--no-progress"])
     assert res.exit_code == 0, res.output

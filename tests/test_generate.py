@@ -1,4 +1,4 @@
-"""Sampling a run: step schedules, the optimized grid cache and the expressway, on the exact
+"""Sampling a run: step grids, the optimized grid cache and the expressway, on the exact
 velocity of a Gaussian mixture (no training)."""
 
 import pytest
@@ -31,7 +31,7 @@ def test_few_step_samplers_on_the_path_schedule_match_the_exact_flow(path):
     cfg = _config(path)
     model = Oracle(path_schedule(cfg))
     exact = generate(model, cfg, 300, sampler="rk4", nfe=400, seed=1).x
-    fast = generate(model, cfg, 300, sampler="dpm_solver_pp", nfe=20, schedule="uniform", seed=1)
+    fast = generate(model, cfg, 300, sampler="dpm_solver_pp", nfe=20, timesteps="uniform", seed=1)
     crude = generate(model, cfg, 300, sampler="euler", nfe=4, seed=1).x
     assert fast.nfe == 20
     err = (fast.x - exact).norm(dim=1).mean()
@@ -50,8 +50,8 @@ def test_optimized_grid_is_fitted_once_and_cached(tmp_path, monkeypatch):
 
     monkeypatch.setattr(monge.samplers, "optimized", lambda *a, **k: pytest.fail("refitted a cached grid"))
     assert torch.equal(optimized_timesteps(model, cfg, tmp_path, "euler", 4), grid)
-    out = generate(model, cfg, 200, sampler="euler", nfe=4, schedule="optimized", run_dir=tmp_path, seed=1)
-    uniform = generate(model, cfg, 200, sampler="euler", nfe=4, schedule="uniform", seed=1)
+    out = generate(model, cfg, 200, sampler="euler", nfe=4, timesteps="optimized", run_dir=tmp_path, seed=1)
+    uniform = generate(model, cfg, 200, sampler="euler", nfe=4, timesteps="uniform", seed=1)
     exact = generate(model, cfg, 200, sampler="rk4", nfe=400, seed=1).x
     assert out.nfe == 4
     assert (out.x - exact).norm(dim=1).mean() < (uniform.x - exact).norm(dim=1).mean()
@@ -68,9 +68,9 @@ def test_decoupled_schedule_is_fitted_once_cached_and_beats_the_grid(tmp_path, m
     monkeypatch.setattr(monge.samplers, "optimized_decoupled", lambda *a, **k: pytest.fail("refitted a cached fit"))
     cached = optimized_eval_times(model, cfg, tmp_path, "euler", 4)
     assert torch.equal(cached[0], ts) and torch.equal(cached[1], ev)
-    out = generate(model, cfg, 200, sampler="euler", nfe=4, schedule="optimized_decoupled", run_dir=tmp_path,
+    out = generate(model, cfg, 200, sampler="euler", nfe=4, timesteps="optimized_decoupled", run_dir=tmp_path,
                    seed=1)
-    grid_only = generate(model, cfg, 200, sampler="euler", nfe=4, schedule="optimized", run_dir=tmp_path, seed=1)
+    grid_only = generate(model, cfg, 200, sampler="euler", nfe=4, timesteps="optimized", run_dir=tmp_path, seed=1)
     exact = generate(model, cfg, 200, sampler="rk4", nfe=400, seed=1).x
     assert out.nfe == 4
     assert (out.x - exact).norm(dim=1).mean() < 0.7 * (grid_only.x - exact).norm(dim=1).mean()
@@ -80,15 +80,15 @@ def test_bad_requests_name_the_problem(tmp_path):
     cfg = _config()
     model = Oracle(path_schedule(cfg))
     with pytest.raises(ValueError, match="unknown sampler 'dpm'"):
-        generate(model, cfg, 4, sampler="dpm", schedule="uniform")
+        generate(model, cfg, 4, sampler="dpm", timesteps="uniform")
     with pytest.raises(ValueError, match="needs the run directory"):
         generate(model, cfg, 4, expressway=0.5)
     with pytest.raises(ValueError, match="needs the run directory"):
-        generate(model, cfg, 4, schedule="optimized")
+        generate(model, cfg, 4, timesteps="optimized")
     with pytest.raises(ValueError, match="needs the run directory"):
-        generate(model, cfg, 4, schedule="optimized_decoupled")
-    with pytest.raises(ValueError, match="unknown step schedule 'nope'.*optimized_decoupled"):
-        generate(model, cfg, 4, sampler="ddim", schedule="nope")
+        generate(model, cfg, 4, timesteps="optimized_decoupled")
+    with pytest.raises(ValueError, match="unknown step grid.*'nope'.*optimized_decoupled"):
+        generate(model, cfg, 4, sampler="ddim", timesteps="nope")
 
 
 def test_expressway_of_an_independent_run_fits_and_caches_the_map(tmp_path):

@@ -77,10 +77,10 @@ def sample_cmd(
     sampler: str = typer.Option(
         "euler", help="ODE: euler | midpoint | heun | rk4 | dopri5; few-step: ddim | dpm_solver_pp | "
         "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama"),
-    schedule: Optional[str] = typer.Option(
-        None, help="step grid: uniform | uniform_log_snr | karras | optimized (fitted to the model once "
-        "and cached in the run directory) | optimized_decoupled (optimized grid plus fitted network "
-        "evaluation times)"),
+    timesteps: Optional[str] = typer.Option(
+        None, "--timesteps", "--schedule", help="step grid: uniform | uniform_log_snr | karras | optimized (fitted "
+        "to the model once and cached in the run directory) | optimized_decoupled (optimized grid plus fitted "
+        "network evaluation times); --schedule is its old name"),
     expressway: Optional[float] = typer.Option(
         None, help="semidiscrete_ot runs: start at this time from the noised target of each noise's OT cell"),
     n: int = typer.Option(1000, "-n", help="number of samples"),
@@ -107,7 +107,7 @@ def sample_cmd(
         if grid is not None and grid.suffix.lower() != ".png":
             raise ValueError(f"--grid needs a .png path, got {grid}")
         model, cfg = load_model(checkpoint, ema=ema)
-        out = generate(model, cfg, n, sampler=sampler, nfe=nfe, schedule=schedule, expressway=expressway,
+        out = generate(model, cfg, n, sampler=sampler, nfe=nfe, timesteps=timesteps, expressway=expressway,
                        run_dir=run_dir_of(checkpoint), seed=seed, label=label, guidance=guidance)
         if grid is not None and out.x.dim() != 4:
             raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
@@ -115,7 +115,7 @@ def sample_cmd(
         _fail(err)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, out.x.cpu().numpy())
-    how = sampler if schedule is None else f"{sampler}, {schedule} steps"
+    how = sampler if timesteps is None else f"{sampler}, {timesteps} steps"
     if expressway is not None:
         how += f", expressway from t={expressway}"
     typer.echo(f"wrote {n} samples ({how}, {out.nfe} NFE) to {output}")
@@ -217,7 +217,7 @@ def fit_ot_cmd(
 def eval_cmd(
     checkpoints: List[Path] = typer.Argument(..., help="one or more checkpoint files or run directories"),
     nfe: str = typer.Option("1,2,4,8", help="comma-separated NFE budgets"),
-    sampler: str = typer.Option("euler"),
+    sampler: str = typer.Option("euler", help="any sampler of `monge sample` (uniform steps)"),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="also run dopri5"),
     n: int = typer.Option(1000, "-n", help="samples per evaluation"),
     seed: int = typer.Option(0),
@@ -231,6 +231,7 @@ def eval_cmd(
     """
     from .data.sources import build_data
     from .evaluate import evaluate_field, format_comparison, format_table
+    from .paths import PATHS
     from .train import load_model
 
     results: dict[str, list] = {}
@@ -247,7 +248,9 @@ def eval_cmd(
             label = cfg.name if cfg.name not in results else f"{cfg.name} ({checkpoint})"
             results[label] = evaluate_field(model, *build_data(cfg.data), nfes=nfes, sampler=sampler,
                                             adaptive=adaptive, n=n, seed=seed,
-                                            expressway=_expressway_of(checkpoint, cfg))
+                                            expressway=_expressway_of(checkpoint, cfg),
+                                            schedule=getattr(PATHS.build(cfg.path.name, **cfg.path.params),
+                                                             "schedule", None))
     except _USER_ERRORS as err:
         _fail(err)
     source, target = tasks.pop()

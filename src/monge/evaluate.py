@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .data.sources import DataSource
 from .metrics import mmd_rbf, mode_stats, straightness, wasserstein2
+from .paths import Schedule
 from .samplers import sample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,6 +47,7 @@ def evaluate_field(
     seed: int = 0,
     device: torch.device | str = "cpu",
     expressway: "Expressway | None" = None,
+    schedule: Schedule | None = None,
 ) -> list[EvalRow]:
     r"""Sample ``n`` points from ``source`` pushed by ``field`` at each NFE and compare with fresh
     ``target`` samples: exact :math:`W_2`, RBF MMD², straightness
@@ -55,6 +57,9 @@ def evaluate_field(
     ``expressway`` (a :class:`~monge.samplers.expressway.Expressway`, e.g. of a ``semidiscrete_ot``
     run) adds rows ``expressway@t_start`` at each NFE: the same noises started from their OT cell's
     target noised to ``t_start`` (:func:`monge.samplers.expressway.expressway_sample`).
+
+    ``sampler`` is any of :data:`monge.samplers.SAMPLERS`; ``schedule`` is the alpha/sigma schedule
+    of the field's path, used by the samplers that need one (default: linear).
     """
     g = torch.Generator().manual_seed(seed)
     x0 = source.sample(n, generator=g, device=device)
@@ -72,7 +77,8 @@ def evaluate_field(
                                     generator=torch.Generator(device=x0.device).manual_seed(seed + 1))
             name = f"expressway@{expressway.t_start:g}+{sampler}"
         else:
-            out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True)
+            out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True, schedule=schedule,
+                         generator=torch.Generator(device=x0.device).manual_seed(seed + 2))
         x1 = out.x
         row = EvalRow(
             sampler=name,

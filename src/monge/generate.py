@@ -1,4 +1,4 @@
-r"""Sampling a trained run: ODE samplers, few-step samplers on a step schedule (fixed or
+r"""Sampling a trained run: ODE samplers, few-step samplers on a step grid (fixed or
 optimized for the model and cached next to the checkpoint), and DPM-OT's expressway.
 
 A run trained by :class:`~monge.train.Trainer` predicts the velocity :math:`u_\theta(x, t)` of
@@ -43,8 +43,8 @@ def path_schedule(config: Config):
     schedule = getattr(path, "schedule", None)
     if schedule is None:
         raise ValueError(
-            f"path {config.path.name!r} has no alpha/sigma schedule; step schedules and diffusion samplers "
-            "need an affine path (linear, vp, ...): use an ODE sampler without --schedule"
+            f"path {config.path.name!r} has no alpha/sigma schedule; step grids and diffusion samplers "
+            "need an affine path (linear, vp, ...): use an ODE sampler without --timesteps"
         )
     return schedule
 
@@ -186,13 +186,14 @@ def generate(
     *,
     sampler: str = "euler",
     nfe: int = 8,
-    schedule: str | None = None,
+    timesteps: str | None = None,
     expressway: float | None = None,
     run_dir: str | Path | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     label: int | str | None = None,
     guidance: float = 1.0,
+    schedule: str | None = None,
 ) -> SampleOutput:
     r"""``n`` samples of a trained run.
 
@@ -201,12 +202,13 @@ def generate(
       guidance weight ``w`` of :class:`monge.models.ClassConditional`. Without ``label`` such a
       model samples its unconditional (null-label) field.
 
-    - ``schedule=None``, ODE sampler (``euler``, ``heun``, ``midpoint``, ``rk4``, ``dopri5``):
-      uniform steps in :math:`t` (:func:`monge.samplers.sample`).
-    - ``schedule`` in ``uniform``, ``uniform_log_snr``, ``karras``: that grid; ``"optimized"``:
-      :func:`optimized_timesteps` (needs ``run_dir``); ``"optimized_decoupled"``: a grid
-      and network evaluation times fitted together (:func:`optimized_eval_times`); any sampler of
-      :data:`monge.samplers.MODEL_SAMPLERS` (``ddim``, ``dpm_solver_pp``, ``unipc``, ...).
+    - ``timesteps=None``, ODE sampler (``euler``, ``heun``, ``midpoint``, ``rk4``, ``dopri5``):
+      uniform steps in :math:`t` (:func:`monge.samplers.sample`); a sampler that needs the path's
+      schedule (``ddim``, ``dpm_solver_pp``, ``unipc``, ...): the ``uniform`` grid.
+    - ``timesteps`` (the step grid) in ``uniform``, ``uniform_log_snr``, ``karras``: that grid;
+      ``"optimized"``: :func:`optimized_timesteps` (needs ``run_dir``); ``"optimized_decoupled"``: a
+      grid and network evaluation times fitted together (:func:`optimized_eval_times`); any
+      fixed-step sampler of :data:`monge.samplers.SAMPLERS`. ``schedule=`` is its deprecated name.
     - ``expressway=t_s``: DPM-OT's expressway. Map the noise to its OT cell (the run's
       :func:`semidiscrete_map`, fitted on first use when the run has none), start from the cell's
       target noised to :math:`t_s` and integrate :math:`[t_s, 1]` with ``sampler``/``nfe``
@@ -214,17 +216,17 @@ def generate(
       independent pairs, so that the noised target is a typical point of the path at :math:`t_s`.
     """
     from .data.sources import build_data
-    from .samplers import (
-        MODEL_SAMPLERS,
-        SAMPLERS,
-        STEP_SCHEDULES,
-        EvalTimeWarp,
-        make_timesteps,
-        sample,
-        solve,
-        steps_for_nfe,
-    )
+    from .samplers import GRIDS, SAMPLERS, EvalTimeWarp, make_timesteps, sample, solve, steps_for_nfe
 
+    if schedule is not None:
+        import warnings
+
+        warnings.warn("generate(schedule=...) is deprecated; the step grid is generate(timesteps=...)",
+                      DeprecationWarning, stacklevel=2)
+        if timesteps is not None:
+            raise ValueError("give the step grid once, as timesteps=")
+        timesteps = schedule
+    info = SAMPLERS.info(sampler)
     generator = torch.Generator().manual_seed(seed)
     x0 = build_data(config.data)[0].sample(n, generator=generator).to(device)
     model = model.to(device)
@@ -233,31 +235,30 @@ def generate(
     elif guidance != 1.0:
         raise ValueError("guidance needs a class label (label=K or 'all')")
     if expressway is not None:
-        if schedule is not None:
-            raise ValueError("--expressway integrates uniform steps on [t_s, 1]; drop --schedule")
+        if timesteps is not None:
+            raise ValueError("--expressway integrates uniform steps on [t_s, 1]; drop --timesteps")
         if run_dir is None:
             raise ValueError("the expressway needs the run directory, where the semi-discrete map is cached")
         sd_map = semidiscrete_map(config, run_dir, device=device)
         return expressway_of(config, sd_map, expressway).sample(model, x0, sampler=sampler, nfe=nfe,
                                                                 generator=generator)
-    if schedule is None and sampler in SAMPLERS:
+    if timesteps is None and not info.needs_schedule:
         return sample(model, x0, sampler=sampler, nfe=nfe)
-    if sampler not in MODEL_SAMPLERS:
-        valid = sorted(set(SAMPLERS.names()) | set(MODEL_SAMPLERS.names()))
-        raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(valid)}")
+    if info.adaptive:
+        raise ValueError(f"{sampler!r} is adaptive: it takes no step grid; drop --timesteps")
     sched = path_schedule(config)
-    schedule = schedule or "uniform"
-    if schedule in ("optimized", "optimized_decoupled"):
+    timesteps = timesteps or "uniform"
+    if timesteps in ("optimized", "optimized_decoupled"):
         if run_dir is None:
-            raise ValueError(f"schedule {schedule!r} needs the run directory to cache the fitted grid")
-        if schedule == "optimized":
+            raise ValueError(f"step grid {timesteps!r} needs the run directory to cache the fitted grid")
+        if timesteps == "optimized":
             ts = optimized_timesteps(model, config, run_dir, sampler, nfe)
         else:
             ts, ev = optimized_eval_times(model, config, run_dir, sampler, nfe)
             model = EvalTimeWarp(model, ts, ev)
-    elif schedule in STEP_SCHEDULES:
-        ts = make_timesteps(schedule, steps_for_nfe(sampler, nfe), sched)
+    elif timesteps in GRIDS:
+        ts = make_timesteps(timesteps, steps_for_nfe(sampler, nfe), sched)
     else:
-        valid = sorted(STEP_SCHEDULES.names()) + ["optimized", "optimized_decoupled"]
-        raise ValueError(f"unknown step schedule {schedule!r}; valid choices: {', '.join(valid)}")
+        valid = sorted(GRIDS.names()) + ["optimized", "optimized_decoupled"]
+        raise ValueError(f"unknown step grid (timesteps) {timesteps!r}; valid choices: {', '.join(valid)}")
     return solve(model, x0, sched, ts.to(device), sampler, prediction=_PREDICTION, generator=generator)

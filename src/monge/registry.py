@@ -22,15 +22,23 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, name: str, **meta: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering a factory under ``name``; ``meta`` is kept with it (:meth:`meta`)."""
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._items:
                 raise KeyError(f"{self.kind} {name!r} is already registered")
             self._items[name] = factory
+            self._meta[name] = dict(meta)
             return factory
 
         return decorator
+
+    def meta(self, name: str) -> dict[str, Any]:
+        """The metadata ``name`` was registered with (a copy)."""
+        self.get(name)
+        return dict(self._meta[name])
 
     def names(self) -> list[str]:
         return sorted(self._items)

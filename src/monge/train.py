@@ -304,6 +304,7 @@ class Trainer:
             seed=self.config.train.seed + 12345,
             device=self.device,
             expressway=self._expressway(),
+            schedule=getattr(self.path, "schedule", None),
         )
 
     def _expressway(self) -> "Expressway | None":

@@ -10,8 +10,8 @@ import torch
 from torchdiffeq import odeint
 
 from monge.data import GaussianMixture
-from monge.paths import SCHEDULES, DiscreteVPSchedule, Schedule
-from monge.samplers.diffusion import MODEL_SAMPLERS, STEP_COST, solve, steps_for_nfe
+from monge.paths import SCHEDULES, DiscreteVPSchedule
+from monge.samplers import SAMPLERS, solve, steps_for_nfe
 
 F64 = torch.float64
 
@@ -145,7 +145,7 @@ def test_prediction_types_give_the_same_samples(name):
         torch.testing.assert_close(outs[k], outs["data"], rtol=1e-7, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", sorted(STEP_COST))
+@pytest.mark.parametrize("name", sorted(SAMPLERS.costs()))
 def test_nfe_counted_honestly(name):
     sched = SCHEDULES.build("vp_linear")
     calls = [0]
@@ -158,7 +158,7 @@ def test_nfe_counted_honestly(name):
     ts = torch.linspace(0.0, 1.0, 6, dtype=F64)
     out = solve(model, torch.randn(8, 2, dtype=F64), sched, ts, name, generator=torch.Generator().manual_seed(0))
     assert out.nfe == calls[0]
-    expected = 9 if name == "heun_edm" else 5 * STEP_COST[name]  # Heun's last step (into sigma=0) is Euler
+    expected = 9 if name == "heun_edm" else 5 * SAMPLERS.info(name).evals_per_step  # Heun's last step (into sigma=0) is Euler
     assert out.nfe == expected
     assert steps_for_nfe(name, expected) == 5
 
@@ -214,7 +214,7 @@ def test_bad_input_is_rejected():
     # a noise predictor carries no information at pure noise (alpha=0): refuse, name the fix
     with pytest.raises(ValueError, match="alpha_t > 0"):
         solve(lambda y, t: y, x, sched, ts, "dpm_solver_pp", prediction="noise")
-    assert {"ddim", "dpm_solver_pp_2m", "unipc_bh1", "heun_edm", "euler", "rk4"} <= set(MODEL_SAMPLERS.names())
+    assert {"ddim", "dpm_solver_pp_2m", "unipc_bh1", "heun_edm", "euler", "rk4"} <= set(SAMPLERS.names())
 
 
 # ---------------------------------------------------------------------------- diffusers parity

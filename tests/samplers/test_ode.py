@@ -9,7 +9,7 @@ import torch
 
 from monge.data import GaussianMixture
 from monge.paths import CosineSchedule, LinearSchedule
-from monge.samplers import EVALS_PER_STEP, SAMPLERS, euler, heun, midpoint, rk4, sample
+from monge.samplers import SAMPLERS, euler, heun, midpoint, rk4, sample
 
 A = torch.tensor([[-0.5, 2.0], [-2.0, -0.5]], dtype=torch.float64)  # damped rotation
 
@@ -31,7 +31,7 @@ def test_convergence_order_on_linear_ode(fn, order):
     x0 = torch.tensor([[1.0, 0.5], [-0.3, 2.0]], dtype=torch.float64)
     ref = exact_linear(x0)
     steps = np.array([8, 16, 32, 64])
-    errs = [float((fn(linear_field, x0, torch.linspace(0, 1, n + 1, dtype=torch.float64)).x - ref).abs().max()) for n in steps]
+    errs = [float((fn(linear_field, x0, None, torch.linspace(0, 1, n + 1, dtype=torch.float64)).x - ref).abs().max()) for n in steps]
     slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
     assert abs(slope - order) < 0.3, (slope, errs)
 
@@ -45,7 +45,7 @@ def test_nfe_counted_and_budget_respected(name):
         return -x
 
     out = sample(field, torch.ones(3, 2), name, nfe=8)
-    assert out.nfe == len(calls) == (8 // EVALS_PER_STEP[name]) * EVALS_PER_STEP[name]
+    assert out.nfe == len(calls) == (8 // SAMPLERS.info(name).evals_per_step) * SAMPLERS.info(name).evals_per_step
     assert all(s == (3,) for s in calls)  # time is broadcast to the batch
 
 
@@ -75,7 +75,7 @@ def test_custom_timesteps_and_backward_integration():
     x0 = torch.randn(4, 2, dtype=torch.float64)
     ts = torch.tensor([0.0, 0.1, 0.3, 0.6, 1.0], dtype=torch.float64) ** 1
     fwd = sample(linear_field, x0, "rk4", timesteps=torch.linspace(0, 1, 33, dtype=torch.float64))
-    back = rk4(linear_field, fwd.x, torch.linspace(1, 0, 33, dtype=torch.float64))
+    back = rk4(linear_field, fwd.x, None, torch.linspace(1, 0, 33, dtype=torch.float64))
     assert torch.allclose(back.x, x0, atol=1e-7)
     assert sample(linear_field, x0, "euler", timesteps=ts).nfe == 4
 
@@ -130,6 +130,6 @@ def test_bad_x0_and_grid():
     with pytest.raises(ValueError, match="NaN"):
         sample(linear_field, torch.tensor([[float("nan"), 0.0]]))
     with pytest.raises(ValueError, match="monotonic"):
-        euler(linear_field, torch.ones(1, 2), torch.tensor([0.0, 0.5, 0.2, 1.0]))
+        euler(linear_field, torch.ones(1, 2), None, torch.tensor([0.0, 0.5, 0.2, 1.0]))
     with pytest.raises(ValueError, match="shape"):
         sample(lambda x, t: x[:, :1], torch.ones(2, 2))

@@ -8,7 +8,7 @@ import torch
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES
 from monge.samplers.diffusion import solve
-from monge.samplers.schedules import uniform_log_snr
+from monge.samplers.timesteps import uniform_log_snr
 from monge.samplers.sde import euler_maruyama
 
 F64 = torch.float64

@@ -1,21 +1,51 @@
-"""Samplers: fixed-step and adaptive ODE solvers for velocity fields (:mod:`.ode`), few-step
-diffusion samplers on any prediction type (:mod:`.diffusion`), the Euler-Maruyama SDE sampler
-(:mod:`.sde`) and step schedules (:mod:`.schedules`).
+"""Samplers: one registry, :data:`SAMPLERS`, of functions with one signature (:mod:`.base`):
+fixed-step and adaptive ODE solvers (:mod:`.ode`), few-step diffusion samplers on any prediction
+type (:mod:`.diffusion`), the Euler-Maruyama SDE sampler (:mod:`.sde`), and step grids
+(:mod:`.timesteps`).
 
-``SAMPLERS`` / :func:`sample` take a velocity ``field(x, t)``; ``MODEL_SAMPLERS`` / :func:`solve`
-take ``model(x, t)`` of any prediction type plus a :class:`~monge.paths.Schedule` and a grid.
+:func:`sample` runs any sampler with an NFE budget on a uniform grid from ``t0`` to ``t1``;
+:func:`solve` runs it on a given grid of flow times with a :class:`~monge.paths.Schedule`.
+Each sampler is registered with its cost per step, from which :func:`steps_for_nfe` follows.
 """
 
-from .ode import EVALS_PER_STEP, SAMPLERS, SampleOutput, dopri5, euler, heun, midpoint, rk4, sample
-from .diffusion import MODEL_SAMPLERS, STEP_COST, ddim, dpm_solver_pp, heun_edm, solve, steps_for_nfe, unipc
+import warnings
+from typing import Any
+
+from .base import SAMPLERS, SampleOutput, SamplerInfo, nfe_for_steps, sample, solve, steps_for_nfe
+from .ode import dopri5, euler, heun, midpoint, rk4
+from .diffusion import ddim, dpm_solver_pp, heun_edm, unipc
 from .sde import euler_maruyama
-from .schedules import (STEP_SCHEDULES, EvalTimeWarp, fit_eval_times, fit_optimized_schedule, karras,
-                        make_timesteps, optimized, optimized_decoupled, uniform_log_snr, uniform_t)
+from .timesteps import (GRIDS, EvalTimeWarp, fit_eval_times, karras, make_timesteps, optimized,
+                        optimized_decoupled, uniform_log_snr, uniform_t)
 
 __all__ = [
-    "EVALS_PER_STEP", "SAMPLERS", "SampleOutput", "dopri5", "euler", "heun", "midpoint", "rk4", "sample",
-    "MODEL_SAMPLERS", "STEP_COST", "ddim", "dpm_solver_pp", "heun_edm", "solve", "steps_for_nfe", "unipc",
+    "SAMPLERS", "SampleOutput", "SamplerInfo", "nfe_for_steps", "sample", "solve", "steps_for_nfe",
+    "dopri5", "euler", "heun", "midpoint", "rk4",
+    "ddim", "dpm_solver_pp", "heun_edm", "unipc",
     "euler_maruyama",
-    "STEP_SCHEDULES", "EvalTimeWarp", "fit_eval_times", "fit_optimized_schedule", "optimized_decoupled", "karras", "make_timesteps", "optimized", "uniform_log_snr",
-    "uniform_t",
+    "GRIDS", "EvalTimeWarp", "fit_eval_times", "karras", "make_timesteps", "optimized", "optimized_decoupled",
+    "uniform_log_snr", "uniform_t",
 ]
+
+#: Old names kept for one release (each access warns): name -> (module, new name).
+_DEPRECATED = {
+    "MODEL_SAMPLERS": (".diffusion", "SAMPLERS"),
+    "STEP_COST": (".diffusion", "SAMPLERS.info(name).evals_per_step"),
+    "EVALS_PER_STEP": (".ode", "SAMPLERS.info(name).evals_per_step"),
+    "STEP_SCHEDULES": (".timesteps", "GRIDS"),
+    "fit_optimized_schedule": (".timesteps", "optimized"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        import importlib
+
+        module = importlib.import_module(_DEPRECATED[name][0], __name__)
+        with warnings.catch_warnings():  # warn once, here, pointing at the caller
+            warnings.simplefilter("ignore", DeprecationWarning)
+            value = getattr(module, name)
+        warnings.warn(f"monge.samplers.{name} is deprecated; use monge.samplers.{_DEPRECATED[name][1]}",
+                      DeprecationWarning, stacklevel=2)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,11 +1,11 @@
 r"""Few-step diffusion samplers on data (:math:`\hat x_1`) predictions: DDIM, DPM-Solver++, UniPC, EDM-Heun.
 
-Every sampler has the signature
-``sampler(model, x, schedule, timesteps, *, prediction="velocity", generator=None,
+Every sampler has the one signature of :mod:`monge.samplers.base`,
+``sampler(model, x, schedule=None, ts, *, prediction="velocity", generator=None,
 return_trajectory=False, **options) -> SampleOutput`` where ``model(x, t)`` returns the prediction
 type ``prediction`` (see :mod:`monge.predictions`; it is converted exactly, so a velocity model runs
-through DPM-Solver++ and a noise model through Euler) and ``timesteps`` is a strictly increasing
-grid of **flow times** (``t = 0`` noise, ``t = 1`` data, :math:`x_t = \sigma_t x_0 + \alpha_t x_1`).
+through DPM-Solver++ and a noise model through Euler), ``schedule`` is the alpha/sigma schedule
+(``None``: linear) and ``ts`` is a strictly increasing grid of **flow times** (``t = 0`` noise, ``t = 1`` data, :math:`x_t = \sigma_t x_0 + \alpha_t x_1`).
 Diffusion papers run their time the other way (:math:`s = 1 - t`, noise at :math:`s = T`); the
 conversion happens here, at the boundary: a step from ``t_k`` to ``t_{k+1}`` is their step from
 :math:`s` to the smaller :math:`s' = 1 - t_{k+1}`.
@@ -34,29 +34,24 @@ UniPC lowers its order to the number of steps left. A step from or into an infin
 uncorrected. NFE is one model evaluation per step (two per Heun step); the final grid point is
 never evaluated.
 
-Also here: :data:`MODEL_SAMPLERS`, a registry of every sampler with this signature (the ODE
-samplers of :mod:`monge.samplers.ode` included, run on the converted velocity), and :func:`solve`.
+All are registered in :data:`monge.samplers.SAMPLERS` with their cost per step; :func:`solve`
+(re-exported here) runs any of them by name.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-from typing import Callable
+import warnings
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._validation import check_batch, check_finite
 from ..paths import Schedule
-from ..predictions import PREDICTIONS, Model, convert, convert_with
-from ..registry import Registry
-from .ode import SAMPLERS as ODE_SAMPLERS
-from .ode import SampleOutput
+from ..predictions import Model
+from .base import SAMPLERS, SampleOutput, _Grid, _output, _prepare, solve, steps_for_nfe
 
 __all__ = [
-    "MODEL_SAMPLERS",
-    "STEP_COST",
     "ddim",
     "dpm_solver_pp",
     "unipc",
@@ -65,119 +60,19 @@ __all__ = [
     "steps_for_nfe",
 ]
 
-#: Samplers with the signature ``(model, x, schedule, timesteps, *, prediction, generator, ...)``.
-MODEL_SAMPLERS: Registry = Registry("sampler")
-
-#: Model evaluations per step (``heun_edm`` saves one on its final Euler step).
-STEP_COST: dict[str, int] = {
-    "ddim": 1, "dpm_solver_pp": 1, "dpm_solver_pp_2m": 1, "dpm_solver_pp_3m": 1, "unipc": 1,
-    "unipc_bh1": 1, "unipc_bh2": 1, "heun_edm": 2, "euler_maruyama": 1,
-    "euler": 1, "midpoint": 2, "heun": 2, "rk4": 4,
-}
+_DEPRECATED = {"MODEL_SAMPLERS": "SAMPLERS (one registry for every sampler)",
+               "STEP_COST": "SAMPLERS.info(name).evals_per_step (or steps_for_nfe)"}
 
 
-# ---------------------------------------------------------------------------- shared machinery
-class _Denoiser:
-    """Calls ``model(x, t)``, counts NFE and converts its output to ``data`` / ``noise``."""
-
-    def __init__(self, model: Model, prediction: str, schedule: Schedule) -> None:
-        if not callable(model):
-            raise ValueError(f"model must be callable as model(x, t), got {type(model).__name__}")
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}; got {prediction!r}")
-        if not isinstance(schedule, Schedule):
-            raise ValueError(f"schedule must be a monge.paths.Schedule, got {type(schedule).__name__}")
-        self.model, self.prediction, self.schedule, self.nfe = model, prediction, schedule, 0
-
-    def raw(self, x: Tensor, t: Tensor) -> Tensor:
-        self.nfe += 1
-        tt = t.expand(x.shape[0])
-        out = self.model(x, tt)
-        if not torch.is_tensor(out) or out.shape != x.shape:
-            shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-            raise ValueError(f"model returned {shape} for input {tuple(x.shape)}; they must match")
-        return out
-
-    def to(self, out: Tensor, kind: str, x: Tensor, t: Tensor, grid: "_Grid | None" = None, k: int = 0) -> Tensor:
-        """``out`` (made at ``(x, t)``) as a ``kind`` prediction; with ``grid``, ``t = grid.t[k]`` and the
-        grid's precomputed coefficients are used."""
-        if grid is None:
-            y = convert(out, self.prediction, kind, x, t, self.schedule)
-        else:
-            y = convert_with(out, self.prediction, kind, x, *grid.coeffs(k, self.prediction, kind))
-        if not bool(torch.isfinite(y).all()):
-            raise ValueError(
-                f"the {self.prediction!r} prediction at t={float(t):.6g} has no finite {kind!r} equivalent "
-                f"(alpha_t={float(self.schedule.alpha(t)):.3g}, sigma_t={float(self.schedule.sigma(t)):.3g}); "
-                "start the timesteps where alpha_t > 0 and sigma_t > 0, e.g. timesteps[0] = 1e-3"
-            )
-        return y
-
-    def data(self, x: Tensor, grid: "_Grid", k: int) -> Tensor:
-        """The data prediction at the grid's ``k``-th time."""
-        t = grid.t[k]
-        return self.to(self.raw(x, t), "data", x, t, grid, k)
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        warnings.warn(f"monge.samplers.{name} is deprecated; use monge.samplers.{_DEPRECATED[name]}",
+                      DeprecationWarning, stacklevel=2)
+        return SAMPLERS if name == "MODEL_SAMPLERS" else SAMPLERS.costs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _Grid:
-    """Coefficients of a flow-time grid: alpha, sigma and the half log-SNR ``ell``."""
-
-    def __init__(self, schedule: Schedule, timesteps: Tensor, x: Tensor) -> None:
-        if not torch.is_tensor(timesteps) or timesteps.dim() != 1 or timesteps.numel() < 2:
-            raise ValueError("timesteps must be a 1D tensor of at least 2 flow times (both ends included)")
-        check_finite(timesteps, "timesteps")
-        ts = timesteps.to(device=x.device, dtype=x.dtype)
-        if not bool((ts.diff() > 0).all()):
-            raise ValueError("timesteps must be strictly increasing flow times (t=0 noise, t=1 data)")
-        if float(ts[0]) < 0.0 or float(ts[-1]) > 1.0:
-            raise ValueError(f"timesteps must lie in [0, 1], got [{float(ts[0])}, {float(ts[-1])}]")
-        self.t = ts
-        # Coefficients in float64, then cast: in float32, cos(pi/2) of the cosine schedule at
-        # t = 1 is -4e-8, a negative sigma whose log-SNR is NaN.
-        t64 = timesteps.detach().to(device=x.device, dtype=torch.float64)
-        with torch.no_grad():
-            alpha = schedule.alpha(t64).clamp_min(0.0)
-            sigma = schedule.sigma(t64).clamp_min(0.0)
-            ell = 0.5 * schedule.log_snr(t64)
-        self.alpha, self.sigma, self.ell = alpha.to(x.dtype), sigma.to(x.dtype), ell.to(x.dtype)
-        self._schedule, self._t64 = schedule, t64
-        self._derivatives: tuple[Tensor, Tensor] | None = None
-        if bool((self.sigma[:-1] <= 0).any()):
-            raise ValueError("timesteps: only the last time may have sigma_t = 0; drop the earlier noise-free times")
-
-    def __len__(self) -> int:
-        return self.t.numel() - 1
-
-    def coeffs(self, k: int, from_type: str, to_type: str) -> tuple:
-        """``(alpha, sigma, d_alpha, d_sigma)`` at the ``k``-th time, for a conversion between the two
-        prediction types (the derivatives, computed once per grid on first need, only with a velocity)."""
-        da = ds = None
-        if "velocity" in (from_type, to_type):
-            if self._derivatives is None:
-                with torch.no_grad():
-                    self._derivatives = (self._schedule.d_alpha(self._t64).to(self.alpha.dtype),
-                                         self._schedule.d_sigma(self._t64).to(self.alpha.dtype))
-            da, ds = self._derivatives[0][k], self._derivatives[1][k]
-        return self.alpha[k], self.sigma[k], da, ds
-
-    def finite(self, *idx: int) -> bool:
-        return all(math.isfinite(float(self.ell[i])) for i in idx)
-
-
-def _prepare(model, x, schedule, timesteps, prediction) -> tuple[_Denoiser, _Grid]:
-    if not torch.is_tensor(x):
-        raise ValueError("x must be a torch tensor of shape (batch, *shape)")
-    check_batch(x, "x", min_dim=1)
-    den = _Denoiser(model, prediction, schedule)
-    return den, _Grid(schedule, timesteps, x)
-
-
-def _output(x: Tensor, nfe: int, states: list[Tensor] | None, grid: _Grid) -> SampleOutput:
-    if states is None:
-        return SampleOutput(x=x, nfe=nfe)
-    return SampleOutput(x=x, nfe=nfe, trajectory=torch.stack(states), times=grid.t)
-
-
+# ---------------------------------------------------------------------------- first-order step
 def _first_order(x: Tensor, d0: Tensor, g: _Grid, k: int) -> Tensor:
     r"""DDIM / DPM-Solver++(1): :math:`\frac{\sigma_{k+1}}{\sigma_k}x + \alpha_{k+1}(1 - e^{-h}) D`."""
     h = g.ell[k + 1] - g.ell[k]
@@ -185,9 +80,10 @@ def _first_order(x: Tensor, d0: Tensor, g: _Grid, k: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- DDIM
-@MODEL_SAMPLERS.register("ddim")
+@SAMPLERS.register("ddim", evals_per_step=1, needs_schedule=True)
 def ddim(
-    model: Model, x: Tensor, schedule: Schedule, timesteps: Tensor, *, prediction: str = "velocity",
+    model: Model, x: Tensor, schedule: Schedule | None = None, ts: Tensor | None = None, *,
+    prediction: str = "velocity",
     generator: torch.Generator | None = None, return_trajectory: bool = False, eta: float = 0.0,
 ) -> SampleOutput:
     r"""DDIM (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models").
@@ -200,7 +96,7 @@ def ddim(
     """
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a float in [0, 1], got {eta!r}")
-    den, g = _prepare(model, x, schedule, timesteps, prediction)
+    den, g = _prepare(model, x, schedule, ts, prediction)
     states = [x] if return_trajectory else None
     for k in range(len(g)):
         d0 = den.data(x, g, k)
@@ -234,9 +130,10 @@ def _dpm_order(order: int, k: int, n: int, g: _Grid, lower_order_final: bool) ->
     return p
 
 
-@MODEL_SAMPLERS.register("dpm_solver_pp")
+@SAMPLERS.register("dpm_solver_pp", evals_per_step=1, needs_schedule=True)
 def dpm_solver_pp(
-    model: Model, x: Tensor, schedule: Schedule, timesteps: Tensor, *, prediction: str = "velocity",
+    model: Model, x: Tensor, schedule: Schedule | None = None, ts: Tensor | None = None, *,
+    prediction: str = "velocity",
     generator: torch.Generator | None = None, return_trajectory: bool = False, order: int = 2,
     lower_order_final: bool = True,
 ) -> SampleOutput:
@@ -257,7 +154,7 @@ def dpm_solver_pp(
     """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-    den, g = _prepare(model, x, schedule, timesteps, prediction)
+    den, g = _prepare(model, x, schedule, ts, prediction)
     n = len(g)
     states = [x] if return_trajectory else None
     ms: list[Tensor] = []
@@ -288,8 +185,8 @@ def dpm_solver_pp(
     return _output(x, den.nfe, states, g)
 
 
-MODEL_SAMPLERS.register("dpm_solver_pp_2m")(functools.partial(dpm_solver_pp, order=2))
-MODEL_SAMPLERS.register("dpm_solver_pp_3m")(functools.partial(dpm_solver_pp, order=3))
+SAMPLERS.register("dpm_solver_pp_2m", evals_per_step=1, needs_schedule=True)(functools.partial(dpm_solver_pp, order=2))
+SAMPLERS.register("dpm_solver_pp_3m", evals_per_step=1, needs_schedule=True)(functools.partial(dpm_solver_pp, order=3))
 
 
 # ---------------------------------------------------------------------------- UniPC
@@ -335,9 +232,10 @@ def _combine(rhos: Tensor, ds: list[Tensor]) -> Tensor:
     return sum(r * d for r, d in zip(rhos, ds))  # type: ignore[return-value]
 
 
-@MODEL_SAMPLERS.register("unipc")
+@SAMPLERS.register("unipc", evals_per_step=1, needs_schedule=True)
 def unipc(
-    model: Model, x: Tensor, schedule: Schedule, timesteps: Tensor, *, prediction: str = "velocity",
+    model: Model, x: Tensor, schedule: Schedule | None = None, ts: Tensor | None = None, *,
+    prediction: str = "velocity",
     generator: torch.Generator | None = None, return_trajectory: bool = False, order: int = 2,
     variant: str = "bh2", lower_order_final: bool = True, corrector: bool = True,
 ) -> SampleOutput:
@@ -355,7 +253,7 @@ def unipc(
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
-    den, g = _prepare(model, x, schedule, timesteps, prediction)
+    den, g = _prepare(model, x, schedule, ts, prediction)
     n = len(g)
     states = [x] if return_trajectory else None
     ms: list[Tensor] = []
@@ -393,14 +291,15 @@ def unipc(
     return _output(x, den.nfe, states, g)
 
 
-MODEL_SAMPLERS.register("unipc_bh1")(functools.partial(unipc, variant="bh1"))
-MODEL_SAMPLERS.register("unipc_bh2")(functools.partial(unipc, variant="bh2"))
+SAMPLERS.register("unipc_bh1", evals_per_step=1, needs_schedule=True)(functools.partial(unipc, variant="bh1"))
+SAMPLERS.register("unipc_bh2", evals_per_step=1, needs_schedule=True)(functools.partial(unipc, variant="bh2"))
 
 
 # ---------------------------------------------------------------------------- EDM Heun
-@MODEL_SAMPLERS.register("heun_edm")
+@SAMPLERS.register("heun_edm", evals_per_step=2, final_step_evals=1, needs_schedule=True)
 def heun_edm(
-    model: Model, x: Tensor, schedule: Schedule, timesteps: Tensor, *, prediction: str = "velocity",
+    model: Model, x: Tensor, schedule: Schedule | None = None, ts: Tensor | None = None, *,
+    prediction: str = "velocity",
     generator: torch.Generator | None = None, return_trajectory: bool = False,
 ) -> SampleOutput:
     r"""Deterministic EDM sampler (Karras et al. 2022, "Elucidating the Design Space of
@@ -416,7 +315,7 @@ def heun_edm(
     :math:`\sigma = 0` or out of :math:`\alpha = 0` stay Euler (DDIM), as in EDM. NFE is 2 per
     Heun step and 1 per Euler step.
     """
-    den, g = _prepare(model, x, schedule, timesteps, prediction)
+    den, g = _prepare(model, x, schedule, ts, prediction)
     states = [x] if return_trajectory else None
     for k in range(len(g)):
         a, s, a1, s1 = g.alpha[k], g.sigma[k], g.alpha[k + 1], g.sigma[k + 1]
@@ -432,60 +331,3 @@ def heun_edm(
         if states is not None:
             states.append(x)
     return _output(x, den.nfe, states, g)
-
-
-# ---------------------------------------------------------------------------- ODE samplers and dispatch
-def _ode_wrapper(name: str) -> Callable[..., SampleOutput]:
-    def run(model: Model, x: Tensor, schedule: Schedule, timesteps: Tensor, *, prediction: str = "velocity",
-            generator: torch.Generator | None = None, return_trajectory: bool = False) -> SampleOutput:
-        den, g = _prepare(model, x, schedule, timesteps, prediction)
-
-        def field(y: Tensor, t: Tensor) -> Tensor:
-            tt = t.reshape(-1)[0]  # the ODE samplers broadcast one time to the batch
-            out = den.raw(y, tt)
-            return out if prediction == "velocity" else den.to(out, "velocity", y, tt)
-
-        out = ODE_SAMPLERS.get(name)(field, x, g.t, return_trajectory=return_trajectory)
-        return SampleOutput(x=out.x, nfe=den.nfe, trajectory=out.trajectory, times=out.times)
-
-    run.__name__ = name
-    run.__doc__ = f"``{name}`` of :mod:`monge.samplers.ode` on the velocity converted from ``prediction``."
-    return run
-
-
-for _name in ("euler", "midpoint", "heun", "rk4"):
-    MODEL_SAMPLERS.register(_name)(_ode_wrapper(_name))
-
-
-def _ensure_registered() -> None:
-    from . import sde  # noqa: F401  (registers euler_maruyama)
-
-
-def solve(
-    model: Model, x: Tensor, schedule: Schedule, timesteps: Tensor, sampler: str = "dpm_solver_pp",
-    *, prediction: str = "velocity", generator: torch.Generator | None = None,
-    return_trajectory: bool = False, **options,
-) -> SampleOutput:
-    """Run the sampler named ``sampler`` (any of :data:`MODEL_SAMPLERS`) under ``torch.no_grad()``.
-
-    ``options`` go to the sampler (``eta``, ``order``, ``variant``, ...).
-    """
-    _ensure_registered()
-    fn = MODEL_SAMPLERS.get(sampler)
-    with torch.no_grad():
-        return fn(model, x, schedule, timesteps, prediction=prediction, generator=generator,
-                  return_trajectory=return_trajectory, **options)
-
-
-def steps_for_nfe(sampler: str, nfe: int) -> int:
-    """Steps a budget of ``nfe`` model evaluations buys (``heun_edm``: its last step is Euler)."""
-    if sampler not in STEP_COST:
-        raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(sorted(STEP_COST))}")
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
-    if sampler == "heun_edm":
-        return (nfe + 1) // 2
-    n = nfe // STEP_COST[sampler]
-    if n < 1:
-        raise ValueError(f"nfe={nfe} is below one step of {sampler!r} ({STEP_COST[sampler]} evaluations)")
-    return n

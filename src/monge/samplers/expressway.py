@@ -117,5 +117,6 @@ def expressway_sample(
     from . import sample
 
     x, t0 = expressway_start(sd_map, noise, t_start, path, generator, reuse_noise)
-    return sample(field, x, sampler=sampler, nfe=nfe, t0=t0, t1=1.0, return_trajectory=return_trajectory)
+    return sample(field, x, sampler=sampler, nfe=nfe, t0=t0, t1=1.0, return_trajectory=return_trajectory,
+                  schedule=_schedule_of(path), generator=generator)
 

@@ -1,10 +1,13 @@
 r"""Fixed-step and adaptive ODE samplers for :math:`\dot x = v(x, t)`.
 
-Every fixed-step sampler is one short function with the signature
-``sampler(field, x, ts, return_trajectory=False) -> SampleOutput``, where ``field(x, t)`` takes
-``x`` ``(batch, *shape)`` and ``t`` ``(batch,)`` and ``ts`` is the 1D time grid, both ends
-included (increasing from noise to data, or decreasing to run the flow backwards). With
-:math:`h = t_{k+1} - t_k`:
+Every sampler has the one signature of :mod:`monge.samplers.base`,
+``sampler(field, x, schedule=None, ts, *, prediction="velocity", return_trajectory=False,
+generator=None) -> SampleOutput``, where ``field(x, t)`` takes ``x`` ``(batch, *shape)`` and ``t``
+``(batch,)`` and ``ts`` is the 1D time grid, both ends included (increasing from noise to data, or
+decreasing to run the flow backwards). A velocity field is integrated as it is (``schedule``
+unused); a model of another prediction type, or any model given a ``schedule``, runs on the
+velocity converted through ``schedule`` (default linear) on an increasing grid in ``[0, 1]``, as the
+diffusion samplers do. With :math:`h = t_{k+1} - t_k`:
 
 - ``euler`` (order 1): :math:`x_{k+1} = x_k + h v(x_k, t_k)`;
 - ``midpoint`` (order 2): :math:`x_{k+1} = x_k + h v(x_k + \tfrac h2 v(x_k, t_k), t_k + \tfrac h2)`;
@@ -13,25 +16,27 @@ included (increasing from noise to data, or decreasing to run the flow backwards
 - ``rk4`` (order 4): the classical Runge-Kutta scheme;
 - ``dopri5``: adaptive Dormand-Prince 5(4) through ``torchdiffeq``, reporting the NFE it used.
 
-:func:`sample` turns an NFE budget into a uniform grid and counts the evaluations it makes.
+The old call ``euler(field, x, ts)`` (grid third) still works for one release, with a
+``DeprecationWarning``; :func:`~monge.samplers.sample` turns an NFE budget into a uniform grid.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import warnings
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from .._validation import check_finite, check_positive_int
-from ..registry import Registry
+from ..paths import Schedule
+from ..predictions import Model
+from .base import SAMPLERS, Field, SampleOutput, _Counted, _prepare, sample
 
 __all__ = [
     "Field",
     "SampleOutput",
     "SAMPLERS",
-    "EVALS_PER_STEP",
     "euler",
     "midpoint",
     "heun",
@@ -40,50 +45,13 @@ __all__ = [
     "sample",
 ]
 
-Field = Callable[[Tensor, Tensor], Tensor]
 
-SAMPLERS: Registry = Registry("sampler")
-
-#: Field evaluations per step of each fixed-step sampler.
-EVALS_PER_STEP: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
-
-
-@dataclass(frozen=True)
-class SampleOutput:
-    """Result of a sampler.
-
-    Attributes
-    ----------
-    x : Tensor
-        Final state ``(batch, *shape)``.
-    nfe : int
-        Number of field evaluations made.
-    trajectory : Tensor or None
-        ``(n_times, batch, *shape)`` states at ``times`` when asked for.
-    times : Tensor or None
-        ``(n_times,)`` times of the trajectory states.
-    """
-
-    x: Tensor
-    nfe: int
-    trajectory: Tensor | None = None
-    times: Tensor | None = None
-
-
-class _Counted:
-    """Wraps a field, broadcasts scalar time to the batch and counts evaluations."""
-
-    def __init__(self, field: Field) -> None:
-        self.field = field
-        self.nfe = 0
-
-    def __call__(self, x: Tensor, t: Tensor | float) -> Tensor:
-        self.nfe += 1
-        tt = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        v = self.field(x, tt.expand(x.shape[0]) if tt.dim() == 0 else tt)
-        if v.shape != x.shape:
-            raise ValueError(f"field returned shape {tuple(v.shape)} for input {tuple(x.shape)}; they must match")
-        return v
+def __getattr__(name: str) -> Any:
+    if name == "EVALS_PER_STEP":
+        warnings.warn("EVALS_PER_STEP is deprecated; use SAMPLERS.info(name).evals_per_step "
+                      "(or monge.samplers.steps_for_nfe)", DeprecationWarning, stacklevel=2)
+        return {n: SAMPLERS.info(n).evals_per_step for n in ("euler", "midpoint", "heun", "rk4")}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_grid(ts: Tensor) -> Tensor:
@@ -96,8 +64,25 @@ def _check_grid(ts: Tensor) -> Tensor:
     return ts
 
 
-def _run(step: Callable[[_Counted, Tensor, Tensor, Tensor], Tensor], field: Field, x: Tensor,
-         ts: Tensor, return_trajectory: bool) -> SampleOutput:
+def _legacy_grid(name: str, schedule: Any, ts: Any, return_trajectory: bool) -> tuple[Any, Any, bool]:
+    """Map the old ``name(field, x, ts[, return_trajectory])`` call (grid third) to the new arguments."""
+    if torch.is_tensor(schedule):
+        warnings.warn(f"{name}(field, x, ts) is deprecated; call {name}(field, x, None, ts) "
+                      "(the grid is the fourth argument, after the schedule)", DeprecationWarning, stacklevel=4)
+        return None, schedule, ts if isinstance(ts, bool) else return_trajectory
+    return schedule, ts, return_trajectory
+
+
+def _run(step: Callable[[_Counted, Tensor, Tensor, Tensor], Tensor], name: str, model: Model, x: Tensor,
+         schedule: Schedule | None, ts: Tensor | None, prediction: str, return_trajectory: bool) -> SampleOutput:
+    schedule, ts, return_trajectory = _legacy_grid(name, schedule, ts, return_trajectory)
+    if schedule is None and prediction == "velocity":
+        field = model
+        if ts is None:
+            raise ValueError("ts must be a 1D tensor of at least 2 times (both ends included)")
+    else:  # through the schedule: checked and converted as by the diffusion samplers
+        den, g = _prepare(model, x, schedule, ts, prediction)
+        field, ts = den.velocity_field(), g.t
     ts = _check_grid(ts).to(device=x.device, dtype=x.dtype)
     f = _Counted(field)
     states = [x] if return_trajectory else None
@@ -133,97 +118,88 @@ def _rk4_step(f: _Counted, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
     return x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
-@SAMPLERS.register("euler")
-def euler(field: Field, x: Tensor, ts: Tensor, return_trajectory: bool = False) -> SampleOutput:
+@SAMPLERS.register("euler", evals_per_step=1)
+def euler(field: Model, x: Tensor, schedule: Schedule | None = None, ts: Tensor | None = None, *,
+          prediction: str = "velocity", return_trajectory: bool = False,
+          generator: torch.Generator | None = None) -> SampleOutput:
     r"""Explicit Euler: :math:`x_{k+1} = x_k + h_k v(x_k, t_k)` (order 1, 1 NFE per step)."""
-    return _run(_euler_step, field, x, ts, return_trajectory)
+    return _run(_euler_step, "euler", field, x, schedule, ts, prediction, return_trajectory)
 
 
-@SAMPLERS.register("midpoint")
-def midpoint(field: Field, x: Tensor, ts: Tensor, return_trajectory: bool = False) -> SampleOutput:
+@SAMPLERS.register("midpoint", evals_per_step=2)
+def midpoint(field: Model, x: Tensor, schedule: Schedule | None = None, ts: Tensor | None = None, *,
+             prediction: str = "velocity", return_trajectory: bool = False,
+             generator: torch.Generator | None = None) -> SampleOutput:
     r"""Explicit midpoint: :math:`x_{k+1} = x_k + h v(x_k + \frac h2 v(x_k, t_k), t_k + \frac h2)` (order 2)."""
-    return _run(_midpoint_step, field, x, ts, return_trajectory)
+    return _run(_midpoint_step, "midpoint", field, x, schedule, ts, prediction, return_trajectory)
 
 
-@SAMPLERS.register("heun")
-def heun(field: Field, x: Tensor, ts: Tensor, return_trajectory: bool = False) -> SampleOutput:
+@SAMPLERS.register("heun", evals_per_step=2)
+def heun(field: Model, x: Tensor, schedule: Schedule | None = None, ts: Tensor | None = None, *,
+         prediction: str = "velocity", return_trajectory: bool = False,
+         generator: torch.Generator | None = None) -> SampleOutput:
     r"""Heun: :math:`x_{k+1} = x_k + \frac h2 (v(x_k, t_k) + v(x_k + h v_k, t_{k+1}))` (order 2)."""
-    return _run(_heun_step, field, x, ts, return_trajectory)
+    return _run(_heun_step, "heun", field, x, schedule, ts, prediction, return_trajectory)
 
 
-@SAMPLERS.register("rk4")
-def rk4(field: Field, x: Tensor, ts: Tensor, return_trajectory: bool = False) -> SampleOutput:
+@SAMPLERS.register("rk4", evals_per_step=4)
+def rk4(field: Model, x: Tensor, schedule: Schedule | None = None, ts: Tensor | None = None, *,
+        prediction: str = "velocity", return_trajectory: bool = False,
+        generator: torch.Generator | None = None) -> SampleOutput:
     r"""Classical Runge-Kutta: :math:`x_{k+1} = x_k + \frac h6 (k_1 + 2k_2 + 2k_3 + k_4)` (order 4)."""
-    return _run(_rk4_step, field, x, ts, return_trajectory)
+    return _run(_rk4_step, "rk4", field, x, schedule, ts, prediction, return_trajectory)
 
 
-@SAMPLERS.register("dopri5")
+@SAMPLERS.register("dopri5", evals_per_step=None)
 def dopri5(
-    field: Field,
+    field: Model,
     x: Tensor,
-    t0: float = 0.0,
-    t1: float = 1.0,
+    schedule: Schedule | float | None = None,
+    ts: Tensor | float | None = None,
+    *,
+    prediction: str = "velocity",
+    return_trajectory: bool = False,
+    generator: torch.Generator | None = None,
+    t0: float | None = None,
+    t1: float | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-5,
-    return_trajectory: bool = False,
     n_saved: int = 33,
 ) -> SampleOutput:
     r"""Adaptive Dormand-Prince 5(4) (``torchdiffeq.odeint``); ``nfe`` is the count of evaluations.
 
-    With ``return_trajectory`` the solution is also reported at ``n_saved`` uniform times
-    (interpolated by the solver, which does not change its steps).
+    It integrates from ``ts[0]`` to ``ts[-1]`` (only the ends of the grid are used), or from ``t0``
+    to ``t1`` (default 0 to 1) without ``ts``. With ``return_trajectory`` the solution is also
+    reported at ``n_saved`` uniform times (interpolated by the solver, which does not change its
+    steps). The old call ``dopri5(field, x, t0, t1)`` still works, with a ``DeprecationWarning``.
     """
     from torchdiffeq import odeint
 
+    if isinstance(schedule, (int, float)) and not isinstance(schedule, bool):  # old dopri5(field, x, t0, t1)
+        warnings.warn("dopri5(field, x, t0, t1) is deprecated; call dopri5(field, x, t0=t0, t1=t1)",
+                      DeprecationWarning, stacklevel=2)
+        schedule, t0, t1, ts = None, schedule, 1.0 if ts is None else ts, None
+    if ts is not None:
+        if t0 is not None or t1 is not None:
+            raise ValueError("give the ends as ts or as t0/t1, not both")
+        if not torch.is_tensor(ts) or ts.dim() != 1 or ts.numel() < 2:
+            raise ValueError("ts must be a 1D tensor of at least 2 times (both ends included)")
+        t0, t1 = float(ts[0]), float(ts[-1])
+    t0 = 0.0 if t0 is None else t0
+    t1 = 1.0 if t1 is None else t1
     n_saved = check_positive_int(n_saved, "n_saved")
     if n_saved < 2:
         raise ValueError(f"n_saved must be >= 2, got {n_saved}")
+    if schedule is not None or prediction != "velocity":
+        den, _ = _prepare(field, x, schedule, torch.tensor([float(t0), float(t1)], dtype=torch.float64), prediction)
+        field = den.velocity_field()
     f = _Counted(field)
     n_times = n_saved if return_trajectory else 2
-    ts = torch.linspace(float(t0), float(t1), n_times, dtype=x.dtype, device=x.device)
-    traj = odeint(lambda t, y: f(y, t), x, ts, method="dopri5", atol=atol, rtol=rtol)
+    grid = torch.linspace(float(t0), float(t1), n_times, dtype=x.dtype, device=x.device)
+    traj = odeint(lambda t, y: f(y, t), x, grid, method="dopri5", atol=atol, rtol=rtol)
     return SampleOutput(
         x=traj[-1],
         nfe=f.nfe,
         trajectory=traj if return_trajectory else None,
-        times=ts if return_trajectory else None,
+        times=grid if return_trajectory else None,
     )
-
-
-def sample(
-    field: Field,
-    x0: Tensor,
-    sampler: str = "euler",
-    nfe: int = 8,
-    t0: float = 0.0,
-    t1: float = 1.0,
-    timesteps: Tensor | None = None,
-    return_trajectory: bool = False,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-) -> SampleOutput:
-    r"""Integrate ``field`` from ``x0`` at ``t0`` to ``t1`` with a budget of ``nfe`` evaluations.
-
-    A fixed-step sampler takes ``nfe // EVALS_PER_STEP[sampler]`` uniform steps (or the grid
-    ``timesteps`` when given, whose length then sets the cost); ``dopri5`` ignores ``nfe`` and
-    adapts its steps to ``atol``/``rtol``. Runs under ``torch.no_grad()``; module train/eval
-    modes are left to the caller.
-    """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(SAMPLERS.names())}")
-    if not torch.is_tensor(x0) or x0.dim() < 1 or x0.shape[0] == 0:
-        raise ValueError("x0 must be a non-empty tensor of shape (batch, *shape)")
-    check_finite(x0, "x0")
-    with torch.no_grad():
-        if sampler == "dopri5":
-            return dopri5(field, x0, t0, t1, atol=atol, rtol=rtol, return_trajectory=return_trajectory)
-        if timesteps is None:
-            nfe = check_positive_int(nfe, "nfe")
-            per = EVALS_PER_STEP[sampler]
-            if nfe < per:
-                raise ValueError(
-                    f"nfe={nfe} is below one step of {sampler!r} ({per} evaluations); "
-                    f"use nfe >= {per} or the 'euler' sampler"
-                )
-            timesteps = torch.linspace(float(t0), float(t1), nfe // per + 1, dtype=x0.dtype, device=x0.device)
-        return SAMPLERS.get(sampler)(field, x0, timesteps, return_trajectory=return_trajectory)

@@ -21,15 +21,15 @@ from torch import Tensor
 
 from ..paths import Schedule
 from ..predictions import Model
-from .diffusion import MODEL_SAMPLERS, _output, _prepare
-from .ode import SampleOutput
+from .base import SAMPLERS, SampleOutput, _output, _prepare
 
 __all__ = ["euler_maruyama"]
 
 
-@MODEL_SAMPLERS.register("euler_maruyama")
+@SAMPLERS.register("euler_maruyama", evals_per_step=1, needs_schedule=True)
 def euler_maruyama(
-    model: Model, x: Tensor, schedule: Schedule, timesteps: Tensor, *, prediction: str = "velocity",
+    model: Model, x: Tensor, schedule: Schedule | None = None, ts: Tensor | None = None, *,
+    prediction: str = "velocity",
     generator: torch.Generator | None = None, return_trajectory: bool = False,
     diffusion: str | Callable[[Tensor], Tensor] = "reverse", noise_scale: float = 1.0,
     last_step: str = "mean",
@@ -59,7 +59,7 @@ def euler_maruyama(
         raise ValueError(f"last_step must be 'mean' or 'euler_maruyama', got {last_step!r}")
     if diffusion != "reverse" and not callable(diffusion):
         raise ValueError(f"diffusion must be 'reverse' or a callable t -> epsilon_t, got {diffusion!r}")
-    den, g = _prepare(model, x, schedule, timesteps, prediction)
+    den, g = _prepare(model, x, schedule, ts, prediction)
     n = len(g)
     states = [x] if return_trajectory else None
     for k in range(n):
@@ -68,7 +68,7 @@ def euler_maruyama(
         s = g.sigma[k]
         t1 = t.reshape(1)
         if diffusion == "reverse":
-            eps_t = 0.5 * s**2 * schedule.d_log_snr(t1)[0]
+            eps_t = 0.5 * s**2 * den.schedule.d_log_snr(t1)[0]
         else:
             eps_t = torch.as_tensor(diffusion(t1), dtype=x.dtype, device=x.device).reshape(-1)[0]
             if bool(eps_t < 0):
