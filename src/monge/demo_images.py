@@ -9,22 +9,16 @@ is noised back to :math:`t_s` as :math:`x_{t_s} = (1-t_s)\,\xi + t_s\,y` (fresh 
 integrated over :math:`[t_s, 1]`. ``independent`` + expressway is DPM-OT proper: a normally
 trained model, the OT map used only at sampling time.
 
-Expressway defaults, chosen by measurement (``bench/digits_expressway.py``; 16x16, MLP, 5000
-steps, 10 Euler NFE, against the independent model's adaptive Fréchet distance 55.97):
+Expressway defaults, chosen by measurement (``bench/digits_expressway.py``; figures in
+``bench/results/digits.md``):
 
-* the model matters most: at :math:`t_s = 0.5` the independent model scores Fréchet 38.3
-  (mixture 0.151) against 94.0 (0.216) for the model trained with ``semidiscrete_ot`` pairs: that
-  model only saw points :math:`(1-t)\,z + t\,T(z)` with :math:`z` in the cell of :math:`T(z)`, so a
-  digit noised with fresh noise is off its training distribution;
-* the map's size barely matters: all 1438 training digits instead of 512 gave 39.5 (0.145) with a
-  fit of 379 s instead of 17 s, so the map goes onto 512 training digits (``expressway_targets``);
-* :math:`t_s = 0.5` is kept: lower :math:`t_s` loses the map's effect (0.4: 50.8; 0.3: 68.1;
-  0.2: 85.2, worse than plain Euler's 72.2), higher :math:`t_s` scores better (0.6: 30.7; 0.7:
-  26.9; 0.9: 23.2) by moving the samples towards copies of the map's training digits (a copy of
-  the training split scores 13.8). The median pixel distance of a sample to its nearest training
-  digit is 3.44 at :math:`t_s = 0.5`, 2.89 at 0.6, 2.36 at 0.7 and 1.17 at 0.9, against 2.87 for
-  the held-out digits themselves: from 0.6 on, samples sit closer to the training set than new
-  real digits do.
+* the model matters most: the expressway suits the *independent* model, whose path at
+  :math:`t_s` is exactly such noised data; a model trained with ``semidiscrete_ot`` pairs only saw
+  points :math:`(1-t)\,z + t\,T(z)` with :math:`z` in the cell of :math:`T(z)`, so a digit noised
+  with fresh noise is off its training distribution;
+* :math:`t_s = 0.5` is kept: lower :math:`t_s` loses the map's effect, higher :math:`t_s` moves the
+  samples towards copies of the map's training digits (closer to the training set than new real
+  digits are, by the median distance to the nearest training digit).
 
 Metrics, against the held-out 20% of the digits (never seen in training):
 

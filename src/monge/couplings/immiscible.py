@@ -92,8 +92,8 @@ class KNNImmiscible(Coupling):
         b = x0.shape[0]
         extra = self._candidates((self.k - 1) * b, x0, generator)
         cand = torch.cat([x0, extra.to(x0.device)]).reshape(self.k, b, -1)  # cand[j, i]: j-th of point i
-        # min(0).indices, not argmin(0): same first-minimum index, and argmin over a short
-        # leading dim is 5-10x slower on CPU (137 vs 13 us at k = 4, B = 512)
+        # min(0).indices, not argmin(0): the same first-minimum index, and argmin over a short
+        # leading dim is much slower on CPU (bench/couplings.py)
         best = (cand - x1.reshape(1, b, -1)).square_().sum(-1).min(0).indices  # (b,)
         kept = cand.gather(0, best.view(1, b, 1).expand(1, b, cand.shape[-1]))
         return Coupled(kept.reshape(x0.shape), x1)
