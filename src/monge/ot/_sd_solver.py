@@ -177,8 +177,8 @@ def summarise(s1: Tensor, s2: Tensor, nu: Tensor, m: int, eps: float) -> Margina
 def default_eval_samples(n: int, tol: float) -> int:
     r"""Fresh draws per evaluation: enough that the estimator's noise on :math:`\chi^2`,
     :math:`\sqrt{2N}/M`, is a tenth of the target :math:`\mathrm{tol}^2`, and at least
-    :math:`10 N` and 65,536."""
-    return int(max(65536, 10 * n, math.ceil(10 * math.sqrt(2 * n) / tol**2)))
+    :math:`10 N` and 65,536; at most :math:`\max(2^{20}, 20 N)` (cost bound)."""
+    return int(min(max(65536, 10 * n, math.ceil(10 * math.sqrt(2 * n) / tol**2)), max(2**20, 20 * n)))
 
 
 # ---------------------------------------------------------------------------------- state
