@@ -1,0 +1,465 @@
+r"""The semi-discrete solver (private): sources, the independent marginal estimator, the
+resumable fit state and the stochastic semi-dual loop. Public names are re-exported by
+:mod:`monge.ot.semidiscrete`, which documents the method.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from .._validation import check_positive_int
+from ._checks import check_positive_float
+from ._sd_kernels import Layout
+
+#: A source: ``"gaussian"`` (standard normal in the targets' dimension) or ``(n, generator) -> (n, d)``.
+Source = Union[str, Callable[[int, Union[torch.Generator, None]], Tensor]]
+
+_STATE_FORMAT = "monge.semidiscrete.state"
+_STATE_VERSION = "1"
+
+
+# -------------------------------------------------------------------------------- sources
+def sampler(source: Source, d: int, dtype: torch.dtype, device: torch.device) -> Callable[[int, torch.Generator | None], Tensor]:
+    """``(n, generator) -> (n, d)`` draws of ``source`` on ``device`` in ``dtype``."""
+    if isinstance(source, str):
+        if source != "gaussian":
+            raise ValueError(f"source must be 'gaussian' or a callable (n, generator) -> Tensor, got {source!r}")
+
+        def gauss(n: int, generator: torch.Generator | None) -> Tensor:
+            gdev = generator.device if generator is not None else device
+            return torch.randn(n, d, generator=generator, dtype=dtype, device=gdev).to(device)
+
+        return gauss
+    if not callable(source):
+        raise ValueError(f"source must be 'gaussian' or a callable (n, generator) -> Tensor, got {type(source).__name__}")
+
+    def call(n: int, generator: torch.Generator | None) -> Tensor:
+        x = source(n, generator)
+        if not torch.is_tensor(x) or x.shape[0] != n or x[0].numel() != d:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"source(n, generator) must return a ({n}, {d}) tensor, got {shape}")
+        return x.reshape(n, d).to(device=device, dtype=dtype)
+
+    return call
+
+
+def source_moments(
+    source: Source, d: int, dtype: torch.dtype, device: torch.device, generator: torch.Generator | None
+) -> tuple[Tensor, float]:
+    """Mean ``(d,)`` and RMS distance to the mean of the source: exact for ``"gaussian"``,
+    else estimated on 4096 draws (taken from ``generator``)."""
+    if isinstance(source, str):
+        sampler(source, d, dtype, device)  # validates the name
+        return torch.zeros(d, dtype=dtype, device=device), math.sqrt(d)
+    x = sampler(source, d, dtype, device)(4096, generator)
+    mean = x.mean(0)
+    return mean, float((x - mean).square().sum(1).mean().sqrt())
+
+
+# ------------------------------------------------------------------------------ estimator
+@dataclass(frozen=True)
+class MarginalError:
+    r"""Cell-mass error of a map measured on a fresh Monte Carlo sample (:func:`marginal_error`).
+
+    With :math:`M` fresh source points, :math:`S^1_i = \sum_x p_i(x)` and
+    :math:`S^2_i = \sum_x p_i(x)^2` (:math:`p_i \in \{0, 1\}` for hard cells), the estimated
+    masses are :math:`\hat m_i = S^1_i / M`.
+
+    Attributes
+    ----------
+    chi2 : float
+        Unbiased estimate of :math:`\chi^2 = \sum_i (m_i - \nu_i)^2 / \nu_i`, the U-statistic
+        :math:`\sum_i (S^{1\,2}_i - S^2_i) / (M (M-1) \nu_i) - 1` (Mousavi-Hosseini et al. 2025,
+        eq. 3.5). It may be slightly negative for a nearly exact map.
+    chi2_raw : float
+        Plug-in :math:`\sum_i (\hat m_i - \nu_i)^2 / \nu_i`; ``chi2_raw = chi2 + chi2_noise``.
+    chi2_noise : float
+        Estimated sampling part of ``chi2_raw``, :math:`\sum_i \widehat{\mathrm{Var}}(p_i) /
+        ((M-1)\,\nu_i)`; :math:`(N-1)/M` for an exact hard map.
+    chi2_std : float
+        Standard deviation of ``chi2`` for an exact hard map, :math:`\sqrt{2 (N-1)} / M`:
+        differences of ``chi2`` below a few of these are noise.
+    rms : float
+        :math:`\sqrt{\max(\chi^2, 0)}`: the :math:`\nu`-weighted RMS relative cell-mass error
+        :math:`(\sum_i \nu_i r_i^2)^{1/2}`, :math:`r_i = (m_i - \nu_i)/\nu_i`. It bounds the
+        :math:`\nu`-weighted mean :math:`\sum_i \nu_i |r_i|` (Cauchy-Schwarz), i.e. the plain
+        mean relative error for uniform weights. The fit stops on ``rms <= tol``.
+    mean_rel, max_rel : float
+        Plug-in mean and max of :math:`|\hat m_i - \nu_i| / \nu_i` (biased upwards by noise).
+    mean_rel_noise : float
+        ``mean_rel`` expected of an exact hard map,
+        :math:`\mathrm{mean}_i \sqrt{2 (1 - \nu_i) / (\pi M \nu_i)}` (normal approximation):
+        ``mean_rel`` cannot be read below this floor.
+    empty : int
+        Cells with :math:`S^1_i = 0` (hard cells that no fresh point hit).
+    n_samples : int
+        :math:`M`.
+    epsilon : float
+        The :math:`\varepsilon` of the cell probabilities (0: hard cells).
+    """
+
+    chi2: float
+    chi2_raw: float
+    chi2_noise: float
+    chi2_std: float
+    rms: float
+    mean_rel: float
+    max_rel: float
+    mean_rel_noise: float
+    empty: int
+    n_samples: int
+    epsilon: float
+
+    def __str__(self) -> str:
+        return (f"rms {self.rms:.4f} (chi2 {self.chi2:.3g} +- {self.chi2_std:.2g}), mean {self.mean_rel:.4f} "
+                f"(noise floor {self.mean_rel_noise:.4f}), max {self.max_rel:.3f}, M={self.n_samples}")
+
+
+def estimate(
+    layout: Layout,
+    sample: Callable[[int, torch.Generator | None], Tensor],
+    heights: Tensor,
+    nu: Tensor,
+    eps: float,
+    n_samples: int,
+    generator: torch.Generator | None,
+    draw: int,
+) -> MarginalError:
+    """:class:`MarginalError` of ``heights`` on ``n_samples`` draws taken ``draw`` at a time."""
+    n = layout.n
+    s1 = torch.zeros(n, dtype=torch.float64, device=nu.device)
+    s2 = torch.zeros_like(s1)
+    done = 0
+    while done < n_samples:
+        b = min(draw, n_samples - done)
+        x = sample(b, generator)
+        if eps > 0:
+            a1, a2, _ = layout.soft_sums(x, heights, eps)
+            s1 += a1.double()
+            s2 += a2.double()
+        else:
+            c = layout.hard_sums(x, heights).double()
+            s1 += c
+            s2 += c
+        done += b
+    return summarise(s1, s2, nu.double(), n_samples, eps)
+
+
+def summarise(s1: Tensor, s2: Tensor, nu: Tensor, m: int, eps: float) -> MarginalError:
+    """The :class:`MarginalError` fields from the float64 sums ``S1``, ``S2`` of ``m`` draws."""
+    n = nu.shape[0]
+    mass = s1 / m
+    raw = float(((mass - nu).square() / nu).sum())
+    noise = float(((s2 / m - mass.square()) / ((m - 1) * nu)).sum()) if m > 1 else math.inf
+    rel = (mass - nu).abs() / nu
+    floor = float(torch.sqrt(2 * (1 - nu) / (math.pi * m * nu)).mean())
+    chi2 = raw - noise
+    return MarginalError(
+        chi2=chi2, chi2_raw=raw, chi2_noise=noise, chi2_std=math.sqrt(2 * (n - 1)) / m,
+        rms=math.sqrt(max(chi2, 0.0)), mean_rel=float(rel.mean()), max_rel=float(rel.max()),
+        mean_rel_noise=floor, empty=int((s1 == 0).sum()), n_samples=m, epsilon=eps,
+    )
+
+
+def default_eval_samples(n: int, tol: float) -> int:
+    r"""Fresh draws per evaluation: enough that the estimator's noise on :math:`\chi^2`,
+    :math:`\sqrt{2N}/M`, is a tenth of the target :math:`\mathrm{tol}^2`, and at least
+    :math:`10 N` and 65,536; at most :math:`\max(2^{20}, 20 N)` (cost bound)."""
+    return int(min(max(65536, 10 * n, math.ceil(10 * math.sqrt(2 * n) / tol**2)), max(2**20, 20 * n)))
+
+
+# ---------------------------------------------------------------------------------- state
+@dataclass
+class SemiDiscreteState:
+    r"""Everything the fit needs to continue exactly where it stopped.
+
+    Attributes
+    ----------
+    heights : Tensor
+        ``(N,)`` current iterate :math:`h_t` (zero mean).
+    average : Tensor
+        ``(N,)`` averaged heights :math:`\bar h_t` (what the map uses).
+    moment1, moment2 : Tensor
+        ``(N,)`` Adam moments (zeros for ``"sgd"``).
+    step : int
+        Steps done.
+    epsilon : float
+        Current :math:`\varepsilon_t` of the schedule (0 once in the hard phase).
+    step_size : float
+        Current step :math:`\eta_t` (height units).
+    n_final : int
+        Steps done at the target :math:`\varepsilon` (the averaging restarts there).
+    n_evals : int
+        Periodic evaluations done (each uses a fresh generator seeded ``eval_seed + n_evals``).
+    eval_seed : int
+        Seed of the evaluation generators, independent of the training draws.
+    rng_state : Tensor
+        State of the training generator (``torch.Generator.get_state()``).
+    n_targets, dim : int
+        Problem size, checked on resume.
+    eps_init : float
+        First epsilon of the schedule (kept so that a resumed fit follows the same schedule).
+    fingerprint : float
+        :math:`\sum_i \nu_i (1 + \|y_i\|^2)`-type checksum of targets and weights, checked on resume.
+    """
+
+    heights: Tensor
+    average: Tensor
+    moment1: Tensor
+    moment2: Tensor
+    step: int
+    epsilon: float
+    step_size: float
+    n_final: int
+    n_evals: int
+    eval_seed: int
+    rng_state: Tensor
+    n_targets: int
+    dim: int
+    fingerprint: float
+    eps_init: float
+
+    _TENSORS = ("heights", "average", "moment1", "moment2", "rng_state")
+
+    def save(self, path: str | Path) -> None:
+        """Write the state to a ``.safetensors`` file atomically."""
+        from ..checkpoint import atomic_write_bytes
+
+        tensors = {k: getattr(self, k).detach().contiguous().cpu() for k in self._TENSORS}
+        scalars = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._TENSORS}
+        meta = {"format": _STATE_FORMAT, "version": _STATE_VERSION, "scalars": json.dumps(scalars)}
+        atomic_write_bytes(path, st_save(tensors, metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str | None = None) -> "SemiDiscreteState":
+        """Read a state written by :meth:`save` (format checked, no code executed)."""
+        raw = Path(path).read_bytes()
+        try:
+            tensors = st_load(raw)
+            header_len = int.from_bytes(raw[:8], "little")
+            meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {}) or {}
+            scalars = json.loads(meta.get("scalars", "null"))
+        except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
+        if meta.get("format") != _STATE_FORMAT or meta.get("version") != _STATE_VERSION:
+            raise ValueError(f"{path} is not a semi-discrete fit state (format {meta.get('format')!r})")
+        names = {f.name for f in fields(cls)}
+        if not isinstance(scalars, dict) or set(scalars) | set(cls._TENSORS) != names or set(tensors) != set(cls._TENSORS):
+            raise ValueError(f"{path} has missing or unknown entries; it was not written by SemiDiscreteState.save")
+        for k in cls._TENSORS:
+            if k != "rng_state" and device is not None:
+                tensors[k] = tensors[k].to(device)
+        return cls(**tensors, **scalars)
+
+
+def fingerprint(flat: Tensor, nu: Tensor) -> float:
+    """A cheap checksum of targets and weights (float64), to refuse resuming on other data."""
+    w = torch.arange(1, flat.shape[1] + 1, dtype=torch.float64, device=flat.device)
+    return float((nu.double() * (1 + flat.double() @ w)).sum())
+
+
+# ----------------------------------------------------------------------------------- loop
+@dataclass
+class Config:
+    """Validated options of the loop (see :func:`monge.ot.fit_semidiscrete`)."""
+
+    optimizer: Literal["sgd", "adam"] = "adam"
+    epsilon: float = 0.0
+    eps_init: float = 1.0
+    eps_decay: float = 0.97
+    hard_blur: float = 0.01
+    lr: float | None = None
+    lr_scale: float = 0.1
+    adam_factor: float = 0.05
+    batch_size: int = 1024
+    ema: float = 0.99
+    tol: float = 0.05
+    max_iter: int = 3000
+    max_time: float = math.inf
+    eval_every: int = 100
+    eval_samples: int = 65536
+    draw: int = 4096
+    checkpoint: str | Path | None = None
+    checkpoint_every: int = 100
+    progress: bool | None = None
+    callback: Callable[[SemiDiscreteState, "MarginalError | None"], None] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def validate_schedule(epsilon: object, eps_init: object, eps_decay: object, hard_blur: object,
+                      ema: object, lr_scale: object) -> tuple[float, float | None, float, float, float, float]:
+    """Check the schedule's numbers; each error names the argument and its valid range."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be a finite number >= 0 (0 = hard cells), got {epsilon!r}")
+    if eps_init is not None:
+        eps_init = check_positive_float(eps_init, "eps_init")
+        if eps_init < epsilon:
+            raise ValueError(f"eps_init ({eps_init}) must be >= epsilon ({epsilon}): the schedule decreases")
+    eps_decay = check_positive_float(eps_decay, "eps_decay")
+    if not eps_decay < 1:
+        raise ValueError(f"eps_decay must be in (0, 1) (per-step factor of the schedule), got {eps_decay}")
+    hard_blur = check_positive_float(hard_blur, "hard_blur")
+    if not hard_blur < 1:
+        raise ValueError(f"hard_blur must be in (0, 1), got {hard_blur}")
+    ema = float(ema) if isinstance(ema, (int, float)) and not isinstance(ema, bool) else ema
+    if not isinstance(ema, float) or not 0 <= ema < 1:
+        raise ValueError(f"ema must be in [0, 1) (0: no averaging), got {ema!r}")
+    lr_scale = check_positive_float(lr_scale, "lr_scale")
+    return float(epsilon), eps_init, eps_decay, hard_blur, ema, lr_scale
+
+
+def new_state(h0: Tensor, cfg: Config, seed: int, eval_seed: int, n: int, d: int, fp: float) -> SemiDiscreteState:
+    gen = torch.Generator(device=h0.device).manual_seed(seed)
+    h = h0 - h0.mean()
+    return SemiDiscreteState(
+        heights=h.clone(), average=h.clone(), moment1=torch.zeros_like(h), moment2=torch.zeros_like(h),
+        step=0, epsilon=cfg.eps_init, step_size=cfg.lr if cfg.lr is not None else cfg.eps_init,
+        n_final=0, n_evals=0, eval_seed=eval_seed, rng_state=gen.get_state(), n_targets=n, dim=d, fingerprint=fp,
+        eps_init=cfg.eps_init,
+    )
+
+
+def _final_phase(state: SemiDiscreteState, cfg: Config) -> bool:
+    return state.epsilon == cfg.epsilon
+
+
+def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: Config,
+          gen: torch.Generator) -> None:
+    """One stochastic step of the semi-dual (in place), then the schedule's update."""
+    eps = state.epsilon
+    x = sample(cfg.batch_size, gen)
+    h = state.heights
+    if eps > 0:
+        s1, _, blur = layout.soft_sums(x, h, eps)
+        blur_frac = blur / cfg.batch_size
+    else:
+        s1, blur_frac = layout.hard_sums(x, h), 0.0
+    grad = s1 / cfg.batch_size - nu
+    if eps > 0 and cfg.lr is None:
+        # inverse mean curvature of the 1/nu-preconditioned semi-dual: eps / E[1 - sum_i p_i^2]
+        curv = max(blur_frac, 1e-3)
+        target = (cfg.lr_scale if cfg.optimizer == "sgd" else 1.0) * eps / curv
+        state.step_size = target if state.step == 0 else 0.9 * state.step_size + 0.1 * target
+    t = state.step + 1
+    if cfg.optimizer == "adam":
+        b1, b2 = 0.9, 0.999
+        state.moment1.mul_(b1).add_(grad, alpha=1 - b1)
+        state.moment2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        direction = (state.moment1 / (1 - b1**t)) / ((state.moment2 / (1 - b2**t)).sqrt() + 1e-12 / layout.n)
+        h -= cfg.adam_factor * state.step_size * direction
+    else:
+        h -= state.step_size * grad / nu
+    h -= h.mean()
+    state.step = t
+    if _final_phase(state, cfg):
+        state.n_final += 1
+        w = 1.0 - min(cfg.ema, state.n_final / (state.n_final + 10.0)) if cfg.ema > 0 else 1.0
+        state.average.mul_(1 - w).add_(h, alpha=w)
+    else:
+        state.average.copy_(h)
+        state.epsilon = _next_epsilon(eps, blur_frac, cfg)
+
+
+def _next_epsilon(eps: float, blur_frac: float, cfg: Config) -> float:
+    """Geometric decay to the target; for a hard target, switch to ``0`` once the cells are
+    sharp (blur fraction ``<= hard_blur``) or ``eps`` is negligible."""
+    nxt = eps * cfg.eps_decay
+    if cfg.epsilon > 0:
+        return max(nxt, cfg.epsilon)
+    if blur_frac <= cfg.hard_blur or nxt <= 1e-6 * cfg.eps_init:
+        return 0.0
+    return nxt
+
+
+def run(
+    state: SemiDiscreteState,
+    layout: Layout,
+    sample: Callable[[int, torch.Generator | None], Tensor],
+    nu: Tensor,
+    cfg: Config,
+) -> tuple[SemiDiscreteState, MarginalError, list, bool, str]:
+    """Run the loop from ``state`` until converged, ``max_iter`` or ``max_time``.
+
+    Returns ``(state, final_error, history, converged, reason)``; ``history`` holds
+    ``(step, epsilon, rms, mean_rel)`` of every periodic evaluation."""
+    dev = state.heights.device
+    cfg.eps_init = state.eps_init
+    gen = torch.Generator(device=dev)
+    gen.set_state(state.rng_state)
+    history: list[tuple[int, float, float, float]] = []
+    last: MarginalError | None = None
+    last_step = -1
+    converged = False
+    reason = "max_iter"
+    t0 = time.perf_counter()
+    bar = _progress(cfg, state.step)
+
+    def evaluate(st: SemiDiscreteState) -> MarginalError:
+        g = torch.Generator(device=dev).manual_seed(st.eval_seed + st.n_evals)
+        st.n_evals += 1
+        return estimate(layout, sample, st.average, nu, cfg.epsilon if _final_phase(st, cfg) else st.epsilon,
+                        cfg.eval_samples, g, cfg.draw)
+
+    try:
+        while state.step < cfg.max_iter:
+            _step(state, layout, sample, nu, cfg, gen)
+            state.rng_state = gen.get_state()
+            if state.step % cfg.eval_every == 0 and _final_phase(state, cfg):
+                last, last_step = evaluate(state), state.step
+                history.append((state.step, state.epsilon, last.rms, last.mean_rel))
+                if last.rms <= cfg.tol:
+                    converged, reason = True, "converged"
+            if cfg.checkpoint is not None and (state.step % cfg.checkpoint_every == 0 or converged):
+                state.save(cfg.checkpoint)
+            if cfg.callback is not None:
+                cfg.callback(state, last if last_step == state.step else None)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(_postfix(state, last), refresh=False)
+            if converged:
+                break
+            if time.perf_counter() - t0 > cfg.max_time:
+                reason = "max_time"
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if last is None or last_step != state.step:
+        # a final report that does not touch the state (so a resumed fit stays exact)
+        g = torch.Generator(device=dev).manual_seed(state.eval_seed - 1 - state.step)
+        eps = cfg.epsilon if _final_phase(state, cfg) else state.epsilon
+        last = estimate(layout, sample, state.average, nu, eps, cfg.eval_samples, g, cfg.draw)
+        history.append((state.step, eps, last.rms, last.mean_rel))
+        converged = _final_phase(state, cfg) and last.rms <= cfg.tol
+        if converged:
+            reason = "converged"
+    if cfg.checkpoint is not None:
+        state.save(cfg.checkpoint)
+    return state, last, history, converged, reason
+
+
+def _progress(cfg: Config, initial: int):
+    enabled = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.max_iter, initial=initial, desc="semi-discrete fit", dynamic_ncols=True, leave=False)
+
+
+def _postfix(state: SemiDiscreteState, last: MarginalError | None) -> str:
+    err = f"rms {last.rms:.3f} mean {last.mean_rel:.3f}" if last is not None else "rms -"
+    return f"eps {state.epsilon:.3g} step {state.step_size:.3g} {err}"

@@ -1,0 +1,224 @@
+"""The entropic semi-discrete solver: independent references (POT, OTT-JAX, closed forms),
+convergence by the independent estimator, exact resume, the entropic sampler, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chi2 as chi2_dist
+
+from monge.ot.semidiscrete import (
+    MarginalError,
+    SemiDiscreteMap,
+    SemiDiscreteState,
+    fit_semidiscrete,
+    marginal_error,
+)
+
+
+def _g25(n: int = 256) -> torch.Tensor:
+    """25 Gaussians (std 0.1) on the grid {-2..2}^2, as the ``25gaussians`` toy set."""
+    g = torch.Generator().manual_seed(0)
+    ticks = torch.arange(-2.0, 3.0)
+    centres = torch.stack(torch.meshgrid(ticks, ticks, indexing="ij"), -1).reshape(-1, 2)
+    return centres[torch.randint(0, 25, (n,), generator=g)] + 0.1 * torch.randn(n, 2, generator=g)
+
+
+# ------------------------------------------------------------------------- the estimator
+def test_estimator_is_unbiased_for_a_known_map():
+    """1D, two targets +-1 with h = 0: cells are x < 0 and x > 0, masses 1/2 each. With weights
+    (0.3, 0.7) the exact chi2 is 0.2^2/0.3 + 0.2^2/0.7; the U-statistic recovers it within its
+    noise, while the plug-in carries the extra noise term."""
+    y = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+    w = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    exact = 0.2**2 / 0.3 + 0.2**2 / 0.7
+    e = marginal_error(torch.zeros(2, dtype=torch.float64), y, w, 200_000, torch.Generator().manual_seed(0))
+    assert isinstance(e, MarginalError)
+    assert abs(e.chi2 - exact) < 5 * (2 * 0.5 / 200_000**0.5), e
+    assert math.isclose(e.chi2_raw, e.chi2 + e.chi2_noise, rel_tol=1e-9)
+    # uniform weights: exact map, chi2 is centred on 0 with std ~ sqrt(2 (N-1)) / M
+    e0 = marginal_error(torch.zeros(2, dtype=torch.float64), y, None, 100_000, torch.Generator().manual_seed(1))
+    assert abs(e0.chi2) < 5 * e0.chi2_std + 1e-12 and e0.rms < 0.02
+
+
+# ------------------------------------------------------------------------- references
+def test_cells_match_pot_emd_on_a_fine_discretisation():
+    """POT reference: the source discretised by 6000 Gaussian draws (uniform weights) onto
+    N = 6 weighted targets with ot.emd (cost -<x, y>, equivalent to |x - y|^2 / 2); the fitted
+    map's hard cells must agree with the emd assignment on all but the points near boundaries."""
+    ot = pytest.importorskip("ot")
+    g = torch.Generator().manual_seed(3)
+    y = torch.randn(6, 2, generator=g, dtype=torch.float64) * 1.5
+    w = torch.tensor([1, 2, 3, 1, 2, 3], dtype=torch.float64)
+    w = w / w.sum()
+    res = fit_semidiscrete(y, w, tol=0.04, max_iter=1500, generator=torch.Generator().manual_seed(4))
+    assert res.converged, res.error
+    x = torch.randn(6000, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    a = np.full(6000, 1 / 6000)
+    plan = ot.emd(a, w.numpy(), (-(x @ y.T)).numpy())
+    ref = torch.from_numpy(plan.argmax(1))
+    agree = float((res.map(x)[0] == ref).double().mean())
+    assert agree > 0.95, agree
+
+
+def test_matches_ott_jax_potentials():
+    """OTT-JAX's entropic semi-discrete solver on the same small problem: convert its dual g
+    (cost |x - y|^2, eps_ott) to monge's heights h = (g - |y|^2)/2 + (eps_ott/2) log b at
+    eps = eps_ott / 2, and compare to monge's fit (both centred)."""
+    pytest.importorskip("ott")
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from ott.geometry.semidiscrete_pointcloud import SemidiscretePointCloud
+    from ott.problems.linear.semidiscrete_linear_problem import SemidiscreteLinearProblem
+    from ott.solvers.linear.semidiscrete import SemidiscreteSolver
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        y = torch.tensor([[-1.0, 0.0], [1.0, 0.5], [0.0, 1.5], [0.5, -1.0]], dtype=torch.float64)
+        eps_ott = 0.5
+        sampler = lambda rng, shape, dtype=jnp.float64: jax.random.normal(rng, shape, dtype=dtype)  # noqa: E731
+        geom = SemidiscretePointCloud(sampler, jnp.asarray(y.numpy()), epsilon=eps_ott)
+        prob = SemidiscreteLinearProblem(geom)
+        solver = SemidiscreteSolver(num_iterations=2000, batch_size=512, optimizer=optax.sgd(0.5),
+                                    error_eval_every=3000, potential_ema=0.99)
+        out = solver(jax.random.key(0), prob)
+        g = torch.from_numpy(np.array(out.g))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    b = torch.full((4,), 0.25, dtype=torch.float64)
+    h_ott = (g - y.square().sum(1)) / 2 + eps_ott / 2 * torch.log(b)
+    h_ott -= h_ott.mean()
+    res = fit_semidiscrete(y, epsilon=eps_ott / 2, tol=0.02, max_iter=1500, generator=torch.Generator().manual_seed(0))
+    assert res.converged, res.error
+    e_ott = marginal_error(h_ott, y, eps=eps_ott / 2, n_samples=200_000, generator=torch.Generator().manual_seed(1))
+    assert e_ott.rms < 0.03, e_ott  # OTT converged, as judged by monge's estimator
+    torch.testing.assert_close(res.heights, h_ott, atol=0.03, rtol=0)
+
+
+# ------------------------------------------------------------------------- convergence
+def test_clustered_targets_converge_to_five_percent():
+    y = _g25(256)
+    res = fit_semidiscrete(y, tol=0.05, max_iter=3000, generator=torch.Generator().manual_seed(1))
+    assert res.converged and res.reason == "converged", res.error
+    # an independent check with another seed and more samples
+    e = marginal_error(res.map, n_samples=400 * 256, generator=torch.Generator().manual_seed(2))
+    assert e.rms <= 0.06 and e.mean_rel <= 0.06 + e.mean_rel_noise, e
+
+
+def test_fit_terminates_and_reports_non_convergence_honestly():
+    res = fit_semidiscrete(_g25(256), tol=1e-4, max_iter=30, generator=torch.Generator().manual_seed(1))
+    assert not res.converged and res.reason == "max_iter" and res.n_iter == 30
+    assert res.rms_error > 1e-4
+
+
+def test_entropic_target_epsilon_converges():
+    y = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
+    res = fit_semidiscrete(y, epsilon=0.3, tol=0.04, max_iter=1500, generator=torch.Generator().manual_seed(1))
+    assert res.converged and res.map.epsilon == 0.3 and res.error.epsilon == 0.3
+    e = marginal_error(res.map, n_samples=200_000, generator=torch.Generator().manual_seed(2))
+    assert e.rms <= 0.05, e
+
+
+# ------------------------------------------------------------------------- resume
+def test_resume_is_bit_for_bit(tmp_path):
+    y = _g25(64)
+    opts = dict(tol=1e-6, eval_every=10, eval_samples=5000)
+    full = fit_semidiscrete(y, max_iter=60, generator=torch.Generator().manual_seed(7), **opts)
+    part = fit_semidiscrete(y, max_iter=25, checkpoint=tmp_path / "fit.safetensors", checkpoint_every=5,
+                            generator=torch.Generator().manual_seed(7), **opts)
+    state = SemiDiscreteState.load(tmp_path / "fit.safetensors")
+    assert state.step == 25
+    rest = fit_semidiscrete(y, max_iter=60, state=state, tol=1e-6, eval_every=10, eval_samples=5000)
+    assert rest.n_iter == 60
+    assert torch.equal(rest.heights, full.heights)
+    assert torch.equal(rest.state.heights, full.state.heights)
+    assert [h for h in full.history if h[0] > 25] == list(rest.history)
+    assert part.n_iter == 25
+    with pytest.raises(ValueError, match="other targets"):
+        fit_semidiscrete(y + 1, max_iter=60, state=state)
+
+
+# ------------------------------------------------------------------------- sampler
+def test_entropic_sampler_follows_the_softmax():
+    g = torch.Generator().manual_seed(0)
+    y, h = torch.randn(7, 3, generator=g, dtype=torch.float64), torch.randn(7, generator=g, dtype=torch.float64)
+    mp = SemiDiscreteMap(y, h, max_block_elements=20, epsilon=0.8)
+    x0 = torch.randn(1, 3, generator=g, dtype=torch.float64)
+    x = x0.expand(8000, 3)
+    idx, out = mp.sample_cells(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, y[idx])
+    p = torch.softmax((x0 @ y.T + h) / 0.8, 1)[0]
+    counts = torch.bincount(idx, minlength=7).double()
+    stat = float(((counts - 8000 * p) ** 2 / (8000 * p)).sum())
+    assert stat < chi2_dist.ppf(0.999, 6), stat
+    again = mp.sample_cells(x, generator=torch.Generator().manual_seed(1))[0]
+    assert torch.equal(idx, again)  # deterministic given the generator
+    big = SemiDiscreteMap(y, h, epsilon=0.8).sample_cells(x, generator=torch.Generator().manual_seed(1))[0]
+    assert torch.equal(idx, big)  # and independent of the block size
+    assert torch.equal(mp.sample_cells(x[:5], eps=0.0)[0], mp(x[:5])[0])
+
+
+def test_map_file_keeps_epsilon_and_reads_version_1(tmp_path):
+    import json
+
+    from safetensors.torch import save as st_save
+
+    y, h = torch.randn(5, 2), torch.randn(5)
+    SemiDiscreteMap(y, h, epsilon=0.25).save(tmp_path / "m.safetensors")
+    assert SemiDiscreteMap.load(tmp_path / "m.safetensors").epsilon == 0.25
+    meta = {"format": "monge.semidiscrete", "version": "1", "shape": json.dumps([2])}
+    (tmp_path / "old.safetensors").write_bytes(
+        st_save({"targets": y, "heights": h, "weights": torch.full((5,), 0.2)}, metadata=meta))
+    assert SemiDiscreteMap.load(tmp_path / "old.safetensors").epsilon == 0.0
+
+
+# ------------------------------------------------------------------------- bad input
+def test_duplicate_targets_are_merged_with_a_warning():
+    y = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    with pytest.warns(UserWarning, match="1 repeated points"):
+        res = fit_semidiscrete(y, tol=0.04, max_iter=1500, generator=torch.Generator().manual_seed(0))
+    assert res.duplicates == 1 and res.converged
+    masses = res.map.cell_masses(200_000, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(masses, torch.tensor([0.25, 0.5, 0.25, 0.0]), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(epsilon=-0.1), "epsilon must be a finite number >= 0"),
+        (dict(epsilon=float("nan")), "epsilon must be"),
+        (dict(eps_decay=1.0), "eps_decay must be in"),
+        (dict(eps_decay=0.0), "eps_decay must be a positive"),
+        (dict(eps_init=0.1, epsilon=0.5), "eps_init .* must be >= epsilon"),
+        (dict(hard_blur=2.0), "hard_blur must be in"),
+        (dict(ema=1.0), "ema must be in"),
+        (dict(tol=0.0), "tol must be a positive"),
+        (dict(optimizer="lbfgs"), "optimizer must be"),
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(max_time=-1.0), "max_time must be a positive"),
+    ],
+)
+def test_bad_options_fail_before_work(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fit_semidiscrete(torch.randn(5, 2), **kwargs)
+
+
+def test_bad_targets_and_weights():
+    with pytest.raises(ValueError, match="at least 2 points"):
+        fit_semidiscrete(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        fit_semidiscrete(torch.tensor([[0.0, float("inf")], [1.0, 2.0]]))
+    with pytest.raises(ValueError, match="zero entries"):
+        fit_semidiscrete(torch.randn(3, 2), torch.tensor([0.5, 0.5, 0.0]))
+    with pytest.raises(ValueError, match="must sum to 1"):
+        fit_semidiscrete(torch.randn(3, 2), torch.tensor([0.5, 0.5, 0.5]))
+    with pytest.raises(ValueError, match="negative"):
+        fit_semidiscrete(torch.randn(3, 2), torch.tensor([0.5, 0.7, -0.2]))
+    with pytest.raises(ValueError, match="pass the targets"):
+        marginal_error(torch.zeros(3))
+    with pytest.raises(ValueError, match="eps must be"):
+        SemiDiscreteMap(torch.randn(3, 2), torch.zeros(3)).sample_cells(torch.randn(2, 2), eps=-1.0)
