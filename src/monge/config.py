@@ -218,6 +218,12 @@ class Config:
                 raise ConfigError(f"{key}: {err}") from None
             if key == "coupling" and t.pairing_workers:
                 _check_pairing_workers(built, comp.name)
+                if getattr(built, "scope", "local") == "global" and t.pairing_workers > 1:
+                    raise ConfigError(
+                        f"coupling {comp.name!r} with scope: global gathers every rank's batch with a "
+                        "collective; with several pairing workers the ranks would issue these in different "
+                        "orders and deadlock or mix batches. Set train.pairing_workers: 1 (or 0)"
+                    )
         if self.model.name not in MODELS:
             raise ConfigError(
                 f"unknown model {self.model.name!r}; valid choices: {', '.join(MODELS.names())}"

@@ -18,12 +18,16 @@ Two nodes (run on each, with its ``--node_rank``)::
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "teardown", "info", "is_main", "barrier", "all_reduce_mean", "all_gather_objects"]
+__all__ = [
+    "DistInfo", "setup", "teardown", "info", "is_main", "barrier", "all_reduce_mean", "all_gather_objects",
+    "new_group", "all_gather_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,36 @@ def all_gather_objects(obj: object) -> list[object]:
     out: list[object] = [None] * info().world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+_GROUP_LOCK = threading.Lock()
+
+
+def new_group() -> "dist.ProcessGroup | None":
+    """A new process group over all ranks with the default backend (``None`` when alone).
+
+    Every rank must call it, in the same order relative to other group creations. Collectives
+    issued from another thread (a pairing worker) go through such a group of their own, so
+    they never interleave with the training thread's collectives on the default group.
+    """
+    if not info().enabled:
+        return None
+    with _GROUP_LOCK:
+        return dist.new_group(backend=dist.get_backend())
+
+
+def all_gather_rows(x: torch.Tensor, group: "dist.ProcessGroup | None" = None) -> torch.Tensor:
+    """Concatenate every rank's ``(b, *shape)`` tensor along dim 0, in rank order (``x`` when
+    alone). All ranks must pass the same shape; ``ValueError`` otherwise."""
+    if not info().enabled:
+        return x
+    world = info().world_size
+    shape = torch.tensor(list(x.shape), dtype=torch.int64, device=x.device)
+    shapes = [torch.empty_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape, group=group)
+    if any(not torch.equal(s, shape) for s in shapes):
+        got = [tuple(s.tolist()) for s in shapes]
+        raise ValueError(f"all ranks must gather the same batch shape, got {got}; use equal per-rank batches")
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return torch.cat(parts)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .._validation import check_batches
+from .._validation import check_batches, check_positive
 from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,12 +118,82 @@ class SolverCoupling(Coupling):
 
 
 class AssignmentCoupling(SolverCoupling):
-    """A solver coupling whose solution is a permutation: data point ``j`` gets noise ``perm[j]``."""
+    r"""A solver coupling whose solution is a permutation: data point ``j`` gets noise ``perm[j]``.
+
+    Parameters
+    ----------
+    solver : {"auto", "scipy", "emd", "auction"}
+        The assignment solver (:func:`monge.ot.exact.assignment`). ``"auction"`` runs in torch on
+        the device of the batch (no copy to numpy), certified to relative gap ``tol``;
+        ``"auto"`` is the auction on CUDA and the fastest exact CPU solver on the CPU.
+    scope : {"local", "global"}
+        ``"local"``: each process pairs its own batch. ``"global"`` (under ``torchrun``): every
+        rank all-gathers the noise and data of all ranks, solves the one global problem (the
+        same deterministic computation on every rank) and keeps the noise assigned to its own
+        data rows, so ``W`` processes pair exactly as one process with the global batch. The
+        gather goes through a process group of its own (:func:`monge.distributed.new_group`),
+        so it may run in one pairing worker thread; several workers would issue gathers in
+        different orders on different ranks and are refused. Alone, same as ``"local"``.
+    tol : float
+        The auction's target relative gap.
+    """
 
     threaded_solve = True
+    #: the registry name, for messages
+    label = "assignment"
+
+    def __init__(self, solver: str = "auto", scope: str = "local", tol: float = 1e-6) -> None:
+        from ..ot.exact import METHODS
+
+        if solver not in METHODS:
+            raise ValueError(f"solver must be one of {', '.join(map(repr, METHODS))}, got {solver!r}")
+        if scope not in ("local", "global"):
+            raise ValueError(f"scope must be 'local' or 'global', got {scope!r}")
+        self.solver, self.scope = solver, scope
+        self.tol = check_positive(tol, "tol")
+        self._group: object = None
+        self._group_ready = False
+
+    @abstractmethod
+    def cost(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """``(B1, B0)`` cost, rows: data ``x1``, columns: noise ``x0``."""
+
+    def prepare(
+        self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
+    ) -> None:
+        """With ``scope="global"``, create the gather's process group (every rank calls it)."""
+        self._gather_group()
+
+    def _gather_group(self) -> object:
+        from .. import distributed
+
+        if self.scope == "global" and not self._group_ready:
+            self._group, self._group_ready = distributed.new_group(), True
+        return self._group
+
+    def _assign(self, x0: Tensor, x1: Tensor) -> Tensor:
+        from ..ot.exact import assignment
+
+        return assignment(self.cost(x0, x1), method=self.solver, tol=self.tol)  # type: ignore[arg-type]
+
+    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """``perm`` (``(B,)`` int64, data point ``j`` gets noise ``perm[j]``); with
+        ``scope="global"`` under torchrun, the ``(B, *shape)`` noise assigned to this rank's data."""
+        check_equal_batches(x0, x1, self.label)
+        from .. import distributed
+
+        if self.scope != "global" or not distributed.info().enabled:
+            return self._assign(x0, x1)
+        group = self._gather_group()
+        g0, g1 = distributed.all_gather_rows(x0, group), distributed.all_gather_rows(x1, group)
+        b, rank = x1.shape[0], distributed.info().rank
+        perm = self._assign(g0, g1)[rank * b: (rank + 1) * b]
+        return g0[perm]
 
     def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
-        return Coupled(x0[solution], x1)
+        if solution.dim() == 1 and solution.dtype == torch.int64:
+            return Coupled(x0[solution], x1)
+        return Coupled(solution.to(x0.dtype), x1)  # global scope: the noise itself
 
 
 def prepare_coupling(

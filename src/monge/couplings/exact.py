@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..ot.exact import assignment, squared_euclidean_cost
-from .base import COUPLINGS, AssignmentCoupling, check_equal_batches
+from ..ot.exact import squared_euclidean_cost
+from .base import COUPLINGS, AssignmentCoupling
 
 
 @COUPLINGS.register("exact_ot")
@@ -17,10 +17,12 @@ class ExactOT(AssignmentCoupling):
     .. math:: \min_{\sigma} \sum_i \|x_0^{\sigma(i)} - x_1^{i}\|^2 .
 
     Every sample is used exactly once (a permutation, not pairs re-drawn from the plan with
-    replacement). Equal batch sizes are required.
+    replacement). Equal batch sizes are required. ``solver``, ``scope`` (``"global"``: OT over
+    the batch of all ranks under torchrun) and ``tol``: see :class:`AssignmentCoupling`.
     """
 
-    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
-        """``perm`` (``(B,)`` int64): data point ``j`` is paired with noise ``perm[j]``."""
-        check_equal_batches(x0, x1, "exact_ot")
-        return assignment(squared_euclidean_cost(x1, x0))  # rows: data, cols: noise
+    label = "exact_ot"
+
+    def cost(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """Squared distances, rows: data, columns: noise."""
+        return squared_euclidean_cost(x1, x0)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
-from ..ot.exact import assignment, squared_euclidean_cost
+from ..ot.exact import squared_euclidean_cost
 from .base import (
     COUPLINGS,
     AssignmentCoupling,
@@ -31,13 +31,15 @@ class Immiscible(AssignmentCoupling):
     on the *unsquared* distance (as in the paper; computed in float32 or wider, which avoids
     the fp16 overflow the paper rescales for), solved by :func:`monge.ot.exact.assignment`.
     The noise batch is only permuted, so its empirical distribution (and marginal law) is
-    unchanged; training and sampling are otherwise unchanged.
+    unchanged; training and sampling are otherwise unchanged. ``solver``, ``scope`` and ``tol``:
+    see :class:`AssignmentCoupling`.
     """
 
-    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
-        """``perm`` (``(B,)`` int64): data point ``j`` gets noise ``perm[j]``."""
-        check_equal_batches(x0, x1, "immiscible")
-        return assignment(squared_euclidean_cost(flat(x1), flat(x0)).sqrt_())  # rows: data, cols: noise
+    label = "immiscible"
+
+    def cost(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """Unsquared distances, rows: data, columns: noise."""
+        return squared_euclidean_cost(flat(x1), flat(x0)).sqrt_()
 
 
 @COUPLINGS.register("knn_immiscible")

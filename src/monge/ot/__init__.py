@@ -1,11 +1,13 @@
 """Optimal-transport solvers on torch tensors (no generative-model code here).
 
-- :mod:`.exact`: exact plans (network simplex) and assignments (SciPy / network simplex).
+- :mod:`.exact`: exact plans (network simplex) and assignments (SciPy / network simplex / auction).
+- :mod:`.auction`: certified torch auction for (batched) assignment problems, any device.
 - :mod:`.sinkhorn`: batched log-domain Sinkhorn, epsilon scaling, unbalanced (KL) marginals.
 - :mod:`.sliced`: sliced Wasserstein distance.
 - :mod:`.semidiscrete`: semi-discrete OT map from a continuous source onto weighted points.
 """
 
+from .auction import AssignmentResult, auction
 from .exact import ExactResult, assignment, emd, exact_ot, squared_euclidean_cost
 from .semidiscrete import (
     SemiDiscreteMap,
@@ -20,6 +22,8 @@ from .sliced import random_directions, sliced_wasserstein
 
 __all__ = [
     "ExactResult",
+    "AssignmentResult",
+    "auction",
     "assignment",
     "emd",
     "exact_ot",

@@ -7,7 +7,8 @@ Solves the Kantorovich problem
 with POT's network simplex (``ot.emd``, Bonneel et al. 2011) on the CPU in float64, and the
 uniform square case (the assignment problem :math:`\min_{\sigma \in S_n} \sum_i C_{i\sigma(i)}`)
 with SciPy's ``linear_sum_assignment`` (Crouse 2016) or the network simplex, whichever is faster
-at that size (measured in ``bench/ot_solvers.py``). Results come back on the input's device
+at that size (measured in ``bench/ot_solvers.py``), or on any device and in batches with the
+certified torch auction (:mod:`monge.ot.auction`). Results come back on the input's device
 and dtype. Used by minibatch OT-CFM (Tong et al. 2023; Pooladian et al. 2023).
 """
 
@@ -24,9 +25,12 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from .._validation import check_batch
-from ._checks import check_cost, check_weights
+from ._checks import check_cost, check_positive_float, check_weights
+from .auction import AssignmentResult, auction
 
-__all__ = ["ExactResult", "squared_euclidean_cost", "assignment", "emd", "exact_ot"]
+__all__ = [
+    "ExactResult", "AssignmentResult", "squared_euclidean_cost", "assignment", "pick_method", "emd", "exact_ot",
+]
 
 #: From this size on, ``auto`` uses POT's network simplex. SciPy's solver is faster on small or
 #: easy problems, but its time depends on the data: for N(0, I) noise against N(0, 4I) data at
@@ -89,33 +93,55 @@ def _perm_from_plan(plan: np.ndarray) -> np.ndarray | None:
     return perm
 
 
-def assignment(cost: Tensor, method: Literal["auto", "scipy", "emd"] = "auto") -> Tensor:
-    r"""Optimal permutation ``perm`` with :math:`\sum_i C_{i, perm[i]}` minimal, for a square cost.
+Method = Literal["auto", "scipy", "emd", "auction"]
+METHODS = ("auto", "scipy", "emd", "auction")
 
-    Parameters
-    ----------
-    cost : Tensor
-        ``(n, n)`` finite cost matrix (any device; solved on the CPU in float64).
-    method : {"auto", "scipy", "emd"}
-        ``"scipy"``: ``linear_sum_assignment``; ``"emd"``: POT's network simplex with uniform
-        marginals, whose optimal vertex is a permutation matrix / n (the permutation is read off
-        per row and checked; a degenerate plan falls back to SciPy). ``"auto"`` picks SciPy for
-        ``n < 3000`` and the network simplex above (faster there on the benchmark).
 
-    Returns
-    -------
-    Tensor
-        ``(n,)`` int64 permutation on ``cost.device``.
-    """
-    check_cost(cost)
-    if cost.shape[0] != cost.shape[1]:
-        raise ValueError(f"cost must be square (n, n) for an assignment, got {tuple(cost.shape)}")
-    if method not in ("auto", "scipy", "emd"):
-        raise ValueError(f"method must be 'auto', 'scipy' or 'emd', got {method!r}")
-    n = cost.shape[0]
-    c = cost.detach().to("cpu", torch.float64).numpy()
-    if method == "auto":
-        method = "emd" if n >= AUTO_EMD_MIN_N else "scipy"
+def _as_cost_batch(cost: object) -> Tensor:
+    """A floating ``(n, n)`` or ``(P, n, n)`` cost from a tensor (integer dtypes become
+    float64) or a list of equal-shape ``(n, n)`` tensors; ``ValueError`` naming the fix."""
+    if isinstance(cost, (list, tuple)):
+        if not cost or not all(torch.is_tensor(c) for c in cost):
+            raise ValueError("a batch of costs must be a (P, n, n) tensor or a non-empty list of (n, n) tensors")
+        shapes = sorted({tuple(c.shape) for c in cost})
+        if len(shapes) > 1:
+            raise ValueError(
+                f"a batch of assignment problems must share one size, got shapes {shapes[:4]}; "
+                "solve each size separately (one call per size) or group the problems by size"
+            )
+        cost = torch.stack(list(cost))
+    if torch.is_tensor(cost) and cost.dtype == torch.bool:
+        raise ValueError("cost must be numeric, got a bool tensor; call .double()")
+    if torch.is_tensor(cost) and not cost.is_floating_point() and not cost.is_complex():
+        if cost.numel() and int(cost.abs().max()) >= 2**53:
+            raise ValueError("integer cost entries beyond 2**53 lose precision in float64; rescale them")
+        cost = cost.to(torch.float64)  # exact for |c| < 2**53; the auction then certifies exactness
+    check_cost(cost, batched=True)
+    if cost.shape[-1] != cost.shape[-2]:
+        raise ValueError(
+            f"an assignment needs a square cost (n, n) or batch (P, n, n), got {tuple(cost.shape)}; for "
+            "n != m use monge.ot.emd (plan with weights, POT network simplex) or "
+            "scipy.optimize.linear_sum_assignment (rectangular matching); the auction is square only"
+        )
+    return cost
+
+
+def _exact_certificate(cost: Tensor, perm: Tensor, method: str) -> AssignmentResult:
+    c3 = cost.reshape(-1, *cost.shape[-2:]).to(torch.float64)
+    p2 = perm.reshape(c3.shape[0], -1)
+    total = c3.gather(2, p2.to(c3.device).unsqueeze(2)).squeeze(2).sum(1)
+    zero = torch.zeros_like(total)
+    shape = cost.shape[:-2]
+    return AssignmentResult(
+        perm=perm, cost=total.reshape(shape), lower_bound=total.reshape(shape), gap=zero.reshape(shape),
+        rel_gap=zero.reshape(shape), exact=torch.ones(shape, dtype=torch.bool, device=total.device),
+        eps=zero.reshape(shape), method=method,
+    )
+
+
+def _cpu_assignment(c: np.ndarray, method: str) -> np.ndarray:
+    """One ``(n, n)`` float64 problem by SciPy or the network simplex."""
+    n = c.shape[0]
     perm = None
     if method == "emd" and n > 1:
         u = np.full(n, 1.0 / n)
@@ -125,7 +151,67 @@ def assignment(cost: Tensor, method: Literal["auto", "scipy", "emd"] = "auto") -
             warnings.warn("ot.emd returned a non-permutation plan; falling back to SciPy", RuntimeWarning)
     if perm is None:
         _, perm = linear_sum_assignment(c)
-    return torch.from_numpy(np.ascontiguousarray(perm, dtype=np.int64)).to(cost.device)
+    return np.ascontiguousarray(perm, dtype=np.int64)
+
+
+def pick_method(cost: Tensor, method: str) -> str:
+    """The solver ``method="auto"`` uses for ``cost``: the auction on CUDA; on the CPU SciPy
+    below :data:`AUTO_EMD_MIN_N` and the network simplex from there (each measured faster than
+    the CPU auction, ``bench/results/auction.md``)."""
+    if method != "auto":
+        return method
+    if cost.device.type == "cuda":
+        return "auction"
+    return "emd" if cost.shape[-1] >= AUTO_EMD_MIN_N else "scipy"
+
+
+def assignment(
+    cost: Tensor,
+    method: Method = "auto",
+    *,
+    return_certificate: bool = False,
+    tol: float = 1e-6,
+) -> Tensor | AssignmentResult:
+    r"""Optimal permutation ``perm`` with :math:`\sum_i C_{i, perm[i]}` minimal, for square costs.
+
+    Parameters
+    ----------
+    cost : Tensor
+        ``(n, n)`` finite cost, or a batch ``(P, n, n)`` of problems of one size (a list of
+        equal-shape ``(n, n)`` tensors is stacked). Integer dtypes are solved in float64.
+    method : {"auto", "scipy", "emd", "auction"}
+        ``"scipy"``: ``linear_sum_assignment``; ``"emd"``: POT's network simplex with uniform
+        marginals, whose optimal vertex is a permutation matrix / n (the permutation is read off
+        per row and checked; a degenerate plan falls back to SciPy). Both run on the CPU in
+        float64, one problem at a time. ``"auction"``: :func:`monge.ot.auction.auction`, torch on
+        ``cost.device``, batched, certified to relative gap ``tol`` (exact for integer costs).
+        ``"auto"``: the auction on CUDA; on the CPU SciPy for ``n < 512`` and the network
+        simplex above (:func:`pick_method`).
+    return_certificate : bool
+        Return an :class:`~monge.ot.auction.AssignmentResult` (permutation, primal cost, dual
+        lower bound, gap, exactness) instead of the permutation alone. The CPU solvers are exact:
+        their bound is their cost.
+    tol : float
+        The auction's target relative gap :math:`(U - L)/|U|` (ignored by the exact solvers).
+
+    Returns
+    -------
+    Tensor or AssignmentResult
+        ``(n,)`` (or ``(P, n)``) int64 permutation on ``cost.device``: row ``i`` goes to column
+        ``perm[i]``.
+    """
+    cost = _as_cost_batch(cost)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    tol = check_positive_float(tol, "tol")
+    method = pick_method(cost, method)
+    if method == "auction":
+        result = auction(cost, tol=tol)
+        return result if return_certificate else result.perm
+    c = cost.detach().to("cpu", torch.float64).numpy()
+    perms = [_cpu_assignment(ci, method) for ci in c.reshape(-1, *c.shape[-2:])]
+    perm = torch.from_numpy(np.stack(perms).reshape(c.shape[:-1])).to(cost.device)
+    return _exact_certificate(cost, perm, method) if return_certificate else perm
 
 
 def emd(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> ExactResult:
