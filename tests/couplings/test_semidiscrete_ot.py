@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from monge.couplings import COUPLINGS, SemiDiscreteOT, prepare_coupling
+from monge.couplings.semidiscrete import FIT_STATE_FILE, SAMPLER_TARGETS, fit_or_load_map
 from monge.data.sources import GaussianSource, ToySource
 
 
@@ -50,8 +51,9 @@ def test_semidiscrete_uses_finite_data_sets_and_other_sources():
     c.prepare(src, ToySource("8gaussians"), torch.Generator().manual_seed(6))
     masses = c.map.cell_masses(100_000, torch.Generator().manual_seed(7), source=lambda n, g: src.sample(n, g))
     assert (masses * 16 - 1).abs().mean().item() < 0.1
-    with pytest.raises(ValueError, match="n_targets=None needs a finite data set"):
-        SemiDiscreteOT(n_targets=None).targets_from(ToySource("moons"))
+    # a sampler gives SAMPLER_TARGETS points by default (a finite set: all of them)
+    y = SemiDiscreteOT().targets_from(ToySource("moons"), torch.Generator().manual_seed(0))
+    assert y.shape == (SAMPLER_TARGETS, 2)
 
 
 def test_semidiscrete_prepare_is_cached_next_to_the_checkpoint(tmp_path):
@@ -101,3 +103,75 @@ def test_cached_map_that_no_longer_fits_the_data_is_refused(tmp_path):
         prepare_coupling(SemiDiscreteOT(n_targets=None), src, Finite(data + 1), tmp_path)
     with pytest.raises(ValueError, match="targets of shape \\(2,\\), but the data gives 30 of shape \\(3,\\)"):
         prepare_coupling(SemiDiscreteOT(n_targets=None), GaussianSource((3,)), Finite(torch.randn(30, 3)), tmp_path)
+
+
+class _Finite(GaussianSource):
+    def __init__(self, data):
+        super().__init__(tuple(data.shape[1:]))
+        self.data = data
+
+
+def test_whole_data_set_is_the_default_target():
+    data = torch.randn(50, 2, generator=torch.Generator().manual_seed(0)) * 2
+    c = SemiDiscreteOT(tol=0.1)
+    c.prepare(GaussianSource((2,)), _Finite(data), torch.Generator().manual_seed(1))
+    assert torch.equal(c.map.targets, data) and c.fit_info["n_targets"] == 50
+    assert c.fit_info["converged"] and c.fit_info["rms_error"] <= 0.1
+
+
+def test_entropic_pairing_draws_from_the_cell_probabilities():
+    """With epsilon > 0 each noise is paired with y_i with probability softmax_i(s_i(x)/eps):
+    the frequencies over many draws match the probabilities computed directly."""
+    data = torch.tensor([[-2.0, 0.0], [0.0, 0.0], [2.0, 0.5]])
+    c = SemiDiscreteOT(epsilon=0.5, tol=0.1)
+    c.prepare(GaussianSource((2,)), _Finite(data), torch.Generator().manual_seed(0))
+    assert not c.threaded_solve and c.map.epsilon == 0.5
+    x = torch.tensor([[0.3, -0.2]]).expand(4000, 2)
+    out = c(x, torch.zeros(4000, 2), generator=torch.Generator().manual_seed(1))
+    idx = (out.x1[:, None] == data[None]).all(-1).float().argmax(1)
+    freq = torch.bincount(idx, minlength=3).float() / 4000
+    p = torch.softmax((x[0] @ data.T + c.map.heights) / 0.5, 0)
+    assert (freq - p).abs().max() < 0.03
+    # the same generator state gives the same pairs
+    again = c(x, torch.zeros(4000, 2), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out.x1, again.x1)
+    with pytest.raises(ValueError, match="epsilon must be in"):
+        SemiDiscreteOT(epsilon=-1.0)
+
+
+def test_fit_state_is_checkpointed_and_removed_once_the_map_is_saved(tmp_path, monkeypatch):
+    """An interrupted fit leaves its state in the run; the next prepare resumes from it (the
+    resumed map equals an uninterrupted fit's) and removes it after writing the map."""
+    import monge.ot.semidiscrete as sd
+
+    data = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
+    params = dict(tol=0.02, max_iter=60)
+    whole = fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path / "whole", params,
+                            generator=torch.Generator().manual_seed(1))
+    real = sd.fit_semidiscrete
+
+    def interrupted(*args, **kw):
+        kw["max_iter"] = 25
+        real(*args, **kw)  # writes its checkpoint, then the "process dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sd, "fit_semidiscrete", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path / "cut", params,
+                        generator=torch.Generator().manual_seed(1))
+    assert (tmp_path / "cut" / FIT_STATE_FILE).is_file()
+    assert not (tmp_path / "cut" / "semidiscrete.safetensors").exists()
+    monkeypatch.setattr(sd, "fit_semidiscrete", real)
+    resumed = fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path / "cut", params,
+                              generator=torch.Generator().manual_seed(1))
+    assert torch.equal(resumed.heights, whole.heights)
+    assert not (tmp_path / "cut" / FIT_STATE_FILE).exists()
+    assert not (tmp_path / "whole" / FIT_STATE_FILE).exists()
+
+
+def test_unconverged_fit_warns_with_the_measured_error():
+    data = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    c = SemiDiscreteOT(tol=1e-4, max_iter=3)
+    with pytest.warns(RuntimeWarning, match=r"stopped \(max_iter\) after 3 steps at an RMS relative cell-mass error"):
+        c.prepare(GaussianSource((2,)), _Finite(data), torch.Generator().manual_seed(1))
+    assert not c.fit_info["converged"] and c.fit_info["reason"] == "max_iter"

@@ -94,6 +94,39 @@ class Coupling(ABC):
         """Raise ``ValueError`` when a loaded state no longer fits ``source``/``target`` (no-op
         by default), so that a stale cache is refused rather than used."""
 
+    def prepare_run(
+        self,
+        source: "DataSource",
+        target: "DataSource",
+        run_dir: str | Path,
+        generator: torch.Generator | None = None,
+        *,
+        write: bool = True,
+        device: torch.device | str | None = None,
+    ) -> Path | None:
+        """Prepare for training in the run directory ``run_dir``.
+
+        A coupling without a cached state (``prepared_file is None``) just gets :meth:`prepare`
+        (cheap: e.g. ``knn_immiscible`` records the source) and ``None`` is returned. Otherwise
+        ``run_dir / prepared_file`` is loaded when it exists (resume, or the other ranks of a
+        distributed run after rank 0 wrote it) and checked against the data
+        (:meth:`check_prepared`); else :meth:`prepare` fits it and, with ``write``, it is saved
+        there (atomically). Returns that path.
+        """
+        if self.prepared_file is None:
+            self.prepare(source, target, generator)
+            return None
+        path = Path(run_dir) / self.prepared_file
+        if path.is_file():
+            self.load_prepared(path, device=device)
+            self.check_prepared(source, target, generator)
+            return path
+        self.prepare(source, target, generator)
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.save_prepared(path)
+        return path
+
 
 class SolverCoupling(Coupling):
     """A coupling whose pairing is one OT solve on the batch, then cheap indexing.
@@ -206,29 +239,9 @@ def prepare_coupling(
     write: bool = True,
     device: torch.device | str | None = None,
 ) -> Path | None:
-    """Prepare ``coupling`` for training, reusing the cached state in ``run_dir`` if present.
-
-    Couplings without a cached state (``prepared_file is None``) just get
-    :meth:`Coupling.prepare` (cheap: e.g. ``knn_immiscible`` records the source) and ``None``
-    is returned. Otherwise loads ``run_dir / coupling.prepared_file`` when it exists (resume,
-    or the other ranks of a distributed run after rank 0 wrote it) and checks that it still fits
-    the data (:meth:`Coupling.check_prepared`), or calls
-    :meth:`Coupling.prepare` and, with ``write``, saves the result there; returns that path.
-    """
-    if coupling.prepared_file is None:
-        coupling.prepare(source, target, generator)
-        return None
-    path = Path(run_dir) / coupling.prepared_file
-    if path.is_file():
-        coupling.load_prepared(path, device=device)
-        coupling.check_prepared(source, target, generator)
-        return path
-    coupling.prepare(source, target, generator)
-    if write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        coupling.save_prepared(path)
-    return path
-
+    """Prepare ``coupling`` for training, reusing the cached state in ``run_dir`` if present
+    (:meth:`Coupling.prepare_run`); returns the cache file, or ``None`` for a coupling without one."""
+    return coupling.prepare_run(source, target, run_dir, generator, write=write, device=device)
 
 
 # ----------------------------------------------------------------------------------- helpers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -9,80 +10,107 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from .._validation import check_positive, check_positive_int
+from .._validation import check_number, check_positive, check_positive_int
 from .base import COUPLINGS, Coupled, SolverCoupling, gen_device, prepare_coupling
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.sources import DataSource
     from ..ot.semidiscrete import SemiDiscreteMap, Source
 
-__all__ = ["MAP_FILE", "SAMPLER_TARGETS", "SemiDiscreteOT", "fit_or_load_map", "load_run_map", "ot_source"]
+__all__ = ["MAP_FILE", "FIT_STATE_FILE", "SAMPLER_TARGETS", "SemiDiscreteOT", "fit_or_load_map", "load_run_map", "ot_source"]
 
 #: File name of a run's semi-discrete map, inside the run directory.
 MAP_FILE = "semidiscrete.safetensors"
+#: File name of the state of an unfinished fit, inside the run directory (removed once the map is saved).
+FIT_STATE_FILE = "semidiscrete_fit.safetensors"
 #: Targets drawn from a data *sampler* (no finite data set), unless ``n_targets`` says otherwise.
 SAMPLER_TARGETS = 2**14
 
 
 @COUPLINGS.register("semidiscrete_ot")
 class SemiDiscreteOT(SolverCoupling):
-    r"""Semi-discrete OT coupling (DPM-OT, Li et al. 2023; AE-OT, An et al. 2020).
+    r"""Semi-discrete OT coupling: global OT from the whole noise space onto the training set
+    (DPM-OT, Li et al. 2023; semi-discrete flow matching, Mousavi-Hosseini et al. 2025).
 
     Before training, :meth:`prepare` fits once the semi-discrete OT map from the source
-    :math:`\mu` onto :math:`N` training points :math:`y_1..y_N` (:func:`monge.ot.fit_semidiscrete`)
+    :math:`\mu` onto the :math:`N` training points :math:`y_1..y_N`
+    (:func:`monge.ot.semidiscrete.fit_semidiscrete`), with scores
+    :math:`s_i(x) = \langle x, y_i \rangle + h_i` and cells of mass :math:`\nu_i = 1/N`. At train
+    time each noise :math:`x_0` is paired with a training point chosen by its scores among *all*
+    :math:`N` points, so the pairing is a sample of one global OT plan, not of a minibatch plan:
 
-    .. math:: T(x) = y_{i^*(x)}, \qquad i^*(x) = \arg\max_i \langle x, y_i \rangle + h_i ,
+    * ``epsilon = 0``: the hard cell :math:`T(x_0) = y_{\arg\max_i s_i(x_0)}` (DPM-OT's map), one
+      chunked max-inner-product search per batch, random-free (it may run in the pairing workers);
+    * ``epsilon > 0``: a draw from the entropic cell probabilities
+      :math:`p_i(x_0) = \mathrm{softmax}_i(s_i(x_0)/\varepsilon)` (SD-FM), chunked, from the
+      step's generator.
 
-    whose cells carry mass :math:`\mu(W_i) = 1/N`. At train time each noise :math:`x_0` is
-    paired with the target of its cell, :math:`(x_0, T(x_0))`; the drawn data batch ``x1`` is
-    not used (only its shape is checked). The map is cached next to the checkpoint as
-    ``semidiscrete.safetensors`` (see :func:`prepare_coupling`); at sampling time the same map
-    gives the "expressway" start (:func:`expressway_start`).
+    The drawn data batch ``x1`` is not used (only its shape is checked). The map is cached in the
+    run directory as ``semidiscrete.safetensors`` (:meth:`prepare_run`), checked against the data
+    when loaded, and gives the expressway start at sampling time
+    (:mod:`monge.samplers.expressway`). While it is fitted, the fit's state is checkpointed in
+    ``semidiscrete_fit.safetensors``, so an interrupted fit resumes where it stopped.
 
-    Targets: a finite data set (anything with a ``data`` tensor, e.g. digits or image folders)
-    gives all its points, or a random subset of ``n_targets`` drawn with the generator; any
-    other data source (toy 2D sets) gives a fixed sample of ``n_targets`` points drawn with the
-    generator. Encoder latents are used by giving a data source of latents. The map goes from
-    the run's source (a ``gaussian`` source uses the built-in normal sampler).
+    Targets: a finite data set (anything with a ``data`` tensor: digits, image folders, arrays)
+    gives **every** point, or a random subset of ``n_targets`` drawn with the generator; a data
+    sampler (toy 2D sets) gives a fixed sample of ``n_targets`` points (default
+    :data:`SAMPLER_TARGETS`). Encoder latents are used by giving a data source of latents. The map
+    goes from the run's source (a ``gaussian`` source uses the built-in normal sampler).
 
     Parameters
     ----------
     n_targets : int, optional
-        Number of target points (default 256; ``None``: the whole finite data set).
-    tol, max_iter, optimizer, lr, batch_size
-        Passed to :func:`monge.ot.fit_semidiscrete` (mean relative cell-mass error tolerance,
-        step cap, ``"adam"``/``"sgd"``, step size, initial Monte Carlo batch). On clustered
-        targets (e.g. ``25gaussians``, std 0.1) the fitter's default step (5% of the targets'
-        spread) is too coarse: ``lr=0.01`` brought the mean cell-mass error of 256 targets to
-        0.15 in 300 steps (7 s on 2 CPU cores) against 0.31 with the default.
+        Number of target points; default ``None``: the whole finite data set, or
+        :data:`SAMPLER_TARGETS` points of a sampler.
+    epsilon : float
+        Entropic regularisation of the map and of the pairing (0: hard cells).
+    tol : float
+        Target RMS relative cell-mass error of the fit, measured on fresh source draws
+        (:func:`monge.ot.semidiscrete.marginal_error`).
+    max_iter, max_time : int, float
+        Step and wall-clock (seconds) caps of the fit; it always returns, and warns with the error
+        it reached when it stopped before ``tol``.
+    optimizer, lr, batch_size
+        Passed to :func:`~monge.ot.semidiscrete.fit_semidiscrete` (defaults chosen there).
+    progress : bool, optional
+        Progress bar of the fit (default: when stderr is a terminal).
     """
 
     prepared_file = MAP_FILE
     keeps_data = False
-    #: The hard-cell search depends on the noise alone and its ``addmm`` blocks release the GIL,
-    #: so it may run in the pairing workers.
+    #: With ``epsilon = 0`` the hard-cell search depends on the noise alone and its ``addmm``
+    #: blocks release the GIL, so it may run in the pairing workers (the instance attribute says
+    #: ``False`` for ``epsilon > 0``, whose draws use the step's generator).
     threaded_solve = True
 
     def __init__(
         self,
-        n_targets: int | None = 256,
-        tol: float = 0.1,
-        max_iter: int = 1000,
+        n_targets: int | None = None,
+        epsilon: float = 0.0,
+        tol: float = 0.05,
+        max_iter: int = 3000,
+        max_time: float | None = None,
         optimizer: Literal["adam", "sgd"] = "adam",
         lr: float | None = None,
         batch_size: int | None = None,
+        progress: bool | None = None,
     ) -> None:
         self.n_targets = None if n_targets is None else check_positive_int(n_targets, "n_targets", 2**24)
+        self.epsilon = check_number(epsilon, "epsilon", 0.0, math.inf, high_open=True)
+        self.threaded_solve = self.epsilon == 0
         self.tol = check_positive(tol, "tol")
         self.max_iter = check_positive_int(max_iter, "max_iter")
+        self.max_time = check_positive(max_time, "max_time", allow_none=True)
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         self.optimizer = optimizer
         self.lr = check_positive(lr, "lr", allow_none=True)
         self.batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
+        self.progress = None if progress is None else bool(progress)
         self.map: "SemiDiscreteMap | None" = None
         self.fit_info: dict[str, object] = {}
         self._on_device: dict[torch.device, "SemiDiscreteMap"] = {}
+        self._fit_state: Path | None = None
 
     def targets_from(self, target: "DataSource", generator: torch.Generator | None = None) -> Tensor:
         """The ``(N, *shape)`` target points taken from ``target`` (see the class docstring)."""
@@ -94,12 +122,7 @@ class SemiDiscreteOT(SolverCoupling):
             dev = gen_device(generator, torch.device("cpu"))
             idx = torch.randperm(n, generator=generator, device=dev)[: self.n_targets].to(data.device)
             return data[idx]
-        if self.n_targets is None:
-            raise ValueError(
-                f"n_targets=None needs a finite data set (with a 'data' tensor); {type(target).__name__} "
-                "is a sampler: give n_targets"
-            )
-        return target.sample(self.n_targets, generator=generator)
+        return target.sample(self.n_targets or SAMPLER_TARGETS, generator=generator)
 
     def prepare(
         self,
@@ -115,35 +138,52 @@ class SemiDiscreteOT(SolverCoupling):
         if device is not None:
             y = y.to(device)
         y = y.float() if not y.is_floating_point() or y.dtype in (torch.float16, torch.bfloat16) else y
-        src = ot_source(source, y.device)
+        state = self._fit_state if self._fit_state is not None and self._fit_state.is_file() else None
         res = fit_semidiscrete(
-            y, source=src, optimizer=self.optimizer, lr=self.lr, batch_size=self.batch_size,
-            tol=self.tol, max_iter=self.max_iter, generator=generator,
+            y, source=ot_source(source, y.device), epsilon=self.epsilon, optimizer=self.optimizer, lr=self.lr,
+            batch_size=self.batch_size, tol=self.tol, max_iter=self.max_iter,
+            max_time=math.inf if self.max_time is None else self.max_time, progress=self.progress,
+            state=state, checkpoint=self._fit_state, generator=generator,
         )
+        err = res.error
+        self.fit_info = {"n_targets": int(y.shape[0]), "n_iter": res.n_iter, "rms_error": res.rms_error,
+                         "mean_error": res.mean_error, "max_error": res.max_error, "empty_cells": err.empty,
+                         "eval_samples": err.n_samples, "converged": res.converged, "reason": res.reason,
+                         "duplicates": res.duplicates}
         if not res.converged:
             warnings.warn(
-                f"semidiscrete_ot: the map did not reach tol={self.tol} in {res.n_iter} steps "
-                f"(mean cell-mass error {res.mean_error:.3f}); pairs are still valid, cells a bit uneven. "
-                "Raise max_iter or tol",
+                f"semidiscrete_ot: the fit stopped ({res.reason}) after {res.n_iter} steps at an RMS relative "
+                f"cell-mass error of {res.rms_error:.3f} (tol {self.tol}), {err.empty} of {y.shape[0]} cells "
+                f"empty on {err.n_samples} fresh source draws: the cells' masses are unequal, so the pairs "
+                "over-weight some training points and miss others. Raise max_iter or max_time, or set "
+                "epsilon > 0",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self.fit_info = {"n_iter": res.n_iter, "mean_error": res.mean_error, "max_error": res.max_error,
-                         "converged": res.converged}
         self.set_map(res.map)
 
-    def set_map(self, sd_map: "SemiDiscreteMap") -> None:
-        """Use an already fitted :class:`~monge.ot.SemiDiscreteMap`."""
-        self.map = sd_map
-        self._on_device = {sd_map.flat.device: sd_map}
-
-    def save_prepared(self, path: str | Path) -> None:
-        self._require_map().save(path)
-
-    def load_prepared(self, path: str | Path, device: torch.device | str | None = None) -> None:
-        from ..ot.semidiscrete import SemiDiscreteMap
-
-        self.set_map(SemiDiscreteMap.load(path, device=device))
+    def prepare_run(
+        self,
+        source: "DataSource",
+        target: "DataSource",
+        run_dir: str | Path,
+        generator: torch.Generator | None = None,
+        *,
+        write: bool = True,
+        device: torch.device | str | None = None,
+    ) -> Path | None:
+        """As :meth:`Coupling.prepare_run`; a fit checkpoints its state in ``run_dir`` (with
+        ``write``) and resumes from it, and the state is removed once the map is saved."""
+        self._fit_state = Path(run_dir) / FIT_STATE_FILE if write else None
+        if self._fit_state is not None:
+            self._fit_state.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path = super().prepare_run(source, target, run_dir, generator, write=write, device=device)
+        finally:
+            state, self._fit_state = self._fit_state, None
+        if state is not None and path is not None and path.is_file():
+            state.unlink(missing_ok=True)
+        return path
 
     def check_prepared(
         self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
@@ -167,6 +207,19 @@ class SemiDiscreteOT(SolverCoupling):
         if torch.is_tensor(data) and data.dim() >= 2 and not _rows_of(m.targets, data):
             raise ValueError(f"the cached semi-discrete map's targets are not points of the data set; {refit}")
 
+    def set_map(self, sd_map: "SemiDiscreteMap") -> None:
+        """Use an already fitted :class:`~monge.ot.SemiDiscreteMap`."""
+        self.map = sd_map
+        self._on_device = {sd_map.flat.device: sd_map}
+
+    def save_prepared(self, path: str | Path) -> None:
+        self._require_map().save(path)
+
+    def load_prepared(self, path: str | Path, device: torch.device | str | None = None) -> None:
+        from ..ot.semidiscrete import SemiDiscreteMap
+
+        self.set_map(SemiDiscreteMap.load(path, device=device))
+
     def _require_map(self) -> "SemiDiscreteMap":
         if self.map is None:
             raise ValueError(
@@ -182,7 +235,7 @@ class SemiDiscreteOT(SolverCoupling):
         m = self._require_map()
         if device not in self._on_device:
             self._on_device[device] = SemiDiscreteMap(
-                m.targets.to(device), m.heights.to(device), m.weights.to(device), m.max_block_elements
+                m.targets.to(device), m.heights.to(device), m.weights.to(device), m.max_block_elements, m.epsilon
             )
         return self._on_device[device]
 
@@ -193,12 +246,24 @@ class SemiDiscreteOT(SolverCoupling):
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         """Cell index ``(B,)`` of each noise: one chunked max-inner-product search."""
         m = self.map_on(x0.device)
+        self._check_shape(x1, m)
+        return m(x0)[0]
+
+    @staticmethod
+    def _check_shape(x1: Tensor, m: "SemiDiscreteMap") -> None:
         if tuple(x1.shape[1:]) != m.shape:
             raise ValueError(f"x1 has sample shape {tuple(x1.shape[1:])} but the map's targets have {m.shape}")
-        return m(x0)[0]
 
     def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
         return Coupled(x0, self.map_on(x0.device).targets[solution].to(dtype=x0.dtype))
+
+    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
+        if self.epsilon == 0:
+            return super().pair(x0, x1, generator)
+        m = self.map_on(x0.device)
+        self._check_shape(x1, m)
+        _, y = m.sample_cells(x0, self.epsilon, generator)
+        return Coupled(x0, y.to(dtype=x0.dtype))
 
 
 def ot_source(source: "DataSource", device: torch.device | str | None = None) -> "Source":
