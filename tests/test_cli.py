@@ -31,7 +31,8 @@ def test_train_sample_eval_end_to_end(recipe, tmp_path):
 
     res = runner.invoke(app, ["train", str(recipe), "--resume", "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "trained 30 steps" in res.output
+    assert "trained 10 steps (now at step 30 of 30)" in res.output  # steps of this invocation
+    assert "train.steps: 20 -> 30" in res.output  # the changed setting is reported
 
     out = tmp_path / "s.npy"
     res = runner.invoke(app, ["sample", str(run), "--nfe", "4", "--sampler", "heun", "-n", "50", "-o", str(out)])
