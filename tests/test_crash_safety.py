@@ -21,7 +21,7 @@ SAVER = textwrap.dedent(
     import yaml
     cfg = Config.from_dict(yaml.safe_load(open(sys.argv[1])))
     trainer = Trainer(cfg)
-    trainer.fit()  # writes a first complete checkpoint
+    trainer.fit(overwrite="replace")  # writes a first complete checkpoint (each round starts again)
     print("ready", flush=True)
     while True:  # keep overwriting it with large checkpoints until killed
         trainer.train_step()
