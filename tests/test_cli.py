@@ -213,3 +213,47 @@ def test_eval_of_a_semidiscrete_run_adds_expressway_rows(tmp_path):
     assert res.exit_code == 0 and "| expressway@0.5+euler | 2 |" in res.output, res.output
     res = runner.invoke(app, ["eval", str(tmp_path / "runs" / "sd"), "--nfe", "2", "-n", "50", "--no-adaptive"])
     assert res.exit_code == 0 and "| expressway@0.5+euler | 2 |" in res.output, res.output
+
+
+def test_train_refuses_an_existing_run_and_overwrite_keeps_a_backup(recipe, tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    res = runner.invoke(app, ["train", str(recipe), "train.steps=20", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    before = (run / "checkpoint.safetensors").read_bytes()
+
+    res = runner.invoke(app, ["train", str(recipe), "train.steps=3", "--no-progress"])
+    assert res.exit_code == 2 and "already holds a run" in res.output and "--overwrite" in res.output
+    assert (run / "checkpoint.safetensors").read_bytes() == before
+
+    res = runner.invoke(app, ["train", str(recipe), "--resume", "--overwrite", "--no-progress"])
+    assert res.exit_code == 2 and "exclude each other" in res.output
+
+    res = runner.invoke(app, ["train", str(recipe), "train.steps=3", "--overwrite", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "trained 3 steps" in res.output and "was moved to" in res.output
+    (backup,) = (tmp_path / "runs").glob("tiny.bak-*")
+    assert (backup / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_resume_with_a_changed_coupling_is_refused(recipe, tmp_path):
+    assert runner.invoke(app, ["train", str(recipe), "train.steps=10", "--no-progress"]).exit_code == 0
+    res = runner.invoke(app, ["train", str(recipe), "--resume", "coupling=independent", "--no-progress"])
+    assert res.exit_code == 2
+    assert "cannot change on resume" in res.output and "coupling=" in res.output
+
+
+def test_reflow_refuses_to_write_over_its_source(recipe, tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    assert runner.invoke(app, ["train", str(recipe), "train.steps=10", "--no-progress"]).exit_code == 0
+    before = (run / "checkpoint.safetensors").read_bytes()
+    for out in (run, run / "checkpoint.safetensors"):
+        res = runner.invoke(app, ["reflow", str(out), "--out", str(run), "--n-pairs", "20", "--no-progress"])
+        assert res.exit_code == 2 and "would replace its source run" in res.output
+    assert (run / "checkpoint.safetensors").read_bytes() == before
+    assert not (run / "reflow_pairs.safetensors").exists()
+    other = tmp_path / "runs" / "other"
+    other.mkdir()
+    (other / "log.csv").write_text("step,loss\n")
+    res = runner.invoke(app, ["reflow", str(run), "--out", str(other), "--n-pairs", "20", "--no-progress"])
+    assert res.exit_code == 2 and "already holds a run" in res.output
+    assert (other / "log.csv").read_text() == "step,loss\n"
