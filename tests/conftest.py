@@ -28,10 +28,3 @@ def tiny_config(tmp_path):
         return Config.from_dict(raw)
 
     return make
-
-
-def params_of(model):
-    """Every parameter of ``model``, flattened into one tensor (for bit-for-bit comparisons)."""
-    import torch
-
-    return torch.cat([p.detach().flatten() for p in model.parameters()])

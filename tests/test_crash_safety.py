@@ -115,11 +115,14 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 import os  # noqa: E402
 import socket  # noqa: E402
 
-from conftest import params_of  # noqa: E402
 
 from monge.rundir import LOCK_NAME, RunExistsError, RunLockedError  # noqa: E402
 
 _STEPS = 8
+
+
+def params_of(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
 def _fast(tiny_config, name, **kw):
