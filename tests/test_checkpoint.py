@@ -86,3 +86,83 @@ def test_module_mismatch_names_the_problem():
         load_module_state(torch.nn.Linear(4, 2), tensors, "model.", "ckpt")
     with pytest.raises(CheckpointError, match="missing"):
         load_module_state(torch.nn.Linear(3, 2), {"model.weight": tensors["model.weight"]}, "model.", "ckpt")
+
+
+# -- schema checks on load: one clear error each -------------------------------------------------
+
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from monge.train import Trainer, load_model  # noqa: E402
+
+
+def _tamper(path, tensors=None, config=None, state=None, metadata=None):
+    """Rewrite checkpoint ``path`` with edited parts (functions of the old ones)."""
+    t, c, s = load_checkpoint(path)
+    t = tensors(t) if tensors else t
+    c = config(c) if config else c
+    s = state(s) if state else s
+    meta = {"format": "monge-checkpoint", "version": "1", "config": json.dumps(c), "state": json.dumps(s)}
+    meta.update(metadata or {})
+    save_file({k: v.contiguous() for k, v in t.items()}, str(path), metadata=meta)
+
+
+@pytest.fixture
+def trained(tiny_config):
+    cfg = tiny_config(train__steps=10, train__checkpoint_every=0)
+    Trainer(cfg).fit()
+    return cfg
+
+
+def _without(prefix):
+    return lambda t: {k: v for k, v in t.items() if not k.startswith(prefix)}
+
+
+@pytest.mark.parametrize("edit,message", [
+    (dict(metadata={"version": "99"}), "format version '99'; this monge reads version 1"),
+    (dict(state=lambda s: {**s, "step": 1e30}), "state.step must be a non-negative integer, got 1e\\+30"),
+    (dict(state=lambda s: {**s, "step": -3}), "state.step must be a non-negative integer"),
+    (dict(state=lambda s: {**s, "step": "10"}), "state.step must be a non-negative integer"),
+    (dict(state=lambda s: [s]), "state must be a mapping"),
+    (dict(config=lambda c: "x"), "config must be a mapping"),
+])
+def test_malformed_checkpoints_are_refused_on_every_load(trained, edit, message):
+    path = trained.run_dir / "checkpoint.safetensors"
+    _tamper(path, **edit)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+    with pytest.raises(CheckpointError, match=message):
+        Trainer(trained).fit(resume=True)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (dict(tensors=_without("optim.")), "no optimiser state for parameter 0; resuming would silently reset AdamW"),
+    (dict(state=lambda s: {k: v for k, v in s.items() if k != "optimizer"}), "no valid optimiser state"),
+    (dict(state=lambda s: {**s, "optimizer": "adam"}), "no valid optimiser state"),
+    (dict(tensors=_without("rng.data")), "random generator state 'rng.data'"),
+    (dict(tensors=lambda t: {**t, "rng.torch": torch.zeros(3)}), "random generator state 'rng.torch'"),
+    (dict(tensors=lambda t: {**t, "rng.data": torch.zeros(7, dtype=torch.uint8)}), "invalid random generator"),
+    (dict(state=lambda s: {**s, "ema_updates": "many"}), "ema_updates must be a non-negative integer"),
+    (dict(state=lambda s: {**s, "loss": [1]}), "state.loss must be a number"),
+    (dict(tensors=lambda t: {**t, "optim.0.exp_avg": torch.zeros(2, 2)}), "optimiser state exp_avg of parameter 0"),
+    (dict(tensors=_without("ema.")), "EMA.*missing"),
+])
+def test_resume_refuses_incomplete_training_state(trained, edit, message):
+    path = trained.run_dir / "checkpoint.safetensors"
+    _tamper(path, **edit)
+    with pytest.raises(CheckpointError, match=message):
+        Trainer(trained).fit(resume=True)
+
+
+def test_sampling_refuses_nonfinite_weights(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from monge.cli import app
+
+    path = trained.run_dir / "checkpoint.safetensors"
+    key = next(k for k in load_file(str(path)) if k.startswith("ema.") and k.endswith("weight"))
+    _tamper(path, tensors=lambda t: {**t, key: torch.full_like(t[key], float("inf"))})
+    res = CliRunner().invoke(app, ["sample", str(trained.run_dir), "-n", "5", "-o", str(tmp_path / "s.npy")])
+    assert res.exit_code == 2 and "non-finite weights" in res.output
+    assert not (tmp_path / "s.npy").exists()
+    with pytest.raises(CheckpointError, match="non-finite"):
+        Trainer(trained).fit(resume=True)

@@ -16,7 +16,8 @@ def test_train_sample_eval_end_to_end(recipe, tmp_path):
 
     res = runner.invoke(app, ["train", str(recipe), "--resume", "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "trained 30 steps" in res.output
+    assert "trained 10 steps (now at step 30 of 30)" in res.output  # steps of this invocation
+    assert "train.steps: 20 -> 30" in res.output  # the changed setting is reported
 
     out = tmp_path / "s.npy"
     res = runner.invoke(app, ["sample", str(run), "--nfe", "4", "--sampler", "heun", "-n", "50", "-o", str(out)])
@@ -215,3 +216,47 @@ def test_fit_ot_fits_caches_and_reports(recipe, tmp_path):
     assert res.exit_code == 0 and "30 targets" in res.output, res.output
     res = runner.invoke(app, ["fit-ot", str(tmp_path)])
     assert res.exit_code == 2 and "holds no config.yaml" in res.output
+
+
+def test_train_refuses_an_existing_run_and_overwrite_keeps_a_backup(recipe, tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    res = runner.invoke(app, ["train", str(recipe), "train.steps=20", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    before = (run / "checkpoint.safetensors").read_bytes()
+
+    res = runner.invoke(app, ["train", str(recipe), "train.steps=3", "--no-progress"])
+    assert res.exit_code == 2 and "already holds a run" in res.output and "--overwrite" in res.output
+    assert (run / "checkpoint.safetensors").read_bytes() == before
+
+    res = runner.invoke(app, ["train", str(recipe), "--resume", "--overwrite", "--no-progress"])
+    assert res.exit_code == 2 and "exclude each other" in res.output
+
+    res = runner.invoke(app, ["train", str(recipe), "train.steps=3", "--overwrite", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "trained 3 steps" in res.output and "was moved to" in res.output
+    (backup,) = (tmp_path / "runs").glob("tiny.bak-*")
+    assert (backup / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_resume_with_a_changed_coupling_is_refused(recipe, tmp_path):
+    assert runner.invoke(app, ["train", str(recipe), "train.steps=10", "--no-progress"]).exit_code == 0
+    res = runner.invoke(app, ["train", str(recipe), "--resume", "coupling=independent", "--no-progress"])
+    assert res.exit_code == 2
+    assert "cannot change on resume" in res.output and "coupling=" in res.output
+
+
+def test_reflow_refuses_to_write_over_its_source(recipe, tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    assert runner.invoke(app, ["train", str(recipe), "train.steps=10", "--no-progress"]).exit_code == 0
+    before = (run / "checkpoint.safetensors").read_bytes()
+    for out in (run, run / "checkpoint.safetensors"):
+        res = runner.invoke(app, ["reflow", str(out), "--out", str(run), "--n-pairs", "20", "--no-progress"])
+        assert res.exit_code == 2 and "would replace its source run" in res.output
+    assert (run / "checkpoint.safetensors").read_bytes() == before
+    assert not (run / "reflow_pairs.safetensors").exists()
+    other = tmp_path / "runs" / "other"
+    other.mkdir()
+    (other / "log.csv").write_text("step,loss\n")
+    res = runner.invoke(app, ["reflow", str(run), "--out", str(other), "--n-pairs", "20", "--no-progress"])
+    assert res.exit_code == 2 and "already holds a run" in res.output
+    assert (other / "log.csv").read_text() == "step,loss\n"

@@ -21,7 +21,7 @@ SAVER = textwrap.dedent(
     import yaml
     cfg = Config.from_dict(yaml.safe_load(open(sys.argv[1])))
     trainer = Trainer(cfg)
-    trainer.fit()  # writes a first complete checkpoint
+    trainer.fit(overwrite="replace")  # writes a first complete checkpoint (each round starts again)
     print("ready", flush=True)
     while True:  # keep overwriting it with large checkpoints until killed
         trainer.train_step()
@@ -108,3 +108,233 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     cfg.train.steps = state["step"] + 2
     result = Trainer(cfg).fit(resume=True)
     assert result.step == state["step"] + 2
+
+
+# -- Ctrl-C anywhere in a step: interrupt + resume is bit-identical to an uninterrupted run ------
+
+import os  # noqa: E402
+import socket  # noqa: E402
+
+
+from monge.rundir import LOCK_NAME, RunExistsError, RunLockedError  # noqa: E402
+
+_STEPS = 8
+
+
+def params_of(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _fast(tiny_config, name, **kw):
+    settings = dict(name=name, train__steps=_STEPS, train__batch_size=32, train__checkpoint_every=3,
+                    train__eval_samples=50, sample={"sampler": "euler", "nfe": [1], "adaptive": False})
+    return tiny_config(**{**settings, **kw})
+
+
+def _arm(trainer, phase, at_step, action):
+    """Call ``action()`` once, inside ``phase`` of step ``at_step`` (1-based) of ``trainer``."""
+    fired = {"done": False}
+
+    def maybe():
+        if not fired["done"] and trainer.step == at_step - 1:
+            fired["done"] = True
+            action()
+
+    if phase == "draw":  # data drawn (with workers: ahead, on the main thread)
+        original = trainer.source.sample
+
+        def sample(*a, **k):
+            maybe()
+            return original(*a, **k)
+        trainer.source.sample = sample
+    elif phase == "coupling":
+        original_pair = trainer.coupling.pair_solved if trainer.config.train.pairing_workers else trainer.coupling
+
+        def pair(*a, **k):
+            maybe()
+            return original_pair(*a, **k)
+        if trainer.config.train.pairing_workers:
+            trainer.coupling.pair_solved = pair
+        else:
+            trainer.coupling = type("Wrapped", (), {"__call__": staticmethod(pair),
+                                                    "__getattr__": lambda s, n: getattr(original_pair, n)})()
+    elif phase == "forward":
+        trainer.model.register_forward_hook(lambda *a: maybe())
+    elif phase == "backward":
+        next(trainer.model.parameters()).register_hook(lambda g: (maybe(), g)[1])
+    elif phase == "optimizer":  # inside the update: model and optimiser partly written
+        trainer.optimizer.register_step_pre_hook(lambda *a: maybe())
+    elif phase == "ema":
+        original_ema = trainer.ema.update
+
+        def update(model):
+            maybe()
+            return original_ema(model)
+        trainer.ema.update = update
+    elif phase == "save":  # between steps, while a checkpoint is written
+        original_save = trainer.save
+
+        def save(*a, **k):
+            if not fired["done"] and trainer.step == at_step:
+                fired["done"] = True
+                action()
+            return original_save(*a, **k)
+        trainer.save = save
+    else:
+        raise AssertionError(phase)
+    return fired
+
+
+def _sigint():
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _twice():
+    _sigint()
+    _sigint()  # the second Ctrl-C stops at once
+
+
+def _raise():
+    raise KeyboardInterrupt  # no handler (another thread, a custom handler): raised mid-step
+
+
+@pytest.fixture(scope="module")
+def _reference(tmp_path_factory):
+    from monge.config import Config
+
+    out = {}
+    for workers in (0, 2):
+        cfg = Config.from_dict({
+            "name": f"full{workers}", "output_dir": str(tmp_path_factory.mktemp("ref")),
+            "data": {"source": "gaussian", "target": "8gaussians"}, "coupling": "exact_ot",
+            "model": {"name": "mlp", "hidden": 32, "depth": 2},
+            "train": {"steps": _STEPS, "batch_size": 32, "lr": 3e-3, "checkpoint_every": 3, "eval_samples": 50,
+                      "progress": False, "log_every": 10, "pairing_workers": workers},
+            "sample": {"sampler": "euler", "nfe": [1], "adaptive": False}})
+        full = Trainer(cfg)
+        full.fit()
+        out[workers] = (params_of(full.model), params_of(full.ema.model))
+    return out
+
+
+CASES = [  # (phase, step, how, pairing workers)
+    *[(phase, step, "sigint", 0) for phase in ("draw", "coupling", "forward", "backward", "optimizer", "ema")
+      for step in (1, 4)],
+    ("save", 3, "sigint", 0), ("draw", 5, "twice", 0), ("forward", 2, "twice", 0),
+    ("draw", 2, "raise", 0), ("backward", 5, "raise", 0), ("optimizer", 5, "raise", 0), ("ema", 8, "raise", 0),
+    *[(phase, step, "sigint", 2) for phase in ("draw", "coupling", "optimizer") for step in (2, 4)],
+    ("coupling", 8, "sigint", 2),
+    ("coupling", 5, "raise", 2), ("draw", 3, "twice", 2), ("draw", 4, "raise", 2),
+]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")
+@pytest.mark.parametrize("phase,step,how,workers", CASES, ids=[f"{p}-{s}-{h}-w{w}" for p, s, h, w in CASES])
+def test_interrupt_anywhere_then_resume_is_bit_identical(tiny_config, _reference, phase, step, how, workers):
+    """Ctrl-C at a step boundary, mid-step (data, coupling, forward, backward, optimiser, EMA) or
+    during a save; a double Ctrl-C; a KeyboardInterrupt raised without the handler: in every case
+    the saved (or kept) checkpoint resumes to exactly the weights of the uninterrupted run."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    cut = Trainer(_fast(tiny_config, "cut", train__pairing_workers=workers))
+    action = {"sigint": _sigint, "twice": _twice, "raise": _raise}[how]
+    fired = _arm(cut, phase, step, action)
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    assert fired["done"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert not (cut.run_dir / LOCK_NAME).exists()  # lock released
+    if how == "sigint":  # a single Ctrl-C finishes the step, then saves
+        _, _, state = load_checkpoint(cut.checkpoint_path)
+        assert state["step"] == step
+    resumed = Trainer(_fast(tiny_config, "cut", train__pairing_workers=workers))
+    resumed.fit(resume=True)
+    model, ema = _reference[workers]
+    assert torch.equal(params_of(resumed.model), model)
+    assert torch.equal(params_of(resumed.ema.model), ema)
+
+
+# -- no silent overwrite, one writer at a time ------------------------------------------------
+
+
+def test_existing_run_is_refused_without_resume_or_overwrite(tiny_config, capsys):
+    cfg = _fast(tiny_config, "kept")
+    Trainer(cfg).fit()
+    before = cfg.run_dir.joinpath("checkpoint.safetensors").read_bytes()
+    log = cfg.run_dir.joinpath("log.csv").read_text()
+    with pytest.raises(RunExistsError, match="already holds a run.*--resume.*--overwrite"):
+        Trainer(_fast(tiny_config, "kept", train__steps=3)).fit()
+    assert cfg.run_dir.joinpath("checkpoint.safetensors").read_bytes() == before
+    assert cfg.run_dir.joinpath("log.csv").read_text() == log
+
+    capsys.readouterr()
+    result = Trainer(_fast(tiny_config, "kept", train__steps=3)).fit(overwrite=True)
+    assert result.step == 3
+    backups = list(cfg.run_dir.parent.glob("kept.bak-*"))
+    assert len(backups) == 1 and backups[0].joinpath("checkpoint.safetensors").read_bytes() == before
+    assert backups[0].joinpath("log.csv").read_text() == log
+    assert f"moved to {backups[0]}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="exclude each other"):
+        Trainer(cfg).fit(resume=True, overwrite=True)
+
+
+def test_overwrite_replace_names_what_it_removes(tiny_config, capsys):
+    cfg = _fast(tiny_config, "demo-like", train__steps=2)
+    Trainer(cfg).fit()
+    (cfg.run_dir / "notes.txt").write_text("mine")
+    Trainer(cfg).fit(overwrite="replace")
+    err = capsys.readouterr().err
+    assert "removed checkpoint.safetensors, log.csv" in err
+    assert (cfg.run_dir / "notes.txt").read_text() == "mine"  # only the run's own files go
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tiny_config):
+    cfg = _fast(tiny_config, "locked", train__steps=2)
+    cfg.run_dir.mkdir(parents=True)
+    holder = os.getppid()  # a live process on this host
+    (cfg.run_dir / LOCK_NAME).write_text(json_dumps({"pid": holder, "host": socket.gethostname(),
+                                                     "started": "now"}))
+    with pytest.raises(RunLockedError, match=f"process {holder} on this host"):
+        Trainer(cfg).fit()
+    assert not (cfg.run_dir / "checkpoint.safetensors").exists()
+    (cfg.run_dir / LOCK_NAME).write_text(json_dumps({"pid": 4242, "host": "elsewhere", "started": "now"}))
+    with pytest.raises(RunLockedError, match=f"process 4242 on host elsewhere.*delete"):
+        Trainer(cfg).fit()
+
+
+def test_a_stale_lock_is_taken_over_with_a_notice(tiny_config, capsys):
+    cfg = _fast(tiny_config, "stale", train__steps=2)
+    cfg.run_dir.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (cfg.run_dir / LOCK_NAME).write_text(json_dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    assert Trainer(cfg).fit().step == 2
+    assert f"stale lock of process {dead.pid}" in capsys.readouterr().err
+    assert not (cfg.run_dir / LOCK_NAME).exists()
+
+
+def test_two_cli_writers_on_one_run(tmp_path, tiny_config):
+    """Two `monge train` processes on one run: the second is refused and names the first's PID."""
+    cfg = _fast(tiny_config, "twice", train__steps=10**6, train__log_every=1)
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text(cfg.to_yaml())
+    log = cfg.run_dir / "log.csv"
+    first = subprocess.Popen([sys.executable, "-m", "monge", "train", str(recipe), "--no-progress"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) > 3):
+            time.sleep(0.05)
+        second = subprocess.run([sys.executable, "-m", "monge", "train", str(recipe), "--resume",
+                                 "--no-progress"], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"being written by process {first.pid}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 130
+
+
+def json_dumps(obj):
+    import json
+
+    return json.dumps(obj)

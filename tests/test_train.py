@@ -206,3 +206,100 @@ def test_conditional_model_needs_labels_and_a_batch_coupling(tiny_config):
         Trainer(cfg)
     with pytest.raises(ConfigError, match="label_dropout"):
         tiny_config(train__label_dropout=1.0)
+
+
+# -- settings changed on resume ----------------------------------------------------------------
+
+
+def test_resume_applies_allowed_changes_and_logs_them(tiny_config, capsys):
+    Trainer(tiny_config(train__steps=20)).fit()
+    resumed = Trainer(tiny_config(train__steps=30, train__lr=0.5, train__grad_clip=None))
+    result = resumed.fit(resume=True)
+    assert result.step == 30 and result.trained == 10
+    assert all(g["lr"] == 0.5 for g in resumed.optimizer.param_groups)  # the new lr wins over the stored one
+    assert "train.lr: 0.003 -> 0.5" in resumed.resume_changes
+    assert "train.grad_clip: 1.0 -> null" in resumed.resume_changes
+    assert "train.lr: 0.003 -> 0.5" in capsys.readouterr().err
+    with open(resumed.run_dir / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[-1]["lr"]) == 0.5 and float(rows[0]["lr"]) == 3e-3
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"coupling": "independent"}, 'coupling={"name": "exact_ot"} -> coupling={"name": "independent"}'),
+    ({"path": {"name": "vp"}}, "path="),
+    ({"train__batch_size": 16}, "train.batch_size: 64 -> 16"),
+    ({"train__seed": 5}, "train.seed: 0 -> 5"),
+    ({"train__precision": "bf16"}, "train.precision"),
+])
+def test_resume_refuses_changes_that_would_make_another_run(tiny_config, change, named):
+    Trainer(tiny_config(train__steps=10)).fit()
+    with pytest.raises(CheckpointError, match="cannot change on resume") as err:
+        Trainer(tiny_config(train__steps=20, **change)).fit(resume=True)
+    assert named in str(err.value) and "--overwrite" in str(err.value)
+
+
+def test_resume_refuses_a_checkpoint_beyond_train_steps(tiny_config):
+    Trainer(tiny_config(train__steps=20)).fit()
+    with pytest.raises(CheckpointError, match="step 20, beyond train.steps=10"):
+        Trainer(tiny_config(train__steps=10)).fit(resume=True)
+
+
+# -- divergence guard ----------------------------------------------------------------------------
+
+
+def test_divergence_guard_stops_naming_the_step_and_keeps_the_sane_checkpoint(tiny_config, monkeypatch):
+    import monge.train as train_mod
+
+    monkeypatch.setattr(train_mod, "DIVERGENCE_WARMUP", 5)
+    cfg = tiny_config(train__steps=30, train__checkpoint_every=10)
+    trainer = Trainer(cfg)
+    objective = trainer.objective
+    calls = {"n": 0}
+
+    def exploding(*a, **k):
+        calls["n"] += 1
+        loss = objective(*a, **k)
+        return loss * 1e30 if calls["n"] >= 15 else loss  # finite, but absurd
+
+    trainer.objective = exploding
+    with pytest.raises(TrainingError, match=r"diverged at step 15: loss .* times its running median"):
+        trainer.fit()
+    _, _, state = load_checkpoint(cfg.run_dir / "checkpoint.safetensors")
+    assert state["step"] == 10
+    load_model(cfg.run_dir)  # the kept checkpoint is sane
+
+
+@pytest.mark.parametrize("clip", [1.0, None])
+def test_nonfinite_gradient_stops_the_run(tiny_config, clip):
+    cfg = tiny_config(train__steps=30, train__checkpoint_every=10, train__grad_clip=clip)
+    trainer = Trainer(cfg)
+    real_step = trainer._train_step
+
+    def step():
+        if trainer.step == 12:
+            hook = next(trainer.model.parameters()).register_hook(lambda g: g * float("inf"))
+            try:
+                return real_step()
+            finally:
+                hook.remove()
+        return real_step()
+
+    trainer._train_step = step
+    with pytest.raises(TrainingError, match="gradient is non-finite .* at step 13"):
+        trainer.fit()
+    assert trainer.step == 12 and torch.isfinite(_params(trainer.model)).all()  # no update was applied
+    _, _, state = load_checkpoint(cfg.run_dir / "checkpoint.safetensors")
+    assert state["step"] == 10
+
+
+def test_nonfinite_weights_are_never_saved(tiny_config):
+    cfg = tiny_config(train__steps=4, train__checkpoint_every=2)
+    trainer = Trainer(cfg)
+    trainer.fit()
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    before = trainer.checkpoint_path.read_bytes()
+    with pytest.raises(TrainingError, match="weights are non-finite"):
+        trainer.save()
+    assert trainer.checkpoint_path.read_bytes() == before

@@ -100,12 +100,28 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     metadata = _read_metadata(data, path)
     if metadata.get("format") != "monge-checkpoint":
         raise CheckpointError(f"{path} is a safetensors file but not a monge checkpoint (no monge metadata)")
+    if metadata.get("version") != str(FORMAT_VERSION):
+        raise CheckpointError(f"{path} has checkpoint format version {metadata.get('version')!r}; this monge "
+                              f"reads version {FORMAT_VERSION} (written by a newer or an unknown monge?)")
     try:
         config = json.loads(metadata["config"])
         state = json.loads(metadata["state"])
-    except (KeyError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({err})") from None
+    _check_schema(tensors, config, state, path)
     return tensors, config, state
+
+
+def _check_schema(tensors: dict[str, Tensor], config: Any, state: Any, path: Path) -> None:
+    """The parts every reader relies on: a config mapping and a state mapping with a sane step
+    (the weights are checked against the model by :func:`load_module_state`)."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: the checkpoint config must be a mapping, got {type(config).__name__}")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: the checkpoint state must be a mapping, got {type(state).__name__}")
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**53:
+        raise CheckpointError(f"{path}: state.step must be a non-negative integer, got {step!r}")
 
 
 def _read_metadata(data: bytes, path: Path) -> dict[str, str]:

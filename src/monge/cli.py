@@ -40,9 +40,14 @@ def train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/8gaussians-moons-otcfm.yaml"),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
     resume: bool = typer.Option(False, "--resume", help="continue from the run's checkpoint"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="start an existing run again; the old one is moved to RUN.bak-<time>"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train a model from a recipe; writes runs/NAME/{checkpoint.safetensors, log.csv, eval.md}.
+
+    An existing run is refused unless --resume (continue it) or --overwrite (start again, keeping a
+    backup). Ctrl-C stops at the next step boundary and saves a checkpoint there.
 
     Runs data-parallel unchanged under ``torchrun --nproc_per_node=N -m monge train ...``.
     """
@@ -53,7 +58,9 @@ def train(
     try:
         cfg = load_config(config, list(overrides or []))
         cfg.train.progress = cfg.train.progress and progress
-        result = Trainer(cfg).fit(resume=resume)
+        if resume and overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        result = Trainer(cfg).fit(resume=resume, overwrite=overwrite)
     except TrainingError as err:
         _fail(err, 1)
     except _USER_ERRORS as err:
@@ -65,7 +72,8 @@ def train(
         distributed.teardown()
     if not main:
         return
-    typer.echo(f"trained {result.step} steps in {result.seconds:.1f} s, final loss {result.loss:.4f}")
+    typer.echo(f"trained {result.trained} steps (now at step {result.step} of {cfg.train.steps}) in "
+               f"{result.seconds:.1f} s, final loss {result.loss:.4f}")
     typer.echo(f"checkpoint: {result.run_dir / 'checkpoint.safetensors'}")
     typer.echo((result.run_dir / "eval.md").read_text())
 
@@ -132,6 +140,8 @@ def reflow_cmd(
     n_pairs: int = typer.Option(10_000, "--n-pairs", help="(noise, sample) pairs to generate"),
     steps: Optional[int] = typer.Option(None, help="training steps of the new run (default: the original's)"),
     out: Optional[Path] = typer.Option(None, "--out", help="new run directory (default: RUN-reflow)"),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="replace an existing run at --out; the old one is moved to OUT.bak-<time>"),
     distill: bool = typer.Option(False, "--distill", help="also distill the reflowed model to one step"),
     sampler: str = typer.Option("dopri5", help="sampler that generates the pairs"),
     nfe: int = typer.Option(128, help="its NFE (fixed-step samplers)"),
@@ -144,7 +154,7 @@ def reflow_cmd(
 
     try:
         run = reflow(checkpoint, n_pairs=n_pairs, steps=steps, out_dir=out, distill=distill, sampler=sampler,
-                     nfe=nfe, seed=seed, progress=progress)
+                     nfe=nfe, seed=seed, progress=progress, overwrite=overwrite)
     except (*_USER_ERRORS, CheckpointError) as err:
         _fail(err)
     typer.echo(f"reflowed run: {run}")

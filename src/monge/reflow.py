@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ._validation import MAX_SAMPLES, check_batch, check_positive_int
 from .checkpoint import run_dir_of
 from .couplings.reflow import PAIRS_NAME, check_pairs, load_pairs, save_pairs
+from .rundir import RunLock, claim_run_dir
 
 __all__ = ["PAIRS_NAME", "check_pairs", "generate_pairs", "save_pairs", "load_pairs", "distill", "reflow"]
 
@@ -150,6 +151,7 @@ def reflow(
     init_from_checkpoint: bool = True,
     distill_steps: int | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     r"""Reflow a trained model end to end: pairs, retraining, optional one-step distillation.
 
@@ -164,7 +166,9 @@ def reflow(
        (:func:`distill`, ``distill_steps`` default ``steps``); the distilled run is written to
        ``out_dir / "distill"`` (sample it with ``euler``, 1 NFE).
 
-    ``out_dir`` defaults to ``<run dir>-reflow`` next to the checkpoint's run directory.
+    ``out_dir`` defaults to ``<run dir>-reflow`` next to the checkpoint's run directory. It may
+    not be the source run; an existing run there is refused unless ``overwrite`` (it is then
+    moved to ``<out_dir>.bak-<time>``, see :mod:`monge.rundir`).
     Returns the new run directory ``out_dir``.
     """
     from .config import Config
@@ -178,6 +182,10 @@ def reflow(
     model, cfg = load_model(checkpoint, ema=True)
     src_dir = run_dir_of(checkpoint)
     out = Path(out_dir) if out_dir is not None else src_dir.parent / f"{src_dir.name}-reflow"
+    if out.resolve() == src_dir.resolve():
+        raise ValueError(f"the reflowed run would replace its source run {src_dir}; choose another --out")
+    with RunLock(out):
+        claim_run_dir(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     source, _ = build_data(cfg.data)
     g = torch.Generator().manual_seed(seed)

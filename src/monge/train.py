@@ -23,8 +23,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
+import statistics
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,13 +54,23 @@ from .models import build_model
 from .objectives import VelocityObjective
 from .pairing import PairingPipeline
 from .paths import PATHS
+from .rundir import RunExistsError, RunLock, RunLockedError, claim_run_dir
 from .samplers.expressway import DEFAULT_T_START, Expressway
 
 __all__ = ["Trainer", "TrainResult", "TrainingError", "load_model", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
-# Parts of a config that must match to resume or to load weights into a rebuilt model.
-_IDENTITY_KEYS = ("model", "data")
+# Settings a resumed run may change (they take effect at once); any other difference is refused.
+RESUMABLE_TRAIN_KEYS = ("lr", "weight_decay", "grad_clip", "ema_decay", "steps", "log_every", "eval_every",
+                        "checkpoint_every", "eval_samples", "progress", "device", "compile", "pairing_workers")
+# Top-level sections a resumed run may change freely (run location, evaluation sampler).
+_RESUMABLE_SECTIONS = ("name", "output_dir", "sample")
+
+#: Divergence guard: after ``DIVERGENCE_WARMUP`` steps, a loss above ``DIVERGENCE_FACTOR`` times
+#: the median of the last ``DIVERGENCE_WINDOW`` losses stops the run (as a NaN/Inf loss does).
+DIVERGENCE_FACTOR = 1e4
+DIVERGENCE_WARMUP = 100
+DIVERGENCE_WINDOW = 100
 
 
 #: Start time of the expressway rows in evaluations of ``semidiscrete_ot`` runs.
@@ -74,6 +88,8 @@ class TrainResult:
     run_dir: Path
     eval_rows: list[EvalRow] = field(default_factory=list)
     seconds: float = 0.0
+    #: steps trained by this call of :meth:`Trainer.fit` (``step`` minus the resumed step)
+    trained: int = 0
 
 
 class Trainer:
@@ -126,6 +142,14 @@ class Trainer:
         self.prepare_seconds = 0.0
         self.last_loss = float("nan")
         self.run_dir = config.run_dir
+        #: where :meth:`train_step` is: None (between steps), "draw" (nothing updated yet) or
+        #: "update" (optimiser/EMA being updated: an exception here leaves a torn state)
+        self._phase: str | None = None
+        self._interrupt = False  # Ctrl-C seen during a step: stop at the next step boundary
+        self._stop_all = False  # the interrupt, agreed by all ranks (distributed)
+        self._losses: deque[float] = deque(maxlen=DIVERGENCE_WINDOW)
+        #: "key: old -> new" of the settings changed on the last :meth:`load`
+        self.resume_changes: list[str] = []
 
     def _check_conditional(self) -> int | None:
         k = getattr(self.model, "num_classes", None)
@@ -201,7 +225,34 @@ class Trainer:
             self.pipeline.close()
             self.pipeline = None
 
+    def _rng_snapshot(self) -> tuple[Tensor, Tensor, Tensor]:
+        data = self.pipeline.resume_state() if self.pipeline else self.generator.get_state()
+        return data, self.local_generator.get_state(), torch.get_rng_state()
+
+    def _rng_restore(self, snapshot: tuple[Tensor, Tensor, Tensor]) -> None:
+        """Back to the random state before the step (the pipeline drops what it drew ahead)."""
+        if self.pipeline is not None:
+            self.pipeline.reset()
+        self.generator.set_state(snapshot[0])
+        self.local_generator.set_state(snapshot[1])
+        torch.set_rng_state(snapshot[2])
+
     def train_step(self) -> float:
+        """One optimiser step. An exception before the update (an interrupt, a non-finite loss)
+        leaves the trainer as it was before the step, random states included."""
+        snapshot = self._rng_snapshot()
+        self._phase = "draw"
+        try:
+            value = self._train_step()
+        except BaseException:
+            if self._phase == "draw":
+                self._rng_restore(snapshot)
+                self._phase = None
+            raise
+        self._phase = None
+        return value
+
+    def _train_step(self) -> float:
         t, y, pairs = self._next_pairs()
         ps = self.path.sample(pairs.x0, pairs.x1, t, generator=self.local_generator)
         args = () if y is None else (self._pair_labels(y, pairs),)
@@ -210,22 +261,56 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             pred = self.net(ps.x_t, ps.t, *args)
         loss = self.objective(pred.float(), ps.target, pairs.weights)
-        value = distributed.all_reduce_mean(loss.detach(), self.device)
+        value = self._reduce_loss(loss.detach())
+        advice = (f"the last good checkpoint is kept in {self.run_dir}. Lower train.lr or enable "
+                  "train.grad_clip (both take effect on --resume), or check the data for extreme values.")
         if not math.isfinite(value):
             raise TrainingError(
                 f"loss is {value} at step {self.step + 1} (batch drawn from generator state after "
-                f"step {self.step}); the last good checkpoint is kept in {self.run_dir}. "
-                "Lower train.lr, enable train.grad_clip, or check the data for extreme values."
+                f"step {self.step}); " + advice
             )
+        self._check_divergence(value, advice)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if self.config.train.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+            norm = nn.utils.clip_grad_norm_(params, self.config.train.grad_clip)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params])
+        if not bool(torch.isfinite(norm)):
+            raise TrainingError(f"the gradient is non-finite ({float(norm)}) at step {self.step + 1}; " + advice)
+        self._phase = "update"
         self.optimizer.step()
         self.ema.update(self.model)
         self.step += 1
         self.last_loss = value
+        self._losses.append(value)
         return value
+
+    def _reduce_loss(self, loss: Tensor) -> float:
+        """The loss averaged over ranks; distributed, the Ctrl-C flag travels with it, so every
+        rank learns of an interrupt at the same step and all stop at the same boundary."""
+        if not self.dist.enabled:
+            return float(loss)
+        both = torch.stack([loss.double().reshape(()),
+                            torch.tensor(float(self._interrupt), dtype=torch.float64, device=loss.device)])
+        import torch.distributed as dist
+
+        dist.all_reduce(both)
+        self._stop_all = self._stop_all or bool(both[1] > 0)
+        return float(both[0]) / self.dist.world_size
+
+    def _check_divergence(self, value: float, advice: str) -> None:
+        """Stop when the loss jumps far above its running median (see ``DIVERGENCE_FACTOR``)."""
+        if len(self._losses) < min(DIVERGENCE_WARMUP, DIVERGENCE_WINDOW):
+            return
+        median = statistics.median(self._losses)
+        if median > 0 and value > DIVERGENCE_FACTOR * median:
+            raise TrainingError(
+                f"training diverged at step {self.step + 1}: loss {value:.4g} is {value / median:.3g} times "
+                f"its running median {median:.4g} over the last {len(self._losses)} steps (limit "
+                f"{DIVERGENCE_FACTOR:g}x); " + advice
+            )
 
     # -- checkpoints -------------------------------------------------------------
     @property
@@ -261,6 +346,12 @@ class Trainer:
         collection of the other ranks' generators (used on interrupt, when ranks may be out of step).
         """
         path = Path(path) if path is not None else self.checkpoint_path
+        bad = _nonfinite(self.model.state_dict())
+        if bad:
+            raise TrainingError(
+                f"the weights are non-finite at step {self.step} ({bad}); the checkpoint was not written, the "
+                f"last good one is kept in {self.run_dir}. Lower train.lr or enable train.grad_clip."
+            )
         tensors, state = self.state_tensors(gather)
         if self.dist.rank == 0:
             save_checkpoint(path, tensors, self.config.to_dict(), state)
@@ -272,20 +363,46 @@ class Trainer:
         """Restore model, EMA, optimiser, RNG states and step from a checkpoint."""
         path = Path(path) if path is not None else self.checkpoint_path
         tensors, config, state = load_checkpoint(path)
-        _check_same_identity(config, self.config.to_dict(), path)
+        self.resume_changes = _check_resumable(config, self.config.to_dict(), path)
+        step = state["step"]
+        if step > self.config.train.steps:
+            raise CheckpointError(
+                f"checkpoint {path} is at step {step}, beyond train.steps={self.config.train.steps}; "
+                "raise train.steps to train further")
+        _check_resume_state(tensors, state, path)
         load_module_state(self.model, tensors, "model.", f"checkpoint {path}")
         load_module_state(self.ema.model, tensors, "ema.", f"checkpoint {path} (EMA)")
-        self.optimizer.load_state_dict(unflatten_optimizer_state(tensors, state["optimizer"]))
-        self.generator.set_state(tensors["rng.data"])
-        torch.set_rng_state(tensors["rng.torch"])
-        key = f"rng.local.{self.dist.rank}"
-        if state.get("world_size") == self.dist.world_size and key in tensors:
-            self.local_generator.set_state(tensors[key])
-        else:  # resumed on another number of processes: fresh per-rank streams
-            self.local_generator.manual_seed(_local_seed(self.config.train.seed, self.dist.rank) + self.step)
-        self.step = int(state["step"])
-        self.ema.updates = int(state["ema_updates"])
+        for prefix in ("model.", "ema."):
+            bad = _nonfinite({k: v for k, v in tensors.items() if k.startswith(prefix)})
+            if bad:
+                raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); it cannot be resumed")
+        params = list(self.model.parameters())
+        optim = unflatten_optimizer_state(tensors, state["optimizer"])
+        _check_optimizer_state(optim, params, step, path)
+        try:
+            self.optimizer.load_state_dict(optim)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as err:
+            raise CheckpointError(f"checkpoint {path}: the optimiser state does not fit this model ({err})") from None
+        tc = self.config.train
+        for group in self.optimizer.param_groups:  # settings changed on resume take effect
+            group["lr"], group["weight_decay"] = tc.lr, tc.weight_decay
+        self.ema.decay = tc.ema_decay
+        try:
+            self.generator.set_state(tensors["rng.data"])
+            torch.set_rng_state(tensors["rng.torch"])
+            key = f"rng.local.{self.dist.rank}"
+            if state.get("world_size") == self.dist.world_size and key in tensors:
+                self.local_generator.set_state(tensors[key])
+            else:  # resumed on another number of processes: fresh per-rank streams
+                self.local_generator.manual_seed(_local_seed(tc.seed, self.dist.rank) + self.step)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {path}: invalid random generator state ({err})") from None
+        self.step = step
+        self.ema.updates = state["ema_updates"]
         self.last_loss = float("nan") if state.get("loss") is None else float(state["loss"])
+        if self.resume_changes and self.dist.rank == 0:
+            print(f"resuming {self.run_dir} at step {step} with changed settings: "
+                  + "; ".join(self.resume_changes), file=sys.stderr, flush=True)
 
     # -- evaluation ----------------------------------------------------------------
     def evaluate(self) -> list[EvalRow]:
@@ -340,8 +457,47 @@ class Trainer:
                              device=self.device)
 
     # -- the loop --------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Train to ``config.train.steps``; ``resume=True`` continues from the run's checkpoint."""
+    def fit(self, resume: bool = False, overwrite: bool | str = False) -> TrainResult:
+        """Train to ``config.train.steps``; ``resume=True`` continues from the run's checkpoint.
+
+        A run directory that already holds a run is refused unless ``resume`` or ``overwrite``
+        (``True``: move the old run to ``RUN.bak-<time>``; ``"replace"``: delete its files, naming
+        them), see :mod:`monge.rundir`. The run is locked while training (rank 0 holds the lock).
+        Ctrl-C stops at the next step boundary and saves a checkpoint there (a second Ctrl-C
+        stops at once; the checkpoint is then saved only if no update was under way).
+        """
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run or start it again")
+        lock = self._claim(resume, overwrite)
+        try:
+            return self._fit(resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim(self, resume: bool, overwrite: bool | str) -> RunLock | None:
+        """Rank 0 locks the run directory and checks it may be written; all ranks share the verdict."""
+        lock, error = None, None
+        if self.dist.rank == 0:
+            try:
+                lock = RunLock(self.run_dir).acquire()
+                extra = (self.coupling.prepared_file,) if self.coupling.prepared_file else ()
+                claim_run_dir(self.run_dir, resume, overwrite, extra)
+            except (RunExistsError, RunLockedError, ValueError, OSError) as err:
+                if lock is not None:
+                    lock.release()
+                error = err
+        if self.dist.enabled:
+            verdicts = distributed.all_gather_objects(None if error is None else (type(error).__name__, str(error)))
+            if error is None and verdicts[0] is not None:
+                kind, message = verdicts[0]
+                cls = {"RunExistsError": RunExistsError, "RunLockedError": RunLockedError}.get(kind, ValueError)
+                error = cls(message)
+        if error is not None:
+            raise error
+        return lock
+
+    def _fit(self, resume: bool) -> TrainResult:
         tc = self.config.train
         main = self.dist.rank == 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -349,6 +505,7 @@ class Trainer:
             if not self.checkpoint_path.is_file():
                 raise CheckpointError(f"--resume: no checkpoint at {self.checkpoint_path}")
             self.load()
+        first_step = self.step
         if main:
             (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
             for stale in self.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
@@ -358,6 +515,8 @@ class Trainer:
         rows: list[EvalRow] = []
         start = time.perf_counter()
         progress = _progress(tc.steps, self.step, tc.progress and main, self.config.name)
+        self._interrupt = self._stop_all = False
+        restore_sigint = self._install_sigint()
         self._start_pipeline()
         try:
             while self.step < tc.steps:
@@ -372,15 +531,25 @@ class Trainer:
                 if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
                     self._write_eval(self.evaluate())
                     distributed.barrier()
+                if self._stop_all if self.dist.enabled else self._interrupt:
+                    raise KeyboardInterrupt  # Ctrl-C during the step, honoured at its end
         except KeyboardInterrupt:
             progress.close()
+            torn = self._phase is not None  # interrupted inside an optimiser/EMA update
+            synced = self.dist.enabled and self._stop_all and not torn
             self._stop_pipeline()
-            self.save(gather=False)
-            if main:
-                print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.checkpoint_path}",
-                      file=sys.stderr)
+            if torn:
+                if main:
+                    print(f"\ninterrupted in the middle of step {self.step + 1}'s update; the checkpoint was not "
+                          f"updated (the last one in {self.run_dir} stays valid)", file=sys.stderr)
+            else:
+                self.save(gather=synced)
+                if main:
+                    print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.checkpoint_path}",
+                          file=sys.stderr)
             raise
         finally:
+            restore_sigint()
             self._stop_pipeline()
             progress.close()
             log.close()
@@ -388,7 +557,25 @@ class Trainer:
         rows = self.evaluate()
         self._write_eval(rows)
         distributed.barrier()
-        return TrainResult(self.step, self.last_loss, self.run_dir, rows, time.perf_counter() - start)
+        return TrainResult(self.step, self.last_loss, self.run_dir, rows, time.perf_counter() - start,
+                           trained=self.step - first_step)
+
+    def _install_sigint(self):
+        """Route Ctrl-C to a flag while a step runs (main thread, default handler only); return the undo."""
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return lambda: None
+
+        def on_sigint(signum, frame):
+            if self._phase is None or self._interrupt:  # between steps, or a second Ctrl-C
+                raise KeyboardInterrupt
+            self._interrupt = True
+            if self.dist.rank == 0:
+                print(f"\nCtrl-C: stopping after step {self.step + 1} (press again to stop at once)",
+                      file=sys.stderr, flush=True)
+
+        signal.signal(signal.SIGINT, on_sigint)
+        return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _write_eval(self, rows: list[EvalRow]) -> None:
         if not rows:
@@ -409,14 +596,77 @@ def _local_seed(seed: int, rank: int) -> int:
     return seed + 2 + 1_000_003 * rank
 
 
-def _check_same_identity(stored: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    for key in _IDENTITY_KEYS:
-        if stored.get(key) != current.get(key):
-            raise CheckpointError(
-                f"checkpoint {path} was written with {key}={json.dumps(stored.get(key))} but the "
-                f"current config has {key}={json.dumps(current.get(key))}; use a matching config "
-                "or a new run name"
-            )
+def _check_resumable(stored: dict[str, Any], current: dict[str, Any], path: Path) -> list[str]:
+    """The allowed changes (``"train.lr: 0.001 -> 0.5"``); refuse any other difference, naming it."""
+    try:
+        stored = Config.from_dict(stored).to_dict()  # fill defaults of settings added since
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
+    allowed, refused = [], []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key), current.get(key)
+        if old == new or key in _RESUMABLE_SECTIONS:
+            continue
+        if key == "train" and isinstance(old, dict) and isinstance(new, dict):
+            for sub in sorted(set(old) | set(new)):
+                if old.get(sub) != new.get(sub):
+                    change = f"train.{sub}: {json.dumps(old.get(sub))} -> {json.dumps(new.get(sub))}"
+                    (allowed if sub in RESUMABLE_TRAIN_KEYS else refused).append(change)
+        else:
+            refused.append(f"{key}={json.dumps(old)} -> {key}={json.dumps(new)}")
+    if refused:
+        raise CheckpointError(
+            f"cannot resume {path}: " + "; ".join(refused) + " cannot change on resume (only "
+            + ", ".join(f"train.{k}" for k in RESUMABLE_TRAIN_KEYS) + " and sample.* may); "
+            "start a new run (another name) or use --overwrite"
+        )
+    return allowed
+
+
+def _check_resume_state(tensors: dict[str, Tensor], state: dict[str, Any], path: Path) -> None:
+    """What resuming needs beyond the weights: generator states, EMA count, optimiser metadata."""
+    for key in ("rng.data", "rng.torch"):
+        t = tensors.get(key)
+        if t is None or t.dtype != torch.uint8 or t.dim() != 1:
+            raise CheckpointError(f"checkpoint {path} has no valid random generator state {key!r}; it cannot be resumed "
+                                  "exactly (it can still be sampled)")
+    updates = state.get("ema_updates")
+    if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:
+        raise CheckpointError(f"checkpoint {path}: state.ema_updates must be a non-negative integer, got {updates!r}")
+    meta = state.get("optimizer")
+    if not isinstance(meta, dict) or not isinstance(meta.get("param_groups"), list) or \
+            not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in meta["param_groups"]) or \
+            not isinstance(meta.get("scalars", {}), dict):
+        raise CheckpointError(f"checkpoint {path} has no valid optimiser state (state.optimizer); resuming would "
+                              "silently reset AdamW. Start a new run or use --overwrite")
+    loss = state.get("loss")
+    if loss is not None and (not isinstance(loss, (int, float)) or isinstance(loss, bool)):
+        raise CheckpointError(f"checkpoint {path}: state.loss must be a number, got {loss!r}")
+
+
+def _check_optimizer_state(optim: dict[str, Any], params: list[Tensor], step: int, path: Path) -> None:
+    """After step 0 every parameter needs its AdamW moments, shaped like the parameter."""
+    indices = [i for g in optim["param_groups"] for i in g["params"]]
+    if sorted(indices) != list(range(len(params))):
+        raise CheckpointError(f"checkpoint {path}: the optimiser state covers {len(indices)} parameters, the model "
+                              f"has {len(params)}")
+    for i, p in enumerate(params):
+        st = optim["state"].get(i)
+        if not st:
+            if step > 0:
+                raise CheckpointError(f"checkpoint {path} at step {step} has no optimiser state for parameter {i}; "
+                                      "resuming would silently reset AdamW. Start a new run or use --overwrite")
+            continue
+        for key, value in st.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                raise CheckpointError(f"checkpoint {path}: optimiser state {key} of parameter {i} has shape "
+                                      f"{tuple(value.shape)}, the parameter {tuple(p.shape)}")
+
+
+def _nonfinite(tensors: dict[str, Tensor]) -> str:
+    """``""`` when every floating tensor is finite, else a short description of the first bad ones."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return "" if not bad else f"non-finite values in {', '.join(bad[:3])}{'...' if len(bad) > 3 else ''}"
 
 
 def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
@@ -430,6 +680,10 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     model = build_model(config.model.name, config.model.params, shape)
     prefix = "ema." if ema else "model."
     load_module_state(model, tensors, prefix, f"checkpoint {path}")
+    bad = _nonfinite({k: v for k, v in tensors.items() if k.startswith(prefix)})
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); the run diverged before it was "
+                              "saved. Use an earlier checkpoint or train again with a lower train.lr")
     return model.to(device).eval(), config
 
 
