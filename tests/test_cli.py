@@ -205,7 +205,7 @@ def test_fit_ot_fits_caches_and_reports(recipe, tmp_path):
     assert res.exit_code == 0, res.output
     run = tmp_path / "runs" / "tiny"
     assert "24 targets of shape (2,), fitted in" in res.output and (run / "semidiscrete.safetensors").is_file()
-    assert "cell-mass error on 2400 fresh source samples" in res.output
+    assert "fresh source samples: RMS relative" in res.output and "empty cells" in res.output
     before = (run / "semidiscrete.safetensors").read_bytes()
     res = runner.invoke(app, ["fit-ot", str(recipe), "coupling=semidiscrete_ot", "coupling.n_targets=24"])
     assert res.exit_code == 0 and "loaded" in res.output

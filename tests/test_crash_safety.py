@@ -297,7 +297,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tiny_config):
         Trainer(cfg).fit()
     assert not (cfg.run_dir / "checkpoint.safetensors").exists()
     (cfg.run_dir / LOCK_NAME).write_text(json_dumps({"pid": 4242, "host": "elsewhere", "started": "now"}))
-    with pytest.raises(RunLockedError, match=f"process 4242 on host elsewhere.*delete"):
+    with pytest.raises(RunLockedError, match="process 4242 on host elsewhere.*delete"):
         Trainer(cfg).fit()
 
 

@@ -91,12 +91,14 @@ def test_bad_requests_name_the_problem(tmp_path):
         generate(model, cfg, 4, sampler="ddim", timesteps="nope")
 
 
-def test_expressway_of_an_independent_run_fits_and_caches_the_map(tmp_path):
+def test_expressway_of_an_independent_run_fits_and_caches_the_map(tmp_path, monkeypatch):
     """DPM-OT proper: the exact field of the independent coupling, started at t_s from the noised
     target of each noise's OT cell, lands on the data (W2 close to the exact flow's samples)."""
+    import monge.couplings.semidiscrete as sd_coupling
     from monge.metrics import wasserstein2
     from monge.ot import SemiDiscreteMap
 
+    monkeypatch.setattr(sd_coupling, "SAMPLER_TARGETS", 256)  # a sampler's default sample, smaller
     cfg = _config()
     model = Oracle(path_schedule(cfg))
     out = generate(model, cfg, 400, sampler="heun", nfe=4, expressway=0.5, run_dir=tmp_path, seed=2)

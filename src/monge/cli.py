@@ -181,13 +181,15 @@ def fit_ot_cmd(
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides of a recipe"),
     refit: bool = typer.Option(False, "--refit", help="fit again even when the run has a cached map"),
     check_samples: int = typer.Option(0, "--check-samples",
-                                      help="fresh source samples for the cell-mass check [default: 100 x N]"),
+                                      help="fresh source samples of the cell-mass check [default: as the fit's]"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fit the semi-discrete OT map from the run's source onto its data and cache it in the run.
 
     The map is the one ``semidiscrete_ot`` trains with and ``--expressway`` samples from; it is
     fitted on every point of a finite data set (or the recipe's ``coupling.n_targets``). Prints
-    the targets, the time and the cell-mass error measured on fresh source samples.
+    the targets, the time and the cell-mass error measured on fresh source samples
+    (:func:`monge.ot.semidiscrete.marginal_error`). An interrupted fit resumes where it stopped.
     """
     import time
 
@@ -197,6 +199,7 @@ def fit_ot_cmd(
     from .couplings.semidiscrete import MAP_FILE, ot_source
     from .data.sources import build_data
     from .generate import semidiscrete_map
+    from .ot.semidiscrete import marginal_error
 
     try:
         if run_or_recipe.is_dir():
@@ -210,17 +213,18 @@ def fit_ot_cmd(
             run_dir = cfg.run_dir
         cached = (run_dir / MAP_FILE).is_file() and not refit
         start = time.perf_counter()
-        sd_map = semidiscrete_map(cfg, run_dir, refit=refit)
+        sd_map = semidiscrete_map(cfg, run_dir, refit=refit, progress=progress)
         seconds = time.perf_counter() - start
-        n = check_samples or min(100 * sd_map.n_targets, 2**24)
-        source = ot_source(build_data(cfg.data)[0])
-        worst, mean = sd_map.mass_error(n, torch.Generator().manual_seed(cfg.train.seed + 7), source)
+        err = marginal_error(sd_map, n_samples=check_samples or None, source=ot_source(build_data(cfg.data)[0]),
+                             generator=torch.Generator().manual_seed(cfg.train.seed + 7))
     except _USER_ERRORS as err:
         _fail(err)
     how = "loaded" if cached else f"fitted in {seconds:.1f} s"
-    typer.echo(f"semi-discrete map: {sd_map.n_targets} targets of shape {sd_map.shape}, {how}: {run_dir / MAP_FILE}")
-    typer.echo(f"cell-mass error on {n} fresh source samples: mean {mean:.3f}, max {worst:.3f} "
-               f"(Monte Carlo noise alone: about {(sd_map.n_targets / n) ** 0.5:.3f})")
+    typer.echo(f"semi-discrete map: {sd_map.n_targets} targets of shape {sd_map.shape}, epsilon {sd_map.epsilon:g}, "
+               f"{how}: {run_dir / MAP_FILE}")
+    typer.echo(f"cell-mass error on {err.n_samples} fresh source samples: RMS relative {err.rms:.3f} "
+               f"(chi2 {err.chi2:.2e} +- {err.chi2_std:.1e}), mean relative {err.mean_rel:.3f} (noise floor "
+               f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells")
 
 
 @app.command("eval")

@@ -24,7 +24,7 @@ MAP_FILE = "semidiscrete.safetensors"
 #: File name of the state of an unfinished fit, inside the run directory (removed once the map is saved).
 FIT_STATE_FILE = "semidiscrete_fit.safetensors"
 #: Targets drawn from a data *sampler* (no finite data set), unless ``n_targets`` says otherwise.
-SAMPLER_TARGETS = 2**14
+SAMPLER_TARGETS = 4096
 
 
 @COUPLINGS.register("semidiscrete_ot")

@@ -20,7 +20,6 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from .._validation import check_positive_int
 from ._checks import check_positive_float
 from ._sd_kernels import Layout
 
