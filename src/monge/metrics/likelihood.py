@@ -91,23 +91,51 @@ def _forward(field: Field, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     return xg, v
 
 
+#: Vector-Jacobian products taken together in one vmapped backward pass.
+_VJP_CHUNK = 64
+
+
+def _vjps(v: Tensor, xg: Tensor, cotangents: Tensor) -> Tensor:
+    r"""``(K, batch, *shape)``: :math:`c_k^\top J_v` for each cotangent :math:`c_k` of ``cotangents``.
+
+    Chunks of up to :data:`_VJP_CHUNK` products run as one vmapped backward pass
+    (``is_grads_batched``); a graph whose backward cannot be vmapped falls back to one pass each.
+    """
+    out = []
+    n = cotangents.shape[0]
+    with torch.enable_grad():
+        for start in range(0, n, _VJP_CHUNK):
+            chunk = cotangents[start:start + _VJP_CHUNK]
+            keep = start + _VJP_CHUNK < n
+            try:
+                (g,) = torch.autograd.grad(v, xg, grad_outputs=chunk, retain_graph=True, is_grads_batched=True)
+            except RuntimeError:  # an operation without a batching rule in its backward
+                g = torch.stack([torch.autograd.grad(v, xg, grad_outputs=c, retain_graph=True)[0] for c in chunk])
+            out.append(g.detach())
+            if not keep:
+                break
+    return torch.cat(out)
+
+
 def exact_divergence(field: Field, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     r"""``(v, div)``: the field :math:`v(x, t)` and its exact divergence
     :math:`\sum_i \partial v_i/\partial x_i`, shape ``(batch,)``.
 
-    One forward pass and :math:`D` vector-Jacobian products (:math:`e_i^\top J_v` gives row
-    :math:`i` of every sample's Jacobian at once: a batch's samples must not interact, e.g. no
-    batch norm in training mode). Cost grows as :math:`D`; use :func:`hutchinson_divergence` for
-    images. No graph is kept: both outputs are detached.
+    One forward pass and :math:`D` vector-Jacobian products :math:`e_i^\top J_v` (row :math:`i`
+    of every sample's Jacobian at once: a batch's samples must not interact, e.g. no batch norm
+    in training mode), vmapped in chunks. Cost and memory grow as :math:`D`; use
+    :func:`hutchinson_divergence` for images. Both outputs are detached.
     """
     xg, v = _forward(field, x, t)
-    vf = v.flatten(1)
-    div = torch.zeros(x.shape[0], dtype=v.dtype, device=v.device)
-    with torch.enable_grad():
-        for i in range(vf.shape[1]):
-            (row,) = torch.autograd.grad(vf[:, i].sum(), xg, retain_graph=i + 1 < vf.shape[1])
-            div = div + row.flatten(1)[:, i]
-    return v.detach(), div.detach()
+    batch, dim = x.shape[0], x[0].numel()
+    div = torch.zeros(batch, dtype=v.dtype, device=v.device)
+    eye = torch.eye(dim, dtype=v.dtype, device=v.device)
+    for start in range(0, dim, _VJP_CHUNK):
+        rows = eye[start:start + _VJP_CHUNK]  # (c, D): basis vectors e_i
+        cot = rows[:, None, :].expand(rows.shape[0], batch, dim).reshape(rows.shape[0], *x.shape)
+        g = _vjps(v, xg, cot).flatten(2)  # (c, batch, D): rows i of the Jacobians
+        div = div + torch.diagonal(g[:, :, start:start + rows.shape[0]], dim1=0, dim2=2).sum(-1)
+    return v.detach(), div
 
 
 def hutchinson_divergence(field: Field, x: Tensor, t: Tensor, probes: Tensor) -> tuple[Tensor, Tensor]:
@@ -116,18 +144,13 @@ def hutchinson_divergence(field: Field, x: Tensor, t: Tensor, probes: Tensor) ->
 
     Their mean over probes is unbiased for the divergence when
     :math:`\mathbb E[\varepsilon\varepsilon^\top] = I` (:func:`draw_probes`). One forward pass
-    and ``K`` vector-Jacobian products.
+    and ``K`` vector-Jacobian products (vmapped in chunks).
     """
     if probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
         raise ValueError(f"probes must have shape (K, *{tuple(x.shape)}), got {tuple(probes.shape)}")
     xg, v = _forward(field, x, t)
-    k = probes.shape[0]
-    est = []
-    with torch.enable_grad():
-        for j in range(k):
-            (vjp,) = torch.autograd.grad(v, xg, grad_outputs=probes[j], retain_graph=j + 1 < k)
-            est.append((vjp * probes[j]).flatten(1).sum(1))
-    return v.detach(), torch.stack(est).detach()
+    g = _vjps(v, xg, probes.to(v.dtype))
+    return v.detach(), (g * probes).flatten(2).sum(2)
 
 
 def draw_probes(x: Tensor, probes: int, dist: str = "rademacher",
