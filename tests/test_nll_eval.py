@@ -23,9 +23,9 @@ def _recipe(tmp_path, **sample):
     path.write_text(yaml.safe_dump({
         "name": "tiny",
         "output_dir": str(tmp_path / "runs"),
-        "data": {"source": "8gaussians", "target": "moons"},
+        "data": {"source": "gaussian", "target": "moons"},
         "model": {"name": "mlp", "hidden": 32, "depth": 2},
-        "train": {"steps": 20, "batch_size": 32, "eval_samples": 50, "checkpoint_every": 0},
+        "train": {"steps": 20, "batch_size": 32, "eval_samples": 20, "checkpoint_every": 0},
         "sample": {"nfe": [2], "adaptive": False, **sample},
     }))
     return path

@@ -160,6 +160,7 @@ class NLLResult:
     seconds: float
     bpd: float | None = None
     bpd_se: float | None = None
+    tol: float = 1e-5
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -222,7 +223,7 @@ def evaluate_nll(
     nll = -out.log_prob.double()
     root = math.sqrt(n)
     res = NLLResult(nll=float(nll.mean()), nll_se=float(nll.std() / root) if n > 1 else float("nan"), n=n,
-                    nfe=out.nfe, divergence=divergence, data=description, seconds=seconds)
+                    nfe=out.nfe, divergence=divergence, data=description, seconds=seconds, tol=max(rtol, atol))
     if image:
         bpd = bits_per_dim(out.log_prob, tuple(x.shape[1:]), data_scale=IMAGE_RANGE[1] - IMAGE_RANGE[0],
                            n_bins=IMAGE_BINS)
@@ -236,8 +237,9 @@ def format_nll(results: dict[str, NLLResult], title: str = "Negative log-likelih
     head = "| run | NLL (nats) | ± s.e. |" + (" bits/dim | ± s.e. |" if images else "") + \
         " points | divergence | NFE | data | seconds |"
     sep = "|---|---:|---:|" + ("---:|---:|" if images else "") + "---:|---|---:|---|---:|"
-    lines = [f"**{title}** (dopri5, rtol = atol = 1e-5, −log p under the flow from the run's source)", "",
-             head, sep]
+    tols = sorted({f"{r.tol:g}" for r in results.values()})
+    lines = [f"**{title}** (−log p under the flow from the run's source; dopri5, rtol = atol = "
+             f"{'/'.join(tols)})", "", head, sep]
     for label, r in results.items():
         cells = f"| {label} | {r.nll:.4f} | {r.nll_se:.4f} |"
         if images:
