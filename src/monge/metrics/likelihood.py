@@ -107,6 +107,9 @@ def _vjps(v: Tensor, xg: Tensor, cotangents: Tensor) -> Tensor:
         for start in range(0, n, _VJP_CHUNK):
             chunk = cotangents[start:start + _VJP_CHUNK]
             keep = start + _VJP_CHUNK < n
+            if chunk.shape[0] == 1:  # one product: a plain backward pass, no vmap
+                out.append(torch.autograd.grad(v, xg, grad_outputs=chunk[0], retain_graph=keep)[0][None].detach())
+                continue
             try:
                 (g,) = torch.autograd.grad(v, xg, grad_outputs=chunk, retain_graph=True, is_grads_batched=True)
             except RuntimeError:  # an operation without a batching rule in its backward
