@@ -73,6 +73,7 @@ def test_demo_writes_report(tmp_path):
     report = (out / "report.md").read_text()
     assert "OT-CFM (exact_ot)" in report and "I-CFM (independent)" in report
     assert "**Mode mixture by NFE**" in report  # 8gaussians is a mixture with known modes
+    assert "Negative log-likelihood of 500 fresh 8gaussians points" in report  # gaussian source: closed form
     for png in ("w2_vs_nfe.png", "samples.png", "trajectories.png"):
         assert (out / png).stat().st_size > 1000
 

@@ -21,7 +21,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge.ot", "monge.paths", "monge.objectives", "monge.pairing", "monge.imageio"),
     ("monge.predictions", "monge.data", "monge.metrics"),
     ("monge.couplings", "monge.models"),
-    ("monge.samplers",),
+    # monge.likelihood integrates the change of variables with the samplers, so it sits beside them
+    # (above monge.metrics, which holds its sampler-free parts)
+    ("monge.samplers", "monge.likelihood"),
     ("monge.config",),
     ("monge.evaluate", "monge.plots"),
     ("monge.train", "monge.generate"),

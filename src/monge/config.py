@@ -116,6 +116,7 @@ class SampleConfig:
     sampler: str = "euler"
     nfe: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     adaptive: bool = True
+    nll: bool = False  # also score held-out data's log-likelihood at evaluation (costly: off by default)
 
 
 @dataclass
@@ -235,6 +236,11 @@ class Config:
             source, _ = build_data(self.data)
         except (ValueError, OSError) as err:
             raise ConfigError(f"data: {err}") from None
+        if self.sample.nll:  # the likelihood needs the source's log-density in closed form
+            try:
+                source.log_prob(source.sample(1))
+            except ValueError as err:
+                raise ConfigError(f"sample.nll: {err}") from None
         try:  # on the meta device: checks the parameters without allocating weights
             with torch.device("meta"):
                 build_model(self.model.name, self.model.params, source.shape)

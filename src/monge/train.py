@@ -49,7 +49,7 @@ from .config import Config, ConfigError
 from .couplings import COUPLINGS
 from .data.sources import build_data
 from .ema import EMA
-from .evaluate import EvalRow, evaluate_field, format_table
+from .evaluate import EvalRow, NLLResult, evaluate_field, evaluate_nll, format_nll, format_table, held_out_target
 from .models import build_model
 from .objectives import VelocityObjective
 from .pairing import PairingPipeline
@@ -90,6 +90,7 @@ class TrainResult:
     seconds: float = 0.0
     #: steps trained by this call of :meth:`Trainer.fit` (``step`` minus the resumed step)
     trained: int = 0
+    nll: NLLResult | None = None
 
 
 class Trainer:
@@ -424,6 +425,14 @@ class Trainer:
             schedule=getattr(self.path, "schedule", None),
         )
 
+    def evaluate_nll(self) -> NLLResult | None:
+        """Held-out negative log-likelihood of the EMA model (``sample.nll``; rank 0 only, else ``None``)."""
+        if self.dist.rank != 0 or not self.config.sample.nll:
+            return None
+        data, what, _ = held_out_target(self.config.data.target, self.target)
+        return evaluate_nll(self.ema.model, self.source, data, n=min(self.config.train.eval_samples, 1000),
+                            seed=self.config.train.seed + 54321, description=what, device=self.device)
+
     def _expressway(self) -> "Expressway | None":
         """The expressway of the evaluation rows when the coupling holds a semi-discrete map."""
         sd_map = getattr(self.coupling, "map", None)
@@ -529,7 +538,7 @@ class Trainer:
                 if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
                     self.save()
                 if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
-                    self._write_eval(self.evaluate())
+                    self._write_eval(self.evaluate(), self.evaluate_nll())
                     distributed.barrier()
                 if self._stop_all if self.dist.enabled else self._interrupt:
                     raise KeyboardInterrupt  # Ctrl-C during the step, honoured at its end
@@ -555,10 +564,11 @@ class Trainer:
             log.close()
         self.save()
         rows = self.evaluate()
-        self._write_eval(rows)
+        nll = self.evaluate_nll()
+        self._write_eval(rows, nll)
         distributed.barrier()
         return TrainResult(self.step, self.last_loss, self.run_dir, rows, time.perf_counter() - start,
-                           trained=self.step - first_step)
+                           trained=self.step - first_step, nll=nll)
 
     def _install_sigint(self):
         """Route Ctrl-C to a flag while a step runs (main thread, default handler only); return the undo."""
@@ -577,9 +587,20 @@ class Trainer:
         signal.signal(signal.SIGINT, on_sigint)
         return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def _write_eval(self, rows: list[EvalRow]) -> None:
+    def _write_eval(self, rows: list[EvalRow], nll: NLLResult | None = None) -> None:
         if not rows:
             return
+        title = f"{self.config.name} at step {self.step}"
+        text = format_table(rows, title) + "\n"
+        if nll is not None:
+            text += "\n" + format_nll({self.config.name: nll}) + "\n"
+            path = self.run_dir / "nll.csv"
+            new = not path.exists()
+            with path.open("a", newline="") as fh:
+                writer = csv.writer(fh)
+                if new:
+                    writer.writerow(["step", *nll.as_dict().keys()])
+                writer.writerow([self.step, *nll.as_dict().values()])
         path = self.run_dir / "eval.csv"
         new = not path.exists()
         with path.open("a", newline="") as fh:
@@ -588,8 +609,7 @@ class Trainer:
                 writer.writerow(["step", *rows[0].as_dict().keys()])
             for r in rows:
                 writer.writerow([self.step, *r.as_dict().values()])
-        title = f"{self.config.name} at step {self.step}"
-        (self.run_dir / "eval.md").write_text(format_table(rows, title) + "\n")
+        (self.run_dir / "eval.md").write_text(text)
 
 
 def _local_seed(seed: int, rank: int) -> int:

@@ -7,6 +7,7 @@ A run's source (t=0) and target (t=1) are both data sources, so ``gaussian -> mo
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ class DataSource:
         """Mode centres ``(K, *shape)`` and their std, for mode-coverage metrics; ``None`` if not a mixture."""
         return None
 
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Closed-form log-density ``(batch,)`` of samples ``x`` ``(batch, *shape)``, for sources of
+        likelihood evaluation; raises ``ValueError`` when the source has none."""
+        raise ValueError(f"{self!r} has no closed-form log-density; likelihoods need a source that has one "
+                         "(gaussian, 8gaussians, 25gaussians)")
+
 
 @dataclass
 class ToySource(DataSource):
@@ -55,6 +62,18 @@ class ToySource(DataSource):
         from .toy import toy_modes
 
         return toy_modes(self.name)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Closed form for ``gaussian`` and the Gaussian mixtures ``8gaussians``, ``25gaussians``."""
+        if self.name == "gaussian":
+            return _standard_normal_log_prob(x)
+        modes = self.modes()
+        if modes is None:
+            return super().log_prob(x)
+        from .gmm import GaussianMixture
+
+        centres, std = modes
+        return GaussianMixture(centres.to(torch.float64), float(std)).log_prob(x)
 
 
 class GaussianSource(DataSource):
@@ -86,6 +105,14 @@ class GaussianSource(DataSource):
         n = check_positive_int(n, "n", MAX_SAMPLES)
         gdev = generator.device if generator is not None else torch.device("cpu")
         return torch.randn((n, *self.shape), generator=generator, device=gdev).to(device)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return _standard_normal_log_prob(x)
+
+
+def _standard_normal_log_prob(x: Tensor) -> Tensor:
+    flat = x.flatten(1)
+    return -0.5 * flat.pow(2).sum(1) - 0.5 * flat.shape[1] * math.log(2.0 * math.pi)
 
 
 def _register_toy() -> None:

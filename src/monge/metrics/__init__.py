@@ -1,5 +1,7 @@
 """Evaluation metrics: Wasserstein distances, MMD, path straightness, mode statistics, and image
-metrics (classifier features and mode statistics, Fréchet distances, k-NN precision/recall)."""
+metrics (classifier features and mode statistics, Fréchet distances, k-NN precision/recall), and the
+sampler-free parts of likelihood evaluation (divergences, dequantisation, bits per dimension; the
+ODE solve is :func:`monge.likelihood.log_likelihood`)."""
 
 from .classifier import (
     ClassifierModeStats,
@@ -20,6 +22,15 @@ from .frechet import (
     inception_fid,
     load_feature_network,
     network_features,
+)
+from .likelihood import (
+    bits_per_dim,
+    dequantize,
+    draw_probes,
+    exact_divergence,
+    gaussian_log_prob,
+    hutchinson_divergence,
+    standard_normal_log_prob,
 )
 from .mmd import median_bandwidth, mmd_rbf
 from .modes import ModeStats, mode_stats
@@ -55,4 +66,11 @@ __all__ = [
     "precision_recall",
     "knn_radii",
     "manifold_membership",
+    "bits_per_dim",
+    "dequantize",
+    "draw_probes",
+    "exact_divergence",
+    "hutchinson_divergence",
+    "gaussian_log_prob",
+    "standard_normal_log_prob",
 ]
