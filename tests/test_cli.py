@@ -202,10 +202,11 @@ def test_eval_of_a_semidiscrete_run_adds_expressway_rows(tmp_path):
 
 
 def test_fit_ot_fits_caches_and_reports(recipe, tmp_path):
-    res = runner.invoke(app, ["fit-ot", str(recipe), "coupling=semidiscrete_ot", "coupling.n_targets=24"])
+    res = runner.invoke(app, ["fit-ot", str(recipe), "coupling=semidiscrete_ot", "coupling.n_targets=24",
+                              "--no-progress"])
     assert res.exit_code == 0, res.output
     run = tmp_path / "runs" / "tiny"
-    assert "24 targets of shape (2,), fitted in" in res.output and (run / "semidiscrete.safetensors").is_file()
+    assert "24 targets of shape (2,), epsilon 0, fitted in" in res.output and (run / "semidiscrete.safetensors").is_file()
     assert "fresh source samples: RMS relative" in res.output and "empty cells" in res.output
     before = (run / "semidiscrete.safetensors").read_bytes()
     res = runner.invoke(app, ["fit-ot", str(recipe), "coupling=semidiscrete_ot", "coupling.n_targets=24"])
