@@ -26,6 +26,11 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "ot_solvers": ("OT solvers vs POT and GeomLoss", "python bench/ot_solvers.py"),
     "samplers": ("Few-step samplers and step schedules", "python bench/samplers.py"),
     "couplings": ("Couplings", "python bench/couplings.py"),
+    "couplings_quality": ("Couplings: sample quality on held-out data", "python bench/couplings_quality.py"),
+    "semidiscrete": ("Semi-discrete OT solver vs OTT-JAX", "python bench/semidiscrete.py"),
+    "semidiscrete_pairing": ("Global OT pairing: step cost", "python bench/semidiscrete_pairing.py"),
+    "auction": ("Certified auction assignment", "python bench/ot_solvers.py --auction"),
+    "likelihood": ("Likelihood vs closed forms and flow_matching", "python bench/likelihood.py"),
 }
 
 _IMAGE = re.compile(r"(!\[[^\]]*\]\()([^)\s]+)(\))")
