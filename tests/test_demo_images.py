@@ -136,7 +136,8 @@ def test_scores_are_honest(cache):
 def test_config_and_validation(tmp_path):
     cfg = image_demo_config("semidiscrete_ot", tmp_path, size=16, steps=7, batch_size=8, model="unet")
     assert cfg.model.name == "unet" and cfg.train.steps == 7
-    assert cfg.coupling.params["n_targets"] == 512
+    assert "n_targets" not in cfg.coupling.params  # every training digit by default
+    assert cfg.coupling.params["max_time"] == 600
     assert cfg.data.target.params == {"size": 16}
     with pytest.raises(ValueError, match="model"):
         image_demo_config("independent", tmp_path, model="resnet")
