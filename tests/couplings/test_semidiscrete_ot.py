@@ -175,3 +175,13 @@ def test_unconverged_fit_warns_with_the_measured_error():
     with pytest.warns(RuntimeWarning, match=r"stopped \(max_iter\) after 3 steps at an RMS relative cell-mass error"):
         c.prepare(GaussianSource((2,)), _Finite(data), torch.Generator().manual_seed(1))
     assert not c.fit_info["converged"] and c.fit_info["reason"] == "max_iter"
+
+
+def test_pairing_workers_take_hard_cells_only():
+    from monge.config import Config, ConfigError
+
+    raw = {"data": {"source": "gaussian", "target": "moons"}, "model": {"name": "mlp", "hidden": 8, "depth": 1},
+           "train": {"pairing_workers": 1}}
+    Config.from_dict({**raw, "coupling": {"name": "semidiscrete_ot"}})
+    with pytest.raises(ConfigError, match="with epsilon > 0 its pairing draws cells"):
+        Config.from_dict({**raw, "coupling": {"name": "semidiscrete_ot", "epsilon": 0.1}})

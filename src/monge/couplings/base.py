@@ -63,6 +63,8 @@ class Coupling(ABC):
     #: a thread it competes with training for the GIL and the cores, and a step took longer than
     #: with the solve in line (``bench/results/couplings.md``).
     threaded_solve: bool = False
+    #: Why ``threaded_solve`` is ``False`` (the error of ``train.pairing_workers`` says it).
+    unthreaded_reason: str = "it pairs without an OT solve"
 
     def __call__(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Coupled:
         self.check_inputs(x0, x1)

@@ -45,6 +45,8 @@ class Entropic(SolverCoupling):
         the plan slightly more diffuse; no warning is raised.
     """
 
+    unthreaded_reason = "its Sinkhorn iterations compete with training for the cores when run in threads"
+
     def __init__(
         self,
         eps: float | None = None,

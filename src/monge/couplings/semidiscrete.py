@@ -82,6 +82,7 @@ class SemiDiscreteOT(SolverCoupling):
     #: blocks release the GIL, so it may run in the pairing workers (the instance attribute says
     #: ``False`` for ``epsilon > 0``, whose draws use the step's generator).
     threaded_solve = True
+    unthreaded_reason = "with epsilon > 0 its pairing draws cells with the step's generator; use epsilon: 0"
 
     def __init__(
         self,
