@@ -168,11 +168,17 @@ def cell_search(
 
 
 # --------------------------------------------------------------------------- entropic sums
+#: Preferred size (elements) of an entropic score block: small enough to stay in cache between
+#: the ``addmm``, the fused softmax and the reductions that follow it.
+_SOFT_BLOCK = 2**20
+
+
 def _soft_rows_cols(n: int, max_block_elements: int) -> tuple[int, int]:
     """Rows per block and target columns per chunk of the entropic kernels: whole target rows
-    when they fit (one pass), else chunks of ``max_block_elements`` columns, one row at a time."""
+    when they fit (one pass; about :data:`_SOFT_BLOCK` elements per block), else chunks of
+    ``max_block_elements`` columns, one row at a time."""
     cols = min(n, max_block_elements)
-    return max(1, max_block_elements // cols), cols
+    return max(1, min(max_block_elements, max(_SOFT_BLOCK, cols)) // cols), cols
 
 
 @dataclass
@@ -247,38 +253,55 @@ class Layout:
         """Global counts ``(N,)`` of the hard cells of the rows of ``x``."""
         return torch.bincount(self.hard_cells(x, heights), minlength=self.n).to(x.dtype)
 
-    def soft_sums(self, x: Tensor, heights: Tensor, eps: float) -> tuple[Tensor, Tensor, float]:
+    def soft_sums(self, x: Tensor, heights: Tensor, eps: float,
+                  need_s2: bool = True) -> tuple[Tensor, Tensor | None, float]:
         r"""Entropic cell sums over the rows of ``x``: :math:`S^1_i = \sum_x p_i(x)`,
-        :math:`S^2_i = \sum_x p_i(x)^2` (global ``(N,)`` each) and the blur
-        :math:`\sum_x (1 - \sum_i p_i(x)^2)` (0 when every point sits deep in one cell)."""
+        :math:`S^2_i = \sum_x p_i(x)^2` (global ``(N,)`` each; ``None`` unless ``need_s2``) and
+        the blur :math:`\sum_x (1 - \sum_i p_i(x)^2)` (0 when every point sits deep in one cell).
+
+        When a whole row of local scores fits in a block and the targets are not sharded, each
+        block is one ``addmm`` and one in-place row ``softmax`` (a single fused max/exp/sum/scale
+        pass), followed by a column sum and a row dot product; blocks are kept at a cache-sized
+        :data:`_SOFT_BLOCK` elements. Otherwise the scores are normalised by an all-reduced or
+        online (chunked) log-sum-exp."""
         y, h = self.flat, heights[self.lo : self.hi]
         n_loc = y.shape[0]
         rows, cols = _soft_rows_cols(n_loc, self.max_block_elements)
         s1 = torch.zeros(n_loc, dtype=y.dtype, device=y.device)
-        s2 = torch.zeros_like(s1)
+        s2 = torch.zeros_like(s1) if need_s2 else None
         blur = torch.zeros((), dtype=torch.float64, device=y.device)
         hs = h / eps
+        one = cols == n_loc  # whole rows in one block: a single pass
+        yt = y.T
+        buf = torch.empty((min(rows, x.shape[0]), n_loc) if one else (0,), dtype=y.dtype, device=y.device)
         for r0 in range(0, x.shape[0], rows):
             xb = x[r0 : r0 + rows]
-            one = cols == n_loc  # whole rows in one block: a single pass
             if one:
-                p = torch.addmm(hs, xb, y.T, alpha=1.0 / eps)
-                m = self.all_max(p.amax(1))
-                z = self.all_sum(p.sub_(m[:, None]).exp_().sum(1))
-                p.div_(z[:, None])
+                p = buf[: xb.shape[0]]
+                torch.addmm(hs, xb, yt, alpha=1.0 / eps, out=p)
+                if self.sharded:
+                    m = self.all_max(p.amax(1))
+                    z = self.all_sum(p.sub_(m[:, None]).exp_().sum(1))
+                    p.div_(z[:, None])
+                else:
+                    torch.softmax(p, 1, out=p)
+                s1 += p.sum(0)
+                rowsq = torch.linalg.vecdot(p, p)
+                if s2 is not None:
+                    s2 += p.square_().sum(0)
             else:
                 m, z = self._row_lse_parts(xb, y, hs, eps, cols)
-            rowsq = torch.zeros(xb.shape[0], dtype=y.dtype, device=y.device)
-            for c0 in range(0, n_loc, cols):
-                if not one:
+                rowsq = torch.zeros(xb.shape[0], dtype=y.dtype, device=y.device)
+                for c0 in range(0, n_loc, cols):
                     p = torch.addmm(hs[c0 : c0 + cols], xb, y[c0 : c0 + cols].T, alpha=1.0 / eps)
                     p.sub_(m[:, None]).exp_().div_(z[:, None])
-                s1[c0 : c0 + cols] += p.sum(0)
-                p.square_()
-                s2[c0 : c0 + cols] += p.sum(0)
-                rowsq += p.sum(1)
+                    s1[c0 : c0 + cols] += p.sum(0)
+                    p.square_()
+                    if s2 is not None:
+                        s2[c0 : c0 + cols] += p.sum(0)
+                    rowsq += p.sum(1)
             blur += (1.0 - self.all_sum(rowsq)).clamp_min(0).sum(dtype=torch.float64)
-        return self.gather_vec(s1), self.gather_vec(s2), float(blur)
+        return self.gather_vec(s1), (self.gather_vec(s2) if s2 is not None else None), float(blur)
 
     def _row_lse_parts(self, xb: Tensor, y: Tensor, hs: Tensor, eps: float, cols: int) -> tuple[Tensor, Tensor]:
         """Row maximum ``m`` and :math:`z = \\sum_j e^{s_j/\\varepsilon - m}` over all targets

@@ -343,7 +343,7 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
     x = sample(cfg.batch_size, gen)
     h = state.heights
     if eps > 0:
-        s1, _, blur = layout.soft_sums(x, h, eps)
+        s1, _, blur = layout.soft_sums(x, h, eps, need_s2=False)
         blur_frac = blur / cfg.batch_size
     else:
         s1, blur_frac = layout.hard_sums(x, h), 0.0

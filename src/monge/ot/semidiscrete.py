@@ -233,7 +233,7 @@ class SemiDiscreteMap:
         while done < n_samples:
             b = min(_draw_rows(self.n_targets, self.max_block_elements), n_samples - done)
             x = sample(b, generator)
-            total += (lay.soft_sums(x, self.heights, eps)[0] if eps > 0 else lay.hard_sums(x, self.heights)).double()
+            total += (lay.soft_sums(x, self.heights, eps, need_s2=False)[0] if eps > 0 else lay.hard_sums(x, self.heights)).double()
             done += b
         return (total / n_samples).to(self.flat.dtype)
 
