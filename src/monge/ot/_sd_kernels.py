@@ -10,6 +10,8 @@ and :math:`\varepsilon = 0` means the hard cell :math:`\arg\max_i s_i(x)`.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -168,6 +170,31 @@ def cell_search(
 
 
 # --------------------------------------------------------------------------- entropic sums
+#: Flush subnormal floats to zero (CPU) inside the entropic kernels. At small epsilon most
+#: softmax entries underflow into the subnormal range, where x86 arithmetic is many times slower
+#: (XLA flushes them by default). Values below ~1e-38 (float32) change nothing measurable in the
+#: cell sums. Set to False, or the environment variable ``MONGE_SD_FLUSH_DENORMAL=0``, to keep
+#: the process's own setting.
+FLUSH_DENORMAL = os.environ.get("MONGE_SD_FLUSH_DENORMAL", "1") != "0"
+
+
+@contextmanager
+def _flushed(device: torch.device):
+    """Enable flush-to-zero / denormals-are-zero for the block (CPU only) and restore the
+    previous mode, probed by whether a subnormal input reads as zero."""
+    if not FLUSH_DENORMAL or device.type != "cpu":
+        yield
+        return
+    already = bool((torch.tensor([1e-39]) * 2.0 == 0).item())
+    if already or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 #: Preferred size (elements) of an entropic score block: small enough to stay in cache between
 #: the ``addmm``, the fused softmax and the reductions that follow it.
 _SOFT_BLOCK = 2**20
@@ -264,6 +291,12 @@ class Layout:
         pass), followed by a column sum and a row dot product; blocks are kept at a cache-sized
         :data:`_SOFT_BLOCK` elements. Otherwise the scores are normalised by an all-reduced or
         online (chunked) log-sum-exp."""
+        with _flushed(self.flat.device):
+            return self._soft_sums(x, heights, eps, need_s2)
+
+    def _soft_sums(self, x: Tensor, heights: Tensor, eps: float,
+                   need_s2: bool = True) -> tuple[Tensor, Tensor | None, float]:
+        """The body of :meth:`soft_sums` (subnormals flushed by the caller)."""
         y, h = self.flat, heights[self.lo : self.hi]
         n_loc = y.shape[0]
         rows, cols = _soft_rows_cols(n_loc, self.max_block_elements)
@@ -286,7 +319,7 @@ class Layout:
                 else:
                     torch.softmax(p, 1, out=p)
                 s1 += p.sum(0)
-                rowsq = torch.linalg.vecdot(p, p)
+                rowsq = torch.linalg.vector_norm(p, 2, dim=1).square_()
                 if s2 is not None:
                     s2 += p.square_().sum(0)
             else:
@@ -324,6 +357,12 @@ class Layout:
 
 def soft_sample(x: Tensor, targets: Tensor, heights: Tensor, eps: float, u: Tensor,
                 max_block_elements: int = DEFAULT_BLOCK) -> Tensor:
+    with _flushed(targets.device):
+        return _soft_sample(x, targets, heights, eps, u, max_block_elements)
+
+
+def _soft_sample(x: Tensor, targets: Tensor, heights: Tensor, eps: float, u: Tensor,
+                 max_block_elements: int = DEFAULT_BLOCK) -> Tensor:
     r"""Draw one cell per row of ``x`` from :math:`p(x)` by inversion: the cell of row ``b`` is
     the first :math:`i` with :math:`\sum_{j \le i} p_j(x_b) > u_b`, ``u`` ``(M,)`` uniform in
     [0, 1). The draw depends only on ``u`` (one number per row, whatever ``N`` and the block
