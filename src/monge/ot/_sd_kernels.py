@@ -26,21 +26,23 @@ DEFAULT_BLOCK = 2**24
 
 # ----------------------------------------------------------------------------------- search
 #: Preferred score block (rows x target columns) of the ``k == 1`` search, measured on one CPU
-#: core at N = 50,000 (bench/ot_solvers.py): 256 x 2048 (2 MiB of float32) keeps the block in
-#: cache between the ``addmm`` and the row maxima at d = 64 and d = 3072; at d <= 16 the matmul
-#: is cheap and taller blocks (more rows per block) halve the Python overhead per element.
-_PREF_COLS = 2048
+#: core (bench/ot_solvers.py, bench/semidiscrete.py): the block stays in cache between the
+#: ``addmm`` and the row maxima. At d <= 16 the matmul is cheap and tall blocks halve the Python
+#: overhead per element; at moderate d (up to 256) 1024-column chunks of 2^20 elements were the
+#: fastest at N = 10^5, d = 64; at large d (3072) 256 x 2048 blocks.
+def _preferred_cols(d: int) -> int:
+    return 1024 if 16 < d <= 256 else 2048
 
 
 def _preferred_block(d: int) -> int:
-    return 2**20 if d <= 16 else 2**19
+    return 2**20 if d <= 256 else 2**19
 
 
 def _block_sizes(m: int, n: int, d: int, max_block_elements: int) -> tuple[int, int]:
     """Rows of ``x`` and target columns per block, with ``rows * cols <= max_block_elements``;
     the block is the d-dependent preferred size when the bound allows it."""
     e = max(1, min(max_block_elements, _preferred_block(d)))
-    cols = min(n, _PREF_COLS, e)
+    cols = min(n, _preferred_cols(d), e)
     rows = min(m, max(1, e // cols))
     return rows, cols
 
