@@ -98,7 +98,7 @@ def monge_curve(y: torch.Tensor, eps: float, budget: float, n_snaps: int, **opts
 
     box["next"] = budget / 2 ** (n_snaps - 1) / 4
     t0[0] = clock(); w0 = time.perf_counter()
-    res = fit_semidiscrete(y, epsilon=eps, tol=1e-9, max_iter=10**9, max_time=budget, callback=cb,
+    res = fit_semidiscrete(y, epsilon=eps, max_iter=10**9, max_time=budget, callback=cb,
                            generator=torch.Generator().manual_seed(1), **opts)
     snaps.append((clock() - t0[0], res.n_iter, res.heights.clone()))
     return snaps, res, time.perf_counter() - w0
@@ -224,6 +224,10 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=None, help="seconds per solver per case")
     ap.add_argument("--no-search", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tol", type=float, default=1e-9,
+                    help="monge's tol (1e-9: never stops; its screens/checks then all use eval_samples)")
+    ap.add_argument("--score-draws", type=float, default=None, help="scoring draws per target (default 20, 5 above N=10^4)")
+    ap.add_argument("--snaps", type=int, default=None)
     ap.add_argument("--ott-lrs", default="0.01,0.03")
     ap.add_argument("--out", default="bench/results/semidiscrete.md")
     args = ap.parse_args()
@@ -249,9 +253,9 @@ def main() -> None:
     for name, n, d in cases:
         y = (clustered if name == "clustered" else uniform)(n, d)
         budget = args.budget or (20.0 if args.quick else 120.0)
-        m = 20 * n if n <= 10_000 else 5 * n
-        compare(name, y, 0.01 if d == 2 else 0.05, budget, lines, n_snaps=12 if n <= 10_000 else 4,
-                score_m=m, ott_lrs=lrs, ott_batch=None)
+        m = int((args.score_draws or (20 if n <= 10_000 else 5)) * n)
+        compare(name, y, 0.01 if d == 2 else 0.05, budget, lines, n_snaps=args.snaps or (12 if n <= 10_000 else 4),
+                score_m=m, ott_lrs=lrs, ott_batch=None, tol=args.tol)
         open(args.out, "w").write("\n".join(lines) + "\n")
 
 
