@@ -293,7 +293,7 @@ class Config:
     lr_scale: float = 0.1
     adam_factor: float = 0.05
     batch_size: int = 1024
-    ema: float = 0.99
+    ema: float = 0.999
     tol: float = 0.05
     max_iter: int = 3000
     max_time: float = math.inf

@@ -535,7 +535,7 @@ def fit_semidiscrete(
     eps_init: float | None = None,
     eps_decay: float = 0.97,
     hard_blur: float = 0.01,
-    ema: float = 0.99,
+    ema: float = 0.999,
     lr_scale: float = 0.1,
     eval_every: int | None = None,
     eval_samples: int | None = None,
@@ -607,7 +607,8 @@ def fit_semidiscrete(
         :math:`\mathbb{E}[1 - \sum_i p_i^2] \le` ``hard_blur``.
     ema : float
         Decay of the moving average of the heights at the target epsilon (warm-up
-        :math:`\min(\mathrm{ema}, k/(k+10))` after :math:`k` steps); 0 disables averaging.
+        :math:`\min(\mathrm{ema}, k/(k+10))` after :math:`k` steps: an average over the last
+        tenth of the steps, up to ``1 / (1 - ema)`` steps); 0 disables averaging.
     lr_scale : float
         Damping of the curvature step (1 = full diagonal Newton step); Adam's rate is
         ``0.05`` times the undamped step.
@@ -790,7 +791,7 @@ def fit_semidiscrete_sharded(
     fp = float(lay.all_sum(torch.tensor([fingerprint(flat, nu[offset:offset + n_local])], dtype=torch.float64, device=dev)))
     cfg = _config(n, epsilon=options.pop("epsilon", 0.0), optimizer=options.pop("optimizer", "adam"),
                   eps_init=options.pop("eps_init", None), eps_decay=options.pop("eps_decay", 0.97),
-                  hard_blur=options.pop("hard_blur", 0.01), ema=options.pop("ema", 0.99), lr=options.pop("lr", None),
+                  hard_blur=options.pop("hard_blur", 0.01), ema=options.pop("ema", 0.999), lr=options.pop("lr", None),
                   lr_scale=options.pop("lr_scale", 0.1), batch_size=options.pop("batch_size", None),
                   tol=options.pop("tol", 0.05), max_iter=options.pop("max_iter", 3000),
                   max_time=options.pop("max_time", math.inf), eval_every=options.pop("eval_every", None),
