@@ -222,3 +222,31 @@ def test_bad_targets_and_weights():
         marginal_error(torch.zeros(3))
     with pytest.raises(ValueError, match="eps must be"):
         SemiDiscreteMap(torch.randn(3, 2), torch.zeros(3)).sample_cells(torch.randn(2, 2), eps=-1.0)
+
+
+# ---------------------------------------------------------------------------------- kernels
+@pytest.mark.parametrize("sharded_path", [False, True])
+def test_fused_entropic_sums_match_the_dense_softmax(monkeypatch, sharded_path):
+    """The fused in-place softmax blocks (and the normalised path used by shards) equal a dense
+    softmax, subnormals flushed or not, and the caller's flush mode is left as it was."""
+    from monge.ot import _sd_kernels as K
+
+    g = torch.Generator().manual_seed(0)
+    y, x = torch.randn(300, 3, generator=g, dtype=torch.float64), torch.randn(700, 3, generator=g, dtype=torch.float64)
+    h = 0.1 * torch.randn(300, generator=g, dtype=torch.float64)
+    eps = 0.002  # most probabilities underflow into subnormals
+    p = torch.softmax((x @ y.T + h) / eps, 1)
+    lay = K.Layout(y, 300, max_block_elements=5000)
+    if sharded_path:
+        monkeypatch.setattr(lay, "sharded", True)
+        monkeypatch.setattr(lay, "all_max", lambda t: t)
+        monkeypatch.setattr(lay, "all_sum", lambda t: t)
+        monkeypatch.setattr(lay, "gather_vec", lambda t: t)
+    for flush in (True, False):
+        monkeypatch.setattr(K, "FLUSH_DENORMAL", flush)
+        s1, s2, blur = lay.soft_sums(x, h, eps)
+        torch.testing.assert_close(s1, p.sum(0), atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(s2, p.square().sum(0), atol=1e-9, rtol=1e-9)
+        assert blur == pytest.approx(float((1 - p.square().sum(1)).clamp_min(0).sum()), abs=1e-6)
+        assert lay.soft_sums(x, h, eps, need_s2=False)[1] is None
+        assert float(torch.tensor([1e-39]) * 2.0) != 0.0  # subnormals are back on after the call

@@ -10,6 +10,8 @@ and :math:`\varepsilon = 0` means the hard cell :math:`\arg\max_i s_i(x)`.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -24,21 +26,23 @@ DEFAULT_BLOCK = 2**24
 
 # ----------------------------------------------------------------------------------- search
 #: Preferred score block (rows x target columns) of the ``k == 1`` search, measured on one CPU
-#: core at N = 50,000 (bench/ot_solvers.py): 256 x 2048 (2 MiB of float32) keeps the block in
-#: cache between the ``addmm`` and the row maxima at d = 64 and d = 3072; at d <= 16 the matmul
-#: is cheap and taller blocks (more rows per block) halve the Python overhead per element.
-_PREF_COLS = 2048
+#: core (bench/ot_solvers.py, bench/semidiscrete.py): the block stays in cache between the
+#: ``addmm`` and the row maxima. At d <= 16 the matmul is cheap and tall blocks halve the Python
+#: overhead per element; at moderate d (up to 256) 1024-column chunks of 2^20 elements were the
+#: fastest at N = 10^5, d = 64; at large d (3072) 256 x 2048 blocks.
+def _preferred_cols(d: int) -> int:
+    return 1024 if 16 < d <= 256 else 2048
 
 
 def _preferred_block(d: int) -> int:
-    return 2**20 if d <= 16 else 2**19
+    return 2**20 if d <= 256 else 2**19
 
 
 def _block_sizes(m: int, n: int, d: int, max_block_elements: int) -> tuple[int, int]:
     """Rows of ``x`` and target columns per block, with ``rows * cols <= max_block_elements``;
     the block is the d-dependent preferred size when the bound allows it."""
     e = max(1, min(max_block_elements, _preferred_block(d)))
-    cols = min(n, _PREF_COLS, e)
+    cols = min(n, _preferred_cols(d), e)
     rows = min(m, max(1, e // cols))
     return rows, cols
 
@@ -168,11 +172,42 @@ def cell_search(
 
 
 # --------------------------------------------------------------------------- entropic sums
+#: Flush subnormal floats to zero (CPU) inside the entropic kernels. At small epsilon most
+#: softmax entries underflow into the subnormal range, where x86 arithmetic is many times slower
+#: (XLA flushes them by default). Values below ~1e-38 (float32) change nothing measurable in the
+#: cell sums. Set to False, or the environment variable ``MONGE_SD_FLUSH_DENORMAL=0``, to keep
+#: the process's own setting.
+FLUSH_DENORMAL = os.environ.get("MONGE_SD_FLUSH_DENORMAL", "1") != "0"
+
+
+@contextmanager
+def _flushed(device: torch.device):
+    """Enable flush-to-zero / denormals-are-zero for the block (CPU only) and restore the
+    previous mode, probed by whether a subnormal input reads as zero."""
+    if not FLUSH_DENORMAL or device.type != "cpu":
+        yield
+        return
+    already = bool((torch.tensor([1e-39]) * 2.0 == 0).item())
+    if already or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+#: Preferred size (elements) of an entropic score block: small enough to stay in cache between
+#: the ``addmm``, the fused softmax and the reductions that follow it.
+_SOFT_BLOCK = 2**20
+
+
 def _soft_rows_cols(n: int, max_block_elements: int) -> tuple[int, int]:
     """Rows per block and target columns per chunk of the entropic kernels: whole target rows
-    when they fit (one pass), else chunks of ``max_block_elements`` columns, one row at a time."""
+    when they fit (one pass; about :data:`_SOFT_BLOCK` elements per block), else chunks of
+    ``max_block_elements`` columns, one row at a time."""
     cols = min(n, max_block_elements)
-    return max(1, max_block_elements // cols), cols
+    return max(1, min(max_block_elements, max(_SOFT_BLOCK, cols)) // cols), cols
 
 
 @dataclass
@@ -247,38 +282,61 @@ class Layout:
         """Global counts ``(N,)`` of the hard cells of the rows of ``x``."""
         return torch.bincount(self.hard_cells(x, heights), minlength=self.n).to(x.dtype)
 
-    def soft_sums(self, x: Tensor, heights: Tensor, eps: float) -> tuple[Tensor, Tensor, float]:
+    def soft_sums(self, x: Tensor, heights: Tensor, eps: float,
+                  need_s2: bool = True) -> tuple[Tensor, Tensor | None, float]:
         r"""Entropic cell sums over the rows of ``x``: :math:`S^1_i = \sum_x p_i(x)`,
-        :math:`S^2_i = \sum_x p_i(x)^2` (global ``(N,)`` each) and the blur
-        :math:`\sum_x (1 - \sum_i p_i(x)^2)` (0 when every point sits deep in one cell)."""
+        :math:`S^2_i = \sum_x p_i(x)^2` (global ``(N,)`` each; ``None`` unless ``need_s2``) and
+        the blur :math:`\sum_x (1 - \sum_i p_i(x)^2)` (0 when every point sits deep in one cell).
+
+        When a whole row of local scores fits in a block and the targets are not sharded, each
+        block is one ``addmm`` and one in-place row ``softmax`` (a single fused max/exp/sum/scale
+        pass), followed by a column sum and a row dot product; blocks are kept at a cache-sized
+        :data:`_SOFT_BLOCK` elements. Otherwise the scores are normalised by an all-reduced or
+        online (chunked) log-sum-exp."""
+        with _flushed(self.flat.device):
+            return self._soft_sums(x, heights, eps, need_s2)
+
+    def _soft_sums(self, x: Tensor, heights: Tensor, eps: float,
+                   need_s2: bool = True) -> tuple[Tensor, Tensor | None, float]:
+        """The body of :meth:`soft_sums` (subnormals flushed by the caller)."""
         y, h = self.flat, heights[self.lo : self.hi]
         n_loc = y.shape[0]
         rows, cols = _soft_rows_cols(n_loc, self.max_block_elements)
         s1 = torch.zeros(n_loc, dtype=y.dtype, device=y.device)
-        s2 = torch.zeros_like(s1)
+        s2 = torch.zeros_like(s1) if need_s2 else None
         blur = torch.zeros((), dtype=torch.float64, device=y.device)
         hs = h / eps
+        one = cols == n_loc  # whole rows in one block: a single pass
+        yt = y.T
+        buf = torch.empty((min(rows, x.shape[0]), n_loc) if one else (0,), dtype=y.dtype, device=y.device)
         for r0 in range(0, x.shape[0], rows):
             xb = x[r0 : r0 + rows]
-            one = cols == n_loc  # whole rows in one block: a single pass
             if one:
-                p = torch.addmm(hs, xb, y.T, alpha=1.0 / eps)
-                m = self.all_max(p.amax(1))
-                z = self.all_sum(p.sub_(m[:, None]).exp_().sum(1))
-                p.div_(z[:, None])
+                p = buf[: xb.shape[0]]
+                torch.addmm(hs, xb, yt, alpha=1.0 / eps, out=p)
+                if self.sharded:
+                    m = self.all_max(p.amax(1))
+                    z = self.all_sum(p.sub_(m[:, None]).exp_().sum(1))
+                    p.div_(z[:, None])
+                else:
+                    torch.softmax(p, 1, out=p)
+                s1 += p.sum(0)
+                rowsq = torch.linalg.vector_norm(p, 2, dim=1).square_()
+                if s2 is not None:
+                    s2 += p.square_().sum(0)
             else:
                 m, z = self._row_lse_parts(xb, y, hs, eps, cols)
-            rowsq = torch.zeros(xb.shape[0], dtype=y.dtype, device=y.device)
-            for c0 in range(0, n_loc, cols):
-                if not one:
+                rowsq = torch.zeros(xb.shape[0], dtype=y.dtype, device=y.device)
+                for c0 in range(0, n_loc, cols):
                     p = torch.addmm(hs[c0 : c0 + cols], xb, y[c0 : c0 + cols].T, alpha=1.0 / eps)
                     p.sub_(m[:, None]).exp_().div_(z[:, None])
-                s1[c0 : c0 + cols] += p.sum(0)
-                p.square_()
-                s2[c0 : c0 + cols] += p.sum(0)
-                rowsq += p.sum(1)
+                    s1[c0 : c0 + cols] += p.sum(0)
+                    p.square_()
+                    if s2 is not None:
+                        s2[c0 : c0 + cols] += p.sum(0)
+                    rowsq += p.sum(1)
             blur += (1.0 - self.all_sum(rowsq)).clamp_min(0).sum(dtype=torch.float64)
-        return self.gather_vec(s1), self.gather_vec(s2), float(blur)
+        return self.gather_vec(s1), (self.gather_vec(s2) if s2 is not None else None), float(blur)
 
     def _row_lse_parts(self, xb: Tensor, y: Tensor, hs: Tensor, eps: float, cols: int) -> tuple[Tensor, Tensor]:
         """Row maximum ``m`` and :math:`z = \\sum_j e^{s_j/\\varepsilon - m}` over all targets
@@ -301,6 +359,12 @@ class Layout:
 
 def soft_sample(x: Tensor, targets: Tensor, heights: Tensor, eps: float, u: Tensor,
                 max_block_elements: int = DEFAULT_BLOCK) -> Tensor:
+    with _flushed(targets.device):
+        return _soft_sample(x, targets, heights, eps, u, max_block_elements)
+
+
+def _soft_sample(x: Tensor, targets: Tensor, heights: Tensor, eps: float, u: Tensor,
+                 max_block_elements: int = DEFAULT_BLOCK) -> Tensor:
     r"""Draw one cell per row of ``x`` from :math:`p(x)` by inversion: the cell of row ``b`` is
     the first :math:`i` with :math:`\sum_{j \le i} p_j(x_b) > u_b`, ``u`` ``(M,)`` uniform in
     [0, 1). The draw depends only on ``u`` (one number per row, whatever ``N`` and the block
