@@ -189,7 +189,7 @@ def test_duplicate_targets_are_merged_with_a_warning():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(epsilon=-0.1), "epsilon must be a finite number >= 0"),
+        (dict(epsilon=-0.1), r"epsilon must be in \[0, inf\)"),
         (dict(epsilon=float("nan")), "epsilon must be"),
         (dict(eps_decay=1.0), "eps_decay must be in"),
         (dict(eps_decay=0.0), "eps_decay must be a positive"),

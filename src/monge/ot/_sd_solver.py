@@ -20,6 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from .._validation import check_number
 from ._checks import check_positive_float
 from ._sd_kernels import Layout
 
@@ -310,8 +311,7 @@ class Config:
 def validate_schedule(epsilon: object, eps_init: object, eps_decay: object, hard_blur: object,
                       ema: object, lr_scale: object) -> tuple[float, float | None, float, float, float, float]:
     """Check the schedule's numbers; each error names the argument and its valid range."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon < 0:
-        raise ValueError(f"epsilon must be a finite number >= 0 (0 = hard cells), got {epsilon!r}")
+    check_number(epsilon, "epsilon", 0.0, math.inf, high_open=True)  # 0: hard cells
     if eps_init is not None:
         eps_init = check_positive_float(eps_init, "eps_init")
         if eps_init < epsilon:

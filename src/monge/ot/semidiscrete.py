@@ -65,7 +65,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from .._validation import check_batch, check_positive_int
+from .._validation import check_batch, check_number, check_positive_int
 from ._checks import check_positive_float, check_weights
 from ._sd_kernels import DEFAULT_BLOCK, Layout, _block_sizes, cell_search, soft_sample
 from ._sd_solver import (
@@ -74,12 +74,12 @@ from ._sd_solver import (
     SemiDiscreteState,
     Source,
     default_eval_samples,
-    screen_samples,
     estimate,
     fingerprint,
     new_state,
     run,
     sampler,
+    screen_samples,
     source_moments,
     validate_schedule,
 )
@@ -111,9 +111,7 @@ def cell_mass_error(masses: Tensor, weights: Tensor) -> tuple[float, float]:
 
 
 def _check_epsilon(eps: object, name: str = "epsilon") -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 (0 = hard cells), got {eps!r}")
-    return float(eps)
+    return check_number(eps, name, 0.0, math.inf, high_open=True)  # 0: hard cells
 
 
 # ------------------------------------------------------------------------------------ map

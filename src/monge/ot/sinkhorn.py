@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import check_cost, check_positive_float, check_weights
 from .._validation import check_number, check_positive_int
+from ._checks import check_cost, check_positive_float, check_weights
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_unbalanced"]
 

@@ -117,8 +117,7 @@ def steps_for_nfe(sampler: str, nfe: int) -> int:
     """Steps a budget of ``nfe`` model evaluations buys with ``sampler``, from its registered cost
     (``heun_edm``: its last step, an Euler step, costs one)."""
     info = SAMPLERS.info(sampler)
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    check_positive_int(nfe, "nfe")
     if info.adaptive:
         raise ValueError(f"{sampler!r} is adaptive: it chooses its own steps (no NFE budget or step grid)")
     per, last = info.evals_per_step, info.final_step_evals or info.evals_per_step

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._validation import check_number
 from ..paths import Schedule
 from ..predictions import Model
 from .base import SAMPLERS, SampleOutput, _Grid, _output, _prepare, solve, steps_for_nfe
@@ -94,8 +95,7 @@ def ddim(
     with :math:`\hat\epsilon_k = (x_k - \alpha_k D_k)/\sigma_k`. ``eta=0`` is the deterministic
     DDIM (the first-order DPM-Solver++ and Euler in the EDM variables), ``eta=1`` ancestral DDPM.
     """
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be a float in [0, 1], got {eta!r}")
+    check_number(eta, "eta", 0.0, 1.0)
     den, g = _prepare(model, x, schedule, ts, prediction)
     states = [x] if return_trajectory else None
     for k in range(len(g)):

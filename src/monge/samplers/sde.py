@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .._validation import check_number
 from ..paths import Schedule
 from ..predictions import Model
 from .base import SAMPLERS, SampleOutput, _output, _prepare
@@ -53,8 +54,7 @@ def euler_maruyama(
     start of flow schedules) that step is taken without noise (:math:`\varepsilon = 0`).
     One model evaluation per step; randomness from ``generator``.
     """
-    if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) or not noise_scale >= 0:
-        raise ValueError(f"noise_scale must be a float >= 0, got {noise_scale!r}")
+    check_number(noise_scale, "noise_scale", 0.0)
     if last_step not in ("mean", "euler_maruyama"):
         raise ValueError(f"last_step must be 'mean' or 'euler_maruyama', got {last_step!r}")
     if diffusion != "reverse" and not callable(diffusion):

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_batch, check_positive_int
+from .._validation import check_batch, check_number, check_positive_int
 from ..paths import LinearSchedule, Schedule
 from ..predictions import Model, convert
 from ..registry import Registry
@@ -62,8 +62,7 @@ F64 = torch.float64
 
 def _check_ends(t0: float, t1: float) -> tuple[float, float]:
     for name, v in (("t0", t0), ("t1", t1)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
-            raise ValueError(f"{name} must be a float in [0, 1], got {v!r}")
+        check_number(v, name, 0.0, 1.0)
     if not t0 < t1:
         raise ValueError(f"t0 must be smaller than t1, got t0={t0}, t1={t1}")
     return float(t0), float(t1)
@@ -84,8 +83,7 @@ def uniform_t(n: int, schedule: Schedule | None = None, t0: float = 0.0, t1: flo
 
 
 def _log_snr_ends(schedule: Schedule, t0: float, t1: float, clip: float) -> tuple[float, float]:
-    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
-        raise ValueError(f"log_snr_clip must be a positive float, got {clip!r}")
+    check_number(clip, "log_snr_clip", 0.0, math.inf, low_open=True)
     lam = schedule.log_snr(torch.tensor([t0, t1], dtype=F64)).clamp(-clip, clip)
     lo, hi = float(lam[0]), float(lam[1])
     if not lo < hi:
@@ -125,8 +123,7 @@ def karras(n: int, schedule: Schedule, t0: float = 0.0, t1: float = 1.0, rho: fl
     """
     n = check_positive_int(n, "n")
     t0, t1 = _check_ends(t0, t1)
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0:
-        raise ValueError(f"rho must be a positive float, got {rho!r}")
+    check_number(rho, "rho", 0.0, math.inf, low_open=True)
     lo, hi = _log_snr_ends(_check_schedule(schedule), t0, t1, log_snr_clip)
     smax, smin = math.exp(-0.5 * lo) ** (1.0 / rho), math.exp(-0.5 * hi) ** (1.0 / rho)
     sig = (smax + torch.linspace(0.0, 1.0, n + 1, dtype=F64) * (smin - smax)) ** rho
@@ -233,9 +230,7 @@ def _check_fit(schedule: Schedule | None, sampler: str, sampler_options: dict | 
         raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(SAMPLERS.costs())}")
     if sampler == "euler_maruyama" or (sampler_options or {}).get("eta", 0.0):
         raise ValueError("sampler must be deterministic to fit a step grid; use eta=0 and not euler_maruyama")
-    if (isinstance(refine_tol, bool) or not isinstance(refine_tol, (int, float)) or not math.isfinite(refine_tol)
-            or refine_tol < 0):
-        raise ValueError(f"refine_tol must be a float >= 0 (0 skips the pattern search), got {refine_tol!r}")
+    check_number(refine_tol, "refine_tol (0 skips the pattern search)", 0.0, math.inf, high_open=True)
     if noise is None:
         raise ValueError("noise must be a (batch, *shape) tensor of starting points x_{t0}, e.g. 256 draws")
     check_batch(noise, "noise", min_dim=1)
@@ -291,8 +286,7 @@ def optimized(
     reference_substeps = check_positive_int(reference_substeps, "reference_substeps")
     if reference_steps < n:
         raise ValueError(f"reference_steps={reference_steps} must be >= the {n} steps of nfe={nfe}")
-    if isinstance(refine_sweeps, bool) or not isinstance(refine_sweeps, int) or refine_sweeps < 0:
-        raise ValueError(f"refine_sweeps must be an int >= 0, got {refine_sweeps!r}")
+    check_number(refine_sweeps, "refine_sweeps", 0, integer=True)
     opts = dict(sampler_options or {})
     dtype = noise.dtype
 
@@ -504,8 +498,7 @@ def optimized_decoupled(model: Model, schedule: Schedule | None, nfe: int, sampl
     every fixed grid at NFE 8 (0.064). Sample with
     ``solve(EvalTimeWarp(model, timesteps, eval_times), x, schedule, timesteps, sampler)``.
     """
-    if isinstance(joint_sweeps, bool) or not isinstance(joint_sweeps, int) or joint_sweeps < 0:
-        raise ValueError(f"joint_sweeps must be an int >= 0, got {joint_sweeps!r}")
+    check_number(joint_sweeps, "joint_sweeps", 0, integer=True)
     grid = optimized(model, schedule, nfe, sampler, noise, prediction=prediction, **options)
     schedule = _check_fit(schedule, sampler, options.get("sampler_options"), noise, eval_refine_tol)
     t0, t1 = float(grid[0]), float(grid[-1])
