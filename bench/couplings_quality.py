@@ -15,6 +15,7 @@ samples of the held-out law of the evaluation size (training points against held
     python bench/couplings_quality.py                                # every task, main couplings
     python bench/couplings_quality.py --tasks moons digits --couplings independent semidiscrete_ot
     python bench/couplings_quality.py --quick                         # smoke run (seconds)
+    python bench/couplings_quality.py --couplings independent wcfm:relative_eps=4 wcfm:marginal_correction=true
 
 Writes ``bench/results/couplings_quality.md`` (``--out`` to change).
 """
@@ -109,11 +110,26 @@ class Settings:
     params: dict = field(default_factory=dict)
 
 
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """``"wcfm:relative_eps=4,marginal_correction=true"`` -> ``("wcfm", {...})`` (values as YAML)."""
+    import yaml
+
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        params[key] = yaml.safe_load(value)
+    return name, params
+
+
 def train(task: Task, coupling_name: str, s: Settings) -> tuple[nn.Module, float, float, dict]:
-    """Train one model; returns (model, seconds per step, preparation seconds, fit info)."""
+    """Train one model; returns (model, seconds per step, preparation seconds, fit info).
+
+    ``coupling_name`` may carry parameters: ``"wcfm:relative_eps=4"`` (see :func:`parse_spec`)."""
     d = task.train.shape[1]
     source, target = GaussianSource((d,)), Finite(task.train)
-    coupling = COUPLINGS.build(coupling_name, **s.params.get(coupling_name, {}))
+    name, params = parse_spec(coupling_name)
+    coupling = COUPLINGS.build(name, **{**s.params.get(name, {}), **params})
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -232,11 +248,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-train", type=int, default=Settings.n_train)
     p.add_argument("--eval-seeds", type=int, default=Settings.eval_seeds)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=Settings.hidden)
+    p.add_argument("--n-eval", type=int, default=Settings.n_eval)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny budget, two tasks")
     p.add_argument("--out", type=Path, default=RESULTS / "couplings_quality.md")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    s = Settings(steps=a.steps, n_train=a.n_train, eval_seeds=a.eval_seeds)
+    s = Settings(steps=a.steps, n_train=a.n_train, eval_seeds=a.eval_seeds, hidden=a.hidden, n_eval=a.n_eval)
     if a.quick:
         s = Settings(steps=30, n_train=300, n_test=200, n_eval=100, eval_seeds=1, hidden=32, depth=2, nfes=(1, 2))
         a.tasks = a.tasks[:2] if a.tasks != p.get_default("tasks") else ["moons", "gmm32"]

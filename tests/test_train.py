@@ -194,7 +194,7 @@ def test_conditional_training_passes_each_data_points_label(tiny_config, couplin
 
 def test_conditional_model_needs_labels_and_a_batch_coupling(tiny_config):
     with pytest.raises(ConfigError, match="has no labels"):
-        Trainer(tiny_config(), model=_LabelProbe())  # 8gaussians
+        Trainer(tiny_config(data={"source": "gaussian", "target": "moons"}), model=_LabelProbe())
     cfg = tiny_config(data={"source": "gaussian", "target": {"name": "digits", "size": 8}},
                       model={"name": "unet", "channels": [8, 16], "num_classes": 10},
                       coupling={"name": "semidiscrete_ot", "n_targets": 8})

@@ -154,9 +154,19 @@ class Trainer:
 
     def _check_conditional(self) -> int | None:
         k = getattr(self.model, "num_classes", None)
+        name = self.config.data.target
+        if self.coupling.uses_labels:
+            if getattr(self.target, "labels", None) is None or not hasattr(self.target, "sample_with_labels"):
+                raise ConfigError(
+                    f"coupling {self.config.coupling.name!r} pairs within the data's classes but data.target {name} "
+                    "has no labels; use a labelled data set (8gaussians, 25gaussians, digits, mnist, cifar10, an "
+                    "image folder with class sub-folders) or another coupling")
+            if k is None:
+                raise ConfigError(
+                    f"coupling {self.config.coupling.name!r} pairs within classes, which only helps a class-conditional "
+                    "model: set model.num_classes (mlp or unet), or use exact_ot for an unconditional model")
         if k is None:
             return None
-        name = self.config.data.target
         labels = getattr(self.target, "labels", None)
         if labels is None or not hasattr(self.target, "sample_with_labels"):
             raise ConfigError(
@@ -211,7 +221,7 @@ class Trainer:
         """``(t, labels, pairs)`` of this step; the pairing comes from the pipeline when it runs."""
         if self.pipeline is None:
             x0, x1, t, y = self._draw_batch()
-            return t, y, self.coupling(x0, x1, generator=self.local_generator)
+            return t, y, self.coupling(x0, x1, generator=self.local_generator, labels=y)
         (x0, x1, t, y), solution = self.pipeline.next(max(self.config.train.steps - self.step, 1))
         return t, y, self.coupling.pair_solved(x0, x1, solution, self.local_generator)
 
