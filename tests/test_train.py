@@ -303,3 +303,31 @@ def test_nonfinite_weights_are_never_saved(tiny_config):
     with pytest.raises(TrainingError, match="weights are non-finite"):
         trainer.save()
     assert trainer.checkpoint_path.read_bytes() == before
+
+
+def test_conditional_ot_trains_a_class_conditional_mlp(tiny_config):
+    """labels reach the coupling (per-class pairing) and, with dropout, the MLP."""
+    from monge.couplings import ConditionalOT
+
+    seen = []
+
+    class Spy(ConditionalOT):
+        def pair_labelled(self, x0, x1, labels, generator):
+            seen.append(labels.clone())
+            return super().pair_labelled(x0, x1, labels, generator)
+
+    cfg = tiny_config(coupling="conditional_ot", model={"name": "mlp", "hidden": 32, "depth": 2, "num_classes": 8},
+                      train__steps=5, train__label_dropout=0.2)
+    trainer = Trainer(cfg)
+    trainer.coupling = Spy()
+    for _ in range(5):
+        trainer.train_step()
+    assert len(seen) == 5 and all(int(y.max()) < 8 for y in seen)
+
+
+def test_conditional_ot_needs_labels_and_a_conditional_model(tiny_config):
+    with pytest.raises(ConfigError, match="has no labels"):
+        Trainer(tiny_config(data={"source": "gaussian", "target": "moons"}, coupling="conditional_ot",
+                            model={"name": "mlp", "hidden": 8, "depth": 1, "num_classes": 2}))
+    with pytest.raises(ConfigError, match="set model.num_classes"):
+        Trainer(tiny_config(coupling="conditional_ot"))

@@ -20,7 +20,7 @@ _ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "selu": nn.SE
 
 
 class MLP(nn.Module):
-    """``depth`` hidden layers of width ``hidden`` on ``concat(x, embed(t))``.
+    r"""``depth`` hidden layers of width ``hidden`` on ``concat(x, embed(t))``.
 
     Accepts ``x`` of shape ``(batch, dim)`` and ``t`` of shape ``(batch,)`` or a scalar. With
     ``shape`` (e.g. ``(1, 8, 8)``, ``prod(shape) == dim``) it takes ``(batch, *shape)`` and
