@@ -331,3 +331,24 @@ def test_conditional_ot_needs_labels_and_a_conditional_model(tiny_config):
                             model={"name": "mlp", "hidden": 8, "depth": 1, "num_classes": 2}))
     with pytest.raises(ConfigError, match="set model.num_classes"):
         Trainer(tiny_config(coupling="conditional_ot"))
+
+
+def test_log_has_coupling_diagnostics_and_resumes_an_old_log(tiny_config):
+    cfg = tiny_config(train__steps=20, train__checkpoint_every=10)
+    Trainer(cfg).fit()
+    rows = list(csv.DictReader((cfg.run_dir / "log.csv").open()))
+    assert float(rows[-1]["pair_cost_ratio"]) < 0.9  # exact_ot shortens the pairs
+    assert float(rows[-1]["weights_ess"]) == 1.0
+    # a log written before the diagnostics keeps its header on resume
+    path = cfg.run_dir / "log.csv"
+    path.write_text("step,loss,lr,seconds\n10,1.0,0.003,0.1\n20,1.0,0.003,0.2\n")
+    Trainer(tiny_config(train__steps=30, train__checkpoint_every=10)).fit(resume=True)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "step,loss,lr,seconds" and len(lines[-1].split(",")) == 4
+
+
+def test_trainer_names_the_step_of_a_coupling_warning(tiny_config):
+    cfg = tiny_config(coupling={"name": "entropic", "relative_eps": 0.01, "max_iter": 2, "tol": 1e-9},
+                      train__steps=1)
+    with pytest.warns(RuntimeWarning, match="step 1: Entropic: Sinkhorn did not converge"):
+        Trainer(cfg).train_step()
