@@ -55,3 +55,16 @@ def test_entropic_warns_when_sinkhorn_stops_early_and_refuses_a_nan_plan(monkeyp
     monkeypatch.setattr(entropic, "sinkhorn", nan_plan)
     with pytest.raises(FloatingPointError, match="NaN"):
         Entropic(eps=1.0)(x0, x1, generator=g)
+
+
+def test_entropic_unconverged_warnings_thin_out():
+    import warnings
+
+    g = torch.Generator().manual_seed(3)
+    x0, x1 = torch.randn(32, 2, generator=g), torch.randn(32, 2, generator=g) + 2
+    c = Entropic(relative_eps=0.01, max_iter=2, tol=1e-9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(9):
+            c(x0, x1, generator=g)
+    assert c.unconverged == 9 and len(caught) == 4  # solves 1, 2, 4 and 8

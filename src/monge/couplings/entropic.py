@@ -43,7 +43,8 @@ class Entropic(SolverCoupling):
     sampling : {"data", "noise", "plan"}
     max_iter, tol : int, float
         Sinkhorn iteration cap and L1 marginal tolerance. A solve that stops at ``max_iter``
-        warns (``RuntimeWarning``, with the marginal error; the trainer adds the step) and its plan
+        warns (``RuntimeWarning`` at the 1st, 2nd, 4th, 8th, ... such solve, with the marginal error
+        and the count; the trainer adds the step) and its plan
         is used as it is; a plan with NaN/Inf raises ``FloatingPointError`` (never a silent
         uniform plan). ``unconverged`` counts the solves that stopped early.
     """
@@ -77,6 +78,8 @@ class Entropic(SolverCoupling):
                 "(or relative_eps), or check the batch for extreme values")
         if not res.converged:
             self.unconverged += 1
+            if self.unconverged & (self.unconverged - 1):  # warn at the 1st, 2nd, 4th, 8th, ... such solve
+                return res.plan
             warnings.warn(
                 f"{type(self).__name__}: Sinkhorn did not converge in {self.max_iter} iterations (L1 marginal "
                 f"error {float(res.marginal_error):.3g} > tol {self.tol:g}, eps={eps:.3g}); the pairs follow a "
