@@ -352,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-seeds", type=int, default=Settings.eval_seeds)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--hidden", type=int, default=Settings.hidden)
+    p.add_argument("--seed", type=int, default=Settings.seed, help="training seed (and the data split's)")
     p.add_argument("--n-eval", type=int, default=Settings.n_eval)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny budget, two tasks")
     p.add_argument("--conditional", action="store_true",
@@ -360,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=RESULTS / "couplings_quality.md")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    s = Settings(steps=a.steps, n_train=a.n_train, eval_seeds=a.eval_seeds, hidden=a.hidden, n_eval=a.n_eval)
+    s = Settings(steps=a.steps, n_train=a.n_train, eval_seeds=a.eval_seeds, hidden=a.hidden, n_eval=a.n_eval,
+                 seed=a.seed)
     if a.quick:
         s = Settings(steps=30, n_train=300, n_test=200, n_eval=100, eval_seeds=1, hidden=32, depth=2, nfes=(1, 2))
         a.tasks = a.tasks[:2] if a.tasks != p.get_default("tasks") else ["moons", "gmm32"]
