@@ -15,6 +15,7 @@ samples of the held-out law of the evaluation size (training points against held
     python bench/couplings_quality.py                                # every task, main couplings
     python bench/couplings_quality.py --tasks moons digits --couplings independent semidiscrete_ot
     python bench/couplings_quality.py --quick                         # smoke run (seconds)
+    python bench/couplings_quality.py --couplings independent wcfm:relative_eps=4 wcfm:marginal_correction=true
 
 Writes ``bench/results/couplings_quality.md`` (``--out`` to change).
 """
@@ -107,13 +108,30 @@ class Settings:
     n_train: int = 10_000
     n_test: int = 2000
     params: dict = field(default_factory=dict)
+    #: the conditional section's adaptive (dopri5) row (off only in smoke tests)
+    adaptive: bool = True
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """``"wcfm:relative_eps=4,marginal_correction=true"`` -> ``("wcfm", {...})`` (values as YAML)."""
+    import yaml
+
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        params[key] = yaml.safe_load(value)
+    return name, params
 
 
 def train(task: Task, coupling_name: str, s: Settings) -> tuple[nn.Module, float, float, dict]:
-    """Train one model; returns (model, seconds per step, preparation seconds, fit info)."""
+    """Train one model; returns (model, seconds per step, preparation seconds, fit info).
+
+    ``coupling_name`` may carry parameters: ``"wcfm:relative_eps=4"`` (see :func:`parse_spec`)."""
     d = task.train.shape[1]
     source, target = GaussianSource((d,)), Finite(task.train)
-    coupling = COUPLINGS.build(coupling_name, **s.params.get(coupling_name, {}))
+    name, params = parse_spec(coupling_name)
+    coupling = COUPLINGS.build(name, **{**s.params.get(name, {}), **params})
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -224,6 +242,107 @@ def report(results: dict, s: Settings, command: str, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------- conditional task
+CONDITIONAL_COUPLINGS = ("independent", "exact_ot", "conditional_ot")
+
+
+def conditional_task(n_train: int, n_test: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``gaussian -> 8gaussians`` labelled by the mode (8 classes): (train x, y, test x, y)."""
+    from monge.data.toy import sample_toy_with_labels
+
+    g = torch.Generator().manual_seed(2000 + seed)
+    x, y = sample_toy_with_labels("8gaussians", n_train + n_test, g)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def train_conditional(x: Tensor, y: Tensor, spec: str, s: Settings, label_dropout: float = 0.1) -> tuple[nn.Module, float]:
+    """A class-conditional MLP (``num_classes=8``) trained with labels passed to the coupling."""
+    name, params = parse_spec(spec)
+    coupling = COUPLINGS.build(name, **params)
+    torch.manual_seed(s.seed)
+    k = int(y.max()) + 1
+    model = MLP(x.shape[1], hidden=s.hidden, depth=s.depth, num_classes=k)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
+    g, pair_g = torch.Generator().manual_seed(s.seed + 1), torch.Generator().manual_seed(s.seed + 2)
+    start = time.perf_counter()
+    for _ in range(s.steps):
+        x0 = torch.randn(s.batch_size, x.shape[1], generator=g)
+        idx = torch.randint(x.shape[0], (s.batch_size,), generator=g)
+        x1, y1 = x[idx], y[idx]
+        t = torch.rand(s.batch_size, generator=g)
+        pair = coupling(x0, x1, generator=pair_g, labels=y1)
+        yp = y1[pair.index1] if pair.index1 is not None else y1
+        yp = torch.where(torch.rand(yp.shape[0], generator=pair_g) < label_dropout, torch.full_like(yp, k), yp)
+        xt = (1 - t[:, None]) * pair.x0 + t[:, None] * pair.x1
+        err = (model(xt, t, yp) - (pair.x1 - pair.x0)).square().sum(1)
+        loss = (err * pair.weights).mean() if pair.weights is not None else err.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return model.eval(), (time.perf_counter() - start) / s.steps
+
+
+@torch.no_grad()
+def evaluate_conditional(model: nn.Module, test_x: Tensor, test_y: Tensor, s: Settings) -> dict[str, tuple[float, float, float]]:
+    """``{setting: (W2 per class averaged over classes, std over seeds, mean NFE)}``."""
+    from monge.models import ClassConditional
+
+    out: dict[str, list[tuple[float, float]]] = {}
+    classes = test_y.unique().tolist()
+    for seed in range(s.eval_seeds):
+        per: dict[str, list[tuple[float, float]]] = {}
+        for c in classes:
+            ref = test_x[test_y == c]
+            g = torch.Generator().manual_seed(700 + 31 * seed + c)
+            n = min(s.n_eval, ref.shape[0])
+            x0 = torch.randn(n, test_x.shape[1], generator=g)
+            field = ClassConditional(model, int(c))
+            for nfe in s.nfes:
+                per.setdefault(f"euler {nfe}", []).append((wasserstein2(sample(field, x0, sampler="euler", nfe=nfe).x, ref[:n]), nfe))
+            if s.adaptive:
+                ad = sample(field, x0, sampler="dopri5")
+                per.setdefault("adaptive", []).append((wasserstein2(ad.x, ref[:n]), ad.nfe))
+        for key, v in per.items():
+            out.setdefault(key, []).append((statistics.mean(w for w, _ in v), statistics.mean(n for _, n in v)))
+    return {key: (statistics.mean(w for w, _ in v), statistics.pstdev([w for w, _ in v]) if len(v) > 1 else 0.0,
+                  statistics.mean(n for _, n in v)) for key, v in out.items()}
+
+
+def run_conditional(couplings: list[str], s: Settings, log=print) -> dict:
+    x, y, tx, ty = conditional_task(s.n_train, s.n_test, s.seed)
+    rows = {}
+    for c in couplings:
+        model, per_step = train_conditional(x, y, c, s)
+        scores = evaluate_conditional(model, tx, ty, s)
+        rows[c] = dict(scores=scores, per_step=per_step)
+        log(f"conditional  {c:16s} step {per_step * 1e3:6.1f} ms  " + "  ".join(f"{k}: {v[0]:.3f}" for k, v in scores.items()))
+    return rows
+
+
+def report_conditional(rows: dict, s: Settings, command: str, seconds: float) -> str:
+    keys = list(next(iter(rows.values()))["scores"])
+    lines = ["## Conditional task: gaussian -> 8gaussians, class = mode index (8 classes)", "",
+             f"Command: `{command}` ({seconds / 60:.1f} min). Class-conditional MLP (`num_classes: 8`, hidden "
+             f"{s.hidden}, depth {s.depth}), label dropout 0.1, {s.steps} steps at batch {s.batch_size}, {s.n_train} "
+             f"training points. W2 per class ({s.n_eval} samples of the class against its held-out points), "
+             f"averaged over the 8 classes, mean ± std over {s.eval_seeds} seeds.", "",
+             "| coupling | " + " | ".join(keys) + " | adaptive NFE | step ms |", "|---|" + "---:|" * (len(keys) + 2)]
+    for c, row in rows.items():
+        cells = [f"{row['scores'][k][0]:.3f} ± {row['scores'][k][1]:.3f}" for k in keys]
+        nfe = f"{row['scores']['adaptive'][2]:.0f}" if "adaptive" in row["scores"] else "-"
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {nfe} | {row['per_step'] * 1e3:.1f} |")
+    if {"exact_ot", "conditional_ot", "independent"} <= set(rows) and s.adaptive:
+        one = rows["exact_ot"]["scores"]["euler 1"][0] / rows["conditional_ot"]["scores"]["euler 1"][0]
+        ad, adi = rows["conditional_ot"]["scores"]["adaptive"], rows["independent"]["scores"]["adaptive"]
+        margin = 2 * math.hypot(ad[1], adi[1])
+        lines += ["", f"Goal 1 NFE: conditional_ot {one:.1f}x lower W2 than exact_ot (goal >= 5x: "
+                  f"{'met' if one >= 5 else 'missed'}). Goal adaptive: conditional_ot {ad[0]:.3f} against independent "
+                  f"{adi[0]:.3f} ({'met' if ad[0] - adi[0] <= max(margin, 0.01) else 'missed'}: within 2 std of the pair, "
+                  "or 0.01)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=["moons", "checkerboard", "25gaussians", "gmm32", "digits"])
@@ -232,15 +351,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-train", type=int, default=Settings.n_train)
     p.add_argument("--eval-seeds", type=int, default=Settings.eval_seeds)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=Settings.hidden)
+    p.add_argument("--seed", type=int, default=Settings.seed, help="training seed (and the data split's)")
+    p.add_argument("--n-eval", type=int, default=Settings.n_eval)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny budget, two tasks")
+    p.add_argument("--conditional", action="store_true",
+                   help="only the conditional task (gaussian -> labelled 8gaussians) with --couplings "
+                        "(default: independent exact_ot conditional_ot)")
     p.add_argument("--out", type=Path, default=RESULTS / "couplings_quality.md")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    s = Settings(steps=a.steps, n_train=a.n_train, eval_seeds=a.eval_seeds)
+    s = Settings(steps=a.steps, n_train=a.n_train, eval_seeds=a.eval_seeds, hidden=a.hidden, n_eval=a.n_eval,
+                 seed=a.seed)
     if a.quick:
         s = Settings(steps=30, n_train=300, n_test=200, n_eval=100, eval_seeds=1, hidden=32, depth=2, nfes=(1, 2))
         a.tasks = a.tasks[:2] if a.tasks != p.get_default("tasks") else ["moons", "gmm32"]
     start = time.perf_counter()
+    command = "python bench/couplings_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if a.conditional:
+        couplings = a.couplings if a.couplings != p.get_default("couplings") else list(CONDITIONAL_COUPLINGS)
+        text = report_conditional(run_conditional(couplings, s), s, command, time.perf_counter() - start)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text)
+        print(text)
+        return
     results = run(a.tasks, a.couplings, s)
     text = report(results, s, "python bench/couplings_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
                   time.perf_counter() - start)

@@ -175,3 +175,17 @@ def test_couplings_quality_quick(tmp_path):
     base = {"scores": {"adaptive": (1.0, 0.01, 10)}}
     assert q._verdict({"scores": {"adaptive": (1.01, 0.01, 10)}}, base, 0.1) == "within noise"
     assert q._verdict({"scores": {"adaptive": (1.5, 0.01, 10)}}, base, 0.1).startswith("worse by 0.500")
+
+
+def test_couplings_quality_conditional_quick():
+    """The conditional section trains class-conditional MLPs with labels passed to the coupling
+    and reports W2 per class with both goals' verdicts."""
+    q = _load("couplings_quality")
+    s = q.Settings(steps=3, n_train=80, n_test=80, n_eval=8, eval_seeds=1, hidden=16, depth=1, nfes=(1,),
+                   adaptive=False)  # dopri5 on untrained models is the slow part
+    rows = q.run_conditional(["independent", "exact_ot", "conditional_ot"], s, log=lambda _: None)
+    assert set(rows["conditional_ot"]["scores"]) == {"euler 1"}
+    text = q.report_conditional(rows, s, "cmd", 1.0)
+    assert "| conditional_ot |" in text and "W2 per class" in text
+    assert q.parse_spec("wcfm:relative_eps=4,marginal_correction=false") == (
+        "wcfm", {"relative_eps": 4, "marginal_correction": False})

@@ -88,6 +88,11 @@ def test_eval_compares_several_checkpoints(recipe, tmp_path):
     assert res.exit_code == 0, res.output
     assert "**W2 by NFE**" in res.output and "| exact_ot | independent |" in res.output
     assert png.stat().st_size > 1000
+    # the coupling diagnostics of the training logs: OT shortens the pairs, independent does not
+    assert "Coupling diagnostics" in res.output
+    row = {line.split("|")[1].strip(): line.split("|")[2:] for line in res.output.splitlines()
+           if line.startswith("| exact_ot |") or line.startswith("| independent |")}
+    assert float(row["exact_ot"][0]) < 0.9 and float(row["independent"][0]) == 1.0
 
 
 def test_eval_refuses_runs_of_different_tasks(recipe, tmp_path):

@@ -194,7 +194,7 @@ def test_conditional_training_passes_each_data_points_label(tiny_config, couplin
 
 def test_conditional_model_needs_labels_and_a_batch_coupling(tiny_config):
     with pytest.raises(ConfigError, match="has no labels"):
-        Trainer(tiny_config(), model=_LabelProbe())  # 8gaussians
+        Trainer(tiny_config(data={"source": "gaussian", "target": "moons"}), model=_LabelProbe())
     cfg = tiny_config(data={"source": "gaussian", "target": {"name": "digits", "size": 8}},
                       model={"name": "unet", "channels": [8, 16], "num_classes": 10},
                       coupling={"name": "semidiscrete_ot", "n_targets": 8})
@@ -303,3 +303,52 @@ def test_nonfinite_weights_are_never_saved(tiny_config):
     with pytest.raises(TrainingError, match="weights are non-finite"):
         trainer.save()
     assert trainer.checkpoint_path.read_bytes() == before
+
+
+def test_conditional_ot_trains_a_class_conditional_mlp(tiny_config):
+    """labels reach the coupling (per-class pairing) and, with dropout, the MLP."""
+    from monge.couplings import ConditionalOT
+
+    seen = []
+
+    class Spy(ConditionalOT):
+        def pair_labelled(self, x0, x1, labels, generator):
+            seen.append(labels.clone())
+            return super().pair_labelled(x0, x1, labels, generator)
+
+    cfg = tiny_config(coupling="conditional_ot", model={"name": "mlp", "hidden": 32, "depth": 2, "num_classes": 8},
+                      train__steps=5, train__label_dropout=0.2)
+    trainer = Trainer(cfg)
+    trainer.coupling = Spy()
+    for _ in range(5):
+        trainer.train_step()
+    assert len(seen) == 5 and all(int(y.max()) < 8 for y in seen)
+
+
+def test_conditional_ot_needs_labels_and_a_conditional_model(tiny_config):
+    with pytest.raises(ConfigError, match="has no labels"):
+        Trainer(tiny_config(data={"source": "gaussian", "target": "moons"}, coupling="conditional_ot",
+                            model={"name": "mlp", "hidden": 8, "depth": 1, "num_classes": 2}))
+    with pytest.raises(ConfigError, match="set model.num_classes"):
+        Trainer(tiny_config(coupling="conditional_ot"))
+
+
+def test_log_has_coupling_diagnostics_and_resumes_an_old_log(tiny_config):
+    cfg = tiny_config(train__steps=20, train__checkpoint_every=10)
+    Trainer(cfg).fit()
+    rows = list(csv.DictReader((cfg.run_dir / "log.csv").open()))
+    assert float(rows[-1]["pair_cost_ratio"]) < 0.9  # exact_ot shortens the pairs
+    assert float(rows[-1]["weights_ess"]) == 1.0
+    # a log written before the diagnostics keeps its header on resume
+    path = cfg.run_dir / "log.csv"
+    path.write_text("step,loss,lr,seconds\n10,1.0,0.003,0.1\n20,1.0,0.003,0.2\n")
+    Trainer(tiny_config(train__steps=30, train__checkpoint_every=10)).fit(resume=True)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "step,loss,lr,seconds" and len(lines[-1].split(",")) == 4
+
+
+def test_trainer_names_the_step_of_a_coupling_warning(tiny_config):
+    cfg = tiny_config(coupling={"name": "entropic", "relative_eps": 0.01, "max_iter": 2, "tol": 1e-9},
+                      train__steps=1)
+    with pytest.warns(RuntimeWarning, match="step 1: Entropic: Sinkhorn did not converge"):
+        Trainer(cfg).train_step()

@@ -247,15 +247,18 @@ def eval_cmd(
     reference samples and compared in one report. ``--nll`` adds a table of the negative
     log-likelihood of held-out data (fresh samples of a toy target; the test split of MNIST /
     CIFAR-10; a finite set without a held-out split is scored on its training images, as the
-    table says).
+    table says). Runs whose ``log.csv`` holds coupling diagnostics get a table of them (means over
+    the logged steps: pair cost against independent pairs, weights' ESS, noise drift).
     """
     from .data.sources import build_data
-    from .evaluate import evaluate_field, evaluate_nll, format_comparison, format_nll, format_table, held_out_target
+    from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
+                           format_table, held_out_target, read_coupling_diagnostics)
     from .paths import PATHS
     from .train import load_model
 
     results: dict[str, list] = {}
     nlls: dict[str, object] = {}
+    diagnostics: dict[str, dict[str, float]] = {}
     try:
         nfes = _parse_nfe(nfe)
         if n < 2:
@@ -278,6 +281,9 @@ def eval_cmd(
             if nll:
                 held, what, _ = held_out_target(cfg.data.target, target_data)
                 nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)
+            diag = read_coupling_diagnostics(checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent)
+            if diag is not None:
+                diagnostics[label] = diag
     except _USER_ERRORS as err:
         _fail(err)
     source, target = tasks.pop()
@@ -286,6 +292,8 @@ def eval_cmd(
         parts.append(format_comparison(results))
     if nlls:
         parts.append(format_nll(nlls, f"Negative log-likelihood: {source} -> {target}"))
+    if diagnostics:
+        parts.append(format_coupling_diagnostics(diagnostics))
     report = "\n\n".join(parts)
     typer.echo(report)
     if output is not None:

@@ -60,7 +60,6 @@ DIGITS_MODELS: dict[str, dict] = {
     "unet": {"name": "unet", "channels": [16, 32]},
 }
 _COUPLING_PARAMS: dict[str, dict] = {
-    "wcfm": {"relative_eps": 0.5},
     "semidiscrete_ot": {"max_time": 600},  # every training digit; the fit is bounded in time
 }
 
@@ -179,7 +178,7 @@ def run_image_demo(
     against the held-out split. Writes one PNG grid per coupling (a row of 16 samples per setting).
     ``classifier_cache``: where the scoring classifier (trained for ``classifier_epochs``) is cached
     (default ``out/cache``). ``coupling_params`` overrides the parameters of named couplings
-    (default: W-CFM ``relative_eps=0.5``; semi-discrete OT onto 512 training digits, ``tol=0.1``).
+    (default: semi-discrete OT onto 512 training digits, ``tol=0.1``).
     ``command`` is quoted in the report.
     """
     from .couplings import COUPLINGS

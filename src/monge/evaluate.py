@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -252,4 +253,37 @@ def format_nll(results: dict[str, NLLResult], title: str = "Negative log-likelih
             cells += " | |" if r.bpd is None else f" {r.bpd:.4f} | {r.bpd_se:.4f} |"
         cells += f" {r.n} | {r.divergence} | {r.nfe} | {r.data} | {r.seconds:.1f} |"
         lines.append(cells)
+    return "\n".join(lines)
+
+
+def read_coupling_diagnostics(run_dir: Path | str) -> dict[str, float] | None:
+    """The coupling diagnostics of a run (:mod:`monge.couplings.diagnostics`), averaged over the
+    logged steps of ``run_dir/log.csv``; ``None`` when the log has none (older runs)."""
+    import csv as _csv
+    import math as _math
+
+    from .couplings.diagnostics import DIAGNOSTICS
+
+    path = Path(run_dir) / "log.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as fh:
+        rows = list(_csv.DictReader(fh))
+    out = {}
+    for key in DIAGNOSTICS:
+        values = [float(r[key]) for r in rows if r.get(key) not in (None, "", "nan")]
+        values = [v for v in values if _math.isfinite(v)]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out or None
+
+
+def format_coupling_diagnostics(diagnostics: dict[str, dict[str, float]]) -> str:
+    """Markdown table of :func:`read_coupling_diagnostics` per run label."""
+    from .couplings.diagnostics import DIAGNOSTICS
+
+    lines = ["**Coupling diagnostics (training log, mean over the logged steps)**", "",
+             "| run | " + " | ".join(DIAGNOSTICS) + " |", "|---|" + "---:|" * len(DIAGNOSTICS)]
+    for label, diag in diagnostics.items():
+        lines.append(f"| {label} | " + " | ".join(f"{diag[k]:.4g}" if k in diag else "-" for k in DIAGNOSTICS) + " |")
     return "\n".join(lines)

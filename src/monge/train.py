@@ -28,6 +28,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,12 +152,24 @@ class Trainer:
         self._losses: deque[float] = deque(maxlen=DIVERGENCE_WINDOW)
         #: "key: old -> new" of the settings changed on the last :meth:`load`
         self.resume_changes: list[str] = []
+        #: ``(x0, x1, pairs)`` of the latest step, for :meth:`diagnostics`
+        self._last_batch: tuple[Tensor, Tensor, Any] | None = None
 
     def _check_conditional(self) -> int | None:
         k = getattr(self.model, "num_classes", None)
+        name = self.config.data.target
+        if self.coupling.uses_labels:
+            if getattr(self.target, "labels", None) is None or not hasattr(self.target, "sample_with_labels"):
+                raise ConfigError(
+                    f"coupling {self.config.coupling.name!r} pairs within the data's classes but data.target {name} "
+                    "has no labels; use a labelled data set (8gaussians, 25gaussians, digits, mnist, cifar10, an "
+                    "image folder with class sub-folders) or another coupling")
+            if k is None:
+                raise ConfigError(
+                    f"coupling {self.config.coupling.name!r} pairs within classes, which only helps a class-conditional "
+                    "model: set model.num_classes (mlp or unet), or use exact_ot for an unconditional model")
         if k is None:
             return None
-        name = self.config.data.target
         labels = getattr(self.target, "labels", None)
         if labels is None or not hasattr(self.target, "sample_with_labels"):
             raise ConfigError(
@@ -209,11 +222,27 @@ class Trainer:
 
     def _next_pairs(self) -> tuple[Tensor, Tensor | None, Any]:
         """``(t, labels, pairs)`` of this step; the pairing comes from the pipeline when it runs."""
-        if self.pipeline is None:
-            x0, x1, t, y = self._draw_batch()
-            return t, y, self.coupling(x0, x1, generator=self.local_generator)
-        (x0, x1, t, y), solution = self.pipeline.next(max(self.config.train.steps - self.step, 1))
-        return t, y, self.coupling.pair_solved(x0, x1, solution, self.local_generator)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if self.pipeline is None:
+                x0, x1, t, y = self._draw_batch()
+                pairs = self.coupling(x0, x1, generator=self.local_generator, labels=y)
+            else:
+                (x0, x1, t, y), solution = self.pipeline.next(max(self.config.train.steps - self.step, 1))
+                pairs = self.coupling.pair_solved(x0, x1, solution, self.local_generator)
+        for w in caught:  # the coupling's warnings (a Sinkhorn that did not converge, ...), with the step
+            warnings.warn(f"step {self.step + 1}: {w.message}", w.category, stacklevel=2)
+        self._last_batch = (x0, x1, pairs)
+        return t, y, pairs
+
+    def diagnostics(self) -> dict[str, float]:
+        """:func:`~monge.couplings.diagnostics.coupling_diagnostics` of the latest step's batch
+        (logged in ``log.csv`` at every log step; empty before the first step)."""
+        from .couplings.diagnostics import coupling_diagnostics
+
+        if self._last_batch is None:
+            return {}
+        return coupling_diagnostics(*self._last_batch)
 
     def _start_pipeline(self) -> None:
         workers = self.config.train.pairing_workers
@@ -520,7 +549,10 @@ class Trainer:
             for stale in self.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
                 stale.unlink(missing_ok=True)
         self.prepare(resume)
-        log = _CsvLog(self.run_dir / "log.csv", ["step", "loss", "lr", "seconds"], append=resume, enabled=main)
+        from .couplings.diagnostics import DIAGNOSTICS
+
+        log = _CsvLog(self.run_dir / "log.csv", ["step", "loss", "lr", "seconds", *DIAGNOSTICS], append=resume,
+                      enabled=main)
         rows: list[EvalRow] = []
         start = time.perf_counter()
         progress = _progress(tc.steps, self.step, tc.progress and main, self.config.name)
@@ -533,8 +565,10 @@ class Trainer:
                 progress.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     progress.set_postfix(loss=f"{loss:.4f}")
+                    diag = self.diagnostics()
                     log.write([self.step, loss, self.optimizer.param_groups[0]["lr"],
-                               round(time.perf_counter() - start, 3)])
+                               round(time.perf_counter() - start, 3), *(round(diag.get(k, math.nan), 5)
+                                                                       for k in DIAGNOSTICS)])
                 if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
                     self.save()
                 if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
@@ -715,6 +749,14 @@ class _CsvLog:
         if not enabled:
             return
         exists = path.exists() and append
+        #: positions of the written columns: a resumed log keeps its own header (older runs have
+        #: fewer columns), so only the columns it names are written
+        self._keep: list[int] | None = None
+        if exists:
+            with path.open(newline="") as fh:
+                old = next(csv.reader(fh), None)
+            if old and old != header:
+                self._keep = [header.index(c) for c in old if c in header]
         self._fh = path.open("a" if append else "w", newline="")
         self._writer = csv.writer(self._fh)
         if not exists:
@@ -722,7 +764,7 @@ class _CsvLog:
 
     def write(self, row: list[Any]) -> None:
         if self._fh is not None:
-            self._writer.writerow(row)
+            self._writer.writerow(row if self._keep is None else [row[i] for i in self._keep])
             self._fh.flush()
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ def test_registry_lists_choices_on_unknown_name():
         (lambda: WCFM(cost="l1"), "cost must be"),
         (lambda: Entropic(sampling="rows"), "sampling must be"),
         (lambda: SchrodingerBridge(sigma=0), "sigma must be a positive"),
-        (lambda: COUPLINGS.build("wcfm", temperature=1.0), "accepted: eps, relative_eps, cost"),
+        (lambda: COUPLINGS.build("wcfm", temperature=1.0), "accepted: eps, relative_eps, cost, marginal_correction"),
         (lambda: Entropic()(torch.randn(4, 2), torch.full((4, 2), float("inf"))), "x1 contains 8 NaN/Inf"),
     ],
 )

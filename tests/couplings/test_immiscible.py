@@ -95,3 +95,20 @@ def test_knn_immiscible_draws_candidates_from_a_prepared_source(tmp_path):
     assert torch.equal(kept, torch.full((100, 2), 5.0))  # the source's point is nearest to every x1
     c.prepare(GaussianSource((2,)), ToySource("moons"))  # Gaussian source: built-in sampler
     assert c.source is None
+
+
+@pytest.mark.parametrize("d, var_low, lean", [(2, 0.75, 0.5), (32, 0.85, 0.2)])
+def test_knn_immiscible_default_keeps_the_noise_close_to_standard_normal(d, var_low, lean):
+    """The documented tolerance of the default k = 4 (data of unit scale): for centred data the kept
+    noise's mean stays within 4 standard errors of 0 per coordinate and E||z||^2 / d within [var_low, 1] (it
+    shrinks towards the data by O(1/sqrt(d))); for data with mean m the noise mean leans towards m
+    by less than ``lean`` * m (about 0.4 m in 2D, 0.15 m in 32-D)."""
+    g = torch.Generator().manual_seed(21)
+    b = 8192
+    assert KNNImmiscible().k == 4
+    x0 = torch.randn(b, d, generator=g)
+    kept = KNNImmiscible()(x0, torch.randn(b, d, generator=g) * 1.5, generator=g).x0
+    assert kept.mean(0).abs().max().item() < 4 / math.sqrt(b)  # 4 standard errors of a N(0, 1) mean
+    assert var_low <= kept.square().sum(1).mean().item() / d <= 1.0
+    shifted = KNNImmiscible()(x0, torch.randn(b, d, generator=g) * 1.5 + 0.5, generator=g).x0
+    assert 0.0 < shifted.mean().item() < lean * 0.5

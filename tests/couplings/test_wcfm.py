@@ -10,17 +10,17 @@ from monge.couplings import WCFM, Entropic
 def test_wcfm_weights_are_normalised_gibbs_kernel():
     g = torch.Generator().manual_seed(5)
     x0, x1 = torch.randn(100, 3, generator=g, dtype=torch.float64), torch.randn(100, 3, generator=g, dtype=torch.float64)
-    out = WCFM(eps=2.0)(x0, x1)
+    out = WCFM(eps=2.0, marginal_correction=False)(x0, x1)
     c = ((x0 - x1) ** 2).sum(1)
     ref = torch.exp(-c / 2.0)
     torch.testing.assert_close(out.weights, ref / ref.mean(), rtol=1e-10, atol=0)
     assert torch.equal(out.x0, x0) and torch.equal(out.x1, x1)
-    # default eps: relative to the batch's mean cost
-    out = WCFM(relative_eps=0.5)(x0, x1)
-    ref = torch.exp(-c / (0.5 * c.mean()))
+    # default eps: r * median cost * sqrt(2 / d), dimension-aware
+    out = WCFM(relative_eps=0.5, marginal_correction=False)(x0, x1)
+    ref = torch.exp(-c / (0.5 * c.median() * math.sqrt(2 / 3)))
     torch.testing.assert_close(out.weights, ref / ref.mean(), rtol=1e-10, atol=0)
     # euclidean cost
-    out = WCFM(eps=1.0, cost="euclidean")(x0, x1)
+    out = WCFM(eps=1.0, cost="euclidean", marginal_correction=False)(x0, x1)
     ref = torch.exp(-c.sqrt())
     torch.testing.assert_close(out.weights, ref / ref.mean(), rtol=1e-10, atol=0)
 
@@ -28,7 +28,7 @@ def test_wcfm_weights_are_normalised_gibbs_kernel():
 def test_wcfm_is_stable_for_huge_costs():
     g = torch.Generator().manual_seed(6)
     x0, x1 = torch.randn(64, 2, generator=g) * 1e4, torch.randn(64, 2, generator=g) * 1e4
-    w = WCFM(eps=1e-3)(x0, x1).weights  # exp(-c/eps) underflows for every pair
+    w = WCFM(eps=1e-3, min_ess=0.0, marginal_correction=False)(x0, x1).weights  # exp(-c/eps) underflows for every pair
     assert bool(torch.isfinite(w).all()) and w.mean().item() == pytest.approx(1.0, rel=1e-5)
     assert w.max().item() == pytest.approx(64.0, rel=1e-5)  # all mass on the nearest pair
 
@@ -47,7 +47,7 @@ def test_wcfm_large_batch_matches_entropic_plan_on_the_circle():
 
     a0, x0 = circle(50_000)
     a1, x1 = circle(50_000)
-    w = WCFM(eps=eps)(x0, x1).weights
+    w = WCFM(eps=eps, marginal_correction=False)(x0, x1).weights
     delta_w = torch.remainder(a1 - a0 + math.pi, 2 * math.pi) - math.pi
     closed = special.i1(kappa) / special.i0(kappa)
     assert (w * delta_w.cos()).mean().item() == pytest.approx(closed, abs=0.01)
@@ -67,8 +67,8 @@ def test_wcfm_large_batch_matches_entropic_plan_on_the_circle():
 def test_wcfm_lowers_weighted_cost_and_tilts_marginals():
     g = torch.Generator().manual_seed(8)
     x0, x1 = torch.randn(4096, 2, generator=g), torch.randn(4096, 2, generator=g) + 2
-    out = WCFM(relative_eps=0.5)(x0, x1)
     c = ((x0 - x1) ** 2).sum(1)
+    out = WCFM(eps=0.5 * c.mean().item(), min_ess=0.0, marginal_correction=False)(x0, x1)
     weighted = (out.weights * c).mean().item()
     assert weighted < 0.8 * c.mean().item()
     # no potentials: the weighted noise marginal leans towards the data (the documented tilt);
@@ -76,3 +76,66 @@ def test_wcfm_lowers_weighted_cost_and_tilts_marginals():
     eps = 0.5 * c.mean().item()
     tilted_mean = (out.weights[:, None] * out.x0).mean(0)
     torch.testing.assert_close(tilted_mean, torch.full((2,), 2.0 / (2 + eps / 2)), atol=0.06, rtol=0)
+
+
+def test_wcfm_default_eps_keeps_the_effective_sample_size_across_dimensions():
+    # eps = r median(c) sqrt(2/d) ~ r std(c): the ESS share ~ exp(-1/r^2) in any dimension
+    g = torch.Generator().manual_seed(9)
+    shares = []
+    for d in (2, 32, 256):
+        x0, x1 = torch.randn(2048, d, generator=g), torch.randn(2048, d, generator=g)
+        c = WCFM(marginal_correction=False)
+        c(x0, x1)
+        shares.append(c.last_ess)
+    assert max(shares) - min(shares) < 0.15 and all(0.55 < s < 0.9 for s in shares), shares
+
+
+def test_wcfm_marginal_correction_reproduces_the_sinkhorn_plan():
+    from monge.ot import sinkhorn
+
+    g = torch.Generator().manual_seed(10)
+    b = 64
+    x0 = torch.randn(b, 2, generator=g, dtype=torch.float64)
+    x1 = torch.randn(b, 2, generator=g, dtype=torch.float64) * 0.5 + 1.5
+    coupling = WCFM(eps=1.0, marginal_correction=True, tol=1e-10, max_iter=5000)
+    w = coupling(x0, x1).weights
+    cost = torch.cdist(x0, x1).square()
+    plan = sinkhorn(cost, eps=1.0, tol=1e-10, max_iter=5000).plan
+    # the weights are the plan's density on the diagonal pairs, normalised to mean 1
+    torch.testing.assert_close(w, plan.diagonal() / plan.diagonal().mean(), rtol=1e-6, atol=0)
+    # the Gibbs kernel rescaled by the same potentials has the plan's (uniform) marginals
+    lw = coupling.corrected_log_weights(x0, x1)
+    f_plus_g = lw * 1.0 + cost.diagonal()
+    res = sinkhorn(cost, eps=1.0, tol=1e-10, max_iter=5000)
+    rebuilt = torch.exp((res.f[:, None] + res.g[None, :] - cost) / 1.0) / b**2
+    torch.testing.assert_close(rebuilt.sum(1), torch.full((b,), 1 / b, dtype=torch.float64), rtol=1e-6, atol=0)
+    torch.testing.assert_close(rebuilt.sum(0), torch.full((b,), 1 / b, dtype=torch.float64), rtol=1e-6, atol=0)
+    torch.testing.assert_close(f_plus_g, res.f + res.g)
+
+
+def test_wcfm_marginal_correction_removes_the_tilt():
+    # N(0, I) -> N(m, I): the plain weights pull the weighted noise mean towards m, the corrected
+    # ones keep it near 0 (the plan's noise marginal is uniform on the batch)
+    g = torch.Generator().manual_seed(11)
+    x0, x1 = torch.randn(1024, 2, generator=g), torch.randn(1024, 2, generator=g) + 2
+    plain = WCFM(relative_eps=1.0, min_ess=0.0, marginal_correction=False)(x0, x1)
+    fixed = WCFM(relative_eps=1.0, marginal_correction=True, min_ess=0.0)(x0, x1)
+    mean_plain = (plain.weights[:, None] * x0).mean(0)
+    mean_fixed = (fixed.weights[:, None] * x0).mean(0)
+    assert mean_plain.min().item() > 0.15
+    assert mean_fixed.abs().max().item() < 0.5 * mean_plain.min().item()
+
+
+def test_wcfm_warns_on_a_small_effective_sample_size_and_on_a_failed_solve():
+    g = torch.Generator().manual_seed(12)
+    x0, x1 = torch.randn(256, 2, generator=g), torch.randn(256, 2, generator=g) + 3
+    coupling = WCFM(eps=0.05, marginal_correction=False)
+    with pytest.warns(RuntimeWarning, match="effective sample size"):
+        coupling(x0, x1)
+    assert coupling.last_ess < 0.1
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        WCFM(eps=0.05, marginal_correction=True, max_iter=1, min_ess=0.0)(x0, x1)
+    with pytest.raises(ValueError, match="min_ess"):
+        WCFM(min_ess=2.0)
+    with pytest.raises(ValueError, match="marginal_correction"):
+        WCFM(marginal_correction="yes")

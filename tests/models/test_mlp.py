@@ -47,3 +47,26 @@ def test_image_shaped_data_is_flattened_and_restored():
     assert torch.allclose(m(x, t).reshape(3, 16), flat(x.reshape(3, 16), t))
     with pytest.raises(ValueError, match=r"shape \(batch, 1, 4, 4\)"):
         m(torch.randn(3, 16), t)
+
+
+def test_mlp_class_condition_and_null_class():
+    import pytest as _pytest
+
+    from monge.models import MLP as _MLP
+
+    torch.manual_seed(0)
+    m = _MLP(2, hidden=16, depth=2, num_classes=3)
+    x, t = torch.randn(5, 2), torch.rand(5)
+    a = m(x, t, torch.tensor([0, 1, 2, 3, 0]))
+    assert a.shape == (5, 2)
+    # None is the null class; different labels give different outputs
+    torch.testing.assert_close(m(x, t), m(x, t, torch.full((5,), 3)))
+    assert not torch.allclose(m(x, t, torch.zeros(5, dtype=torch.long)), m(x, t, torch.ones(5, dtype=torch.long)))
+    with _pytest.raises(ValueError, match=r"in \[0, 3\]"):
+        m(x, t, torch.tensor([0, 1, 2, 4, 0]))
+    with _pytest.raises(ValueError, match="integer"):
+        m(x, t, torch.rand(5))
+    with _pytest.raises(ValueError, match="not class-conditional"):
+        _MLP(2, hidden=8)(x, t, torch.zeros(5, dtype=torch.long))
+    with _pytest.raises(ValueError, match="num_classes"):
+        _MLP(2, num_classes=0)

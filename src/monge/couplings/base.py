@@ -45,7 +45,12 @@ class Coupled:
 
 
 class Coupling(ABC):
-    """Base class: ``coupling(x0, x1, generator) -> Coupled``.
+    """Base class: ``coupling(x0, x1, generator, labels=None) -> Coupled``.
+
+    ``labels`` (the ``(B,)`` classes or ``(B, k)`` conditions of the data ``x1``) reach only the
+    couplings that set ``uses_labels`` (``conditional_ot``), through :meth:`pair_labelled`; the
+    others ignore them, so a trainer may always pass them. The pairs' labels are then
+    ``labels[index1]`` (or ``labels[:len(pairs)]``), as for any coupling.
 
     A coupling that must be fitted before training (``semidiscrete_ot``) overrides
     :meth:`prepare` and names the file that caches its fitted state in ``prepared_file``.
@@ -65,9 +70,21 @@ class Coupling(ABC):
     threaded_solve: bool = False
     #: Why ``threaded_solve`` is ``False`` (the error of ``train.pairing_workers`` says it).
     unthreaded_reason: str = "it pairs without an OT solve"
+    #: ``True`` when the pairing depends on the data's labels (:meth:`pair_labelled`)
+    uses_labels: bool = False
 
-    def __call__(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Coupled:
+    def __call__(
+        self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None, *, labels: Tensor | None = None
+    ) -> Coupled:
         self.check_inputs(x0, x1)
+        if self.uses_labels:
+            return self.pair_labelled(x0, x1, labels, generator)
+        return self.pair(x0, x1, generator)
+
+    def pair_labelled(
+        self, x0: Tensor, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None
+    ) -> Coupled:
+        """The pairs given the data's labels (couplings with ``uses_labels``); default: :meth:`pair`."""
         return self.pair(x0, x1, generator)
 
     def check_inputs(self, x0: Tensor, x1: Tensor) -> None:

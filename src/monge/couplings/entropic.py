@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -41,8 +42,11 @@ class Entropic(SolverCoupling):
         Used when ``eps`` is ``None``; default 0.05.
     sampling : {"data", "noise", "plan"}
     max_iter, tol : int, float
-        Sinkhorn iteration cap and L1 marginal tolerance. Sinkhorn stopping early only makes
-        the plan slightly more diffuse; no warning is raised.
+        Sinkhorn iteration cap and L1 marginal tolerance. A solve that stops at ``max_iter``
+        warns (``RuntimeWarning`` at the 1st, 2nd, 4th, 8th, ... such solve, with the marginal error
+        and the count; the trainer adds the step) and its plan
+        is used as it is; a plan with NaN/Inf raises ``FloatingPointError`` (never a silent
+        uniform plan). ``unconverged`` counts the solves that stopped early.
     """
 
     unthreaded_reason = "its Sinkhorn iterations compete with training for the cores when run in threads"
@@ -62,12 +66,28 @@ class Entropic(SolverCoupling):
         self.sampling = sampling
         self.max_iter = check_positive_int(max_iter, "max_iter")
         self.tol = check_positive(tol, "tol")
+        #: solves that stopped at ``max_iter`` before reaching ``tol``
+        self.unconverged = 0
 
     def plan(self, x0: Tensor, x1: Tensor) -> Tensor:
         """The ``(B0, B1)`` entropic plan between the flattened batches (rows: noise)."""
         cost = squared_euclidean_cost(flat(x0), flat(x1))
         eps = self.eps if self.eps is not None else self.relative_eps * float(cost.mean().clamp_min(1e-12))
-        return sinkhorn(cost, eps=eps, max_iter=self.max_iter, tol=self.tol).plan
+        res = sinkhorn(cost, eps=eps, max_iter=self.max_iter, tol=self.tol)
+        if not bool(torch.isfinite(res.plan).all()) or not float(res.plan.sum()) > 0:
+            raise FloatingPointError(
+                f"{type(self).__name__}: the Sinkhorn plan has NaN/Inf or no mass (eps={eps:.3g}); raise eps "
+                "(or relative_eps), or check the batch for extreme values")
+        if not res.converged:
+            self.unconverged += 1
+            if self.unconverged & (self.unconverged - 1):  # warn at the 1st, 2nd, 4th, 8th, ... such solve
+                return res.plan
+            warnings.warn(
+                f"{type(self).__name__}: Sinkhorn did not converge in {self.max_iter} iterations (L1 marginal "
+                f"error {float(res.marginal_error):.3g} > tol {self.tol:g}, eps={eps:.3g}); the pairs follow a "
+                f"plan whose marginals are off by that much ({self.unconverged} such solve(s) so far). Raise "
+                "max_iter or eps.", RuntimeWarning, stacklevel=2)
+        return res.plan
 
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         """The plan (see :meth:`plan`)."""

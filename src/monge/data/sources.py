@@ -63,6 +63,26 @@ class ToySource(DataSource):
 
         return toy_modes(self.name)
 
+    @property
+    def labels(self) -> Tensor | None:
+        """The classes of a mixture set (its mode indices ``0..K-1``), else ``None``."""
+        modes = self.modes()
+        return None if modes is None else torch.arange(modes[0].shape[0])
+
+    @property
+    def num_classes(self) -> int | None:
+        labels = self.labels
+        return None if labels is None else int(labels.numel())
+
+    def sample_with_labels(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[Tensor, Tensor]:
+        """Points and their mode index (``8gaussians``, ``25gaussians``): the same points as
+        :meth:`sample` with the same generator."""
+        from .toy import sample_toy_with_labels
+
+        return sample_toy_with_labels(self.name, n, generator=generator, device=device)
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Closed form for ``gaussian`` and the Gaussian mixtures ``8gaussians``, ``25gaussians``."""
         if self.name == "gaussian":

@@ -35,7 +35,7 @@ from torch import Tensor
 from .._validation import MAX_SAMPLES, check_positive_int
 from ..registry import Registry
 
-__all__ = ["TOY_DATASETS", "sample_toy", "toy_modes"]
+__all__ = ["TOY_DATASETS", "sample_toy", "sample_toy_with_labels", "toy_modes"]
 
 #: Registered samplers ``f(n, generator, dtype) -> (n, 2)`` tensor on the generator's device.
 TOY_DATASETS: Registry[Tensor] = Registry("toy dataset")
@@ -85,10 +85,30 @@ def _grid_centres(dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1).to(dtype)
 
 
-def _mixture(centres: Tensor, std: float, n: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
+def _mixture_labelled(centres: Tensor, std: float, n: int, generator: torch.Generator | None,
+                      dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     idx = _randint(centres.shape[0], n, generator)
     noise = _randn((n, 2), generator, dtype)
-    return centres.to(device=noise.device, dtype=dtype)[idx] + std * noise
+    return centres.to(device=noise.device, dtype=dtype)[idx] + std * noise, idx
+
+
+def _mixture(centres: Tensor, std: float, n: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
+    return _mixture_labelled(centres, std, n, generator, dtype)[0]
+
+
+def sample_toy_with_labels(
+    name: str, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """``(points (n, 2), mode index (n,))`` of a mixture set (``8gaussians``, ``25gaussians``): the
+    same points as :func:`sample_toy` with the same generator, labelled by their mode."""
+    _check_name(name)
+    check_positive_int(n, "n", MAX_SAMPLES)
+    if name not in _MODES:
+        raise ValueError(f"toy set {name!r} has no labels; the labelled sets are {', '.join(_MODES)}")
+    centres, std = _MODES[name]()
+    x, y = _mixture_labelled(centres, std, n, generator, dtype)
+    return (x, y) if device is None else (x.to(device), y.to(device))
 
 
 @TOY_DATASETS.register("gaussian")

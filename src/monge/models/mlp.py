@@ -20,11 +20,16 @@ _ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "selu": nn.SE
 
 
 class MLP(nn.Module):
-    """``depth`` hidden layers of width ``hidden`` on ``concat(x, embed(t))``.
+    r"""``depth`` hidden layers of width ``hidden`` on ``concat(x, embed(t))``.
 
     Accepts ``x`` of shape ``(batch, dim)`` and ``t`` of shape ``(batch,)`` or a scalar. With
     ``shape`` (e.g. ``(1, 8, 8)``, ``prod(shape) == dim``) it takes ``(batch, *shape)`` and
     flattens: a baseline for small images, where a U-Net does better.
+
+    With ``num_classes = K`` the model is class-conditional, ``model(x, t, y)``: a learned
+    embedding of the label :math:`y \in \{0, \dots, K\}` is added to the time embedding (as in
+    :class:`~monge.models.UNet`); label ``K`` (or ``y=None``) is the unconditional null class of
+    classifier-free guidance (Ho & Salimans 2022), trained by the trainer's label dropout.
     """
 
     def __init__(
@@ -36,6 +41,7 @@ class MLP(nn.Module):
         time_dim: int = 32,
         activation: str = "silu",
         shape: tuple[int, ...] | list[int] | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         for name, value, top in (("dim", dim, 2**20), ("hidden", hidden, 2**16), ("depth", depth, 256),
@@ -44,6 +50,11 @@ class MLP(nn.Module):
                 raise ValueError(f"MLP {name} must be a positive integer, got {value!r}")
             if value > top:
                 raise ValueError(f"MLP {name}={value} is unreasonably large (at most {top})")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or not 1 <= num_classes <= 2**20):
+            raise ValueError(f"MLP num_classes must be a positive integer (or null), got {num_classes!r}")
+        self.num_classes = num_classes
+        self.label_embed = None if num_classes is None else nn.Embedding(num_classes + 1, time_dim)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(sorted(_ACTIVATIONS))}")
         self.shape = (dim,) if shape is None else tuple(int(s) for s in shape)
@@ -58,7 +69,18 @@ class MLP(nn.Module):
         layers.append(nn.Linear(hidden, dim))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def _labels(self, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        assert self.num_classes is not None
+        if y is None:
+            return torch.full((batch,), self.num_classes, dtype=torch.int64, device=device)
+        y = torch.as_tensor(y, device=device)
+        if y.is_floating_point() or y.is_complex() or y.shape != (batch,):
+            raise ValueError(f"MLP labels must be a ({batch},) integer tensor, got {y.dtype} {tuple(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+            raise ValueError(f"MLP labels must be in [0, {self.num_classes}] ({self.num_classes}: the null class)")
+        return y.long()
+
+    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         if tuple(x.shape[1:]) != self.shape:
             want = ", ".join(map(str, self.shape))
             raise ValueError(f"MLP expects x of shape (batch, {want}), got {tuple(x.shape)}")
@@ -67,4 +89,9 @@ class MLP(nn.Module):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t.dim() == 0:
             t = t.expand(x.shape[0])
-        return self.net(torch.cat([x, self.embed(t).to(x.dtype)], dim=-1)).reshape(batch, *self.shape)
+        emb = self.embed(t).to(x.dtype)
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(self._labels(y, batch, x.device)).to(x.dtype)
+        elif y is not None:
+            raise ValueError("this MLP is not class-conditional: build it with num_classes=K to pass labels")
+        return self.net(torch.cat([x, emb], dim=-1)).reshape(batch, *self.shape)

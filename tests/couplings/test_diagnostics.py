@@ -1,0 +1,70 @@
+import math
+
+import pytest
+import torch
+
+from monge.couplings import Coupled, Entropic, ExactOT, Independent
+from monge.couplings.diagnostics import DIAGNOSTICS, coupling_diagnostics
+
+
+def test_diagnostics_match_direct_computations():
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randn(8, 3, generator=g, dtype=torch.float64)
+    w = torch.rand(8, generator=g, dtype=torch.float64) + 0.5
+    z = x0.flip(0)
+    d = coupling_diagnostics(x0, x1, Coupled(z, x1, w))
+    wn = w / w.mean()
+    assert list(d) == list(DIAGNOSTICS)
+    ratio = sum(wn[i] * ((z[i] - x1[i]) ** 2).sum() for i in range(8)) / sum(((x0[i] - x1[i]) ** 2).sum() for i in range(8))
+    assert d["pair_cost_ratio"] == pytest.approx(float(ratio), rel=1e-12)
+    assert d["weights_ess"] == pytest.approx(float(w.sum() ** 2 / (8 * (w**2).sum())), rel=1e-12)
+    zbar = (wn[:, None] * z).mean(0)
+    assert d["noise_mean_z"] == pytest.approx(float((8 * (zbar**2).sum() - 3) / math.sqrt(6)), rel=1e-12)
+    assert d["noise_var_ratio"] == pytest.approx(float((wn * (z**2).sum(1)).mean() / 3), rel=1e-12)
+
+
+def test_diagnostics_tell_independent_from_ot_and_flag_drift():
+    g = torch.Generator().manual_seed(1)
+    x0, x1 = torch.randn(512, 2, generator=g), torch.randn(512, 2, generator=g) + 3
+    ind = coupling_diagnostics(x0, x1, Independent()(x0, x1))
+    ot = coupling_diagnostics(x0, x1, ExactOT()(x0, x1))
+    assert ind["pair_cost_ratio"] == pytest.approx(1.0) and ind["weights_ess"] == pytest.approx(1.0)
+    assert ot["pair_cost_ratio"] < 0.85  # (18 + ~0) / (18 + 4): only the translation is left
+    assert abs(ind["noise_mean_z"]) < 4 and abs(ot["noise_mean_z"]) < 4  # a permutation: no drift
+    shifted = coupling_diagnostics(x0, x1, Coupled(x0 + 0.5, x1))
+    assert shifted["noise_mean_z"] > 50
+
+
+def test_entropic_warns_when_sinkhorn_stops_early_and_refuses_a_nan_plan(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    x0, x1 = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g) + 2
+    c = Entropic(relative_eps=0.01, max_iter=2, tol=1e-9)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        c(x0, x1, generator=g)
+    assert c.unconverged == 1
+    import dataclasses
+
+    from monge.couplings import entropic
+
+    real = entropic.sinkhorn
+
+    def nan_plan(*args, **kwargs):
+        res = real(*args, **kwargs)
+        return dataclasses.replace(res, plan=torch.full_like(res.plan, float("nan")))
+
+    monkeypatch.setattr(entropic, "sinkhorn", nan_plan)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        Entropic(eps=1.0)(x0, x1, generator=g)
+
+
+def test_entropic_unconverged_warnings_thin_out():
+    import warnings
+
+    g = torch.Generator().manual_seed(3)
+    x0, x1 = torch.randn(32, 2, generator=g), torch.randn(32, 2, generator=g) + 2
+    c = Entropic(relative_eps=0.01, max_iter=2, tol=1e-9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(9):
+            c(x0, x1, generator=g)
+    assert c.unconverged == 9 and len(caught) == 4  # solves 1, 2, 4 and 8
