@@ -76,6 +76,19 @@ def test_sigkill_during_save_keeps_a_loadable_checkpoint_and_resume_works(tmp_pa
     assert torch.isfinite(torch.tensor(result.loss))
 
 
+def _train_until(cfg, recipe, rows: int, timeout: float = 120) -> subprocess.Popen:
+    """Start `monge train` on ``cfg`` (written to ``recipe``) and return once its log holds more
+    than ``rows`` lines (or ``timeout`` seconds passed)."""
+    recipe.write_text(cfg.to_yaml())
+    log = cfg.run_dir / "log.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "monge", "train", str(recipe), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) > rows):
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     """Ctrl-C in the middle of `monge train`: exit code 130, a checkpoint at the step reached,
@@ -84,15 +97,9 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     cfg.model.params = {"hidden": 32, "depth": 2}
     cfg.train.steps = 10**6
     cfg.train.log_every = 1
-    recipe = tmp_path / "sigint.yaml"
-    recipe.write_text(cfg.to_yaml())
     log = cfg.run_dir / "log.csv"
-    proc = subprocess.Popen([sys.executable, "-m", "monge", "train", str(recipe), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _train_until(cfg, tmp_path / "sigint.yaml", rows=20)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) > 20):
-            time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -316,14 +323,8 @@ def test_two_cli_writers_on_one_run(tmp_path, tiny_config):
     """Two `monge train` processes on one run: the second is refused and names the first's PID."""
     cfg = _fast(tiny_config, "twice", train__steps=10**6, train__log_every=1)
     recipe = tmp_path / "twice.yaml"
-    recipe.write_text(cfg.to_yaml())
-    log = cfg.run_dir / "log.csv"
-    first = subprocess.Popen([sys.executable, "-m", "monge", "train", str(recipe), "--no-progress"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = _train_until(cfg, recipe, rows=3)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) > 3):
-            time.sleep(0.05)
         second = subprocess.run([sys.executable, "-m", "monge", "train", str(recipe), "--resume",
                                  "--no-progress"], capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr
