@@ -33,9 +33,9 @@ __all__ = [
 ]
 
 #: From this size on, ``auto`` uses POT's network simplex. SciPy's solver is faster on small or
-#: easy problems, but its time depends on the data: for N(0, I) noise against N(0, 4I) data at
-#: n = 1024 it took 1.12 s against 0.27 s for the network simplex (9.9 s vs 1.2 s at n = 2048),
-#: while on two N(0, I) clouds the two were within 20%. The simplex is the robust choice.
+#: easy problems, but its time depends on the data (several times slower than the simplex on
+#: clouds of different scales), while the simplex's does not: the robust choice (measured in
+#: ``bench/ot_solvers.py``, figures in ``bench/results/ot_solvers.md``).
 AUTO_EMD_MIN_N = 512
 
 
