@@ -141,8 +141,14 @@ def train_model(target, steps: int, out: Path) -> torch.nn.Module:
 
 def part_trained(steps: int, n: int, repeats: int, out_dir: Path, lines: list[str], target="moons",
                  heading: str = "2. Trained 2D flow", about: str = "gaussian → moons", points: str = "fresh moons points") -> dict:
-    model = train_model(target, steps, out_dir)
+    net = train_model(target, steps, out_dir)
     x = build_source(target).sample(n, generator=torch.Generator().manual_seed(1))
+    shape = tuple(x.shape[1:])
+    x = x.flatten(1)  # flow_matching's exact divergence takes (batch, dim): both solvers see flat points
+
+    def model(y: Tensor, t: Tensor) -> Tensor:
+        return net(y.reshape(-1, *shape), t).reshape(y.shape[0], -1)
+
     cases = [
         ("exact divergence, dopri5 1e-5",
          lambda: log_likelihood(model, x),
