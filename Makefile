@@ -17,6 +17,7 @@ install: $(BIN)/monge
 
 demo: install
 	$(BIN)/monge demo
+	@echo "monge is installed in $(VENV)/: run '. $(VENV)/bin/activate' to use the monge command (or call $(BIN)/monge)"
 
 test: install
 	$(BIN)/python -m pytest -q
