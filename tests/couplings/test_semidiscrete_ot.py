@@ -185,3 +185,29 @@ def test_pairing_workers_take_hard_cells_only():
     Config.from_dict({**raw, "coupling": {"name": "semidiscrete_ot"}})
     with pytest.raises(ConfigError, match="with epsilon > 0 its pairing draws cells"):
         Config.from_dict({**raw, "coupling": {"name": "semidiscrete_ot", "epsilon": 0.1}})
+
+
+def test_an_interrupted_refit_keeps_the_old_map_and_resumes(tmp_path, monkeypatch):
+    import monge.ot.semidiscrete as sd
+
+    data = torch.randn(30, 2, generator=torch.Generator().manual_seed(0))
+    params = dict(tol=0.02, max_iter=40)
+    fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path, params, generator=torch.Generator().manual_seed(1))
+    before = (tmp_path / "semidiscrete.safetensors").read_bytes()
+    real = sd.fit_semidiscrete
+
+    def interrupted(*args, **kw):
+        kw["max_iter"] = 10
+        real(*args, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sd, "fit_semidiscrete", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path, params,
+                        generator=torch.Generator().manual_seed(1), refit=True)
+    assert (tmp_path / "semidiscrete.safetensors").read_bytes() == before  # the old map is still there
+    assert (tmp_path / FIT_STATE_FILE).is_file()
+    monkeypatch.setattr(sd, "fit_semidiscrete", real)
+    fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path, params, generator=torch.Generator().manual_seed(1),
+                    refit=True)
+    assert not (tmp_path / FIT_STATE_FILE).exists()

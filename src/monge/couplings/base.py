@@ -122,6 +122,7 @@ class Coupling(ABC):
         *,
         write: bool = True,
         device: torch.device | str | None = None,
+        refit: bool = False,
     ) -> Path | None:
         """Prepare for training in the run directory ``run_dir``.
 
@@ -129,14 +130,15 @@ class Coupling(ABC):
         (cheap: e.g. ``knn_immiscible`` records the source) and ``None`` is returned. Otherwise
         ``run_dir / prepared_file`` is loaded when it exists (resume, or the other ranks of a
         distributed run after rank 0 wrote it) and checked against the data
-        (:meth:`check_prepared`); else :meth:`prepare` fits it and, with ``write``, it is saved
-        there (atomically). Returns that path.
+        (:meth:`check_prepared`); else (or with ``refit``) :meth:`prepare` fits it and, with
+        ``write``, it is saved there (atomically: a cached file stays until the new one replaces it).
+        Returns that path.
         """
         if self.prepared_file is None:
             self.prepare(source, target, generator)
             return None
         path = Path(run_dir) / self.prepared_file
-        if path.is_file():
+        if path.is_file() and not refit:
             self.load_prepared(path, device=device)
             self.check_prepared(source, target, generator)
             return path
@@ -257,10 +259,11 @@ def prepare_coupling(
     *,
     write: bool = True,
     device: torch.device | str | None = None,
+    refit: bool = False,
 ) -> Path | None:
     """Prepare ``coupling`` for training, reusing the cached state in ``run_dir`` if present
     (:meth:`Coupling.prepare_run`); returns the cache file, or ``None`` for a coupling without one."""
-    return coupling.prepare_run(source, target, run_dir, generator, write=write, device=device)
+    return coupling.prepare_run(source, target, run_dir, generator, write=write, device=device, refit=refit)
 
 
 # ----------------------------------------------------------------------------------- helpers

@@ -173,6 +173,7 @@ class SemiDiscreteOT(SolverCoupling):
         *,
         write: bool = True,
         device: torch.device | str | None = None,
+        refit: bool = False,
     ) -> Path | None:
         """As :meth:`Coupling.prepare_run`; a fit checkpoints its state in ``run_dir`` (with
         ``write``) and resumes from it, and the state is removed once the map is saved."""
@@ -180,7 +181,7 @@ class SemiDiscreteOT(SolverCoupling):
         if self._fit_state is not None:
             self._fit_state.parent.mkdir(parents=True, exist_ok=True)
         try:
-            path = super().prepare_run(source, target, run_dir, generator, write=write, device=device)
+            path = super().prepare_run(source, target, run_dir, generator, write=write, device=device, refit=refit)
         finally:
             state, self._fit_state = self._fit_state, None
         if state is not None and path is not None and path.is_file():
@@ -322,11 +323,8 @@ def fit_or_load_map(
     evaluation (:func:`monge.generate.semidiscrete_map`) and the demos all get the map here.
     """
     coupling = SemiDiscreteOT(**(params or {}))
-    if run_dir is None or refit:
+    if run_dir is None:
         coupling.prepare(source, target, generator, device=device)
-        if run_dir is not None:
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            coupling.save_prepared(Path(run_dir) / MAP_FILE)
     else:
-        prepare_coupling(coupling, source, target, run_dir, generator, device=device)
+        prepare_coupling(coupling, source, target, run_dir, generator, device=device, refit=refit)
     return coupling._require_map()
