@@ -123,6 +123,51 @@ def test_entropic_target_epsilon_converges():
     assert e.rms <= 0.05, e
 
 
+def _digits(n: int) -> torch.Tensor:
+    """The first ``n`` scikit-learn digits (64-D), standardised: clustered, high-dimensional targets
+    on which hard cells left empty by the entropic phase stay empty under Adam alone."""
+    from sklearn.datasets import load_digits
+
+    x = torch.tensor(load_digits().data[:n], dtype=torch.float32)
+    return (x - x.mean(0)) / (x.std(0) + 1e-6)
+
+
+def test_starved_cells_are_refilled_and_the_fit_converges():
+    y = _digits(300)
+    res = fit_semidiscrete(y, tol=0.05, max_iter=800, generator=torch.Generator().manual_seed(1))
+    assert res.converged and res.state.refilled > 0, res.error
+    e = marginal_error(res.map, n_samples=400 * 300, generator=torch.Generator().manual_seed(2))
+    assert e.rms <= 0.05 and e.empty == 0, e
+    # the same fit without the line search is still far off after as many steps
+    slow = fit_semidiscrete(y, tol=0.05, max_iter=800, refill=False, generator=torch.Generator().manual_seed(1))
+    assert not slow.converged and slow.state.refilled == 0 and slow.rms_error > 0.05
+
+
+def test_low_margins_are_the_heights_that_fill_a_cell():
+    """Brute force: margins max_j s_j(x) - s_i(x) sorted per target; raising h_i by the k-th
+    (plus a hair) puts exactly k of the rows into cell i."""
+    from monge.ot._sd_kernels import Layout
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    h = torch.randn(9, generator=g, dtype=torch.float64)
+    x = torch.randn(500, 3, generator=g, dtype=torch.float64)
+    cells = torch.tensor([4, 0, 7])
+    h[0] -= 3.0  # an empty cell
+    low = Layout(y, 9, max_block_elements=64).low_margins(x, h, cells, 6)
+    s = x @ y.T + h
+    brute = (s.max(1, keepdim=True).values - s)[:, cells].sort(0).values[:6]
+    torch.testing.assert_close(low, brute)
+    assert not bool((s.argmax(1) == 0).any())  # cell 0 is empty
+    for j, i in enumerate(cells.tolist()):
+        already = int((s.argmax(1) == i).sum())
+        for k in (1, 3, 6):
+            h2 = h.clone()
+            h2[i] += low[k - 1, j] + 1e-9
+            inside = int(((x @ y.T + h2).argmax(1) == i).sum())
+            assert inside == max(k, already), (i, k, inside)
+
+
 # ------------------------------------------------------------------------- resume
 def test_resume_is_bit_for_bit(tmp_path):
     y = _g25(64)
@@ -140,6 +185,38 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert part.n_iter == 25
     with pytest.raises(ValueError, match="other targets"):
         fit_semidiscrete(y + 1, max_iter=60, state=state)
+
+
+def test_resume_is_bit_for_bit_through_refills(tmp_path):
+    y = _digits(300)
+    full = fit_semidiscrete(y, max_iter=300, tol=1e-6, generator=torch.Generator().manual_seed(1))
+    assert full.state.refilled > 0
+    fit_semidiscrete(y, max_iter=210, checkpoint=tmp_path / "fit.safetensors", checkpoint_every=30, tol=1e-6,
+                     generator=torch.Generator().manual_seed(1))
+    state = SemiDiscreteState.load(tmp_path / "fit.safetensors")
+    assert state.step == 210 and state.window_draws > 0  # stopped inside a window
+    before = state.refilled
+    rest = fit_semidiscrete(y, max_iter=300, state=state, tol=1e-6)
+    assert torch.equal(rest.heights, full.heights) and rest.state.refilled == full.state.refilled > before
+
+
+def test_state_version_1_loads_with_an_empty_window(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    res = fit_semidiscrete(_g25(32), max_iter=20, tol=1e-6, generator=torch.Generator().manual_seed(0))
+    res.state.save(tmp_path / "v2.safetensors")
+    tensors = load_file(tmp_path / "v2.safetensors")
+    del tensors["window_counts"]
+    scalars = {k: v for k, v in json.loads(json.dumps(vars(res.state), default=lambda _: None)).items()
+               if k not in ("heights", "average", "moment1", "moment2", "rng_state", "window_counts",
+                            "window_draws", "refilled")}
+    save_file(tensors, tmp_path / "v1.safetensors",
+              metadata={"format": "monge.semidiscrete.state", "version": "1", "scalars": json.dumps(scalars)})
+    old = SemiDiscreteState.load(tmp_path / "v1.safetensors")
+    assert old.window_draws == 0 and torch.equal(old.window_counts, torch.zeros(32))
+    assert torch.equal(old.heights, res.state.heights) and old.step == 20
 
 
 # ------------------------------------------------------------------------- sampler

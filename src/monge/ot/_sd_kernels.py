@@ -278,6 +278,30 @@ class Layout:
         idx = torch.where(score == best, idx, torch.full_like(idx, self.n))
         return self.all_min(idx)
 
+    def low_margins(self, x: Tensor, heights: Tensor, cells: Tensor, k: int) -> Tensor:
+        r"""``(k, S)``: for each of the ``S`` global target indices ``cells``, the ``k`` smallest
+        score margins :math:`\max_j s_j(x) - s_i(x) \ge 0` over the rows of ``x``, ascending.
+        Raising :math:`h_i` by the :math:`k`-th of them puts :math:`k` of the rows into cell
+        :math:`i`, all other heights fixed (rows already in the cell have margin 0)."""
+        m = x.shape[0]
+        if not 1 <= k <= m:
+            raise ValueError(f"k must be in [1, {m}] (rows of x), got {k}")
+        score, _ = cell_search(x, self.flat, heights[self.lo : self.hi], max_block_elements=self.max_block_elements)
+        best = self.all_max(score.clone())
+        out = torch.zeros((k, cells.shape[0]), dtype=x.dtype, device=x.device)
+        local = ((cells >= self.lo) & (cells < self.hi)).nonzero().squeeze(1)
+        if local.numel():
+            y = self.flat[cells[local] - self.lo]
+            hc = heights[cells[local]]
+            rows = max(1, self.max_block_elements // y.shape[0])
+            low = torch.full((0, y.shape[0]), torch.inf, dtype=x.dtype, device=x.device)
+            for r0 in range(0, m, rows):
+                marg = best[r0 : r0 + rows, None] - torch.addmm(hc, x[r0 : r0 + rows], y.T)
+                both = torch.cat([low, marg.clamp_min_(0.0)])
+                low = torch.topk(both, min(k, both.shape[0]), dim=0, largest=False).values
+            out[:, local] = low
+        return self.all_sum(out) if self.sharded else out
+
     def hard_sums(self, x: Tensor, heights: Tensor) -> Tensor:
         """Global counts ``(N,)`` of the hard cells of the rows of ``x``."""
         return torch.bincount(self.hard_cells(x, heights), minlength=self.n).to(x.dtype)

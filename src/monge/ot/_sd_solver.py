@@ -28,7 +28,13 @@ from ._sd_kernels import Layout
 Source = Union[str, Callable[[int, Union[torch.Generator, None]], Tensor]]
 
 _STATE_FORMAT = "monge.semidiscrete.state"
-_STATE_VERSION = "1"
+_STATE_VERSION = "2"  # 2 adds the starved-cell window (window_counts, window_draws)
+_STATE_VERSIONS = ("1", "2")
+
+#: Windows of the starved-cell check: a hard cell is *starved* when no training draw of the
+#: last window hit it; a window ends once every cell expected at least this many hits (a false
+#: alarm for an exact cell has probability ``exp(-24) = 4e-11``).
+STARVED_EXPECTED = 24.0
 
 
 # -------------------------------------------------------------------------------- sources
@@ -222,6 +228,12 @@ class SemiDiscreteState:
         First epsilon of the schedule (kept so that a resumed fit follows the same schedule).
     fingerprint : float
         :math:`\sum_i \nu_i (1 + \|y_i\|^2)`-type checksum of targets and weights, checked on resume.
+    window_counts : Tensor
+        ``(N,)`` hard-cell counts of the training draws since the last starved-cell check.
+    window_draws : int
+        Training draws counted in ``window_counts``.
+    refilled : int
+        Starved cells moved by the line search so far.
     """
 
     heights: Tensor
@@ -239,8 +251,15 @@ class SemiDiscreteState:
     dim: int
     fingerprint: float
     eps_init: float
+    window_counts: Tensor | None = None
+    window_draws: int = 0
+    refilled: int = 0
 
-    _TENSORS = ("heights", "average", "moment1", "moment2", "rng_state")
+    _TENSORS = ("heights", "average", "moment1", "moment2", "rng_state", "window_counts")
+
+    def __post_init__(self) -> None:
+        if self.window_counts is None:
+            self.window_counts = torch.zeros_like(self.heights)
 
     def save(self, path: str | Path) -> None:
         """Write the state to a ``.safetensors`` file atomically."""
@@ -262,12 +281,18 @@ class SemiDiscreteState:
             scalars = json.loads(meta.get("scalars", "null"))
         except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
-        if meta.get("format") != _STATE_FORMAT or meta.get("version") != _STATE_VERSION:
-            raise ValueError(f"{path} is not a semi-discrete fit state (format {meta.get('format')!r})")
+        version = meta.get("version")
+        if meta.get("format") != _STATE_FORMAT or version not in _STATE_VERSIONS:
+            raise ValueError(f"{path} is not a semi-discrete fit state (format {meta.get('format')!r}, "
+                             f"version {version!r}; this monge reads versions {', '.join(_STATE_VERSIONS)})")
         names = {f.name for f in fields(cls)}
-        if not isinstance(scalars, dict) or set(scalars) | set(cls._TENSORS) != names or set(tensors) != set(cls._TENSORS):
+        wanted = set(cls._TENSORS)
+        if version == "1":  # no starved-cell window yet: it starts empty
+            names -= {"window_counts", "window_draws", "refilled"}
+            wanted.discard("window_counts")
+        if not isinstance(scalars, dict) or set(scalars) | wanted != names or set(tensors) != wanted:
             raise ValueError(f"{path} has missing or unknown entries; it was not written by SemiDiscreteState.save")
-        for k in cls._TENSORS:
+        for k in wanted:
             if k != "rng_state" and device is not None:
                 tensors[k] = tensors[k].to(device)
         return cls(**tensors, **scalars)
@@ -289,6 +314,7 @@ class Config:
     eps_init: float = 1.0
     eps_decay: float = 0.97
     hard_blur: float = 0.01
+    refill: bool = True
     lr: float | None = None
     lr_scale: float = 0.1
     adam_factor: float = 0.05
@@ -355,6 +381,9 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
         blur_frac = blur / cfg.batch_size
     else:
         s1, blur_frac = layout.hard_sums(x, h), 0.0
+        if cfg.refill and _final_phase(state, cfg):
+            state.window_counts += s1
+            state.window_draws += cfg.batch_size
     grad = s1 / cfg.batch_size - nu
     if eps > 0 and cfg.lr is None:
         # inverse mean curvature of the 1/nu-preconditioned semi-dual: eps / E[1 - sum_i p_i^2]
@@ -379,6 +408,51 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
     else:
         state.average.copy_(h)
         state.epsilon = _next_epsilon(eps, blur_frac, cfg)
+
+
+def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: Config,
+           gen: torch.Generator) -> int:
+    r"""Move the *starved* hard cells (no hit in the last window of training draws, in which
+    each cell expected at least :data:`STARVED_EXPECTED`) by a coordinate line search of the
+    semi-dual, and restart the window; returns the number of cells moved.
+
+    Adam moves an empty cell by a fixed small step per iteration (its gradient is the constant
+    :math:`-\nu_i`), so cells left empty by the entropic phase can stay empty for thousands of
+    steps. On :math:`M` fresh training draws (a quarter of the window's: the search costs at
+    most a quarter of the window's steps, and only when a cell starves), the margins :math:`\delta_i(x) = \max_j s_j(x) -
+    s_i(x)` give the height at which cell :math:`i` takes :math:`k` of them, all other heights
+    fixed: :math:`h_i \leftarrow h_i + \delta_i^{(k)}` (the :math:`k`-th smallest margin). With
+    :math:`k = \lfloor M \nu_i / 2 \rfloor` the cell gets about half its mass (damped: the
+    starved cells move together and compete for the same draws); Adam's first moment of the
+    moved cells is reset so that it does not push them further. The same shift goes to the
+    averaged heights, which the map uses."""
+    starved = (state.window_counts == 0).nonzero().squeeze(1)
+    m = max(1, state.window_draws // 4)
+    state.window_counts = torch.zeros_like(state.window_counts)
+    state.window_draws = 0
+    want = torch.floor(nu[starved] * m / 2).long()
+    starved, want = starved[want >= 1], want[want >= 1]
+    if starved.numel() == 0:
+        return 0
+    x = sample(m, gen)
+    low = layout.low_margins(x, state.heights, starved, int(want.max()))
+    shift = low.gather(0, (want - 1)[None]).squeeze(0)
+    for h in (state.heights, state.average):
+        h[starved] += shift
+        h -= h.mean()
+    state.moment1[starved] = 0.0
+    state.refilled += int(starved.numel())
+    return int(starved.numel())
+
+
+def passes(err: MarginalError, tol: float) -> bool:
+    r"""The stopping rule: :math:`\hat\chi^2 + 2\sigma_{\chi^2} \le \mathrm{tol}^2`. The fit
+    stops at the first of its repeated checks that passes, so a rule on :math:`\hat\chi^2`
+    alone stops on a downward noise excursion: fits stopped at an own RMS of 0.047 read
+    0.052-0.054 on independent draws (bench/results/semidiscrete.md). Two standard deviations
+    of the estimate (:math:`\sigma_{\chi^2} \approx \mathrm{tol}^2/10` at the default
+    ``eval_samples``) remove that bias at the price of a few more steps."""
+    return err.chi2 + 2 * err.chi2_std <= tol**2
 
 
 def _next_epsilon(eps: float, blur_frac: float, cfg: Config) -> float:
@@ -415,6 +489,7 @@ def run(
     reason = "max_iter"
     t0 = time.perf_counter()
     bar = _progress(cfg, state.step)
+    nu_min = float(nu.min())
 
     def evaluate(st: SemiDiscreteState, m: int) -> MarginalError:
         g = torch.Generator(device=dev).manual_seed(st.eval_seed + st.n_evals)
@@ -425,6 +500,8 @@ def run(
     try:
         while state.step < cfg.max_iter:
             _step(state, layout, sample, nu, cfg, gen)
+            if state.window_draws * nu_min >= STARVED_EXPECTED:
+                refill(state, layout, sample, nu, cfg, gen)
             state.rng_state = gen.get_state()
             if state.step % cfg.eval_every == 0 and _final_phase(state, cfg):
                 # a cheap screen first; the full check only when the screen is within 2 tol^2
@@ -432,7 +509,7 @@ def run(
                 if err is None or err.chi2 <= 2 * cfg.tol**2:
                     err = evaluate(state, cfg.eval_samples)
                     last, last_step = err, state.step
-                    if err.rms <= cfg.tol:
+                    if passes(err, cfg.tol):
                         converged, reason = True, "converged"
                 shown = err
                 history.append((state.step, state.epsilon, err.rms, err.mean_rel))
@@ -457,7 +534,7 @@ def run(
         eps = cfg.epsilon if _final_phase(state, cfg) else state.epsilon
         last = estimate(layout, sample, state.average, nu, eps, cfg.eval_samples, g, cfg.draw)
         history.append((state.step, eps, last.rms, last.mean_rel))
-        converged = _final_phase(state, cfg) and last.rms <= cfg.tol
+        converged = _final_phase(state, cfg) and passes(last, cfg.tol)
         if converged:
             reason = "converged"
     if cfg.checkpoint is not None:

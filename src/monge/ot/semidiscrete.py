@@ -465,7 +465,7 @@ def _find_duplicates(flat: Tensor) -> tuple[Tensor, Tensor, int]:
 
 
 def _config(n: int, *, optimizer: str, epsilon: object, eps_init: object, eps_decay: object, hard_blur: object,
-            ema: object, lr: object, lr_scale: object, batch_size: object, tol: object, max_iter: object,
+            refill: object, ema: object, lr: object, lr_scale: object, batch_size: object, tol: object, max_iter: object,
             max_time: object, eval_every: object, eval_samples: object, checkpoint: object,
             checkpoint_every: object, progress: object, callback: object, max_block_elements: int,
             score_spread: float) -> Config:
@@ -489,9 +489,11 @@ def _config(n: int, *, optimizer: str, epsilon: object, eps_init: object, eps_de
         eval_every = int(max(20, math.ceil(4 * screen / bs)))
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable (state, error_or_None) -> None, got {type(callback).__name__}")
+    if not isinstance(refill, bool):
+        raise ValueError(f"refill must be True or False, got {refill!r}")
     return Config(
         optimizer=optimizer, epsilon=eps, eps_init=float(eps_init), eps_decay=eps_decay, hard_blur=hard_blur,
-        lr=lr, lr_scale=lr_scale, batch_size=bs, ema=ema, tol=tol,
+        refill=refill, lr=lr, lr_scale=lr_scale, batch_size=bs, ema=ema, tol=tol,
         max_iter=check_positive_int(max_iter, "max_iter"), max_time=max_time,
         eval_every=check_positive_int(eval_every, "eval_every"), eval_samples=m, screen_samples=screen,
         draw=_draw_rows(n, max_block_elements), checkpoint=checkpoint,
@@ -512,7 +514,7 @@ def _resume_state(state: SemiDiscreteState | str | Path, n: int, d: int, fp: flo
     if not math.isclose(state.fingerprint, fp, rel_tol=1e-6, abs_tol=1e-9):
         raise ValueError("the fit state was made for other targets or weights (checksum differs); "
                          "resume with the same data, or start a new fit (state=None)")
-    for k in ("heights", "average", "moment1", "moment2"):
+    for k in ("heights", "average", "moment1", "moment2", "window_counts"):
         setattr(state, k, getattr(state, k).to(device=device, dtype=dtype).clone())
     state.rng_state = state.rng_state.clone()
     return state
@@ -533,6 +535,7 @@ def fit_semidiscrete(
     eps_init: float | None = None,
     eps_decay: float = 0.97,
     hard_blur: float = 0.01,
+    refill: bool = True,
     ema: float = 0.999,
     lr_scale: float = 0.1,
     eval_every: int | None = None,
@@ -603,6 +606,11 @@ def fit_semidiscrete(
     hard_blur : float
         For ``epsilon = 0``: switch to hard cells when
         :math:`\mathbb{E}[1 - \sum_i p_i^2] \le` ``hard_blur``.
+    refill : bool
+        For ``epsilon = 0``: every ``eval_every`` hard steps, cells that no training draw hit
+        in that window (although at least 12 hits were expected) get a coordinate line search
+        of their height that gives them about half their mass (see
+        :func:`monge.ot._sd_solver.refill`); ``False`` leaves them to the optimiser.
     ema : float
         Decay of the moving average of the heights at the target epsilon (warm-up
         :math:`\min(\mathrm{ema}, k/(k+10))` after :math:`k` steps: an average over the last
@@ -655,7 +663,7 @@ def fit_semidiscrete(
     centre = uflat.mean(0)
     spread = float((uflat - centre).square().sum(1).mean().sqrt())
     cfg = _config(uflat.shape[0], optimizer=optimizer, epsilon=epsilon, eps_init=eps_init, eps_decay=eps_decay,
-                  hard_blur=hard_blur, ema=ema, lr=lr, lr_scale=lr_scale, batch_size=batch_size, tol=tol,
+                  hard_blur=hard_blur, refill=refill, ema=ema, lr=lr, lr_scale=lr_scale, batch_size=batch_size, tol=tol,
                   max_iter=max_iter, max_time=max_time, eval_every=eval_every, eval_samples=eval_samples,
                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                   callback=callback, max_block_elements=max_block_elements,
@@ -789,7 +797,7 @@ def fit_semidiscrete_sharded(
     fp = float(lay.all_sum(torch.tensor([fingerprint(flat, nu[offset:offset + n_local])], dtype=torch.float64, device=dev)))
     cfg = _config(n, epsilon=options.pop("epsilon", 0.0), optimizer=options.pop("optimizer", "adam"),
                   eps_init=options.pop("eps_init", None), eps_decay=options.pop("eps_decay", 0.97),
-                  hard_blur=options.pop("hard_blur", 0.01), ema=options.pop("ema", 0.999), lr=options.pop("lr", None),
+                  hard_blur=options.pop("hard_blur", 0.01), refill=options.pop("refill", True), ema=options.pop("ema", 0.999), lr=options.pop("lr", None),
                   lr_scale=options.pop("lr_scale", 0.1), batch_size=options.pop("batch_size", None),
                   tol=options.pop("tol", 0.05), max_iter=options.pop("max_iter", 3000),
                   max_time=options.pop("max_time", math.inf), eval_every=options.pop("eval_every", None),
