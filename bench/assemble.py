@@ -28,6 +28,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "couplings": ("Couplings", "python bench/couplings.py"),
     "couplings_quality": ("Couplings: sample quality on held-out data", "python bench/couplings_quality.py"),
     "semidiscrete": ("Semi-discrete OT solver vs OTT-JAX", "python bench/semidiscrete.py"),
+    "semidiscrete_convergence": ("Semi-discrete fit: convergence on clustered targets",
+                                 "python bench/semidiscrete_convergence.py"),
     "semidiscrete_pairing": ("Global OT pairing: step cost", "python bench/semidiscrete_pairing.py"),
     "auction": ("Certified auction assignment", "python bench/ot_solvers.py --auction"),
     "likelihood": ("Likelihood vs closed forms and flow_matching", "python bench/likelihood.py"),

@@ -189,3 +189,13 @@ def test_couplings_quality_conditional_quick():
     assert "| conditional_ot |" in text and "W2 per class" in text
     assert q.parse_spec("wcfm:relative_eps=4,marginal_correction=false") == (
         "wcfm", {"relative_eps": 4, "marginal_correction": False})
+
+
+def test_semidiscrete_convergence_quick(tmp_path, monkeypatch):
+    bench = _load("semidiscrete_convergence")
+    out = tmp_path / "conv.md"
+    monkeypatch.setattr(sys, "argv", ["semidiscrete_convergence.py", "--quick", "--sets", "grid40",
+                                      "--max-iter", "60", "--out", str(out)])
+    bench.main()
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| grid40")]
+    assert len(rows) == 2 and "| True |" in rows[0] and "| False |" in rows[1]
