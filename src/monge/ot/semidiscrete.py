@@ -38,10 +38,21 @@ the source or less sits on blurred boundaries, keeping the last step. At the tar
 uses an exponential moving average of the iterates (Polyak-Ruppert / SD-FM's EMA), which
 removes most of the Monte Carlo noise of the last iterate. Adam (DPM-OT) is kept as an option.
 
+**Starved cells.** In the hard phase an empty cell's gradient is the constant :math:`-\nu_i`,
+which Adam turns into a small fixed step, so cells left empty by the entropic phase (clustered,
+high-dimensional targets) can stay empty for thousands of steps. Windows of training draws
+count every cell's hits; a cell with none in a window where it expected
+:data:`~monge.ot._sd_solver.STARVED_EXPECTED` gets a coordinate line search of its height:
+:math:`h_i \mathrel{+}= \delta_i^{(k)}`, the :math:`k`-th smallest margin
+:math:`\max_j s_j(x) - s_i(x)` over fresh draws, with :math:`k` half the cell's expected count
+(``refill``).
+
 **Convergence** is judged only by :func:`marginal_error` on fresh draws (never the training
 batches): the unbiased :math:`\chi^2 = \sum_i (m_i - \nu_i)^2/\nu_i` and the
 :math:`\nu`-weighted RMS relative cell-mass error :math:`\sqrt{\chi^2}` (see
-:class:`MarginalError`), with the estimator's noise next to it.
+:class:`MarginalError`), with the estimator's noise next to it The fit stops when
+:math:`\hat\chi^2 + 2\sigma_{\chi^2} \le \mathrm{tol}^2`: the first of repeated checks to
+pass would otherwise be a downward noise excursion.
 
 The cell search is a chunked max-inner-product (``addmm`` per target chunk with a running max /
 top-k) and the entropic kernels a chunked log-sum-exp, so no score block exceeds
@@ -559,8 +570,9 @@ def fit_semidiscrete(
     :math:`\chi^2` estimate then has noise :math:`\approx \mathrm{tol}^2`); when the screen
     gives :math:`\hat\chi^2 \le 2\,\mathrm{tol}^2`, they are checked on ``eval_samples``
     fresh draws by :func:`marginal_error`; the fit stops when that debiased RMS relative
-    cell-mass error is ``<= tol``, or after ``max_iter`` steps / ``max_time`` seconds, and reports which
-    (``result.converged``, ``result.reason``). No batch grows: every step costs the same.
+    cell-mass error is ``<= tol`` with two standard deviations of the estimate to spare, or
+    after ``max_iter`` steps / ``max_time`` seconds, and reports which (``result.converged``,
+    ``result.reason``). No batch grows: every step costs the same.
 
     Default optimiser: ``"adam"`` (Adam, DPM-OT's choice, on the same schedule, with rate
     :math:`0.05\,\eta_t` and EMA averaging), chosen by measurement against ``"sgd"``
