@@ -93,6 +93,8 @@ def test_eval_compares_several_checkpoints(recipe, tmp_path):
     row = {line.split("|")[1].strip(): line.split("|")[2:] for line in res.output.splitlines()
            if line.startswith("| exact_ot |") or line.startswith("| independent |")}
     assert float(row["exact_ot"][0]) < 0.9 and float(row["independent"][0]) == 1.0
+    assert "plan_entropy" in res.output  # a permutation: 0; the independent plan: 1
+    assert float(row["exact_ot"][4]) == 0.0 and float(row["independent"][4]) == 1.0
 
 
 def test_eval_refuses_runs_of_different_tasks(recipe, tmp_path):

@@ -339,6 +339,7 @@ def test_log_has_coupling_diagnostics_and_resumes_an_old_log(tiny_config):
     rows = list(csv.DictReader((cfg.run_dir / "log.csv").open()))
     assert float(rows[-1]["pair_cost_ratio"]) < 0.9  # exact_ot shortens the pairs
     assert float(rows[-1]["weights_ess"]) == 1.0
+    assert float(rows[-1]["plan_entropy"]) == 0.0  # a permutation
     # a log written before the diagnostics keeps its header on resume
     path = cfg.run_dir / "log.csv"
     path.write_text("step,loss,lr,seconds\n10,1.0,0.003,0.1\n20,1.0,0.003,0.2\n")

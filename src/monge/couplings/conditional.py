@@ -129,4 +129,4 @@ class ConditionalOT(Coupling):
         self, x0: Tensor, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None
     ) -> Coupled:
         check_equal_batches(x0, x1, "conditional_ot")
-        return Coupled(x0[self.permutation(x0, x1, labels, generator)], x1)
+        return Coupled(x0[self.permutation(x0, x1, labels, generator)], x1, plan_entropy=0.0)
