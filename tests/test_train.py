@@ -429,3 +429,18 @@ def test_discrete_c2ot_task_with_label_dropout_trains(tiny_config):
         trainer.train_step()
     ys = torch.cat(seen)
     assert set(ys.tolist()) == {0, 1, 2} and 0.3 < float((ys == 2).float().mean()) < 0.7
+
+
+def test_nan_conditions_stop_training_with_a_clear_error(tiny_config):
+    cfg = tiny_config(data=_CONT, coupling="independent", model={"name": "mlp", "hidden": 8, "depth": 1, "cond_dim": 1})
+    trainer = Trainer(cfg)
+    draw = trainer.target.sample_with_conditions
+
+    def nan_conditions(n, generator=None, device="cpu"):
+        x, c = draw(n, generator=generator, device=device)
+        return x, torch.where(torch.arange(n)[:, None] == 3, float("nan"), c)
+
+    trainer.target.sample_with_conditions = nan_conditions
+    with pytest.raises(TrainingError, match="NaN/Inf conditions at step 1"):
+        trainer.train_step()
+    assert trainer.step == 0

@@ -222,6 +222,9 @@ class Trainer:
         y = None
         if self.cond_dim is not None:
             x1, y = self.target.sample_with_conditions(bs * world, generator=g, device=dev)
+            if not bool(torch.isfinite(y).all()):
+                raise TrainingError(f"data.target {self.config.data.target} drew NaN/Inf conditions at step "
+                                    f"{self.step + 1}; clean or impute the conditions before training")
         elif self.num_classes is None:
             x1 = self.target.sample(bs * world, generator=g, device=dev)
         else:

@@ -80,9 +80,19 @@ def test_conditional_bad_input():
         ConditionalOT()(x0, x1, labels=torch.rand(8))
     with pytest.raises(ValueError, match="labels for a data batch of 8"):
         ConditionalOT()(x0, x1, labels=torch.zeros(5, dtype=torch.long))
-    # a class of one point: paired with one random noise (no error)
+    # a class of one point: paired with one random noise of its share, with a warning (once)
     y = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1])
-    out = ConditionalOT()(x0, x1, generator=torch.Generator().manual_seed(0), labels=y)
+    c = ConditionalOT()
+    with pytest.warns(RuntimeWarning, match="1 class\\(es\\) have a single point in this batch of 8"):
+        out = c(x0, x1, generator=torch.Generator().manual_seed(0), labels=y)
     assert torch.equal(_perm_of(out.x0, x0).sort().values, torch.arange(8))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c(x0, x1, generator=torch.Generator().manual_seed(1), labels=y)  # warned once
+    assert c.singleton_classes == 2
+    with pytest.raises(ValueError, match="NaN"):
+        ConditionalOT(condition="continuous")(x0, x1, labels=torch.full((8, 2), float("inf")))
     # the other couplings accept and ignore labels
     assert torch.equal(COUPLINGS.build("independent")(x0, x1, labels=y).x0, x0)

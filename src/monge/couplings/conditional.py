@@ -2,6 +2,7 @@ r"""Conditional OT couplings (C2OT, Cheng & Schwing 2025): batch OT that respect
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -39,8 +40,10 @@ class ConditionalOT(Coupling):
     overall, and, given a class, the noise of that class is a uniformly random share of the
     noise batch: its law is :math:`\mathcal N(0, I)` too. Labels stay aligned with the data
     (``index1`` is ``None``). A class with one point in the batch gets one random noise (the
-    independent coupling for that point); small classes are paired by OT on few points, which
-    straightens their paths less. Label dropout for classifier-free guidance is applied by the
+    independent coupling for that point; a ``RuntimeWarning`` at the first such batch,
+    ``singleton_classes`` counts them); small classes are paired by OT on few points, which
+    straightens their paths less. Missing labels, labels of the wrong size or kind, NaN/Inf
+    conditions and ``weight < 0`` raise ``ValueError`` before any pairing. Label dropout for classifier-free guidance is applied by the
     trainer after the pairing (the pairing always uses the true class).
 
     Parameters
@@ -71,6 +74,8 @@ class ConditionalOT(Coupling):
             raise ValueError(f"solver must be one of {', '.join(map(repr, METHODS))}, got {solver!r}")
         self.condition, self.solver = condition, solver
         self.weight = check_number(weight, "weight", 0.0, float("inf"), high_open=True)
+        #: classes met with a single point in a batch (each paired with a random noise of its share)
+        self.singleton_classes = 0
 
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         raise ValueError(
@@ -116,6 +121,7 @@ class ConditionalOT(Coupling):
         order = torch.argsort(y, stable=True)  # data sorted by class
         counts = torch.unique_consecutive(y[order], return_counts=True)[1].tolist()
         perm = torch.empty(b, dtype=torch.int64, device=x1.device)
+        self._warn_singletons(counts, b)
         start = 0
         for n in counts:
             rows, noise = order[start:start + n], shuffled[start:start + n]  # a random share of size n
@@ -124,6 +130,18 @@ class ConditionalOT(Coupling):
             perm[rows] = noise[local.to(x1.device)]
             start += n
         return perm
+
+    def _warn_singletons(self, counts: list[int], batch: int) -> None:
+        """Count the classes with one point in the batch; warn at the first such batch."""
+        ones = sum(1 for n in counts if n == 1)
+        if ones:
+            self.singleton_classes += ones
+            if self.singleton_classes == ones:
+                warnings.warn(
+                    f"conditional_ot: {ones} class(es) have a single point in this batch of {batch}; each is paired "
+                    "with one random noise of its share (the independent coupling for that point: the noise stays "
+                    "N(0, I), the path is not straightened). Raise batch_size so that every class has several points "
+                    "per batch (singleton_classes counts them; warned once).", RuntimeWarning, stacklevel=4)
 
     def pair_labelled(
         self, x0: Tensor, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None
