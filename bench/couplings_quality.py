@@ -286,6 +286,15 @@ def train_conditional(task: ConditionalTask, spec: str, s: Settings, label_dropo
     x, y = task.x, task.y
     name, params = parse_spec(spec)
     coupling = COUPLINGS.build(name, **params)
+    if coupling.prepared_file is not None:  # per-class semi-discrete maps: fitted on the training set
+        from monge.data.sources import ToySource
+
+        target = Finite(x)
+        target.labels = y
+        source = GaussianSource((x.shape[1],)) if task.source == "gaussian" else ToySource(task.source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            coupling.prepare(source, target, torch.Generator().manual_seed(s.seed + 3))
     torch.manual_seed(s.seed)
     k = None if task.continuous else int(y.max()) + 1
     model = MLP(x.shape[1], hidden=s.hidden, depth=s.depth, num_classes=k,
@@ -401,7 +410,8 @@ def report_conditional(rows: dict, s: Settings, command: str, seconds: float) ->
             ad, adi = rows[c]["scores"]["adaptive"], rows["independent"]["scores"]["adaptive"]
             margin = 2 * math.hypot(ad[1], adi[1])
             lines += ["", f"Goal 1 NFE: {c} {one:.1f}x lower W2 than exact_ot (goal >= 5x: "
-                      f"{'met' if one >= 5 else 'missed'}). Goal adaptive: {c} {ad[0]:.3f} against independent "
+                      f"{'met' if one >= 5 else 'missed'}; {one ** 2:.1f}x in squared W2, the figure C2OT reports). "
+                      "Goal adaptive: {c} {ad[0]:.3f} against independent "
                       f"{adi[0]:.3f} ({'met' if ad[0] - adi[0] <= max(margin, 0.01) else 'missed'}: within 2 std of the "
                       "pair, or 0.01)."]
     return "\n".join(lines) + "\n"

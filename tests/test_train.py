@@ -444,3 +444,21 @@ def test_nan_conditions_stop_training_with_a_clear_error(tiny_config):
     with pytest.raises(TrainingError, match="NaN/Inf conditions at step 1"):
         trainer.train_step()
     assert trainer.step == 0
+
+
+def test_per_class_semidiscrete_maps_train_a_class_conditional_model(tiny_config):
+    from monge.couplings.conditional_semidiscrete import CLASS_MAPS_FILE
+
+    cfg = tiny_config(data={"source": "gaussian", "target": {"name": "conditional_toy", "set": "moons"}},
+                      coupling={"name": "conditional_semidiscrete_ot", "n_targets": 16, "tol": 0.1},
+                      model={"name": "mlp", "hidden": 16, "depth": 1, "num_classes": 2}, train__steps=10)
+    res = Trainer(cfg).fit()
+    assert res.step == 10 and (cfg.run_dir / CLASS_MAPS_FILE).is_file()
+    rows = list(csv.DictReader((cfg.run_dir / "log.csv").open()))
+    assert float(rows[-1]["plan_entropy"]) == 0.0
+    trainer = Trainer(tiny_config(data={"source": "gaussian", "target": {"name": "conditional_toy", "set": "moons"}},
+                                  coupling={"name": "conditional_semidiscrete_ot", "n_targets": 16, "tol": 0.1},
+                                  model={"name": "mlp", "hidden": 16, "depth": 1, "num_classes": 2},
+                                  train__steps=12))
+    trainer.fit(resume=True)  # the cached maps are loaded, not refitted
+    assert trainer.step == 12
