@@ -262,7 +262,7 @@ def eval_cmd(
     log-likelihood of held-out data (fresh samples of a toy target; the test split of MNIST /
     CIFAR-10; a finite set without a held-out split is scored on its training images, as the
     table says). Runs whose ``log.csv`` holds coupling diagnostics get a table of them (means over
-    the logged steps: pair cost against independent pairs, weights' ESS, noise drift).
+    the logged steps: pair cost against independent pairs, weights' ESS, noise drift, plan entropy).
     """
     from .data.sources import build_data
     from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
