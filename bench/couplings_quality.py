@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.conditional:
         couplings = a.couplings if a.couplings != p.get_default("couplings") else list(CONDITIONAL_COUPLINGS)
         if a.conditional_task == "moons-x" and a.couplings == p.get_default("couplings"):
-            couplings = ["independent", "exact_ot", "conditional_ot:condition=continuous,weight=10"]
+            couplings = ["independent", "exact_ot", "conditional_ot:condition=continuous,weight=100"]
         rows = run_conditional(couplings, s, task_name=a.conditional_task)
         text = report_conditional(rows, s, command, time.perf_counter() - start)
         a.out.parent.mkdir(parents=True, exist_ok=True)
