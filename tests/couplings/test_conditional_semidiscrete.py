@@ -100,6 +100,8 @@ def test_bad_input_is_refused():
         c(x0, x0, labels=torch.tensor([0, 1, 9, 2]))
     with pytest.raises(ValueError, match="not fitted"):
         ConditionalSemiDiscreteOT()(x0, x0, labels=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="accepted: n_targets, epsilon"):
+        COUPLINGS.build("conditional_semidiscrete_ot", foo=1)
     with pytest.raises(ValueError, match="has no class labels"):
         ConditionalSemiDiscreteOT(n_targets=8).prepare(GaussianSource((2,)), ToySource("moons"))
 

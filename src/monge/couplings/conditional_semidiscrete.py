@@ -2,6 +2,7 @@ r"""Per-class semi-discrete OT (DPM-OT's global map, one per class): OT that res
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import warnings
@@ -74,6 +75,8 @@ class ConditionalSemiDiscreteOT(SemiDiscreteOT):
         #: class index -> its fitted map
         self.maps: dict[int, SemiDiscreteMap] = {}
         self._maps_on: dict[tuple[int, torch.device], SemiDiscreteMap] = {}
+
+    __init__.__signature__ = inspect.signature(SemiDiscreteOT.__init__)  # type: ignore[attr-defined]
 
     # -- targets and fit -------------------------------------------------------------
     def labelled_targets(self, target: DataSource, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
