@@ -237,8 +237,9 @@ class Trainer:
         return x0, x1, t, y
 
     def _pair_labels(self, y: Tensor, pairs: Any) -> Tensor:
-        r"""Labels of the pairs' data points, each replaced by the null class ``num_classes`` with
-        probability ``train.label_dropout`` (classifier-free guidance training)."""
+        r"""Labels (or continuous conditions) of the pairs' data points; class labels are each replaced
+        by the null class ``num_classes`` with probability ``train.label_dropout`` (classifier-free
+        guidance training), continuous conditions are never dropped."""
         y = y[pairs.index1] if pairs.index1 is not None else y[: pairs.x1.shape[0]]
         p = self.config.train.label_dropout
         if p > 0 and self.num_classes is not None:
