@@ -290,6 +290,7 @@ def test_sample_and_eval_with_continuous_conditions(tmp_path):
     res = runner.invoke(app, ["sample", run, "--condition", "held-out", "-n", "30", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert np.load(out).shape == (30, 2) and np.load(tmp_path / "s.conditions.npy").shape == (30, 1)
+    assert "wrote their conditions to" in res.output
     csv = tmp_path / "c.csv"
     csv.write_text("\n".join(str(v) for v in np.linspace(-2, 2, 7)))
     res = runner.invoke(app, ["sample", run, "--condition", str(csv), "-o", str(out)])

@@ -141,6 +141,8 @@ def sample_cmd(
     if expressway is not None:
         how += f", expressway from t={expressway}"
     typer.echo(f"wrote {n} samples ({how}, {out.nfe} NFE) to {output}")
+    if conds is not None and conds.dim() == 2:
+        typer.echo(f"wrote their conditions to {output.with_suffix('.conditions.npy')}")
     if grid is not None:
         from .imageio import save_image_grid
 
