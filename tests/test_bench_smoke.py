@@ -191,6 +191,22 @@ def test_couplings_quality_conditional_quick():
         "wcfm", {"relative_eps": 4, "marginal_correction": False})
 
 
+def test_couplings_quality_c2ot_moons_tasks_quick():
+    """C2OT's 8gaussians -> moons task, by class and with a continuous condition, with the W2 floor."""
+    q = _load("couplings_quality")
+    s = q.Settings(steps=3, n_train=80, n_test=80, n_eval=8, eval_seeds=1, hidden=16, depth=1, nfes=(1,),
+                   adaptive=False)
+    rows = q.run_conditional(["independent", "conditional_ot", "conditional_semidiscrete_ot:n_targets=16,tol=0.2"], s,
+                             log=lambda _: None, task_name="moons")
+    text = q.report_conditional(rows, s, "cmd", 1.0)
+    assert "C2OT's task" in text and "W2 floor" in text and "| conditional_ot |" in text
+    assert "| conditional_semidiscrete_ot:n_targets=16,tol=0.2 |" in text
+    rows = q.run_conditional(["independent", "conditional_ot:condition=continuous,weight=10"], s,
+                             log=lambda _: None, task_name="moons-x")
+    text = q.report_conditional(rows, s, "cmd", 1.0)
+    assert "x-coordinate" in text and "| conditional_ot:condition=continuous,weight=10 |" in text
+
+
 def test_semidiscrete_convergence_quick(tmp_path, monkeypatch):
     bench = _load("semidiscrete_convergence")
     out = tmp_path / "conv.md"

@@ -93,6 +93,8 @@ def test_eval_compares_several_checkpoints(recipe, tmp_path):
     row = {line.split("|")[1].strip(): line.split("|")[2:] for line in res.output.splitlines()
            if line.startswith("| exact_ot |") or line.startswith("| independent |")}
     assert float(row["exact_ot"][0]) < 0.9 and float(row["independent"][0]) == 1.0
+    assert "plan_entropy" in res.output  # a permutation: 0; the independent plan: 1
+    assert float(row["exact_ot"][4]) == 0.0 and float(row["independent"][4]) == 1.0
 
 
 def test_eval_refuses_runs_of_different_tasks(recipe, tmp_path):
@@ -267,3 +269,38 @@ def test_reflow_refuses_to_write_over_its_source(recipe, tmp_path):
     res = runner.invoke(app, ["reflow", str(run), "--out", str(other), "--n-pairs", "20", "--no-progress"])
     assert res.exit_code == 2 and "already holds a run" in res.output
     assert (other / "log.csv").read_text() == "step,loss\n"
+
+
+def test_sample_and_eval_with_continuous_conditions(tmp_path):
+    path = tmp_path / "cont.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "cont", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": "8gaussians", "target": {"name": "conditional_toy", "set": "moons", "condition": "x"}},
+        "coupling": {"name": "conditional_ot", "condition": "continuous", "weight": 5.0},
+        "model": {"name": "mlp", "hidden": 16, "depth": 1, "cond_dim": 1},
+        "train": {"steps": 10, "batch_size": 32, "eval_samples": 50, "checkpoint_every": 10},
+        "sample": {"nfe": [1], "adaptive": False},
+    }))
+    assert runner.invoke(app, ["train", str(path), "--no-progress"]).exit_code == 0
+    run = str(tmp_path / "runs" / "cont")
+    out = tmp_path / "s.npy"
+    res = runner.invoke(app, ["sample", run, "--condition", "0.5", "-n", "50", "--nfe", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert np.load(out).shape == (50, 2)
+    res = runner.invoke(app, ["sample", run, "--condition", "held-out", "-n", "30", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert np.load(out).shape == (30, 2) and np.load(tmp_path / "s.conditions.npy").shape == (30, 1)
+    assert "wrote their conditions to" in res.output
+    csv = tmp_path / "c.csv"
+    csv.write_text("\n".join(str(v) for v in np.linspace(-2, 2, 7)))
+    res = runner.invoke(app, ["sample", run, "--condition", str(csv), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert np.load(out).shape == (7, 2) and "wrote 7 samples" in res.output
+    for args, msg in [([], "--condition"), (["--condition", "1,2"], "1 value"), (["--condition", "nan"], "NaN"),
+                      (["--condition", "abc"], "comma-separated"), (["--condition", "1", "--class", "0"], "not a class"),
+                      (["--condition", str(tmp_path / "none.npy")], "not found")]:
+        res = runner.invoke(app, ["sample", run, *args, "-o", str(out)])
+        assert res.exit_code != 0 and msg in res.output, (args, res.output)
+    res = runner.invoke(app, ["eval", run, "--nfe", "1", "-n", "50", "--no-adaptive"])
+    assert res.exit_code == 0, res.output
+    assert "**cont: 8gaussians" in res.output

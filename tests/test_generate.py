@@ -129,3 +129,29 @@ def test_class_labels_and_guidance_reach_a_conditional_model():
         generate(Oracle(path_schedule(cfg)), cfg, 4, sampler="euler", nfe=1, label=0)
     with pytest.raises(ValueError, match="needs a class label"):
         generate(probe, cfg, 4, sampler="euler", nfe=1, guidance=2.0)
+
+
+def test_generate_conditions_a_continuous_model_on_the_given_conditions(tmp_path):
+    """One Euler step from the run's noise: x0 + v(x0, 0, c), with the given conditions."""
+    import torch
+
+    from monge.config import Config
+    from monge.data.sources import build_data
+    from monge.generate import generate
+    from monge.models import MLP
+
+    cfg = Config.from_dict({"name": "c", "output_dir": str(tmp_path),
+                            "data": {"source": "8gaussians", "target": {"name": "conditional_toy", "condition": "y"}},
+                            "model": {"name": "mlp", "hidden": 8, "depth": 1, "cond_dim": 1}})
+    torch.manual_seed(0)
+    model = MLP(2, hidden=8, depth=1, cond_dim=1)
+    c = torch.linspace(-1, 1, 6)[:, None]
+    out = generate(model, cfg, 6, sampler="euler", nfe=1, seed=3, conditions=c)
+    x0 = build_data(cfg.data)[0].sample(6, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = x0 + model(x0, torch.zeros(6), c)
+    torch.testing.assert_close(out.x, ref)
+    import pytest
+
+    with pytest.raises(ValueError, match="--condition"):
+        generate(model, cfg, 6, sampler="euler", nfe=1)

@@ -339,6 +339,7 @@ def test_log_has_coupling_diagnostics_and_resumes_an_old_log(tiny_config):
     rows = list(csv.DictReader((cfg.run_dir / "log.csv").open()))
     assert float(rows[-1]["pair_cost_ratio"]) < 0.9  # exact_ot shortens the pairs
     assert float(rows[-1]["weights_ess"]) == 1.0
+    assert float(rows[-1]["plan_entropy"]) == 0.0  # a permutation
     # a log written before the diagnostics keeps its header on resume
     path = cfg.run_dir / "log.csv"
     path.write_text("step,loss,lr,seconds\n10,1.0,0.003,0.1\n20,1.0,0.003,0.2\n")
@@ -352,3 +353,112 @@ def test_trainer_names_the_step_of_a_coupling_warning(tiny_config):
                       train__steps=1)
     with pytest.warns(RuntimeWarning, match="step 1: Entropic: Sinkhorn did not converge"):
         Trainer(cfg).train_step()
+
+
+_CONT = {"source": "8gaussians", "target": {"name": "conditional_toy", "set": "moons", "condition": "x"}}
+
+
+def test_continuous_conditions_reach_the_coupling_and_the_model(tiny_config):
+    """The coupling gets the batch's (B, 1) conditions, the model the conditions of its pairs' data."""
+    from monge.couplings import ConditionalOT
+
+    seen: dict[str, list] = {"coupling": [], "model": []}
+
+    class Spy(ConditionalOT):
+        def pair_labelled(self, x0, x1, labels, generator):
+            seen["coupling"].append((x1.clone(), labels.clone()))
+            return super().pair_labelled(x0, x1, labels, generator)
+
+    cfg = tiny_config(data=_CONT, coupling={"name": "conditional_ot", "condition": "continuous", "weight": 5.0},
+                      model={"name": "mlp", "hidden": 16, "depth": 1, "cond_dim": 1}, train__steps=3)
+    trainer = Trainer(cfg)
+    assert trainer.cond_dim == 1 and trainer.num_classes is None
+    trainer.coupling = Spy(condition="continuous", weight=5.0)
+    forward = trainer.model.forward
+
+    def spy_forward(x, t, c=None):
+        seen["model"].append(c.clone())
+        return forward(x, t, c)
+
+    trainer.model.forward = spy_forward
+    trainer.net = trainer.model
+    for _ in range(3):
+        trainer.train_step()
+    for (x1, c), cm in zip(seen["coupling"], seen["model"]):
+        assert c.shape == (64, 1) and torch.equal(c[:, 0], x1[:, 0])  # the condition: each point's x
+        assert torch.equal(cm, c)  # conditional_ot keeps the data in order: the model sees the same conditions
+
+
+def test_continuous_condition_run_trains_evaluates_and_resumes(tiny_config):
+    cfg = tiny_config(data=_CONT, coupling={"name": "conditional_ot", "condition": "continuous", "weight": 5.0},
+                      model={"name": "mlp", "hidden": 16, "depth": 1, "cond_dim": 1}, train__steps=20)
+    res = Trainer(cfg).fit()
+    assert res.step == 20 and all(math.isfinite(r.w2) for r in res.eval_rows)
+    rows = list(csv.DictReader((cfg.run_dir / "log.csv").open()))
+    assert float(rows[-1]["plan_entropy"]) == 0.0 and float(rows[-1]["pair_cost_ratio"]) < 1.0
+    model, _ = load_model(cfg.run_dir)
+    assert model.cond_dim == 1
+
+
+def test_continuous_condition_settings_are_checked(tiny_config):
+    mlp = {"name": "mlp", "hidden": 8, "depth": 1, "cond_dim": 1}
+    with pytest.raises(ConfigError, match="has none"):
+        Trainer(tiny_config(model=mlp))
+    with pytest.raises(ConfigError, match="cond_dim=2"):
+        Trainer(tiny_config(data=_CONT, model={**mlp, "cond_dim": 2}))
+    with pytest.raises(ConfigError, match="condition: continuous"):
+        Trainer(tiny_config(data=_CONT, model=mlp, coupling="conditional_ot"))
+
+
+def test_discrete_c2ot_task_with_label_dropout_trains(tiny_config):
+    """The 8gaussians -> moons class task: labels follow the pairs, dropout gives the null class 2."""
+    seen = []
+    cfg = tiny_config(data={"source": "8gaussians", "target": {"name": "conditional_toy", "set": "moons"}},
+                      coupling="conditional_ot", model={"name": "mlp", "hidden": 16, "depth": 1, "num_classes": 2},
+                      train__label_dropout=0.5, train__steps=4)
+    trainer = Trainer(cfg)
+    forward = trainer.model.forward
+
+    def spy_forward(x, t, y=None):
+        seen.append(y.clone())
+        return forward(x, t, y)
+
+    trainer.model.forward = spy_forward
+    trainer.net = trainer.model
+    for _ in range(4):
+        trainer.train_step()
+    ys = torch.cat(seen)
+    assert set(ys.tolist()) == {0, 1, 2} and 0.3 < float((ys == 2).float().mean()) < 0.7
+
+
+def test_nan_conditions_stop_training_with_a_clear_error(tiny_config):
+    cfg = tiny_config(data=_CONT, coupling="independent", model={"name": "mlp", "hidden": 8, "depth": 1, "cond_dim": 1})
+    trainer = Trainer(cfg)
+    draw = trainer.target.sample_with_conditions
+
+    def nan_conditions(n, generator=None, device="cpu"):
+        x, c = draw(n, generator=generator, device=device)
+        return x, torch.where(torch.arange(n)[:, None] == 3, float("nan"), c)
+
+    trainer.target.sample_with_conditions = nan_conditions
+    with pytest.raises(TrainingError, match="NaN/Inf conditions at step 1"):
+        trainer.train_step()
+    assert trainer.step == 0
+
+
+def test_per_class_semidiscrete_maps_train_a_class_conditional_model(tiny_config):
+    from monge.couplings.conditional_semidiscrete import CLASS_MAPS_FILE
+
+    cfg = tiny_config(data={"source": "gaussian", "target": {"name": "conditional_toy", "set": "moons"}},
+                      coupling={"name": "conditional_semidiscrete_ot", "n_targets": 16, "tol": 0.1},
+                      model={"name": "mlp", "hidden": 16, "depth": 1, "num_classes": 2}, train__steps=10)
+    res = Trainer(cfg).fit()
+    assert res.step == 10 and (cfg.run_dir / CLASS_MAPS_FILE).is_file()
+    rows = list(csv.DictReader((cfg.run_dir / "log.csv").open()))
+    assert float(rows[-1]["plan_entropy"]) == 0.0
+    trainer = Trainer(tiny_config(data={"source": "gaussian", "target": {"name": "conditional_toy", "set": "moons"}},
+                                  coupling={"name": "conditional_semidiscrete_ot", "n_targets": 16, "tol": 0.1},
+                                  model={"name": "mlp", "hidden": 16, "depth": 1, "num_classes": 2},
+                                  train__steps=12))
+    trainer.fit(resume=True)  # the cached maps are loaded, not refitted
+    assert trainer.step == 12

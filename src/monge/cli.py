@@ -99,6 +99,10 @@ def sample_cmd(
     label: Optional[str] = typer.Option(
         None, "--class", help="class-conditional models: the class of every sample, or 'all' (classes in turn)"),
     guidance: float = typer.Option(1.0, help="classifier-free guidance weight (with --class; 1: none)"),
+    condition: Optional[str] = typer.Option(
+        None, "--condition", help="models with continuous conditions (cond_dim): comma-separated values (one "
+        "condition for every sample), a .npy/.csv/.txt file (one sample per row) or 'held-out' (the conditions of "
+        "-n fresh target points; saved beside the samples as *.conditions.npy)"),
 ) -> None:
     """Draw samples from a trained model and save them as a .npy array (and a PNG grid for images)."""
     import numpy as np
@@ -115,18 +119,30 @@ def sample_cmd(
         if grid is not None and grid.suffix.lower() != ".png":
             raise ValueError(f"--grid needs a .png path, got {grid}")
         model, cfg = load_model(checkpoint, ema=ema)
+        conds = None
+        if condition is not None:
+            from .generate import read_conditions
+
+            if getattr(model, "cond_dim", None) is None:
+                raise ValueError("--condition: this run's model takes no continuous condition (no model.cond_dim)")
+            conds = read_conditions(condition, cfg, model.cond_dim, n, seed)
+            n = conds.shape[0] if conds.dim() == 2 else n  # a file or held-out: one sample per condition
         out = generate(model, cfg, n, sampler=sampler, nfe=nfe, timesteps=timesteps, expressway=expressway,
-                       run_dir=run_dir_of(checkpoint), seed=seed, label=label, guidance=guidance)
+                       run_dir=run_dir_of(checkpoint), seed=seed, label=label, guidance=guidance, conditions=conds)
         if grid is not None and out.x.dim() != 4:
             raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
     except _USER_ERRORS as err:
         _fail(err)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, out.x.cpu().numpy())
+    if conds is not None and conds.dim() == 2:
+        np.save(output.with_suffix(".conditions.npy"), conds.numpy())
     how = sampler if timesteps is None else f"{sampler}, {timesteps} steps"
     if expressway is not None:
         how += f", expressway from t={expressway}"
     typer.echo(f"wrote {n} samples ({how}, {out.nfe} NFE) to {output}")
+    if conds is not None and conds.dim() == 2:
+        typer.echo(f"wrote their conditions to {output.with_suffix('.conditions.npy')}")
     if grid is not None:
         from .imageio import save_image_grid
 
@@ -248,7 +264,7 @@ def eval_cmd(
     log-likelihood of held-out data (fresh samples of a toy target; the test split of MNIST /
     CIFAR-10; a finite set without a held-out split is scored on its training images, as the
     table says). Runs whose ``log.csv`` holds coupling diagnostics get a table of them (means over
-    the logged steps: pair cost against independent pairs, weights' ESS, noise drift).
+    the logged steps: pair cost against independent pairs, weights' ESS, noise drift, plan entropy).
     """
     from .data.sources import build_data
     from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,

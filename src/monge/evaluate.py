@@ -64,12 +64,23 @@ def evaluate_field(
     run) adds rows ``expressway@t_start`` at each NFE: the same noises started from their OT cell's
     target noised to ``t_start`` (:func:`monge.samplers.expressway.expressway_sample`).
 
+    A field with a continuous condition (``field.cond_dim``, e.g. an MLP built with ``cond_dim``)
+    generates sample ``i`` conditioned on the condition of reference point ``i``
+    (``target.sample_with_conditions``), so the W2 compares the generated points with the
+    reference points whose conditions they were given (C2OT's metric).
+
     ``sampler`` is any of :data:`monge.samplers.SAMPLERS`; ``schedule`` is the alpha/sigma schedule
     of the field's path, used by the samplers that need one (default: linear).
     """
     g = torch.Generator().manual_seed(seed)
     x0 = source.sample(n, generator=g, device=device)
-    ref = target.sample(n, generator=g, device=device)
+    if getattr(field, "cond_dim", None) is not None:  # each sample conditioned on a reference point's condition
+        from .models.conditioning import ContinuousConditional
+
+        ref, cond = target.sample_with_conditions(n, generator=g, device=device)
+        field = ContinuousConditional(field, cond)
+    else:
+        ref = target.sample(n, generator=g, device=device)
     modes = target.modes()
     runs: list[tuple[str, int | None]] = [(sampler, k) for k in nfes]
     if adaptive:

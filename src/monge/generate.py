@@ -195,6 +195,7 @@ def generate(
     label: int | str | None = None,
     guidance: float = 1.0,
     schedule: str | None = None,
+    conditions: Tensor | None = None,
 ) -> SampleOutput:
     r"""``n`` samples of a trained run.
 
@@ -202,6 +203,9 @@ def generate(
       classes in turn (sample ``i`` gets ``i mod K``); ``guidance`` is the classifier-free
       guidance weight ``w`` of :class:`monge.models.ClassConditional`. Without ``label`` such a
       model samples its unconditional (null-label) field.
+    - ``conditions`` (models with a continuous condition, ``model.cond_dim``): ``(n, cond_dim)``
+      conditions, one per sample, or ``(cond_dim,)`` for all (:func:`read_conditions` reads them
+      from a file, values, or the held-out data); such a model needs them.
 
     - ``timesteps=None``, ODE sampler (``euler``, ``heun``, ``midpoint``, ``rk4``, ``dopri5``):
       uniform steps in :math:`t` (:func:`monge.samplers.sample`); a sampler that needs the path's
@@ -231,7 +235,16 @@ def generate(
     generator = torch.Generator().manual_seed(seed)
     x0 = build_data(config.data)[0].sample(n, generator=generator).to(device)
     model = model.to(device)
-    if label is not None:
+    if getattr(model, "cond_dim", None) is not None or conditions is not None:
+        from .models import ContinuousConditional
+
+        if label is not None or guidance != 1.0:
+            raise ValueError("a model with continuous conditions takes conditions, not a class label or guidance")
+        if conditions is None:
+            raise ValueError(f"this run's model takes a continuous condition (cond_dim={model.cond_dim}): give "
+                             "conditions (monge sample --condition VALUES|FILE|held-out)")
+        model = ContinuousConditional(model, conditions)
+    elif label is not None:
         model = _conditioned(model, label, guidance, n)
     elif guidance != 1.0:
         raise ValueError("guidance needs a class label (label=K or 'all')")
@@ -263,3 +276,53 @@ def generate(
         valid = sorted(GRIDS.names()) + ["optimized", "optimized_decoupled"]
         raise ValueError(f"unknown step grid (timesteps) {timesteps!r}; valid choices: {', '.join(valid)}")
     return solve(model, x0, sched, ts.to(device), sampler, prediction=_PREDICTION, generator=generator)
+
+
+def read_conditions(spec: str, config: Config, cond_dim: int, n: int, seed: int = 0) -> Tensor:
+    """Conditions for :func:`generate` from the command line's ``--condition``:
+
+    - ``held-out``: the conditions of ``n`` fresh points of the run's target (its
+      ``sample_with_conditions``, seeded by ``seed + 1``), one per sample;
+    - a ``.npy`` file, or a ``.csv`` / ``.txt`` file of comma- or space-separated numbers:
+      ``(m, cond_dim)`` rows (or ``m`` values when ``cond_dim = 1``), one sample per row;
+    - comma-separated values (``"0.5"``, ``"1,-2"``): one condition of ``cond_dim`` values for every
+      sample.
+    Raises ``ValueError`` on a wrong size or NaN/Inf values.
+    """
+    import numpy as np
+
+    from .data.sources import build_data
+
+    if spec == "held-out":
+        target = build_data(config.data)[1]
+        if not hasattr(target, "sample_with_conditions"):
+            raise ValueError(f"data.target {config.data.target} has no continuous conditions to hold out")
+        return target.sample_with_conditions(n, generator=torch.Generator().manual_seed(seed + 1))[1]
+    path = Path(spec)
+    if path.suffix.lower() in (".npy", ".csv", ".txt"):
+        if not path.is_file():
+            raise ValueError(f"--condition file not found: {path}")
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            text = path.read_text()
+            arr = np.loadtxt(path, delimiter="," if "," in text else None, ndmin=2)
+        c = torch.as_tensor(np.asarray(arr, dtype=np.float64))
+        if c.dim() == 1 and cond_dim == 1:
+            c = c[:, None]
+        if c.dim() == 2 and c.shape[1] != cond_dim and c.shape[0] == 1 and cond_dim == 1:
+            c = c.T  # one line of values of a 1-D condition
+        if c.dim() != 2 or c.shape[1] != cond_dim or c.shape[0] < 1:
+            raise ValueError(f"--condition {path}: need rows of {cond_dim} value(s), got shape {tuple(c.shape)}")
+    else:
+        try:
+            values = [float(v) for v in spec.split(",")]
+        except ValueError:
+            raise ValueError(f"--condition takes {cond_dim} comma-separated number(s), a .npy/.csv/.txt file or "
+                             f"'held-out', got {spec!r}") from None
+        if len(values) != cond_dim:
+            raise ValueError(f"--condition {spec!r}: the model's condition has {cond_dim} value(s), got {len(values)}")
+        c = torch.tensor(values, dtype=torch.float64)
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError(f"--condition {spec}: the conditions hold NaN or Inf")
+    return c.float()

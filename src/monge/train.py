@@ -118,8 +118,10 @@ class Trainer:
             self.device
         )
         self.coupling = COUPLINGS.build(config.coupling.name, **config.coupling.params)
+        #: size of a continuous-condition model's condition (``model.cond_dim``), else ``None``
+        self.cond_dim: int | None = self._check_continuous()
         #: classes of a class-conditional model (``model.num_classes``), else ``None``
-        self.num_classes: int | None = self._check_conditional()
+        self.num_classes: int | None = None if self.cond_dim is not None else self._check_conditional()
         self.path = PATHS.build(config.path.name, **config.path.params)
         self.objective = VelocityObjective()
         self.optimizer = torch.optim.AdamW(
@@ -155,6 +157,29 @@ class Trainer:
         #: ``(x0, x1, pairs)`` of the latest step, for :meth:`diagnostics`
         self._last_batch: tuple[Tensor, Tensor, Any] | None = None
 
+    def _check_continuous(self) -> int | None:
+        """``model.cond_dim``, checked against the target's conditions and the coupling. ``train.label_dropout``
+        trains the null class of class-conditional models only: continuous conditions are never dropped."""
+        k = getattr(self.model, "cond_dim", None)
+        if k is None:
+            return None
+        name, target = self.config.data.target, self.target
+        if getattr(target, "cond_dim", None) is None or not hasattr(target, "sample_with_conditions"):
+            raise ConfigError(
+                f"the model takes a continuous condition (cond_dim={k}) but data.target {name} has none; use a "
+                "target with continuous conditions ({name: conditional_toy, set: moons, condition: x}) or drop cond_dim")
+        if target.cond_dim != k:
+            raise ConfigError(f"data.target {name} has {target.cond_dim}-D conditions but the model has cond_dim={k}")
+        if self.coupling.uses_labels and getattr(self.coupling, "condition", "continuous") != "continuous":
+            raise ConfigError(
+                f"coupling {self.config.coupling.name!r} pairs within discrete classes but the conditions are "
+                "continuous: set coupling.condition: continuous (and its weight)")
+        if not self.coupling.keeps_data:
+            raise ConfigError(
+                f"coupling {self.config.coupling.name!r} pairs noise with points that are not the drawn data, so "
+                "conditions cannot follow them; use a batch coupling (independent, conditional_ot, ...)")
+        return int(k)
+
     def _check_conditional(self) -> int | None:
         k = getattr(self.model, "num_classes", None)
         name = self.config.data.target
@@ -167,7 +192,8 @@ class Trainer:
             if k is None:
                 raise ConfigError(
                     f"coupling {self.config.coupling.name!r} pairs within classes, which only helps a class-conditional "
-                    "model: set model.num_classes (mlp or unet), or use exact_ot for an unconditional model")
+                    "model: set model.num_classes (mlp or unet; model.cond_dim for continuous conditions), or use "
+                    "exact_ot for an unconditional model")
         if k is None:
             return None
         labels = getattr(self.target, "labels", None)
@@ -194,7 +220,12 @@ class Trainer:
         world, rank = self.dist.world_size, self.dist.rank
         x0 = self.source.sample(bs * world, generator=g, device=dev)
         y = None
-        if self.num_classes is None:
+        if self.cond_dim is not None:
+            x1, y = self.target.sample_with_conditions(bs * world, generator=g, device=dev)
+            if not bool(torch.isfinite(y).all()):
+                raise TrainingError(f"data.target {self.config.data.target} drew NaN/Inf conditions at step "
+                                    f"{self.step + 1}; clean or impute the conditions before training")
+        elif self.num_classes is None:
             x1 = self.target.sample(bs * world, generator=g, device=dev)
         else:
             x1, y = self.target.sample_with_labels(bs * world, generator=g, device=dev)
@@ -206,11 +237,12 @@ class Trainer:
         return x0, x1, t, y
 
     def _pair_labels(self, y: Tensor, pairs: Any) -> Tensor:
-        r"""Labels of the pairs' data points, each replaced by the null class ``num_classes`` with
-        probability ``train.label_dropout`` (classifier-free guidance training)."""
+        r"""Labels (or continuous conditions) of the pairs' data points; class labels are each replaced
+        by the null class ``num_classes`` with probability ``train.label_dropout`` (classifier-free
+        guidance training), continuous conditions are never dropped."""
         y = y[pairs.index1] if pairs.index1 is not None else y[: pairs.x1.shape[0]]
         p = self.config.train.label_dropout
-        if p > 0:
+        if p > 0 and self.num_classes is not None:
             drop = torch.rand(y.shape[0], generator=self.local_generator).to(y.device) < p
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         return y

@@ -80,9 +80,50 @@ def test_conditional_bad_input():
         ConditionalOT()(x0, x1, labels=torch.rand(8))
     with pytest.raises(ValueError, match="labels for a data batch of 8"):
         ConditionalOT()(x0, x1, labels=torch.zeros(5, dtype=torch.long))
-    # a class of one point: paired with one random noise (no error)
+    # a class of one point: paired with one random noise of its share, with a warning (once)
     y = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1])
-    out = ConditionalOT()(x0, x1, generator=torch.Generator().manual_seed(0), labels=y)
+    c = ConditionalOT()
+    with pytest.warns(RuntimeWarning, match="1 class\\(es\\) have a single point in this batch of 8"):
+        out = c(x0, x1, generator=torch.Generator().manual_seed(0), labels=y)
     assert torch.equal(_perm_of(out.x0, x0).sort().values, torch.arange(8))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c(x0, x1, generator=torch.Generator().manual_seed(1), labels=y)  # warned once
+    assert c.singleton_classes == 2
+    with pytest.raises(ValueError, match="NaN"):
+        ConditionalOT(condition="continuous")(x0, x1, labels=torch.full((8, 2), float("inf")))
     # the other couplings accept and ignore labels
     assert torch.equal(COUPLINGS.build("independent")(x0, x1, labels=y).x0, x0)
+
+
+def test_adaptive_weight_brings_the_share_of_cheap_entries_to_target_r():
+    from monge.couplings.conditional import adaptive_weight
+
+    g = torch.Generator().manual_seed(7)
+    x0, x1 = torch.randn(64, 2, generator=g, dtype=torch.float64), torch.randn(64, 2, generator=g, dtype=torch.float64)
+    y0, y1 = torch.rand(64, 1, generator=g, dtype=torch.float64), torch.rand(64, 1, generator=g, dtype=torch.float64)
+    cost, dist = torch.cdist(x1, x0) ** 2, torch.cdist(y1, y0) ** 2
+
+    def share(w):  # direct: entries no dearer than the row's drawn pair
+        return sum(float(cost[j, i] + w * dist[j, i] <= cost[j, j]) for j in range(64) for i in range(64)) / 64**2
+
+    w = adaptive_weight(cost, dist, 0.05)
+    assert w > 0 and share(w) <= 0.05 < share(w * (1 - 1e-6))
+    assert adaptive_weight(cost, dist, 0.99) == 0.0  # already below r without conditions
+
+
+def test_target_r_pairs_by_the_chosen_weight():
+    g = torch.Generator().manual_seed(8)
+    x0, x1, y = torch.randn(32, 2, generator=g), torch.randn(32, 2, generator=g), torch.randn(32, 1, generator=g)
+    c = ConditionalOT(condition="continuous", target_r=0.05)
+    out = c(x0, x1, generator=torch.Generator().manual_seed(1), labels=y)
+    assert c.last_weight > 0
+    fixed = ConditionalOT(condition="continuous", weight=c.last_weight)(x0, x1, generator=torch.Generator().manual_seed(1),
+                                                                          labels=y)
+    torch.testing.assert_close(out.x0, fixed.x0)
+    with pytest.raises(ValueError, match="target_r"):
+        ConditionalOT(target_r=0.05)
+    with pytest.raises(ValueError, match="target_r"):
+        ConditionalOT(condition="continuous", target_r=1.5)

@@ -68,3 +68,63 @@ def test_entropic_unconverged_warnings_thin_out():
         for _ in range(9):
             c(x0, x1, generator=g)
     assert c.unconverged == 9 and len(caught) == 4  # solves 1, 2, 4 and 8
+
+
+def _direct_conditional_entropy(plan) -> float:
+    """H(noise | data) / log B0 of a plan, by scipy, column by column."""
+    import numpy as np
+    from scipy.stats import entropy
+
+    p = np.asarray(plan, dtype=np.float64)
+    p = p / p.sum()
+    col = p.sum(0)
+    return float(sum(col[j] * entropy(p[:, j] / col[j]) for j in range(p.shape[1]) if col[j] > 0) / np.log(p.shape[0]))
+
+
+def test_plan_entropy_is_zero_for_a_permutation_one_for_the_product_and_matches_scipy():
+    from monge.couplings.diagnostics import plan_entropy
+
+    b = 7
+    perm = torch.eye(b, dtype=torch.float64)[torch.randperm(b)] / b
+    assert plan_entropy(perm) == pytest.approx(0.0, abs=1e-12)
+    assert plan_entropy(torch.full((b, b), 1.0 / b**2)) == pytest.approx(1.0, abs=1e-12)
+    assert plan_entropy(torch.ones(5, 3)) == pytest.approx(1.0, abs=1e-12)  # rectangular, unnormalised
+    g = torch.Generator().manual_seed(4)
+    for shape in [(4, 4), (6, 3), (3, 9)]:
+        p = torch.rand(*shape, generator=g, dtype=torch.float64) ** 3
+        p[0, 0] = 0.0  # 0 log 0 = 0
+        assert plan_entropy(p) == pytest.approx(_direct_conditional_entropy(p), rel=1e-10)
+    assert math.isnan(plan_entropy(torch.ones(1, 4)))
+    for bad in [torch.ones(3), torch.zeros(3, 3), torch.tensor([[1.0, -1.0], [1.0, 1.0]]),
+                torch.tensor([[float("nan"), 1.0], [1.0, 1.0]])]:
+        with pytest.raises(ValueError, match="plan_entropy"):
+            plan_entropy(bad)
+
+
+def test_couplings_report_the_entropy_of_their_batch_plan():
+    import ot
+
+    from monge.couplings import WCFM, ConditionalOT, KNNImmiscible
+    from monge.ot.exact import squared_euclidean_cost
+
+    g = torch.Generator().manual_seed(5)
+    x0, x1 = torch.randn(12, 2, generator=g, dtype=torch.float64), torch.randn(12, 2, generator=g, dtype=torch.float64) + 1
+    assert coupling_diagnostics(x0, x1, Independent()(x0, x1))["plan_entropy"] == 1.0
+    assert coupling_diagnostics(x0, x1, ExactOT()(x0, x1))["plan_entropy"] == 0.0
+    labels = torch.arange(12) % 3
+    assert coupling_diagnostics(x0, x1, ConditionalOT()(x0, x1, g, labels=labels))["plan_entropy"] == 0.0
+    assert math.isnan(coupling_diagnostics(x0, x1, KNNImmiscible()(x0, x1, g))["plan_entropy"])
+    # entropic: POT's Sinkhorn plan at the same eps, its entropy by scipy
+    cost = squared_euclidean_cost(x0, x1)
+    eps = 0.5 * float(cost.mean())
+    ref = ot.sinkhorn(ot.unif(12), ot.unif(12), cost.numpy(), eps, numItermax=10000, stopThr=1e-12)
+    got = coupling_diagnostics(x0, x1, Entropic(eps=eps, tol=1e-10, max_iter=10000)(x0, x1, g))["plan_entropy"]
+    assert 0.1 < got < 0.99
+    assert got == pytest.approx(_direct_conditional_entropy(ref), rel=1e-5)
+    # wcfm with its marginal correction: the Sinkhorn plan at its own temperature
+    w = WCFM(tol=1e-10, max_iter=10000)
+    eps_w = w.temperature((x0 - x1).square().sum(1), 2)
+    ref_w = ot.sinkhorn(ot.unif(12), ot.unif(12), cost.numpy(), eps_w, numItermax=10000, stopThr=1e-12)
+    got_w = w(x0, x1, g).plan_entropy
+    assert got_w == pytest.approx(_direct_conditional_entropy(ref_w), rel=1e-5)
+    assert WCFM(marginal_correction=False)(x0, x1, g).plan_entropy is None

@@ -55,3 +55,28 @@ def test_bad_input():
         ClassConditional(Toy(), 0, guidance=-1.0)
     with pytest.raises(ValueError, match="one label per sample"):
         ClassConditional(Toy(), torch.tensor([0, 1]))(torch.randn(3, 2), 0.5)
+
+
+def test_continuous_conditional_passes_the_conditions_and_checks_them():
+    import pytest
+
+    from monge.models import MLP, ContinuousConditional
+
+    torch.manual_seed(0)
+    m = MLP(2, hidden=8, depth=1, cond_dim=2)
+    x, t = torch.randn(4, 2), torch.rand(4)
+    c = torch.randn(4, 2)
+    assert torch.equal(ContinuousConditional(m, c)(x, t), m(x, t, c))
+    shared = ContinuousConditional(m, torch.tensor([0.5, -1.0]))
+    assert torch.equal(shared(x, t), m(x, t, torch.tensor([[0.5, -1.0]]).expand(4, 2)))
+    with pytest.raises(ValueError, match="3 conditions for a batch of 4"):
+        ContinuousConditional(m, torch.randn(3, 2))(x, t)
+    with pytest.raises(ValueError, match="NaN"):
+        ContinuousConditional(m, torch.tensor([float("nan"), 0.0]))
+    with pytest.raises(ValueError, match=r"\(2,\) or \(n, 2\)"):
+        ContinuousConditional(m, torch.randn(4, 3))
+    with pytest.raises(ValueError, match="cond_dim"):
+        ContinuousConditional(MLP(2, hidden=8, depth=1), c)
+    one = MLP(2, hidden=8, depth=1, cond_dim=1)
+    assert torch.equal(ContinuousConditional(one, torch.arange(4.0))(x, t), one(x, t, torch.arange(4.0)[:, None]))
+    assert torch.equal(ContinuousConditional(one, 0.5)(x, t), one(x, t, torch.full((4, 1), 0.5)))

@@ -70,3 +70,44 @@ def test_mlp_class_condition_and_null_class():
         _MLP(2, hidden=8)(x, t, torch.zeros(5, dtype=torch.long))
     with _pytest.raises(ValueError, match="num_classes"):
         _MLP(2, num_classes=0)
+
+
+def test_mlp_continuous_condition_changes_the_output_and_is_required():
+    import pytest
+    import torch
+
+    from monge.models import MLP
+
+    torch.manual_seed(0)
+    m = MLP(2, hidden=16, depth=2, cond_dim=3)
+    x, t = torch.randn(5, 2), torch.rand(5)
+    c = torch.randn(5, 3)
+    out = m(x, t, c)
+    assert out.shape == (5, 2) and not torch.allclose(out, m(x, t, c + 1.0))
+    # the condition enters through a linear embedding added to the time embedding
+    m2 = MLP(2, hidden=16, depth=2)
+    m2.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("cond_embed")})
+    with torch.no_grad():
+        m.cond_embed.weight.zero_()
+        m.cond_embed.bias.zero_()
+    assert torch.allclose(m(x, t, c), m2(x, t))
+    with pytest.raises(ValueError, match="cond_dim=3"):
+        m(x, t)
+    with pytest.raises(ValueError, match=r"\(5, 3\)"):
+        m(x, t, torch.randn(5, 2))
+    with pytest.raises(ValueError, match="not both"):
+        MLP(2, num_classes=3, cond_dim=1)
+    with pytest.raises(ValueError, match="cond_dim"):
+        MLP(2, cond_dim=0)
+    one = MLP(2, hidden=8, depth=1, cond_dim=1)
+    assert torch.allclose(one(x, t, torch.ones(5)), one(x, t, torch.ones(5, 1)))  # (B,) for a 1-D condition
+    with pytest.raises(ValueError, match="not class-conditional"):
+        m2(x, t, c)
+
+
+def test_an_mlp_state_without_cond_dim_loads_as_before():
+    from monge.models import MLP
+
+    old = MLP(2, hidden=8, depth=1).state_dict()
+    assert not any(k.startswith("cond_embed") for k in old)
+    MLP(2, hidden=8, depth=1, cond_dim=None).load_state_dict(old)  # strict: same keys as before

@@ -36,12 +36,18 @@ class Coupled:
     ``index1``: the rows of the given ``x1`` that became the pairs' ``x1`` when a coupling
     re-draws the data side (``None``: ``x1[:len(pairs)]`` in order), so that per-sample
     attributes such as class labels follow their data point.
+
+    ``plan_entropy``: the normalised entropy of the plan the pairs came from on the batch
+    (:func:`monge.couplings.diagnostics.plan_entropy`): 0 for a permutation or any pairing that is
+    a function of the batch, 1 for the independent plan; ``None`` when the coupling forms no plan
+    on the batch (``knn_immiscible`` draws fresh noise).
     """
 
     x0: Tensor
     x1: Tensor
     weights: Tensor | None = None
     index1: Tensor | None = None
+    plan_entropy: float | None = None
 
 
 class Coupling(ABC):
@@ -246,8 +252,8 @@ class AssignmentCoupling(SolverCoupling):
 
     def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
         if solution.dim() == 1 and solution.dtype == torch.int64:
-            return Coupled(x0[solution], x1)
-        return Coupled(solution.to(x0.dtype), x1)  # global scope: the noise itself
+            return Coupled(x0[solution], x1, plan_entropy=0.0)
+        return Coupled(solution.to(x0.dtype), x1, plan_entropy=0.0)  # global scope: the noise itself
 
 
 def prepare_coupling(

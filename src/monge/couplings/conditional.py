@@ -2,6 +2,7 @@ r"""Conditional OT couplings (C2OT, Cheng & Schwing 2025): batch OT that respect
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -39,8 +40,10 @@ class ConditionalOT(Coupling):
     overall, and, given a class, the noise of that class is a uniformly random share of the
     noise batch: its law is :math:`\mathcal N(0, I)` too. Labels stay aligned with the data
     (``index1`` is ``None``). A class with one point in the batch gets one random noise (the
-    independent coupling for that point); small classes are paired by OT on few points, which
-    straightens their paths less. Label dropout for classifier-free guidance is applied by the
+    independent coupling for that point; a ``RuntimeWarning`` at the first such batch,
+    ``singleton_classes`` counts them); small classes are paired by OT on few points, which
+    straightens their paths less. Missing labels, labels of the wrong size or kind, NaN/Inf
+    conditions and ``weight < 0`` raise ``ValueError`` before any pairing. Label dropout for classifier-free guidance is applied by the
     trainer after the pairing (the pairing always uses the true class).
 
     Parameters
@@ -50,6 +53,11 @@ class ConditionalOT(Coupling):
         :math:`w \ge 0`, the condition distance's weight (continuous conditions only).
     solver : {"auto", "scipy", "emd", "auction"}
         The assignment solver (:func:`monge.ot.exact.assignment`).
+    target_r : float, optional
+        Continuous conditions: choose :math:`w` on every batch instead of ``weight``, as C2OT
+        does (:func:`adaptive_weight`): the share of (data, noise) entries whose cost is at most
+        the data point's drawn pair's is brought to ``target_r`` (C2OT: 0.05). ``last_weight``
+        holds the batch's :math:`w`.
 
     References
     ----------
@@ -64,6 +72,7 @@ class ConditionalOT(Coupling):
         condition: Literal["discrete", "continuous"] = "discrete",
         weight: float = 1.0,
         solver: str = "auto",
+        target_r: float | None = None,
     ) -> None:
         if condition not in ("discrete", "continuous"):
             raise ValueError(f"condition must be 'discrete' or 'continuous', got {condition!r}")
@@ -71,6 +80,14 @@ class ConditionalOT(Coupling):
             raise ValueError(f"solver must be one of {', '.join(map(repr, METHODS))}, got {solver!r}")
         self.condition, self.solver = condition, solver
         self.weight = check_number(weight, "weight", 0.0, float("inf"), high_open=True)
+        self.target_r = None if target_r is None else check_number(target_r, "target_r", 0.0, 1.0, low_open=True,
+                                                                    high_open=True)
+        if self.target_r is not None and condition != "continuous":
+            raise ValueError("target_r sets the condition weight of condition: continuous; drop it for classes")
+        #: the condition weight of the latest batch (``weight``, or the one ``target_r`` chose)
+        self.last_weight = self.weight
+        #: classes met with a single point in a batch (each paired with a random noise of its share)
+        self.singleton_classes = 0
 
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         raise ValueError(
@@ -109,13 +126,14 @@ class ConditionalOT(Coupling):
         a0, a1 = flat(x0), flat(x1)
         if self.condition == "continuous":
             y0, y1 = y[shuffled].reshape(b, -1).float(), y.reshape(b, -1).float()
-            cost = squared_euclidean_cost(a1, a0)
-            if self.weight > 0:
-                cost = cost + self.weight * squared_euclidean_cost(y1, y0)
-            return self._assign(cost)
+            cost, dist = squared_euclidean_cost(a1, a0), squared_euclidean_cost(y1, y0)
+            w = self.weight if self.target_r is None else adaptive_weight(cost, dist, self.target_r)
+            self.last_weight = w
+            return self._assign(cost + w * dist if w > 0 else cost)
         order = torch.argsort(y, stable=True)  # data sorted by class
         counts = torch.unique_consecutive(y[order], return_counts=True)[1].tolist()
         perm = torch.empty(b, dtype=torch.int64, device=x1.device)
+        self._warn_singletons(counts, b)
         start = 0
         for n in counts:
             rows, noise = order[start:start + n], shuffled[start:start + n]  # a random share of size n
@@ -125,8 +143,49 @@ class ConditionalOT(Coupling):
             start += n
         return perm
 
+    def _warn_singletons(self, counts: list[int], batch: int) -> None:
+        """Count the classes with one point in the batch; warn at the first such batch."""
+        ones = sum(1 for n in counts if n == 1)
+        if ones:
+            self.singleton_classes += ones
+            if self.singleton_classes == ones:
+                warnings.warn(
+                    f"conditional_ot: {ones} class(es) have a single point in this batch of {batch}; each is paired "
+                    "with one random noise of its share (the independent coupling for that point: the noise stays "
+                    "N(0, I), the path is not straightened). Raise batch_size so that every class has several points "
+                    "per batch (singleton_classes counts them; warned once).", RuntimeWarning, stacklevel=4)
+
     def pair_labelled(
         self, x0: Tensor, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None
     ) -> Coupled:
         check_equal_batches(x0, x1, "conditional_ot")
-        return Coupled(x0[self.permutation(x0, x1, labels, generator)], x1)
+        return Coupled(x0[self.permutation(x0, x1, labels, generator)], x1, plan_entropy=0.0)
+
+
+def adaptive_weight(cost: Tensor, dist: Tensor, r: float, max_iter: int = 30, max_weight: float = 1e8) -> float:
+    r"""The condition weight :math:`w \ge 0` at which a share ``r`` of the batch's entries is cheap (C2OT):
+
+    .. math:: \rho(w) = \frac1{B^2}\sum_{j,i} \mathbf 1\big[C_{ji} + w D_{ji} \le C_{jj}\big] = r,
+
+    with :math:`C_{ji}` the squared distance of data :math:`j` to noise :math:`i` (``cost``),
+    :math:`D_{ji}` that of their conditions (``dist``) and :math:`C_{jj}` the cost of data
+    :math:`j`'s drawn (independent) pair. :math:`\rho` decreases in :math:`w`; 0 when
+    :math:`\rho(0) \le r` already. Exponential search from 1, then ``max_iter`` bisection steps
+    (at most ``max_weight``).
+    """
+    diag = cost.diagonal()[:, None]
+
+    def share(w: float) -> float:
+        return float(((cost + w * dist) <= diag).double().mean())
+
+    if share(0.0) <= r:
+        return 0.0
+    low, high = 0.0, 1.0
+    while share(high) > r:
+        low, high = high, high * 2
+        if high > max_weight:
+            return max_weight
+    for _ in range(max_iter):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if share(mid) > r else (low, mid)
+    return high

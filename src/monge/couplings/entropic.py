@@ -12,6 +12,7 @@ from .._validation import check_positive, check_positive_int
 from ..ot.exact import squared_euclidean_cost
 from ..ot.sinkhorn import sinkhorn
 from .base import COUPLINGS, Coupled, SolverCoupling, categorical, flat, uniform
+from .diagnostics import plan_entropy
 
 
 @COUPLINGS.register("entropic")
@@ -95,17 +96,18 @@ class Entropic(SolverCoupling):
 
     def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
         p = solution
+        e = plan_entropy(p)
         if self.sampling == "data":
             i = categorical(p.T, generator)
-            return Coupled(x0[i], x1)
+            return Coupled(x0[i], x1, plan_entropy=e)
         if self.sampling == "noise":
             j = categorical(p, generator)
-            return Coupled(x0, x1[j], index1=j)
+            return Coupled(x0, x1[j], index1=j, plan_entropy=e)
         n0, n1 = p.shape
         cdf = p.reshape(-1).to(torch.float64).cumsum(0)
         u = uniform(min(n0, n1), generator, cdf) * cdf[-1]
         k = torch.searchsorted(cdf, u, right=True).clamp_(max=n0 * n1 - 1)
-        return Coupled(x0[k // n1], x1[k % n1], index1=k % n1)
+        return Coupled(x0[k // n1], x1[k % n1], index1=k % n1, plan_entropy=e)
 
 
 @COUPLINGS.register("schrodinger_bridge")

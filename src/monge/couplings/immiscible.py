@@ -98,7 +98,7 @@ class KNNImmiscible(Coupling):
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         check_equal_batches(x0, x1, "knn_immiscible")
         if self.k == 1:
-            return Coupled(x0, x1)
+            return Coupled(x0, x1, plan_entropy=1.0)
         b = x0.shape[0]
         extra = self._candidates((self.k - 1) * b, x0, generator)
         cand = torch.cat([x0, extra.to(x0.device)]).reshape(self.k, b, -1)  # cand[j, i]: j-th of point i

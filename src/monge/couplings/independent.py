@@ -14,4 +14,4 @@ class Independent(Coupling):
 
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         n = min(x0.shape[0], x1.shape[0])
-        return Coupled(x0[:n], x1[:n])
+        return Coupled(x0[:n], x1[:n], plan_entropy=1.0)

@@ -114,4 +114,4 @@ class ReflowPairs(Coupling):
             self._on_device[dev] = (z0.to(dev), z1.to(dev))
         z0d, z1d = self._on_device[dev]
         idx = torch.randint(z0.shape[0], (x1.shape[0],), generator=generator, device=gen_device(generator, dev)).to(dev)
-        return Coupled(z0d[idx].to(x1.dtype), z1d[idx].to(x1.dtype))
+        return Coupled(z0d[idx].to(x1.dtype), z1d[idx].to(x1.dtype), plan_entropy=0.0)

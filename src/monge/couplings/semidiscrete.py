@@ -258,7 +258,7 @@ class SemiDiscreteOT(SolverCoupling):
             raise ValueError(f"x1 has sample shape {tuple(x1.shape[1:])} but the map's targets have {m.shape}")
 
     def pair_solved(self, x0: Tensor, x1: Tensor, solution: Tensor, generator: torch.Generator | None) -> Coupled:
-        return Coupled(x0, self.map_on(x0.device).targets[solution].to(dtype=x0.dtype))
+        return Coupled(x0, self.map_on(x0.device).targets[solution].to(dtype=x0.dtype), plan_entropy=0.0)
 
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         if self.epsilon == 0:

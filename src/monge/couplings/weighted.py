@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .._validation import check_number, check_positive, check_positive_int
 from .base import COUPLINGS, Coupled, Coupling, flat
+from .diagnostics import plan_entropy
 
 
 def effective_sample_size(weights: Tensor) -> float:
@@ -124,6 +125,10 @@ class WCFM(Coupling):
 
     def corrected_log_weights(self, x0: Tensor, x1: Tensor, step: str = "") -> Tensor:
         r""":math:`(f_i + g_i - c_{ii})/\varepsilon` from the batch's Sinkhorn potentials."""
+        return self._corrected(x0, x1, step)[0]
+
+    def _corrected(self, x0: Tensor, x1: Tensor, step: str = "") -> tuple[Tensor, float | None]:
+        """The corrected log-weights and the Sinkhorn plan's :func:`plan_entropy` (``None`` on fallback)."""
         from ..ot.sinkhorn import sinkhorn
 
         a, b = flat(x0), flat(x1)
@@ -141,13 +146,13 @@ class WCFM(Coupling):
                 "using the uncorrected Gibbs weights for this batch. Raise max_iter or relative_eps.",
                 RuntimeWarning, stacklevel=3)
             if not bool(torch.isfinite(lw).all()):
-                return -diag / eps
-        return lw
+                return -diag / eps, None
+        return lw, plan_entropy(res.plan)
 
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         n = min(x0.shape[0], x1.shape[0])
         x0, x1 = x0[:n], x1[:n]
-        lw = self.corrected_log_weights(x0, x1) if self.marginal_correction else self.log_weights(x0, x1)
+        lw, entropy = self._corrected(x0, x1) if self.marginal_correction else (self.log_weights(x0, x1), None)
         w = torch.softmax(lw.double(), 0).mul_(n)  # exp(lw - max) / mean, in one kernel
         self.last_ess = effective_sample_size(w)
         if self.last_ess < self.min_ess and not self._warned_ess:
@@ -156,4 +161,4 @@ class WCFM(Coupling):
                 f"wcfm: the loss weights' effective sample size is {self.last_ess:.1%} of the batch "
                 f"(below min_ess={self.min_ess:g}): few pairs carry the loss and the marginals tilt. "
                 "Raise relative_eps (or eps), or use marginal_correction.", RuntimeWarning, stacklevel=3)
-        return Coupled(x0, x1, w.to(x0.dtype if x0.is_floating_point() else torch.float32))
+        return Coupled(x0, x1, w.to(x0.dtype if x0.is_floating_point() else torch.float32), plan_entropy=entropy)

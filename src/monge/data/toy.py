@@ -126,15 +126,21 @@ def _grid_gaussians(n: int, generator: torch.Generator | None = None, dtype: tor
     return _mixture(_grid_centres(), _25G_STD, n, generator, dtype)
 
 
-@TOY_DATASETS.register("moons")
-def _moons(n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+def moons_labelled(n: int, generator: torch.Generator | None = None,
+                   dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """``moons`` points and their moon (0: upper, 1: lower): the same points as ``moons``."""
     # upper moon (cos a, sin a); lower moon (1 - cos a, 0.5 - sin a); a ~ U[0, pi]
-    lower = _randint(2, n, generator).to(dtype)
+    lower = _randint(2, n, generator)
     angle = math.pi * _rand((n,), generator, dtype)
     x = torch.where(lower.bool(), 1.0 - angle.cos(), angle.cos())
     y = torch.where(lower.bool(), 0.5 - angle.sin(), angle.sin())
     pts = torch.stack([x - 0.5, y - 0.25], dim=1) * _MOONS_SCALE
-    return pts + _MOONS_NOISE * _randn((n, 2), generator, dtype)
+    return pts + _MOONS_NOISE * _randn((n, 2), generator, dtype), lower
+
+
+@TOY_DATASETS.register("moons")
+def _moons(n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    return moons_labelled(n, generator, dtype)[0]
 
 
 @TOY_DATASETS.register("circles")

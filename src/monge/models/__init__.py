@@ -8,11 +8,11 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
-from .conditioning import ClassConditional
+from .conditioning import ClassConditional, ContinuousConditional
 from .mlp import MLP
 from .unet import UNet
 
-__all__ = ["MODELS", "MLP", "UNet", "ClassConditional", "build_model"]
+__all__ = ["MODELS", "MLP", "UNet", "ClassConditional", "ContinuousConditional", "build_model"]
 
 MODELS: Registry[nn.Module] = Registry("model")
 MODELS.register("mlp")(MLP)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .._validation import check_number
 
-__all__ = ["ClassConditional"]
+__all__ = ["ClassConditional", "ContinuousConditional"]
 
 
 class ClassConditional(nn.Module):
@@ -62,3 +62,44 @@ class ClassConditional(nn.Module):
         out = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
         cond, uncond = out.chunk(2)
         return uncond + self.guidance * (cond - uncond)
+
+
+class ContinuousConditional(nn.Module):
+    """``model(x, t, c)`` with fixed continuous conditions ``c``, as the ``model(x, t)`` every sampler calls.
+
+    Parameters
+    ----------
+    model : a network with ``forward(x, t, c)`` and an integer ``cond_dim`` (e.g.
+        :class:`monge.models.MLP` built with ``cond_dim``).
+    conditions : ``(n, cond_dim)`` real conditions, one per sample, or ``(cond_dim,)`` for one
+        condition shared by every sample; finite.
+    """
+
+    def __init__(self, model: nn.Module, conditions: Tensor) -> None:
+        super().__init__()
+        k = getattr(model, "cond_dim", None)
+        if k is None:
+            raise ValueError("the model takes no continuous condition: build it with cond_dim=k (mlp)")
+        c = torch.as_tensor(conditions)
+        if c.dim() == 0:
+            c = c.reshape(1)
+        if not c.is_floating_point():
+            c = c.double() if not c.is_complex() else c
+        if c.is_complex() or c.dim() > 2 or c.shape[-1:] != (k,) and not (k == 1 and c.dim() == 1):
+            raise ValueError(f"conditions must be ({k},) or (n, {k}) real values, got {c.dtype} {tuple(c.shape)}")
+        if not bool(torch.isfinite(c).all()):
+            raise ValueError("conditions hold NaN or Inf; give finite condition values")
+        if k == 1 and c.dim() == 1 and c.shape[0] != 1:
+            c = c[:, None]  # (n,) values of a 1-D condition
+        self.model, self.conditions, self.cond_dim = model, c.float(), k
+
+    def _conditions(self, x: Tensor) -> Tensor:
+        c = self.conditions.to(device=x.device, dtype=x.dtype)
+        if c.dim() == 1:
+            return c.expand(x.shape[0], self.cond_dim)
+        if c.shape[0] != x.shape[0]:
+            raise ValueError(f"{c.shape[0]} conditions for a batch of {x.shape[0]}; give one per sample or one for all")
+        return c
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        return self.model(x, t, self._conditions(x))

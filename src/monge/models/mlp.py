@@ -30,6 +30,12 @@ class MLP(nn.Module):
     embedding of the label :math:`y \in \{0, \dots, K\}` is added to the time embedding (as in
     :class:`~monge.models.UNet`); label ``K`` (or ``y=None``) is the unconditional null class of
     classifier-free guidance (Ho & Salimans 2022), trained by the trainer's label dropout.
+
+    With ``cond_dim = k`` the model takes a continuous condition, ``model(x, t, c)`` with ``c`` of
+    shape ``(batch, k)`` (or ``(batch,)`` when ``k = 1``): a linear embedding
+    :math:`W c + b` is added to the time embedding (as C2OT's conditional network adds its
+    condition projection). The condition is required; there is no null condition.
+    ``num_classes`` and ``cond_dim`` exclude each other.
     """
 
     def __init__(
@@ -42,6 +48,7 @@ class MLP(nn.Module):
         activation: str = "silu",
         shape: tuple[int, ...] | list[int] | None = None,
         num_classes: int | None = None,
+        cond_dim: int | None = None,
     ) -> None:
         super().__init__()
         for name, value, top in (("dim", dim, 2**20), ("hidden", hidden, 2**16), ("depth", depth, 256),
@@ -53,8 +60,15 @@ class MLP(nn.Module):
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                         or not 1 <= num_classes <= 2**20):
             raise ValueError(f"MLP num_classes must be a positive integer (or null), got {num_classes!r}")
+        if cond_dim is not None and (isinstance(cond_dim, bool) or not isinstance(cond_dim, int)
+                                     or not 1 <= cond_dim <= 2**16):
+            raise ValueError(f"MLP cond_dim must be a positive integer (or null), got {cond_dim!r}")
+        if num_classes is not None and cond_dim is not None:
+            raise ValueError("MLP takes class labels (num_classes) or a continuous condition (cond_dim), not both")
         self.num_classes = num_classes
         self.label_embed = None if num_classes is None else nn.Embedding(num_classes + 1, time_dim)
+        self.cond_dim = cond_dim
+        self.cond_embed = None if cond_dim is None else nn.Linear(cond_dim, time_dim)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(sorted(_ACTIVATIONS))}")
         self.shape = (dim,) if shape is None else tuple(int(s) for s in shape)
@@ -80,6 +94,19 @@ class MLP(nn.Module):
             raise ValueError(f"MLP labels must be in [0, {self.num_classes}] ({self.num_classes}: the null class)")
         return y.long()
 
+    def _condition(self, c: Tensor | None, batch: int, x: Tensor) -> Tensor:
+        assert self.cond_dim is not None
+        if c is None:
+            raise ValueError(f"this MLP is conditioned on a continuous condition (cond_dim={self.cond_dim}): pass "
+                             f"model(x, t, c) with c of shape ({batch}, {self.cond_dim})")
+        c = torch.as_tensor(c, device=x.device)
+        if c.dim() == 1 and self.cond_dim == 1:
+            c = c[:, None]
+        if not c.is_floating_point() or c.shape != (batch, self.cond_dim):
+            raise ValueError(f"MLP conditions must be a real ({batch}, {self.cond_dim}) tensor, got {c.dtype} "
+                             f"{tuple(c.shape)}")
+        return c.to(x.dtype)
+
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         if tuple(x.shape[1:]) != self.shape:
             want = ", ".join(map(str, self.shape))
@@ -92,6 +119,9 @@ class MLP(nn.Module):
         emb = self.embed(t).to(x.dtype)
         if self.label_embed is not None:
             emb = emb + self.label_embed(self._labels(y, batch, x.device)).to(x.dtype)
+        elif self.cond_embed is not None:
+            emb = emb + self.cond_embed(self._condition(y, batch, x)).to(x.dtype)
         elif y is not None:
-            raise ValueError("this MLP is not class-conditional: build it with num_classes=K to pass labels")
+            raise ValueError("this MLP is not class-conditional: build it with num_classes=K to pass labels "
+                             "(or cond_dim=k for continuous conditions)")
         return self.net(torch.cat([x, emb], dim=-1)).reshape(batch, *self.shape)
