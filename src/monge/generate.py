@@ -81,7 +81,7 @@ def optimized_timesteps(
 
     key = f"{sampler}/nfe{int(nfe)}"
     return _cached_fit(run_dir, (key,), refit, lambda: (optimized(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION),))[0]
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=_PREDICTION),))[0]
 
 
 def optimized_eval_times(
@@ -103,14 +103,14 @@ def optimized_eval_times(
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
     ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, lambda: optimized_decoupled(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION))
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=_PREDICTION))
     return ts, ev
 
 
-def _fit_noise(config: Config, n: int, seed: int) -> Tensor:
-    from .data.sources import build_data
+def _fit_noise(config: Config, n: int, seed: int, shape: tuple[int, ...] | None = None) -> Tensor:
+    from .rundata import sampling_source
 
-    return build_data(config.data)[0].sample(n, generator=torch.Generator().manual_seed(seed + 7))
+    return sampling_source(config.data, shape).sample(n, generator=torch.Generator().manual_seed(seed + 7))
 
 
 def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool,
@@ -253,7 +253,7 @@ def generate_model_space(
         import warnings
 
         warnings.warn("generate(schedule=...) is deprecated; the step grid is generate(timesteps=...)",
-                      DeprecationWarning, stacklevel=2)
+                      DeprecationWarning, stacklevel=3)
         if timesteps is not None:
             raise ValueError("give the step grid once, as timesteps=")
         timesteps = schedule

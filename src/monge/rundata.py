@@ -88,7 +88,8 @@ def stored_shape(state: Mapping[str, Any], config: Config, path: str | Path) -> 
     """The sample shape a checkpoint stores; older checkpoints (without it) read the data."""
     shape = state.get("data_shape")
     if shape is None:
-        return build_run_data(config, f"checkpoint {path} (written before runs stored their data shape)")[0].shape
+        return build_run_data(config, f"checkpoint {path} (written before runs stored their data shape)",
+                              "move it back to the stored path")[0].shape
     if not isinstance(shape, list) or not shape or len(shape) > 8 or \
             any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 2**31 for d in shape):
         raise ValueError(f"checkpoint {path}: state.data_shape must be a list of positive integers, got {shape!r}")
