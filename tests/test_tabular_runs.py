@@ -120,5 +120,5 @@ def test_vector_data_refuses_the_unet(tmp_path):
     _table(data_file, n=20)
     raw = _config(tmp_path, data_file).to_dict()
     raw["model"] = {"name": "unet"}
-    with pytest.raises(ValueError, match="model"):
+    with pytest.raises(ValueError, match=r"UNet shape must be \(C, H, W\).*got \(2,\); use the MLP for vectors"):
         Config.from_dict(raw)

@@ -184,7 +184,10 @@ def reflow_cmd(
     from .checkpoint import CheckpointError
     from .reflow import reflow
 
+    from .limits import check_nfe
+
     try:
+        check_nfe(nfe)
         run = reflow(checkpoint, n_pairs=n_pairs, steps=steps, out_dir=out, distill=distill, sampler=sampler,
                      nfe=nfe, seed=seed, progress=progress, overwrite=overwrite)
     except (*_USER_ERRORS, CheckpointError) as err:
