@@ -172,3 +172,23 @@ def test_write_array_csv_needs_a_table(tmp_path):
         write_array(tmp_path / "x.csv", np.zeros((2, 1, 4, 4)))
     write_array(tmp_path / "x.csv", np.eye(2))
     assert np.loadtxt(tmp_path / "x.csv", delimiter=",").tolist() == [[1, 0], [0, 1]]
+
+
+def test_disk_full_in_an_evaluation_log_leaves_no_empty_file(tmp_path, monkeypatch):
+    import monge.train as train_module
+
+    class Full:
+        def writerow(self, row):
+            _enospc()
+
+        writerows = writerow
+
+    old = tmp_path / "eval.csv"
+    old.write_text("step,w2\n1,0.5\n")
+    monkeypatch.setattr(train_module.csv, "writer", lambda fh: Full())
+    with pytest.raises(OSError, match="No space"):
+        train_module._append_csv(tmp_path / "new.csv", ["step"], [[1]])
+    assert not (tmp_path / "new.csv").exists()
+    with pytest.raises(OSError, match="No space"):
+        train_module._append_csv(old, ["step", "w2"], [[2, 0.4]])
+    assert old.read_text() == "step,w2\n1,0.5\n"  # an existing log keeps its rows

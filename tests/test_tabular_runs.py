@@ -122,3 +122,13 @@ def test_vector_data_refuses_the_unet(tmp_path):
     raw["model"] = {"name": "unet"}
     with pytest.raises(ValueError, match=r"UNet shape must be \(C, H, W\).*got \(2,\); use the MLP for vectors"):
         Config.from_dict(raw)
+
+
+def test_training_evaluation_compares_with_the_held_out_rows(trained, monkeypatch):
+    import monge.train as train_module
+
+    _, _, _, trainer = trained
+    seen = {}
+    monkeypatch.setattr(train_module, "evaluate_field", lambda model, source, target, **k: seen.setdefault("t", target))
+    trainer.evaluate()
+    assert seen["t"] is trainer.target.held_out

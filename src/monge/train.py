@@ -643,22 +643,27 @@ class Trainer:
         text = format_table(rows, title) + "\n"
         if nll is not None:
             text += "\n" + format_nll({self.config.name: nll}) + "\n"
-            path = self.run_dir / "nll.csv"
-            new = not path.exists()
-            with path.open("a", newline="") as fh:
-                writer = csv.writer(fh)
-                if new:
-                    writer.writerow(["step", *nll.as_dict().keys()])
-                writer.writerow([self.step, *nll.as_dict().values()])
-        path = self.run_dir / "eval.csv"
-        new = not path.exists()
+            _append_csv(self.run_dir / "nll.csv", ["step", *nll.as_dict().keys()],
+                        [[self.step, *nll.as_dict().values()]])
+        _append_csv(self.run_dir / "eval.csv", ["step", *rows[0].as_dict().keys()],
+                    [[self.step, *r.as_dict().values()] for r in rows])
+        atomic_write_bytes(self.run_dir / "eval.md", text.encode("utf-8"))
+
+
+def _append_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """Append ``rows`` to a CSV log (with ``header`` when new); a new file whose write fails (disk
+    full) is removed, so no empty file is left behind."""
+    new = not path.exists()
+    try:
         with path.open("a", newline="") as fh:
             writer = csv.writer(fh)
             if new:
-                writer.writerow(["step", *rows[0].as_dict().keys()])
-            for r in rows:
-                writer.writerow([self.step, *r.as_dict().values()])
-        atomic_write_bytes(self.run_dir / "eval.md", text.encode("utf-8"))
+                writer.writerow(header)
+            writer.writerows(rows)
+    except OSError:
+        if new:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _check_training_memory(config: Config, shape: tuple[int, ...], device: torch.device) -> None:
