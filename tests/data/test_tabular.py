@@ -154,3 +154,12 @@ def test_array_source_reads_tables_and_images(tmp_path):
     np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan], [2.0, 3.0]]))
     with pytest.raises(ValueError, match=r"1 row\(s\) hold NaN/Inf \(the first is row 0\)"):
         build_source({"name": "array", "path": str(tmp_path / "nan.npy")})
+
+
+def test_oversized_csv_is_refused_before_parsing(tmp_path, monkeypatch):
+    import monge.data.tabular as tabular
+
+    path = _write(tmp_path / "big.csv", "1,2\n" * 100)
+    monkeypatch.setattr(tabular, "MAX_TABLE_BYTES", 100)
+    with pytest.raises(ValueError, match=r"CSV tables are read up to 0 MiB\. Save it as a \.npy array"):
+        read_csv(path)

@@ -48,8 +48,8 @@ __all__ = [
 
 #: Widest table accepted (columns).
 MAX_COLUMNS = 1 << 20
-#: Largest CSV file read (bytes): larger tables belong in a ``.npy`` file.
-MAX_TABLE_BYTES = 2 << 30
+#: Largest CSV file read (bytes; parsing holds about 4 times as much): larger tables belong in a ``.npy`` file.
+MAX_TABLE_BYTES = 512 << 20
 
 
 class Standardizer:
@@ -251,8 +251,8 @@ def read_csv(
         raise ValueError(f"CSV file not found: {str(file)!r}")
     size = file.stat().st_size
     if size > MAX_TABLE_BYTES:
-        raise ValueError(f"{file} is {size / 2**30:.1f} GiB; CSV tables are read up to {MAX_TABLE_BYTES / 2**30:.0f} "
-                         "GiB. Save it as a .npy array (numpy.save) and use the array source")
+        raise ValueError(f"{file} is {size / 2**20:.0f} MiB; CSV tables are read up to {MAX_TABLE_BYTES / 2**20:.0f} "
+                         "MiB. Save it as a .npy array (numpy.save) and use the array source")
     rows: list[list[float]] = []
     names: list[str] | None = None
     width = None
