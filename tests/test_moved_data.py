@@ -43,7 +43,7 @@ def test_sampling_needs_no_data(moved_run):
 
 
 def test_resume_names_the_stored_path_and_takes_the_new_one(moved_run, capsys):
-    tmp_path, old, new, trainer = moved_run
+    tmp_path, old, new, _ = moved_run
     with pytest.raises(ConfigError, match=r"No such file.*point at its new place with data.target.path=NEW"):
         Config.from_dict(_raw(tmp_path, old, standardize=True))  # the recipe still names the old place
     resumed = Trainer(Config.from_dict(_raw(tmp_path, new, steps=8, standardize=True)))

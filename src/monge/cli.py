@@ -109,16 +109,14 @@ def sample_cmd(
         None, "--class", help="class-conditional models: the class of every sample, or 'all' (classes in turn)"),
     guidance: float = typer.Option(1.0, help="classifier-free guidance weight (with --class; 1: none)"),
 ) -> None:
-    """Draw samples from a trained model and save them as a .npy array (and a PNG grid for images)."""
-    import numpy as np
-
+    """Draw samples from a trained model and save them as a .npy array or a CSV table (and a PNG
+    grid for images). Runs on standardised tables return samples in the data's own units."""
+    from ._validation import MAX_SAMPLES
     from .checkpoint import run_dir_of
     from .generate import generate
-    from .train import load_model
-
-    from ._validation import MAX_SAMPLES
     from .limits import check_nfe
     from .outputs import check_output_file, write_array
+    from .train import load_model
 
     try:
         if n < 1 or n > MAX_SAMPLES:
@@ -182,9 +180,8 @@ def reflow_cmd(
 ) -> None:
     """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
     from .checkpoint import CheckpointError
-    from .reflow import reflow
-
     from .limits import check_nfe
+    from .reflow import reflow
 
     try:
         check_nfe(nfe)

@@ -157,7 +157,7 @@ def test_array_source_reads_tables_and_images(tmp_path):
 
 
 def test_oversized_csv_is_refused_before_parsing(tmp_path, monkeypatch):
-    import monge.data.tabular as tabular
+    from monge.data import tabular
 
     path = _write(tmp_path / "big.csv", "1,2\n" * 100)
     monkeypatch.setattr(tabular, "MAX_TABLE_BYTES", 100)

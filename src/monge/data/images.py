@@ -193,11 +193,11 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _read_image(path: Path, channels: int | None) -> np.ndarray:
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     from ..limits import MAX_IMAGE_PIXELS
-
-    import warnings
 
     try:
         with warnings.catch_warnings():  # the size is checked below, with its own message

@@ -335,7 +335,7 @@ def table_from_array(
     holdout = check_number(holdout, "holdout", 0.0, 1.0, high_open=True)
     held_x = held_y = None
     if holdout > 0:
-        n_held = int(round(x.shape[0] * holdout))
+        n_held = round(x.shape[0] * holdout)
         if n_held < 1 or n_held >= x.shape[0]:
             raise ValueError(f"holdout={holdout} of {x.shape[0]} rows leaves an empty split; use a share that keeps "
                              "at least one row on each side")
