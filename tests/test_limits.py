@@ -167,3 +167,38 @@ def test_small_png_header_helper_is_a_real_png(tmp_path):
     with Image.open(tmp_path / "ok.png") as im:
         assert im.size == (4, 4)
         assert np.array(im).shape == (4, 4)
+
+
+def test_image_folder_memory_is_checked_after_the_first_image(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from monge.data import images
+
+    for i in range(5):
+        Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    read = []
+    real = images._read_image
+    monkeypatch.setattr(images, "_read_image", lambda path, channels: read.append(path) or real(path, channels))
+    monkeypatch.setattr(limits, "available_memory", lambda device="cpu": 50_000)  # 5 x 64 x 64 x 6 B = 123 kB
+    with pytest.raises(ValueError, match=r"the 5 images of .* at 64 x 64 x 1 needs about .*pass a smaller size="):
+        images.load_image_folder(tmp_path)
+    assert len(read) == 1  # refused after the first image, before the others are read
+    assert len(images.load_image_folder(tmp_path, size=16)) == 5  # resized as read: fits
+
+
+def test_npy_memory_is_checked_from_its_header(tmp_path, monkeypatch):
+    from monge.data.sources import build_source
+
+    np.save(tmp_path / "t.npy", np.zeros((1000, 8), np.float32))
+    monkeypatch.setattr(np, "load", _header_only(np.load))
+    monkeypatch.setattr(limits, "available_memory", lambda device="cpu": 100_000)  # 8000 values x 16 B = 128 kB
+    with pytest.raises(ValueError, match=r"the array .*t.npy \(float32 \(1000, 8\)\) needs about .*a subset of its rows"):
+        build_source({"name": "array", "path": str(tmp_path / "t.npy")})
+
+
+def _header_only(load):
+    def guarded(file, *args, mmap_mode=None, **kwargs):
+        assert mmap_mode == "r", "the whole array was read before its size was checked"
+        return load(file, *args, mmap_mode=mmap_mode, **kwargs)
+
+    return guarded

@@ -230,6 +230,15 @@ class _ImageTooLarge(ValueError):
     """Refused before decoding, whatever ``skip_corrupt`` says (the file is readable, just too large)."""
 
 
+def _check_folder_memory(folder: Path, n: int, hwc: tuple[int, ...]) -> None:
+    """``n`` images of ``hwc`` (read as uint8, held as float32) must fit in memory, checked after
+    the first image, before the others are read."""
+    from ..limits import check_memory
+
+    check_memory(n * math.prod(hwc) * 6, f"the {n} images of {str(folder)!r} at {hwc[0]} x {hwc[1]} x {hwc[2]}",
+                 "pass a smaller size= (the images are resized as they are read) or use fewer images")
+
+
 def _check_class_layout(folder: Path, classes: dict[Path, list[Path]], direct: list[Path]) -> None:
     """Class sub-folders and images at the root exclude each other, and no class folder is empty."""
     full = [d.name for d, files in classes.items() if files]
@@ -318,6 +327,7 @@ def load_image_folder(
             arr = resize_images(t, hw)[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
         if ref is None:
             ref = (file, arr.shape)
+            _check_folder_memory(folder, len(files), arr.shape)
         arrays.append(arr)
         labels.append(label)
     if skipped:

@@ -191,8 +191,14 @@ def read_array_file(path: str | Path, key: str | None = None,
     if file.suffix.lower() not in (".npy", ".npz"):
         raise ValueError(f"path must end in .npy or .npz, got {str(file)!r}")
     try:
+        if file.suffix.lower() == ".npy":  # the header first: the array must fit in memory
+            _check_array_memory(file, np.load(file, mmap_mode="r", allow_pickle=False))
         loaded = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read array file {file}: {err}") from None
+    except ValueError as err:
+        if str(err).startswith(("the array", "cannot read")):
+            raise
         raise ValueError(f"cannot read array file {file}: {err}") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         return loaded, None
@@ -218,6 +224,14 @@ def read_array_file(path: str | Path, key: str | None = None,
                 raise
             raise ValueError(f"cannot read array file {file}: {err}") from None
     return a, labels
+
+
+def _check_array_memory(file: Path, header: np.ndarray) -> None:
+    """The array as read plus its float copies (about 12 bytes a value more) must fit in memory."""
+    from ..limits import check_memory
+
+    check_memory(header.size * (header.dtype.itemsize + 12), f"the array {file} ({header.dtype} {header.shape})",
+                 "use a smaller array (a subset of its rows, or a smaller image size)")
 
 
 def _header_auto(row: list[str]) -> bool:
