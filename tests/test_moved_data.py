@@ -57,6 +57,19 @@ def test_resume_names_the_stored_path_and_takes_the_new_one(moved_run, capsys):
         other.fit(resume=True)
 
 
+def test_resume_refuses_other_data_at_the_new_location(moved_run):
+    tmp_path, _, new, _ = moved_run
+    other = tmp_path / "other.npy"
+    rows = np.load(new)
+    rows[0, 0] += 1.0  # one value differs
+    np.save(other, rows)
+    trainer = Trainer(Config.from_dict(_raw(tmp_path, other, steps=8, standardize=True)))
+    with pytest.raises(CheckpointError, match=r"not the data the run trained on.*only the location may change"):
+        trainer.fit(resume=True)
+    _, _, state = load_checkpoint(trainer.checkpoint_path)
+    assert state["step"] == 6  # the run is untouched
+
+
 def test_old_checkpoints_without_a_shape_read_the_data(moved_run):
     _, old, new, trainer = moved_run
     tensors, config, state = load_checkpoint(trainer.checkpoint_path)

@@ -23,6 +23,8 @@ from .data.tabular import Standardizer
 __all__ = [
     "build_run_data",
     "data_paths",
+    "check_same_data",
+    "data_fingerprint",
     "data_tensors",
     "is_standardized",
     "moved_data_hint",
@@ -116,3 +118,35 @@ def moved_data_hint(message: str, data: DataConfig) -> str:
         return message
     return (f"{message}. If the data moved, point at its new place with data.target.path=NEW (or "
             "data.source.path=NEW); on --resume only the location may change, not the data")
+
+
+def data_fingerprint(source: DataSource, target: DataSource) -> dict[str, list]:
+    """``{side: [shape, sum, sum of squares]}`` of the sides held in memory (data sets, tables; not
+    samplers), in float64: a resumed run whose data moved checks it found the same data."""
+    import torch
+
+    out: dict[str, list] = {}
+    for side, data in (("source", source), ("target", target)):
+        x = getattr(data, "data", None)
+        if torch.is_tensor(x):
+            x64 = x.to(torch.float64)
+            out[side] = [list(x.shape), float(x64.sum()), float(x64.square().sum())]
+    return out
+
+
+def check_same_data(stored: Any, current: dict[str, list], path: str | Path) -> None:
+    """Raise ``ValueError`` when a side's stored fingerprint differs from the data read now."""
+    import math
+
+    if not isinstance(stored, dict):
+        return  # written before runs kept a fingerprint
+    for side, now in current.items():
+        then = stored.get(side)
+        if not isinstance(then, list) or len(then) != 3:
+            continue
+        same = then[0] == now[0] and all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+                                         for a, b in zip(then[1:], now[1:]))
+        if not same:
+            raise ValueError(f"checkpoint {path}: the data now at data.{side}.path is not the data the run trained on "
+                             f"(shape {then[0]} -> {now[0]}, or other values); only the location may change on "
+                             "resume. Point at the original data, or start a new run")

@@ -57,7 +57,8 @@ from .models import build_model
 from .objectives import VelocityObjective
 from .pairing import PairingPipeline
 from .paths import PATHS
-from .rundata import data_tensors, moved_data_hint, stored_shape, stored_standardizer
+from .rundata import (check_same_data, data_fingerprint, data_tensors, moved_data_hint, stored_shape,
+                      stored_standardizer)
 from .rundir import RunExistsError, RunLock, RunLockedError, claim_run_dir
 from .samplers.expressway import DEFAULT_T_START, Expressway
 
@@ -352,6 +353,12 @@ class Trainer:
                 f"{DIVERGENCE_FACTOR:g}x); " + advice
             )
 
+    def _data_fingerprint(self) -> dict[str, list]:
+        """:func:`~monge.rundata.data_fingerprint` of the run's data, computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = data_fingerprint(self.source, self.target)
+        return self._fingerprint
+
     # -- checkpoints -------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
@@ -373,6 +380,7 @@ class Trainer:
         tensors.update(data_tensors(self.source, self.target))
         state = {
             "data_shape": list(self.source.shape),
+            "data_fingerprint": self._data_fingerprint(),
             "loss_window": list(self._losses),
             "world_size": self.dist.world_size if (gather or not self.dist.enabled) else None,
             "step": self.step,
@@ -407,6 +415,11 @@ class Trainer:
         path = Path(path) if path is not None else self.checkpoint_path
         tensors, config, state = load_checkpoint(path)
         self.resume_changes = _check_resumable(config, self.config.to_dict(), path)
+        if any(change.startswith("data.") for change in self.resume_changes):  # the data moved: is it the same?
+            try:
+                check_same_data(state.get("data_fingerprint"), self._data_fingerprint(), path)
+            except ValueError as err:
+                raise CheckpointError(str(err)) from None
         step = state["step"]
         if step > self.config.train.steps:
             raise CheckpointError(
