@@ -247,7 +247,7 @@ class Config:
         try:
             source, _ = build_data(self.data)
         except (ValueError, OSError) as err:
-            from .rundata import moved_data_hint
+            from .data.sources import moved_data_hint
 
             raise ConfigError(f"data: {moved_data_hint(str(err), self.data)}") from None
         if self.sample.nll:  # the likelihood needs the source's log-density in closed form

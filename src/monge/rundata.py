@@ -17,17 +17,15 @@ from typing import Any
 from torch import Tensor
 
 from .config import Config, DataConfig
-from .data.sources import DataSource, GaussianSource, build_data, build_source
+from .data.sources import DataSource, GaussianSource, build_data, build_source, data_paths
 from .data.tabular import Standardizer
 
 __all__ = [
     "build_run_data",
-    "data_paths",
     "check_same_data",
     "data_fingerprint",
     "data_tensors",
     "is_standardized",
-    "moved_data_hint",
     "sampling_source",
     "stored_shape",
     "stored_standardizer",
@@ -63,10 +61,6 @@ def stored_standardizer(tensors: Mapping[str, Tensor], config: Config, path: str
     return scaler
 
 
-def data_paths(data: DataConfig) -> list[str]:
-    """``"data.target.path = '...'"`` for each side read from a file."""
-    return [f"data.{side}.path = {getattr(data, side).params['path']!r}" for side in ("source", "target")
-            if "path" in getattr(data, side).params]
 
 
 #: How a command that needs the data points at its new location (the default: ``monge eval``).
@@ -109,15 +103,6 @@ def sampling_source(data: DataConfig, shape: tuple[int, ...] | None) -> DataSour
     if tuple(source.shape) != tuple(shape):
         raise ValueError(f"data.source {data.source} has sample shape {source.shape}, the model {tuple(shape)}")
     return source
-
-
-def moved_data_hint(message: str, data: DataConfig) -> str:
-    """``message`` (a data error) with how to point a run at data that moved, when a path is missing."""
-    missing = ("not found", "No such file", "is not a folder")
-    if not data_paths(data) or not any(m in message for m in missing):
-        return message
-    return (f"{message}. If the data moved, point at its new place with data.target.path=NEW (or "
-            "data.source.path=NEW); on --resume only the location may change, not the data")
 
 
 def data_fingerprint(source: DataSource, target: DataSource) -> dict[str, list]:

@@ -49,7 +49,7 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError
 from .couplings import COUPLINGS
-from .data.sources import build_data
+from .data.sources import build_data, moved_data_hint
 from .ema import EMA
 from .evaluate import (EvalRow, NLLResult, evaluate_field, evaluate_nll, format_nll, format_table, held_out_target,
                        reference_data)
@@ -57,8 +57,7 @@ from .models import build_model
 from .objectives import VelocityObjective
 from .pairing import PairingPipeline
 from .paths import PATHS
-from .rundata import (check_same_data, data_fingerprint, data_tensors, moved_data_hint, stored_shape,
-                      stored_standardizer)
+from .rundata import check_same_data, data_fingerprint, data_tensors, stored_shape, stored_standardizer
 from .rundir import RunExistsError, RunLock, RunLockedError, claim_run_dir
 from .samplers.expressway import DEFAULT_T_START, Expressway
 

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from ..registry import Registry
 
-__all__ = ["DATA_SOURCES", "DataSource", "GaussianSource", "ToySource", "build_source", "build_data"]
+__all__ = ["DATA_SOURCES", "DataSource", "GaussianSource", "ToySource", "build_source", "build_data", "data_paths",
+           "moved_data_hint"]
 
 DATA_SOURCES: Registry["DataSource"] = Registry("data source")
 
@@ -288,3 +289,22 @@ def build_data(data: Any) -> tuple[DataSource, DataSource]:
             f"has {target.shape}; use sources of the same shape (e.g. source: gaussian)"
         )
     return source, target
+
+
+def data_paths(data: Any) -> list[str]:
+    """``"data.target.path = '...'"`` for each side of a data config read from a file."""
+    out = []
+    for side in ("source", "target"):
+        params = getattr(getattr(data, side, None), "params", None) or {}
+        if "path" in params:
+            out.append(f"data.{side}.path = {params['path']!r}")
+    return out
+
+
+def moved_data_hint(message: str, data: Any) -> str:
+    """``message`` (a data error) with how to point a run at data that moved, when a path is missing."""
+    missing = ("not found", "No such file", "is not a folder")
+    if not data_paths(data) or not any(m in message for m in missing):
+        return message
+    return (f"{message}. If the data moved, point at its new place with data.target.path=NEW (or "
+            "data.source.path=NEW); on --resume only the location may change, not the data")
