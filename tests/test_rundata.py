@@ -1,4 +1,4 @@
-"""A run whose data moved: sampling goes on without it, resuming takes the new location, and the
+"""What a run keeps of its data (monge.rundata): a run whose data moved: sampling goes on without it, resuming takes the new location, and the
 divergence guard's recent losses survive a resume."""
 
 import shutil
