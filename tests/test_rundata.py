@@ -1,5 +1,5 @@
-"""What a run keeps of its data (monge.rundata): a run whose data moved: sampling goes on without it, resuming takes the new location, and the
-divergence guard's recent losses survive a resume."""
+"""What a run keeps of its data (monge.rundata): a run whose data moved still samples, a resume
+takes the new location (same data only), and the divergence guard's recent losses survive a resume."""
 
 import shutil
 
