@@ -410,12 +410,6 @@ def load_table(
                             standardize=standardize, holdout=holdout, holdout_seed=holdout_seed)
 
 
-def _unused_image_options(**given: Any) -> None:
-    used = [k for k, v in given.items() if v is not None and v != "auto"]
-    if used:
-        raise ValueError(f"{', '.join(used)} apply to images; a (N, D) table takes standardize, holdout, labels_key")
-
-
 #: Tables bundled with scikit-learn (no download): ``load_<name>`` of :mod:`sklearn.datasets`.
 SKLEARN_TABLES = ("wine", "iris", "breast_cancer", "diabetes")
 
