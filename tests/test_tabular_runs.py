@@ -78,6 +78,14 @@ def test_samples_come_back_in_data_units(trained):
     assert cli.shape == (300, 2) and abs(cli[:, 0].mean() - 1000) < 20
 
 
+def test_the_trainers_model_samples_in_data_units(trained):
+    _, _, _, trainer = trained
+    x = generate(trainer.ema.model, trainer.config, 500, nfe=8).x
+    z = generate(trainer.ema.model, trainer.config, 500, nfe=8, data_units=False).x
+    assert torch.allclose(x, trainer.target.standardizer.inverse(z))
+    assert abs(float(x[:, 0].mean()) - 1000) < 20
+
+
 def test_generate_without_the_statistics_is_refused(trained):
     _, _, _, trainer = trained
     model, cfg = load_model(trainer.checkpoint_path)

@@ -136,6 +136,8 @@ class Trainer:
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
         )
         self.ema = EMA(self.model, tc.ema_decay)
+        for module in (self.model, self.ema.model):  # generate() maps a table's samples back to data units
+            module.standardizer = getattr(self.target, "standardizer", None)
         self.net: nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
