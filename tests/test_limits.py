@@ -202,3 +202,18 @@ def _header_only(load):
         return load(file, *args, mmap_mode=mmap_mode, **kwargs)
 
     return guarded
+
+
+def test_a_container_memory_limit_counts(tmp_path):
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    (tmp_path / "memory.current").write_text("268435456\n")
+    assert limits._cgroup_room(tmp_path) == 768 * 2**20
+    (tmp_path / "memory.max").write_text("max\n")
+    assert limits._cgroup_room(tmp_path) is None
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # no limit
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("1\n")
+    assert limits._cgroup_room(v1) is None
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("2147483648\n")
+    assert limits._cgroup_room(v1) == 2147483647

@@ -47,7 +47,7 @@ TRAIN_COPIES = 5
 
 def available_memory(device: torch.device | str = "cpu") -> int | None:
     """Bytes of memory available on ``device`` (``None`` when unknown): ``MemAvailable`` of
-    ``/proc/meminfo`` (or ``sysconf``) for the CPU, ``torch.cuda.mem_get_info`` for a GPU."""
+    ``/proc/meminfo`` (or ``sysconf``), capped by a cgroup memory limit, for the CPU, ``torch.cuda.mem_get_info`` for a GPU."""
     device = torch.device(device)
     if device.type == "cuda":
         try:
@@ -56,6 +56,14 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
             return None
     if device.type != "cpu":
         return None
+    system = _meminfo_available()
+    limit = _cgroup_room()  # a container's memory limit, when lower than the machine's
+    if system is None or limit is None:
+        return system if limit is None else limit
+    return min(system, limit)
+
+
+def _meminfo_available() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -66,6 +74,21 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _cgroup_room(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes left under this process's cgroup memory limit (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``); ``None`` without a limit."""
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            text = (root / limit_file).read_text().strip()
+            if text == "max" or int(text) >= 2**60:
+                return None
+            return max(int(text) - int((root / usage_file).read_text().strip()), 0)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def model_parameters(model: nn.Module) -> int:
