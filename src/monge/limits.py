@@ -47,7 +47,8 @@ TRAIN_COPIES = 5
 
 def available_memory(device: torch.device | str = "cpu") -> int | None:
     """Bytes of memory available on ``device`` (``None`` when unknown): ``MemAvailable`` of
-    ``/proc/meminfo`` (or ``sysconf``), capped by a cgroup memory limit, for the CPU, ``torch.cuda.mem_get_info`` for a GPU."""
+    ``/proc/meminfo`` (or ``sysconf``), capped by a cgroup memory limit, for the CPU;
+    ``torch.cuda.mem_get_info`` for a GPU."""
     device = torch.device(device)
     if device.type == "cuda":
         try:
