@@ -19,6 +19,12 @@ def test_shipped_recipes_load(path, tmp_path, monkeypatch):
 
         monkeypatch.chdir(tmp_path)
         save_pairs(coupling["params"]["pairs"], torch.randn(8, 2), torch.randn(8, 2))
+    target = yaml.safe_load(path.read_text())["data"]["target"]
+    if isinstance(target, dict) and target["name"] == "csv":  # a scikit-learn table, written as the recipe says
+        from monge.data.tabular import save_sklearn_table
+
+        monkeypatch.chdir(tmp_path)
+        save_sklearn_table(Path(target["path"]).stem, target["path"])
     cfg = load_config(path)
     assert cfg.name == path.stem
     assert Config.from_dict(cfg.to_dict()) == cfg  # round trip

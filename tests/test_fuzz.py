@@ -4,7 +4,7 @@ import string
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from monge.config import Config, ConfigError, load_config
@@ -115,3 +115,47 @@ def test_gaussian_mixture_parameters(means, std):
         assert str(err)
     else:
         assert torch.isfinite(gmm.sample(5)).all()
+
+
+@FUZZ
+@given(content=st.one_of(st.text(alphabet="0123456789.,-+eE naif\n\t\"x", max_size=200), st.binary(max_size=80)))
+def test_arbitrary_csv_tables(tmp_path, content):
+    """Any text or bytes as a CSV table: a data set of finite rows or a ValueError with a message."""
+    from monge.data.tabular import load_table
+
+    path = tmp_path / "t.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    try:
+        ds = load_table(path, standardize=True)
+    except ValueError as err:
+        assert str(err)
+    else:
+        assert torch.isfinite(ds.data).all() and ds.data.dim() == 2
+
+
+@FUZZ
+@given(depth=st.integers(1, 12), width=st.integers(1, 12))
+@example(depth=2, width=3)  # within the limits
+@example(depth=9, width=4)  # 36 aliases, 349,526 values
+@example(depth=12, width=12)  # 144 aliases
+def test_yaml_alias_trees(tmp_path, depth, width):
+    """Nested aliases: refused when the recipe would expand past the limit, read otherwise."""
+    from monge.limits import MAX_YAML_ALIASES, MAX_YAML_NODES
+
+    lines = ["l0: &l0 [1]"] + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, depth + 1)]
+    path = tmp_path / "r.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    sizes = [2]  # values of each list once expanded: l0 = [1] is a list and a scalar
+    for _ in range(depth):
+        sizes.append(1 + width * sizes[-1])
+    nodes = 1 + sum(1 + size for size in sizes)  # the mapping, each key and each list
+    aliases = depth * width
+    with pytest.raises(ConfigError) as info:  # the keys l0.. are never valid: some error always
+        load_config(path)
+    message = str(info.value)
+    if aliases > MAX_YAML_ALIASES:
+        assert "aliases" in message
+    elif nodes > MAX_YAML_NODES:
+        assert "expands to more than" in message
+    else:
+        assert "unknown key" in message  # within the limits: read in full

@@ -17,14 +17,15 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Layers from the bottom: a module may import from its own layer or below, never above.
 LAYERS: list[tuple[str, ...]] = [
     ("monge", "monge.registry", "monge._validation", "monge.distributed", "monge.ema", "monge.checkpoint",
-     "monge.ot._checks", "monge.models.embeddings", "monge.models.conditioning"),
+     "monge.ot._checks", "monge.models.embeddings", "monge.models.conditioning", "monge.limits",
+     "monge.outputs"),
     ("monge.ot", "monge.paths", "monge.objectives", "monge.pairing", "monge.imageio"),
     ("monge.predictions", "monge.data", "monge.metrics"),
     ("monge.couplings", "monge.models"),
     # monge.likelihood integrates the change of variables with the samplers, so it sits beside them
     # (above monge.metrics, which holds its sampler-free parts)
     ("monge.samplers", "monge.likelihood"),
-    ("monge.config",),
+    ("monge.config", "monge.rundata"),
     ("monge.evaluate", "monge.plots"),
     ("monge.train", "monge.generate"),
     ("monge.reflow", "monge.demo", "monge.demo_images"),

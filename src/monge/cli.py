@@ -17,10 +17,15 @@ app = typer.Typer(
     help="OT-aware flow matching: train, sample and evaluate few-step generative models.",
 )
 
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+#: errors reported as one line (exit code 2): bad input, and files that cannot be read or written
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 
 def _fail(err: BaseException, code: int = 2) -> None:
+    if isinstance(err, OSError):
+        from .outputs import describe_os_error
+
+        err = describe_os_error(err)  # type: ignore[assignment]
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(code)
 
@@ -32,6 +37,9 @@ def _parse_nfe(text: str) -> list[int]:
         raise ValueError(f"--nfe must be comma-separated integers, got {text!r}") from None
     if not values or any(v < 1 for v in values):
         raise ValueError(f"--nfe values must be integers >= 1, got {text!r}")
+    from .limits import check_nfe
+
+    check_nfe(max(values))
     return values
 
 
@@ -93,7 +101,8 @@ def sample_cmd(
         None, help="semidiscrete_ot runs: start at this time from the noised target of each noise's OT cell"),
     n: int = typer.Option(1000, "-n", help="number of samples"),
     seed: int = typer.Option(0),
-    output: Path = typer.Option(Path("samples.npy"), "-o", "--output", help=".npy file to write"),
+    output: Path = typer.Option(Path("samples.npy"), "-o", "--output",
+                                help="file to write, exactly at this path (folders created): .npy, or .csv for tables"),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="use the EMA weights"),
     grid: Optional[Path] = typer.Option(None, "--grid", help="also save image samples as a PNG grid"),
     label: Optional[str] = typer.Option(
@@ -104,20 +113,26 @@ def sample_cmd(
         "condition for every sample), a .npy/.csv/.txt file (one sample per row) or 'held-out' (the conditions of "
         "-n fresh target points; saved beside the samples as *.conditions.npy)"),
 ) -> None:
-    """Draw samples from a trained model and save them as a .npy array (and a PNG grid for images)."""
-    import numpy as np
-
+    """Draw samples from a trained model and save them as a .npy array or a CSV table (and a PNG
+    grid for images). Runs on standardised tables return samples in the data's own units."""
+    from ._validation import MAX_SAMPLES
     from .checkpoint import run_dir_of
     from .generate import generate
+    from .limits import check_nfe
+    from .outputs import check_output_file, write_array
     from .train import load_model
 
     try:
-        if n < 1:
-            raise ValueError(f"-n must be >= 1, got {n}")
+        if n < 1 or n > MAX_SAMPLES:
+            raise ValueError(f"-n must be in [1, {MAX_SAMPLES:,}], got {n}")
         if nfe < 1:
             raise ValueError(f"--nfe must be >= 1, got {nfe}")
+        check_nfe(nfe)
         if grid is not None and grid.suffix.lower() != ".png":
             raise ValueError(f"--grid needs a .png path, got {grid}")
+        check_output_file(output)
+        if grid is not None:
+            check_output_file(grid, "--grid")
         model, cfg = load_model(checkpoint, ema=ema)
         conds = None
         if condition is not None:
@@ -127,27 +142,41 @@ def sample_cmd(
                 raise ValueError("--condition: this run's model takes no continuous condition (no model.cond_dim)")
             conds = read_conditions(condition, cfg, model.cond_dim, n, seed)
             n = conds.shape[0] if conds.dim() == 2 else n  # a file or held-out: one sample per condition
+        _check_sampling_memory(model, cfg, n)
         out = generate(model, cfg, n, sampler=sampler, nfe=nfe, timesteps=timesteps, expressway=expressway,
                        run_dir=run_dir_of(checkpoint), seed=seed, label=label, guidance=guidance, conditions=conds)
         if grid is not None and out.x.dim() != 4:
             raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
+        write_array(output, out.x.cpu().numpy())
+        how = sampler if timesteps is None else f"{sampler}, {timesteps} steps"
+        if expressway is not None:
+            how += f", expressway from t={expressway}"
+        typer.echo(f"wrote {n} samples ({how}, {out.nfe} NFE) to {output}")
+        if conds is not None and conds.dim() == 2:
+            cpath = write_array(output.with_suffix(".conditions.npy"), conds.numpy())
+            typer.echo(f"wrote their conditions to {cpath}")
+        if grid is not None:
+            from .imageio import save_image_grid
+
+            save_image_grid(out.x[:64].clamp(-1, 1).cpu(), grid, nrow=8, scale=max(1, 64 // out.x.shape[-1]))
+            typer.echo(f"wrote a grid of {min(n, 64)} images to {grid}")
     except _USER_ERRORS as err:
         _fail(err)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, out.x.cpu().numpy())
-    if conds is not None and conds.dim() == 2:
-        np.save(output.with_suffix(".conditions.npy"), conds.numpy())
-    how = sampler if timesteps is None else f"{sampler}, {timesteps} steps"
-    if expressway is not None:
-        how += f", expressway from t={expressway}"
-    typer.echo(f"wrote {n} samples ({how}, {out.nfe} NFE) to {output}")
-    if conds is not None and conds.dim() == 2:
-        typer.echo(f"wrote their conditions to {output.with_suffix('.conditions.npy')}")
-    if grid is not None:
-        from .imageio import save_image_grid
 
-        save_image_grid(out.x[:64].clamp(-1, 1).cpu(), grid, nrow=8, scale=max(1, 64 // out.x.shape[-1]))
-        typer.echo(f"wrote a grid of {min(n, 64)} images to {grid}")
+
+def _check_sampling_memory(model, cfg, n: int) -> None:
+    """Refuse a sampling batch larger than the memory available, before sampling."""
+    import torch
+
+    from .limits import check_sampling_memory
+    from .models import build_model
+
+    shape = getattr(model, "shape", None)
+    if shape is None:
+        return
+    with torch.device("meta"):
+        meta = build_model(cfg.model.name, cfg.model.params, tuple(shape))
+    check_sampling_memory(meta, n, tuple(shape), "sampling")
 
 
 @app.command("reflow")
@@ -166,9 +195,11 @@ def reflow_cmd(
 ) -> None:
     """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
     from .checkpoint import CheckpointError
+    from .limits import check_nfe
     from .reflow import reflow
 
     try:
+        check_nfe(nfe)
         run = reflow(checkpoint, n_pairs=n_pairs, steps=steps, out_dir=out, distill=distill, sampler=sampler,
                      nfe=nfe, seed=seed, progress=progress, overwrite=overwrite)
     except (*_USER_ERRORS, CheckpointError) as err:
@@ -256,6 +287,8 @@ def eval_cmd(
     nll: bool = typer.Option(False, "--nll", help="also score held-out data's negative log-likelihood "
                              "(bits/dim for images; dopri5, exact divergence up to 64 dimensions)"),
     nll_n: int = typer.Option(500, "--nll-n", help="held-out points scored by --nll"),
+    data_path: Optional[Path] = typer.Option(None, "--data-path", help="the target data's file or folder, when it "
+                                             "moved since training (replaces data.target.path)"),
 ) -> None:
     """W2 / MMD / straightness (and mode statistics) versus NFE, as Markdown tables.
 
@@ -266,9 +299,10 @@ def eval_cmd(
     table says). Runs whose ``log.csv`` holds coupling diagnostics get a table of them (means over
     the logged steps: pair cost against independent pairs, weights' ESS, noise drift, plan entropy).
     """
-    from .data.sources import build_data
     from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
-                           format_table, held_out_target, read_coupling_diagnostics)
+                           format_table, held_out_target, read_coupling_diagnostics, reference_data)
+    from .outputs import check_output_file, write_text
+    from .rundata import build_run_data
     from .paths import PATHS
     from .train import load_model
 
@@ -277,8 +311,11 @@ def eval_cmd(
     diagnostics: dict[str, dict[str, float]] = {}
     try:
         nfes = _parse_nfe(nfe)
-        if n < 2:
-            raise ValueError(f"-n must be >= 2, got {n}")
+        for checked in (output, plot):
+            if checked is not None:
+                check_output_file(checked)
+        if not 2 <= n <= 20_000:
+            raise ValueError(f"-n must be in [2, 20000] (exact W2 costs O(n^3) in it), got {n}")
         if nll and nll_n < 2:
             raise ValueError(f"--nll-n must be >= 2, got {nll_n}")
         tasks = set()
@@ -288,8 +325,12 @@ def eval_cmd(
             if len(tasks) > 1:
                 raise ValueError(f"checkpoints compare different tasks {sorted(tasks)}; evaluate them separately")
             label = cfg.name if cfg.name not in results else f"{cfg.name} ({checkpoint})"
-            source_data, target_data = build_data(cfg.data)
-            results[label] = evaluate_field(model, source_data, target_data, nfes=nfes, sampler=sampler,
+            if data_path is not None:
+                if "path" not in cfg.data.target.params:
+                    raise ValueError(f"--data-path: data.target {cfg.data.target} is not read from a file")
+                cfg.data.target.params["path"] = str(data_path)
+            source_data, target_data = build_run_data(cfg, "monge eval")
+            results[label] = evaluate_field(model, source_data, reference_data(target_data), nfes=nfes, sampler=sampler,
                                             adaptive=adaptive, n=n, seed=seed,
                                             expressway=_expressway_of(checkpoint, cfg),
                                             schedule=getattr(PATHS.build(cfg.path.name, **cfg.path.params),
@@ -312,14 +353,16 @@ def eval_cmd(
         parts.append(format_coupling_diagnostics(diagnostics))
     report = "\n\n".join(parts)
     typer.echo(report)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(report + "\n")
-    if plot is not None:
-        from .plots import plot_metric_vs_nfe
+    try:
+        if output is not None:
+            write_text(output, report + "\n")
+        if plot is not None:
+            from .plots import plot_metric_vs_nfe
 
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_metric_vs_nfe(results, plot, "w2")
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_metric_vs_nfe(results, plot, "w2")
+    except _USER_ERRORS as err:
+        _fail(err)
 
 
 @app.command()

@@ -136,11 +136,13 @@ class Config:
 
     # -- (de)serialisation -------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: Any) -> "Config":
+    def from_dict(cls, raw: Any, check_data: bool = True) -> "Config":
+        """Build and validate; ``check_data=False`` skips reading the data (a stored run's config,
+        sampled without its data) and so the checks that need the data's shape."""
         if raw is None:
             raw = {}
         cfg = _build(cls, raw, "config")
-        cfg.validate()
+        cfg.validate(check_data)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,8 +166,9 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     # -- validation ----------------------------------------------------------
-    def validate(self) -> None:
-        """Check names against the registries and build each piece once."""
+    def validate(self, check_data: bool = True) -> None:
+        """Check names against the registries and build each piece once (the data too, unless
+        ``check_data=False``)."""
         from .couplings import COUPLINGS
         from .data.sources import DATA_SOURCES
         from .models import MODELS
@@ -174,6 +177,8 @@ class Config:
 
         if not self.name or "/" in self.name or self.name in {".", ".."}:
             raise ConfigError(f"name must be a plain directory name, got {self.name!r}")
+        if len(self.name.encode("utf-8", "surrogateescape")) > 255:
+            raise ConfigError(f"name is {len(self.name)} characters; a run directory name is at most 255 bytes")
         t = self.train
         for key in ("steps", "batch_size", "log_every", "eval_samples"):
             if getattr(t, key) < 1:
@@ -211,6 +216,11 @@ class Config:
             )
         if not self.sample.nfe or any(n < 1 for n in self.sample.nfe):
             raise ConfigError(f"sample.nfe must be a non-empty list of integers >= 1, got {self.sample.nfe}")
+        from .limits import MAX_NFE
+
+        if max(self.sample.nfe) > MAX_NFE:
+            raise ConfigError(f"sample.nfe={self.sample.nfe} is too large (at most {MAX_NFE:,} network evaluations "
+                              "per sample; few-step samplers need 1-64)")
         for key, registry in (("coupling", COUPLINGS), ("path", PATHS)):
             comp: Component = getattr(self, key)
             try:
@@ -229,13 +239,17 @@ class Config:
             raise ConfigError(
                 f"unknown model {self.model.name!r}; valid choices: {', '.join(MODELS.names())}"
             )
+        if not check_data:
+            return
         from .data.sources import build_data
         from .models import build_model
 
         try:
             source, _ = build_data(self.data)
         except (ValueError, OSError) as err:
-            raise ConfigError(f"data: {err}") from None
+            from .data.sources import moved_data_hint
+
+            raise ConfigError(f"data: {moved_data_hint(str(err), self.data)}") from None
         if self.sample.nll:  # the likelihood needs the source's log-density in closed form
             try:
                 source.log_prob(source.sample(1))
@@ -338,7 +352,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, _, text = item.partition("=")
         try:
-            value = yaml.safe_load(text) if text else ""
+            from .limits import load_yaml_bounded
+
+            value = load_yaml_bounded(text, f"override {item!r}") if text else ""
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: cannot parse value: {err}") from None
         parts = key.strip().split(".")
@@ -359,13 +377,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML recipe, apply overrides, validate."""
+    from .limits import MAX_RECIPE_BYTES, load_yaml_bounded
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{path} is {size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,} bytes of YAML "
+                          "settings (data belongs in files the recipe names)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml_bounded(path.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file; a recipe is YAML text") from None
+    except ValueError as err:  # too many aliases, too large once expanded
+        raise ConfigError(str(err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
     if raw is None:

@@ -21,7 +21,7 @@ from .samplers import sample
 if TYPE_CHECKING:  # pragma: no cover
     from .samplers.expressway import Expressway
 
-__all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison", "NLLResult", "held_out_target",
+__all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison", "NLLResult", "held_out_target", "reference_data",
            "evaluate_nll", "format_nll"]
 
 
@@ -194,7 +194,12 @@ def held_out_target(spec: Any, target: DataSource) -> tuple[DataSource, str, boo
     """
     from .data.images import ImageDataset
 
+    held = getattr(target, "held_out", None)
+    if held is not None:  # a table with a holdout split
+        return held, f"{len(held)} held-out rows of {target.name}", False
     if not isinstance(target, ImageDataset):
+        if hasattr(target, "__len__"):
+            return target, f"training rows of {target.name} (no held-out split; set holdout)", False
         return target, "fresh target samples", True
     name = getattr(spec, "name", None)
     params = dict(getattr(spec, "params", {}) or {})
@@ -298,3 +303,10 @@ def format_coupling_diagnostics(diagnostics: dict[str, dict[str, float]]) -> str
     for label, diag in diagnostics.items():
         lines.append(f"| {label} | " + " | ".join(f"{diag[k]:.4g}" if k in diag else "-" for k in DIAGNOSTICS) + " |")
     return "\n".join(lines)
+
+
+def reference_data(target: DataSource) -> DataSource:
+    """What samples are compared against: a table's held-out rows (``holdout``) when it has them,
+    else the target itself."""
+    held = getattr(target, "held_out", None)
+    return target if held is None else held

@@ -8,6 +8,7 @@ its path, so the diffusion samplers of :mod:`monge.samplers` run on it through
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,11 +24,12 @@ from .config import Config
 from .samplers import SampleOutput
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .data.tabular import Standardizer
     from .ot.semidiscrete import SemiDiscreteMap
     from .samplers.expressway import Expressway
 
 __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps", "optimized_eval_times",
-           "semidiscrete_map", "expressway_of", "generate"]
+           "semidiscrete_map", "expressway_of", "generate", "generate_model_space"]
 
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
 #: evaluation times, under ``"<sampler>/nfe<N>/decoupled/..."``), next to its checkpoint.
@@ -79,7 +81,7 @@ def optimized_timesteps(
 
     key = f"{sampler}/nfe{int(nfe)}"
     return _cached_fit(run_dir, (key,), refit, lambda: (optimized(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION),))[0]
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=_PREDICTION),))[0]
 
 
 def optimized_eval_times(
@@ -101,14 +103,14 @@ def optimized_eval_times(
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
     ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, lambda: optimized_decoupled(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed), prediction=_PREDICTION))
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=_PREDICTION))
     return ts, ev
 
 
-def _fit_noise(config: Config, n: int, seed: int) -> Tensor:
-    from .data.sources import build_data
+def _fit_noise(config: Config, n: int, seed: int, shape: tuple[int, ...] | None = None) -> Tensor:
+    from .rundata import sampling_source
 
-    return build_data(config.data)[0].sample(n, generator=torch.Generator().manual_seed(seed + 7))
+    return sampling_source(config.data, shape).sample(n, generator=torch.Generator().manual_seed(seed + 7))
 
 
 def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool,
@@ -185,6 +187,35 @@ def generate(
     config: Config,
     n: int,
     *,
+    standardizer: "Standardizer | None" = None,
+    data_units: bool = True,
+    **options,
+) -> SampleOutput:
+    r"""``n`` samples of a trained run, in data units (see :func:`generate_model_space` for the
+    options: sampler, nfe, timesteps, expressway, run_dir, seed, device, label, guidance).
+
+    A run trained on a table with ``standardize: true`` samples in standardised units
+    :math:`z`; the samples are mapped back by :math:`x = \sigma z + \mu` with ``standardizer``
+    (default: ``model.standardizer``, which :func:`monge.train.load_model` attaches).
+    ``data_units=False`` returns the model-space samples.
+    """
+    from .rundata import is_standardized
+
+    scaler = standardizer if standardizer is not None else getattr(model, "standardizer", None)
+    if data_units and scaler is None and is_standardized(config):
+        raise ValueError("this run was trained on standardised data: pass standardizer= (monge.train.load_model "
+                         "attaches it as model.standardizer) or data_units=False")
+    out = generate_model_space(model, config, n, **options)
+    if data_units and scaler is not None:
+        out = dataclasses.replace(out, x=scaler.inverse(out.x))
+    return out
+
+
+def generate_model_space(
+    model: nn.Module,
+    config: Config,
+    n: int,
+    *,
     sampler: str = "euler",
     nfe: int = 8,
     timesteps: str | None = None,
@@ -220,20 +251,21 @@ def generate(
       (:func:`monge.couplings.expressway_sample`). In DPM-OT the model is trained with
       independent pairs, so that the noised target is a typical point of the path at :math:`t_s`.
     """
-    from .data.sources import build_data
     from .samplers import GRIDS, SAMPLERS, EvalTimeWarp, make_timesteps, sample, solve, steps_for_nfe
 
     if schedule is not None:
         import warnings
 
         warnings.warn("generate(schedule=...) is deprecated; the step grid is generate(timesteps=...)",
-                      DeprecationWarning, stacklevel=2)
+                      DeprecationWarning, stacklevel=3)
         if timesteps is not None:
             raise ValueError("give the step grid once, as timesteps=")
         timesteps = schedule
+    from .rundata import sampling_source
+
     info = SAMPLERS.info(sampler)
     generator = torch.Generator().manual_seed(seed)
-    x0 = build_data(config.data)[0].sample(n, generator=generator).to(device)
+    x0 = sampling_source(config.data, getattr(model, "shape", None)).sample(n, generator=generator).to(device)
     model = model.to(device)
     if getattr(model, "cond_dim", None) is not None or conditions is not None:
         from .models import ContinuousConditional

@@ -172,7 +172,7 @@ def reflow(
     Returns the new run directory ``out_dir``.
     """
     from .config import Config
-    from .data.sources import build_data
+    from .rundata import build_run_data
     from .train import Trainer, load_model
 
     checkpoint = Path(checkpoint)
@@ -187,7 +187,8 @@ def reflow(
     with RunLock(out):
         claim_run_dir(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    source, _ = build_data(cfg.data)
+    source, _ = build_run_data(cfg, "monge reflow", "move it back to the stored path (reflow trains a new run "
+                               "on the same data)")
     g = torch.Generator().manual_seed(seed)
     z0, z1 = generate_pairs(model, source, n_pairs, sampler=sampler, nfe=nfe, generator=g)
     pairs_path = save_pairs(out / PAIRS_NAME, z0, z1, {"checkpoint": str(checkpoint), "sampler": sampler,

@@ -88,8 +88,8 @@ class RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
             tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(me))
             try:
+                tmp.write_text(json.dumps(me))  # a failed write (disk full) leaves no file behind
                 os.link(tmp, self.path)  # atomic, fails if a lock exists; the lock is complete when seen
                 self.held = True
                 return self

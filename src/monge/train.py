@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from . import distributed
 from .checkpoint import (
     CheckpointError,
+    atomic_write_bytes,
     flatten_optimizer_state,
     load_checkpoint,
     load_module_state,
@@ -48,13 +49,15 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError
 from .couplings import COUPLINGS
-from .data.sources import build_data
+from .data.sources import build_data, moved_data_hint
 from .ema import EMA
-from .evaluate import EvalRow, NLLResult, evaluate_field, evaluate_nll, format_nll, format_table, held_out_target
+from .evaluate import (EvalRow, NLLResult, evaluate_field, evaluate_nll, format_nll, format_table, held_out_target,
+                       reference_data)
 from .models import build_model
 from .objectives import VelocityObjective
 from .pairing import PairingPipeline
 from .paths import PATHS
+from .rundata import check_same_data, data_fingerprint, data_tensors, stored_shape, stored_standardizer
 from .rundir import RunExistsError, RunLock, RunLockedError, claim_run_dir
 from .samplers.expressway import DEFAULT_T_START, Expressway
 
@@ -104,7 +107,12 @@ class Trainer:
     def __init__(self, config: Config, model: nn.Module | None = None) -> None:
         self.config = config
         tc = config.train
-        device = torch.device(tc.device)
+        from .limits import check_device
+
+        try:
+            device = check_device(tc.device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         self.dist = distributed.setup(device)
         if device.type == "cuda" and self.dist.enabled and device.index is None:
             device = torch.device("cuda", self.dist.local_rank)
@@ -112,8 +120,10 @@ class Trainer:
         try:
             self.source, self.target = build_data(config.data)
         except ValueError as err:
-            raise ConfigError(str(err)) from None
+            raise ConfigError(moved_data_hint(str(err), config.data)) from None
         torch.manual_seed(tc.seed)
+        if model is None:
+            _check_training_memory(config, self.source.shape, device)
         self.model = (model or build_model(config.model.name, config.model.params, self.source.shape)).to(
             self.device
         )
@@ -128,6 +138,8 @@ class Trainer:
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
         )
         self.ema = EMA(self.model, tc.ema_decay)
+        for module in (self.model, self.ema.model):  # generate() maps a table's samples back to data units
+            module.standardizer = getattr(self.target, "standardizer", None)
         self.net: nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -374,6 +386,12 @@ class Trainer:
                 f"{DIVERGENCE_FACTOR:g}x); " + advice
             )
 
+    def _data_fingerprint(self) -> dict[str, list]:
+        """:func:`~monge.rundata.data_fingerprint` of the run's data, computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = data_fingerprint(self.source, self.target)
+        return self._fingerprint
+
     # -- checkpoints -------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
@@ -392,7 +410,11 @@ class Trainer:
             local = distributed.all_gather_objects(local[0])
         for r, st in enumerate(local):
             tensors[f"rng.local.{r}"] = st
+        tensors.update(data_tensors(self.source, self.target))
         state = {
+            "data_shape": list(self.source.shape),
+            "data_fingerprint": self._data_fingerprint(),
+            "loss_window": list(self._losses),
             "world_size": self.dist.world_size if (gather or not self.dist.enabled) else None,
             "step": self.step,
             "loss": self.last_loss if math.isfinite(self.last_loss) else None,
@@ -426,6 +448,11 @@ class Trainer:
         path = Path(path) if path is not None else self.checkpoint_path
         tensors, config, state = load_checkpoint(path)
         self.resume_changes = _check_resumable(config, self.config.to_dict(), path)
+        if any(change.startswith("data.") for change in self.resume_changes):  # the data moved: is it the same?
+            try:
+                check_same_data(state.get("data_fingerprint"), self._data_fingerprint(), path)
+            except ValueError as err:
+                raise CheckpointError(str(err)) from None
         step = state["step"]
         if step > self.config.train.steps:
             raise CheckpointError(
@@ -460,6 +487,8 @@ class Trainer:
         except (RuntimeError, TypeError, ValueError) as err:
             raise CheckpointError(f"checkpoint {path}: invalid random generator state ({err})") from None
         self.step = step
+        self._losses.clear()
+        self._losses.extend(_loss_window(state, path))
         self.ema.updates = state["ema_updates"]
         self.last_loss = float("nan") if state.get("loss") is None else float(state["loss"])
         if self.resume_changes and self.dist.rank == 0:
@@ -475,7 +504,7 @@ class Trainer:
         return evaluate_field(
             self.ema.model,
             self.source,
-            self.target,
+            reference_data(self.target),
             nfes=sc.nfe,
             sampler=sc.sampler,
             adaptive=sc.adaptive,
@@ -577,7 +606,7 @@ class Trainer:
             self.load()
         first_step = self.step
         if main:
-            (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+            atomic_write_bytes(self.run_dir / "config.yaml", self.config.to_yaml().encode("utf-8"))
             for stale in self.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
                 stale.unlink(missing_ok=True)
         self.prepare(resume)
@@ -660,22 +689,40 @@ class Trainer:
         text = format_table(rows, title) + "\n"
         if nll is not None:
             text += "\n" + format_nll({self.config.name: nll}) + "\n"
-            path = self.run_dir / "nll.csv"
-            new = not path.exists()
-            with path.open("a", newline="") as fh:
-                writer = csv.writer(fh)
-                if new:
-                    writer.writerow(["step", *nll.as_dict().keys()])
-                writer.writerow([self.step, *nll.as_dict().values()])
-        path = self.run_dir / "eval.csv"
-        new = not path.exists()
+            _append_csv(self.run_dir / "nll.csv", ["step", *nll.as_dict().keys()],
+                        [[self.step, *nll.as_dict().values()]])
+        _append_csv(self.run_dir / "eval.csv", ["step", *rows[0].as_dict().keys()],
+                    [[self.step, *r.as_dict().values()] for r in rows])
+        atomic_write_bytes(self.run_dir / "eval.md", text.encode("utf-8"))
+
+
+def _append_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """Append ``rows`` to a CSV log (with ``header`` when new); a new file whose write fails (disk
+    full) is removed, so no empty file is left behind."""
+    new = not path.exists()
+    try:
         with path.open("a", newline="") as fh:
             writer = csv.writer(fh)
             if new:
-                writer.writerow(["step", *rows[0].as_dict().keys()])
-            for r in rows:
-                writer.writerow([self.step, *r.as_dict().values()])
-        (self.run_dir / "eval.md").write_text(text)
+                writer.writerow(header)
+            writer.writerows(rows)
+    except OSError:
+        if new:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _check_training_memory(config: Config, shape: tuple[int, ...], device: torch.device) -> None:
+    """The weights, gradients, AdamW moments and EMA (``TRAIN_COPIES`` float32 copies) must fit in
+    the memory available, checked on a ``meta`` model before any weight is allocated."""
+    from .limits import TRAIN_COPIES, check_model_memory
+
+    with torch.device("meta"):
+        meta = build_model(config.model.name, config.model.params, shape)
+    try:
+        check_model_memory(meta, f"training model {config.model.name!r}", TRAIN_COPIES, device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _local_seed(seed: int, rank: int) -> int:
@@ -685,7 +732,7 @@ def _local_seed(seed: int, rank: int) -> int:
 def _check_resumable(stored: dict[str, Any], current: dict[str, Any], path: Path) -> list[str]:
     """The allowed changes (``"train.lr: 0.001 -> 0.5"``); refuse any other difference, naming it."""
     try:
-        stored = Config.from_dict(stored).to_dict()  # fill defaults of settings added since
+        stored = Config.from_dict(stored, check_data=False).to_dict()  # fill defaults of settings added since
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
     allowed, refused = [], []
@@ -693,7 +740,10 @@ def _check_resumable(stored: dict[str, Any], current: dict[str, Any], path: Path
         old, new = stored.get(key), current.get(key)
         if old == new or key in _RESUMABLE_SECTIONS:
             continue
-        if key == "train" and isinstance(old, dict) and isinstance(new, dict):
+        if key == "data" and _same_but_paths(old, new):  # the data moved: same data, new location
+            allowed += [f"data.{side}.path: {json.dumps(_path_of(old, side))} -> {json.dumps(_path_of(new, side))}"
+                        for side in ("source", "target") if _path_of(old, side) != _path_of(new, side)]
+        elif key == "train" and isinstance(old, dict) and isinstance(new, dict):
             for sub in sorted(set(old) | set(new)):
                 if old.get(sub) != new.get(sub):
                     change = f"train.{sub}: {json.dumps(old.get(sub))} -> {json.dumps(new.get(sub))}"
@@ -703,10 +753,28 @@ def _check_resumable(stored: dict[str, Any], current: dict[str, Any], path: Path
     if refused:
         raise CheckpointError(
             f"cannot resume {path}: " + "; ".join(refused) + " cannot change on resume (only "
-            + ", ".join(f"train.{k}" for k in RESUMABLE_TRAIN_KEYS) + " and sample.* may); "
+            + ", ".join(f"train.{k}" for k in RESUMABLE_TRAIN_KEYS) + ", data.*.path and sample.* may); "
             "start a new run (another name) or use --overwrite"
         )
     return allowed
+
+
+def _path_of(data: Any, side: str) -> Any:
+    spec = data.get(side) if isinstance(data, dict) else None
+    return spec.get("path") if isinstance(spec, dict) else None
+
+
+def _same_but_paths(old: Any, new: Any) -> bool:
+    """Whether two ``data`` sections differ only in their sides' ``path``."""
+    if not isinstance(old, dict) or not isinstance(new, dict) or set(old) != set(new):
+        return False
+    for side in old:
+        a, b = old[side], new[side]
+        if isinstance(a, dict) and isinstance(b, dict):
+            a, b = {k: v for k, v in a.items() if k != "path"}, {k: v for k, v in b.items() if k != "path"}
+        if a != b:
+            return False
+    return True
 
 
 def _check_resume_state(tensors: dict[str, Tensor], state: dict[str, Any], path: Path) -> None:
@@ -756,13 +824,24 @@ def _nonfinite(tensors: dict[str, Tensor]) -> str:
 
 
 def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """Rebuild the model of a checkpoint (EMA weights by default) and return it with its config."""
-    tensors, raw_config, _ = load_checkpoint(path)
+    """Rebuild the model of a checkpoint (EMA weights by default) and return it with its config.
+
+    The data is not read: the sample shape comes from the checkpoint (older checkpoints read the
+    data for it). A run trained on a standardised table gets its statistics as
+    ``model.standardizer`` (:class:`~monge.data.tabular.Standardizer`), which
+    :func:`monge.generate.generate` uses to return samples in data units.
+    """
+    tensors, raw_config, state = load_checkpoint(path)
     try:
-        config = Config.from_dict(raw_config)
+        config = Config.from_dict(raw_config, check_data=False)
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
-    shape = build_data(config.data)[0].shape
+    shape = stored_shape(state, config, path)
+    from .limits import check_model_memory
+
+    with torch.device("meta"):
+        meta = build_model(config.model.name, config.model.params, shape)
+    check_model_memory(meta, f"the model of checkpoint {path}", copies=2)
     model = build_model(config.model.name, config.model.params, shape)
     prefix = "ema." if ema else "model."
     load_module_state(model, tensors, prefix, f"checkpoint {path}")
@@ -770,7 +849,17 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     if bad:
         raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); the run diverged before it was "
                               "saved. Use an earlier checkpoint or train again with a lower train.lr")
+    model.standardizer = stored_standardizer(tensors, config, path)
     return model.to(device).eval(), config
+
+
+def _loss_window(state: dict[str, Any], path: Path) -> list[float]:
+    """The divergence guard's recent losses stored in a checkpoint (empty in older ones)."""
+    window = state.get("loss_window", [])
+    if not isinstance(window, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and math.isfinite(v) for v in window):
+        raise CheckpointError(f"checkpoint {path}: state.loss_window must be a list of finite numbers")
+    return [float(v) for v in window[-DIVERGENCE_WINDOW:]]
 
 
 class _CsvLog:
@@ -792,7 +881,18 @@ class _CsvLog:
         self._fh = path.open("a" if append else "w", newline="")
         self._writer = csv.writer(self._fh)
         if not exists:
-            self._writer.writerow(header)
+            try:
+                self._writer.writerow(header)
+                self._fh.flush()
+            except OSError:  # disk full: leave no empty log (it would mark the folder as a run)
+                try:
+                    self._fh.close()
+                except OSError:
+                    pass
+                self._fh = None
+                if not append:
+                    path.unlink(missing_ok=True)
+                raise
 
     def write(self, row: list[Any]) -> None:
         if self._fh is not None:

@@ -80,6 +80,29 @@ def test_image_folder_with_classes_and_resize(tmp_path):
     assert ds.class_names == ["cat", "dog"] and ds.num_classes == 2
 
 
+def test_class_folders_with_a_stray_root_image_or_an_empty_class(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            _png(tmp_path / cls / f"{i}.png", np.zeros((4, 4), dtype=np.uint8))
+    _png(tmp_path / "stray.png", np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"class sub-folders \(cat, dog\) and 1 image\(s\) at its root \(e.g. stray.png\)"):
+        load_image_folder(tmp_path)
+    (tmp_path / "stray.png").unlink()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"class folder\(s\) empty of .* hold no image files"):
+        load_image_folder(tmp_path)
+    (tmp_path / "empty").rmdir()
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    assert load_image_folder(tmp_path).num_classes == 2
+    # root images with image-less sub-folders beside them: an unlabelled set, the folders ignored
+    flat = tmp_path / "flat"
+    (flat / "notes").mkdir(parents=True)
+    _png(flat / "a.png", np.zeros((4, 4), dtype=np.uint8))
+    ds = load_image_folder(flat)
+    assert len(ds) == 1 and ds.labels is None
+
+
 def test_image_folder_values_and_bad_files(tmp_path, caplog):
     arr = np.arange(16, dtype=np.uint8).reshape(4, 4) * 17
     _png(tmp_path / "a.png", arr)

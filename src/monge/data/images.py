@@ -39,6 +39,7 @@ __all__ = [
     "resize_images",
     "load_image_folder",
     "load_array",
+    "images_from_array",
     "read_idx",
     "load_mnist",
     "load_cifar10",
@@ -192,14 +193,30 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _read_image(path: Path, channels: int | None) -> np.ndarray:
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from ..limits import MAX_IMAGE_PIXELS
+
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # the size is checked below, with its own message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:  # reads the header only: the size is checked before decoding
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise _ImageTooLarge(f"image {path} is {im.width} x {im.height} pixels, more than "
+                                     f"{MAX_IMAGE_PIXELS:,}; shrink it before training (e.g. with Pillow's "
+                                     "Image.thumbnail) or leave it out")
             im.load()
             gray = channels == 1 or (channels is None and im.mode in ("1", "L", "LA", "I", "I;16", "F"))
             im = im.convert("L" if gray else "RGB")
             arr = np.array(im, dtype=np.uint8)  # writable copy
+    except _ImageTooLarge:
+        raise
+    except Image.DecompressionBombError as err:
+        raise _ImageTooLarge(f"image {path} is too large to decode ({err}); shrink it before training or leave "
+                             "it out") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise _CorruptImage(f"cannot read image {path}: {err}") from err
     return arr[:, :, None] if arr.ndim == 2 else arr
@@ -207,6 +224,34 @@ def _read_image(path: Path, channels: int | None) -> np.ndarray:
 
 class _CorruptImage(ValueError):
     pass
+
+
+class _ImageTooLarge(ValueError):
+    """Refused before decoding, whatever ``skip_corrupt`` says (the file is readable, just too large)."""
+
+
+def _check_folder_memory(folder: Path, n: int, hwc: tuple[int, ...]) -> None:
+    """``n`` images of ``hwc`` (read as uint8, held as float32) must fit in memory, checked after
+    the first image, before the others are read."""
+    from ..limits import check_memory
+
+    check_memory(n * math.prod(hwc) * 6, f"the {n} images of {str(folder)!r} at {hwc[0]} x {hwc[1]} x {hwc[2]}",
+                 "pass a smaller size= (the images are resized as they are read) or use fewer images")
+
+
+def _check_class_layout(folder: Path, classes: dict[Path, list[Path]], direct: list[Path]) -> None:
+    """Class sub-folders and images at the root exclude each other, and no class folder is empty."""
+    full = [d.name for d, files in classes.items() if files]
+    if full and direct:
+        raise ValueError(
+            f"{str(folder)!r} has class sub-folders ({', '.join(full[:5])}{', ...' if len(full) > 5 else ''}) and "
+            f"{len(direct)} image(s) at its root (e.g. {direct[0].name}); move the root images into a class folder "
+            "or out of the data folder")
+    empty = [d.name for d, files in classes.items() if not files]
+    if full and empty:
+        raise ValueError(
+            f"class folder(s) {', '.join(empty[:5])} of {str(folder)!r} hold no image files; an empty class would "
+            "count as a class the model never sees. Add images or remove the folder(s)")
 
 
 def load_image_folder(
@@ -218,8 +263,10 @@ def load_image_folder(
 ) -> ImageDataset:
     """Read every image in ``path`` into an :class:`ImageDataset`.
 
-    Images directly in ``path`` are unlabelled; if ``path`` holds only sub-folders, each
-    sub-folder is a class (sorted by name) and its images get that label.
+    Images directly in ``path`` are unlabelled; if ``path`` holds sub-folders of images, each
+    sub-folder is a class (sorted by name) and its images get that label. Both at once (a stray
+    image at the root beside class folders) and an empty class folder are refused with the files
+    named; sub-folders without images beside root images (and hidden ``.folders``) are ignored.
 
     Parameters
     ----------
@@ -239,9 +286,11 @@ def load_image_folder(
         raise ValueError(f"channels must be 1, 3 or None (keep the files' own), got {channels!r}")
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     direct = _list_images(folder)
-    if subdirs and not direct:
+    classes = {d: _list_images(d) for d in subdirs}
+    _check_class_layout(folder, classes, direct)
+    if any(classes.values()):
         class_names = [d.name for d in subdirs]
-        files = [(f, k) for k, d in enumerate(subdirs) for f in _list_images(d)]
+        files = [(f, k) for k, d in enumerate(subdirs) for f in classes[d]]
     else:
         class_names = None
         files = [(f, -1) for f in direct]
@@ -278,6 +327,7 @@ def load_image_folder(
             arr = resize_images(t, hw)[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
         if ref is None:
             ref = (file, arr.shape)
+            _check_folder_memory(folder, len(files), arr.shape)
         arrays.append(arr)
         labels.append(label)
     if skipped:
@@ -329,34 +379,23 @@ def load_array(
         ``(0, 255)`` for integer arrays, ``(-1, 1)`` for floats (checked).
     size : optional resize to ``H`` or ``(H, W)``.
     """
+    from .tabular import read_array_file
+
     file = Path(path)
-    if file.suffix.lower() not in (".npy", ".npz"):
-        raise ValueError(f"path must end in .npy or .npz, got {str(file)!r}")
-    try:
-        loaded = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"cannot read array file {file}: {err}") from None
-    labels = None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            names = list(loaded.files)
-            if key is None:
-                key = next((k for k in ("images", "x", "data", "arr_0") if k in names), None)
-                if key is None and len(names) == 1:
-                    key = names[0]
-                if key is None:
-                    raise ValueError(f"{file} holds arrays {names}; pass key= to choose the images")
-            if key not in names:
-                raise ValueError(f"{file} has no array {key!r}; it holds {names}")
-            if labels_key is None:
-                labels_key = next((k for k in ("labels", "y") if k in names), None)
-            elif labels_key not in names:
-                raise ValueError(f"{file} has no array {labels_key!r}; it holds {names}")
-            a = loaded[key]
-            if labels_key is not None:
-                labels = torch.from_numpy(np.asarray(loaded[labels_key]).astype(np.int64).reshape(-1))
-    else:
-        a = loaded
+    a, labels = read_array_file(file, key, labels_key)
+    return images_from_array(a, labels, file, layout=layout, value_range=value_range, size=size, name=name)
+
+
+def images_from_array(
+    a: np.ndarray,
+    labels: Tensor | None,
+    file: Path,
+    layout: str = "auto",
+    value_range: tuple[float, float] | None = None,
+    size: int | Sequence[int] | None = None,
+    name: str | None = None,
+) -> ImageDataset:
+    """The images of an array read from ``file`` (see :func:`load_array` for the options)."""
     if a.dtype.kind not in "uif" or a.size == 0:
         raise ValueError(f"{file}: images must be a non-empty integer or float array, got {a.dtype} {a.shape}")
     a = _to_nchw(a, layout, f"array in {file}")

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from ..registry import Registry
 
-__all__ = ["DATA_SOURCES", "DataSource", "GaussianSource", "ToySource", "build_source", "build_data"]
+__all__ = ["DATA_SOURCES", "DataSource", "GaussianSource", "ToySource", "build_source", "build_data", "data_paths",
+           "moved_data_hint"]
 
 DATA_SOURCES: Registry["DataSource"] = Registry("data source")
 
@@ -152,13 +153,27 @@ _CACHE_SIZE = 4
 
 
 def _cached(kind: str, loader: Any, **params: Any) -> DataSource:
-    key = json.dumps([kind, params], sort_keys=True, default=str)
+    """``loader(**params)``, reused while its ``path`` is unchanged (same size and modification time;
+    a path that vanished is read again, so the error says so)."""
+    key = json.dumps([kind, params, _stamp(params.get("path", params.get("root")))], sort_keys=True, default=str)
     if key not in _CACHE:
         _CACHE[key] = loader(**params)
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
     return _CACHE[key]
+
+
+def _stamp(path: Any) -> list[int] | None:
+    import os
+
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return [st.st_mtime_ns, st.st_size]
 
 
 @DATA_SOURCES.register("digits")
@@ -180,13 +195,50 @@ def _image_folder(path: str, size: int | list[int] | None = None, channels: int 
 
 
 @DATA_SOURCES.register("array")
-def _array(path: str, key: str | None = None, labels_key: str | None = None, layout: str = "auto",
-           value_range: list[float] | None = None, size: int | list[int] | None = None) -> DataSource:
-    """Images from a ``.npy`` / ``.npz`` file (see :func:`monge.data.images.load_array`)."""
-    from .images import load_array
+def _array(path: str, key: str | None = None, labels_key: str | None = None, layout: str | None = None,
+           value_range: list[float] | None = None, size: int | list[int] | None = None,
+           standardize: bool | None = None, holdout: float | None = None, holdout_seed: int = 0) -> DataSource:
+    """A ``.npy`` / ``.npz`` file: a 2-D array is a table of ``(N, D)`` rows (see
+    :mod:`monge.data.tabular`: ``standardize``, ``holdout``); 3-D / 4-D arrays are images (see
+    :func:`monge.data.images.load_array`: ``layout``, ``value_range``, ``size``)."""
+    return _cached("array", _load_array, path=path, key=key, labels_key=labels_key, layout=layout,
+                   value_range=None if value_range is None else tuple(value_range), size=size,
+                   standardize=standardize, holdout=holdout, holdout_seed=holdout_seed)
 
-    return _cached("array", load_array, path=path, key=key, labels_key=labels_key, layout=layout,
-                   value_range=None if value_range is None else tuple(value_range), size=size)
+
+def _load_array(path: str, key: str | None, labels_key: str | None, layout: str | None, value_range: Any,
+                size: Any, standardize: bool | None, holdout: float | None, holdout_seed: int) -> DataSource:
+    from pathlib import Path
+
+    from .images import images_from_array
+    from .tabular import read_array_file, table_from_array
+
+    file = Path(path)
+    a, labels = read_array_file(file, key, labels_key)
+    if a.ndim == 2:
+        image_only = {k: v for k, v in (("layout", layout), ("value_range", value_range), ("size", size))
+                      if v is not None}
+        if image_only:
+            raise ValueError(f"{file} holds a (N, D) table; {', '.join(image_only)} apply to images only "
+                             "(a table takes standardize, holdout, holdout_seed, labels_key)")
+        return table_from_array(a, labels, name=file.stem, standardize=bool(standardize), holdout=holdout or 0.0,
+                                holdout_seed=holdout_seed)
+    if standardize is not None or holdout is not None:
+        raise ValueError(f"{file} holds images of shape {a.shape[1:]}; standardize and holdout apply to (N, D) "
+                         "tables only")
+    return images_from_array(a, labels, file, layout=layout or "auto", value_range=value_range, size=size)
+
+
+@DATA_SOURCES.register("csv")
+def _csv(path: str, header: bool | str = "auto", delimiter: str = ",", columns: list[int | str] | None = None,
+         label_column: int | str | None = None, standardize: bool = False, holdout: float = 0.0,
+         holdout_seed: int = 0) -> DataSource:
+    """A CSV table of numbers, one row per sample (see :func:`monge.data.tabular.load_table`)."""
+    from .tabular import load_table
+
+    return _cached("csv", load_table, path=path, header=header, delimiter=delimiter,
+                   columns=None if columns is None else list(columns), label_column=label_column,
+                   standardize=standardize, holdout=holdout, holdout_seed=holdout_seed)
 
 
 @DATA_SOURCES.register("mnist")
@@ -237,3 +289,22 @@ def build_data(data: Any) -> tuple[DataSource, DataSource]:
             f"has {target.shape}; use sources of the same shape (e.g. source: gaussian)"
         )
     return source, target
+
+
+def data_paths(data: Any) -> list[str]:
+    """``"data.target.path = '...'"`` for each side of a data config read from a file."""
+    out = []
+    for side in ("source", "target"):
+        params = getattr(getattr(data, side, None), "params", None) or {}
+        if "path" in params:
+            out.append(f"data.{side}.path = {params['path']!r}")
+    return out
+
+
+def moved_data_hint(message: str, data: Any) -> str:
+    """``message`` (a data error) with how to point a run at data that moved, when a path is missing."""
+    missing = ("not found", "No such file", "is not a folder")
+    if not data_paths(data) or not any(m in message for m in missing):
+        return message
+    return (f"{message}. If the data moved, point at its new place with data.target.path=NEW (or "
+            "data.source.path=NEW); on --resume only the location may change, not the data")

@@ -1,0 +1,83 @@
+"""Files the commands write: exactly at the path given, atomically, never half-written.
+
+Every output is written to a temporary file in the same folder and renamed over the target
+(:func:`monge.checkpoint.atomic_write_bytes`), so a full disk or a killed process leaves the
+previous file intact and no empty file behind. Missing parent folders are created. An output
+path that is an existing folder is refused with a message, and no suffix is ever appended.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import atomic_write_bytes
+
+__all__ = ["check_name_length", "check_output_file", "describe_os_error", "write_array", "write_text"]
+
+#: Longest file or folder name most file systems accept (bytes of UTF-8).
+MAX_NAME_BYTES = 255
+
+
+def check_name_length(name: str, what: str) -> None:
+    """Raise ``ValueError`` when ``name`` is longer than a file system accepts."""
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise ValueError(f"{what} is {len(name)} characters; file names are at most {MAX_NAME_BYTES} bytes, "
+                         "choose a shorter one")
+
+
+def check_output_file(path: str | Path, what: str = "-o") -> Path:
+    """``path`` as an output file: not an existing folder, no part of it too long, no parent that is a file."""
+    path = Path(path)
+    for part in path.parts:
+        check_name_length(part, f"a part of {what} {str(path)[:40]}...")
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file path inside it, e.g. {path / 'samples.npy'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{what} {path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
+def write_array(path: str | Path, x: np.ndarray) -> Path:
+    """Save ``x`` at exactly ``path`` (atomically): CSV text when it ends in ``.csv`` (2-D
+    arrays), else the ``.npy`` format (whatever the suffix)."""
+    path = check_output_file(path)
+    buf = io.BytesIO()
+    if path.suffix.lower() == ".csv":
+        if x.ndim != 2:
+            raise ValueError(f"-o {path}: a CSV holds (N, D) rows; samples have shape {x.shape}, use .npy")
+        np.savetxt(buf, x, delimiter=",", fmt="%.7g")
+    else:
+        np.save(buf, x, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` at ``path`` atomically (UTF-8)."""
+    path = check_output_file(path)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an ``OSError``: the file, what failed and what to do."""
+    where = f" {err.filename}" if err.filename else ""
+    what = err.strerror or str(err)
+    hint = {
+        errno.ENOSPC: "free some disk space (the previous files are intact)",
+        errno.EDQUOT: "free some disk quota (the previous files are intact)",
+        errno.EACCES: "check the folder's permissions or choose another output folder",
+        errno.EPERM: "check the folder's permissions or choose another output folder",
+        errno.EROFS: "the file system is read-only; choose another output folder",
+        errno.ENAMETOOLONG: "choose a shorter name",
+        errno.EISDIR: "give a file path, not a folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+    }.get(err.errno or 0, "")
+    return f"cannot access{where}: {what}" + (f"; {hint}" if hint else "")
