@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Layers from the bottom: a module may import from its own layer or below, never above.
 LAYERS: list[tuple[str, ...]] = [
     ("monge", "monge.registry", "monge._validation", "monge.distributed", "monge.ema", "monge.checkpoint",
-     "monge.ot._checks", "monge.models.embeddings", "monge.models.conditioning"),
+     "monge.ot._checks", "monge.models.embeddings", "monge.models.conditioning", "monge.quick", "monge.locate", "monge.progress"),
     ("monge.ot", "monge.paths", "monge.objectives", "monge.pairing", "monge.imageio"),
     ("monge.predictions", "monge.data", "monge.metrics"),
     ("monge.couplings", "monge.models"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -42,17 +42,18 @@ NLL_TOL = 1e-4
 
 
 def demo_config(coupling: str, out: Path, source: str, target: str, steps: int, batch_size: int,
-                seed: int) -> Config:
+                seed: int, coupling_params: Mapping[str, Any] | None = None, samples: int = 2000) -> Config:
+    """The demo's recipe for one coupling (``coupling_params``: extra parameters of the coupling)."""
     return Config.from_dict(
         {
             "name": coupling,
             "output_dir": str(out),
             "data": {"source": source, "target": target},
-            "coupling": coupling,
+            "coupling": {"name": coupling, **(coupling_params or {})},
             "path": {"name": "linear", "sigma": 0.0},
             "model": {"name": "mlp", "hidden": 256, "depth": 3},
             "train": {"steps": steps, "batch_size": batch_size, "lr": 1e-3, "seed": seed,
-                      "checkpoint_every": 0, "eval_samples": 2000},
+                      "checkpoint_every": 0, "eval_samples": samples},
             "sample": {"sampler": "euler", "nfe": [1, 2, 4, 8], "adaptive": True},
         }
     )
@@ -67,8 +68,14 @@ def run_demo(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = True,
+    coupling_params: Mapping[str, Mapping[str, Any]] | None = None,
+    samples: int = 2000,
 ) -> DemoResult:
-    """Train one model per coupling, evaluate at NFE 1, 2, 4, 8 and adaptive, write a report."""
+    """Train one model per coupling, evaluate at NFE 1, 2, 4, 8 and adaptive, write a report.
+
+    ``coupling_params[name]`` adds parameters to coupling ``name`` (e.g. ``{"semidiscrete_ot":
+    {"max_iter": 200}}``); ``samples``: points per evaluation, per panel and of the reference
+    (likelihood: at most :data:`NLL_POINTS`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[EvalRow]] = {}
@@ -79,11 +86,12 @@ def run_demo(
     src, tgt = build_source(source), build_source(target)
     nll: dict[str, NLLResult] | None = _nll_if_possible(src)
     g = torch.Generator().manual_seed(seed + 999)
-    x0 = src.sample(2000, generator=g)
-    reference = tgt.sample(2000, generator=g)
+    x0 = src.sample(samples, generator=g)
+    reference = tgt.sample(samples, generator=g)
     for name in couplings:
-        config = demo_config(name, out, source, target, steps, batch_size, seed)
-        config.train.progress = progress
+        config = demo_config(name, out, source, target, steps, batch_size, seed, (coupling_params or {}).get(name),
+                             samples)
+        config.train.progress = progress is not False
         trainer = Trainer(config)
         t0 = time.perf_counter()
         result = trainer.fit(overwrite="replace")  # the demo owns its runs: a rerun replaces them, saying so
@@ -97,13 +105,13 @@ def run_demo(
         adaptive_nfe[label] = adaptive.nfe
         trajectories[label] = sample(model, x0[:256], "rk4", nfe=64, return_trajectory=True).trajectory
         if nll is not None:
-            nll[label] = evaluate_nll(model, src, tgt, n=NLL_POINTS, seed=seed + 4242, rtol=NLL_TOL, atol=NLL_TOL)
+            nll[label] = evaluate_nll(model, src, tgt, n=min(NLL_POINTS, samples), seed=seed + 4242, rtol=NLL_TOL, atol=NLL_TOL)
 
     plot_metric_vs_nfe(rows, out / "w2_vs_nfe.png", "w2")
     plot_samples(panels, reference, out / "samples.png", {k: f"dopri5, {v} NFE" for k, v in adaptive_nfe.items()})
     plot_trajectories(trajectories, out / "trajectories.png")
     report = out / "report.md"
-    report.write_text(_report(rows, seconds, source, target, steps, batch_size, nll))
+    report.write_text(_report(rows, seconds, source, target, steps, batch_size, nll, samples))
     return DemoResult(report, rows, nll)
 
 
@@ -117,12 +125,12 @@ def _nll_if_possible(src) -> dict[str, NLLResult] | None:
 
 
 def _report(rows: dict[str, list[EvalRow]], seconds: dict[str, float], source: str, target: str,
-            steps: int, batch_size: int, nll: dict[str, NLLResult] | None = None) -> str:
+            steps: int, batch_size: int, nll: dict[str, NLLResult] | None = None, samples: int = 2000) -> str:
     parts = [
         f"# monge demo: {source} -> {target}",
         "",
         f"Same MLP (3x256), AdamW lr 1e-3, batch {batch_size}, {steps} steps, linear path, EMA weights. "
-        "Only the coupling differs. W2: exact Wasserstein-2 between 2000 samples and 2000 fresh "
+        f"Only the coupling differs. W2: exact Wasserstein-2 between {samples} samples and {samples} fresh "
         "target samples; straightness: mean of ∫‖(x₁−x₀) − ẋₜ‖² dt along the sampler's trajectory "
         "(0 = straight lines; trivially 0 for one step, so read it on the adaptive row); mode "
         "mixture: share of samples farther than 3 std from every mode, when the target is a mixture.",
@@ -137,7 +145,7 @@ def _report(rows: dict[str, list[EvalRow]], seconds: dict[str, float], source: s
         if any(r.mode_mixture is not None for r in next(iter(rows.values()))):
             parts += [format_comparison(rows, "mode_mixture"), ""]
     if nll:
-        parts += [format_nll(nll, f"Negative log-likelihood of {NLL_POINTS} fresh {target} points"), ""]
+        parts += [format_nll(nll, f"Negative log-likelihood of {min(NLL_POINTS, samples)} fresh {target} points"), ""]
     elif nll is None:
         parts += [f"No likelihood: the source {source} has no closed-form density.", ""]
     parts += ["![W2 vs NFE](w2_vs_nfe.png)", "", "![samples](samples.png)", "",

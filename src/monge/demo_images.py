@@ -130,7 +130,7 @@ def _train(config: Config, train_set, progress: bool):
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "config.yaml").write_text(config.to_yaml())
     trainer.prepare()
-    bar = _progress(config.train.steps, 0, progress, config.name)
+    bar = _progress(config.train.steps, 0, progress is not False, config.name)
     try:
         while trainer.step < config.train.steps:
             loss = trainer.train_step()
