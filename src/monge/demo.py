@@ -19,6 +19,7 @@ from .config import Config
 from .data.sources import build_source
 from .evaluate import EvalRow, NLLResult, evaluate_nll, format_comparison, format_nll, format_table
 from .plots import plot_metric_vs_nfe, plot_samples, plot_trajectories
+from .progress import item_status
 from .samplers import sample
 from .train import Trainer
 
@@ -88,7 +89,10 @@ def run_demo(
     g = torch.Generator().manual_seed(seed + 999)
     x0 = src.sample(samples, generator=g)
     reference = tgt.sample(samples, generator=g)
-    for name in couplings:
+    loop_start = time.perf_counter()
+    for k, name in enumerate(couplings, 1):
+        item_status(k, len(couplings), f"model ({name}, {steps} steps)", time.perf_counter() - loop_start,
+                    progress=progress, prefix="demo")
         config = demo_config(name, out, source, target, steps, batch_size, seed, (coupling_params or {}).get(name),
                              samples)
         config.train.progress = progress is not False

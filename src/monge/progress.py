@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-__all__ = ["progress_enabled", "progress_bar", "status"]
+__all__ = ["progress_enabled", "progress_bar", "status", "item_status"]
 
 
 def progress_enabled(progress: bool | None, stream: TextIO | None = None) -> bool:
@@ -48,3 +48,19 @@ def status(message: str, *, progress: bool | None = None, estimate: float | None
     if enabled:
         stream.write(f"{message}: done in {time.perf_counter() - start:.1f} s\n")
         stream.flush()
+
+
+def item_status(k: int, total: int, what: str, elapsed: float, *, progress: bool | None = None,
+                prefix: str = "") -> None:
+    """One line on stderr before item ``k`` of ``total`` (1-based): ``prefix: what k of total``, and
+    from the ``elapsed`` seconds of the ``k - 1`` items done, the time left at that pace."""
+    if not progress_enabled(progress):
+        return
+    left = ""
+    if k > 1:
+        per = elapsed / (k - 1)
+        left = f", about {per * (total - k + 1) / 60:.1f} min left at {per:.0f} s each"
+    head = f"{prefix}: " if prefix else ""
+    noun, _, rest = what.partition(" ")
+    sys.stderr.write(f"{head}{noun} {k} of {total} {rest}{left}\n".replace("  ", " "))
+    sys.stderr.flush()
