@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge.config",),
     ("monge.evaluate", "monge.plots"),
     ("monge.train", "monge.generate"),
-    ("monge.reflow", "monge.demo", "monge.demo_images"),
+    ("monge.reflow", "monge.demo", "monge.demo_images", "monge.demo_report"),
     ("monge.cli", "monge.__main__"),
 ]
 

@@ -418,6 +418,8 @@ def demo(
         _fail(err)
     typer.echo(result.report.read_text())
     typer.echo(f"report: {result.report}")
+    for figure in sorted(result.report.parent.glob("*.png")):
+        typer.echo(f"figure: {figure}")
 
 
 def _check_nfe_and_path(nfe: int, checkpoints: List[Path]) -> None:

@@ -348,7 +348,9 @@ def _report(rows: dict[str, list[ImageRow]], baselines: dict[str, ImageRow], sec
     if goal:
         parts += goal
     plain = [_key(row) for row in next(iter(rows.values())) if not row.setting.startswith("expressway")]
-    parts += ["**Samples** (rows: " + ", ".join(plain) + ")", ""]
+    parts += ["**Samples**: one grid per coupling; each row is one sampling setting, top to bottom "
+              + ", ".join(f"NFE {p}" if p[0].isdigit() else p for p in plain)
+              + "; each column is one of the same 16 noises in every row and grid.", ""]
     for name, path in grids.items():
         extra = " (last rows: expressway)" if any(r.setting.startswith("expressway") for r in rows[name]) else ""
         parts += [f"{name}{extra}:", "", f"![{name}]({path.name})", ""]
