@@ -189,6 +189,8 @@ def reflow_cmd(
         typer.echo((run / "eval.md").read_text())
     if distill:
         typer.echo(f"one-step distilled run: {run / 'distill'} (sample it with --sampler euler --nfe 1)")
+        if (run / "distill" / "eval.md").is_file():
+            typer.echo((run / "distill" / "eval.md").read_text())
 
 
 def _expressway_of(checkpoint: Path, cfg) -> "Expressway | None":

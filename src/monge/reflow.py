@@ -179,7 +179,8 @@ def reflow(
        Everything else (model, optimiser, batch size, evaluation) follows the original recipe.
     3. With ``distill``, regenerate pairs with the reflowed model and distill it to one step
        (:func:`distill`, ``distill_steps`` default ``steps``); the distilled run is written to
-       ``out_dir / "distill"`` (sample it with ``euler``, 1 NFE).
+       ``out_dir / "distill"`` (sample it with ``euler``, 1 NFE) and evaluated at 1 NFE
+       (``distill/eval.md``).
 
     ``out_dir`` defaults to ``<run dir>-reflow`` next to the checkpoint's run directory. It may
     not be the source run; an existing run there is refused unless ``overwrite`` (it is then
@@ -231,7 +232,7 @@ def reflow(
         raw_d = new_cfg.to_dict()
         raw_d.update(name="distill", output_dir=str(out))
         raw_d["coupling"] = {"name": "reflow", "pairs": str(dpairs.resolve())}
-        raw_d["sample"] = {**raw_d["sample"], "sampler": "euler", "nfe": [1]}
+        raw_d["sample"] = {**raw_d["sample"], "sampler": "euler", "nfe": [1], "adaptive": False}
         raw_d["train"] = {**raw_d["train"], "steps": n_steps}
         dtrainer = Trainer(Config.from_dict(raw_d), model=student)
         dtrainer.ema.model.load_state_dict(student.state_dict())
@@ -239,4 +240,5 @@ def reflow(
         ddir.mkdir(parents=True, exist_ok=True)
         (ddir / "config.yaml").write_text(dtrainer.config.to_yaml())
         dtrainer.save()
+        dtrainer._write_eval(dtrainer.evaluate())  # the one-step model's W2 / MMD at 1 NFE: distill/eval.md
     return out
