@@ -17,14 +17,14 @@ import torch
 
 from .config import Config
 from .data.sources import build_source
+from .demo_report import MMD_NOTE, conclusion, explanations, w2_noise_floor
 from .evaluate import EvalRow, NLLResult, evaluate_nll, format_comparison, format_nll, format_table
 from .plots import plot_metric_vs_nfe, plot_samples, plot_trajectories
-from .demo_report import MMD_NOTE, conclusion, explanations, w2_noise_floor
 from .progress import item_status
 from .samplers import sample
 from .train import Trainer
 
-__all__ = ["DemoResult", "run_demo", "demo_config"]
+__all__ = ["DemoResult", "demo_config", "run_demo"]
 
 LABELS = {"independent": "I-CFM (independent)", "exact_ot": "OT-CFM (exact_ot)"}
 
@@ -109,8 +109,8 @@ def run_demo(
         label = LABELS.get(name, name)
         rows[label] = result.eval_rows
         model = trainer.ema.model
-        call = dict(return_trajectory=True, schedule=getattr(trainer.path, "schedule", None),
-                    generator=torch.Generator().manual_seed(seed + 12345 + 2))
+        call = {"return_trajectory": True, "schedule": getattr(trainer.path, "schedule", None),
+                "generator": torch.Generator().manual_seed(seed + 12345 + 2)}
         panels[label] = {f"euler, {k} NFE": sample(model, x0, "euler", nfe=k, **call).x for k in (1, 2, 4, 8)}
         adaptive = sample(model, x0, "dopri5", **call)
         panels[label]["dopri5 (adaptive)"] = adaptive.x
@@ -146,16 +146,16 @@ def _report(rows: dict[str, list[EvalRow]], seconds: dict[str, float], source: s
         f"# monge demo: {source} -> {target}",
         "",
         *([conclusion(rows, floor), ""] if floor is not None and len(rows) >= 2 else []),
-        f"Same MLP (3x256), AdamW lr 1e-3, batch {batch_size}, {steps} steps, linear path, EMA weights. "
-        f"Only the coupling differs. W2: exact Wasserstein-2 between {samples} samples and {samples} fresh "
-        "target samples; straightness: mean of ∫‖(x₁−x₀) − ẋₜ‖² dt along the sampler's trajectory "
-        "(0 = straight lines; trivially 0 for one step, so read it on the adaptive row); mode "
-        "mixture: share of samples farther than 3 std from every mode, when the target is a mixture.",
+        (f"Same MLP (3x256), AdamW lr 1e-3, batch {batch_size}, {steps} steps, linear path, EMA weights. "
+         f"Only the coupling differs. W2: exact Wasserstein-2 between {samples} samples and {samples} fresh "
+         "target samples; straightness: mean of ∫‖(x₁−x₀) − ẋₜ‖² dt along the sampler's trajectory "
+         "(0 = straight lines; trivially 0 for one step, so read it on the adaptive row); mode "
+         "mixture: share of samples farther than 3 std from every mode, when the target is a mixture."),
         "",
         MMD_NOTE,
         "",
-        *([f"W2 noise floor at {samples} points: {floor[0]:.3f} ± {floor[1]:.3f} (two independent target "
-           "samples; the lowest W2 any model can show here)", ""] if floor is not None else []),
+        *([(f"W2 noise floor at {samples} points: {floor[0]:.3f} ± {floor[1]:.3f} (two independent target "
+            "samples; the lowest W2 any model can show here)"), ""] if floor is not None else []),
         "Training time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
         "",
     ]
@@ -173,11 +173,11 @@ def _report(rows: dict[str, list[EvalRow]], seconds: dict[str, float], source: s
     if notes:
         parts += ["**Rows that look wrong**", "", *notes, ""]
     parts += ["**Figures**", "",
-              "W2 against NFE, one line per run and sampler (expressway rows dashed; stars: dopri5 at its "
-              "adaptive NFE; grey: the noise floor):", "", "![W2 vs NFE](w2_vs_nfe.png)", "",
-              "Samples (rows: runs; columns: Euler at 1, 2, 4, 8 NFE, dopri5 at the NFE of the table's "
-              "adaptive row, and the target): the panels are the table's samples.", "", "![samples](samples.png)", "",
-              "Paths from noise (black) to samples (blue) over the target (light grey): OT pairing gives "
-              "nearly straight paths, independent pairing curved ones.", "",
+              ("W2 against NFE, one line per run and sampler (expressway rows dashed; stars: dopri5 at its "
+               "adaptive NFE; grey: the noise floor):"), "", "![W2 vs NFE](w2_vs_nfe.png)", "",
+              ("Samples (rows: runs; columns: Euler at 1, 2, 4, 8 NFE, dopri5 at the NFE of the table's "
+               "adaptive row, and the target): the panels are the table's samples."), "", "![samples](samples.png)", "",
+              ("Paths from noise (black) to samples (blue) over the target (light grey): OT pairing gives "
+               "nearly straight paths, independent pairing curved ones."), "",
               "![trajectories](trajectories.png)", ""]
     return "\n".join(parts)

@@ -47,11 +47,18 @@ import torch
 from torch import Tensor, nn
 
 from ._validation import check_number, check_positive_int
-from .progress import item_status
 from .config import Config
+from .progress import item_status
 
-__all__ = ["DIGITS_COUPLINGS", "DIGITS_MODELS", "ImageRow", "ImageDemoResult", "image_demo_config",
-           "score_images", "run_image_demo"]
+__all__ = [
+    "DIGITS_COUPLINGS",
+    "DIGITS_MODELS",
+    "ImageDemoResult",
+    "ImageRow",
+    "image_demo_config",
+    "run_image_demo",
+    "score_images",
+]
 
 #: Couplings compared by default.
 DIGITS_COUPLINGS = ("independent", "exact_ot", "wcfm", "immiscible", "semidiscrete_ot")

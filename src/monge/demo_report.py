@@ -18,7 +18,7 @@ import torch
 from .evaluate import EvalRow
 from .metrics import wasserstein2
 
-__all__ = ["w2_noise_floor", "conclusion", "explanations", "MMD_NOTE"]
+__all__ = ["MMD_NOTE", "conclusion", "explanations", "w2_noise_floor"]
 
 MMD_NOTE = (
     "MMD²: squared maximum mean discrepancy with an RBF kernel, the unbiased estimator (Gretton et al. "

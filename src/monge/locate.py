@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CHECKPOINT_NAME", "runs_under", "missing_checkpoint", "check_checkpoint_path"]
+__all__ = ["CHECKPOINT_NAME", "check_checkpoint_path", "missing_checkpoint", "runs_under"]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-__all__ = ["progress_enabled", "progress_bar", "status", "item_status"]
+__all__ = ["item_status", "progress_bar", "progress_enabled", "status"]
 
 
 def progress_enabled(progress: bool | None, stream: TextIO | None = None) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["QUICK_ENV", "STEP_DIVISOR", "MAX_PAIRS", "MAX_FIT_ITER", "MAX_SAMPLES", "quick_mode", "quick_steps", "quick_cap"]
+__all__ = ["MAX_FIT_ITER", "MAX_PAIRS", "MAX_SAMPLES", "QUICK_ENV", "STEP_DIVISOR", "quick_cap", "quick_mode", "quick_steps"]
 
 QUICK_ENV = "MONGE_QUICK"
 #: Quick mode keeps ``ceil(steps / STEP_DIVISOR)`` training steps.
