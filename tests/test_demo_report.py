@@ -72,3 +72,17 @@ def test_demo_panels_are_the_table_samples(tmp_path):
     assert "**Conclusion.**" in text and "W2 noise floor at 64 points" in text and "MMD²: squared" in text
     for png in ("w2_vs_nfe.png", "samples.png", "trajectories.png"):
         assert (tmp_path / png).is_file() and f"]({png})" in text
+
+
+def test_figures_keep_their_titles(tmp_path, monkeypatch):
+    import monge.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    x = torch.randn(50, 2)
+    plots.plot_samples({"A": {"euler, 1 NFE": x, "dopri5 (adaptive)": x}}, x, tmp_path / "s.png", {"A": "12 NFE"},
+                       title="moons: 50 samples")
+    plots.plot_trajectories({"A": torch.randn(5, 8, 2)}, tmp_path / "t.png", target=x, title="paths")
+    assert [f._suptitle.get_text() for f in figures] == ["moons: 50 samples", "paths"]
+    assert figures[0].axes[1].get_title() == "dopri5 (adaptive)\n(12 NFE)"
+    assert "target" in [t.get_text() for t in figures[1].axes[0].get_legend().get_texts()]

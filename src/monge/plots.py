@@ -79,10 +79,10 @@ def plot_samples(
             x = panels[method][col].cpu()
             ax = axes[i][j]
             ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
-            title = f"{method}\n{col}" if j == 0 else col
+            panel = f"{method}\n{col}" if j == 0 else col
             if notes and method in notes and j == len(cols) - 1:
-                title += f"\n({notes[method]})"
-            ax.set_title(title, fontsize=8)
+                panel += f"\n({notes[method]})"
+            ax.set_title(panel, fontsize=8)
         axes[i][-1].scatter(target[:, 0].cpu(), target[:, 1].cpu(), s=1, alpha=0.5, color="k")
         axes[i][-1].set_title("target (reference)", fontsize=8)
     for ax in axes.flat:
