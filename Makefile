@@ -16,7 +16,7 @@ $(BIN)/monge: pyproject.toml
 install: $(BIN)/monge
 
 demo: install
-	$(BIN)/monge demo
+	OMP_NUM_THREADS=1 $(BIN)/monge demo
 	@echo "monge is installed in $(VENV)/: run '. $(VENV)/bin/activate' to use the monge command (or call $(BIN)/monge)"
 
 test: install

@@ -304,3 +304,18 @@ def test_sample_and_eval_with_continuous_conditions(tmp_path):
     res = runner.invoke(app, ["eval", run, "--nfe", "1", "-n", "50", "--no-adaptive"])
     assert res.exit_code == 0, res.output
     assert "**cont: 8gaussians" in res.output
+
+
+def test_outputs_go_to_the_run_and_every_path_is_printed(recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["train", str(recipe), "train.steps=5", "--no-progress"]).exit_code == 0
+    run = tmp_path / "runs" / "tiny"
+    res = runner.invoke(app, ["sample", str(run), "-n", "20"])
+    assert res.exit_code == 0, res.output
+    assert np.load(run / "samples.npy").shape == (20, 2) and f"to {run / 'samples.npy'}" in res.output
+    plot = tmp_path / "runs" / "w2.png"
+    res = runner.invoke(app, ["eval", str(run), "--nfe", "1", "-n", "50", "--no-adaptive", "--plot", str(plot)])
+    assert res.exit_code == 0, res.output
+    assert plot.is_file() and f"wrote the W2-vs-NFE plot to {plot}" in res.output
+    res = runner.invoke(app, ["sample", str(tmp_path / "runs")])  # a directory of runs, not a run
+    assert res.exit_code == 2 and "holds 1 run (" in res.output and str(run) in res.output

@@ -156,3 +156,24 @@ def test_config_and_validation(tmp_path):
 def test_cli_rejects_unknown_data(tmp_path):
     res = CliRunner().invoke(app, ["demo", "--data", "cifar", "-o", str(tmp_path)])
     assert res.exit_code != 0 and "--data must be 'toy' or 'digits'" in res.output
+
+
+def test_partial_report_survives_a_failure_in_a_later_model(tmp_path, cache, monkeypatch):
+    import monge.demo_images as demo_images
+
+    real_train, calls = demo_images._train, []
+
+    def train_then_fail(config, train_set, progress):
+        calls.append(config.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user stops the demo during the second model
+        return real_train(config, train_set, progress)
+
+    monkeypatch.setattr(demo_images, "_train", train_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        run_image_demo(tmp_path, couplings=("independent", "exact_ot"), size=8, steps=5, batch_size=16, n=40,
+                       nfes=(1,), expressway_couplings=(), classifier_cache=cache, classifier_epochs=2,
+                       progress=False)
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith("> Partial report: 1 of 2 models done (exact_ot still to train)")
+    assert "| independent |" in text and (tmp_path / "samples_independent.png").is_file()

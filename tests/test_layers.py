@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, ...]] = [
     ("monge", "monge.registry", "monge._validation", "monge.distributed", "monge.ema", "monge.checkpoint",
      "monge.ot._checks", "monge.models.embeddings", "monge.models.conditioning", "monge.limits",
-     "monge.outputs"),
+     "monge.outputs", "monge.quick", "monge.locate", "monge.progress"),
     ("monge.ot", "monge.paths", "monge.objectives", "monge.pairing", "monge.imageio"),
     ("monge.predictions", "monge.data", "monge.metrics"),
     ("monge.couplings", "monge.models"),
@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge.config", "monge.rundata"),
     ("monge.evaluate", "monge.plots"),
     ("monge.train", "monge.generate"),
-    ("monge.reflow", "monge.demo", "monge.demo_images"),
+    ("monge.reflow", "monge.demo", "monge.demo_images", "monge.demo_report"),
     ("monge.cli", "monge.__main__"),
 ]
 

@@ -79,6 +79,7 @@ def test_reflow_straightens_trajectories(tiny_config, tmp_path):
     m3, _ = load_model(out / "distill")
     e3 = (sample(m3, noise, "euler", 1).x - x2).square().sum(1).mean().item()
     assert e3 < 0.5 * e2, (e2, e3)
+    assert "| euler | 1 |" in (out / "distill" / "eval.md").read_text()  # the distilled model is evaluated
     print(f"straightness 1-RF {s1:.3f} 2-RF {s2:.3f}; 1-step error 1-RF {e1:.3f} 2-RF {e2:.3f} distilled {e3:.3f}")
 
 

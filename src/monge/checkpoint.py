@@ -20,6 +20,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
+from .locate import missing_checkpoint
+
 __all__ = [
     "run_dir_of",
     "CheckpointError",
@@ -97,6 +99,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     """Return ``(tensors, config, state)``; raise :class:`CheckpointError` naming the problem."""
     path = Path(path)
     if path.is_dir():
+        problem = missing_checkpoint(path)
+        if problem is not None:
+            raise CheckpointError(problem)
         path = path / "checkpoint.safetensors"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")

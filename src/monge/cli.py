@@ -15,7 +15,11 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="OT-aware flow matching: train, sample and evaluate few-step generative models.",
+    # help texts are printed as written: square brackets stay (rich markup would swallow them)
 )
+
+PROGRESS_HELP = "Progress bars and status lines on stderr; by default only when stderr is a terminal."
+_AUTO = "on a terminal"
 
 #: errors reported as one line (exit code 2): bad input, and files that cannot be read or written
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
@@ -46,26 +50,31 @@ def _parse_nfe(text: str) -> list[int]:
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/8gaussians-moons-otcfm.yaml"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the run's checkpoint"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. train.steps=500"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint.", show_default="off"),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="start an existing run again; the old one is moved to RUN.bak-<time>"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+        False, "--overwrite", help="Start an existing run again; the old one is moved to RUN.bak-<time>.",
+        show_default="off"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
+                                            show_default=_AUTO),
 ) -> None:
     """Train a model from a recipe; writes runs/NAME/{checkpoint.safetensors, log.csv, eval.md}.
 
     An existing run is refused unless --resume (continue it) or --overwrite (start again, keeping a
     backup). Ctrl-C stops at the next step boundary and saves a checkpoint there.
 
-    Runs data-parallel unchanged under ``torchrun --nproc_per_node=N -m monge train ...``.
+    Runs data-parallel unchanged under: torchrun --nproc_per_node=N -m monge train RECIPE.
     """
+    if not config.is_file():
+        _fail(FileNotFoundError(f"config file not found: {config}"))
     from . import distributed
     from .config import load_config
     from .train import Trainer, TrainingError
 
     try:
         cfg = load_config(config, list(overrides or []))
-        cfg.train.progress = cfg.train.progress and progress
+        _quick_config(cfg)
+        cfg.train.progress = cfg.train.progress and progress is not False
         if resume and overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
         result = Trainer(cfg).fit(resume=resume, overwrite=overwrite)
@@ -89,32 +98,40 @@ def train(
 @app.command("sample")
 def sample_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory"),
-    nfe: int = typer.Option(8, help="function evaluations (ignored by dopri5)"),
+    nfe: int = typer.Option(8, help="Function evaluations (ignored by dopri5)."),
     sampler: str = typer.Option(
         "euler", help="ODE: euler | midpoint | heun | rk4 | dopri5; few-step: ddim | dpm_solver_pp | "
-        "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama"),
+        "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama."),
     timesteps: Optional[str] = typer.Option(
-        None, "--timesteps", "--schedule", help="step grid: uniform | uniform_log_snr | karras | optimized (fitted "
+        None, "--timesteps", "--schedule", help="Step grid: uniform | uniform_log_snr | karras | optimized (fitted "
         "to the model once and cached in the run directory) | optimized_decoupled (optimized grid plus fitted "
-        "network evaluation times); --schedule is its old name"),
+        "network evaluation times); --schedule is its old name.", show_default="the sampler's own steps"),
     expressway: Optional[float] = typer.Option(
-        None, help="semidiscrete_ot runs: start at this time from the noised target of each noise's OT cell"),
-    n: int = typer.Option(1000, "-n", help="number of samples"),
-    seed: int = typer.Option(0),
-    output: Path = typer.Option(Path("samples.npy"), "-o", "--output",
-                                help="file to write, exactly at this path (folders created): .npy, or .csv for tables"),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="use the EMA weights"),
-    grid: Optional[Path] = typer.Option(None, "--grid", help="also save image samples as a PNG grid"),
+        None, help="Start at this time from the noised data point of each noise's semi-discrete OT cell "
+        "(the map is fitted once and cached in the run).", show_default="off"),
+    n: int = typer.Option(1000, "-n", help="Number of samples."),
+    seed: int = typer.Option(0, help="Seed of the noise."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="File to write, exactly at this path (folders created): .npy, or .csv for "
+        "tables.", show_default="RUN/samples.npy"),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Also save image samples as a PNG grid here.",
+                                        show_default="no grid"),
     label: Optional[str] = typer.Option(
-        None, "--class", help="class-conditional models: the class of every sample, or 'all' (classes in turn)"),
-    guidance: float = typer.Option(1.0, help="classifier-free guidance weight (with --class; 1: none)"),
+        None, "--class", help="Class-conditional models: the class of every sample, or 'all' (classes in turn).",
+        show_default="unconditional"),
+    guidance: float = typer.Option(1.0, help="Classifier-free guidance weight (with --class; 1: none)."),
     condition: Optional[str] = typer.Option(
-        None, "--condition", help="models with continuous conditions (cond_dim): comma-separated values (one "
+        None, "--condition", help="Models with continuous conditions (cond_dim): comma-separated values (one "
         "condition for every sample), a .npy/.csv/.txt file (one sample per row) or 'held-out' (the conditions of "
-        "-n fresh target points; saved beside the samples as *.conditions.npy)"),
+        "-n fresh target points; saved beside the samples as *.conditions.npy).", show_default="none"),
 ) -> None:
     """Draw samples from a trained model and save them as a .npy array or a CSV table (and a PNG
     grid for images). Runs on standardised tables return samples in the data's own units."""
+    try:
+        _check_nfe_and_path(nfe, [checkpoint])
+    except _USER_ERRORS as err:
+        _fail(err)
     from ._validation import MAX_SAMPLES
     from .checkpoint import run_dir_of
     from .generate import generate
@@ -130,6 +147,7 @@ def sample_cmd(
         check_nfe(nfe)
         if grid is not None and grid.suffix.lower() != ".png":
             raise ValueError(f"--grid needs a .png path, got {grid}")
+        output = output if output is not None else run_dir_of(checkpoint) / "samples.npy"
         check_output_file(output)
         if grid is not None:
             check_output_file(grid, "--grid")
@@ -182,24 +200,33 @@ def _check_sampling_memory(model, cfg, n: int) -> None:
 @app.command("reflow")
 def reflow_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory of a trained flow"),
-    n_pairs: int = typer.Option(10_000, "--n-pairs", help="(noise, sample) pairs to generate"),
-    steps: Optional[int] = typer.Option(None, help="training steps of the new run (default: the original's)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="new run directory (default: RUN-reflow)"),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="replace an existing run at --out; the old one is moved to OUT.bak-<time>"),
-    distill: bool = typer.Option(False, "--distill", help="also distill the reflowed model to one step"),
-    sampler: str = typer.Option("dopri5", help="sampler that generates the pairs"),
-    nfe: int = typer.Option(128, help="its NFE (fixed-step samplers)"),
-    seed: int = typer.Option(0),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    n_pairs: int = typer.Option(10_000, "--n-pairs", help="(noise, sample) pairs to generate."),
+    steps: Optional[int] = typer.Option(None, help="Training steps of the new run.", show_default="the original's"),
+    out: Optional[Path] = typer.Option(None, "--out", help="New run directory.", show_default="RUN-reflow"),
+    overwrite: bool = typer.Option(False, "--overwrite", show_default="off",
+                                   help="Replace an existing run at --out; the old one is moved to OUT.bak-<time>."),
+    distill: bool = typer.Option(False, "--distill", show_default="off",
+                                 help="Also distill the reflowed model to one step (written to OUT/distill)."),
+    sampler: str = typer.Option("dopri5", help="Sampler that generates the pairs."),
+    nfe: int = typer.Option(128, help="Its NFE (fixed-step samplers; dopri5 adapts)."),
+    seed: int = typer.Option(0, help="Seed of the noises."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
+                                            show_default=_AUTO),
 ) -> None:
     """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
+    try:
+        _check_nfe_and_path(nfe, [checkpoint])
+    except _USER_ERRORS as err:
+        _fail(err)
     from .checkpoint import CheckpointError
     from .limits import check_nfe
     from .reflow import reflow
 
     try:
         check_nfe(nfe)
+        from .quick import MAX_PAIRS, quick_cap, quick_steps
+
+        n_pairs, steps = quick_cap(n_pairs, MAX_PAIRS), None if steps is None else quick_steps(steps)
         run = reflow(checkpoint, n_pairs=n_pairs, steps=steps, out_dir=out, distill=distill, sampler=sampler,
                      nfe=nfe, seed=seed, progress=progress, overwrite=overwrite)
     except (*_USER_ERRORS, CheckpointError) as err:
@@ -209,6 +236,8 @@ def reflow_cmd(
         typer.echo((run / "eval.md").read_text())
     if distill:
         typer.echo(f"one-step distilled run: {run / 'distill'} (sample it with --sampler euler --nfe 1)")
+        if (run / "distill" / "eval.md").is_file():
+            typer.echo((run / "distill" / "eval.md").read_text())
 
 
 def _expressway_of(checkpoint: Path, cfg) -> "Expressway | None":
@@ -226,17 +255,19 @@ def _expressway_of(checkpoint: Path, cfg) -> "Expressway | None":
 def fit_ot_cmd(
     run_or_recipe: Path = typer.Argument(..., help="run directory, or YAML recipe (fits into its run directory)"),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides of a recipe"),
-    refit: bool = typer.Option(False, "--refit", help="fit again even when the run has a cached map"),
-    check_samples: int = typer.Option(0, "--check-samples",
-                                      help="fresh source samples of the cell-mass check [default: as the fit's]"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    refit: bool = typer.Option(False, "--refit", help="Fit again even when the run has a cached map.",
+                               show_default="off"),
+    check_samples: int = typer.Option(0, "--check-samples", help="Fresh source samples of the cell-mass check.",
+                                      show_default="as many as the fit's own check"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
+                                            show_default=_AUTO),
 ) -> None:
     """Fit the semi-discrete OT map from the run's source onto its data and cache it in the run.
 
-    The map is the one ``semidiscrete_ot`` trains with and ``--expressway`` samples from; it is
-    fitted on every point of a finite data set (or the recipe's ``coupling.n_targets``). Prints
-    the targets, the time and the cell-mass error measured on fresh source samples
-    (:func:`monge.ot.semidiscrete.marginal_error`). An interrupted fit resumes where it stopped.
+    The map is the one semidiscrete_ot trains with and --expressway samples from; it is fitted on
+    every point of a finite data set (or the recipe's coupling.n_targets). Prints the targets, the
+    time and the cell-mass error measured on fresh source samples. An interrupted fit resumes
+    where it stopped.
     """
     import time
 
@@ -258,6 +289,11 @@ def fit_ot_cmd(
         else:
             cfg = load_config(run_or_recipe, list(overrides or []))
             run_dir = cfg.run_dir
+        _quick_config(cfg)
+        from .quick import quick_mode
+
+        if quick_mode() and not check_samples:
+            check_samples = 65_536
         cached = (run_dir / MAP_FILE).is_file() and not refit
         start = time.perf_counter()
         sd_map = semidiscrete_map(cfg, run_dir, refit=refit, progress=progress)
@@ -277,28 +313,36 @@ def fit_ot_cmd(
 @app.command("eval")
 def eval_cmd(
     checkpoints: List[Path] = typer.Argument(..., help="one or more checkpoint files or run directories"),
-    nfe: str = typer.Option("1,2,4,8", help="comma-separated NFE budgets"),
-    sampler: str = typer.Option("euler", help="any sampler of `monge sample` (uniform steps)"),
-    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="also run dopri5"),
-    n: int = typer.Option(1000, "-n", help="samples per evaluation"),
-    seed: int = typer.Option(0),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="also write the tables here"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write a W2-vs-NFE PNG, one curve per run"),
-    nll: bool = typer.Option(False, "--nll", help="also score held-out data's negative log-likelihood "
-                             "(bits/dim for images; dopri5, exact divergence up to 64 dimensions)"),
-    nll_n: int = typer.Option(500, "--nll-n", help="held-out points scored by --nll"),
-    data_path: Optional[Path] = typer.Option(None, "--data-path", help="the target data's file or folder, when it "
-                                             "moved since training (replaces data.target.path)"),
+    nfe: str = typer.Option("1,2,4,8", help="Comma-separated NFE budgets."),
+    sampler: str = typer.Option("euler", help="Any sampler of monge sample (uniform steps)."),
+    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="Also run dopri5 (adaptive NFE)."),
+    n: int = typer.Option(1000, "-n", help="Samples per evaluation."),
+    seed: int = typer.Option(0, help="Seed of the noise and reference samples."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the tables to this file.",
+                                          show_default="print only"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a W2-vs-NFE PNG here, one curve per run.",
+                                        show_default="no plot"),
+    nll: bool = typer.Option(False, "--nll", show_default="off", help="Also score held-out data's negative "
+                             "log-likelihood (bits/dim for images; dopri5, exact divergence up to 64 dimensions)."),
+    nll_n: int = typer.Option(500, "--nll-n", help="Held-out points scored by --nll."),
+    data_path: Optional[Path] = typer.Option(None, "--data-path", help="The target data's file or folder, when it "
+                                             "moved since training (replaces data.target.path).",
+                                             show_default="the path stored in the run"),
 ) -> None:
     """W2 / MMD / straightness (and mode statistics) versus NFE, as Markdown tables.
 
     Several checkpoints (e.g. one per coupling, same data) are evaluated on the same noise and
-    reference samples and compared in one report. ``--nll`` adds a table of the negative
+    reference samples and compared in one report. --nll adds a table of the negative
     log-likelihood of held-out data (fresh samples of a toy target; the test split of MNIST /
     CIFAR-10; a finite set without a held-out split is scored on its training images, as the
-    table says). Runs whose ``log.csv`` holds coupling diagnostics get a table of them (means over
+    table says). Runs whose log.csv holds coupling diagnostics get a table of them (means over
     the logged steps: pair cost against independent pairs, weights' ESS, noise drift, plan entropy).
     """
+    try:
+        _check_nfe_and_path(1, checkpoints)
+        _parse_nfe(nfe)
+    except _USER_ERRORS as err:
+        _fail(err)
     from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
                            format_table, held_out_target, read_coupling_diagnostics, reference_data)
     from .outputs import check_output_file, write_text
@@ -310,6 +354,9 @@ def eval_cmd(
     nlls: dict[str, object] = {}
     diagnostics: dict[str, dict[str, float]] = {}
     try:
+        from .quick import MAX_SAMPLES, quick_cap
+
+        n, nll_n = quick_cap(n, MAX_SAMPLES), quick_cap(nll_n, MAX_SAMPLES)
         nfes = _parse_nfe(nfe)
         for checked in (output, plot):
             if checked is not None:
@@ -356,32 +403,36 @@ def eval_cmd(
     try:
         if output is not None:
             write_text(output, report + "\n")
+            typer.echo(f"wrote the tables to {output}")
         if plot is not None:
             from .plots import plot_metric_vs_nfe
 
             plot.parent.mkdir(parents=True, exist_ok=True)
             plot_metric_vs_nfe(results, plot, "w2")
+            typer.echo(f"wrote the W2-vs-NFE plot to {plot}")
     except _USER_ERRORS as err:
         _fail(err)
 
 
 @app.command()
 def demo(
-    out: Optional[Path] = typer.Option(None, "-o", "--out",
-                                       help="output directory [default: runs/demo, runs/demo-digits]"),
-    data: str = typer.Option("toy", help="toy (2D source -> target) or digits (16x16 handwritten digits)"),
-    steps: Optional[int] = typer.Option(None, help="training steps per model [default: toy 3000, digits 5000]"),
-    batch_size: Optional[int] = typer.Option(None, help="[default: toy 256, digits 128]"),
-    source: str = typer.Option("8gaussians", help="toy: source distribution"),
-    target: str = typer.Option("moons", help="toy: target distribution"),
-    model: str = typer.Option("mlp", help="digits: network, mlp or unet"),
-    size: int = typer.Option(16, help="digits: image size, 8, 16 or 32"),
-    n: int = typer.Option(1000, "-n", help="digits: samples scored per setting"),
-    seed: int = typer.Option(0),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output directory.",
+                                       show_default="toy: runs/demo, digits: runs/demo-digits"),
+    data: str = typer.Option("toy", help="toy (2D source -> target) or digits (16x16 handwritten digits)."),
+    steps: Optional[int] = typer.Option(None, help="Training steps per model.",
+                                        show_default="toy 3000, digits 5000"),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size.", show_default="toy 256, digits 128"),
+    source: str = typer.Option("8gaussians", help="toy: source distribution."),
+    target: str = typer.Option("moons", help="toy: target distribution."),
+    model: str = typer.Option("mlp", help="digits: network, mlp or unet."),
+    size: int = typer.Option(16, help="digits: image size, 8, 16 or 32."),
+    n: int = typer.Option(1000, "-n", help="digits: samples scored per setting."),
+    seed: int = typer.Option(0, help="Seed of every run and evaluation."),
     couplings: Optional[str] = typer.Option(
-        None, help="comma-separated couplings to compare [default: toy independent,exact_ot; digits "
-                   "independent,exact_ot,wcfm,immiscible,semidiscrete_ot]"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+        None, help="Comma-separated couplings to compare.",
+        show_default="toy independent,exact_ot; digits independent,exact_ot,wcfm,immiscible,semidiscrete_ot"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
+                                            show_default=_AUTO),
 ) -> None:
     """Train one model per coupling on a 2D task (default I-CFM vs OT-CFM) or on digits; write a report."""
     from .couplings import COUPLINGS
@@ -391,6 +442,9 @@ def demo(
             raise ValueError(f"--data must be 'toy' or 'digits', got {data!r}")
         digits = data == "digits"
         steps = steps if steps is not None else (5000 if digits else 3000)
+        from .quick import quick_steps
+
+        steps = quick_steps(steps)
         batch_size = batch_size if batch_size is not None else (128 if digits else 256)
         if steps < 1 or batch_size < 2:
             raise ValueError("--steps must be >= 1 and --batch-size >= 2")
@@ -416,12 +470,45 @@ def demo(
             from .demo import run_demo
 
             out = out if out is not None else Path("runs/demo")
+            from .quick import MAX_FIT_ITER, MAX_SAMPLES, quick_cap, quick_mode
+
             result = run_demo(out, source=source, target=target, couplings=names, steps=steps,
-                              batch_size=batch_size, seed=seed, progress=progress)
+                              batch_size=batch_size, seed=seed, progress=progress,
+                              coupling_params={"semidiscrete_ot": {"max_iter": MAX_FIT_ITER}} if quick_mode() else None,
+                              samples=quick_cap(2000, MAX_SAMPLES))
     except _USER_ERRORS as err:
         _fail(err)
     typer.echo(result.report.read_text())
     typer.echo(f"report: {result.report}")
+    for figure in sorted(result.report.parent.glob("*.png")):
+        typer.echo(f"figure: {figure}")
+
+
+def _check_nfe_and_path(nfe: int, checkpoints: List[Path]) -> None:
+    """Checks that need no torch, run before the heavy imports so that a typo fails at once."""
+    from .locate import check_checkpoint_path
+
+    if nfe < 1:
+        raise ValueError(f"--nfe must be >= 1, got {nfe}")
+    for checkpoint in checkpoints:
+        check_checkpoint_path(checkpoint)
+
+
+def _quick_config(cfg) -> None:
+    """In quick mode (``MONGE_QUICK=1``, :mod:`monge.quick`) cut the recipe's training steps and its
+    semi-discrete OT fit, and say so on stderr."""
+    from .quick import MAX_FIT_ITER, MAX_SAMPLES, QUICK_ENV, quick_mode, quick_steps
+
+    if not quick_mode():
+        return
+    steps = cfg.train.steps
+    cfg.train.steps = quick_steps(steps)
+    cfg.train.eval_samples = min(cfg.train.eval_samples, MAX_SAMPLES)
+    note = f"{QUICK_ENV}=1: {cfg.train.steps} of the recipe's {steps} steps, {cfg.train.eval_samples} samples per evaluation"
+    if cfg.coupling.name == "semidiscrete_ot":
+        cfg.coupling.params["max_iter"] = min(int(cfg.coupling.params.get("max_iter", MAX_FIT_ITER)), MAX_FIT_ITER)
+        note += f", semi-discrete OT fit capped at {cfg.coupling.params['max_iter']} iterations"
+    typer.echo(note + " (a quick try: results are not meaningful)", err=True)
 
 
 def main() -> None:  # pragma: no cover

@@ -48,9 +48,17 @@ from torch import Tensor, nn
 
 from ._validation import check_number, check_positive_int
 from .config import Config
+from .progress import item_status
 
-__all__ = ["DIGITS_COUPLINGS", "DIGITS_MODELS", "ImageRow", "ImageDemoResult", "image_demo_config",
-           "score_images", "run_image_demo"]
+__all__ = [
+    "DIGITS_COUPLINGS",
+    "DIGITS_MODELS",
+    "ImageDemoResult",
+    "ImageRow",
+    "image_demo_config",
+    "run_image_demo",
+    "score_images",
+]
 
 #: Couplings compared by default.
 DIGITS_COUPLINGS = ("independent", "exact_ot", "wcfm", "immiscible", "semidiscrete_ot")
@@ -130,7 +138,7 @@ def _train(config: Config, train_set, progress: bool):
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "config.yaml").write_text(config.to_yaml())
     trainer.prepare()
-    bar = _progress(config.train.steps, 0, progress, config.name)
+    bar = _progress(config.train.steps, 0, progress is not False, config.name)
     try:
         while trainer.step < config.train.steps:
             loss = trainer.train_step()
@@ -228,10 +236,15 @@ def run_image_demo(
     seconds: dict[str, float] = {}
     show = noise[:16]
     shared_map = None
-    for name in names:
+    real_grid = save_image_grid(test_set.data[:16], out / "samples_real.png", nrow=16, scale=max(1, 64 // size))
+    report = out / "report.md"
+    loop_start = time.perf_counter()
+    for k, name in enumerate(names, 1):
         config = image_demo_config(name, out, size, steps, batch_size, model, seed,
                                    (coupling_params or {}).get(name))
         start = time.perf_counter()
+        item_status(k, len(names), f"model ({name}, {steps} steps)", time.perf_counter() - loop_start,
+                    progress=progress, prefix="demo")
         trainer = _train(config, train_set, progress)
         seconds[name] = time.perf_counter() - start
         net = trainer.ema.model.eval()
@@ -261,13 +274,14 @@ def run_image_demo(
         rows[name] = r
         grids[name] = save_image_grid(torch.cat(panels).clamp(-1, 1), out / f"samples_{name}.png", nrow=len(show),
                                       scale=max(1, 64 // size))
-    real_grid = save_image_grid(test_set.data[:16], out / "samples_real.png", nrow=16, scale=max(1, 64 // size))
-    report = out / "report.md"
-    text = _report(rows, baselines, seconds, grids, real_grid, size=size, steps=steps, batch_size=batch_size,
-                   model=model, n=n, tau=tau, n_test=len(test_set), n_train=len(train_set),
-                   accuracy=classifier.test_accuracy, expressway=expressway, command=command,
-                   expressway_targets=expressway_targets)
-    report.write_text(text)
+        text = _report(rows, baselines, seconds, grids, real_grid, size=size, steps=steps, batch_size=batch_size,
+                       model=model, n=n, tau=tau, n_test=len(test_set), n_train=len(train_set),
+                       accuracy=classifier.test_accuracy, expressway=expressway, command=command,
+                       expressway_targets=expressway_targets)
+        if k < len(names):  # partial results as each model finishes: an interrupted demo keeps them
+            text = (f"> Partial report: {k} of {len(names)} models done ({', '.join(names[k:])} still to "
+                    "train); the demo rewrites it as each model finishes.\n\n" + text)
+        report.write_text(text)
     return ImageDemoResult(report, rows, baselines, grids, seconds)
 
 
@@ -341,7 +355,9 @@ def _report(rows: dict[str, list[ImageRow]], baselines: dict[str, ImageRow], sec
     if goal:
         parts += goal
     plain = [_key(row) for row in next(iter(rows.values())) if not row.setting.startswith("expressway")]
-    parts += ["**Samples** (rows: " + ", ".join(plain) + ")", ""]
+    parts += ["**Samples**: one grid per coupling; each row is one sampling setting, top to bottom "
+              + ", ".join(f"NFE {p}" if p[0].isdigit() else p for p in plain)
+              + "; each column is one of the same 16 noises in every row and grid.", ""]
     for name, path in grids.items():
         extra = " (last rows: expressway)" if any(r.setting.startswith("expressway") for r in rows[name]) else ""
         parts += [f"{name}{extra}:", "", f"![{name}]({path.name})", ""]

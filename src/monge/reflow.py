@@ -44,6 +44,7 @@ def generate_pairs(
     device: torch.device | str | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    progress: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Draw ``n`` noises :math:`Z_0` from ``source`` and integrate the flow to :math:`Z_1`.
 
@@ -60,12 +61,15 @@ def generate_pairs(
         (``"rk4"``) takes ``nfe`` evaluations per trajectory.
     batch_size : int
         Trajectories integrated at once.
+    progress : bool, optional
+        A bar on stderr over the pairs (default: when stderr is a terminal, :mod:`monge.progress`).
 
     Returns
     -------
     (z0, z1) : tuple of Tensor
         ``(n, *shape)`` each, on ``device`` (default: the noise's device).
     """
+    from .progress import progress_bar
     from .samplers import sample
 
     n = check_positive_int(n, "n", MAX_SAMPLES)
@@ -83,10 +87,12 @@ def generate_pairs(
     if isinstance(model, nn.Module):
         model.eval()
     try:
-        z1 = torch.cat([
-            sample(model, z0[i : i + batch_size], sampler=sampler, nfe=nfe, atol=atol, rtol=rtol).x
-            for i in range(0, n, batch_size)
-        ])
+        with progress_bar(n, f"reflow pairs ({sampler})", progress=progress, unit="pair") as bar:
+            parts = []
+            for i in range(0, n, batch_size):
+                parts.append(sample(model, z0[i : i + batch_size], sampler=sampler, nfe=nfe, atol=atol, rtol=rtol).x)
+                bar.update(parts[-1].shape[0])
+        z1 = torch.cat(parts)
     finally:
         if was_training:
             model.train()
@@ -103,6 +109,7 @@ def distill(
     lr: float = 1e-4,
     generator: torch.Generator | None = None,
     grad_clip: float | None = 1.0,
+    progress: bool | None = None,
 ) -> nn.Module:
     r"""One-step distillation: a copy of ``model`` trained so that one Euler step lands on :math:`Z_1`,
 
@@ -110,8 +117,11 @@ def distill(
 
     (Liu et al. 2023, §2.3, with :math:`t = 0`). Sample the result with ``sampler="euler",
     nfe=1``. ``model`` itself is not modified; AdamW with ``lr`` on minibatches drawn with
-    ``generator``; on the device of ``model``'s parameters.
+    ``generator``; on the device of ``model``'s parameters. ``progress``: a bar on stderr
+    (default: when stderr is a terminal).
     """
+    from .progress import progress_bar
+
     check_pairs(z0, z1)
     steps = check_positive_int(steps, "steps")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -123,7 +133,8 @@ def distill(
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     gdev = generator.device if generator is not None else torch.device("cpu")
     t0 = torch.zeros(min(batch_size, z0.shape[0]), device=dev, dtype=z0d.dtype)
-    for _ in range(steps):
+    bar = progress_bar(steps, "distilling to one step", progress=progress, unit="step")
+    for step in range(steps):
         idx = torch.randint(z0.shape[0], (t0.shape[0],), generator=generator, device=gdev).to(dev)
         x, y = z0d[idx], z1d[idx]
         loss = (student(x, t0) - (y - x)).square().reshape(len(x), -1).mean(1).mean()
@@ -132,6 +143,10 @@ def distill(
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(student.parameters(), grad_clip)
         opt.step()
+        bar.update(1)
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    bar.close()
     return student.eval()
 
 
@@ -150,7 +165,7 @@ def reflow(
     seed: int = 0,
     init_from_checkpoint: bool = True,
     distill_steps: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     overwrite: bool = False,
 ) -> Path:
     r"""Reflow a trained model end to end: pairs, retraining, optional one-step distillation.
@@ -164,7 +179,8 @@ def reflow(
        Everything else (model, optimiser, batch size, evaluation) follows the original recipe.
     3. With ``distill``, regenerate pairs with the reflowed model and distill it to one step
        (:func:`distill`, ``distill_steps`` default ``steps``); the distilled run is written to
-       ``out_dir / "distill"`` (sample it with ``euler``, 1 NFE).
+       ``out_dir / "distill"`` (sample it with ``euler``, 1 NFE) and evaluated at 1 NFE
+       (``distill/eval.md``).
 
     ``out_dir`` defaults to ``<run dir>-reflow`` next to the checkpoint's run directory. It may
     not be the source run; an existing run there is refused unless ``overwrite`` (it is then
@@ -190,7 +206,7 @@ def reflow(
     source, _ = build_run_data(cfg, "monge reflow", "move it back to the stored path (reflow trains a new run "
                                "on the same data)")
     g = torch.Generator().manual_seed(seed)
-    z0, z1 = generate_pairs(model, source, n_pairs, sampler=sampler, nfe=nfe, generator=g)
+    z0, z1 = generate_pairs(model, source, n_pairs, sampler=sampler, nfe=nfe, generator=g, progress=progress)
     pairs_path = save_pairs(out / PAIRS_NAME, z0, z1, {"checkpoint": str(checkpoint), "sampler": sampler,
                                                        "nfe": nfe, "seed": seed})
 
@@ -198,7 +214,7 @@ def reflow(
     raw.update(name=out.name, output_dir=str(out.parent))
     raw["coupling"] = {"name": "reflow", "pairs": str(pairs_path.resolve())}
     raw["path"] = {"name": "linear", "sigma": 0.0}
-    raw["train"] = {**raw["train"], "progress": progress, **({"steps": steps} if steps is not None else {})}
+    raw["train"] = {**raw["train"], "progress": progress is not False, **({"steps": steps} if steps is not None else {})}
     new_cfg = Config.from_dict(raw)
     init = copy.deepcopy(model).train().requires_grad_(True) if init_from_checkpoint else None
     trainer = Trainer(new_cfg, model=init)
@@ -207,16 +223,17 @@ def reflow(
     if distill:
         teacher = trainer.ema.model
         z0d, z1d = generate_pairs(teacher, source, n_pairs, sampler=sampler, nfe=nfe,
-                                  generator=torch.Generator().manual_seed(seed + 1))
+                                  generator=torch.Generator().manual_seed(seed + 1), progress=progress)
         ddir = out / "distill"
         dpairs = save_pairs(ddir / PAIRS_NAME, z0d, z1d, {"teacher": str(out), "sampler": sampler, "nfe": nfe})
         n_steps = distill_steps if distill_steps is not None else new_cfg.train.steps
         student = _distill_model(teacher, z0d, z1d, steps=n_steps, batch_size=new_cfg.train.batch_size,
-                                 lr=new_cfg.train.lr, generator=torch.Generator().manual_seed(seed + 2))
+                                 lr=new_cfg.train.lr, generator=torch.Generator().manual_seed(seed + 2),
+                                 progress=progress)
         raw_d = new_cfg.to_dict()
         raw_d.update(name="distill", output_dir=str(out))
         raw_d["coupling"] = {"name": "reflow", "pairs": str(dpairs.resolve())}
-        raw_d["sample"] = {**raw_d["sample"], "sampler": "euler", "nfe": [1]}
+        raw_d["sample"] = {**raw_d["sample"], "sampler": "euler", "nfe": [1], "adaptive": False}
         raw_d["train"] = {**raw_d["train"], "steps": n_steps}
         dtrainer = Trainer(Config.from_dict(raw_d), model=student)
         dtrainer.ema.model.load_state_dict(student.state_dict())
@@ -224,4 +241,5 @@ def reflow(
         ddir.mkdir(parents=True, exist_ok=True)
         (ddir / "config.yaml").write_text(dtrainer.config.to_yaml())
         dtrainer.save()
+        dtrainer._write_eval(dtrainer.evaluate())  # the one-step model's W2 / MMD at 1 NFE: distill/eval.md
     return out

@@ -905,7 +905,7 @@ class _CsvLog:
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
+    """The training bar: when ``enabled``, shown if stderr is a terminal (:mod:`monge.progress`)."""
+    from .progress import progress_bar
 
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True,
-                leave=False)
+    return progress_bar(total, desc, progress=None if enabled else False, initial=initial, unit="step")

@@ -14,9 +14,7 @@ import math
 import warnings
 
 import numpy as np
-import ot
 import torch
-from scipy.spatial.distance import cdist
 from torch import Tensor
 
 from .._validation import check_batch, check_positive_int
@@ -54,6 +52,9 @@ def wasserstein2(x: Tensor, y: Tensor, num_iter_max: int | None = None) -> float
         num_iter_max = max(1_000_000, 50 * n * m)
     else:
         check_positive_int(num_iter_max, "num_iter_max")
+    import ot  # POT and SciPy on first use: POT loads scikit-learn (~1 s), which a CLI error never needs
+    from scipy.spatial.distance import cdist
+
     cost = cdist(xf, yf, metric="sqeuclidean")  # differences, not the expanded form: exact zeros
     a = np.full(n, 1.0 / n)
     b = np.full(m, 1.0 / m)

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import ot
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from .._validation import check_batch
@@ -76,6 +74,8 @@ def _num_iter_max(n: int, m: int) -> int:
 
 
 def _emd_numpy(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, float]:
+    import ot  # POT on first use: it loads scikit-learn (~1 s), which a CLI error or --help never needs
+
     plan, log = ot.emd(a, b, c, numItermax=_num_iter_max(*c.shape), log=True)
     if log.get("warning"):
         raise RuntimeError(f"ot.emd did not reach optimality: {log['warning']}")
@@ -150,6 +150,8 @@ def _cpu_assignment(c: np.ndarray, method: str) -> np.ndarray:
         if perm is None:  # pragma: no cover - degenerate plans are not observed in practice
             warnings.warn("ot.emd returned a non-permutation plan; falling back to SciPy", RuntimeWarning)
     if perm is None:
+        from scipy.optimize import linear_sum_assignment  # on first use, like POT
+
         _, perm = linear_sum_assignment(c)
     return np.ascontiguousarray(perm, dtype=np.int64)
 

@@ -153,7 +153,7 @@ def _reference(model: Model, schedule: Schedule, noise: Tensor, prediction: str,
 
 
 def _one_step_costs(model: Model, schedule: Schedule, sampler: str, prediction: str, grid: Tensor,
-                    ref: Tensor, max_rows: int = 16384) -> Tensor:
+                    ref: Tensor, max_rows: int = 16384, on_row: Callable[[], Any] | None = None) -> Tensor:
     """``cost[i, j] = mean ||step(ref_i, t_i -> t_j) - ref_j||^2`` for ``i < j`` (inf elsewhere).
 
     One step from ``t_i`` to every later ``t_j`` is evaluated as one batch with per-row times.
@@ -204,6 +204,8 @@ def _one_step_costs(model: Model, schedule: Schedule, sampler: str, prediction: 
                 y = x + h / 6.0 * (f + 2.0 * k2 + 2.0 * k3 + k4)
             err = (y - ref[j0:j0 + c].reshape(c * b, *ref.shape[2:])).pow(2).reshape(c, b, -1).sum(-1).mean(1)
             cost[i, j0:j0 + c] = err.to(F64)
+        if on_row is not None:
+            on_row()
     return cost
 
 
@@ -252,6 +254,7 @@ def optimized(
     refine_sweeps: int = 3,
     refine_tol: float = 0.01,
     sampler_options: dict | None = None,
+    progress: bool | None = None,
 ) -> Tensor:
     r"""Fit the flow-time grid that makes ``sampler`` with ``nfe`` evaluations follow the
     high-accuracy trajectories of ``model`` from ``noise`` most closely.
@@ -277,8 +280,12 @@ def optimized(
        error of UniPC-bh2 by ~20 %, of DPM-Solver++(2M) by ~5 %).
 
     Returns a float64 grid of ``n + 1`` times, ``n = steps_for_nfe(sampler, nfe)``; store it
-    with the checkpoint and pass it as ``timesteps``. Deterministic samplers only.
+    with the checkpoint and pass it as ``timesteps``. Deterministic samplers only. ``progress``:
+    a bar on stderr over the reference, the DP rows and the sweeps (default: when stderr is a
+    terminal, :mod:`monge.progress`).
     """
+    from ..progress import progress_bar
+
     schedule = _check_fit(schedule, sampler, sampler_options, noise, refine_tol)
     n = steps_for_nfe(sampler, nfe)
     t0, t1 = _check_ends(t0, t1)
@@ -290,13 +297,16 @@ def optimized(
     opts = dict(sampler_options or {})
     dtype = noise.dtype
 
-    with torch.no_grad():
+    with torch.no_grad(), progress_bar(1 + 2 * reference_steps + refine_sweeps * max(n - 1, 0) + 1,
+                                       f"fitting the {sampler} grid, NFE {nfe}", progress=progress) as bar:
         # 1. candidate grid and reference trajectories
         grid, ref = _reference(model, schedule, noise, prediction, t0, t1, reference_steps, reference_substeps)
         target = ref[-1]
+        bar.update(1)
+        bar.total = 1 + (grid.numel() - 1) + refine_sweeps * max(n - 1, 0) + 1  # the merged grid's size
 
         # 2. BOSS dynamic programming over the candidate grid
-        cost = _one_step_costs(model, schedule, sampler, prediction, grid, ref)
+        cost = _one_step_costs(model, schedule, sampler, prediction, grid, ref, on_row=lambda: bar.update(1))
         path = _dp_path(cost, n)
         ts = grid[path].clone()
 
@@ -324,12 +334,14 @@ def optimized(
                     val = loss(trial)
                     if val < best:
                         best, ts = val, trial
+                bar.update(1)
         # 4. pattern search: each interior time moves by +-delta of its neighbours' gap
         def between(i: int, v: Tensor) -> tuple[float, float, float]:
             lo, hi = float(v[i - 1]), float(v[i + 1])
             return lo, hi, hi - lo
 
         ts, best = _pattern_search(ts, best, loss, range(1, n), between, refine_tol, closed=False)
+        bar.update(1)
     return ts
 
 
