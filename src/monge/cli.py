@@ -339,8 +339,8 @@ def eval_cmd(
     the logged steps: pair cost against independent pairs, weights' ESS, noise drift, plan entropy).
     """
     try:
-        _check_nfe_and_path(1, checkpoints)
         _parse_nfe(nfe)
+        _check_nfe_and_path(1, checkpoints)
     except _USER_ERRORS as err:
         _fail(err)
     from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
