@@ -1,5 +1,5 @@
 r"""Inverse problems with a trained flow as prior: measurement operators, the exact posterior of a
-Gaussian-mixture prior, and posterior samplers (DPS, ΠGDM / OT-ODE, PnP-Flow, D-Flow).
+Gaussian-mixture prior, and posterior samplers (DPS, ΠGDM / OT-ODE, MMPS, PnP-Flow, D-Flow).
 
 >>> import torch
 >>> from monge.data import GaussianMixture
@@ -23,7 +23,7 @@ from .operators import (
     measure,
 )
 from .posterior import GaussianMixturePosterior, gmm_posterior
-from .solvers import INVERSE_SOLVERS, d_flow, dps, pigdm, pnp_flow
+from .solvers import INVERSE_SOLVERS, d_flow, dps, mmps, pigdm, pnp_flow
 
 __all__ = [
     "INVERSE_SOLVERS",
@@ -39,6 +39,7 @@ __all__ = [
     "dps",
     "gmm_posterior",
     "measure",
+    "mmps",
     "pigdm",
     "pnp_flow",
 ]

@@ -37,7 +37,7 @@ from ..predictions import as_denoiser, convert
 from ..registry import Registry
 from .operators import LinearOperator
 
-__all__ = ["INVERSE_SOLVERS", "d_flow", "dps", "pigdm", "pnp_flow"]
+__all__ = ["INVERSE_SOLVERS", "d_flow", "dps", "mmps", "pigdm", "pnp_flow"]
 
 #: The posterior samplers by name (``monge restore --solver``).
 INVERSE_SOLVERS: Registry[Tensor] = Registry("inverse solver")
@@ -209,7 +209,8 @@ def d_flow(model: Model, path: object, operator: LinearOperator, y: Tensor, *, s
     .. math:: \min_z\ \tfrac12\|A\Phi(z) - y\|^2 + \tfrac{\lambda}{2}\|z\|^2,
 
     with :math:`\lambda` = ``reg`` (default :math:`\sigma_y^2`: the maximum a posteriori noise
-    of the latent Gaussian; 0 without noise), starting at ``x0``; returns :math:`\Phi(z)`. The
+    of the latent Gaussian; 0 without noise), starting at ``x0``, one optimisation per
+    measurement (a batch is a loop: slow for large batches); returns :math:`\Phi(z)`. The
     optimiser stops after about ``nfe`` network evaluations (``nfe // sampler_steps`` evaluations
     of :math:`\Phi`, each with a backward pass). A mode-seeking method: its spread comes from the
     starting noises and the early stop, not from the posterior.
@@ -230,15 +231,78 @@ def d_flow(model: Model, path: object, operator: LinearOperator, y: Tensor, *, s
             x = x + (ts[i + 1] - ts[i]) * convert(den(x, tt), "data", "velocity", x, tt, schedule)
         return x
 
-    z = z0.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([z], lr=lr, max_iter=evals, max_eval=evals, line_search_fn="strong_wolfe")
+    def fit(z0: Tensor, y: Tensor) -> Tensor:
+        z = z0.detach().clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([z], lr=lr, max_iter=evals, max_eval=evals, line_search_fn="strong_wolfe")
 
-    def closure() -> Tensor:
-        loss = 0.5 * (operator._forward(flow(z)) - y).pow(2).sum() + 0.5 * lam * z.pow(2).sum()
-        (z.grad,) = torch.autograd.grad(loss, z)  # not loss.backward(): the network's weights stay untouched
-        return loss.detach()
+        def closure() -> Tensor:
+            loss = 0.5 * (operator._forward(flow(z)) - y).pow(2).sum() + 0.5 * lam * z.pow(2).sum()
+            (z.grad,) = torch.autograd.grad(loss, z)  # not backward(): the network's weights stay untouched
+            return loss.detach()
 
-    with torch.enable_grad():
-        opt.step(closure)
+        with torch.enable_grad():
+            opt.step(closure)
+        return z.detach()
+
+    # one L-BFGS run per measurement: a shared line search over the batch would couple the problems
+    z = torch.cat([fit(z0[i:i + 1], y[i:i + 1]) for i in range(y.shape[0])])
     with torch.no_grad():
-        return flow(z.detach())
+        return flow(z)
+
+
+def _cg(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int) -> Tensor:
+    """``iters`` batched conjugate-gradient steps on ``matvec(x) = b`` from 0 (per-sample scalars)."""
+    dims = tuple(range(1, b.dim()))
+    tiny = torch.finfo(b.dtype).tiny
+    x, r = torch.zeros_like(b), b.clone()
+    p, rs = r.clone(), (r * r).sum(dims, keepdim=True)
+    for _ in range(iters):
+        ap = matvec(p)
+        alpha = rs / (p * ap).sum(dims, keepdim=True).clamp_min(tiny)
+        x, r = x + alpha * p, r - alpha * ap
+        rs_new = (r * r).sum(dims, keepdim=True)
+        p, rs = r + rs_new / rs.clamp_min(tiny) * p, rs_new
+    return x
+
+
+@INVERSE_SOLVERS.register("mmps")
+def mmps(model: Model, path: object, operator: LinearOperator, y: Tensor, *, sigma_y: float = 0.0,
+         prediction: str = "velocity", nfe: int = 100, cg_iters: int = 3, t_start: float = 1e-3,
+         x0: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    r"""Moment-matching posterior sampling (MMPS, Rozet et al. 2024, "Learning Diffusion Priors
+    from Observations by Expectation Maximization", NeurIPS): ΠGDM's Gaussian
+    :math:`p_t(x_1 \mid x_t)` with Tweedie's exact covariance instead of :math:`r_t^2 I`,
+
+    .. math:: \Sigma_t = \operatorname{Cov}[x_1 \mid x_t] = \frac{\sigma_t^2}{\alpha_t}\,
+              \frac{\partial \hat x_1}{\partial x_t},\qquad
+              \nabla_x \log p_t(y \mid x) \approx \Big(\frac{\partial \hat x_1}{\partial x}\Big)^{\!\top}
+              A^\top \big(A\Sigma_t A^\top + \sigma_y^2 I\big)^{-1}\big(y - A\hat x_1\big),
+
+    the solve by ``cg_iters`` conjugate-gradient steps, each one vector-Jacobian product
+    (:math:`\partial\hat x_1/\partial x` is symmetric for an exact denoiser). Euler steps on
+    :math:`u_t(x) + c_t \nabla_x \log p_t(y \mid x)` from ``t_start`` to 1 (``t_start > 0``).
+    ``nfe`` network evaluations, each with ``cg_iters + 1`` backward passes.
+    """
+    den, schedule, y, x, sigma_y = _setup(model, path, operator, y, sigma_y, prediction, x0, generator)
+    steps = check_positive_int(nfe, "nfe")
+    iters = check_positive_int(cg_iters, "cg_iters", 1000)
+    t_start = check_number(t_start, "t_start", 0.0, 1.0, low_open=True, high_open=True)
+    ts = _grid(t_start, steps)
+    x = _coefficients(schedule, ts[0], x)[2] * x
+    for k in range(steps):
+        tt, a, s, da, ds = _coefficients(schedule, ts[k], x)
+        h = ts[k + 1] - ts[k]
+        with torch.enable_grad():
+            xg, x1 = _denoise_with_graph(den, x, tt)
+
+            def jvp(w: Tensor) -> Tensor:
+                return torch.autograd.grad(x1, xg, grad_outputs=w, retain_graph=True)[0]
+
+            def gram(v: Tensor) -> Tensor:
+                return operator._forward(s * s / a * jvp(operator._adjoint(v))) + sigma_y**2 * v
+
+            v = _cg(gram, (y - operator._forward(x1)).detach(), iters)
+            (vjp,) = torch.autograd.grad(x1, xg, grad_outputs=operator._adjoint(v))
+        u = convert(x1.detach(), "data", "velocity", x, tt, schedule)
+        x = (x + h * (u + (da * s * s / a - ds * s) * vjp)).detach()
+    return x
