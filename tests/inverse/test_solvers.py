@@ -120,7 +120,7 @@ def test_prediction_types_give_the_same_samples(prediction):
 
 
 def test_pnp_flow_noise_comes_from_the_generator():
-    prior, op, y, sigma = _two_d_case()
+    prior, op, y, _ = _two_d_case()
     a = pnp_flow(prior.field(), LinearPath(), op, y.expand(20, -1), nfe=10, generator=torch.Generator().manual_seed(5))
     b = pnp_flow(prior.field(), LinearPath(), op, y.expand(20, -1), nfe=10, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)

@@ -265,6 +265,21 @@ def _cg(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int) -> Tensor:
     return x
 
 
+def _moment_matching_guidance(den: Model, operator: LinearOperator, x: Tensor, tt: Tensor, y: Tensor,
+                              scale: Tensor, sigma_y: float, iters: int) -> tuple[Tensor, Tensor]:
+    r"""``(x̂_1, J^T A^T (A Σ A^T + σ_y^2 I)^{-1}(y - A x̂_1))`` with :math:`\Sigma = ` ``scale`` :math:`J`."""
+    with torch.enable_grad():
+        xg, x1 = _denoise_with_graph(den, x, tt)
+
+        def gram(v: Tensor) -> Tensor:
+            jv = torch.autograd.grad(x1, xg, grad_outputs=operator._adjoint(v), retain_graph=True)[0]
+            return operator._forward(scale * jv) + sigma_y**2 * v
+
+        v = _cg(gram, (y - operator._forward(x1)).detach(), iters)
+        (vjp,) = torch.autograd.grad(x1, xg, grad_outputs=operator._adjoint(v))
+    return x1.detach(), vjp
+
+
 @INVERSE_SOLVERS.register("mmps")
 def mmps(model: Model, path: object, operator: LinearOperator, y: Tensor, *, sigma_y: float = 0.0,
          prediction: str = "velocity", nfe: int = 100, cg_iters: int = 3, t_start: float = 1e-3,
@@ -292,17 +307,7 @@ def mmps(model: Model, path: object, operator: LinearOperator, y: Tensor, *, sig
     for k in range(steps):
         tt, a, s, da, ds = _coefficients(schedule, ts[k], x)
         h = ts[k + 1] - ts[k]
-        with torch.enable_grad():
-            xg, x1 = _denoise_with_graph(den, x, tt)
-
-            def jvp(w: Tensor) -> Tensor:
-                return torch.autograd.grad(x1, xg, grad_outputs=w, retain_graph=True)[0]
-
-            def gram(v: Tensor) -> Tensor:
-                return operator._forward(s * s / a * jvp(operator._adjoint(v))) + sigma_y**2 * v
-
-            v = _cg(gram, (y - operator._forward(x1)).detach(), iters)
-            (vjp,) = torch.autograd.grad(x1, xg, grad_outputs=operator._adjoint(v))
-        u = convert(x1.detach(), "data", "velocity", x, tt, schedule)
+        x1, vjp = _moment_matching_guidance(den, operator, x, tt, y, s * s / a, sigma_y, iters)
+        u = convert(x1, "data", "velocity", x, tt, schedule)
         x = (x + h * (u + (da * s * s / a - ds * s) * vjp)).detach()
     return x
