@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge.config",),
     ("monge.evaluate", "monge.plots"),
     ("monge.train", "monge.generate"),
+    ("monge.restore",),
     ("monge.reflow", "monge.demo", "monge.demo_images"),
     ("monge.cli", "monge.__main__"),
 ]
