@@ -82,3 +82,16 @@ def test_bad_input():
         gmm_posterior(p, Identity(4), torch.zeros(4), 0.1)
     with pytest.raises(ValueError, match="one measurement"):
         gmm_posterior(p, Identity(3), torch.zeros(2, 3), 0.1)
+
+
+def test_responsibilities_and_weight_error():
+    p = prior()
+    op, y, sigma = CASES[0]
+    post = gmm_posterior(p, op, y, sigma)
+    x = post.sample(20_000, torch.Generator().manual_seed(3), dtype=torch.float64)
+    r = post.responsibilities(x[:10])
+    torch.testing.assert_close(r.sum(1), torch.ones(10, dtype=torch.float64))
+    assert post.weight_error(x) < 0.03
+    # all mass on the least probable component: TV = 1 - its weight
+    k = int(post.weights.argmin())
+    assert post.weight_error(post.means[k].expand(50, -1)) == pytest.approx(1 - float(post.weights[k]))

@@ -47,14 +47,29 @@ class GaussianMixturePosterior:
         x = self.means[k] + (self._chol[k] @ z[..., None])[..., 0]
         return x.to(dtype)
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        r""":math:`\log p(x \mid y)`, shape ``(batch,)``."""
+    def _component_log_probs(self, x: Tensor) -> Tensor:
+        """``(batch, K)``: :math:`\log w_k + \log \mathcal N(x; m_k, C_k)`."""
         x64 = x.reshape(x.shape[0], -1).to(torch.float64)
         diff = x64[:, None, :] - self.means[None]  # (n, K, d)
         sol = torch.linalg.solve_triangular(self._chol[None], diff[..., None], upper=False)[..., 0]
         logdet = 2 * torch.log(torch.diagonal(self._chol, dim1=-2, dim2=-1)).sum(-1)
         lp = -0.5 * (sol.pow(2).sum(-1) + logdet[None] + self.dim * math.log(2 * math.pi))
-        return torch.logsumexp(lp + self.weights.log()[None], 1).to(x.dtype)
+        return lp + self.weights.log()[None]
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        r""":math:`\log p(x \mid y)`, shape ``(batch,)``."""
+        return torch.logsumexp(self._component_log_probs(x), 1).to(x.dtype)
+
+    def responsibilities(self, x: Tensor) -> Tensor:
+        r"""``(batch, K)`` posterior probabilities of each component given ``x``."""
+        return torch.softmax(self._component_log_probs(x), 1)
+
+    def weight_error(self, x: Tensor) -> float:
+        r"""Total variation :math:`\tfrac12\sum_k |f_k - w_k|` between the share :math:`f_k` of
+        ``x`` whose most probable component is :math:`k` and the weights :math:`w_k`: how well a
+        sampler splits its mass between the modes (exact samples score a few :math:`1/\sqrt n`)."""
+        f = torch.bincount(self.responsibilities(x).argmax(1), minlength=len(self.weights)).double() / x.shape[0]
+        return float(0.5 * (f - self.weights).abs().sum())
 
 
 def gmm_posterior(prior: GaussianMixture, operator: LinearOperator, y: Tensor, sigma: float) -> GaussianMixturePosterior:
