@@ -48,7 +48,7 @@ class GaussianMixturePosterior:
         return x.to(dtype)
 
     def _component_log_probs(self, x: Tensor) -> Tensor:
-        """``(batch, K)``: :math:`\log w_k + \log \mathcal N(x; m_k, C_k)`."""
+        r"""``(batch, K)``: :math:`\log w_k + \log \mathcal N(x; m_k, C_k)`."""
         x64 = x.reshape(x.shape[0], -1).to(torch.float64)
         diff = x64[:, None, :] - self.means[None]  # (n, K, d)
         sol = torch.linalg.solve_triangular(self._chol[None], diff[..., None], upper=False)[..., 0]
