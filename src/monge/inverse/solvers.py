@@ -19,7 +19,8 @@ whose ODE carries :math:`p_0` to :math:`p(x_1 \mid y)`. The guided solvers diffe
 approximate the intractable likelihood :math:`p_t(y \mid x_t)`.
 
 Every solver takes ``y`` ``(batch, *measurement_shape)`` and returns one posterior sample per row
-``(batch, *shape)``; repeat ``y`` for several samples of one measurement. ``nfe`` counts network
+``(batch, *shape)``; repeat ``y`` for several samples of one measurement. Grids from the noise
+start at ``t = 0``, or at :data:`T_MIN_NOISE_PREDICTION` for a model predicting noise or score. ``nfe`` counts network
 evaluations; the guided solvers also backpropagate through each (about twice the cost).
 """
 
@@ -84,16 +85,31 @@ def _denoise_with_graph(den: Model, x: Tensor, tt: Tensor) -> tuple[Tensor, Tens
     return xg, den(xg, tt)
 
 
-def _grid(t_start: float, steps: int) -> list[float]:
+#: first time of a grid from the noise for models predicting noise or score, whose data prediction
+#: divides by alpha_t (undefined at alpha_0 = 0)
+T_MIN_NOISE_PREDICTION = 1e-3
+
+
+def _grid(t_start: float, steps: int, prediction: str = "velocity") -> list[float]:
+    if t_start == 0.0 and prediction in ("noise", "score"):
+        t_start = T_MIN_NOISE_PREDICTION
     return torch.linspace(float(t_start), 1.0, steps + 1, dtype=torch.float64).tolist()
+
+
+def _flow_step(den: Model, schedule: Schedule, x: Tensor, t: float, h: float) -> Tensor:
+    """One unguided Euler step of the flow."""
+    tt, *_ = _coefficients(schedule, t, x)
+    with torch.no_grad():
+        return x + h * convert(den(x, tt), "data", "velocity", x, tt, schedule)
 
 
 @INVERSE_SOLVERS.register("dps")
 def dps(model: Model, path: object, operator: LinearOperator, y: Tensor, *, sigma_y: float = 0.0,
-        prediction: str = "velocity", nfe: int = 100, step_size: float = 10.0, t_start: float = 1e-3,
+        prediction: str = "velocity", nfe: int = 100, step_size: float = 10.0, t_start: float = 0.0,
         x0: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
     r"""Diffusion posterior sampling (Chung et al. 2023, "Diffusion Posterior Sampling for General
-    Noisy Inverse Problems", ICLR) on the flow ODE, Euler steps from ``t_start`` to 1:
+    Noisy Inverse Problems", ICLR) on the flow ODE: ``nfe`` Euler steps on [0, 1], those from
+    :math:`t \ge` ``t_start`` guided,
 
     .. math:: x \leftarrow x + h\,u_t(x) - \zeta h\, \nabla_x \big\|y - A\hat x_1(x, t)\big\|_2,
 
@@ -107,10 +123,13 @@ def dps(model: Model, path: object, operator: LinearOperator, y: Tensor, *, sigm
     steps = check_positive_int(nfe, "nfe")
     zeta = check_positive(step_size, "step_size")
     t_start = check_number(t_start, "t_start", 0.0, 1.0, high_open=True)
-    ts = _grid(t_start, steps)
+    ts = _grid(0.0, steps, prediction)
     for k in range(steps):
         tt, *_ = _coefficients(schedule, ts[k], x)
         h = ts[k + 1] - ts[k]
+        if ts[k] < t_start:
+            x = _flow_step(den, schedule, x, ts[k], h)
+            continue
         with torch.enable_grad():
             xg, x1 = _denoise_with_graph(den, x, tt)
             res = (y - operator._forward(x1)).flatten(1).norm(dim=1)
@@ -123,7 +142,7 @@ def dps(model: Model, path: object, operator: LinearOperator, y: Tensor, *, sigm
 @INVERSE_SOLVERS.register("pigdm")
 def pigdm(model: Model, path: object, operator: LinearOperator, y: Tensor, *, sigma_y: float = 0.0,
           prediction: str = "velocity", nfe: int = 100, guidance: float = 1.0, data_var: float = 1.0,
-          t_start: float = 1e-3, init: str = "noise", x0: Tensor | None = None,
+          t_start: float = 0.05, init: str = "noise", x0: Tensor | None = None,
           generator: torch.Generator | None = None) -> Tensor:
     r"""Pseudo-inverse guided flow (ΠGDM, Song et al. 2023, "Pseudoinverse-Guided Diffusion Models
     for Inverse Problems", ICLR; its flow form is OT-ODE, Pokle et al. 2024, "Training-free
@@ -136,10 +155,11 @@ def pigdm(model: Model, path: object, operator: LinearOperator, y: Tensor, *, si
 
     (:math:`A^+ (y - A\hat x_1) / r_t^2` for :math:`\sigma_y = 0` and :math:`AA^\top` invertible), one
     vector-Jacobian product per step, and Euler steps on
-    :math:`u_t(x) + \gamma\, c_t \nabla_x \log p_t(y \mid x)` (``guidance`` = :math:`\gamma`) from
-    ``t_start`` to 1. ``init="noise"`` starts at :math:`\sigma_{t_s} x_0`; ``"pseudo_inverse"``
-    at :math:`\alpha_{t_s} A^+ y + \sigma_{t_s} x_0` (OT-ODE's start, with e.g. ``t_start=0.2``).
-    ``t_start > 0``: :math:`c_t` diverges at :math:`\alpha_t = 0`.
+    :math:`u_t(x) + \gamma\, c_t \nabla_x \log p_t(y \mid x)` (``guidance`` = :math:`\gamma`).
+    ``init="noise"``: ``nfe`` Euler steps on [0, 1] from ``x0``, unguided before ``t_start``
+    (:math:`c_t \sim 1/\alpha_t` would amplify a trained network's Jacobian error near
+    :math:`\alpha_t = 0`); ``"pseudo_inverse"``: ``nfe`` guided steps on [``t_start``, 1] from
+    :math:`\alpha_{t_s} A^+ y + \sigma_{t_s} x_0` (OT-ODE's start, with e.g. ``t_start=0.2``).
     """
     den, schedule, y, x, sigma_y = _setup(model, path, operator, y, sigma_y, prediction, x0, generator)
     steps = check_positive_int(nfe, "nfe")
@@ -148,12 +168,16 @@ def pigdm(model: Model, path: object, operator: LinearOperator, y: Tensor, *, si
     t_start = check_number(t_start, "t_start", 0.0, 1.0, low_open=True, high_open=True)
     if init not in ("noise", "pseudo_inverse"):
         raise ValueError(f"init must be 'noise' or 'pseudo_inverse', got {init!r}")
-    ts = _grid(t_start, steps)
-    _, a0, s0, _, _ = _coefficients(schedule, ts[0], x)
-    x = s0 * x + (a0 * operator.pseudo_inverse(y) if init == "pseudo_inverse" else 0.0)
+    ts = _grid(t_start if init == "pseudo_inverse" else 0.0, steps, prediction)
+    if init == "pseudo_inverse":
+        _, a0, s0, _, _ = _coefficients(schedule, ts[0], x)
+        x = s0 * x + a0 * operator.pseudo_inverse(y)
     for k in range(steps):
         tt, a, s, da, ds = _coefficients(schedule, ts[k], x)
         h = ts[k + 1] - ts[k]
+        if ts[k] < t_start:
+            x = _flow_step(den, schedule, x, ts[k], h)
+            continue
         a_, s_ = float(a.flatten()[0]), float(s.flatten()[0])
         r2 = v * s_**2 / (s_**2 + a_**2 * v)
         with torch.enable_grad():
@@ -251,17 +275,24 @@ def d_flow(model: Model, path: object, operator: LinearOperator, y: Tensor, *, s
 
 
 def _cg(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int) -> Tensor:
-    """``iters`` batched conjugate-gradient steps on ``matvec(x) = b`` from 0 (per-sample scalars)."""
+    """``iters`` batched conjugate-gradient steps on ``matvec(x) = b`` from 0; a sample stops at
+    its first direction of non-positive curvature (truncated CG), keeping its last iterate."""
     dims = tuple(range(1, b.dim()))
     tiny = torch.finfo(b.dtype).tiny
     x, r = torch.zeros_like(b), b.clone()
     p, rs = r.clone(), (r * r).sum(dims, keepdim=True)
+    active = rs > 0
     for _ in range(iters):
         ap = matvec(p)
-        alpha = rs / (p * ap).sum(dims, keepdim=True).clamp_min(tiny)
+        curv = (p * ap).sum(dims, keepdim=True)
+        active = active & (curv > 0) & torch.isfinite(curv)
+        alpha = torch.where(active, rs / torch.where(active, curv, torch.ones_like(curv)), torch.zeros_like(curv))
         x, r = x + alpha * p, r - alpha * ap
         rs_new = (r * r).sum(dims, keepdim=True)
         p, rs = r + rs_new / rs.clamp_min(tiny) * p, rs_new
+        active = active & (rs > 0)
+        if not bool(active.any()):
+            break
     return x
 
 
@@ -282,7 +313,7 @@ def _moment_matching_guidance(den: Model, operator: LinearOperator, x: Tensor, t
 
 @INVERSE_SOLVERS.register("mmps")
 def mmps(model: Model, path: object, operator: LinearOperator, y: Tensor, *, sigma_y: float = 0.0,
-         prediction: str = "velocity", nfe: int = 100, cg_iters: int = 3, t_start: float = 1e-3,
+         prediction: str = "velocity", nfe: int = 100, cg_iters: int = 3, t_start: float = 0.05,
          x0: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
     r"""Moment-matching posterior sampling (MMPS, Rozet et al. 2024, "Learning Diffusion Priors
     from Observations by Expectation Maximization", NeurIPS): ΠGDM's Gaussian
@@ -295,18 +326,22 @@ def mmps(model: Model, path: object, operator: LinearOperator, y: Tensor, *, sig
 
     the solve by ``cg_iters`` conjugate-gradient steps, each one vector-Jacobian product
     (:math:`\partial\hat x_1/\partial x` is symmetric for an exact denoiser). Euler steps on
-    :math:`u_t(x) + c_t \nabla_x \log p_t(y \mid x)` from ``t_start`` to 1 (``t_start > 0``).
+    :math:`u_t(x) + c_t \nabla_x \log p_t(y \mid x)`: ``nfe`` steps on [0, 1] from ``x0``, unguided
+    before ``t_start`` (as :func:`pigdm`). A trained network's Jacobian is not exactly symmetric
+    positive: conjugate gradients stop for a sample at the first direction of non-positive curvature.
     ``nfe`` network evaluations, each with ``cg_iters + 1`` backward passes.
     """
     den, schedule, y, x, sigma_y = _setup(model, path, operator, y, sigma_y, prediction, x0, generator)
     steps = check_positive_int(nfe, "nfe")
     iters = check_positive_int(cg_iters, "cg_iters", 1000)
     t_start = check_number(t_start, "t_start", 0.0, 1.0, low_open=True, high_open=True)
-    ts = _grid(t_start, steps)
-    x = _coefficients(schedule, ts[0], x)[2] * x
+    ts = _grid(0.0, steps, prediction)
     for k in range(steps):
         tt, a, s, da, ds = _coefficients(schedule, ts[k], x)
         h = ts[k + 1] - ts[k]
+        if ts[k] < t_start:
+            x = _flow_step(den, schedule, x, ts[k], h)
+            continue
         x1, vjp = _moment_matching_guidance(den, operator, x, tt, y, s * s / a, sigma_y, iters)
         u = convert(x1, "data", "velocity", x, tt, schedule)
         x = (x + h * (u + (da * s * s / a - ds * s) * vjp)).detach()
