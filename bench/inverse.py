@@ -25,7 +25,6 @@ One torch thread; the digits model and classifier are cached under ``--cache``.
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
@@ -35,7 +34,15 @@ from pathlib import Path
 import torch
 
 from monge.data import GaussianMixture
-from monge.inverse import INVERSE_SOLVERS, AvgPool, Identity, Mask, RandomProjection, gmm_posterior, measure
+from monge.inverse import (
+    INVERSE_SOLVERS,
+    AvgPool,
+    Identity,
+    Mask,
+    RandomProjection,
+    gmm_posterior,
+    measure,
+)
 from monge.metrics import wasserstein2
 from monge.paths import LinearPath
 
@@ -236,8 +243,8 @@ def report(gmm: list[dict], digits: dict | None, s: Settings, command: str) -> s
     parts = ["# Inverse problems: posterior sampling with a flow prior\n",
              f"Command: `{command}` (one torch thread).\n",
              "Solvers (monge.inverse, default settings): DPS (Chung et al. 2023, step 10 per unit time), "
-             "PiGDM / OT-ODE (Song et al. 2023; Pokle et al. 2024, data_var 1), MMPS (Rozet et al. 2024, "
-             "3 CG steps), PnP-Flow (Martin et al. 2025, step 1/||A||^2), D-Flow (Ben-Hamu et al. 2024, "
+             "PiGDM / OT-ODE (Song et al. 2023; Pokle et al. 2024, data_var 1, guided from t = 0.05), MMPS "
+             "(Rozet et al. 2024, 3 CG steps, guided from t = 0.05), PnP-Flow (Martin et al. 2025, step 1/||A||^2), D-Flow (Ben-Hamu et al. 2024, "
              "5-step Euler sampler, L-BFGS, one optimisation per sample). NFE = network evaluations "
              "per sample; the guided solvers also backpropagate through each (MMPS 4 times).\n",
              "## Gaussian mixtures against the exact posterior\n",

@@ -17,7 +17,15 @@ from torch import Tensor, nn
 
 from ._validation import check_finite, check_number, check_positive_int
 from .config import Config
-from .inverse import INVERSE_SOLVERS, AvgPool, GaussianBlur, Identity, LinearOperator, Mask, RandomProjection
+from .inverse import (
+    INVERSE_SOLVERS,
+    AvgPool,
+    GaussianBlur,
+    Identity,
+    LinearOperator,
+    Mask,
+    RandomProjection,
+)
 
 __all__ = ["OPERATORS", "build_operator", "load_array", "restore", "save_restore_grid"]
 
