@@ -196,3 +196,13 @@ def test_blur_runs_through_conjugate_gradients():
               generator=torch.Generator().manual_seed(2))
     err = (x.reshape(-1, 16).double().mean(0) - post.means[0]).abs().max()
     assert float(err) < 0.1
+
+
+@pytest.mark.parametrize("name", ["pnp_flow", "d_flow"])
+def test_noise_prediction_models_run(name):
+    """A noise-predicting model: the grid from the noise starts after alpha = 0, no NaN."""
+    prior, op, y, sigma = _two_d_case()
+    path = LinearPath()
+    x = INVERSE_SOLVERS.get(name)(lambda x, t: prior.noise_mean(x, t, path.schedule), path, op, y.expand(4, -1),
+                                  sigma_y=sigma, nfe=10, prediction="noise", generator=torch.Generator().manual_seed(0))
+    assert bool(torch.isfinite(x).all())

@@ -195,7 +195,8 @@ def pnp_flow(model: Model, path: object, operator: LinearOperator, y: Tensor, *,
              prediction: str = "velocity", nfe: int = 100, step_size: float = 1.0, decay: float = 0.0,
              x0: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
     r"""PnP-Flow (Martin et al. 2025, "PnP-Flow: Plug-and-Play Image Restoration with Flow
-    Matching", ICLR): for :math:`t_k = k/N`, :math:`k = 0, \dots, N-1` (``N = nfe``),
+    Matching", ICLR): for :math:`t_k = k/N`, :math:`k = 0, \dots, N-1` (``N = nfe``; the grid of
+    the other solvers without its end),
 
     .. math:: z = x - \gamma_k A^\top(Ax - y),\qquad
               \tilde z = \alpha_{t_k} z + \sigma_{t_k}\varepsilon,\ \varepsilon \sim \mathcal N(0, I),\qquad
@@ -212,8 +213,9 @@ def pnp_flow(model: Model, path: object, operator: LinearOperator, y: Tensor, *,
     gamma = check_positive(step_size, "step_size") / max(operator.norm_sq(), 1e-12)
     decay = check_number(decay, "decay", 0.0, math.inf, high_open=True)
     dev = generator.device if generator is not None else torch.device("cpu")
+    ts = _grid(0.0, steps, prediction)
     for k in range(steps):
-        t = k / steps
+        t = ts[k]
         tt, a, s, _, _ = _coefficients(schedule, t, x)
         z = x - gamma * (1.0 - t) ** decay * operator._adjoint(operator._forward(x) - y)
         eps = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
@@ -246,7 +248,7 @@ def d_flow(model: Model, path: object, operator: LinearOperator, y: Tensor, *, s
         raise ValueError(f"nfe={nfe} is below sampler_steps={k}: D-Flow needs at least one pass of the sampler")
     lam = sigma_y**2 if reg is None else check_number(reg, "reg", 0.0, math.inf, high_open=True)
     lr = check_positive(lr, "lr")
-    ts = _grid(0.0, k)
+    ts = _grid(0.0, k, prediction)
 
     def flow(z: Tensor) -> Tensor:
         x = z
