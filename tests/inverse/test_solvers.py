@@ -74,14 +74,14 @@ def _two_d_case():
     return prior, Mask(torch.tensor([1.0, 0.0])), torch.tensor([[2.0, 0.0]]), 0.1
 
 
-#: W2 to the exact posterior at 100 NFE, as a share of the prior's W2 to it (measured: dps 0.17,
-#: pigdm 0.24 (data_var 1) / 0.19 (data_var 4), mmps 0.13, pnp_flow 0.11, d_flow 0.56 with 300 samples)
+#: W2 to the exact posterior at 100 NFE, as a share of the prior's W2 to it (measured with these
+#: seeds: dps 0.087, pigdm 0.139 (data_var 4), mmps 0.076, pnp_flow 0.096, d_flow 0.379 on 100 samples)
 GMM_THRESHOLDS = {
-    "dps": ({}, 0.25),
+    "dps": ({}, 0.15),
     "pigdm": ({"data_var": 4.0}, 0.25),
-    "mmps": ({}, 0.2),
+    "mmps": ({}, 0.15),
     "pnp_flow": ({}, 0.2),
-    "d_flow": ({}, 0.7),
+    "d_flow": ({}, 0.6),
 }
 
 
