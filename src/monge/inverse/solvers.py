@@ -15,13 +15,16 @@ linear path). Replacing the score by the posterior score
 
 .. math:: u_t(x \mid y) = u_t(x) + c_t\, \nabla_x \log p_t(y \mid x_t = x),
 
-whose ODE carries :math:`p_0` to :math:`p(x_1 \mid y)`. The guided solvers differ in how they
-approximate the intractable likelihood :math:`p_t(y \mid x_t)`.
+whose ODE carries :math:`p_0` to :math:`p(x_1 \mid y)`. The guided solvers (:func:`dps`,
+:func:`pigdm`, :func:`mmps`) differ in how they approximate the intractable likelihood
+:math:`p_t(y \mid x_t)`; :func:`pnp_flow` and :func:`d_flow` are not posterior-velocity methods.
+None is exact beyond a Gaussian prior (ΠGDM and MMPS are exact there); their errors on Gaussian
+mixtures, against the closed-form posterior, are measured in ``bench/results/inverse.md``.
 
 Every solver takes ``y`` ``(batch, *measurement_shape)`` and returns one posterior sample per row
 ``(batch, *shape)``; repeat ``y`` for several samples of one measurement. Grids from the noise
-start at ``t = 0``, or at :data:`T_MIN_NOISE_PREDICTION` for a model predicting noise or score. ``nfe`` counts network
-evaluations; the guided solvers also backpropagate through each (about twice the cost).
+start at ``t = 0``, or at :data:`T_MIN_NOISE_PREDICTION` for a model predicting noise or score.
+``nfe`` counts network evaluations; the guided solvers also backpropagate through each.
 """
 
 from __future__ import annotations
