@@ -80,6 +80,8 @@ class Settings:
     digits_n: int = 200
     digits_nfes: tuple[int, ...] = (20, 100)
     classifier_epochs: int = 15  # the digits demo's
+    grid: Path | None = None  # PNG of a few restorations per task (solvers at the largest NFE)
+    grid_digits: int = 4
     cache: Path = field(default_factory=lambda: Path("/tmp/monge-bench-inverse"))
 
 
@@ -206,9 +208,12 @@ def run_digits(s: Settings, log=print) -> dict:
         return float((classifier_probs(classifier, x.clamp(-1, 1)).argmax(1) == labels).float().mean())
 
     out = {"train_seconds": train_seconds, "n": len(truth), "tasks": {}}
+    k = min(s.grid_digits, len(truth))
+    panels = []  # per task: (k, columns, C, H, W)
     for task, (op, sigma) in digits_tasks(shape).items():
         y = measure(op, truth, sigma, torch.Generator().manual_seed(s.seed + 11))
         base = measurement_image(op, y)
+        columns = [base[:k]]
         rows = [{"solver": "measurement (A^+ y)", "nfe": 0, "psnr": psnr(base, truth), "acc": acc(base),
                  "seconds": 0.0}]
         log(f"{task}: measurement PSNR {rows[0]['psnr']:.2f} acc {rows[0]['acc']:.3f}")
@@ -219,9 +224,19 @@ def run_digits(s: Settings, log=print) -> dict:
                 sec = time.perf_counter() - start
                 row = {"solver": solver, "nfe": nfe, "psnr": psnr(x, truth), "acc": acc(x), "seconds": sec}
                 rows.append(row)
+                if nfe == s.digits_nfes[-1] and solver in INVERSE_SOLVERS:  # defaults only
+                    columns.append(x[:k])
                 log(f"  {solver:9s} nfe {nfe:4d}: PSNR {row['psnr']:.2f} acc {row['acc']:.3f} {sec:.1f} s")
         out["tasks"][task] = rows
+        panels.append(torch.stack([*columns, truth[:k]], 1))
     out["truth_acc"] = acc(truth)
+    if s.grid is not None:
+        from monge.imageio import save_image_grid
+
+        cols = panels[0].shape[1]
+        save_image_grid(torch.cat(panels).flatten(0, 1).clamp(-1, 1), s.grid, nrow=cols, scale=4)
+        out["grid"] = {"file": s.grid.name, "columns": ["measurement (A^+ y)",
+                       *[r for r in s.solvers if r in INVERSE_SOLVERS], "truth"], "tasks": list(out["tasks"])}
     return out
 
 
@@ -233,6 +248,11 @@ def format_digits(res: dict, s: Settings) -> str:
              f"{res['n']} held-out digits, one restoration each. Classifier: the demo's CNN; its accuracy on "
              f"the clean held-out digits is {res['truth_acc']:.3f}. PSNR in dB over the pixel range [-1, 1]; "
              "time for all restorations of a row (one thread).\n"]
+    if "grid" in res:
+        g = res["grid"]
+        lines.append(f"![restorations]({g['file']})\n")
+        lines.append(f"Restorations at {s.digits_nfes[-1]} NFE, {s.grid_digits} held-out digits per task "
+                     f"({', '.join(g['tasks'])}, top to bottom); columns: {', '.join(g['columns'])}.\n")
     for task, rows in res["tasks"].items():
         lines.append(f"**{task}**\n")
         lines.append("| solver | NFE | PSNR | accuracy | time |")
@@ -283,7 +303,8 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(1)
     s = Settings(n=args.n, nfes=tuple(args.nfes), solvers=tuple(args.solvers), digits=not args.no_digits,
                  digits_steps=args.digits_steps, digits_n=args.digits_n, digits_nfes=tuple(args.digits_nfes),
-                 classifier_epochs=args.classifier_epochs, cache=args.cache)
+                 classifier_epochs=args.classifier_epochs, cache=args.cache,
+                 grid=args.out.with_name(args.out.stem + "_digits.png"))
     command = "python bench/inverse.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     gmm = run_gmm(s)
     digits = run_digits(s) if s.digits else None

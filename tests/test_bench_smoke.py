@@ -211,6 +211,7 @@ def test_inverse_bench_quick(tmp_path):
         torch.set_num_threads(threads)
     assert out.read_text() == text
     assert "Best at <= 100 NFE" in text and "2x super-resolution" in text and "| pnp_flow | 2 |" in text
+    assert (tmp_path / "inverse_digits.png").stat().st_size > 0 and "](inverse_digits.png)" in text
     s = bench.Settings(n=40, nfes=(3,), solvers=("pigdm",), digits=False)
     (row,) = bench.run_gmm(s, log=lambda m: None)[0]["rows"]
     prior, op, y, sigma, _ = bench.gmm_cases(0)["2D"]
