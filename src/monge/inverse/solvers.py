@@ -208,8 +208,11 @@ def pnp_flow(model: Model, path: object, operator: LinearOperator, y: Tensor, *,
     a gradient step on :math:`\tfrac12\|Ax - y\|^2`, re-interpolation to time :math:`t_k` with
     fresh noise, and the flow's denoiser. :math:`\gamma_k = \gamma (1 - t_k)^{a} / \|A\|^2`
     (``step_size`` = :math:`\gamma`, ``decay`` = :math:`a`); :math:`\gamma = 1` projects onto
-    :math:`\{Ax = y\}` when :math:`A` is a mask. The start ``x0`` (default noise) enters only
-    through the first data step. No gradient through the network. ``sigma_y`` is not used.
+    :math:`\{Ax = y\}` when :math:`A` is a mask. The default :math:`a = 0` keeps the last
+    iterates consistent with :math:`y`, and so with its noise: for a strongly noisy measurement
+    :math:`a \approx 1` (steps vanishing as :math:`t \to 1`) lets the last denoising steps remove it.
+    The start ``x0`` (default noise) enters only through the first data step. No gradient through
+    the network. ``sigma_y`` is not used.
     """
     den, schedule, y, x, _ = _setup(model, path, operator, y, sigma_y, prediction, x0, generator)
     steps = check_positive_int(nfe, "nfe")
