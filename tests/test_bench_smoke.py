@@ -215,3 +215,37 @@ def test_semidiscrete_convergence_quick(tmp_path, monkeypatch):
     bench.main()
     rows = [line for line in out.read_text().splitlines() if line.startswith("| grid40")]
     assert len(rows) == 2 and "| True |" in rows[0] and "| False |" in rows[1]
+
+
+def test_inverse_bench_quick(tmp_path):
+    """The inverse-problems bench with tiny settings; one W2 recomputed by hand (the solver again,
+    POT's exact W2 against the same exact posterior samples)."""
+    import ot
+
+    from monge.inverse import gmm_posterior, pigdm
+    from monge.paths import LinearPath
+
+    bench = _load("inverse")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path / "inverse.md"
+        text = bench.main(["--n", "40", "--nfes", "3", "--solvers", "pigdm", "pnp_flow", "--digits-steps", "5",
+                           "--digits-n", "6", "--digits-nfes", "2", "--classifier-epochs", "1",
+                           "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert out.read_text() == text
+    assert "Best at <= 100 NFE" in text and "2x super-resolution" in text and "| pnp_flow | 2 |" in text
+    assert (tmp_path / "inverse_digits.png").stat().st_size > 0 and "](inverse_digits.png)" in text
+    s = bench.Settings(n=40, nfes=(3,), solvers=("pigdm",), digits=False)
+    (row,) = bench.run_gmm(s, log=lambda m: None)[0]["rows"]
+    prior, op, y, sigma, _ = bench.gmm_cases(0)["2D"]
+    post = gmm_posterior(prior, op, y, sigma)
+    x = pigdm(prior.field(), LinearPath(), op, y.expand(40, -1), sigma_y=sigma, nfe=3,
+              generator=torch.Generator().manual_seed(3)).double().numpy()
+    w2 = []
+    for i in range(s.floor_seeds):
+        exact = post.sample(40, torch.Generator().manual_seed(100 + 2 * i)).double().numpy()
+        w2.append(float(ot.emd2([], [], ot.dist(x, exact))) ** 0.5)
+    assert row["w2"] == pytest.approx(sorted(w2)[len(w2) // 2], abs=1e-9)

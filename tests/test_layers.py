@@ -25,9 +25,12 @@ LAYERS: list[tuple[str, ...]] = [
     # monge.likelihood integrates the change of variables with the samplers, so it sits beside them
     # (above monge.metrics, which holds its sampler-free parts)
     ("monge.samplers", "monge.likelihood"),
+    # inverse problems: operators, exact GMM posteriors and posterior samplers on a trained flow
+    ("monge.inverse",),
     ("monge.config", "monge.rundata"),
     ("monge.evaluate", "monge.plots"),
     ("monge.train", "monge.generate"),
+    ("monge.restore",),
     ("monge.reflow", "monge.demo", "monge.demo_images", "monge.demo_report"),
     ("monge.cli", "monge.__main__"),
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``monge train | sample | reflow | eval | demo``."""
+"""Command line: ``monge train | sample | reflow | eval | demo | restore``."""
 
 from __future__ import annotations
 
@@ -509,6 +509,70 @@ def _quick_config(cfg) -> None:
         cfg.coupling.params["max_iter"] = min(int(cfg.coupling.params.get("max_iter", MAX_FIT_ITER)), MAX_FIT_ITER)
         note += f", semi-discrete OT fit capped at {cfg.coupling.params['max_iter']} iterations"
     typer.echo(note + " (a quick try: results are not meaningful)", err=True)
+
+
+@app.command("restore")
+def restore_cmd(
+    checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory of a trained flow"),
+    operator: str = typer.Option(..., help="inpaint | denoise | blur | downsample | project"),
+    input: Path = typer.Option(..., "--input", help=".npy measurement y = A x + sigma n: one, or a batch (N, ...)"),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="inpaint: .npy 0/1 mask (1 = observed)"),
+    sigma: float = typer.Option(0.0, help="measurement noise level sigma_y (0: noise-free)"),
+    solver: str = typer.Option("pigdm", help="pigdm | mmps | dps | pnp_flow | d_flow"),
+    nfe: int = typer.Option(100, help="network evaluations per sample (D-Flow: its budget)"),
+    n: int = typer.Option(8, "-n", help="posterior samples per measurement"),
+    seed: int = typer.Option(0),
+    blur_std: float = typer.Option(1.0, "--blur-std", help="blur: std of the Gaussian kernel in pixels"),
+    factor: int = typer.Option(2, help="downsample: pooling factor"),
+    m: Optional[int] = typer.Option(None, "--m", help="project: number of random measurements"),
+    projection_seed: int = typer.Option(0, "--projection-seed", help="project: seed of the random matrix"),
+    output: Path = typer.Option(Path("restored.npy"), "-o", "--output", help=".npy file of the samples"),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="image data: PNG grid (measurement, samples, truth)"),
+    truth: Optional[Path] = typer.Option(None, "--truth", help=".npy ground truth, drawn last in each grid row"),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="use the EMA weights"),
+) -> None:
+    """Posterior samples of a trained run given a linear measurement (monge.inverse solvers).
+
+    Writes ``(n, *shape)`` samples for one measurement, ``(N, n, *shape)`` for a batch of N.
+    """
+    from .restore import as_batch, build_operator, load_array, restore, save_restore_grid
+    from .train import load_model
+
+    try:
+        if output.suffix != ".npy":
+            raise ValueError(f"-o needs a .npy path, got {output}")
+        if grid is not None and grid.suffix.lower() != ".png":
+            raise ValueError(f"--grid needs a .png path, got {grid}")
+        inputs = [p.resolve() for p in (input, mask, truth) if p is not None]
+        if output.resolve() in inputs:
+            raise ValueError(f"-o {output} would overwrite an input file; choose another output path")
+        y = load_array(input, "--input")
+        mask_t = load_array(mask, "--mask") if mask is not None else None
+        model, cfg = load_model(checkpoint, ema=ema)
+        from .data.sources import build_data
+
+        shape = tuple(build_data(cfg.data)[1].shape)
+        op = build_operator(operator, shape, mask=mask_t, blur_std=blur_std, factor=factor, m=m,
+                            seed=projection_seed)
+        y, batched = as_batch(y, op.measurement_shape, "--input", f"a {operator} measurement of this run's data {shape}")
+        truth_t = None
+        if truth is not None:
+            truth_t, _ = as_batch(load_array(truth, "--truth"), shape, "--truth", "this run's data")
+            if truth_t.shape[0] != y.shape[0]:
+                raise ValueError(f"--truth holds {truth_t.shape[0]} items, --input {y.shape[0]}")
+        if grid is not None and len(shape) != 3:
+            raise ValueError(f"--grid needs image data (C, H, W); this run's data has shape {shape}")
+        x = restore(model, cfg, op, y, sigma=sigma, solver=solver, nfe=nfe, n=n, seed=seed)
+    except _USER_ERRORS as err:
+        _fail(err)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    import numpy as np
+
+    np.save(output, (x if batched else x[0]).cpu().numpy())
+    typer.echo(f"wrote {n} samples for each of {y.shape[0]} measurements ({solver}, {nfe} NFE) to {output}")
+    if grid is not None:
+        save_restore_grid(op, y, x, grid, truth_t)
+        typer.echo(f"wrote a grid (measurement, samples{', truth' if truth_t is not None else ''}) to {grid}")
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,139 @@
+r"""``monge restore``: posterior samples of a trained run given a linear measurement
+:math:`y = A x + \sigma_y n` (inpainting, denoising, deblurring, super-resolution, compressed
+sensing), with the solvers of :mod:`monge.inverse`.
+
+Everything is checked before the solver runs: the operator is built for the run's data shape, and
+the measurement (and mask, ground truth) must match it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ._validation import check_finite, check_number, check_positive_int
+from .config import Config
+from .inverse import (
+    INVERSE_SOLVERS,
+    AvgPool,
+    GaussianBlur,
+    Identity,
+    LinearOperator,
+    Mask,
+    RandomProjection,
+)
+
+__all__ = ["OPERATORS", "build_operator", "load_array", "restore", "save_restore_grid"]
+
+#: Operator names of ``monge restore --operator``.
+OPERATORS = ("inpaint", "denoise", "blur", "downsample", "project")
+
+
+def build_operator(name: str, shape: tuple[int, ...], *, mask: Tensor | None = None, blur_std: float = 1.0,
+                   factor: int = 2, m: int | None = None, seed: int = 0) -> LinearOperator:
+    """The operator ``name`` (one of :data:`OPERATORS`) for data of sample shape ``shape``.
+
+    ``inpaint`` needs ``mask`` (1 = observed; the data's shape, or one broadcasting to it);
+    ``blur``: Gaussian of std ``blur_std``; ``downsample``: average pooling by ``factor``;
+    ``project``: ``m`` random measurements drawn from ``seed``.
+    """
+    if name not in OPERATORS:
+        raise ValueError(f"operator must be one of {', '.join(OPERATORS)}, got {name!r}")
+    if name != "inpaint" and mask is not None:
+        raise ValueError(f"--mask belongs to --operator inpaint, not {name}")
+    if name == "inpaint":
+        if mask is None:
+            raise ValueError("--operator inpaint needs --mask m.npy (1 = observed, 0 = missing)")
+        return Mask(mask, shape)
+    if name == "denoise":
+        return Identity(shape)
+    if name == "blur":
+        return GaussianBlur(shape, blur_std)
+    if name == "downsample":
+        return AvgPool(shape, factor)
+    if m is None:
+        raise ValueError("--operator project needs the number of measurements --m")
+    return RandomProjection(shape, m, seed)
+
+
+def load_array(path: str | Path, name: str) -> Tensor:
+    """A float32 tensor from a ``.npy`` file, with a clear error for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} file {path} does not exist")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{name} file {path} is not a readable .npy array ({err})") from None
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+        raise ValueError(f"{name} file {path} holds {arr.dtype} values, not numbers")
+    return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+
+
+def as_batch(y: Tensor, shape: tuple[int, ...], name: str, what: str) -> tuple[Tensor, bool]:
+    """``(batch, *shape)`` from one item of ``shape`` or a batch of them; the flag says whether
+    a batch was given. Raises with both shapes when ``y`` fits neither."""
+    check_finite(y, name)
+    if tuple(y.shape) == shape:
+        return y[None], False
+    if y.dim() == len(shape) + 1 and tuple(y.shape[1:]) == shape and y.shape[0] > 0:
+        return y, True
+    raise ValueError(f"{name} has shape {tuple(y.shape)}, but {what} has shape {shape} (or a batch "
+                     f"(N, {', '.join(map(str, shape))})); build the measurement for this run's data")
+
+
+def restore(model: nn.Module, config: Config, operator: LinearOperator, y: Tensor, *, sigma: float = 0.0,
+            solver: str = "pigdm", nfe: int = 100, n: int = 8, seed: int = 0,
+            options: dict[str, Any] | None = None) -> Tensor:
+    """``n`` posterior samples ``(batch, n, *shape)`` for each measurement of ``y``
+    ``(batch, *measurement_shape)``, from the run's velocity ``model`` and path."""
+    from .data.sources import GaussianSource, build_data
+    from .generate import path_schedule
+
+    source, target = build_data(config.data)
+    if tuple(operator.shape) != tuple(target.shape):
+        raise ValueError(f"the run was trained on data of shape {target.shape}, the operator is built for "
+                         f"{operator.shape}")
+    if not isinstance(source, GaussianSource):
+        raise ValueError(f"the posterior solvers start from N(0, I) noise; this run's source is {source!r}")
+    schedule = path_schedule(config)
+    fn = INVERSE_SOLVERS.get(solver)
+    y = operator.check_measurement(y, "the measurement")
+    check_number(sigma, "sigma", 0.0, float("inf"), high_open=True)
+    n = check_positive_int(n, "n", 10_000)
+    nfe = check_positive_int(nfe, "nfe", 100_000)
+    b = y.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    ys = y.repeat_interleave(n, 0)
+    x0 = source.sample(b * n, generator=generator)
+    x = fn(model, schedule, operator, ys, sigma_y=sigma, prediction="velocity", nfe=nfe, x0=x0,
+           generator=generator, **(options or {}))
+    return x.reshape(b, n, *operator.shape)
+
+
+def measurement_image(operator: LinearOperator, y: Tensor) -> Tensor:
+    """The measurement drawn in data space: itself when it has the data's shape, else :math:`A^+ y`
+    (nearest upsampling for a downsampling)."""
+    if tuple(operator.measurement_shape) == tuple(operator.shape):
+        return y
+    return operator.pseudo_inverse(y)
+
+
+def save_restore_grid(operator: LinearOperator, y: Tensor, samples: Tensor, path: str | Path,
+                      truth: Tensor | None = None, max_samples: int = 8) -> Path:
+    """One row per measurement: the measurement, up to ``max_samples`` samples and the truth
+    (if given), clipped to [-1, 1]."""
+    from .imageio import save_image_grid
+
+    if samples.dim() != 5:
+        raise ValueError(f"a PNG grid needs image data (C, H, W); samples have shape {tuple(samples.shape[2:])}")
+    k = min(max_samples, samples.shape[1])
+    rows = [torch.cat([measurement_image(operator, y[i:i + 1]), samples[i, :k]]
+                      + ([truth[i:i + 1]] if truth is not None else [])) for i in range(y.shape[0])]
+    cols = rows[0].shape[0]
+    scale = max(1, 64 // samples.shape[-1])
+    return save_image_grid(torch.cat(rows).clamp(-1, 1).float(), path, nrow=cols, scale=scale)
