@@ -513,45 +513,67 @@ def _quick_config(cfg) -> None:
 
 @app.command("restore")
 def restore_cmd(
-    checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory of a trained flow"),
-    operator: str = typer.Option(..., help="inpaint | denoise | blur | downsample | project"),
-    input: Path = typer.Option(..., "--input", help=".npy measurement y = A x + sigma n: one, or a batch (N, ...)"),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="inpaint: .npy 0/1 mask (1 = observed)"),
-    sigma: float = typer.Option(0.0, help="measurement noise level sigma_y (0: noise-free)"),
-    solver: str = typer.Option("pigdm", help="pigdm | mmps | dps | pnp_flow | d_flow"),
-    nfe: int = typer.Option(100, help="network evaluations per sample (D-Flow: its budget)"),
-    n: int = typer.Option(8, "-n", help="posterior samples per measurement"),
-    seed: int = typer.Option(0),
-    blur_std: float = typer.Option(1.0, "--blur-std", help="blur: std of the Gaussian kernel in pixels"),
-    factor: int = typer.Option(2, help="downsample: pooling factor"),
-    m: Optional[int] = typer.Option(None, "--m", help="project: number of random measurements"),
-    projection_seed: int = typer.Option(0, "--projection-seed", help="project: seed of the random matrix"),
-    output: Path = typer.Option(Path("restored.npy"), "-o", "--output", help=".npy file of the samples"),
-    grid: Optional[Path] = typer.Option(None, "--grid", help="image data: PNG grid (measurement, samples, truth)"),
-    truth: Optional[Path] = typer.Option(None, "--truth", help=".npy ground truth, drawn last in each grid row"),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="use the EMA weights"),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint file or run directory of a trained flow."),
+    operator: str = typer.Option(..., help="Measurement operator: inpaint | denoise | blur | downsample | project.",
+                                 show_default="none, required"),
+    input: Path = typer.Option(..., "--input", help=".npy measurement y = A x + sigma n: one, or a batch (N, ...).",
+                               show_default="none, required"),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Inpaint: .npy 0/1 mask (1 = observed).",
+                                        show_default="the top half observed"),
+    sigma: float = typer.Option(0.0, help="Measurement noise level sigma_y (0: noise-free)."),
+    solver: str = typer.Option("pigdm", help="Posterior sampler: pigdm | mmps | dps | pnp_flow | d_flow."),
+    nfe: int = typer.Option(100, help="Network evaluations per sample (D-Flow: its budget)."),
+    n: int = typer.Option(8, "-n", help="Posterior samples per measurement."),
+    seed: int = typer.Option(0, help="Seed of the solver's noise."),
+    blur_std: float = typer.Option(1.0, "--blur-std", help="Blur: std of the Gaussian kernel in pixels."),
+    factor: int = typer.Option(2, help="Downsample: pooling factor."),
+    m: Optional[int] = typer.Option(None, "--m", help="Project: number of random measurements.",
+                                    show_default="half the data dimension"),
+    projection_seed: int = typer.Option(0, "--projection-seed", help="Project: seed of the random matrix."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help=".npy file of the samples.",
+                                          show_default="RUN/restored.npy"),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Image data: PNG grid (measurement, samples, truth).",
+                                        show_default="no grid"),
+    truth: Optional[Path] = typer.Option(None, "--truth", help=".npy ground truth, drawn last in each grid row.",
+                                         show_default="none"),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights."),
 ) -> None:
     """Posterior samples of a trained run given a linear measurement (monge.inverse solvers).
 
-    Writes ``(n, *shape)`` samples for one measurement, ``(N, n, *shape)`` for a batch of N.
+    Writes (n, *shape) samples for one measurement, (N, n, *shape) for a batch of N.
     """
+    try:
+        _check_nfe_and_path(nfe, [checkpoint])
+    except _USER_ERRORS as err:
+        _fail(err)
+    from .checkpoint import run_dir_of
+    from .limits import check_nfe
+    from .outputs import check_output_file, write_array
     from .restore import as_batch, build_operator, load_array, restore, save_restore_grid
     from .train import load_model
 
     try:
+        check_nfe(nfe)
+        output = output if output is not None else run_dir_of(checkpoint) / "restored.npy"
         if output.suffix != ".npy":
             raise ValueError(f"-o needs a .npy path, got {output}")
-        if grid is not None and grid.suffix.lower() != ".png":
-            raise ValueError(f"--grid needs a .png path, got {grid}")
+        check_output_file(output)
+        if grid is not None:
+            if grid.suffix.lower() != ".png":
+                raise ValueError(f"--grid needs a .png path, got {grid}")
+            check_output_file(grid, "--grid")
         inputs = [p.resolve() for p in (input, mask, truth) if p is not None]
         if output.resolve() in inputs:
             raise ValueError(f"-o {output} would overwrite an input file; choose another output path")
         y = load_array(input, "--input")
         mask_t = load_array(mask, "--mask") if mask is not None else None
         model, cfg = load_model(checkpoint, ema=ema)
-        from .data.sources import build_data
+        shape = getattr(model, "shape", None)
+        if shape is None:  # a checkpoint that does not record its sample shape: read the data
+            from .data.sources import build_data
 
-        shape = tuple(build_data(cfg.data)[1].shape)
+            shape = build_data(cfg.data)[1].shape
+        shape = tuple(shape)
         op = build_operator(operator, shape, mask=mask_t, blur_std=blur_std, factor=factor, m=m,
                             seed=projection_seed)
         y, batched = as_batch(y, op.measurement_shape, "--input", f"a {operator} measurement of this run's data {shape}")
@@ -563,16 +585,13 @@ def restore_cmd(
         if grid is not None and len(shape) != 3:
             raise ValueError(f"--grid needs image data (C, H, W); this run's data has shape {shape}")
         x = restore(model, cfg, op, y, sigma=sigma, solver=solver, nfe=nfe, n=n, seed=seed)
+        write_array(output, (x if batched else x[0]).cpu().numpy())
+        typer.echo(f"wrote {n} samples for each of {y.shape[0]} measurements ({solver}, {nfe} NFE) to {output}")
+        if grid is not None:
+            save_restore_grid(op, y, x, grid, truth_t)
+            typer.echo(f"wrote a grid (measurement, samples{', truth' if truth_t is not None else ''}) to {grid}")
     except _USER_ERRORS as err:
         _fail(err)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    import numpy as np
-
-    np.save(output, (x if batched else x[0]).cpu().numpy())
-    typer.echo(f"wrote {n} samples for each of {y.shape[0]} measurements ({solver}, {nfe} NFE) to {output}")
-    if grid is not None:
-        save_restore_grid(op, y, x, grid, truth_t)
-        typer.echo(f"wrote a grid (measurement, samples{', truth' if truth_t is not None else ''}) to {grid}")
 
 
 def main() -> None:  # pragma: no cover
