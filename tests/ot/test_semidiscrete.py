@@ -120,7 +120,8 @@ def test_weighted_targets_and_custom_source():
     res = fit_semidiscrete(y, w, source=uniform_square, tol=0.03, generator=torch.Generator().manual_seed(6))
     assert res.converged
     masses = res.map.cell_masses(300_000, torch.Generator().manual_seed(7), source=uniform_square)
-    torch.testing.assert_close(masses, w, rtol=0.08, atol=0)
+    # a weighted RMS relative error of 0.03 allows 0.03 / sqrt(0.05) = 13% on the lightest cell
+    torch.testing.assert_close(masses, w, rtol=0.12, atol=0)
 
 
 def test_map_topk_and_image_shapes():

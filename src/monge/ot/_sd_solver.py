@@ -312,12 +312,16 @@ class Config:
     optimizer: Literal["sgd", "adam"] = "adam"
     epsilon: float = 0.0
     eps_init: float = 1.0
-    eps_decay: float = 0.97
+    eps_decay: float = 0.9
     hard_blur: float = 0.01
     refill: bool = True
     lr: float | None = None
     lr_scale: float = 0.1
-    adam_factor: float = 0.05
+    adam_factor: float = 0.15
+    #: final-phase annealing of Adam's rate, :math:`(1 + k/\tau)^{-1/2}` after :math:`k` steps at
+    #: the target epsilon (0: none): with a constant rate the averaged heights stall at a noise
+    #: floor (4096 2D targets: RMS 0.050 after 12,000 steps; annealed: 0.048 at 9514)
+    anneal: float = 1000.0
     batch_size: int = 1024
     ema: float = 0.999
     tol: float = 0.05
@@ -396,7 +400,10 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
         state.moment1.mul_(b1).add_(grad, alpha=1 - b1)
         state.moment2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         direction = (state.moment1 / (1 - b1**t)) / ((state.moment2 / (1 - b2**t)).sqrt() + 1e-12 / layout.n)
-        h -= cfg.adam_factor * state.step_size * direction
+        rate = cfg.adam_factor * state.step_size
+        if cfg.anneal > 0 and _final_phase(state, cfg):
+            rate /= math.sqrt(1.0 + state.n_final / cfg.anneal)
+        h -= rate * direction
     else:
         h -= state.step_size * grad / nu
     h -= h.mean()
