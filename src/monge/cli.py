@@ -84,7 +84,8 @@ def sample_cmd(
     nfe: int = typer.Option(8, help="function evaluations (ignored by dopri5)"),
     sampler: str = typer.Option(
         "euler", help="ODE: euler | midpoint | heun | rk4 | dopri5; few-step: ddim | dpm_solver_pp | "
-        "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama"),
+        "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama; flow maps: mean_flow | shortcut "
+        "(runs trained with those objectives)"),
     timesteps: Optional[str] = typer.Option(
         None, "--timesteps", "--schedule", help="step grid: uniform | uniform_log_snr | karras | optimized (fitted "
         "to the model once and cached in the run directory) | optimized_decoupled (optimized grid plus fitted "
@@ -227,12 +228,29 @@ def fit_ot_cmd(
                f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells")
 
 
+def _check_kind(cfg, sampler: str, nll: bool) -> bool:
+    """Refuse a sampler of the wrong kind for the run; whether it is a flow map (no dopri5 row, no NLL)."""
+    from .flow_map import check_sampler, is_flow_map
+
+    check_sampler(cfg.objective.name, sampler)
+    if is_flow_map(cfg.objective.name) and nll:
+        raise ValueError(f"--nll integrates a velocity field; the {cfg.objective.name} run {cfg.name} is a flow map")
+    return is_flow_map(cfg.objective.name)
+
+
+def _sampler_options(cfg) -> dict:
+    from .flow_map import sampler_options
+
+    return sampler_options(cfg.objective.name, cfg.objective.params)
+
+
 @app.command("eval")
 def eval_cmd(
     checkpoints: List[Path] = typer.Argument(..., help="one or more checkpoint files or run directories"),
     nfe: str = typer.Option("1,2,4,8", help="comma-separated NFE budgets"),
     sampler: str = typer.Option("euler", help="any sampler of `monge sample` (uniform steps)"),
-    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="also run dopri5"),
+    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive",
+                                  help="also run dopri5 (velocity runs; a flow map has no adaptive row)"),
     n: int = typer.Option(1000, "-n", help="samples per evaluation"),
     seed: int = typer.Option(0),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="also write the tables here"),
@@ -268,16 +286,18 @@ def eval_cmd(
         tasks = set()
         for checkpoint in checkpoints:
             model, cfg = load_model(checkpoint)
+            flow_map_run = _check_kind(cfg, sampler, nll)
             tasks.add((str(cfg.data.source), str(cfg.data.target)))
             if len(tasks) > 1:
                 raise ValueError(f"checkpoints compare different tasks {sorted(tasks)}; evaluate them separately")
             label = cfg.name if cfg.name not in results else f"{cfg.name} ({checkpoint})"
             source_data, target_data = build_data(cfg.data)
             results[label] = evaluate_field(model, source_data, target_data, nfes=nfes, sampler=sampler,
-                                            adaptive=adaptive, n=n, seed=seed,
+                                            adaptive=adaptive and not flow_map_run, n=n, seed=seed,
                                             expressway=_expressway_of(checkpoint, cfg),
                                             schedule=getattr(PATHS.build(cfg.path.name, **cfg.path.params),
-                                                             "schedule", None))
+                                                             "schedule", None),
+                                            options=_sampler_options(cfg))
             if nll:
                 held, what, _ = held_out_target(cfg.data.target, target_data)
                 nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)

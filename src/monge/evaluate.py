@@ -54,6 +54,7 @@ def evaluate_field(
     device: torch.device | str = "cpu",
     expressway: "Expressway | None" = None,
     schedule: Schedule | None = None,
+    options: dict[str, Any] | None = None,
 ) -> list[EvalRow]:
     r"""Sample ``n`` points from ``source`` pushed by ``field`` at each NFE and compare with fresh
     ``target`` samples: exact :math:`W_2`, RBF MMD², straightness
@@ -65,7 +66,8 @@ def evaluate_field(
     target noised to ``t_start`` (:func:`monge.samplers.expressway.expressway_sample`).
 
     ``sampler`` is any of :data:`monge.samplers.SAMPLERS`; ``schedule`` is the alpha/sigma schedule
-    of the field's path, used by the samplers that need one (default: linear).
+    of the field's path, used by the samplers that need one (default: linear); ``options`` go to
+    ``sampler`` (e.g. the ``max_steps`` of a ``shortcut`` run).
     """
     g = torch.Generator().manual_seed(seed)
     x0 = source.sample(n, generator=g, device=device)
@@ -84,7 +86,8 @@ def evaluate_field(
             name = f"expressway@{expressway.t_start:g}+{sampler}"
         else:
             out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True, schedule=schedule,
-                         generator=torch.Generator(device=x0.device).manual_seed(seed + 2))
+                         generator=torch.Generator(device=x0.device).manual_seed(seed + 2),
+                         **((options or {}) if name == sampler else {}))
         x1 = out.x
         row = EvalRow(
             sampler=name,

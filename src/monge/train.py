@@ -52,7 +52,6 @@ from .data.sources import build_data
 from .ema import EMA
 from .evaluate import EvalRow, NLLResult, evaluate_field, evaluate_nll, format_nll, format_table, held_out_target
 from .models import build_model
-from .objectives import VelocityObjective
 from .pairing import PairingPipeline
 from .paths import PATHS
 from .rundir import RunExistsError, RunLock, RunLockedError, claim_run_dir
@@ -121,7 +120,7 @@ class Trainer:
         #: classes of a class-conditional model (``model.num_classes``), else ``None``
         self.num_classes: int | None = self._check_conditional()
         self.path = PATHS.build(config.path.name, **config.path.params)
-        self.objective = VelocityObjective()
+        self.objective = self._build_objective()
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
         )
@@ -154,6 +153,19 @@ class Trainer:
         self.resume_changes: list[str] = []
         #: ``(x0, x1, pairs)`` of the latest step, for :meth:`diagnostics`
         self._last_batch: tuple[Tensor, Tensor, Any] | None = None
+
+    def _build_objective(self) -> Any:
+        """``config.objective`` (velocity regression by default), checked against the model's time inputs."""
+        from . import flow_map
+        from .objectives import OBJECTIVES
+
+        name = self.config.objective.name
+        try:
+            objective = OBJECTIVES.build(name, **self.config.objective.params)
+            flow_map.check_model(name, getattr(self.model, "second_time", False) is True)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return objective
 
     def _check_conditional(self) -> int | None:
         k = getattr(self.model, "num_classes", None)
@@ -284,13 +296,19 @@ class Trainer:
 
     def _train_step(self) -> float:
         t, y, pairs = self._next_pairs()
-        ps = self.path.sample(pairs.x0, pairs.x1, t, generator=self.local_generator)
         args = () if y is None else (self._pair_labels(y, pairs),)
         self.net.train()
         bf16 = self.config.train.precision == "bf16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            pred = self.net(ps.x_t, ps.t, *args)
-        loss = self.objective(pred.float(), ps.target, pairs.weights)
+        if getattr(self.objective, "flow_map", False):  # a flow map u(x, t, r): the objective runs the network
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = self.objective.loss(self.net, pairs.x0, pairs.x1, t.to(pairs.x0.device), self.path,
+                                           weights=pairs.weights, labels=args[0] if args else None,
+                                           generator=self.local_generator)
+        else:
+            ps = self.path.sample(pairs.x0, pairs.x1, t, generator=self.local_generator)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                pred = self.net(ps.x_t, ps.t, *args)
+            loss = self.objective(pred.float(), ps.target, pairs.weights)
         value = self._reduce_loss(loss.detach())
         advice = (f"the last good checkpoint is kept in {self.run_dir}. Lower train.lr or enable "
                   "train.grad_clip (both take effect on --resume), or check the data for extreme values.")
@@ -452,6 +470,7 @@ class Trainer:
             device=self.device,
             expressway=self._expressway(),
             schedule=getattr(self.path, "schedule", None),
+            options=_sampler_options(self.config),
         )
 
     def evaluate_nll(self) -> NLLResult | None:
@@ -644,6 +663,13 @@ class Trainer:
             for r in rows:
                 writer.writerow([self.step, *r.as_dict().values()])
         (self.run_dir / "eval.md").write_text(text)
+
+
+def _sampler_options(config: Config) -> dict[str, Any]:
+    """The sampler options the run's objective fixes (:func:`monge.flow_map.sampler_options`)."""
+    from .flow_map import sampler_options
+
+    return sampler_options(config.objective.name, config.objective.params)
 
 
 def _local_seed(seed: int, rank: int) -> int:
