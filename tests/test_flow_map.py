@@ -239,3 +239,107 @@ def test_pair_weights_weight_the_loss():
     with pytest.raises(ValueError, match="weights"):
         obj.loss(net, x0, x1, t, path, weights=-torch.ones(8, dtype=F64), generator=g())
     assert math.isfinite(float(MeanFlowObjective().loss(net, x0, x1, t, path, weights=one + 0.5, generator=g())))
+
+
+# ---------------------------------------------------------------------------- runs: recipe, train, sample, eval
+FLOW_MAP_MODEL = {"name": "mlp", "hidden": 32, "depth": 2, "second_time": True, "time_scale": 10.0}
+
+
+def _flow_map_config(tiny_config, objective, **kw):
+    return tiny_config(objective=objective, model=FLOW_MAP_MODEL,
+                       sample={"sampler": objective, "nfe": [1, 2, 4], "adaptive": False}, **kw)
+
+
+@pytest.mark.parametrize("objective", ["mean_flow", "shortcut"])
+@pytest.mark.parametrize("coupling", ["independent", "exact_ot", "wcfm", "semidiscrete_ot"])
+def test_every_kind_of_coupling_trains_a_flow_map(tiny_config, objective, coupling, one_thread):
+    """Batch, weighted and fitted couplings feed the flow-map objectives as they feed velocity regression."""
+    from monge.train import Trainer
+
+    params = {"name": coupling, **({"n_targets": 16, "tol": 0.3, "max_iter": 300} if coupling == "semidiscrete_ot" else {})}
+    cfg = _flow_map_config(tiny_config, objective, coupling=params, train__steps=10)
+    res = Trainer(cfg).fit()
+    assert math.isfinite(res.loss) and [r.nfe for r in res.eval_rows if r.sampler == objective] == [1, 2, 4]
+    # a semidiscrete_ot run adds DPM-OT's expressway rows: the flow map jumps from t_s to 1
+    assert {r.sampler for r in res.eval_rows} <= {objective, f"expressway@0.5+{objective}"}
+
+
+def test_recipes_refuse_a_mismatched_model_sampler_or_evaluation(tiny_config):
+    from monge.config import ConfigError
+
+    with pytest.raises(ConfigError, match="second_time: true"):
+        tiny_config(objective="mean_flow", sample={"sampler": "mean_flow", "adaptive": False})
+    with pytest.raises(ConfigError, match="Use the 'mean_flow' sampler"):
+        tiny_config(objective="mean_flow", model=FLOW_MAP_MODEL)
+    with pytest.raises(ConfigError, match="sample.adaptive: false"):
+        tiny_config(objective="shortcut", model=FLOW_MAP_MODEL, sample={"sampler": "shortcut", "adaptive": True})
+    with pytest.raises(ConfigError, match="sample.nll: false"):
+        tiny_config(objective="shortcut", model=FLOW_MAP_MODEL,
+                    sample={"sampler": "shortcut", "adaptive": False, "nll": True})
+    with pytest.raises(ConfigError, match="drop second_time"):
+        tiny_config(model=FLOW_MAP_MODEL)
+    with pytest.raises(ConfigError, match="unknown objective 'meanflow'"):
+        tiny_config(objective="meanflow")
+    with pytest.raises(ConfigError, match="bad parameters for objective 'mean_flow'"):
+        tiny_config(objective={"name": "mean_flow", "ratio_": 0.5}, model=FLOW_MAP_MODEL,
+                    sample={"sampler": "mean_flow", "adaptive": False})
+    # a config written before objectives existed is a velocity run
+    old = tiny_config().to_dict()
+    del old["objective"]
+    from monge.config import Config
+
+    assert Config.from_dict(old).objective.name == "velocity"
+
+
+def test_cli_samples_and_evaluates_a_flow_map_run_and_refuses_the_wrong_sampler(tiny_config, tmp_path, one_thread):
+    from typer.testing import CliRunner
+
+    from monge.cli import app
+    from monge.train import Trainer
+
+    runner = CliRunner()
+    cfg = _flow_map_config(tiny_config, "shortcut", train__steps=20)
+    Trainer(cfg).fit()
+    run = str(cfg.run_dir)
+    res = runner.invoke(app, ["sample", run, "-n", "50", "-o", str(tmp_path / "s.npy")])
+    assert res.exit_code == 2 and "Use the 'shortcut' sampler" in res.output, res.output
+    res = runner.invoke(app, ["sample", run, "--sampler", "shortcut", "--nfe", "3", "-n", "50",
+                              "-o", str(tmp_path / "s.npy")])
+    assert res.exit_code == 2 and "not a trained step size" in res.output, res.output
+    res = runner.invoke(app, ["sample", run, "--sampler", "shortcut", "--nfe", "1", "-n", "50",
+                              "-o", str(tmp_path / "s.npy")])
+    assert res.exit_code == 0 and "1 NFE" in res.output, res.output
+    import numpy as np
+
+    assert np.load(tmp_path / "s.npy").shape == (50, 2)
+    res = runner.invoke(app, ["eval", run, "--sampler", "shortcut", "--nfe", "1,2,4", "-n", "100"])
+    assert res.exit_code == 0 and "| shortcut | 4 |" in res.output and "dopri5" not in res.output, res.output
+    res = runner.invoke(app, ["eval", run, "--nfe", "1", "-n", "100"])
+    assert res.exit_code == 2 and "Use the 'shortcut' sampler" in res.output
+    res = runner.invoke(app, ["sample", run, "--sampler", "shortcut", "--timesteps", "karras", "-n", "5",
+                              "-o", str(tmp_path / "s.npy")])
+    assert res.exit_code == 2 and "drop --timesteps" in res.output
+    # the reverse: a velocity run refuses the flow-map samplers
+    vel = tiny_config(name="vel", train__steps=5)
+    Trainer(vel).fit()
+    res = runner.invoke(app, ["sample", str(vel.run_dir), "--sampler", "mean_flow", "-n", "5",
+                              "-o", str(tmp_path / "v.npy")])
+    assert res.exit_code == 2 and "velocity model" in res.output and "use euler" in res.output, res.output
+
+
+def test_a_flow_map_run_resumes_and_samples_through_the_python_api(tiny_config, one_thread):
+    from monge.generate import generate
+    from monge.train import Trainer, load_model
+
+    cfg = _flow_map_config(tiny_config, "mean_flow", train__steps=20)
+    first = Trainer(cfg)
+    first.fit()
+    cfg.train.steps = 30
+    res = Trainer(cfg).fit(resume=True)
+    assert res.step == 30 and res.trained == 10
+    model, loaded = load_model(cfg.run_dir)
+    assert loaded.objective.name == "mean_flow" and model.second_time
+    out = generate(model, loaded, 32, sampler="mean_flow", nfe=2, seed=1)
+    assert out.nfe == 2 and out.x.shape == (32, 2) and bool(torch.isfinite(out.x).all())
+    with pytest.raises(ValueError, match="Use the 'mean_flow' sampler"):
+        generate(model, loaded, 8, sampler="dpm_solver_pp", nfe=2)
