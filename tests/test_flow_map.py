@@ -343,3 +343,21 @@ def test_a_flow_map_run_resumes_and_samples_through_the_python_api(tiny_config, 
     assert out.nfe == 2 and out.x.shape == (32, 2) and bool(torch.isfinite(out.x).all())
     with pytest.raises(ValueError, match="Use the 'mean_flow' sampler"):
         generate(model, loaded, 8, sampler="dpm_solver_pp", nfe=2)
+
+
+def test_demo_adds_flow_map_rows(tmp_path, one_thread):
+    from typer.testing import CliRunner
+
+    from monge.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "demo"
+    res = runner.invoke(app, ["demo", "-o", str(out), "--steps", "15", "--batch-size", "32", "--no-progress",
+                              "--couplings", "exact_ot", "--flow-maps", "mean_flow,shortcut"])
+    assert res.exit_code == 0, res.output
+    report = (out / "report.md").read_text()
+    assert "**mean_flow (exact_ot)**" in report and "| shortcut | 8 |" in report and "| mean_flow | 1 |" in report
+    assert "for the flow maps (mean_flow, shortcut) the objective" in report
+    assert (out / "samples.png").stat().st_size > 0
+    res = runner.invoke(app, ["demo", "-o", str(out), "--flow-maps", "meanflow"])
+    assert res.exit_code == 2 and "--flow-maps must list distinct flow-map objectives" in res.output

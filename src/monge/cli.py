@@ -343,6 +343,9 @@ def demo(
         None, help="comma-separated couplings to compare [default: toy independent,exact_ot; digits "
                    "independent,exact_ot,wcfm,immiscible,semidiscrete_ot]"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    flow_maps: Optional[str] = typer.Option(
+        None, "--flow-maps", help="toy: also train these flow maps (mean_flow,shortcut) with the last coupling, "
+        "sampled in 1, 2, 4, 8 jumps"),
 ) -> None:
     """Train one model per coupling on a 2D task (default I-CFM vs OT-CFM) or on digits; write a report."""
     from .couplings import COUPLINGS
@@ -363,6 +366,9 @@ def demo(
             COUPLINGS.get(name)
         if not names or len(set(names)) != len(names):
             raise ValueError(f"--couplings must list distinct coupling names, got {couplings!r}")
+        if digits and flow_maps:
+            raise ValueError("--flow-maps applies to the toy demo; train digits flow maps with "
+                             "configs/digits-mean_flow.yaml or configs/digits-shortcut.yaml")
         if digits:
             import shlex
 
@@ -378,11 +384,22 @@ def demo(
 
             out = out if out is not None else Path("runs/demo")
             result = run_demo(out, source=source, target=target, couplings=names, steps=steps,
-                              batch_size=batch_size, seed=seed, progress=progress)
+                              batch_size=batch_size, seed=seed, progress=progress, flow_maps=_flow_maps(flow_maps))
     except _USER_ERRORS as err:
         _fail(err)
     typer.echo(result.report.read_text())
     typer.echo(f"report: {result.report}")
+
+
+def _flow_maps(text: Optional[str]) -> tuple[str, ...]:
+    """The ``--flow-maps`` objectives, checked."""
+    from .flow_map import SAMPLER_OF
+
+    names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
+    bad = [n for n in names if n not in SAMPLER_OF]
+    if bad or len(set(names)) != len(names):
+        raise ValueError(f"--flow-maps must list distinct flow-map objectives ({', '.join(SAMPLER_OF)}), got {text!r}")
+    return names
 
 
 def main() -> None:  # pragma: no cover

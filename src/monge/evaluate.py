@@ -133,7 +133,7 @@ def format_comparison(results: dict[str, Sequence[EvalRow]], metric: str = "w2")
              "|---:|" + "---:|" * len(labels)]
     for i, r in enumerate(first):
         if r.sampler == "dopri5":
-            nfe = f"adaptive ({'/'.join(str(results[lab][i].nfe) for lab in labels)})"
+            nfe = f"adaptive ({'/'.join(str(results[lab][i].nfe) for lab in labels if i < len(results[lab]))})"
         else:
             nfe = str(r.nfe)
         cells = []
