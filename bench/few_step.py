@@ -178,14 +178,14 @@ def format_report(res: dict, command: str) -> str:
         f"Command: `{command}`  ",
         f"Machine: {platform.machine()}, torch {torch.__version__}, one thread (shared CPU; times are noisy).",
         "",
-        f"Task {s.source} -> {s.target}; MLP {s.depth}x{s.hidden} (flow maps: second_time, time_scale "
+        (f"Task {s.source} -> {s.target}; MLP {s.depth}x{s.hidden} (flow maps: second_time, time_scale "
         f"{s.time_scale:g}), batch {s.batch_size}, AdamW lr {s.lr:g}, seed {s.seed}, EMA weights, linear path. "
         f"Equal training wall time: {res['budget_seconds']:.0f} s ({s.steps} velocity steps); each method's "
         f"seconds per step measured in the same process: the fastest of {s.rounds} interleaved rounds of "
         f"{s.calibrate} steps (after as many warm-up steps), the cost with the least interference from other "
         "jobs on the machine; `train s` is the loop's actual time. "
         f"W2: exact, {s.n_eval} samples against {s.n_eval} fresh target samples, mean ± sd over "
-        f"{s.eval_seeds} draws. Noise floor (W2 between two fresh target samples): {_cell(res['floor'])}.",
+        f"{s.eval_seeds} draws. Noise floor (W2 between two fresh target samples): {_cell(res['floor'])}."),
         "",
         "| method | evaluations per sample and step | ms/step | steps | train s | "
         + " | ".join(f"W2 @{k}" for k in s.nfes) + " | W2 adaptive (NFE) |",
@@ -202,11 +202,11 @@ def format_report(res: dict, command: str) -> str:
     verdict = "met" if ratio <= 1.2 else "missed"
     lines += [
         "",
-        f"**Goal (best 1-NFE flow map within 1.2x of the velocity model's adaptive W2): {verdict}.** "
+        (f"**Goal (best 1-NFE flow map within 1.2x of the velocity model's adaptive W2): {verdict}.** "
         f"Best 1-NFE: {best}, W2 {flow_maps[best]:.4f} = {ratio:.2f}x the adaptive W2 {adaptive:.4f} of "
         f"velocity + exact_ot ({round(statistics.mean(vel['adaptive_nfe']))} NFE); its own 1-step Euler: "
         f"{statistics.mean(vel['1']):.4f}. Both lie above the noise floor {floor:.4f}, so read the ratio of the "
-        f"excess over it too: {(flow_maps[best] - floor) / max(adaptive - floor, 1e-12):.2f}x.",
+        f"excess over it too: {(flow_maps[best] - floor) / max(adaptive - floor, 1e-12):.2f}x."),
         "",
         "Not compared here: 2-rectified flow + one-step distillation (`monge reflow --distill`).",
         "",

@@ -391,7 +391,7 @@ def demo(
     typer.echo(f"report: {result.report}")
 
 
-def _flow_maps(text: Optional[str]) -> tuple[str, ...]:
+def _flow_maps(text: str | None) -> tuple[str, ...]:
     """The ``--flow-maps`` objectives, checked."""
     from .flow_map import SAMPLER_OF
 

@@ -36,7 +36,8 @@ Sample their runs with the ``mean_flow`` and ``shortcut`` samplers of :mod:`mong
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -45,9 +46,19 @@ from ._validation import check_number, check_positive_int
 from .objectives import OBJECTIVES
 from .paths import ProbPath, expand_t
 
-__all__ = ["FlowMapObjective", "MeanFlowObjective", "ShortcutObjective", "SAMPLER_OF", "is_flow_map",
-           "check_sampler", "check_model", "sampler_options", "mean_flow_target", "shortcut_steps",
-           "shortcut_target"]
+__all__ = [
+    "SAMPLER_OF",
+    "FlowMapObjective",
+    "MeanFlowObjective",
+    "ShortcutObjective",
+    "check_model",
+    "check_sampler",
+    "is_flow_map",
+    "mean_flow_target",
+    "sampler_options",
+    "shortcut_steps",
+    "shortcut_target",
+]
 
 #: The sampler of each flow-map objective's runs (a velocity run takes any other sampler).
 SAMPLER_OF: dict[str, str] = {"mean_flow": "mean_flow", "shortcut": "shortcut"}
@@ -85,7 +96,8 @@ def check_model(objective: str, second_time: bool) -> None:
     """A flow-map objective needs a network of two times (``second_time=True``), velocity one of one."""
     if is_flow_map(objective) and not second_time:
         raise ValueError(f"objective {objective!r} trains a flow map u(x, t, r): build the model with "
-                         "second_time: true (mlp or unet)")
+                         "second_time: true (mlp or unet; a network of your own: forward(x, t, r=...) and the "
+                         "attribute second_time = True)")
     if not is_flow_map(objective) and second_time:
         raise ValueError(f"the model has second_time: true (a flow map u(x, t, r)) but objective {objective!r} "
                          "trains a velocity v(x, t): use objective mean_flow or shortcut, or drop second_time")
@@ -240,7 +252,7 @@ class ShortcutObjective(FlowMapObjective):
     def loss(self, net: Net, x0: Tensor, x1: Tensor, t: Tensor, path: ProbPath, *, weights: Tensor | None = None,
              labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         n = x0.shape[0]
-        nc = int(round(self.consistency * n))
+        nc = round(self.consistency * n)
         f = _call(net, labels)
         t = t.to(device=x0.device, dtype=x0.dtype)
         big = 2.0 ** -torch.randint(0, int(math.log2(self.max_steps)) + 1, (nc,), generator=generator,

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from monge.models import MLP, ClassConditional
-from monge.samplers import SAMPLERS, mean_flow, nfe_for_steps, sample, shortcut, solve, steps_for_nfe
+from monge.samplers import (
+    SAMPLERS,
+    mean_flow,
+    nfe_for_steps,
+    sample,
+    solve,
+    steps_for_nfe,
+)
 
 F64 = torch.float64
 M = torch.tensor([3.0, -1.0], dtype=F64)
