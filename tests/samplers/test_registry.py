@@ -19,7 +19,7 @@ F64 = torch.float64
 EIGHT = GaussianMixture.eight_gaussians(radius=2.0, std=0.3)
 EVERY = {"euler", "midpoint", "heun", "rk4", "dopri5", "ddim", "dpm_solver_pp", "dpm_solver_pp_2m",
          "dpm_solver_pp_3m", "unipc", "unipc_bh1", "unipc_bh2", "heun_edm", "euler_maruyama", "mean_flow", "shortcut"}
-#: the samplers of flow maps model(x, t, r=r) (tests/samplers/test_flow_map.py); the rest take model(x, t)
+#: the samplers of flow maps model(x, t, r=r) (tests/samplers/test_flow_map_samplers.py); the rest take model(x, t)
 FLOW_MAPS = {"mean_flow", "shortcut"}
 FIXED = sorted(EVERY - {"dopri5"} - FLOW_MAPS)
 
