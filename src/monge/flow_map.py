@@ -194,7 +194,14 @@ class MeanFlowObjective(FlowMapObjective):
              labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         t, r = self.sample_times(x0.shape[0], generator, x0.device, x0.dtype)
         ps = path.sample(x0, x1, t, generator=generator)
-        u, target = mean_flow_target(_call(net, labels), ps.x_t, ps.t, r, ps.target)
+        if isinstance(net, torch.nn.parallel.DistributedDataParallel):
+            # DDP's forward does not run under a functorch transform: the target by the JVP of the
+            # wrapped module (no graph), then u by a plain forward through DDP (one forward more)
+            with torch.no_grad():
+                _, target = mean_flow_target(_call(net.module, labels), ps.x_t, ps.t, r, ps.target)
+            u = _call(net, labels)(ps.x_t, ps.t, r)
+        else:
+            u, target = mean_flow_target(_call(net, labels), ps.x_t, ps.t, r, ps.target)
         sq = (u.float() - target.float()).pow(2).reshape(u.shape[0], -1)
         norm2 = sq.sum(1)
         adaptive = _weighted_mean(norm2 / (norm2.detach() + self.c).pow(self.p), weights)

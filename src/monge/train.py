@@ -130,7 +130,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
+            # a flow map's JVP may not mutate captured tensors: no buffer broadcast inside its forward
+            # (monge's networks hold only constant buffers, identical on every rank)
+            self.net = DistributedDataParallel(self.model, device_ids=ids,
+                                               broadcast_buffers=not getattr(self.objective, "flow_map", False))
         if tc.compile:
             self.net = torch.compile(self.net)
         #: shared by all ranks: the global batch of data and times
