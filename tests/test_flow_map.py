@@ -395,7 +395,7 @@ def test_mean_flow_under_ddp_matches_the_plain_network(tmp_path):
         plain, wrapped = _mlp(7), _mlp(7)
         ddp = DistributedDataParallel(wrapped, broadcast_buffers=False)
         path, obj = PATHS.build("linear"), MeanFlowObjective(ratio=0.5)
-        g = lambda: torch.Generator().manual_seed(12)  # noqa: E731
+        g = lambda: torch.Generator().manual_seed(12)
         x0, x1 = torch.randn(16, 2, dtype=F64, generator=g()), torch.randn(16, 2, dtype=F64, generator=g())
         a = obj.loss(plain, x0, x1, torch.rand(16), path, generator=g())
         b = obj.loss(ddp, x0, x1, torch.rand(16), path, generator=g())
