@@ -251,7 +251,6 @@ class Config:
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
 
-
     def _validate_objective(self) -> None:
         """The objective exists and agrees with the model (two times for a flow map) and the sampler."""
         from . import flow_map

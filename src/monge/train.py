@@ -2,7 +2,8 @@
 
 Each step draws a source batch ``x0`` and a target batch ``x1``, re-pairs them with the
 coupling, samples ``t ~ U[0,1]`` and ``(x_t, u_t)`` on the path, and takes one AdamW step on the
-(weighted) velocity loss. Randomness comes from explicit generators whose states are saved with
+(weighted) velocity loss; a flow-map objective (``objective: mean_flow`` or ``shortcut``,
+:mod:`monge.flow_map`) takes the pairs and the network and computes its own loss. Randomness comes from explicit generators whose states are saved with
 the checkpoint, so a resumed run continues exactly where it stopped.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the same loop runs data-parallel (DDP; gloo on CPU,
