@@ -124,7 +124,8 @@ def step_times(objective: str, coupling: str, s: Settings, out: Path) -> list[fl
 def evaluate(model, objective: str, s: Settings, nfes: tuple[int, ...] | None = None,
              adaptive: bool = True) -> dict[str, list[float] | list[int]]:
     """W2 per NFE (and dopri5 for a velocity model, unless ``adaptive=False``) over the evaluation seeds."""
-    src, tgt = build_source(s.source), build_source(s.target)
+    tgt = build_source(s.target)
+    src = build_source(s.source, like=tgt)
     out: dict[str, list] = {}
     sampler = "euler" if objective == "velocity" else objective
     for seed in range(s.eval_seeds):
