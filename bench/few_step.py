@@ -242,6 +242,11 @@ def format_report(res: dict, command: str) -> str:
         ad = "" if "adaptive" not in sc else f"{_cell(sc['adaptive'])} ({round(statistics.mean(sc['adaptive_nfe']))})"
         lines.append(f"| {lab} | {EVALS[r['objective']]} | {r['ms_per_step']:.1f} | {r['steps']} | {r['seconds']:.0f} | "
                      + " | ".join(_cell(sc[str(k)]) if str(k) in sc else "" for k in s.nfes) + f" | {ad} |")
+    from monge.data.images import ImageDataset
+
+    if isinstance(build_source(s.target), ImageDataset):
+        lines += ["", (f"{s.target} is a finite image set: its \"fresh\" samples are draws with replacement from "
+                       "its images, so two draws share images and the noise floor is lower than for a fresh law.")]
     flow_maps = {lab: statistics.mean(r["scores"]["1"]) for lab, r in results.items()
                  if r["objective"] in ("mean_flow", "shortcut")}
     best = min(flow_maps, key=flow_maps.get)
