@@ -33,6 +33,10 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "semidiscrete_pairing": ("Global OT pairing: step cost", "python bench/semidiscrete_pairing.py"),
     "auction": ("Certified auction assignment", "python bench/ot_solvers.py --auction"),
     "likelihood": ("Likelihood vs closed forms and flow_matching", "python bench/likelihood.py"),
+    "few_step": ("One- and few-step generators from scratch (mean_flow, shortcut)", "python bench/few_step.py --reflow"),
+    "few_step_digits": ("One- and few-step generators from scratch on digits",
+                        ("python bench/few_step.py --source gaussian --target digits --steps 5000 --n-eval 1000 "
+                         "--eval-seeds 2 --out bench/results/few_step_digits.md")),
 }
 
 _IMAGE = re.compile(r"(!\[[^\]]*\]\()([^)\s]+)(\))")

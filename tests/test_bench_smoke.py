@@ -249,3 +249,15 @@ def test_inverse_bench_quick(tmp_path):
         exact = post.sample(40, torch.Generator().manual_seed(100 + 2 * i)).double().numpy()
         w2.append(float(ot.emd2([], [], ot.dist(x, exact))) ** 0.5)
     assert row["w2"] == pytest.approx(sorted(w2)[len(w2) // 2], abs=1e-9)
+
+
+def test_few_step_quick(tmp_path, monkeypatch):
+    """bench/few_step.py: every method trains at the equal wall-time budget and is scored at 1, 2, 4 NFE."""
+    bench = _load("few_step")
+    out = tmp_path / "few_step.md"
+    monkeypatch.setattr(sys, "argv", ["few_step.py", "--quick", "--reflow", "--out", str(out)])
+    bench.main()
+    text = out.read_text()
+    assert "mean_flow + exact_ot" in text and "shortcut + independent" in text and "W2 @4" in text
+    assert "**Goal (best 1-NFE flow map within 1.2x" in text
+    assert "2-RF + distill (1 step)" in text and "**Against reflow + distillation**" in text

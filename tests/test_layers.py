@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge", "monge.registry", "monge._validation", "monge.distributed", "monge.ema", "monge.checkpoint",
      "monge.ot._checks", "monge.models.embeddings", "monge.models.conditioning", "monge.limits",
      "monge.outputs", "monge.quick", "monge.locate", "monge.progress"),
-    ("monge.ot", "monge.paths", "monge.objectives", "monge.pairing", "monge.imageio"),
+    ("monge.ot", "monge.paths", "monge.objectives", "monge.flow_map", "monge.pairing", "monge.imageio"),
     ("monge.predictions", "monge.data", "monge.metrics"),
     ("monge.couplings", "monge.models"),
     # monge.likelihood integrates the change of variables with the samplers, so it sits beside them

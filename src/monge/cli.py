@@ -101,7 +101,8 @@ def sample_cmd(
     nfe: int = typer.Option(8, help="Function evaluations (ignored by dopri5)."),
     sampler: str = typer.Option(
         "euler", help="ODE: euler | midpoint | heun | rk4 | dopri5; few-step: ddim | dpm_solver_pp | "
-        "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama."),
+        "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama; flow maps: mean_flow | shortcut "
+        "(runs trained with those objectives)."),
     timesteps: Optional[str] = typer.Option(
         None, "--timesteps", "--schedule", help="Step grid: uniform | uniform_log_snr | karras | optimized (fitted "
         "to the model once and cached in the run directory) | optimized_decoupled (optimized grid plus fitted "
@@ -310,12 +311,29 @@ def fit_ot_cmd(
                f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells")
 
 
+def _check_kind(cfg, sampler: str, nll: bool) -> bool:
+    """Refuse a sampler of the wrong kind for the run; whether it is a flow map (no dopri5 row, no NLL)."""
+    from .flow_map import check_sampler, is_flow_map
+
+    check_sampler(cfg.objective.name, sampler)
+    if is_flow_map(cfg.objective.name) and nll:
+        raise ValueError(f"--nll integrates a velocity field; the {cfg.objective.name} run {cfg.name} is a flow map")
+    return is_flow_map(cfg.objective.name)
+
+
+def _sampler_options(cfg) -> dict:
+    from .flow_map import sampler_options
+
+    return sampler_options(cfg.objective.name, cfg.objective.params)
+
+
 @app.command("eval")
 def eval_cmd(
     checkpoints: List[Path] = typer.Argument(..., help="one or more checkpoint files or run directories"),
     nfe: str = typer.Option("1,2,4,8", help="Comma-separated NFE budgets."),
     sampler: str = typer.Option("euler", help="Any sampler of monge sample (uniform steps)."),
-    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="Also run dopri5 (adaptive NFE)."),
+    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive",
+                                  help="Also run dopri5 (adaptive NFE; velocity runs: a flow map has no adaptive row)."),
     n: int = typer.Option(1000, "-n", help="Samples per evaluation."),
     seed: int = typer.Option(0, help="Seed of the noise and reference samples."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the tables to this file.",
@@ -368,6 +386,7 @@ def eval_cmd(
         tasks = set()
         for checkpoint in checkpoints:
             model, cfg = load_model(checkpoint)
+            flow_map_run = _check_kind(cfg, sampler, nll)
             tasks.add((str(cfg.data.source), str(cfg.data.target)))
             if len(tasks) > 1:
                 raise ValueError(f"checkpoints compare different tasks {sorted(tasks)}; evaluate them separately")
@@ -378,10 +397,11 @@ def eval_cmd(
                 cfg.data.target.params["path"] = str(data_path)
             source_data, target_data = build_run_data(cfg, "monge eval")
             results[label] = evaluate_field(model, source_data, reference_data(target_data), nfes=nfes, sampler=sampler,
-                                            adaptive=adaptive, n=n, seed=seed,
+                                            adaptive=adaptive and not flow_map_run, n=n, seed=seed,
                                             expressway=_expressway_of(checkpoint, cfg),
                                             schedule=getattr(PATHS.build(cfg.path.name, **cfg.path.params),
-                                                             "schedule", None))
+                                                             "schedule", None),
+                                            options=_sampler_options(cfg))
             if nll:
                 held, what, _ = held_out_target(cfg.data.target, target_data)
                 nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)
@@ -433,6 +453,9 @@ def demo(
         show_default="toy independent,exact_ot; digits independent,exact_ot,wcfm,immiscible,semidiscrete_ot"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
                                             show_default=_AUTO),
+    flow_maps: Optional[str] = typer.Option(
+        None, "--flow-maps", help="Toy data: also train these flow maps (mean_flow,shortcut) with the last coupling, "
+        "sampled in 1, 2, 4, 8 jumps.", show_default="none"),
 ) -> None:
     """Train one model per coupling on a 2D task (default I-CFM vs OT-CFM) or on digits; write a report."""
     from .couplings import COUPLINGS
@@ -456,6 +479,9 @@ def demo(
             COUPLINGS.get(name)
         if not names or len(set(names)) != len(names):
             raise ValueError(f"--couplings must list distinct coupling names, got {couplings!r}")
+        if digits and flow_maps:
+            raise ValueError("--flow-maps applies to the toy demo; train digits flow maps with "
+                             "configs/digits-mean_flow.yaml or configs/digits-shortcut.yaml")
         if digits:
             import shlex
 
@@ -475,7 +501,7 @@ def demo(
             result = run_demo(out, source=source, target=target, couplings=names, steps=steps,
                               batch_size=batch_size, seed=seed, progress=progress,
                               coupling_params={"semidiscrete_ot": {"max_iter": MAX_FIT_ITER}} if quick_mode() else None,
-                              samples=quick_cap(2000, MAX_SAMPLES))
+                              samples=quick_cap(2000, MAX_SAMPLES), flow_maps=_flow_maps(flow_maps))
     except _USER_ERRORS as err:
         _fail(err)
     typer.echo(result.report.read_text())
@@ -592,6 +618,17 @@ def restore_cmd(
             typer.echo(f"wrote a grid (measurement, samples{', truth' if truth_t is not None else ''}) to {grid}")
     except _USER_ERRORS as err:
         _fail(err)
+
+
+def _flow_maps(text: str | None) -> tuple[str, ...]:
+    """The ``--flow-maps`` objectives, checked."""
+    from .flow_map import SAMPLER_OF
+
+    names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
+    bad = [n for n in names if n not in SAMPLER_OF]
+    if bad or len(set(names)) != len(names):
+        raise ValueError(f"--flow-maps must list distinct flow-map objectives ({', '.join(SAMPLER_OF)}), got {text!r}")
+    return names
 
 
 def main() -> None:  # pragma: no cover

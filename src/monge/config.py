@@ -6,6 +6,7 @@ A recipe names its pieces by registry name::
     data: {source: 8gaussians, target: moons}
     coupling: exact_ot                    # or {name: exact_ot, <params>}
     path: {name: linear, sigma: 0.0}
+    objective: velocity                   # or mean_flow / shortcut (flow maps, model second_time: true)
     model: {name: mlp, hidden: 256, depth: 3}
     train: {steps: 3000, batch_size: 256, lr: 1.0e-3}
     sample: {sampler: euler, nfe: [1, 2, 4, 8]}
@@ -129,6 +130,8 @@ class Config:
     model: Component = field(default_factory=lambda: Component("mlp"))
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    #: what the network learns: ``velocity`` (flow matching) or a flow map (``mean_flow``, ``shortcut``)
+    objective: Component = field(default_factory=lambda: Component("velocity"))
 
     @property
     def run_dir(self) -> Path:
@@ -239,6 +242,7 @@ class Config:
             raise ConfigError(
                 f"unknown model {self.model.name!r}; valid choices: {', '.join(MODELS.names())}"
             )
+        self._validate_objective()
         if not check_data:
             return
         from .data.sources import build_data
@@ -260,6 +264,25 @@ class Config:
                 build_model(self.model.name, self.model.params, source.shape)
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
+
+    def _validate_objective(self) -> None:
+        """The objective exists and agrees with the model (two times for a flow map) and the sampler."""
+        from . import flow_map
+        from .objectives import OBJECTIVES
+
+        name = self.objective.name
+        try:
+            OBJECTIVES.build(name, **self.objective.params)
+            flow_map.check_model(name, self.model.params.get("second_time", False) is True)
+            flow_map.check_sampler(name, self.sample.sampler)
+        except ValueError as err:
+            raise ConfigError(f"objective: {err}") from None
+        if flow_map.is_flow_map(name) and self.sample.adaptive:
+            raise ConfigError(f"objective {name!r}: sample.adaptive runs dopri5 on a velocity field; a flow map is "
+                              f"evaluated with its {flow_map.SAMPLER_OF[name]!r} sampler: set sample.adaptive: false")
+        if flow_map.is_flow_map(name) and self.sample.nll:
+            raise ConfigError(f"objective {name!r}: sample.nll integrates the change of variables of a velocity field; "
+                              "a flow map has no likelihood here: set sample.nll: false")
 
 
 def _check_pairing_workers(coupling: Any, name: str) -> None:

@@ -54,6 +54,7 @@ def evaluate_field(
     device: torch.device | str = "cpu",
     expressway: "Expressway | None" = None,
     schedule: Schedule | None = None,
+    options: dict[str, Any] | None = None,
 ) -> list[EvalRow]:
     r"""Sample ``n`` points from ``source`` pushed by ``field`` at each NFE and compare with fresh
     ``target`` samples: exact :math:`W_2`, RBF MMD², straightness
@@ -70,7 +71,8 @@ def evaluate_field(
     reference points whose conditions they were given (C2OT's metric).
 
     ``sampler`` is any of :data:`monge.samplers.SAMPLERS`; ``schedule`` is the alpha/sigma schedule
-    of the field's path, used by the samplers that need one (default: linear).
+    of the field's path, used by the samplers that need one (default: linear); ``options`` go to
+    ``sampler`` (e.g. the ``max_steps`` of a ``shortcut`` run).
     """
     g = torch.Generator().manual_seed(seed)
     x0 = source.sample(n, generator=g, device=device)
@@ -95,7 +97,8 @@ def evaluate_field(
             name = f"expressway@{expressway.t_start:g}+{sampler}"
         else:
             out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True, schedule=schedule,
-                         generator=torch.Generator(device=x0.device).manual_seed(seed + 2))
+                         generator=torch.Generator(device=x0.device).manual_seed(seed + 2),
+                         **((options or {}) if name == sampler else {}))
         x1 = out.x
         row = EvalRow(
             sampler=name,
@@ -141,7 +144,7 @@ def format_comparison(results: dict[str, Sequence[EvalRow]], metric: str = "w2")
              "|---:|" + "---:|" * len(labels)]
     for i, r in enumerate(first):
         if r.sampler == "dopri5":
-            nfe = f"adaptive ({'/'.join(str(results[lab][i].nfe) for lab in labels)})"
+            nfe = f"adaptive ({'/'.join(str(results[lab][i].nfe) for lab in labels if i < len(results[lab]))})"
         else:
             nfe = str(r.nfe)
         cells = []

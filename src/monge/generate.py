@@ -182,6 +182,19 @@ def _conditioned(model: nn.Module, label: int | str, guidance: float, n: int) ->
     return ClassConditional(model, label, guidance)
 
 
+def _check_kind(config: Config, sampler: str, timesteps: str | None, expressway: float | None) -> bool:
+    """Refuse a sampler of the wrong kind for the run (:func:`monge.flow_map.check_sampler`); whether the
+    run is a flow map."""
+    from .flow_map import check_sampler, is_flow_map
+
+    check_sampler(config.objective.name, sampler)
+    if not is_flow_map(config.objective.name):
+        return False
+    if timesteps is not None or expressway is not None:
+        raise ValueError(f"a {config.objective.name} run jumps on nfe uniform steps; drop --timesteps and --expressway")
+    return True
+
+
 def generate(
     model: nn.Module,
     config: Config,
@@ -245,6 +258,9 @@ def generate_model_space(
       ``"optimized"``: :func:`optimized_timesteps` (needs ``run_dir``); ``"optimized_decoupled"``: a
       grid and network evaluation times fitted together (:func:`optimized_eval_times`); any
       fixed-step sampler of :data:`monge.samplers.SAMPLERS`. ``schedule=`` is its deprecated name.
+    - a flow-map run (``objective: mean_flow`` or ``shortcut``): ``nfe`` uniform jumps of its sampler
+      (``mean_flow`` / ``shortcut``, :mod:`monge.samplers.flow_map`); any other sampler, a step grid
+      or the expressway is refused, as is a flow-map sampler on a velocity run.
     - ``expressway=t_s``: DPM-OT's expressway. Map the noise to its OT cell (the run's
       :func:`semidiscrete_map`, fitted on first use when the run has none), start from the cell's
       target noised to :math:`t_s` and integrate :math:`[t_s, 1]` with ``sampler``/``nfe``
@@ -264,6 +280,7 @@ def generate_model_space(
     from .rundata import sampling_source
 
     info = SAMPLERS.info(sampler)
+    flow_map_run = _check_kind(config, sampler, timesteps, expressway)
     generator = torch.Generator().manual_seed(seed)
     x0 = sampling_source(config.data, getattr(model, "shape", None)).sample(n, generator=generator).to(device)
     model = model.to(device)
@@ -280,6 +297,11 @@ def generate_model_space(
         model = _conditioned(model, label, guidance, n)
     elif guidance != 1.0:
         raise ValueError("guidance needs a class label (label=K or 'all')")
+    if flow_map_run:
+        from .flow_map import sampler_options
+
+        return sample(model, x0, sampler=sampler, nfe=nfe,
+                      **sampler_options(config.objective.name, config.objective.params))
     if expressway is not None:
         if timesteps is not None:
             raise ValueError("--expressway integrates uniform steps on [t_s, 1]; drop --timesteps")

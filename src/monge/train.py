@@ -2,7 +2,8 @@
 
 Each step draws a source batch ``x0`` and a target batch ``x1``, re-pairs them with the
 coupling, samples ``t ~ U[0,1]`` and ``(x_t, u_t)`` on the path, and takes one AdamW step on the
-(weighted) velocity loss. Randomness comes from explicit generators whose states are saved with
+(weighted) velocity loss; a flow-map objective (``objective: mean_flow`` or ``shortcut``,
+:mod:`monge.flow_map`) takes the pairs and the network and computes its own loss. Randomness comes from explicit generators whose states are saved with
 the checkpoint, so a resumed run continues exactly where it stopped.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the same loop runs data-parallel (DDP; gloo on CPU,
@@ -54,7 +55,6 @@ from .ema import EMA
 from .evaluate import (EvalRow, NLLResult, evaluate_field, evaluate_nll, format_nll, format_table, held_out_target,
                        reference_data)
 from .models import build_model
-from .objectives import VelocityObjective
 from .pairing import PairingPipeline
 from .paths import PATHS
 from .rundata import check_same_data, data_fingerprint, data_tensors, stored_shape, stored_standardizer
@@ -133,7 +133,7 @@ class Trainer:
         #: classes of a class-conditional model (``model.num_classes``), else ``None``
         self.num_classes: int | None = None if self.cond_dim is not None else self._check_conditional()
         self.path = PATHS.build(config.path.name, **config.path.params)
-        self.objective = VelocityObjective()
+        self.objective = self._build_objective()
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
         )
@@ -145,7 +145,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
+            # a flow map's JVP may not mutate captured tensors: no buffer broadcast inside its forward
+            # (monge's networks hold only constant buffers, identical on every rank)
+            self.net = DistributedDataParallel(self.model, device_ids=ids,
+                                               broadcast_buffers=not getattr(self.objective, "flow_map", False))
         if tc.compile:
             self.net = torch.compile(self.net)
         #: shared by all ranks: the global batch of data and times
@@ -191,6 +194,19 @@ class Trainer:
                 f"coupling {self.config.coupling.name!r} pairs noise with points that are not the drawn data, so "
                 "conditions cannot follow them; use a batch coupling (independent, conditional_ot, ...)")
         return int(k)
+
+    def _build_objective(self) -> Any:
+        """``config.objective`` (velocity regression by default), checked against the model's time inputs."""
+        from . import flow_map
+        from .objectives import OBJECTIVES
+
+        name = self.config.objective.name
+        try:
+            objective = OBJECTIVES.build(name, **self.config.objective.params)
+            flow_map.check_model(name, getattr(self.model, "second_time", False) is True)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return objective
 
     def _check_conditional(self) -> int | None:
         k = getattr(self.model, "num_classes", None)
@@ -328,13 +344,19 @@ class Trainer:
 
     def _train_step(self) -> float:
         t, y, pairs = self._next_pairs()
-        ps = self.path.sample(pairs.x0, pairs.x1, t, generator=self.local_generator)
         args = () if y is None else (self._pair_labels(y, pairs),)
         self.net.train()
         bf16 = self.config.train.precision == "bf16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            pred = self.net(ps.x_t, ps.t, *args)
-        loss = self.objective(pred.float(), ps.target, pairs.weights)
+        if getattr(self.objective, "flow_map", False):  # a flow map u(x, t, r): the objective runs the network
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = self.objective.loss(self.net, pairs.x0, pairs.x1, t.to(pairs.x0.device), self.path,
+                                           weights=pairs.weights, labels=args[0] if args else None,
+                                           generator=self.local_generator)
+        else:
+            ps = self.path.sample(pairs.x0, pairs.x1, t, generator=self.local_generator)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                pred = self.net(ps.x_t, ps.t, *args)
+            loss = self.objective(pred.float(), ps.target, pairs.weights)
         value = self._reduce_loss(loss.detach())
         advice = (f"the last good checkpoint is kept in {self.run_dir}. Lower train.lr or enable "
                   "train.grad_clip (both take effect on --resume), or check the data for extreme values.")
@@ -513,6 +535,7 @@ class Trainer:
             device=self.device,
             expressway=self._expressway(),
             schedule=getattr(self.path, "schedule", None),
+            options=_sampler_options(self.config),
         )
 
     def evaluate_nll(self) -> NLLResult | None:
@@ -723,6 +746,13 @@ def _check_training_memory(config: Config, shape: tuple[int, ...], device: torch
         check_model_memory(meta, f"training model {config.model.name!r}", TRAIN_COPIES, device)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _sampler_options(config: Config) -> dict[str, Any]:
+    """The sampler options the run's objective fixes (:func:`monge.flow_map.sampler_options`)."""
+    from .flow_map import sampler_options
+
+    return sampler_options(config.objective.name, config.objective.params)
 
 
 def _local_seed(seed: int, rank: int) -> int:

@@ -67,6 +67,10 @@ def test_recipe_with_a_diffusion_sampler_trains_and_evaluates(recipe, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS.names()))
 def test_every_sampler_name_is_a_valid_recipe_sampler(tiny_config, name):
+    if SAMPLERS.info(name).flow_map:  # the sampler of its own objective's runs
+        tiny_config(sample={"sampler": name, "nfe": [4], "adaptive": False}, objective=name,
+                    model={"name": "mlp", "hidden": 32, "depth": 2, "second_time": True}).validate()
+        return
     tiny_config(sample={"sampler": name, "nfe": [4]}).validate()
 
 

@@ -18,8 +18,10 @@ from monge.samplers.base import SamplerRegistry
 F64 = torch.float64
 EIGHT = GaussianMixture.eight_gaussians(radius=2.0, std=0.3)
 EVERY = {"euler", "midpoint", "heun", "rk4", "dopri5", "ddim", "dpm_solver_pp", "dpm_solver_pp_2m",
-         "dpm_solver_pp_3m", "unipc", "unipc_bh1", "unipc_bh2", "heun_edm", "euler_maruyama"}
-FIXED = sorted(EVERY - {"dopri5"})
+         "dpm_solver_pp_3m", "unipc", "unipc_bh1", "unipc_bh2", "heun_edm", "euler_maruyama", "mean_flow", "shortcut"}
+#: the samplers of flow maps model(x, t, r=r) (tests/samplers/test_flow_map_samplers.py); the rest take model(x, t)
+FLOW_MAPS = {"mean_flow", "shortcut"}
+FIXED = sorted(EVERY - {"dopri5"} - FLOW_MAPS)
 
 
 def test_every_sampler_is_in_the_one_registry_with_its_cost():
@@ -33,7 +35,9 @@ def test_every_sampler_is_in_the_one_registry_with_its_cost():
     assert {n: SAMPLERS.info(n).evals_per_step for n in ("euler", "midpoint", "heun", "rk4", "heun_edm")} == \
         {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4, "heun_edm": 2}
     # the ODE solvers need no schedule for a velocity; the diffusion and SDE samplers do
-    assert {n for n in EVERY if not SAMPLERS.info(n).needs_schedule} == {"euler", "midpoint", "heun", "rk4", "dopri5"}
+    assert {n for n in EVERY - FLOW_MAPS if not SAMPLERS.info(n).needs_schedule} == \
+        {"euler", "midpoint", "heun", "rk4", "dopri5"}
+    assert {n for n in EVERY if SAMPLERS.info(n).flow_map} == FLOW_MAPS
 
 
 def test_registration_requires_a_cost():
@@ -93,7 +97,7 @@ def test_steps_for_nfe_errors():
     assert [steps_for_nfe("heun_edm", n) for n in (1, 2, 3, 9)] == [1, 1, 2, 5]
 
 
-@pytest.mark.parametrize("name", sorted(EVERY))
+@pytest.mark.parametrize("name", sorted(EVERY - FLOW_MAPS))
 def test_one_signature(name):
     """``sampler(model, x, schedule, ts, *, prediction, return_trajectory, generator)`` for every sampler,
     with the linear path as the default schedule; sample() and solve() run each by name."""

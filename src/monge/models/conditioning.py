@@ -43,6 +43,7 @@ class ClassConditional(nn.Module):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
             raise ValueError(f"labels must be classes in [0, {k}), got {y.tolist() if y.numel() < 10 else 'values outside'}")
         self.model, self.labels, self.guidance, self.num_classes = model, y.long(), float(guidance), k
+        self.second_time = bool(getattr(model, "second_time", False))
 
     def _labels(self, x: Tensor) -> Tensor:
         y = self.labels.to(x.device)
@@ -52,14 +53,20 @@ class ClassConditional(nn.Module):
             raise ValueError(f"{y.shape[0]} labels for a batch of {x.shape[0]}; give one label per sample or an int")
         return y
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, r: Tensor | float | None = None) -> Tensor:
+        """The guided prediction at ``(x, t)``; ``r``: the end time of a flow map (``second_time``)."""
         y = self._labels(x)
+        kw = {} if r is None else {"r": r}
         if self.guidance == 1.0:
-            return self.model(x, t, y)
+            return self.model(x, t, y, **kw)
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.dim() == 0 else t
         null = torch.full_like(y, self.num_classes)
-        out = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+        if r is not None:
+            r = torch.as_tensor(r, device=x.device)
+            r = r.expand(x.shape[0]) if r.dim() == 0 else r
+            kw = {"r": torch.cat([r, r])}
+        out = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), **kw)
         cond, uncond = out.chunk(2)
         return uncond + self.guidance * (cond - uncond)
 

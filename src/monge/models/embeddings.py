@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SinusoidalEmbedding", "FourierEmbedding", "time_embedding"]
+__all__ = ["SinusoidalEmbedding", "FourierEmbedding", "time_embedding", "step_of", "FLOW_MAP_HINT"]
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -44,9 +44,34 @@ class FourierEmbedding(nn.Module):
         return torch.cat([arg.sin(), arg.cos()], dim=-1)
 
 
-def time_embedding(kind: str, dim: int) -> nn.Module:
+def time_embedding(kind: str, dim: int, scale: float | None = None) -> nn.Module:
+    """The embedding ``kind`` of width ``dim``; ``scale`` (default: the embedding's own, 1000 for
+    ``sinusoidal``, 16 for ``fourier``) sets its highest frequency. A flow map differentiates its
+    network in ``t`` (MeanFlow's JVP), which a lower scale keeps smooth (e.g. 10)."""
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not 0 < scale < math.inf):
+        raise ValueError(f"time embedding scale must be a positive number, got {scale!r}")
+    extra = {} if scale is None else {"scale": float(scale)}
     if kind == "sinusoidal":
-        return SinusoidalEmbedding(dim)
+        return SinusoidalEmbedding(dim, **extra)
     if kind == "fourier":
-        return FourierEmbedding(dim)
+        return FourierEmbedding(dim, **extra)
     raise ValueError(f"unknown time_embedding {kind!r}; valid choices: fourier, sinusoidal")
+
+
+#: What a flow map (a network of two times) needs when called as a velocity field ``model(x, t)``.
+FLOW_MAP_HINT = ("this network is a flow map u(x, t, r) (second_time=True, trained with the mean_flow or shortcut "
+                 "objective) and needs the end time r: sample it with the 'mean_flow' or 'shortcut' sampler, or "
+                 "call model(x, t, r=t) for its instantaneous velocity")
+
+
+def step_of(t: Tensor, r: Tensor | float | None, batch: int, like: Tensor) -> Tensor:
+    r"""The step :math:`h = r - t` of a flow map's two times, ``(batch,)``; ``r`` is required."""
+    if r is None:
+        raise ValueError(FLOW_MAP_HINT)
+    r = torch.as_tensor(r, dtype=like.dtype, device=like.device)
+    if r.dim() == 0:
+        r = r.expand(batch)
+    if r.shape != (batch,):
+        raise ValueError(f"r must be a scalar or have shape ({batch},), got {tuple(r.shape)}")
+    return r - t

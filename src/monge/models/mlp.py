@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .embeddings import step_of
 from .embeddings import time_embedding as _time_embedding
 
 __all__ = ["MLP"]
@@ -36,6 +37,13 @@ class MLP(nn.Module):
     :math:`W c + b` is added to the time embedding (as C2OT's conditional network adds its
     condition projection). The condition is required; there is no null condition.
     ``num_classes`` and ``cond_dim`` exclude each other.
+
+    With ``second_time=True`` the network is a flow map :math:`u_\theta(x, t, r)` of two times
+    (the ``mean_flow`` and ``shortcut`` objectives of :mod:`monge.flow_map`): the step
+    :math:`h = r - t` gets its own embedding, concatenated beside that of ``t``, and ``forward``
+    takes ``r=``. Without it (the default) the layers and state dict are those of a velocity MLP.
+    ``time_scale`` sets the highest frequency of the time embeddings (default: the embedding's own;
+    a flow map trained through MeanFlow's JVP is smoother with a low one, e.g. 10).
     """
 
     def __init__(
@@ -49,8 +57,12 @@ class MLP(nn.Module):
         shape: tuple[int, ...] | list[int] | None = None,
         num_classes: int | None = None,
         cond_dim: int | None = None,
+        second_time: bool = False,
+        time_scale: float | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(second_time, bool):
+            raise ValueError(f"MLP second_time must be true or false, got {second_time!r}")
         for name, value, top in (("dim", dim, 2**20), ("hidden", hidden, 2**16), ("depth", depth, 256),
                                  ("time_dim", time_dim, 2**12)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -75,9 +87,13 @@ class MLP(nn.Module):
         if len(self.shape) == 0 or any(s < 1 for s in self.shape) or _prod(self.shape) != dim:
             raise ValueError(f"MLP shape {shape!r} must be positive sizes whose product is dim={dim}")
         self.dim = dim
-        self.embed = _time_embedding(time_embedding, time_dim)
+        self.embed = _time_embedding(time_embedding, time_dim, time_scale)
+        self.second_time = second_time
+        #: embedding of the step h = r - t of a flow map (second_time=True), else None
+        self.embed_step = _time_embedding(time_embedding, time_dim, time_scale) if second_time else None
         act = _ACTIVATIONS[activation]
-        layers: list[nn.Module] = [nn.Linear(dim + time_dim, hidden), act()]
+        width = dim + time_dim * (2 if second_time else 1)
+        layers: list[nn.Module] = [nn.Linear(width, hidden), act()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), act()]
         layers.append(nn.Linear(hidden, dim))
@@ -107,7 +123,7 @@ class MLP(nn.Module):
                              f"{tuple(c.shape)}")
         return c.to(x.dtype)
 
-    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None, r: Tensor | float | None = None) -> Tensor:
         if tuple(x.shape[1:]) != self.shape:
             want = ", ".join(map(str, self.shape))
             raise ValueError(f"MLP expects x of shape (batch, {want}), got {tuple(x.shape)}")
@@ -124,4 +140,10 @@ class MLP(nn.Module):
         elif y is not None:
             raise ValueError("this MLP is not class-conditional: build it with num_classes=K to pass labels "
                              "(or cond_dim=k for continuous conditions)")
-        return self.net(torch.cat([x, emb], dim=-1)).reshape(batch, *self.shape)
+        parts = [x, emb]
+        if self.embed_step is not None:
+            parts.append(self.embed_step(step_of(t, r, batch, x)).to(x.dtype))
+        elif r is not None:
+            raise ValueError("this MLP is a velocity field v(x, t) of one time; build it with second_time=True "
+                             "(a flow map u(x, t, r)) to pass r")
+        return self.net(torch.cat(parts, dim=-1)).reshape(batch, *self.shape)

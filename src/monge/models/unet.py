@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_number
+from .embeddings import step_of
 from .embeddings import time_embedding as _time_embedding
 
 __all__ = ["UNet"]
@@ -102,6 +103,12 @@ class UNet(nn.Module):
     num_classes : enables class conditioning ``y`` in ``[0, num_classes]``; ``num_classes``
         itself (and ``y=None``) is the unconditional null label.
     dropout : dropout rate inside the residual blocks.
+    second_time : a flow map :math:`u_\theta(x, t, r)` of two times (the ``mean_flow`` and ``shortcut``
+        objectives of :mod:`monge.flow_map`): an embedding of the step :math:`h = r - t`, built like
+        the time embedding, is added to it, and ``forward`` takes ``r=``. Off by default (the
+        layers and state dict of a velocity U-Net).
+    time_scale : highest frequency of the time embeddings (default: the embedding's own); a flow
+        map trained through MeanFlow's JVP is smoother with a low one, e.g. 10.
     """
 
     def __init__(
@@ -115,8 +122,12 @@ class UNet(nn.Module):
         time_embedding: str = "sinusoidal",
         num_classes: int | None = None,
         dropout: float = 0.0,
+        second_time: bool = False,
+        time_scale: float | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(second_time, bool):
+            raise ValueError(f"UNet second_time must be true or false, got {second_time!r}")
         dims = _int_list(list(shape) if isinstance(shape, (list, tuple)) else shape, "shape")
         if len(dims) != 3:
             raise ValueError(f"UNet shape must be (C, H, W) for image data, got {tuple(dims)}; use the MLP for vectors")
@@ -149,8 +160,13 @@ class UNet(nn.Module):
         c0 = chans[0]
         emb_dim = 4 * c0
         self.time_embed = nn.Sequential(
-            _time_embedding(time_embedding, c0), nn.Linear(c0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            _time_embedding(time_embedding, c0, time_scale), nn.Linear(c0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
+        self.second_time = second_time
+        #: embedding of the step h = r - t of a flow map (second_time=True), else None
+        self.step_embed = nn.Sequential(
+            _time_embedding(time_embedding, c0, time_scale), nn.Linear(c0, emb_dim), nn.SiLU(),
+            nn.Linear(emb_dim, emb_dim)) if second_time else None
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes is not None else None
         self.conv_in = nn.Conv2d(c_in, c0, 3, padding=1)
 
@@ -191,7 +207,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def _embed(self, x: Tensor, t: Tensor | float, y: Tensor | None) -> Tensor:
+    def _embed(self, x: Tensor, t: Tensor | float, y: Tensor | None, r: Tensor | float | None = None) -> Tensor:
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:
             t = t.expand(x.shape[0])
@@ -199,6 +215,12 @@ class UNet(nn.Module):
             raise ValueError(f"UNet: t must be a scalar or of shape ({x.shape[0]},), got {tuple(t.shape)}")
         emb = self.time_embed[0](t.to(torch.float32)).to(x.dtype)
         emb = self.time_embed[1:](emb)
+        if self.step_embed is not None:
+            h = step_of(t.to(torch.float32), r, x.shape[0], t.to(torch.float32))
+            emb = emb + self.step_embed[1:](self.step_embed[0](h).to(x.dtype))
+        elif r is not None:
+            raise ValueError("UNet: r was given but the model is a velocity field v(x, t); build it with "
+                             "second_time=True (a flow map u(x, t, r)) to pass r")
         if self.label_embed is None:
             if y is not None:
                 raise ValueError("UNet: y was given but the model has no num_classes; build it with num_classes=K")
@@ -213,15 +235,16 @@ class UNet(nn.Module):
             raise ValueError(f"UNet: y must be in [0, {self.num_classes}] ({self.num_classes} = unconditional)")
         return emb + self.label_embed(y.long())
 
-    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
-        """Velocity (or whatever the objective regresses) at ``x`` ``(batch, C, H, W)``, time ``t``."""
+    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None, r: Tensor | float | None = None) -> Tensor:
+        """Velocity (or whatever the objective regresses) at ``x`` ``(batch, C, H, W)``, time ``t``
+        (a flow map, ``second_time=True``: its average velocity from ``t`` to ``r``)."""
         factor = 2 ** (len(self.channels) - 1)
         if x.dim() != 4 or x.shape[1] != self.shape[0] or x.shape[2] % factor or x.shape[3] % factor:
             raise ValueError(
                 f"UNet expects x of shape (batch, {self.shape[0]}, H, W) with H, W divisible by {factor} "
                 f"(built for {self.shape}), got {tuple(x.shape)}"
             )
-        emb = self._embed(x, t, y)
+        emb = self._embed(x, t, y, r)
         h = self.conv_in(x)
         hs = [h]
         for block in self.down:

@@ -1,7 +1,7 @@
 """Samplers: one registry, :data:`SAMPLERS`, of functions with one signature (:mod:`.base`):
 fixed-step and adaptive ODE solvers (:mod:`.ode`), few-step diffusion samplers on any prediction
-type (:mod:`.diffusion`), the Euler-Maruyama SDE sampler (:mod:`.sde`), and step grids
-(:mod:`.timesteps`).
+type (:mod:`.diffusion`), the Euler-Maruyama SDE sampler (:mod:`.sde`), the jumps of flow maps
+(:mod:`.flow_map`: ``mean_flow``, ``shortcut``), and step grids (:mod:`.timesteps`).
 
 :func:`sample` runs any sampler with an NFE budget on a uniform grid from ``t0`` to ``t1``;
 :func:`solve` runs it on a given grid of flow times with a :class:`~monge.paths.Schedule`.
@@ -15,6 +15,7 @@ from .base import SAMPLERS, SampleOutput, SamplerInfo, nfe_for_steps, sample, so
 from .ode import dopri5, euler, heun, midpoint, rk4
 from .diffusion import ddim, dpm_solver_pp, heun_edm, unipc
 from .sde import euler_maruyama
+from .flow_map import mean_flow, shortcut
 from .timesteps import (GRIDS, EvalTimeWarp, fit_eval_times, karras, make_timesteps, optimized,
                         optimized_decoupled, uniform_log_snr, uniform_t)
 
@@ -23,6 +24,7 @@ __all__ = [
     "dopri5", "euler", "heun", "midpoint", "rk4",
     "ddim", "dpm_solver_pp", "heun_edm", "unipc",
     "euler_maruyama",
+    "mean_flow", "shortcut",
     "GRIDS", "EvalTimeWarp", "fit_eval_times", "karras", "make_timesteps", "optimized", "optimized_decoupled",
     "uniform_log_snr", "uniform_t",
 ]

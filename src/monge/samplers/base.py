@@ -76,12 +76,14 @@ class SamplerInfo:
     ``evals_per_step``: model evaluations per step (``None``: adaptive, no fixed cost);
     ``final_step_evals``: evaluations of the last step when fewer (``heun_edm``'s final Euler step);
     ``needs_schedule``: works through the schedule's alpha/sigma (a velocity model on an ODE solver
-    needs no schedule).
+    needs no schedule); ``flow_map``: jumps with a flow map ``model(x, t, r=r)`` of two times
+    (:mod:`monge.flow_map`) instead of integrating a field ``model(x, t)``.
     """
 
     evals_per_step: int | None
     final_step_evals: int | None = None
     needs_schedule: bool = False
+    flow_map: bool = False
 
     @property
     def adaptive(self) -> bool:
@@ -92,13 +94,13 @@ class SamplerRegistry(Registry):
     """A :class:`~monge.registry.Registry` whose entries carry their cost per step (:class:`SamplerInfo`)."""
 
     def register(self, name: str, *, evals_per_step: int | None, final_step_evals: int | None = None,
-                 needs_schedule: bool = False) -> Callable:
+                 needs_schedule: bool = False, flow_map: bool = False) -> Callable:
         """``@SAMPLERS.register("heun", evals_per_step=2)``; ``evals_per_step=None`` for an adaptive solver."""
         if evals_per_step is not None:
             check_positive_int(evals_per_step, "evals_per_step")
         if final_step_evals is not None and (evals_per_step is None or not 1 <= final_step_evals <= evals_per_step):
             raise ValueError(f"final_step_evals must be in [1, evals_per_step], got {final_step_evals!r}")
-        info = SamplerInfo(evals_per_step, final_step_evals, bool(needs_schedule))
+        info = SamplerInfo(evals_per_step, final_step_evals, bool(needs_schedule), bool(flow_map))
         return super().register(name, info=info)
 
     def info(self, name: str) -> SamplerInfo:
@@ -106,8 +108,10 @@ class SamplerRegistry(Registry):
         return self.meta(name)["info"]
 
     def costs(self) -> dict[str, int]:
-        """``{name: evals_per_step}`` of every fixed-step sampler."""
-        return {n: self.info(n).evals_per_step for n in self.names() if not self.info(n).adaptive}
+        """``{name: evals_per_step}`` of every fixed-step sampler of a field ``model(x, t)`` (the
+        flow-map samplers, ``flow_map=True``, left out)."""
+        return {n: self.info(n).evals_per_step for n in self.names()
+                if not self.info(n).adaptive and not self.info(n).flow_map}
 
 
 SAMPLERS: SamplerRegistry = SamplerRegistry("sampler")
