@@ -67,15 +67,18 @@ def plot_samples(
 ) -> Path:
     """Grid of 2D scatter plots: one row per method, one column per sampling budget, plus the target.
 
-    Every method must have the same column keys; ``notes[method]`` is appended to its last title.
+    Every method has the same number of panels (its own titles, e.g. ``"euler, 1 NFE"`` or
+    ``"mean_flow, 1 NFE"``); ``notes[method]`` is appended to its last title.
     """
     rows = list(panels)
     cols = list(next(iter(panels.values())))
+    if any(len(panels[m]) != len(cols) for m in rows):
+        raise ValueError(f"every method needs {len(cols)} panels, got {[len(panels[m]) for m in rows]}")
     fig, axes = plt.subplots(len(rows), len(cols) + 1, figsize=(2.2 * (len(cols) + 1), 2.2 * len(rows)),
                              squeeze=False)
     lim = float(target.abs().max()) * 1.3
     for i, method in enumerate(rows):
-        for j, col in enumerate(cols):
+        for j, col in enumerate(panels[method]):
             x = panels[method][col].cpu()
             ax = axes[i][j]
             ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
