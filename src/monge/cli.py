@@ -129,10 +129,7 @@ def sample_cmd(
 ) -> None:
     """Draw samples from a trained model and save them as a .npy array or a CSV table (and a PNG
     grid for images). Runs on standardised tables return samples in the data's own units."""
-    try:
-        _check_nfe_and_path(nfe, [checkpoint])
-    except _USER_ERRORS as err:
-        _fail(err)
+    _check_nfe_and_path(nfe, [checkpoint])
     from ._validation import MAX_SAMPLES
     from .checkpoint import run_dir_of
     from .generate import generate
@@ -215,10 +212,7 @@ def reflow_cmd(
                                             show_default=_AUTO),
 ) -> None:
     """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
-    try:
-        _check_nfe_and_path(nfe, [checkpoint])
-    except _USER_ERRORS as err:
-        _fail(err)
+    _check_nfe_and_path(nfe, [checkpoint])
     from .checkpoint import CheckpointError
     from .limits import check_nfe
     from .reflow import reflow
@@ -511,13 +505,17 @@ def demo(
 
 
 def _check_nfe_and_path(nfe: int, checkpoints: List[Path]) -> None:
-    """Checks that need no torch, run before the heavy imports so that a typo fails at once."""
+    """Checks that need no torch, run before the heavy imports so that a typo fails at once
+    (a one-line error and exit code 2)."""
     from .locate import check_checkpoint_path
 
-    if nfe < 1:
-        raise ValueError(f"--nfe must be >= 1, got {nfe}")
-    for checkpoint in checkpoints:
-        check_checkpoint_path(checkpoint)
+    try:
+        if nfe < 1:
+            raise ValueError(f"--nfe must be >= 1, got {nfe}")
+        for checkpoint in checkpoints:
+            check_checkpoint_path(checkpoint)
+    except _USER_ERRORS as err:
+        _fail(err)
 
 
 def _quick_config(cfg) -> None:
@@ -568,10 +566,7 @@ def restore_cmd(
 
     Writes (n, *shape) samples for one measurement, (N, n, *shape) for a batch of N.
     """
-    try:
-        _check_nfe_and_path(nfe, [checkpoint])
-    except _USER_ERRORS as err:
-        _fail(err)
+    _check_nfe_and_path(nfe, [checkpoint])
     from .checkpoint import run_dir_of
     from .limits import check_nfe
     from .outputs import check_output_file, write_array

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import MAX_SAMPLES, check_finite, check_number, check_positive_int
-from .sources import DataSource
+from .._validation import check_finite, check_number, check_positive_int
+from .sources import FiniteRows
 
 __all__ = [
     "ImageDataset",
@@ -88,7 +88,7 @@ def resize_images(x: Tensor, size: int | Sequence[int]) -> Tensor:
     return out.to(x.dtype)
 
 
-class ImageDataset(DataSource):
+class ImageDataset(FiniteRows):
     """Images ``(N, C, H, W)`` in :math:`[-1, 1]` (and optional integer labels) held in memory.
 
     Parameters
@@ -135,32 +135,9 @@ class ImageDataset(DataSource):
         self.skipped = list(skipped)
         self.shape = tuple(data.shape[1:])
 
-    def __len__(self) -> int:
-        return int(self.data.shape[0])
-
     def __repr__(self) -> str:
         lab = f", num_classes={self.num_classes}" if self.labels is not None else ""
         return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}{lab})"
-
-    def _indices(self, n: int, generator: torch.Generator | None) -> Tensor:
-        check_positive_int(n, "n", MAX_SAMPLES)
-        dev = generator.device if generator is not None else torch.device("cpu")
-        return torch.randint(len(self), (n,), generator=generator, device=dev).cpu()
-
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-    ) -> Tensor:
-        """``n`` images drawn uniformly with replacement, using ``generator``."""
-        return self.data[self._indices(n, generator)].to(device)
-
-    def sample_with_labels(
-        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-    ) -> tuple[Tensor, Tensor]:
-        """Like :meth:`sample`, also returning the ``(n,)`` labels of the drawn images."""
-        if self.labels is None:
-            raise ValueError(f"data set {self.name!r} has no labels; load it with labels or use sample()")
-        idx = self._indices(n, generator)
-        return self.data[idx].to(device), self.labels[idx].to(device)
 
     def subset(self, index: Tensor, name: str | None = None) -> "ImageDataset":
         """The images at ``index`` as a new data set."""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._validation import MAX_SAMPLES, check_positive_int
 from ..registry import Registry
 
 __all__ = ["DATA_SOURCES", "DataSource", "GaussianSource", "ToySource", "build_source", "build_data", "data_paths",
@@ -43,6 +44,40 @@ class DataSource:
         likelihood evaluation; raises ``ValueError`` when the source has none."""
         raise ValueError(f"{self!r} has no closed-form log-density; likelihoods need a source that has one "
                          "(gaussian, 8gaussians, 25gaussians)")
+
+
+class FiniteRows(DataSource):
+    """A finite set of rows ``data`` ``(N, *shape)`` with optional integer ``labels`` ``(N,)``,
+    drawn uniformly with replacement. Subclasses set ``data``, ``labels``, ``name`` and
+    ``labels_hint`` (how to get labels, for the error of :meth:`sample_with_labels`)."""
+
+    data: Tensor
+    labels: Tensor | None
+    name: str
+    labels_hint: str = "load it with labels or use sample()"
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    def _indices(self, n: int, generator: torch.Generator | None) -> Tensor:
+        check_positive_int(n, "n", MAX_SAMPLES)
+        dev = generator.device if generator is not None else torch.device("cpu")
+        return torch.randint(len(self), (n,), generator=generator, device=dev).cpu()
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> Tensor:
+        """``n`` rows drawn uniformly with replacement, using ``generator``."""
+        return self.data[self._indices(n, generator)].to(device)
+
+    def sample_with_labels(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[Tensor, Tensor]:
+        """Like :meth:`sample`, also returning the ``(n,)`` labels of the drawn rows."""
+        if self.labels is None:
+            raise ValueError(f"data set {self.name!r} has no labels; {self.labels_hint}")
+        idx = self._indices(n, generator)
+        return self.data[idx].to(device), self.labels[idx].to(device)
 
 
 @dataclass

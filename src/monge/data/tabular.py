@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import MAX_SAMPLES, check_finite, check_number, check_positive_int
+from .._validation import check_finite, check_number
 from ..checkpoint import atomic_write_bytes
-from .sources import DataSource
+from .sources import FiniteRows
 
 __all__ = [
     "MAX_COLUMNS",
@@ -96,12 +96,14 @@ class Standardizer:
         return f"Standardizer(columns={self.mean.numel()})"
 
 
-class VectorDataset(DataSource):
+class VectorDataset(FiniteRows):
     """Rows ``(N, D)`` (and optional integer labels) in model space, drawn with replacement.
 
     ``standardizer`` (if any) maps data units to the stored rows; ``held_out`` holds the rows kept
     out of training (``holdout``), in the same model space; ``columns`` names the columns.
     """
+
+    labels_hint = "give label_column (csv) or labels_key (npz)"
 
     def __init__(
         self,
@@ -129,32 +131,10 @@ class VectorDataset(DataSource):
         self.columns = list(columns) if columns is not None else None
         self.shape = (int(data.shape[1]),)
 
-    def __len__(self) -> int:
-        return int(self.data.shape[0])
-
     def __repr__(self) -> str:
         extra = f", held_out={len(self.held_out)}" if self.held_out is not None else ""
         extra += ", standardized" if self.standardizer is not None else ""
         return f"VectorDataset(name={self.name!r}, n={len(self)}, dim={self.shape[0]}{extra})"
-
-    def _indices(self, n: int, generator: torch.Generator | None) -> Tensor:
-        check_positive_int(n, "n", MAX_SAMPLES)
-        dev = generator.device if generator is not None else torch.device("cpu")
-        return torch.randint(len(self), (n,), generator=generator, device=dev).cpu()
-
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-    ) -> Tensor:
-        """``n`` rows drawn uniformly with replacement (model space)."""
-        return self.data[self._indices(n, generator)].to(device)
-
-    def sample_with_labels(
-        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-    ) -> tuple[Tensor, Tensor]:
-        if self.labels is None:
-            raise ValueError(f"table {self.name!r} has no labels; give label_column (csv) or labels_key (npz)")
-        idx = self._indices(n, generator)
-        return self.data[idx].to(device), self.labels[idx].to(device)
 
 
 # ---------------------------------------------------------------------------------------------
