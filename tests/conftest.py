@@ -57,3 +57,26 @@ def recipe(tmp_path):
         "sample": {"nfe": [1, 2], "adaptive": False},
     }))
     return path
+
+
+@pytest.fixture(scope="session")
+def train_tiny_digits():
+    """``train_tiny_digits(folder) -> run``: 5 steps of a small MLP on 8x8 digits, through the CLI."""
+    from typer.testing import CliRunner
+
+    from monge.cli import app
+
+    def train(folder):
+        path = folder / "digits.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": "dig", "output_dir": str(folder / "runs"),
+            "data": {"source": "gaussian", "target": {"name": "digits", "size": 8}},
+            "model": {"name": "mlp", "hidden": 32, "depth": 1},
+            "train": {"steps": 5, "batch_size": 16, "eval_samples": 50, "checkpoint_every": 0},
+            "sample": {"nfe": [1], "adaptive": False},
+        }))
+        res = CliRunner().invoke(app, ["train", str(path), "--no-progress"])
+        assert res.exit_code == 0, res.output
+        return folder / "runs" / "dig"
+
+    return train

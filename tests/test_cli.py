@@ -110,18 +110,9 @@ def test_demo_unknown_coupling(tmp_path):
     assert res.exit_code == 2 and "valid choices" in res.output
 
 
-def test_image_recipe_trains_and_samples_a_png_grid(tmp_path):
+def test_image_recipe_trains_and_samples_a_png_grid(tmp_path, train_tiny_digits):
     """digits (8x8) through the MLP: train, sample to .npy and a PNG grid; --grid on 2D data fails."""
-    path = tmp_path / "digits.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "dig", "output_dir": str(tmp_path / "runs"),
-        "data": {"source": "gaussian", "target": {"name": "digits", "size": 8}},
-        "model": {"name": "mlp", "hidden": 32, "depth": 1},
-        "train": {"steps": 5, "batch_size": 16, "eval_samples": 50, "checkpoint_every": 0},
-        "sample": {"nfe": [1], "adaptive": False},
-    }))
-    res = runner.invoke(app, ["train", str(path), "--no-progress"])
-    assert res.exit_code == 0, res.output
+    train_tiny_digits(tmp_path)
     out, png = tmp_path / "s.npy", tmp_path / "grid.png"
     res = runner.invoke(app, ["sample", str(tmp_path / "runs" / "dig"), "-n", "12", "-o", str(out), "--grid", str(png)])
     assert res.exit_code == 0, res.output

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
 from monge.cli import app
@@ -14,19 +13,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("restore")
-    path = tmp / "digits.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "dig", "output_dir": str(tmp / "runs"),
-        "data": {"source": "gaussian", "target": {"name": "digits", "size": 8}},
-        "model": {"name": "mlp", "hidden": 32, "depth": 1},
-        "train": {"steps": 5, "batch_size": 16, "eval_samples": 50, "checkpoint_every": 0},
-        "sample": {"nfe": [1], "adaptive": False},
-    }))
-    res = runner.invoke(app, ["train", str(path), "--no-progress"])
-    assert res.exit_code == 0, res.output
-    return tmp / "runs" / "dig"
+def digits_run(tmp_path_factory, train_tiny_digits):
+    return train_tiny_digits(tmp_path_factory.mktemp("restore"))
 
 
 def _digits(n):
