@@ -36,6 +36,10 @@ _STATE_VERSIONS = ("1", "2")
 #: alarm for an exact cell has probability ``exp(-24) = 4e-11``).
 STARVED_EXPECTED = 24.0
 
+#: Adam's rate as a fraction of the curvature step :math:`\eta_t` (chosen with the epsilon
+#: decay by steps to a given chi2 on clustered and Gaussian targets: bench/results/semidiscrete.md).
+ADAM_FACTOR = 0.15
+
 
 # -------------------------------------------------------------------------------- sources
 def sampler(source: Source, d: int, dtype: torch.dtype, device: torch.device) -> Callable[[int, torch.Generator | None], Tensor]:
@@ -317,10 +321,10 @@ class Config:
     refill: bool = True
     lr: float | None = None
     lr_scale: float = 0.1
-    adam_factor: float = 0.15
+    adam_factor: float = ADAM_FACTOR
     #: final-phase annealing of Adam's rate, :math:`(1 + k/\tau)^{-1/2}` after :math:`k` steps at
     #: the target epsilon (0: none): with a constant rate the averaged heights stall at a noise
-    #: floor (4096 2D targets: RMS 0.050 after 12,000 steps; annealed: 0.048 at 9514)
+    #: floor (bench/results/semidiscrete.md)
     anneal: float = 1000.0
     batch_size: int = 1024
     ema: float = 0.999
@@ -426,8 +430,8 @@ def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tenso
     Adam moves an empty cell by a fixed small step per iteration (its gradient is the constant
     :math:`-\nu_i`), so cells left empty by the entropic phase can stay empty for thousands of
     steps. On :math:`M` fresh training draws (a quarter of the window's: the search costs at
-    most a quarter of the window's steps, and only when a cell starves), the margins :math:`\delta_i(x) = \max_j s_j(x) -
-    s_i(x)` give the height at which cell :math:`i` takes :math:`k` of them, all other heights
+    most a quarter of the window's steps, and only when a cell starves), the margins
+    :math:`\delta_i(x) = \max_j s_j(x) - s_i(x)` give the height at which cell :math:`i` takes :math:`k` of them, all other heights
     fixed: :math:`h_i \leftarrow h_i + \delta_i^{(k)}` (the :math:`k`-th smallest margin). With
     :math:`k = \lfloor M \nu_i / 2 \rfloor` the cell gets about half its mass (damped: the
     starved cells move together and compete for the same draws); Adam's first moment of the
@@ -455,8 +459,8 @@ def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tenso
 def passes(err: MarginalError, tol: float) -> bool:
     r"""The stopping rule: :math:`\hat\chi^2 + 2\sigma_{\chi^2} \le \mathrm{tol}^2`. The fit
     stops at the first of its repeated checks that passes, so a rule on :math:`\hat\chi^2`
-    alone stops on a downward noise excursion: fits stopped at an own RMS of 0.047 read
-    0.052-0.054 on independent draws (bench/results/semidiscrete.md). Two standard deviations
+    alone stops on a downward noise excursion, which independent draws then show
+    (bench/results/semidiscrete.md). Two standard deviations
     of the estimate (:math:`\sigma_{\chi^2} \approx \mathrm{tol}^2/10` at the default
     ``eval_samples``) remove that bias at the price of a few more steps."""
     return err.chi2 + 2 * err.chi2_std <= tol**2

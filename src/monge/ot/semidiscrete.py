@@ -52,7 +52,7 @@ count every cell's hits; a cell with none in a window where it expected
 **Convergence** is judged only by :func:`marginal_error` on fresh draws (never the training
 batches): the unbiased :math:`\chi^2 = \sum_i (m_i - \nu_i)^2/\nu_i` and the
 :math:`\nu`-weighted RMS relative cell-mass error :math:`\sqrt{\chi^2}` (see
-:class:`MarginalError`), with the estimator's noise next to it The fit stops when
+:class:`MarginalError`), with the estimator's noise next to it. The fit stops when
 :math:`\hat\chi^2 + 2\sigma_{\chi^2} \le \mathrm{tol}^2`: the first of repeated checks to
 pass would otherwise be a downward noise excursion.
 
@@ -82,6 +82,7 @@ from .._validation import check_batch, check_number, check_positive_int
 from ._checks import check_positive_float, check_weights
 from ._sd_kernels import DEFAULT_BLOCK, Layout, _block_sizes, cell_search, soft_sample
 from ._sd_solver import (
+    ADAM_FACTOR,
     Config,
     MarginalError,
     SemiDiscreteState,
@@ -114,12 +115,6 @@ _FORMAT = "monge.semidiscrete"
 _VERSIONS = ("1", "2")  # 2 adds the map's epsilon
 _VERSION = "2"
 _block_sizes = _block_sizes  # re-exported for the tests
-
-#: Adam's rate as a fraction of the curvature step :math:`\eta_t`, and the default per-step
-#: factor of the epsilon schedule; chosen by steps-to-chi2 on clustered and Gaussian targets
-#: (bench/results/semidiscrete.md): 0.15 / 0.9 reached a given error in 3-10x fewer steps
-#: than 0.05 / 0.97 early on, and the same error later.
-ADAM_FACTOR = 0.15
 
 
 def cell_mass_error(masses: Tensor, weights: Tensor) -> tuple[float, float]:
@@ -484,8 +479,8 @@ def _find_duplicates(flat: Tensor) -> tuple[Tensor, Tensor, int]:
 
 
 def _config(n: int, *, optimizer: str, epsilon: object, eps_init: object, eps_decay: object, hard_blur: object,
-            refill: object, ema: object, lr: object, lr_scale: object, batch_size: object, tol: object, max_iter: object,
-            max_time: object, eval_every: object, eval_samples: object, checkpoint: object,
+            refill: object, ema: object, lr: object, lr_scale: object, batch_size: object, tol: object,
+            max_iter: object, max_time: object, eval_every: object, eval_samples: object, checkpoint: object,
             checkpoint_every: object, progress: object, callback: object, max_block_elements: int,
             score_spread: float) -> Config:
     """Validate every option before any long work."""
@@ -627,10 +622,10 @@ def fit_semidiscrete(
         For ``epsilon = 0``: switch to hard cells when
         :math:`\mathbb{E}[1 - \sum_i p_i^2] \le` ``hard_blur``.
     refill : bool
-        For ``epsilon = 0``: every ``eval_every`` hard steps, cells that no training draw hit
-        in that window (although at least 12 hits were expected) get a coordinate line search
-        of their height that gives them about half their mass (see
-        :func:`monge.ot._sd_solver.refill`); ``False`` leaves them to the optimiser.
+        For ``epsilon = 0``: a cell that no hard-phase training draw hit in a window (a window
+        ends once every cell expected 24 hits) gets a coordinate line search of its height that
+        gives it about half its mass (see :func:`monge.ot._sd_solver.refill`); ``False`` leaves
+        such cells to the optimiser.
     ema : float
         Decay of the moving average of the heights at the target epsilon (warm-up
         :math:`\min(\mathrm{ema}, k/(k+10))` after :math:`k` steps: an average over the last
@@ -683,8 +678,8 @@ def fit_semidiscrete(
     centre = uflat.mean(0)
     spread = float((uflat - centre).square().sum(1).mean().sqrt())
     cfg = _config(uflat.shape[0], optimizer=optimizer, epsilon=epsilon, eps_init=eps_init, eps_decay=eps_decay,
-                  hard_blur=hard_blur, refill=refill, ema=ema, lr=lr, lr_scale=lr_scale, batch_size=batch_size, tol=tol,
-                  max_iter=max_iter, max_time=max_time, eval_every=eval_every, eval_samples=eval_samples,
+                  hard_blur=hard_blur, refill=refill, ema=ema, lr=lr, lr_scale=lr_scale, batch_size=batch_size,
+                  tol=tol, max_iter=max_iter, max_time=max_time, eval_every=eval_every, eval_samples=eval_samples,
                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                   callback=callback, max_block_elements=max_block_elements,
                   score_spread=spread * x_spread / math.sqrt(d))
@@ -817,7 +812,8 @@ def fit_semidiscrete_sharded(
     fp = float(lay.all_sum(torch.tensor([fingerprint(flat, nu[offset:offset + n_local])], dtype=torch.float64, device=dev)))
     cfg = _config(n, epsilon=options.pop("epsilon", 0.0), optimizer=options.pop("optimizer", "adam"),
                   eps_init=options.pop("eps_init", None), eps_decay=options.pop("eps_decay", 0.9),
-                  hard_blur=options.pop("hard_blur", 0.01), refill=options.pop("refill", True), ema=options.pop("ema", 0.999), lr=options.pop("lr", None),
+                  hard_blur=options.pop("hard_blur", 0.01), refill=options.pop("refill", True),
+                  ema=options.pop("ema", 0.999), lr=options.pop("lr", None),
                   lr_scale=options.pop("lr_scale", 0.1), batch_size=options.pop("batch_size", None),
                   tol=options.pop("tol", 0.05), max_iter=options.pop("max_iter", 3000),
                   max_time=options.pop("max_time", math.inf), eval_every=options.pop("eval_every", None),
