@@ -106,3 +106,15 @@ def test_demo_says_which_model_it_trains(tmp_path):
     text = tty.getvalue()
     assert "demo: model 1 of 2 (independent, 2 steps)" in text
     assert "demo: model 2 of 2 (exact_ot, 2 steps), about" in text
+
+
+def test_semidiscrete_fit_bar_on_a_terminal_only():
+    from monge.ot.semidiscrete import fit_semidiscrete
+
+    y = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    with stderr_as(TTY()) as tty:
+        fit_semidiscrete(y, max_iter=30, tol=1e-6, generator=torch.Generator().manual_seed(1))
+    assert "semi-discrete fit" in tty.getvalue() and "/30" in tty.getvalue()
+    with stderr_as(io.StringIO()) as pipe:
+        fit_semidiscrete(y, max_iter=30, tol=1e-6, generator=torch.Generator().manual_seed(1))
+    assert pipe.getvalue() == ""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -21,6 +20,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from .._validation import check_number
+from ..progress import progress_bar, progress_enabled
 from ._checks import check_positive_float
 from ._sd_kernels import Layout
 
@@ -554,12 +554,10 @@ def run(
 
 
 def _progress(cfg: Config, initial: int):
-    enabled = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
-    if not enabled:
+    """The fit's bar (:func:`monge.progress.progress_bar`), or ``None`` when it is not shown."""
+    if not progress_enabled(cfg.progress):
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=cfg.max_iter, initial=initial, desc="semi-discrete fit", dynamic_ncols=True, leave=False)
+    return progress_bar(cfg.max_iter, "semi-discrete fit", initial=initial, progress=True)
 
 
 def _postfix(state: SemiDiscreteState, last: MarginalError | None) -> str:
