@@ -31,6 +31,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "semidiscrete_convergence": ("Semi-discrete fit: convergence on clustered targets",
                                  "python bench/semidiscrete_convergence.py"),
     "semidiscrete_pairing": ("Global OT pairing: step cost", "python bench/semidiscrete_pairing.py"),
+    "global_scope": ("Global-scope exact OT under 2 processes: step cost", "python bench/global_scope.py"),
     "auction": ("Certified auction assignment", "python bench/ot_solvers.py --auction"),
     "likelihood": ("Likelihood vs closed forms and flow_matching", "python bench/likelihood.py"),
     "few_step": ("One- and few-step generators from scratch (mean_flow, shortcut)", "python bench/few_step.py --reflow"),

@@ -1,4 +1,4 @@
-"""Smoke run of the peers benchmark harness (monge-only methods, a few steps)."""
+"""Smoke runs of the benchmark scripts (tiny settings, a few steps)."""
 
 from __future__ import annotations
 
@@ -261,3 +261,41 @@ def test_few_step_quick(tmp_path, monkeypatch):
     assert "mean_flow + exact_ot" in text and "shortcut + independent" in text and "W2 @4" in text
     assert "**Goal (best 1-NFE flow map within 1.2x" in text
     assert "2-RF + distill (1 step)" in text and "**Against reflow + distillation**" in text
+
+
+def test_global_scope_quick(tmp_path):
+    """bench/global_scope.py under 2 gloo processes: the reported pair costs of the first timed step
+    recomputed by SciPy on the gathered batch (one assignment of 2b points for the global scope, one
+    per rank's slice for the local scope, the drawn order for independent)."""
+    import dataclasses
+
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    bench = _load("global_scope")
+    s = dataclasses.replace(bench.QUICK, batches=(24,), steps=2, dump=str(tmp_path / "dump"))
+    res = bench.launch(s, tmp_path, timeout=240)
+    assert res["world"] == 2 and [(r["case"], r["b"]) for r in res["results"]] == [("2D", 24), ("64D", 24)]
+
+    def optimum(x0: torch.Tensor, x1: torch.Tensor) -> float:
+        c = torch.cdist(x1.double().flatten(1), x0.double().flatten(1)).square().numpy()
+        rows, cols = linear_sum_assignment(c)
+        return float(c[rows, cols].sum())
+
+    for result in res["results"]:
+        batch = torch.load(tmp_path / "dump" / f"{result['case']}-24.pt")
+        x0, x1 = batch["x0"], batch["x1"]
+        assert x0.shape[0] == 48
+        cost = {key: rec["cost"][0] for key, rec in result["rec"].items()}
+        local = optimum(x0[:24], x1[:24]) + optimum(x0[24:], x1[24:])
+        assert cost["exact_ot/global"] == pytest.approx(optimum(x0, x1), rel=1e-5)
+        assert cost["exact_ot/local"] == pytest.approx(local, rel=1e-5)
+        assert cost["independent/local"] == pytest.approx(float((x0.double() - x1.double()).square().sum()), rel=1e-6)
+        assert cost["exact_ot/global"] <= cost["exact_ot/local"] * (1 + 1e-6)
+        for rec in result["rec"].values():
+            assert len(rec["step"]) == 2 and all(0 < p < t for p, t in zip(rec["pairing"], rec["step"]))
+        assert all(abs(c - ref) <= 1e-6 * ref for c, ref in result["checks"])
+    rows = [row for result in res["results"] for row in bench.summarise(result)]
+    text = bench.report(rows, s, "cmd", 0.1, res["world"])
+    assert text.count("| exact_ot | global | scipy |") == 2 and "## Notes" in text
+    assert np.isclose(rows[2].extra["cost_ratio"], rows[2].cost / rows[1].cost)
