@@ -212,7 +212,7 @@ def compare(name: str, y: torch.Tensor, eps: float, budget: float, lines: list[s
         el, st, chi2, sd = c[-1]
         lines.append(f"| {k} | {st} | {el:.1f} | {chi2:.4f} +- {sd:.4f} | {min(x[2] for x in c):.4f} |")
     ott_keys = [k for k in curves if k.startswith("OTT")]
-    levels = [0.1, 0.03, 0.01, 0.003, 0.001]
+    levels = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001]
     lines += ["", "CPU seconds to reach chi2 <= level (-: not within the budget); ratio = best OTT / monge:", "",
               "| chi2 level | rms | monge s | " + " | ".join(f"{k} s" for k in ott_keys) + " | ratio |",
               "|---|---|---|" + "---|" * len(ott_keys) + "---|"]

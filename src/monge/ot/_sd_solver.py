@@ -36,9 +36,21 @@ _STATE_VERSIONS = ("1", "2")
 #: alarm for an exact cell has probability ``exp(-24) = 4e-11``).
 STARVED_EXPECTED = 24.0
 
-#: Adam's rate as a fraction of the curvature step :math:`\eta_t` (chosen with the epsilon
-#: decay by steps to a given chi2 on clustered and Gaussian targets: bench/results/semidiscrete.md).
+#: Adam's rate as a fraction of the curvature step :math:`\eta_t` in two dimensions (chosen with
+#: the epsilon decay by steps to a given chi2 on clustered and Gaussian targets; scaled with the
+#: dimension by :func:`adam_factor`: bench/results/semidiscrete.md).
 ADAM_FACTOR = 0.15
+
+
+def adam_factor(d: int) -> float:
+    r"""Adam's rate over the curvature step in dimension ``d``:
+    :data:`ADAM_FACTOR` :math:`\cdot \min(1, (2/d)^{1/4})`.
+
+    A fit to measurements, not a derivation: at the same number of targets, the best factor
+    for reaching a given chi2 was 0.15 in 2D, about 0.09 at d = 16 and 0.05-0.065 at d = 64
+    (clustered and Gaussian targets; bench/results/semidiscrete.md), where 0.15 took about twice
+    the steps."""
+    return ADAM_FACTOR * min(1.0, (2.0 / max(int(d), 1)) ** 0.25)
 
 
 # -------------------------------------------------------------------------------- sources

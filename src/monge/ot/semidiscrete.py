@@ -82,7 +82,7 @@ from .._validation import check_batch, check_number, check_positive_int
 from ._checks import check_positive_float, check_weights
 from ._sd_kernels import DEFAULT_BLOCK, Layout, _block_sizes, cell_search, soft_sample
 from ._sd_solver import (
-    ADAM_FACTOR,
+    adam_factor,
     Config,
     MarginalError,
     SemiDiscreteState,
@@ -478,7 +478,7 @@ def _find_duplicates(flat: Tensor) -> tuple[Tensor, Tensor, int]:
     return first[order], rank[inverse], flat.shape[0] - n_u
 
 
-def _config(n: int, *, optimizer: str, epsilon: object, eps_init: object, eps_decay: object, hard_blur: object,
+def _config(n: int, d: int, *, optimizer: str, epsilon: object, eps_init: object, eps_decay: object, hard_blur: object,
             refill: object, ema: object, lr: object, lr_scale: object, batch_size: object, tol: object,
             max_iter: object, max_time: object, eval_every: object, eval_samples: object, checkpoint: object,
             checkpoint_every: object, progress: object, callback: object, max_block_elements: int,
@@ -513,7 +513,7 @@ def _config(n: int, *, optimizer: str, epsilon: object, eps_init: object, eps_de
         draw=_draw_rows(n, max_block_elements), checkpoint=checkpoint,
         checkpoint_every=check_positive_int(checkpoint_every, "checkpoint_every"),
         progress=None if progress is None else bool(progress), callback=callback,
-        adam_factor=1.0 if lr is not None else ADAM_FACTOR,
+        adam_factor=1.0 if lr is not None else adam_factor(d),
     )
 
 
@@ -632,7 +632,7 @@ def fit_semidiscrete(
         tenth of the steps, up to ``1 / (1 - ema)`` steps); 0 disables averaging.
     lr_scale : float
         Damping of the curvature step (1 = full diagonal Newton step); Adam's rate is
-        :data:`ADAM_FACTOR` times the undamped step.
+        :func:`monge.ot._sd_solver.adam_factor` of the dimension times the undamped step.
     eval_every, eval_samples : int, optional
         Period (steps) of the independent screening check and size of the confirming check;
         defaults: ``eval_samples`` as in :func:`marginal_error`, ``eval_every`` such that the
@@ -677,7 +677,7 @@ def fit_semidiscrete(
     x_mean, x_spread = source_moments(source, d, flat.dtype, flat.device, torch.Generator().manual_seed(seed ^ 0x5D))
     centre = uflat.mean(0)
     spread = float((uflat - centre).square().sum(1).mean().sqrt())
-    cfg = _config(uflat.shape[0], optimizer=optimizer, epsilon=epsilon, eps_init=eps_init, eps_decay=eps_decay,
+    cfg = _config(uflat.shape[0], d, optimizer=optimizer, epsilon=epsilon, eps_init=eps_init, eps_decay=eps_decay,
                   hard_blur=hard_blur, refill=refill, ema=ema, lr=lr, lr_scale=lr_scale, batch_size=batch_size,
                   tol=tol, max_iter=max_iter, max_time=max_time, eval_every=eval_every, eval_samples=eval_samples,
                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
@@ -810,7 +810,7 @@ def fit_semidiscrete_sharded(
     gen0 = torch.Generator().manual_seed(int(seeds[0]) ^ 0x5D)
     x_mean, x_spread = source_moments(source, d, flat.dtype, dev, gen0)
     fp = float(lay.all_sum(torch.tensor([fingerprint(flat, nu[offset:offset + n_local])], dtype=torch.float64, device=dev)))
-    cfg = _config(n, epsilon=options.pop("epsilon", 0.0), optimizer=options.pop("optimizer", "adam"),
+    cfg = _config(n, d, epsilon=options.pop("epsilon", 0.0), optimizer=options.pop("optimizer", "adam"),
                   eps_init=options.pop("eps_init", None), eps_decay=options.pop("eps_decay", 0.9),
                   hard_blur=options.pop("hard_blur", 0.01), refill=options.pop("refill", True),
                   ema=options.pop("ema", 0.999), lr=options.pop("lr", None),
