@@ -192,3 +192,33 @@ def test_disk_full_in_an_evaluation_log_leaves_no_empty_file(tmp_path, monkeypat
     with pytest.raises(OSError, match="No space"):
         train_module._append_csv(old, ["step", "w2"], [[2, 0.4]])
     assert old.read_text() == "step,w2\n1,0.5\n"  # an existing log keeps its rows
+
+
+@pytest.mark.parametrize("kind", ["figure", "image grid"])
+def test_an_interrupted_picture_save_keeps_the_previous_picture(tmp_path, monkeypatch, kind):
+    """Figures and PNG grids go through the atomic writer: a save that fails at the rename (a
+    killed process or a full disk) leaves the previous file whole and no temporary file."""
+    import torch
+
+    from monge.imageio import save_image_grid
+    from monge.plots import plot_trajectories
+
+    path = tmp_path / "picture.png"
+    path.write_bytes(b"previous")
+
+    def save():
+        if kind == "figure":
+            plot_trajectories({"m": torch.randn(3, 5, 2)}, path)
+        else:
+            save_image_grid(torch.rand(4, 1, 8, 8), path)
+
+    def refuse(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", refuse)
+    with pytest.raises(OSError):
+        save()
+    assert path.read_bytes() == b"previous" and sorted(os.listdir(tmp_path)) == ["picture.png"]
+    monkeypatch.undo()
+    save()
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

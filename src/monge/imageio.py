@@ -2,6 +2,7 @@ r"""Image grids: tile a batch ``(N, C, H, W)`` in :math:`[-1, 1]` into one pictu
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ._validation import check_batch, check_number, check_positive_int
+from .outputs import write_bytes
 
 __all__ = ["make_grid", "save_image_grid"]
 
@@ -61,6 +63,6 @@ def save_image_grid(
     out = Path(path)
     if out.suffix.lower() != ".png":
         raise ValueError(f"path must end in .png, got {str(out)!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(out)
-    return out
+    buf = io.BytesIO()
+    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(buf, format="PNG")
+    return write_bytes(out, buf.getvalue())  # atomic: an interrupted save keeps the previous grid

@@ -16,7 +16,7 @@ import numpy as np
 
 from .checkpoint import atomic_write_bytes
 
-__all__ = ["check_name_length", "check_output_file", "describe_os_error", "write_array", "write_text"]
+__all__ = ["check_name_length", "check_output_file", "describe_os_error", "write_array", "write_bytes", "write_text"]
 
 #: Longest file or folder name most file systems accept (bytes of UTF-8).
 MAX_NAME_BYTES = 255
@@ -59,11 +59,16 @@ def write_array(path: str | Path, x: np.ndarray) -> Path:
     return path
 
 
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` at ``path`` atomically (an image rendered to memory, for example)."""
+    path = check_output_file(path)
+    atomic_write_bytes(path, data)
+    return path
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` at ``path`` atomically (UTF-8)."""
-    path = check_output_file(path)
-    atomic_write_bytes(path, text.encode("utf-8"))
-    return path
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def describe_os_error(err: OSError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -12,8 +13,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from .evaluate import EvalRow  # noqa: E402
+from .outputs import write_bytes  # noqa: E402
 
 __all__ = ["metric_curves", "plot_metric_vs_nfe", "plot_samples", "plot_trajectories"]
+
+
+def _save(fig: "plt.Figure", path: str | Path, dpi: int) -> Path:
+    """Render ``fig`` in memory (format from the suffix, PNG by default), close it and write the
+    file atomically: an interrupted save leaves the previous figure intact."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return write_bytes(path, buf.getvalue())
 
 
 def metric_curves(rows: Sequence[EvalRow], metric: str = "w2") -> list[tuple[str, list[int], list[float]]]:
@@ -52,10 +65,7 @@ def plot_metric_vs_nfe(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def plot_samples(
@@ -97,10 +107,7 @@ def plot_samples(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def plot_trajectories(trajectories: Mapping[str, Tensor], path: str | Path, target: Tensor | None = None,
@@ -121,7 +128,4 @@ def plot_trajectories(trajectories: Mapping[str, Tensor], path: str | Path, targ
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
