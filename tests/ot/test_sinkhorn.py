@@ -163,3 +163,51 @@ def test_bad_costs_are_named():
         sinkhorn(torch.rand(2, 2, 2, 2))
     with pytest.raises(ValueError, match=r"a must have shape \(2, 3\)"):
         sinkhorn(torch.rand(2, 3, 4), a=torch.full((5, 3), 1 / 3))
+
+
+def _stuck_problem():
+    """2 x 2 problem whose optimal plan leaves one entry empty while the opposite corner carries
+    0.004: at eps = 1e-3 the plan needs P11 P22 / (P12 P21) = exp(-1568), beyond float64, so no
+    Sinkhorn iteration moves it."""
+    c = torch.tensor([[0.8637, 0.2368], [0.0585, 1.0]], dtype=torch.float64)
+    a = torch.tensor([0.6444, 0.3556], dtype=torch.float64)
+    b = torch.tensor([0.3522, 0.6478], dtype=torch.float64)
+    return c, a, b
+
+
+def test_a_stalled_solve_stops_early_and_says_so(monkeypatch):
+    import importlib
+
+    sk = importlib.import_module("monge.ot.sinkhorn")
+
+    c, a, b = _stuck_problem()
+    res = sinkhorn(c, a, b, 1e-3, tol=1e-10, max_iter=100_000, eps_scaling=0.5)
+    assert res.stalled and not res.converged
+    assert res.n_iter < 5_000  # stopped long before max_iter
+    assert float(res.marginal_error) > 1e-3
+    # running on without the stall rule changes nothing: stopping lost no accuracy
+    monkeypatch.setattr(sk, "STALL_CHECKS", 10**9)
+    longer = sinkhorn(c, a, b, 1e-3, tol=1e-10, max_iter=res.n_iter + 20_000, eps_scaling=0.5)
+    assert not longer.stalled and not longer.converged
+    assert float(longer.marginal_error) == pytest.approx(float(res.marginal_error), rel=1e-6)
+    # a larger eps solves it
+    assert sinkhorn(c, a, b, 1e-2, tol=1e-10, max_iter=100_000).converged
+
+
+@settings(max_examples=20, deadline=None)
+@given(problems())
+def test_a_converging_solve_never_reports_a_stall(prob):
+    c, a, b = prob
+    res = sinkhorn(c, a, b, 0.05, tol=1e-9, max_iter=20_000)
+    assert res.converged and not res.stalled
+
+
+def test_the_entropic_coupling_names_a_stall():
+    from monge.couplings import Entropic
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(32, 2, generator=g, dtype=torch.float64)
+    x1 = 3 * torch.randn(32, 2, generator=g, dtype=torch.float64)
+    coupling = Entropic(eps=1e-4, tol=1e-12, max_iter=100_000)
+    with pytest.warns(RuntimeWarning, match="stalled .* Raise eps"):
+        coupling.plan(x0, x1)
