@@ -217,6 +217,25 @@ def test_semidiscrete_convergence_quick(tmp_path, monkeypatch):
     assert len(rows) == 2 and "| True |" in rows[0] and "| False |" in rows[1]
 
 
+def test_semidiscrete_vs_ott_quick(tmp_path, monkeypatch):
+    """The OTT comparison at a tiny size (OTT is skipped when it is not installed); every scored
+    curve is dumped, and the table's times are read off those curves."""
+    import json
+
+    bench = _load("semidiscrete")
+    out, dump = tmp_path / "sd.md", tmp_path / "curves.jsonl"
+    monkeypatch.setattr(sys, "argv", ["semidiscrete.py", "--no-search", "--cases", "clustered:300:2", "--budget", "1",
+                                      "--ott-lrs", "0.01", "--snaps", "3", "--out", str(out), "--dump", str(dump)])
+    bench.main()
+    text = out.read_text()
+    assert "| chi2 level | rms | monge s |" in text
+    curves = json.loads(dump.read_text().splitlines()[0])["curves"]
+    monge = next(v for k, v in curves.items() if k.startswith("monge"))
+    first = min(sec for sec, _, chi2, _ in monge if chi2 <= 0.3)  # 300 2D targets get there within 1 s
+    row = next(line for line in text.splitlines() if line.startswith("| 0.3 |"))
+    assert row.split("|")[3].strip() == f"{first:.1f}"
+
+
 def test_inverse_bench_quick(tmp_path):
     """The inverse-problems bench with tiny settings; one W2 recomputed by hand (the solver again,
     POT's exact W2 against the same exact posterior samples)."""
