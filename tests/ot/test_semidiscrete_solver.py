@@ -334,3 +334,32 @@ def test_fused_entropic_sums_match_the_dense_softmax(monkeypatch, sharded_path):
         assert blur == pytest.approx(float((1 - p.square().sum(1)).clamp_min(0).sum()), abs=1e-6)
         assert lay.soft_sums(x, h, eps, need_s2=False)[1] is None
         assert float(torch.tensor([1e-39]) * 2.0) != 0.0  # subnormals are back on after the call
+
+
+@pytest.mark.parametrize("floor", [True, False])
+def test_rarely_hit_cells_do_not_drive_the_heights_away(monkeypatch, floor):
+    """4000 targets, batches of 32 (a cell expects 0.008 hits per step): with Adam's second
+    moment floored at the exact-map variance nu (1 - nu) / B the fit stays near its (good)
+    starting heights; without the floor, full-size normalised steps on every miss and kicks on
+    each hit drive the chi2 up several-fold (the case the floor exists for)."""
+    import importlib
+
+    sd = importlib.import_module("monge.ot.semidiscrete")
+    orig = sd._config
+
+    def config(*args, **kwargs):
+        cfg = orig(*args, **kwargs)
+        cfg.variance_floor = floor
+        return cfg
+
+    monkeypatch.setattr(sd, "_config", config)
+    y = torch.randn(4000, 16, generator=torch.Generator().manual_seed(0))
+    opts = dict(epsilon=0.05, batch_size=32, eval_samples=4096, eval_every=10**6)
+    start = fit_semidiscrete(y, max_iter=1, generator=torch.Generator().manual_seed(1), **opts)
+    end = fit_semidiscrete(y, max_iter=300, generator=torch.Generator().manual_seed(1), **opts)
+    chi2 = [marginal_error(r.heights, y, eps=0.05, n_samples=80_000, generator=torch.Generator().manual_seed(2)).chi2
+            for r in (start, end)]
+    if floor:
+        assert chi2[1] <= 2 * chi2[0], chi2
+    else:
+        assert chi2[1] >= 3 * chi2[0], chi2

@@ -334,6 +334,9 @@ class Config:
     lr: float | None = None
     lr_scale: float = 0.1
     adam_factor: float = ADAM_FACTOR
+    #: at the target epsilon, floor Adam's second moment at the exact-map gradient variance
+    #: :math:`\nu_i (1 - \nu_i) / B` (rarely hit cells otherwise take full-size sign steps)
+    variance_floor: bool = True
     #: final-phase annealing of Adam's rate, :math:`(1 + k/\tau)^{-1/2}` after :math:`k` steps at
     #: the target epsilon (0: none): with a constant rate the averaged heights stall at a noise
     #: floor (bench/results/semidiscrete.md)
@@ -415,7 +418,10 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
         b1, b2 = 0.9, 0.999
         state.moment1.mul_(b1).add_(grad, alpha=1 - b1)
         state.moment2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        direction = (state.moment1 / (1 - b1**t)) / ((state.moment2 / (1 - b2**t)).sqrt() + 1e-12 / layout.n)
+        v = state.moment2 / (1 - b2**t)
+        if cfg.variance_floor and _final_phase(state, cfg):
+            v = v.maximum(nu * (1 - nu) / cfg.batch_size)
+        direction = (state.moment1 / (1 - b1**t)) / (v.sqrt() + 1e-12 / layout.n)
         rate = cfg.adam_factor * state.step_size
         if cfg.anneal > 0 and _final_phase(state, cfg):
             rate /= math.sqrt(1.0 + state.n_final / cfg.anneal)

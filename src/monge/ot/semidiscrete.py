@@ -578,7 +578,7 @@ def fit_semidiscrete(
     ``result.reason``). No batch grows: every step costs the same.
 
     Default optimiser: ``"adam"`` (Adam, DPM-OT's choice, on the same schedule, with rate
-    :math:`0.15\,\eta_t` and EMA averaging), chosen by measurement against ``"sgd"``
+    :math:`0.15 \min(1, (2/d)^{1/4})\,\eta_t` and EMA averaging), chosen by measurement against ``"sgd"``
     (:math:`1/\nu`-preconditioned SGD with the damped curvature step
     :math:`\eta_t = \mathrm{lr\_scale}\cdot\varepsilon_t / \mathbb{E}[1 - \sum_i p_i^2]`) on
     clustered and unclustered targets (bench/semidiscrete.py, figures in
@@ -586,7 +586,13 @@ def fit_semidiscrete(
     curvature, so cells whose curvature is far above average (neighbours close together, as
     in clusters) oscillate unless ``lr_scale`` is small, and it is slow along cluster-wide
     directions of low curvature; Adam's per-cell normalised steps move every cell at the same
-    pace and reached the tolerance in fewer steps in our measurements.
+    pace and reached the tolerance in fewer steps in our measurements. At the target epsilon,
+    Adam's second moment is floored at :math:`\nu_i (1 - \nu_i) / B`, the variance of a cell's
+    gradient under an exact hard map: a cell that a batch of :math:`B` draws rarely hits
+    (:math:`\nu_i B \ll 1`, e.g. :math:`N = 10^5` targets) otherwise has a second moment near
+    :math:`\nu_i^2`, takes full-size normalised steps up on every miss and a kick of several
+    steps down on each hit, and the heights drift away from the solution
+    (bench/results/semidiscrete.md).
 
     Parameters
     ----------
