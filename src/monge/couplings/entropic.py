@@ -83,13 +83,11 @@ class Entropic(SolverCoupling):
             self.unconverged += 1
             if self.unconverged & (self.unconverged - 1):  # warn at the 1st, 2nd, 4th, 8th, ... such solve
                 return res.plan
-            why, fix = ((f"stalled after {res.n_iter} iterations: at this eps the kernel's range exceeds the "
-                         "floating-point resolution", "Raise eps (or relative_eps)") if res.stalled else
-                        (f"did not converge in {self.max_iter} iterations", "Raise max_iter or eps"))
             warnings.warn(
-                f"{type(self).__name__}: Sinkhorn {why} (L1 marginal error {float(res.marginal_error):.3g} > tol "
-                f"{self.tol:g}, eps={eps:.3g}); the pairs follow a plan whose marginals are off by that much "
-                f"({self.unconverged} such solve(s) so far). {fix}.", RuntimeWarning, stacklevel=2)
+                f"{type(self).__name__}: Sinkhorn did not converge in {self.max_iter} iterations (L1 marginal "
+                f"error {float(res.marginal_error):.3g} > tol {self.tol:g}, eps={eps:.3g}); the pairs follow a "
+                f"plan whose marginals are off by that much ({self.unconverged} such solve(s) so far). Raise "
+                "max_iter or eps.", RuntimeWarning, stacklevel=2)
         return res.plan
 
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:

@@ -36,11 +36,6 @@ from ._checks import check_cost, check_positive_float, check_weights
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_unbalanced"]
 
-#: A balanced solve stops as *stalled* when its marginal error has not dropped below
-#: ``(1 - STALL_GAIN)`` times its best value for ``STALL_CHECKS`` consecutive checks.
-STALL_CHECKS = 50
-STALL_GAIN = 1e-9
-
 
 @dataclass(frozen=True)
 class SinkhornResult:
@@ -62,12 +57,6 @@ class SinkhornResult:
         plan. For unbalanced problems this is the mass deviation allowed by ``tau``, not an error.
     converged : bool
         Whether the stopping tolerance was met before ``max_iter``.
-    stalled : bool
-        Balanced problems: the iterations stopped early because the marginal error had not
-        decreased (by a relative :data:`STALL_GAIN`) over :data:`STALL_CHECKS` checks. Sinkhorn
-        contracts the Hilbert metric by :math:`\\tanh(\\Delta/4)`, with :math:`\\Delta` of the
-        order of the cost's cycle range over :math:`\\varepsilon`; once :math:`e^{-\\Delta/2}` is
-        below the floating-point resolution, no iteration moves the plan, however many are run.
     """
 
     plan: Tensor
@@ -77,7 +66,6 @@ class SinkhornResult:
     n_iter: int
     marginal_error: Tensor
     converged: bool
-    stalled: bool = False
 
 
 def _safe_log(w: Tensor) -> Tensor:
@@ -114,8 +102,7 @@ def sinkhorn(
         Unbalanced: stop when the largest potential change over ``check_every`` iterations,
         divided by ``eps``, is below ``tol``.
     max_iter : int
-        Cap on the total number of iterations. A balanced solve whose error stops decreasing
-        ends earlier, with ``stalled=True`` (see :class:`SinkhornResult`).
+        Cap on the total number of iterations.
     check_every : int
         Iterations between convergence checks (the check is nearly free: it reuses the
         row log-sum-exp of the next update).
@@ -163,8 +150,7 @@ def sinkhorn(
 
     F = torch.zeros(B, n, dtype=C.dtype, device=C.device)  # f / eps_current
     G = torch.zeros(B, m, dtype=C.dtype, device=C.device)  # g / eps_current
-    n_iter, converged, stalled, err = 0, False, False, None
-    best, since_best = math.inf, 0
+    n_iter, converged, err = 0, False, None
     cur = schedule[0]
     for stage, e in enumerate(schedule):
         F, G = F * (cur / e), G * (cur / e)
@@ -185,11 +171,6 @@ def sinkhorn(
                 if bool((err < tol).all()):
                     converged = True
                     break
-                worst = float(err.max())
-                best, since_best = (worst, 0) if worst < best * (1 - STALL_GAIN) else (best, since_best + 1)
-                if since_best >= STALL_CHECKS:
-                    stalled = True
-                    break
             F_old = F if (check and not balanced) else None
             F = -lam_e * r
             G_new = -lam_e * torch.logsumexp(KT + (F + log_a)[:, None, :], dim=2)
@@ -206,7 +187,7 @@ def sinkhorn(
             G = G_new
             k += 1
             n_iter += 1
-        if n_iter >= max_iter or stalled:
+        if n_iter >= max_iter:
             break
 
     e = cur
@@ -217,8 +198,7 @@ def sinkhorn(
     f, g = F * e, G * e
     if not batched:
         plan, f, g, total, err = plan[0], f[0], g[0], total[0], err[0]
-    return SinkhornResult(plan=plan, f=f, g=g, cost=total, n_iter=n_iter, marginal_error=err, converged=converged,
-                          stalled=stalled)
+    return SinkhornResult(plan=plan, f=f, g=g, cost=total, n_iter=n_iter, marginal_error=err, converged=converged)
 
 
 def sinkhorn_unbalanced(
