@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from monge import checkpoint as checkpoint_module
+from monge import outputs as outputs_module
 from monge.cli import app
 from monge.config import Config
-from monge.outputs import check_output_file, describe_os_error, write_array
+from monge.outputs import atomic_write_bytes, check_output_file, describe_os_error, write_array
 
 runner = CliRunner()
 
@@ -51,7 +51,7 @@ def test_disk_full_while_sampling_keeps_the_old_file(run, tmp_path, monkeypatch)
     _, cfg = run
     out = tmp_path / "samples.npy"
     np.save(out, np.arange(3))
-    monkeypatch.setattr(checkpoint_module.os, "fsync", _enospc)  # the write fails half-way
+    monkeypatch.setattr(outputs_module.os, "fsync", _enospc)  # the write fails half-way
     res = runner.invoke(app, ["sample", str(cfg.run_dir), "-n", "10", "-o", str(out)])
     assert res.exit_code == 2
     assert res.output.strip().splitlines()[-1].startswith("error: cannot access")
@@ -64,7 +64,7 @@ def test_disk_full_while_sampling_keeps_the_old_file(run, tmp_path, monkeypatch)
 def test_disk_full_during_training_keeps_the_run(run, tmp_path, monkeypatch):
     recipe, cfg = run
     before = _snapshot(cfg.run_dir)
-    monkeypatch.setattr(checkpoint_module.os, "fsync", _enospc)
+    monkeypatch.setattr(outputs_module.os, "fsync", _enospc)
     res = runner.invoke(app, ["train", str(recipe), "--resume", "train.steps=6", "--no-progress"])
     assert res.exit_code == 2, res.output
     assert "No space left on device" in res.output and "Traceback" not in res.output
@@ -215,10 +215,24 @@ def test_an_interrupted_picture_save_keeps_the_previous_picture(tmp_path, monkey
     def refuse(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", refuse)
+    monkeypatch.setattr(outputs_module.os, "replace", refuse)
     with pytest.raises(OSError):
         save()
     assert path.read_bytes() == b"previous" and sorted(os.listdir(tmp_path)) == ["picture.png"]
     monkeypatch.undo()
     save()
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "f.bin"
+    atomic_write_bytes(path, b"old")
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind

@@ -9,8 +9,6 @@ a crash mid-save leaves the previous checkpoint intact. Loading never executes c
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +19,11 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from .locate import missing_checkpoint
+from .outputs import atomic_write_bytes
 
 __all__ = [
     "run_dir_of",
     "CheckpointError",
-    "atomic_write_bytes",
     "save_checkpoint",
     "load_checkpoint",
     "flatten_optimizer_state",
@@ -44,41 +42,6 @@ def run_dir_of(checkpoint: str | Path) -> Path:
     """The run directory of a checkpoint file or run directory."""
     checkpoint = Path(checkpoint)
     return checkpoint if checkpoint.is_dir() else checkpoint.parent
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename + directory fsync)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:120]}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if hasattr(os, "fchmod"):  # as an ordinary new file (mkstemp makes it private)
-                os.fchmod(fh.fileno(), 0o666 & ~_umask())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(

@@ -117,7 +117,7 @@ def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool,
                 fit: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
     """The tensors of ``fit()``, cached under ``keys`` in ``run_dir / timesteps.safetensors``: read when
     every key is there (and not ``refit``), else fitted and written together, atomically."""
-    from .checkpoint import atomic_write_bytes
+    from .outputs import atomic_write_bytes
 
     file = Path(run_dir) / TIMESTEPS_FILE
     grids = _read_grids(file)

@@ -1,7 +1,7 @@
 """Files the commands write: exactly at the path given, atomically, never half-written.
 
 Every output is written to a temporary file in the same folder and renamed over the target
-(:func:`monge.checkpoint.atomic_write_bytes`), so a full disk or a killed process leaves the
+(:func:`atomic_write_bytes`; the one place monge writes a file), so a full disk or a killed process leaves the
 previous file intact and no empty file behind. Missing parent folders are created. An output
 path that is an existing folder is refused with a message, and no suffix is ever appended.
 """
@@ -10,16 +10,51 @@ from __future__ import annotations
 
 import errno
 import io
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
-
-__all__ = ["check_name_length", "check_output_file", "describe_os_error", "write_array", "write_bytes", "write_text"]
+__all__ = ["atomic_write_bytes", "check_name_length", "check_output_file", "describe_os_error", "write_array", "write_bytes", "write_text"]
 
 #: Longest file or folder name most file systems accept (bytes of UTF-8).
 MAX_NAME_BYTES = 255
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename + directory fsync)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:120]}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):  # as an ordinary new file (mkstemp makes it private)
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def check_name_length(name: str, what: str) -> None:

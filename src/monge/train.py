@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
+from .outputs import atomic_write_bytes
 from .checkpoint import (
     CheckpointError,
-    atomic_write_bytes,
     flatten_optimizer_state,
     load_checkpoint,
     load_module_state,

@@ -187,7 +187,7 @@ class ConditionalSemiDiscreteOT(SemiDiscreteOT):
         ``classes`` (the class of each target); written atomically."""
         from safetensors.torch import save as st_save
 
-        from ..checkpoint import atomic_write_bytes
+        from ..outputs import atomic_write_bytes
 
         maps = self._require_maps()
         first = next(iter(maps.values()))

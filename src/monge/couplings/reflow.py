@@ -34,7 +34,7 @@ def check_pairs(z0: Tensor, z1: Tensor) -> None:
 
 def save_pairs(path: str | Path, z0: Tensor, z1: Tensor, metadata: dict[str, Any] | None = None) -> Path:
     """Write pairs (and JSON-able ``metadata``) to a ``.safetensors`` file atomically."""
-    from ..checkpoint import atomic_write_bytes
+    from ..outputs import atomic_write_bytes
 
     check_pairs(z0, z1)
     meta = {"format": _FORMAT, "info": json.dumps(metadata or {}, sort_keys=True, default=str)}

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_finite, check_number
-from ..checkpoint import atomic_write_bytes
+from ..outputs import atomic_write_bytes
 from .sources import FiniteRows
 
 __all__ = [

@@ -279,7 +279,7 @@ class SemiDiscreteState:
 
     def save(self, path: str | Path) -> None:
         """Write the state to a ``.safetensors`` file atomically."""
-        from ..checkpoint import atomic_write_bytes
+        from ..outputs import atomic_write_bytes
 
         tensors = {k: getattr(self, k).detach().contiguous().cpu() for k in self._TENSORS}
         scalars = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._TENSORS}

@@ -258,7 +258,7 @@ class SemiDiscreteMap:
 
     def save(self, path: str | Path) -> None:
         """Write targets, heights, weights and epsilon to a ``.safetensors`` file (atomically)."""
-        from ..checkpoint import atomic_write_bytes
+        from ..outputs import atomic_write_bytes
 
         tensors = {
             "targets": self.flat.detach().contiguous().cpu(),
