@@ -22,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _overrides(recipe: Path, out: Path, steps: int) -> list[str]:
-    text = recipe.read_text()
+    from monge.config import load_config
+
     extra = [f"train.steps={steps}", "train.eval_every=0", f"train.checkpoint_every={steps}",
              f"output_dir={out}", "sample.adaptive=false"]
-    if "semidiscrete_ot" in text:
+    if "semidiscrete" in load_config(recipe).coupling.name:
         extra += ["coupling.max_time=null", "coupling.max_iter=200"]
     return extra
 
