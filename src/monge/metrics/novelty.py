@@ -98,7 +98,7 @@ def nearest_neighbours(
     float64 distances ``(n,)`` and int64 indices ``(n,)`` on ``device`` (default: the queries'
     device). Memory is bounded by blocks of ``chunk_size`` queries by ``chunk_size`` reference
     points; reference blocks move to ``device`` one at a time. ``chunk_size=None`` computes the
-    whole ``(n, N)`` matrix at once. Ties go to the lowest index.
+    whole ``(n, N)`` matrix at once. Among equidistant reference points any index may be returned.
     """
     flat = _check_sets(queries=queries, reference=reference)
     q0, ref = flat["queries"], flat["reference"]
@@ -196,8 +196,6 @@ def data_copying_statistic(
     dev = torch.device(device) if device is not None else s.device
     kw: dict[str, Any] = {"chunk_size": chunk_size, "device": dev}
     if cells == 1:
-        if tau >= 1.0:
-            raise ValueError(f"tau={tau} leaves out the only cell; lower tau below 1")
         return mann_whitney_z(nearest_neighbours(s, t, **kw)[0], nearest_neighbours(h, t, **kw)[0])
     cell_of = _kmeans_labels(t, cells, seed, chunk_size, dev)
     ct, ch, cs = cell_of(t).cpu(), cell_of(h).cpu(), cell_of(s).cpu()
