@@ -248,13 +248,24 @@ def test_data_copying_statistic_separates_copying_from_fresh_draws():
 
 def test_frechet_train_heldout_flags_memorised_features():
     train, held = mixture(3000, 110, dim=4), mixture(3000, 111, dim=4)
-    memorised = frechet_train_heldout(train[:3000].clone(), train, held)
-    assert memorised.train == pytest.approx(0.0, abs=1e-9)
-    assert memorised.held_out == pytest.approx(frechet_distance_from_features(held, train))
+    memorised = frechet_train_heldout(train.flip(0), train, held, repeats=2)
+    assert memorised.train == pytest.approx(0.0, abs=1e-9) and memorised.subset == 3000
+    assert memorised.held_out == pytest.approx(frechet_distance_from_features(train, held))
     assert memorised.reference == pytest.approx(memorised.held_out, rel=1e-9) and memorised.gap > 0
-    fresh = frechet_train_heldout(mixture(3000, 112, dim=4), train, held)
-    assert abs(fresh.gap) < fresh.reference + 0.05
-    assert set(fresh.as_dict()) == {"train", "held_out", "reference", "gap"}
+    assert set(memorised.as_dict()) == {"train", "held_out", "reference", "subset", "repeats", "gap"}
+
+
+def test_frechet_train_heldout_compares_at_equal_sizes():
+    """Fresh samples score alike on both splits on average, although the train split is 16 times larger."""
+    train = mixture(5000, 113, dim=6)
+    draws = [(mixture(300, 200 + 2 * i, dim=6), mixture(300, 201 + 2 * i, dim=6)) for i in range(30)]
+    both = [frechet_train_heldout(s, train, h) for s, h in draws]
+    assert {(r.subset, r.repeats) for r in both} == {(300, 5)}
+    diff = np.array([r.train - r.held_out for r in both])
+    naive = np.array([frechet_distance_from_features(s, train) - r.train for (s, _), r in zip(draws, both)])
+    assert naive.mean() < -4 * naive.std() / math.sqrt(30)  # the bias the equal sizes remove
+    assert abs(diff.mean()) < 3 * diff.std() / math.sqrt(30)
+    assert abs(diff.mean()) < 0.25 * abs(naive.mean())
 
 
 # reports

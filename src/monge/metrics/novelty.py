@@ -387,14 +387,16 @@ class TrainHeldoutFrechet:
     r"""Squared Fréchet distances of the samples' features to the train split and to the held-out split.
 
     ``reference`` is the held-out split's distance to the train split: what fresh data scores. A model
-    that copies has ``train`` well below ``held_out``; one that generalises has them close. The
-    estimates are biased upwards by :math:`O(1/n)` in the smaller set's size, so compare ``train``
-    and ``held_out`` at equal sample counts.
+    that copies has ``train`` well below ``held_out``; one that generalises has them close. Fréchet
+    estimates are biased upwards by :math:`O(1/n)`, so the train side is scored on subsets of the
+    held-out split's size (``subset`` rows, averaged over ``repeats`` draws).
     """
 
     train: float
     held_out: float
     reference: float
+    subset: int
+    repeats: int
 
     @property
     def gap(self) -> float:
@@ -402,19 +404,34 @@ class TrainHeldoutFrechet:
         return self.held_out - self.train
 
     def as_dict(self) -> dict[str, float]:
-        """The three distances and ``gap``."""
+        """The fields and ``gap``."""
         return {**asdict(self), "gap": self.gap}
 
 
-def frechet_train_heldout(samples_feat: Tensor, train_feat: Tensor, held_feat: Tensor) -> TrainHeldoutFrechet:
-    """Fréchet distance of sample features ``(m, d)`` to train features ``(N, d)`` and to held-out ones ``(n, d)``.
+def frechet_train_heldout(
+    samples_feat: Tensor, train_feat: Tensor, held_feat: Tensor, *, repeats: int = 5, seed: int = 0
+) -> TrainHeldoutFrechet:
+    r"""Fréchet distance of sample features ``(m, d)`` to train features ``(N, d)`` and to held-out ones ``(n, d)``.
 
-    Uses :func:`~monge.metrics.frechet.frechet_distance_from_features` on each pair (``m, N, n >= 2``).
+    With :math:`T_k` random subsets of :math:`\min(N, n)` training rows (``repeats`` of them,
+    seeded by ``seed``) and :math:`F` :func:`~monge.metrics.frechet.frechet_distance_from_features`:
+    ``train`` :math:`= \frac1K\sum_k F(S, T_k)`, ``held_out`` :math:`= F(S, H)`,
+    ``reference`` :math:`= \frac1K\sum_k F(H, T_k)`. Equal set sizes give the three the same bias.
     """
+    repeats = check_positive_int(repeats, "repeats", 1000)
+    for name, x in (("samples_feat", samples_feat), ("train_feat", train_feat), ("held_feat", held_feat)):
+        if not torch.is_tensor(x):
+            raise ValueError(f"{name} must be a torch.Tensor of features (n, d), got {type(x).__name__}")
+    size = min(train_feat.shape[0], held_feat.shape[0])
+    g = torch.Generator().manual_seed(seed)
+    subsets = [train_feat[torch.randperm(train_feat.shape[0], generator=g)[:size].to(train_feat.device)]
+               for _ in range(repeats)]
     return TrainHeldoutFrechet(
-        train=frechet_distance_from_features(samples_feat, train_feat),
+        train=float(np.mean([frechet_distance_from_features(samples_feat, t) for t in subsets])),
         held_out=frechet_distance_from_features(samples_feat, held_feat),
-        reference=frechet_distance_from_features(held_feat, train_feat),
+        reference=float(np.mean([frechet_distance_from_features(held_feat, t) for t in subsets])),
+        subset=size,
+        repeats=repeats,
     )
 
 
