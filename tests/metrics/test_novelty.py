@@ -188,6 +188,15 @@ def test_one_dimensional_features_are_a_column():
                                                   held.sum(1, keepdim=True), space="features")
 
 
+def test_integer_images_are_measured_like_their_float_values():
+    g = torch.Generator().manual_seed(85)
+    train, held = torch.randint(0, 256, (300, 1, 4, 4), generator=g), torch.randint(0, 256, (200, 1, 4, 4), generator=g)
+    samples = torch.cat([train[:50], torch.randint(0, 256, (150, 1, 4, 4), generator=g)]).to(torch.uint8)
+    report = novelty(samples, train.to(torch.uint8), held.to(torch.uint8))
+    assert report == novelty(samples.double(), train.double(), held.double())
+    assert report.duplicate_share == 0.25
+
+
 def test_image_shaped_and_flat_inputs_agree():
     train, held, samples = mixture(400, 80, dim=16), mixture(300, 81, dim=16), mixture(300, 82, dim=16)
     flat = novelty(samples, train, held)
@@ -318,6 +327,7 @@ def test_copying_margin_is_in_shares():
         ({"samples": [[0.0] * 8]}, "samples must be a torch.Tensor"),
         ({"samples": torch.zeros(10)}, "samples must have shape"),
         ({"chunk_size": 0}, "chunk_size must be"),
+        ({"train": torch.ones(20, 8, dtype=torch.bool)}, "train must hold real numbers"),
     ],
 )
 def test_bad_input_is_refused_clearly(kwargs, match):

@@ -71,7 +71,7 @@ KMEANS_FIT_POINTS = 10_000
 
 def _flat(x: Tensor, name: str) -> Tensor:
     check_batch(x, name)
-    if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+    if x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
     return x.detach().reshape(x.shape[0], -1)
 
@@ -81,7 +81,9 @@ def _check_sets(**sets: Tensor) -> dict[str, Tensor]:
     dims = {name: x.shape[1] for name, x in flat.items()}
     if len(set(dims.values())) > 1:
         shapes = ", ".join(f"{name} {tuple(sets[name].shape[1:])}" for name in sets)
-        raise ValueError(f"sample shapes must agree after flattening, got {shapes}; pass the same kind of data")
+        raise ValueError(
+            f"sample shapes must agree after flattening, got {shapes}; pass the same kind of data"
+        )
     return flat
 
 
@@ -92,7 +94,7 @@ def nearest_neighbours(
     chunk_size: int | None = 2048,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    r"""Exact distance and index of each query's nearest reference point, :math:`L(x) = \min_j \|x - r_j\|`.
+    r"""Distance and index of each query's nearest reference point, :math:`L(x) = \min_j \|x - r_j\|`.
 
     ``queries`` ``(n, *shape)`` and ``reference`` ``(N, *shape)`` are flattened; the result is
     float64 distances ``(n,)`` and int64 indices ``(n,)`` on ``device`` (default: the queries'
@@ -121,7 +123,8 @@ def nearest_neighbours(
         b = ref[s:s + r_step].to(dev, torch.float64) - centre
         bn = (b * b).sum(1)
         for i in range(0, n, q_step):
-            d2 = torch.addmm(bn[None, :], q[i:i + q_step], b.T, alpha=-2.0).add_(qn[i:i + q_step, None])
+            qi = q[i:i + q_step]
+            d2 = torch.addmm(bn[None, :], qi, b.T, alpha=-2.0).add_(qn[i:i + q_step, None])
             value, j = d2.min(dim=1)
             better = value < best[i:i + q_step]
             best[i:i + q_step] = torch.where(better, value, best[i:i + q_step])
@@ -201,11 +204,13 @@ def data_copying_statistic(
     ct, ch, cs = cell_of(t).cpu(), cell_of(h).cpu(), cell_of(s).cpu()
     total_weight, total = 0.0, 0.0
     for c in range(cells):
-        in_t, in_h, in_s = t[(ct == c).to(t.device)], h[(ch == c).to(h.device)], s[(cs == c).to(s.device)]
+        in_t, in_h = t[(ct == c).to(t.device)], h[(ch == c).to(h.device)]
+        in_s = s[(cs == c).to(s.device)]
         if in_s.shape[0] / m <= tau or in_h.shape[0] == 0 or in_t.shape[0] == 0:
             continue
         weight = in_h.shape[0] / n
-        total += weight * mann_whitney_z(nearest_neighbours(in_s, in_t, **kw)[0], nearest_neighbours(in_h, in_t, **kw)[0])
+        z = mann_whitney_z(nearest_neighbours(in_s, in_t, **kw)[0], nearest_neighbours(in_h, in_t, **kw)[0])
+        total += weight * z
         total_weight += weight
     if total_weight == 0.0:
         raise ValueError(
@@ -252,10 +257,10 @@ class NoveltyReport:
         return self.excess > check_number(margin, "margin", 0.0, 1.0)
 
     def verdict(self, margin: float = 0.02) -> str:
-        """One sentence in words: copying (near-copy share above held-out by more than ``margin``) or not."""
+        """One sentence: copying (near-copies above the held-out share by more than ``margin``) or not."""
         share = f"{100 * self.near_copy_share:.1f}%"
         held = f"held-out: {100 * self.heldout_near_copy_share:.1f}%"
-        dup = f"; {100 * self.duplicate_share:.1f}% are exact duplicates" if self.duplicate_share > 0 else ""
+        dup = f"; {100 * self.duplicate_share:.1f}% are exact duplicates" if self.duplicate_share else ""
         if self.copies(margin):
             return (f"{share} of samples are near-copies of training points ({held}){dup}; "
                     f"nearest-neighbour distance ratio {self.ratio:.3g} ({self.space})")
@@ -263,7 +268,7 @@ class NoveltyReport:
                 f"nearest-neighbour distance ratio {self.ratio:.3g} ({self.space})")
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain fields (NaN and infinite values as ``None``, so the dict is valid JSON) and ``excess``."""
+        """Plain fields and ``excess``; NaN and infinite values become ``None`` (valid JSON)."""
         out: dict[str, Any] = asdict(self)
         out["excess"] = self.excess
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
@@ -274,7 +279,9 @@ def _apply(features: Callable[[Tensor], Tensor], x: Tensor, name: str) -> Tensor
         f = features(x)
     if not torch.is_tensor(f) or f.dim() < 1 or f.shape[0] != x.shape[0]:
         got = tuple(f.shape) if torch.is_tensor(f) else type(f).__name__
-        raise ValueError(f"features({name}) must return a tensor with one row per input ({x.shape[0]}), got {got}")
+        raise ValueError(
+            f"features({name}) must return a tensor with one row per input ({x.shape[0]}), got {got}"
+        )
     if f.dim() == 1:
         f = f[:, None]
     check_batch(f, f"features({name})")
@@ -314,10 +321,13 @@ def novelty(
     cells = check_positive_int(cells, "cells", 10_000)
     flat = _check_sets(samples=samples, train=train, held_out=held_out)
     if flat["held_out"].shape[0] < 2:
-        raise ValueError(f"held_out needs at least 2 points, got {flat['held_out'].shape[0]}; hold out more data")
+        got = flat["held_out"].shape[0]
+        raise ValueError(f"held_out needs at least 2 points, got {got}; hold out more data")
     if features is not None:
         if not callable(features):
-            raise ValueError(f"features must be a callable mapping a batch to features, got {type(features).__name__}")
+            raise ValueError(
+                f"features must be a callable mapping a batch to features, got {type(features).__name__}"
+            )
         flat = _check_sets(**{name: _apply(features, x, name) for name, x in
                               (("samples", samples), ("train", train), ("held_out", held_out))})
     space = space if space is not None else ("features" if features is not None else "data")
@@ -325,8 +335,8 @@ def novelty(
     n = h.shape[0]
     if n * quantile < 1:
         warnings.warn(
-            f"quantile={quantile} of {n} held-out points is below their second-smallest distance; "
-            f"hold out at least {math.ceil(1 / quantile)} points for the threshold to mean the {quantile:g} quantile",
+            f"quantile={quantile} of {n} held-out points is below their second-smallest distance; hold "
+            f"out at least {math.ceil(1 / quantile)} points for the threshold to mean the {quantile:g} quantile",
             stacklevel=2,
         )
     kw: dict[str, Any] = {"chunk_size": chunk_size, "device": device}
@@ -370,7 +380,7 @@ def novelty_reports(
     features: Callable[[Tensor], Tensor],
     **kwargs: Any,
 ) -> dict[str, NoveltyReport]:
-    """:func:`novelty` in the data space (pixels for images) and in ``features``: ``{"data": ..., "features": ...}``.
+    """:func:`novelty` in the data space (pixels) and in ``features``: ``{"data": ..., "features": ...}``.
 
     ``kwargs`` go to both calls (``quantile``, ``cells``, ``chunk_size``, ``device``, ``seed``).
     """
@@ -411,7 +421,7 @@ class TrainHeldoutFrechet:
 def frechet_train_heldout(
     samples_feat: Tensor, train_feat: Tensor, held_feat: Tensor, *, repeats: int = 5, seed: int = 0
 ) -> TrainHeldoutFrechet:
-    r"""Fréchet distance of sample features ``(m, d)`` to train features ``(N, d)`` and to held-out ones ``(n, d)``.
+    r"""Fréchet distance of sample features ``(m, d)`` to train ones ``(N, d)`` and held-out ones ``(n, d)``.
 
     With :math:`T_k` random subsets of :math:`\min(N, n)` training rows (``repeats`` of them,
     seeded by ``seed``) and :math:`F` :func:`~monge.metrics.frechet.frechet_distance_from_features`:
