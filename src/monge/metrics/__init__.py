@@ -1,5 +1,6 @@
 """Evaluation metrics: Wasserstein distances, MMD, path straightness, mode statistics, and image
-metrics (classifier features and mode statistics, Fréchet distances, k-NN precision/recall), and the
+metrics (classifier features and mode statistics, Fréchet distances, k-NN precision/recall), novelty
+(nearest-neighbour memorisation tests against a training and a held-out split), and the
 sampler-free parts of likelihood evaluation (divergences, dequantisation, bits per dimension; the
 ODE solve is :func:`monge.likelihood.log_likelihood`)."""
 
@@ -34,6 +35,17 @@ from .likelihood import (
 )
 from .mmd import median_bandwidth, mmd_rbf
 from .modes import ModeStats, mode_stats
+from .novelty import (
+    NoveltyReport,
+    TrainHeldoutFrechet,
+    data_copying_statistic,
+    frechet_train_heldout,
+    mann_whitney_z,
+    nearest_neighbours,
+    novelty,
+    novelty_reports,
+    novelty_table,
+)
 from .precision_recall import PrecisionRecall, knn_radii, manifold_membership, precision_recall
 from .straightness import straightness
 from .wasserstein import sliced_wasserstein, wasserstein2
@@ -66,6 +78,15 @@ __all__ = [
     "precision_recall",
     "knn_radii",
     "manifold_membership",
+    "NoveltyReport",
+    "TrainHeldoutFrechet",
+    "nearest_neighbours",
+    "mann_whitney_z",
+    "data_copying_statistic",
+    "novelty",
+    "novelty_reports",
+    "frechet_train_heldout",
+    "novelty_table",
     "bits_per_dim",
     "dequantize",
     "draw_probes",
