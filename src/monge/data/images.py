@@ -99,6 +99,8 @@ class ImageDataset(FiniteRows):
     num_classes : number of classes; default ``labels.max() + 1``.
     class_names : optional names of the classes.
     skipped : files left out by a loader (``skip_corrupt=True``).
+    held_out : images kept out of training (same shape and classes), which evaluation compares
+        samples against (:func:`monge.evaluate.held_out_target`); ``None`` if the set has none.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class ImageDataset(FiniteRows):
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         skipped: Sequence[str] = (),
+        held_out: "ImageDataset | None" = None,
     ) -> None:
         check_finite(data, "data")
         if data.dim() != 4 or data.shape[0] == 0 or not data.is_floating_point():
@@ -134,10 +137,15 @@ class ImageDataset(FiniteRows):
         self.class_names = list(class_names) if class_names is not None else None
         self.skipped = list(skipped)
         self.shape = tuple(data.shape[1:])
+        if held_out is not None and (held_out.shape != self.shape or held_out.num_classes != num_classes):
+            raise ValueError(f"held_out has shape {held_out.shape} and {held_out.num_classes} classes but the "
+                             f"training images have {self.shape} and {num_classes}; split one data set")
+        self.held_out = held_out
 
     def __repr__(self) -> str:
         lab = f", num_classes={self.num_classes}" if self.labels is not None else ""
-        return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}{lab})"
+        held = f", held_out={len(self.held_out)}" if self.held_out is not None else ""
+        return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}{lab}{held})"
 
     def subset(self, index: Tensor, name: str | None = None) -> "ImageDataset":
         """The images at ``index`` as a new data set."""
@@ -169,6 +177,65 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+#: Pillow modes read as one grey channel (every other mode is read as RGB, alpha dropped).
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _header(path: Path) -> tuple[int, int, int] | None:
+    """``(H, W, C)`` of an image file from its header alone (no decoding; ``C`` as :func:`_read_image`
+    reads it), or ``None`` when the header is unreadable (the read reports it)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.height, im.width, 1 if im.mode in _GRAY_MODES else 3
+    except Exception:  # noqa: BLE001 (any unreadable header is reported by the full read)
+        return None
+
+
+def _check_folder_headers(folder: Path, files: Sequence[Path], resize: bool, convert: bool) -> None:
+    """All ``files`` share the first one's size (unless ``resize``) and channel count (unless
+    ``convert``), read from their headers before any image is decoded. One error lists the files
+    that differ and the fix: ``size:`` / ``channels:`` on the data source."""
+    heads = [(f, h) for f in files if (h := _header(f)) is not None]
+    if not heads:
+        return
+    (first, (h0, w0, c0)) = heads[0]
+
+    def names(bad: list[tuple[Path, tuple[int, int, int]]], what: Any) -> str:
+        shown = ", ".join(f"{_rel(f, folder)} has {what(h)}" for f, h in bad[:5])
+        return shown + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+
+    problems = []
+    if not resize:
+        bad = [(f, h) for f, h in heads if h[:2] != (h0, w0)]
+        if bad:
+            problems.append(
+                f"{len(bad)} image(s) differ in size from {_rel(first, folder)} (shape (H, W) = {(h0, w0)}): "
+                f"{names(bad, lambda h: f'shape (H, W) = {h[:2]}')}. Fix: set size: [H, W] (or size: N for "
+                "N x N) on the data source, which resizes every image as it is read (Python: size=(H, W))")
+    if not convert:
+        bad = [(f, h) for f, h in heads if h[2] != c0]
+        if bad:
+            problems.append(
+                f"{len(bad)} image(s) differ in channels from {_rel(first, folder)} ({c0} channel(s)): "
+                f"{names(bad, lambda h: f'{h[2]} channels')}. Fix: set channels: 1 (grey) or channels: 3 (RGB) "
+                "on the data source, which converts every image as it is read (Python: channels=1 or 3)")
+    if problems:
+        raise ValueError(f"images in {str(folder)!r} do not share one shape: " + "; ".join(problems))
+
+
+def _rel(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
 def _read_image(path: Path, channels: int | None) -> np.ndarray:
     import warnings
 
@@ -186,7 +253,7 @@ def _read_image(path: Path, channels: int | None) -> np.ndarray:
                                      f"{MAX_IMAGE_PIXELS:,}; shrink it before training (e.g. with Pillow's "
                                      "Image.thumbnail) or leave it out")
             im.load()
-            gray = channels == 1 or (channels is None and im.mode in ("1", "L", "LA", "I", "I;16", "F"))
+            gray = channels == 1 or (channels is None and im.mode in _GRAY_MODES)
             im = im.convert("L" if gray else "RGB")
             arr = np.array(im, dtype=np.uint8)  # writable copy
     except _ImageTooLarge:
@@ -249,9 +316,11 @@ def load_image_folder(
     ----------
     path : the folder.
     size : ``H`` or ``(H, W)``: resize every image (bilinear, antialiased). Without it all images
-        must share one size, and the first that differs raises naming the file.
+        must share one size.
     channels : 1 (grayscale) or 3 (RGB) converts every image. Without it all images must have the
-        channel count of the first (alpha is dropped), else the offending file is named.
+        channel count of the first (alpha is dropped).
+        Both are checked on the files' headers before any image is decoded: one error lists the
+        files that differ and names the fix.
     skip_corrupt : leave unreadable files out (listed in ``dataset.skipped`` and logged with their
         count) instead of raising.
     """
@@ -275,6 +344,7 @@ def load_image_folder(
         raise ValueError(
             f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {str(folder)!r} or its class sub-folders"
         )
+    _check_folder_headers(folder, [f for f, _ in files], resize=hw is not None, convert=channels is not None)
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     skipped: list[str] = []

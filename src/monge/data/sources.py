@@ -219,6 +219,29 @@ def _digits(size: int = 16) -> DataSource:
     return _cached("digits", load_digits, size=size)
 
 
+@DATA_SOURCES.register("faces")
+def _faces(size: int = 16, non_faces: bool = False, holdout: float = 0.2, crops: int = 1, crop: int = 25,
+           seed: int = 0) -> DataSource:
+    """scikit-image's bundled lfw_subset faces at ``size`` (16 or 32), with a held-out split of
+    whole images (see :func:`monge.data.photos.load_faces`); never downloads."""
+    from .photos import load_faces
+
+    return _cached("faces", load_faces, size=size, non_faces=non_faces, holdout=holdout, crops=crops, crop=crop,
+                   seed=seed)
+
+
+@DATA_SOURCES.register("textures")
+def _textures(size: int = 16, n: int = 1000, images: list[str] | None = None, channels: int = 1,
+              scale: float = 1.0, holdout: float = 0.25, n_held_out: int | None = None, seed: int = 0) -> DataSource:
+    """Random crops of scikit-image's bundled textures (brick, grass, gravel; labels 0-2) or, with
+    ``channels: 3``, colour photographs; held-out crops come from the bottom ``holdout`` rows of
+    each picture (see :func:`monge.data.photos.load_textures`); never downloads."""
+    from .photos import load_textures
+
+    return _cached("textures", load_textures, size=size, n=n, images=None if images is None else list(images),
+                   channels=channels, scale=scale, holdout=holdout, n_held_out=n_held_out, seed=seed)
+
+
 @DATA_SOURCES.register("image_folder")
 def _image_folder(path: str, size: int | list[int] | None = None, channels: int | None = None,
                   skip_corrupt: bool = False) -> DataSource:
