@@ -287,7 +287,7 @@ def train_conditional(task: ConditionalTask, spec: str, s: Settings,
     x, y = task.x, task.y
     name, params = parse_spec(spec)
     coupling = COUPLINGS.build(name, **params)
-    if coupling.prepared_file is not None:  # per-class semi-discrete maps: fitted on the training set
+    if coupling.traits.prepared_file is not None:  # per-class semi-discrete maps: fitted on the training set
         from monge.data.sources import ToySource
 
         target = Finite(x)

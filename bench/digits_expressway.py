@@ -31,6 +31,7 @@ from monge.samplers.expressway import expressway_sample
 from monge.data.digits import load_digits
 from monge.demo_images import _train, image_demo_config, score_images
 from monge.metrics.classifier import load_or_train_classifier
+from monge.couplings.maps import load_map, save_map
 from monge.ot.semidiscrete import SemiDiscreteMap
 from monge.samplers import sample
 from monge.train import load_model
@@ -61,8 +62,8 @@ def get_map(key: str, cache: Path, source, train_set, seed: int = 0) -> SemiDisc
         coupling.prepare(source, train_set, torch.Generator().manual_seed(seed + 3))
         print(f"fitted map {key} ({coupling.map.targets.shape[0]} targets) in {time.perf_counter() - start:.0f} s: "
               f"{coupling.fit_info}", flush=True)
-        coupling.save_prepared(file)
-    return SemiDiscreteMap.load(file)
+        save_map(file, coupling.map)
+    return load_map(file)
 
 
 def main() -> None:

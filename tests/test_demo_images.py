@@ -70,11 +70,11 @@ def test_report_tables_and_grids(tiny):
 
 def test_runs_train_on_the_training_split_only(tiny):
     # the semi-discrete targets are training digits, none of them held out
-    from monge.ot.semidiscrete import SemiDiscreteMap
+    from monge.couplings.maps import load_map
 
     digits = load_digits(8)
     train, test = digits.split(0.2, seed=0)
-    sd = SemiDiscreteMap.load(tiny.report.parent / "semidiscrete_ot" / "semidiscrete.safetensors")
+    sd = load_map(tiny.report.parent / "semidiscrete_ot" / "semidiscrete.safetensors")
     targets = sd.targets.reshape(sd.targets.shape[0], -1)
     d_train = torch.cdist(targets, train.data.reshape(len(train), -1)).min(1).values
     assert float(d_train.max()) < 1e-5
@@ -88,12 +88,12 @@ def test_runs_train_on_the_training_split_only(tiny):
 def test_independent_expressway_is_dpm_ot(tiny, cache):
     # DPM-OT proper: the independent model, started from the map's digit noised to t_s = 0.5. Rebuilt
     # here from the saved checkpoint and map (same fit parameters and generator) with a hand-written Euler
-    from monge.ot.semidiscrete import SemiDiscreteMap
+    from monge.couplings.maps import load_map
     from monge.train import load_model
 
     run = tiny.report.parent
     net, _ = load_model(run / "independent" / "checkpoint.safetensors")
-    sd = SemiDiscreteMap.load(run / "semidiscrete_ot" / "semidiscrete.safetensors")
+    sd = load_map(run / "semidiscrete_ot" / "semidiscrete.safetensors")
     noise = torch.randn((120, 1, 8, 8), generator=torch.Generator().manual_seed(999))
     y = sd(noise)[1]
     xi = torch.randn(noise.shape, generator=torch.Generator().manual_seed(5))

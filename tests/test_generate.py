@@ -96,13 +96,13 @@ def test_expressway_of_an_independent_run_fits_and_caches_the_map(tmp_path, monk
     target of each noise's OT cell, lands on the data (W2 close to the exact flow's samples)."""
     import monge.couplings.semidiscrete as sd_coupling
     from monge.metrics import wasserstein2
-    from monge.ot import SemiDiscreteMap
+    from monge.couplings.maps import load_map
 
     monkeypatch.setattr(sd_coupling, "SAMPLER_TARGETS", 256)  # a sampler's default sample, smaller
     cfg = _config()
     model = Oracle(path_schedule(cfg))
     out = generate(model, cfg, 400, sampler="heun", nfe=4, expressway=0.5, run_dir=tmp_path, seed=2)
-    sd = SemiDiscreteMap.load(tmp_path / "semidiscrete.safetensors")
+    sd = load_map(tmp_path / "semidiscrete.safetensors")
     assert sd.n_targets == 256 and out.nfe == 4
     gmm = GaussianMixture.eight_gaussians()
     ref = gmm.sample(400, generator=torch.Generator().manual_seed(9)).float()

@@ -158,3 +158,66 @@ def test_the_checker_sees_edges():
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     with pytest.raises(AssertionError):
         layer_of("monge_other")
+
+
+# ------------------------------------------------------------------ the OT layer writes no files
+#: Calls that open, write, move or delete files: a solver under ``monge/ot/`` takes tensors and
+#: returns results (or bytes); the files of a run are kept by the layers above it.
+#: As a bare name (``open(...)``) or as an attribute (``p.write_bytes(...)``, ``torch.save(...)``):
+NAME_CALLS = frozenset({"open", "atomic_write_bytes", "save_file", "load_file", "rmtree", "fdopen", "mkstemp",
+                        "NamedTemporaryFile"})
+#: only as an attribute (``os.replace``, ``path.unlink``; a bare ``replace`` is ``dataclasses.replace``):
+FILE_CALLS = NAME_CALLS | frozenset({"write_bytes", "write_text", "read_bytes", "read_text", "save", "replace",
+                                     "rename", "unlink", "remove", "mkdir", "makedirs", "touch"})
+#: Modules and names whose import alone says the code works with files (``safetensors.torch.save``
+#: and ``load`` make and read bytes: allowed).
+FILE_MODULES = frozenset({"shutil", "tempfile", "monge.outputs", "monge.checkpoint"})
+FILE_NAMES = frozenset({"save_file", "load_file", "atomic_write_bytes", "rmtree", "mkstemp", "NamedTemporaryFile"})
+
+
+def file_access(source: str) -> list[str]:
+    """``"line: what"`` of every file call (by name or attribute: ``open(...)``, ``p.write_bytes(...)``,
+    ``torch.save(...)``, ``safetensors.torch.save_file(...)``, ``os.replace(...)``) and file-module import
+    in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            f = node.func
+            by_name = isinstance(f, ast.Name) and f.id in NAME_CALLS
+            if by_name or (isinstance(f, ast.Attribute) and f.attr in FILE_CALLS):
+                name = f.id if by_name else f.attr
+                found.append(f"{node.lineno}: {name}()")
+        elif isinstance(node, ast.Import):
+            found += [f"{node.lineno}: import {a.name}" for a in node.names if a.name in FILE_MODULES]
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            names = {mod} | {f"{mod}.{a.name}" for a in node.names} | {a.name for a in node.names}
+            if node.level:  # relative: monge.<mod>
+                names |= {f"monge.{mod}", *(f"monge.{a.name}" for a in node.names)}
+            hit = sorted(n for n in names if n in FILE_MODULES or n in FILE_NAMES)
+            found += [f"{node.lineno}: from {'.' * node.level}{mod} import {h}" for h in hit]
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m == "monge.ot" or m.startswith("monge.ot.")))
+def test_the_ot_layer_touches_no_files(module):
+    assert file_access(MODULES[module].read_text()) == [], (
+        f"{module} works with files; return bytes or tensors and let monge.couplings.maps (or the run layer) "
+        "keep them")
+
+
+def test_the_file_check_finds_planted_violations():
+    planted = {
+        "open('x', 'wb')": "open()",
+        "from pathlib import Path\nPath('x').write_bytes(b'')": "write_bytes()",
+        "p.write_text('')": "write_text()",
+        "import torch\ntorch.save({}, 'x.pt')": "save()",
+        "from safetensors.torch import save_file\nsave_file({}, 'x')": "save_file",
+        "import os\nos.replace('a', 'b')": "replace()",
+        "from ..outputs import atomic_write_bytes": "atomic_write_bytes",
+        "import shutil": "import shutil",
+    }
+    for source, what in planted.items():
+        found = file_access(source)
+        assert found and any(what in f for f in found), (source, found)
+    assert file_access("import torch\nx = torch.zeros(3).sum()\nb = st_save({'x': x})\nc = replace(cfg, a=1)") == []

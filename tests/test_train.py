@@ -118,14 +118,14 @@ def test_bad_precision_is_a_config_error(tiny_config):
 def test_semidiscrete_map_is_fitted_once_cached_and_reused_on_resume(tiny_config):
     """The trainer prepares the coupling before step 1, caches the map in the run directory,
     reuses it on --resume, and pairs every noise with the target of its OT cell."""
-    from monge.ot import SemiDiscreteMap
+    from monge.couplings.maps import load_map
 
     coupling = {"name": "semidiscrete_ot", "n_targets": 16, "tol": 0.3, "max_iter": 300}
     cfg = tiny_config(coupling=coupling, train__steps=10, train__checkpoint_every=5)
     trainer = Trainer(cfg)
     trainer.fit()
     cached = cfg.run_dir / "semidiscrete.safetensors"
-    sd = SemiDiscreteMap.load(cached)
+    sd = load_map(cached)
     assert sd.n_targets == 16 and trainer.prepare_seconds > 0
     x0 = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
     pairs = trainer.coupling(x0, torch.zeros(50, 2))
@@ -312,9 +312,9 @@ def test_conditional_ot_trains_a_class_conditional_mlp(tiny_config):
     seen = []
 
     class Spy(ConditionalOT):
-        def pair_labelled(self, x0, x1, labels, generator):
+        def pair(self, x0, x1, generator, labels=None):
             seen.append(labels.clone())
-            return super().pair_labelled(x0, x1, labels, generator)
+            return super().pair(x0, x1, generator, labels=labels)
 
     cfg = tiny_config(coupling="conditional_ot", model={"name": "mlp", "hidden": 32, "depth": 2, "num_classes": 8},
                       train__steps=5, train__label_dropout=0.2)
@@ -365,9 +365,9 @@ def test_continuous_conditions_reach_the_coupling_and_the_model(tiny_config):
     seen: dict[str, list] = {"coupling": [], "model": []}
 
     class Spy(ConditionalOT):
-        def pair_labelled(self, x0, x1, labels, generator):
+        def pair(self, x0, x1, generator, labels=None):
             seen["coupling"].append((x1.clone(), labels.clone()))
-            return super().pair_labelled(x0, x1, labels, generator)
+            return super().pair(x0, x1, generator, labels=labels)
 
     cfg = tiny_config(data=_CONT, coupling={"name": "conditional_ot", "condition": "continuous", "weight": 5.0},
                       model={"name": "mlp", "hidden": 16, "depth": 1, "cond_dim": 1}, train__steps=3)

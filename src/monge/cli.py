@@ -239,7 +239,7 @@ def _expressway_of(checkpoint: Path, cfg) -> "Expressway | None":
     """The run's expressway when it holds a semi-discrete map (a ``semidiscrete_ot`` run, or any
     run sampled once with ``--expressway``)."""
     from .checkpoint import run_dir_of
-    from .couplings.semidiscrete import load_run_map
+    from .couplings.maps import load_run_map
     from .generate import expressway_of
 
     sd_map = load_run_map(run_dir_of(checkpoint))
@@ -264,15 +264,8 @@ def fit_ot_cmd(
     time and the cell-mass error measured on fresh source samples. An interrupted fit resumes
     where it stopped.
     """
-    import time
-
-    import torch
-
     from .config import load_config
-    from .couplings.semidiscrete import MAP_FILE, ot_source
-    from .data.sources import build_data
-    from .generate import semidiscrete_map
-    from .ot.semidiscrete import marginal_error
+    from .couplings.maps import fit_run_map
 
     try:
         if run_or_recipe.is_dir():
@@ -285,21 +278,13 @@ def fit_ot_cmd(
             cfg = load_config(run_or_recipe, list(overrides or []))
             run_dir = cfg.run_dir
         _quick_config(cfg)
-        from .quick import quick_mode
-
-        if quick_mode() and not check_samples:
-            check_samples = 65_536
-        cached = (run_dir / MAP_FILE).is_file() and not refit
-        start = time.perf_counter()
-        sd_map = semidiscrete_map(cfg, run_dir, refit=refit, progress=progress)
-        seconds = time.perf_counter() - start
-        err = marginal_error(sd_map, n_samples=check_samples or None, source=ot_source(build_data(cfg.data)[0]),
-                             generator=torch.Generator().manual_seed(cfg.train.seed + 7))
+        report = fit_run_map(cfg, run_dir, refit=refit, check_samples=check_samples or None, progress=progress)
     except _USER_ERRORS as err:
         _fail(err)
-    how = "loaded" if cached else f"fitted in {seconds:.1f} s"
+    sd_map, err = report.map, report.check
+    how = "loaded" if report.loaded else f"fitted in {report.seconds:.1f} s"
     typer.echo(f"semi-discrete map: {sd_map.n_targets} targets of shape {sd_map.shape}, epsilon {sd_map.epsilon:g}, "
-               f"{how}: {run_dir / MAP_FILE}")
+               f"{how}: {report.path}")
     typer.echo(f"cell-mass error on {err.n_samples} fresh source samples: RMS relative {err.rms:.3f} "
                f"(chi2 {err.chi2:.2e} +- {err.chi2_std:.1e}), mean relative {err.mean_rel:.3f} (noise floor "
                f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells")

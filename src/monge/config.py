@@ -288,9 +288,9 @@ class Config:
 def _check_pairing_workers(coupling: Any, name: str) -> None:
     from .couplings import COUPLINGS
 
-    if not coupling.threaded_solve:
-        threaded = [n for n in COUPLINGS.names() if COUPLINGS.get(n).threaded_solve]
-        why = coupling.unthreaded_reason
+    if not coupling.traits.threaded_solve:
+        threaded = [n for n in COUPLINGS.names() if COUPLINGS.get(n).traits.threaded_solve]
+        why = coupling.traits.unthreaded_reason
         raise ConfigError(
             f"train.pairing_workers applies to the couplings whose OT solve runs in worker threads "
             f"({', '.join(threaded)}); not to {name!r}: {why}. Set train.pairing_workers: 0"

@@ -288,7 +288,7 @@ def run_image_demo(
 def _expressway_map(trainer, train_set, params: dict, seed: int):
     """The semi-discrete map from the run's source onto training digits (``params`` of the
     ``semidiscrete_ot`` coupling), fitted as in :meth:`monge.train.Trainer.prepare`."""
-    from .couplings.semidiscrete import fit_or_load_map
+    from .couplings.maps import fit_or_load_map
 
     return fit_or_load_map(trainer.source, train_set, None, params, generator=torch.Generator().manual_seed(seed + 3))
 

@@ -142,20 +142,13 @@ def semidiscrete_map(
     A ``semidiscrete_ot`` run cached its map while training (with its own parameters). For any
     other run (DPM-OT proper: a model trained with independent pairs) the map from the run's source
     onto its data is fitted with :class:`monge.couplings.SemiDiscreteOT`'s defaults (every point of
-    a finite data set) by :func:`monge.couplings.semidiscrete.fit_or_load_map`; ``progress`` shows
+    a finite data set) by :func:`monge.couplings.maps.run_map`; ``progress`` shows
     the fit's progress bar (default: when stderr is a terminal). The fit draws
     from a generator seeded ``seed + 3`` (default: the run's ``train.seed``, as in training).
     """
-    from .couplings.semidiscrete import fit_or_load_map
-    from .data.sources import build_data
+    from .couplings.maps import run_map
 
-    source, target = build_data(config.data)
-    params = dict(config.coupling.params) if config.coupling.name == "semidiscrete_ot" else {}
-    if progress is not None:
-        params["progress"] = progress
-    seed = config.train.seed if seed is None else seed
-    return fit_or_load_map(source, target, run_dir, params, generator=torch.Generator().manual_seed(seed + 3),
-                           device=device, refit=refit)
+    return run_map(config, run_dir, seed=seed, device=device, refit=refit, progress=progress)
 
 
 def expressway_of(config: Config, sd_map: "SemiDiscreteMap", t_start: float | None = None) -> "Expressway":

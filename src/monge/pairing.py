@@ -6,7 +6,7 @@ network. The solve depends on the batch alone, not on the model
 (:class:`~monge.couplings.SolverCoupling`). So :class:`PairingPipeline` draws batches ahead of
 the training loop and hands their solves to ``workers`` threads. POT, SciPy and torch release
 the GIL while they compute, so the threads run in parallel on free cores (the couplings with
-``threaded_solve``; Sinkhorn's many short torch calls are not among them). A step then waits
+``traits.threaded_solve``; Sinkhorn's many short torch calls are not among them). A step then waits
 only for a solution that is usually ready. With solve time :math:`T_s`, step time :math:`T`
 and :math:`W` workers on free cores, the pairing is hidden once
 

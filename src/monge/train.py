@@ -185,11 +185,11 @@ class Trainer:
                 "target with continuous conditions ({name: conditional_toy, set: moons, condition: x}) or drop cond_dim")
         if target.cond_dim != k:
             raise ConfigError(f"data.target {name} has {target.cond_dim}-D conditions but the model has cond_dim={k}")
-        if self.coupling.uses_labels and getattr(self.coupling, "condition", "continuous") != "continuous":
+        if self.coupling.traits.uses_labels and getattr(self.coupling, "condition", "continuous") != "continuous":
             raise ConfigError(
                 f"coupling {self.config.coupling.name!r} pairs within discrete classes but the conditions are "
                 "continuous: set coupling.condition: continuous (and its weight)")
-        if not self.coupling.keeps_data:
+        if not self.coupling.traits.keeps_data:
             raise ConfigError(
                 f"coupling {self.config.coupling.name!r} pairs noise with points that are not the drawn data, so "
                 "conditions cannot follow them; use a batch coupling (independent, conditional_ot, ...)")
@@ -211,7 +211,7 @@ class Trainer:
     def _check_conditional(self) -> int | None:
         k = getattr(self.model, "num_classes", None)
         name = self.config.data.target
-        if self.coupling.uses_labels:
+        if self.coupling.traits.uses_labels:
             if getattr(self.target, "labels", None) is None or not hasattr(self.target, "sample_with_labels"):
                 raise ConfigError(
                     f"coupling {self.config.coupling.name!r} pairs within the data's classes but data.target {name} "
@@ -233,7 +233,7 @@ class Trainer:
             )
         if int(labels.max()) >= k:
             raise ConfigError(f"data.target {name} has class {int(labels.max())} but the model has num_classes={k}")
-        if not self.coupling.keeps_data:
+        if not self.coupling.traits.keeps_data:
             raise ConfigError(
                 f"coupling {self.config.coupling.name!r} pairs noise with points that are not the drawn data "
                 "(fitted targets or stored pairs), so labels cannot follow them; class-conditional training "
@@ -306,7 +306,7 @@ class Trainer:
 
     def _start_pipeline(self) -> None:
         workers = self.config.train.pairing_workers
-        if workers and self.coupling.threaded_solve:
+        if workers and self.coupling.traits.threaded_solve:
             self.pipeline = PairingPipeline(self._draw_checked, self.coupling.solve, self.generator, workers)
 
     def _stop_pipeline(self) -> None:
@@ -563,10 +563,10 @@ class Trainer:
         from .couplings import prepare_coupling
 
         generator = torch.Generator().manual_seed(self.config.train.seed + 3)
-        if self.coupling.prepared_file is None:
+        if self.coupling.traits.prepared_file is None:
             prepare_coupling(self.coupling, self.source, self.target, self.run_dir, generator, device=self.device)
             return
-        cached = self.run_dir / self.coupling.prepared_file
+        cached = self.run_dir / self.coupling.traits.prepared_file
         if self.dist.rank == 0:
             if not resume:
                 cached.unlink(missing_ok=True)
@@ -603,7 +603,7 @@ class Trainer:
         if self.dist.rank == 0:
             try:
                 lock = RunLock(self.run_dir).acquire()
-                extra = (self.coupling.prepared_file,) if self.coupling.prepared_file else ()
+                extra = (self.coupling.traits.prepared_file,) if self.coupling.traits.prepared_file else ()
                 claim_run_dir(self.run_dir, resume, overwrite, extra)
             except (RunExistsError, RunLockedError, ValueError, OSError) as err:
                 if lock is not None:

@@ -4,8 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monge.couplings import COUPLINGS, ConditionalSemiDiscreteOT, SemiDiscreteOT, prepare_coupling
-from monge.couplings.conditional_semidiscrete import CLASS_MAPS_FILE
-from monge.couplings.semidiscrete import MAP_FILE
+from monge.couplings.maps import CLASS_MAPS_FILE, MAP_FILE, load_prepared, save_prepared
 from monge.data.conditional import ConditionalToy
 from monge.data.sources import GaussianSource, ToySource
 
@@ -27,7 +26,7 @@ def _class_of_targets(c: ConditionalSemiDiscreteOT) -> dict[tuple, int]:
 
 def test_each_class_map_is_a_fitted_semidiscrete_map_with_uniform_cells():
     c = _fitted()
-    assert COUPLINGS.build("conditional_semidiscrete_ot").uses_labels
+    assert COUPLINGS.build("conditional_semidiscrete_ot").traits.uses_labels
     assert sorted(c.maps) == list(range(8)) and sum(m.n_targets for m in c.maps.values()) == 48
     for k, m in c.maps.items():
         assert c.fit_info["classes"][k]["converged"]
@@ -58,9 +57,9 @@ def test_pairs_never_cross_classes_and_follow_the_class_map(seed, b):
 
 def test_maps_are_cached_in_their_own_file_and_reloaded(tmp_path):
     c = _fitted()
-    c.save_prepared(tmp_path / CLASS_MAPS_FILE)
+    save_prepared(c, tmp_path / CLASS_MAPS_FILE)
     d = ConditionalSemiDiscreteOT()
-    d.load_prepared(tmp_path / CLASS_MAPS_FILE)
+    load_prepared(d, tmp_path / CLASS_MAPS_FILE)
     for k in c.maps:
         assert torch.equal(d.maps[k].targets, c.maps[k].targets) and torch.equal(d.maps[k].heights, c.maps[k].heights)
     g = torch.Generator().manual_seed(3)
@@ -69,11 +68,11 @@ def test_maps_are_cached_in_their_own_file_and_reloaded(tmp_path):
     # the single map's file is another format: each coupling refuses the other's
     single = SemiDiscreteOT(n_targets=8)
     single.prepare(GaussianSource((2,)), ToySource("8gaussians"), g)
-    single.save_prepared(tmp_path / MAP_FILE)
+    save_prepared(single, tmp_path / MAP_FILE)
     with pytest.raises(ValueError, match="not a per-class"):
-        d.load_prepared(tmp_path / MAP_FILE)
+        load_prepared(d, tmp_path / MAP_FILE)
     with pytest.raises(ValueError, match="not a semi-discrete map"):
-        SemiDiscreteOT().load_prepared(tmp_path / CLASS_MAPS_FILE)
+        load_prepared(SemiDiscreteOT(), tmp_path / CLASS_MAPS_FILE)
 
 
 def test_prepare_run_fits_once_and_resumes_from_the_cache(tmp_path):
@@ -100,7 +99,7 @@ def test_bad_input_is_refused():
         c(x0, x0, labels=torch.tensor([0, 1, 9, 2]))
     with pytest.raises(ValueError, match="not fitted"):
         ConditionalSemiDiscreteOT()(x0, x0, labels=torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match="accepted: n_targets, epsilon"):
+    with pytest.raises(ValueError, match="accepted: n_targets, progress, epsilon"):
         COUPLINGS.build("conditional_semidiscrete_ot", foo=1)
     with pytest.raises(ValueError, match="has no class labels"):
         ConditionalSemiDiscreteOT(n_targets=8).prepare(GaussianSource((2,)), ToySource("moons"))

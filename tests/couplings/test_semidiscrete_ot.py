@@ -1,8 +1,11 @@
+import dataclasses
+
 import pytest
 import torch
 
 from monge.couplings import COUPLINGS, SemiDiscreteOT, prepare_coupling
-from monge.couplings.semidiscrete import FIT_STATE_FILE, SAMPLER_TARGETS, fit_or_load_map
+from monge.couplings.maps import FIT_STATE_FILE, fit_or_load_map
+from monge.couplings.semidiscrete import SAMPLER_TARGETS
 from monge.data.sources import GaussianSource, ToySource
 
 
@@ -73,7 +76,7 @@ def test_semidiscrete_prepare_is_cached_next_to_the_checkpoint(tmp_path):
 
 def test_semidiscrete_pairs_through_solve_and_pair_solved():
     c = _fitted(seed=3)
-    assert c.threaded_solve  # the hard-cell search is random-free: pairing workers may run it
+    assert c.traits.threaded_solve  # the hard-cell search is random-free: pairing workers may run it
     x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(4))
     cells = c.solve(x0, x0)
     assert torch.equal(cells, c.cells(x0))
@@ -125,7 +128,7 @@ def test_entropic_pairing_draws_from_the_cell_probabilities():
     data = torch.tensor([[-2.0, 0.0], [0.0, 0.0], [2.0, 0.5]])
     c = SemiDiscreteOT(epsilon=0.5, tol=0.1)
     c.prepare(GaussianSource((2,)), _Finite(data), torch.Generator().manual_seed(0))
-    assert not c.threaded_solve and c.map.epsilon == 0.5
+    assert not c.traits.threaded_solve and c.map.epsilon == 0.5
     x = torch.tensor([[0.3, -0.2]]).expand(4000, 2)
     out = c(x, torch.zeros(4000, 2), generator=torch.Generator().manual_seed(1))
     idx = (out.x1[:, None] == data[None]).all(-1).float().argmax(1)
@@ -148,20 +151,19 @@ def test_fit_state_is_checkpointed_and_removed_once_the_map_is_saved(tmp_path, m
     params = dict(tol=0.02, max_iter=60)
     whole = fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path / "whole", params,
                             generator=torch.Generator().manual_seed(1))
-    real = sd.fit_semidiscrete
+    real = sd.SemiDiscreteSolver.__call__
 
-    def interrupted(*args, **kw):
-        kw["max_iter"] = 25
-        real(*args, **kw)  # writes its checkpoint, then the "process dies"
+    def interrupted(self, *args, **kw):
+        real(dataclasses.replace(self, max_iter=25), *args, **kw)  # writes its checkpoint, then the "process dies"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sd, "fit_semidiscrete", interrupted)
+    monkeypatch.setattr(sd.SemiDiscreteSolver, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path / "cut", params,
                         generator=torch.Generator().manual_seed(1))
     assert (tmp_path / "cut" / FIT_STATE_FILE).is_file()
     assert not (tmp_path / "cut" / "semidiscrete.safetensors").exists()
-    monkeypatch.setattr(sd, "fit_semidiscrete", real)
+    monkeypatch.setattr(sd.SemiDiscreteSolver, "__call__", real)
     resumed = fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path / "cut", params,
                               generator=torch.Generator().manual_seed(1))
     assert torch.equal(resumed.heights, whole.heights)
@@ -194,20 +196,19 @@ def test_an_interrupted_refit_keeps_the_old_map_and_resumes(tmp_path, monkeypatc
     params = dict(tol=0.02, max_iter=40)
     fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path, params, generator=torch.Generator().manual_seed(1))
     before = (tmp_path / "semidiscrete.safetensors").read_bytes()
-    real = sd.fit_semidiscrete
+    real = sd.SemiDiscreteSolver.__call__
 
-    def interrupted(*args, **kw):
-        kw["max_iter"] = 10
-        real(*args, **kw)
+    def interrupted(self, *args, **kw):
+        real(dataclasses.replace(self, max_iter=10), *args, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sd, "fit_semidiscrete", interrupted)
+    monkeypatch.setattr(sd.SemiDiscreteSolver, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path, params,
                         generator=torch.Generator().manual_seed(1), refit=True)
     assert (tmp_path / "semidiscrete.safetensors").read_bytes() == before  # the old map is still there
     assert (tmp_path / FIT_STATE_FILE).is_file()
-    monkeypatch.setattr(sd, "fit_semidiscrete", real)
+    monkeypatch.setattr(sd.SemiDiscreteSolver, "__call__", real)
     fit_or_load_map(GaussianSource((2,)), _Finite(data), tmp_path, params, generator=torch.Generator().manual_seed(1),
                     refit=True)
     assert not (tmp_path / FIT_STATE_FILE).exists()

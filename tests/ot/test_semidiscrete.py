@@ -141,41 +141,30 @@ def test_map_topk_and_image_shapes():
     torch.testing.assert_close(ks, (x.flatten(1) @ y.flatten(1).T + h).topk(4, 1).values)
 
 
-def test_save_load_roundtrip(tmp_path):
+def test_bytes_roundtrip():
     g = torch.Generator().manual_seed(9)
     y, h = torch.randn(12, 3, 2, generator=g), torch.randn(12, generator=g)
     w = torch.rand(12, generator=g)
     mp = SemiDiscreteMap(y, h, w / w.sum())
-    mp.save(tmp_path / "map.safetensors")
-    back = SemiDiscreteMap.load(tmp_path / "map.safetensors")
+    back = SemiDiscreteMap.from_bytes(mp.to_bytes())
     assert torch.equal(back.targets, y) and torch.equal(back.heights, h)
     torch.testing.assert_close(back.weights, mp.weights)
     x = torch.randn(20, 3, 2, generator=g)
     assert torch.equal(back(x)[0], mp(x)[0])
 
 
-def test_load_rejects_foreign_or_inconsistent_files(tmp_path):
-    bad = tmp_path / "garbage.safetensors"
-    bad.write_bytes(b"\x00\x01not a safetensors file")
-    with pytest.raises(ValueError, match="not a readable safetensors"):
-        SemiDiscreteMap.load(bad)
-    other = tmp_path / "other.safetensors"
-    other.write_bytes(st_save({"targets": torch.zeros(3, 2)}, metadata={"format": "something-else"}))
+def test_from_bytes_rejects_foreign_or_inconsistent_data():
+    with pytest.raises(ValueError, match="garbage.safetensors is not a readable safetensors"):
+        SemiDiscreteMap.from_bytes(b"\x00\x01not a safetensors file", origin="garbage.safetensors")
     with pytest.raises(ValueError, match="not a semi-discrete map"):
-        SemiDiscreteMap.load(other)
+        SemiDiscreteMap.from_bytes(st_save({"targets": torch.zeros(3, 2)}, metadata={"format": "something-else"}))
     meta = {"format": "monge.semidiscrete", "version": "1", "shape": json.dumps([2])}
-    incons = tmp_path / "incons.safetensors"
-    incons.write_bytes(
-        st_save({"targets": torch.zeros(3, 2), "heights": torch.zeros(4), "weights": torch.full((3,), 1 / 3)}, metadata=meta)
-    )
     with pytest.raises(ValueError, match="inconsistent shapes"):
-        SemiDiscreteMap.load(incons)
-    wrong_w = tmp_path / "wrong_w.safetensors"
-    wrong_w.write_bytes(
-        st_save({"targets": torch.zeros(3, 2), "heights": torch.zeros(3), "weights": torch.full((3,), 0.5)}, metadata=meta)
-    )
+        SemiDiscreteMap.from_bytes(st_save({"targets": torch.zeros(3, 2), "heights": torch.zeros(4),
+                                            "weights": torch.full((3,), 1 / 3)}, metadata=meta))
     with pytest.raises(ValueError, match="weights must sum to 1"):
-        SemiDiscreteMap.load(wrong_w)
+        SemiDiscreteMap.from_bytes(st_save({"targets": torch.zeros(3, 2), "heights": torch.zeros(3),
+                                            "weights": torch.full((3,), 0.5)}, metadata=meta))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ convergence by the independent estimator, exact resume, the entropic sampler, ba
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,8 +12,9 @@ import torch
 from scipy.stats import chi2 as chi2_dist
 
 from monge.ot.semidiscrete import (
-    MarginalError,
+    MarginalReport,
     SemiDiscreteMap,
+    SemiDiscreteSolver,
     SemiDiscreteState,
     fit_semidiscrete,
     marginal_error,
@@ -36,7 +38,7 @@ def test_estimator_is_unbiased_for_a_known_map():
     w = torch.tensor([0.3, 0.7], dtype=torch.float64)
     exact = 0.2**2 / 0.3 + 0.2**2 / 0.7
     e = marginal_error(torch.zeros(2, dtype=torch.float64), y, w, 200_000, torch.Generator().manual_seed(0))
-    assert isinstance(e, MarginalError)
+    assert isinstance(e, MarginalReport)
     assert abs(e.chi2 - exact) < 5 * (2 * 0.5 / 200_000**0.5), e
     assert math.isclose(e.chi2_raw, e.chi2 + e.chi2_noise, rel_tol=1e-9)
     # uniform weights: exact map, chi2 is centred on 0 with std ~ sqrt(2 (N-1)) / M
@@ -169,25 +171,27 @@ def test_low_margins_are_the_heights_that_fill_a_cell():
 
 
 # ------------------------------------------------------------------------- resume
-def test_resume_is_bit_for_bit(tmp_path):
+def test_resume_is_bit_for_bit():
     y = _g25(64)
     opts = dict(tol=1e-6, eval_every=10, eval_samples=5000)
     full = fit_semidiscrete(y, max_iter=60, generator=torch.Generator().manual_seed(7), **opts)
-    part = fit_semidiscrete(y, max_iter=25, checkpoint=tmp_path / "fit.safetensors", checkpoint_every=5,
+    kept: list[bytes] = []
+    part = fit_semidiscrete(y, max_iter=25, checkpoint=lambda st: kept.append(st.to_bytes()), checkpoint_every=5,
                             generator=torch.Generator().manual_seed(7), **opts)
-    state = SemiDiscreteState.load(tmp_path / "fit.safetensors")
+    assert len(kept) == 25 // 5 + 1  # every 5 steps and at the end
+    state = SemiDiscreteState.from_bytes(kept[-1])
     assert state.step == 25
-    rest = fit_semidiscrete(y, max_iter=60, state=state, tol=1e-6, eval_every=10, eval_samples=5000)
+    rest = fit_semidiscrete(y, max_iter=60, init=state, tol=1e-6, eval_every=10, eval_samples=5000)
     assert rest.n_iter == 60
     assert torch.equal(rest.heights, full.heights)
     assert torch.equal(rest.state.heights, full.state.heights)
     assert [h for h in full.history if h[0] > 25] == list(rest.history)
     assert part.n_iter == 25
     with pytest.raises(ValueError, match="other targets"):
-        fit_semidiscrete(y + 1, max_iter=60, state=state)
+        fit_semidiscrete(y + 1, max_iter=60, init=state)
 
 
-def test_resume_is_bit_for_bit_through_refills(tmp_path):
+def test_resume_is_bit_for_bit_through_refills():
     y = _digits(300)
     refills: list[int] = []  # steps at which starved cells were moved
 
@@ -198,12 +202,13 @@ def test_resume_is_bit_for_bit_through_refills(tmp_path):
     full = fit_semidiscrete(y, max_iter=150, tol=1e-6, callback=watch, generator=torch.Generator().manual_seed(1))
     assert refills, "the test needs a fit with starved cells"
     stop = refills[-1][0] - 1  # resume inside the window that ends with the last refill
-    fit_semidiscrete(y, max_iter=stop, checkpoint=tmp_path / "fit.safetensors", checkpoint_every=10, tol=1e-6,
-                     generator=torch.Generator().manual_seed(1))
-    state = SemiDiscreteState.load(tmp_path / "fit.safetensors")
+    kept: list[bytes] = []
+    fit_semidiscrete(y, max_iter=stop, checkpoint=lambda st: kept.append(st.to_bytes()), checkpoint_every=10,
+                     tol=1e-6, generator=torch.Generator().manual_seed(1))
+    state = SemiDiscreteState.from_bytes(kept[-1])
     assert state.step == stop and state.window_draws > 0  # stopped inside a window
     before = state.refilled
-    rest = fit_semidiscrete(y, max_iter=150, state=state, tol=1e-6)
+    rest = fit_semidiscrete(y, max_iter=150, init=state, tol=1e-6)
     assert torch.equal(rest.heights, full.heights) and rest.state.refilled == full.state.refilled > before
 
 
@@ -213,7 +218,7 @@ def test_state_version_1_loads_with_an_empty_window(tmp_path):
     from safetensors.torch import load_file, save_file
 
     res = fit_semidiscrete(_g25(32), max_iter=20, tol=1e-6, generator=torch.Generator().manual_seed(0))
-    res.state.save(tmp_path / "v2.safetensors")
+    (tmp_path / "v2.safetensors").write_bytes(res.state.to_bytes())
     tensors = load_file(tmp_path / "v2.safetensors")
     del tensors["window_counts"]
     scalars = {k: v for k, v in json.loads(json.dumps(vars(res.state), default=lambda _: None)).items()
@@ -221,7 +226,7 @@ def test_state_version_1_loads_with_an_empty_window(tmp_path):
                             "window_draws", "refilled")}
     save_file(tensors, tmp_path / "v1.safetensors",
               metadata={"format": "monge.semidiscrete.state", "version": "1", "scalars": json.dumps(scalars)})
-    old = SemiDiscreteState.load(tmp_path / "v1.safetensors")
+    old = SemiDiscreteState.from_bytes((tmp_path / "v1.safetensors").read_bytes())
     assert old.window_draws == 0 and torch.equal(old.window_counts, torch.zeros(32))
     assert torch.equal(old.heights, res.state.heights) and old.step == 20
 
@@ -246,18 +251,16 @@ def test_entropic_sampler_follows_the_softmax():
     assert torch.equal(mp.sample_cells(x[:5], eps=0.0)[0], mp(x[:5])[0])
 
 
-def test_map_file_keeps_epsilon_and_reads_version_1(tmp_path):
+def test_map_bytes_keep_epsilon_and_read_version_1():
     import json
 
     from safetensors.torch import save as st_save
 
     y, h = torch.randn(5, 2), torch.randn(5)
-    SemiDiscreteMap(y, h, epsilon=0.25).save(tmp_path / "m.safetensors")
-    assert SemiDiscreteMap.load(tmp_path / "m.safetensors").epsilon == 0.25
+    assert SemiDiscreteMap.from_bytes(SemiDiscreteMap(y, h, epsilon=0.25).to_bytes()).epsilon == 0.25
     meta = {"format": "monge.semidiscrete", "version": "1", "shape": json.dumps([2])}
-    (tmp_path / "old.safetensors").write_bytes(
-        st_save({"targets": y, "heights": h, "weights": torch.full((5,), 0.2)}, metadata=meta))
-    assert SemiDiscreteMap.load(tmp_path / "old.safetensors").epsilon == 0.0
+    old = st_save({"targets": y, "heights": h, "weights": torch.full((5,), 0.2)}, metadata=meta)
+    assert SemiDiscreteMap.from_bytes(old).epsilon == 0.0
 
 
 # ------------------------------------------------------------------------- bad input
@@ -288,7 +291,31 @@ def test_duplicate_targets_are_merged_with_a_warning():
 )
 def test_bad_options_fail_before_work(kwargs, match):
     with pytest.raises(ValueError, match=match):
+        SemiDiscreteSolver(**kwargs)  # when the settings are made, before any targets
+    with pytest.raises(ValueError, match=match):
         fit_semidiscrete(torch.randn(5, 2), **kwargs)
+
+
+# ------------------------------------------------------------------------- the settings
+def test_settings_are_one_frozen_validated_record_called_on_the_targets():
+    solver = SemiDiscreteSolver(max_iter=50, tol=1e-6, max_time=None, eval_samples=4000)
+    assert solver.max_time == math.inf and isinstance(solver.tol, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        solver.max_iter = 10  # type: ignore[misc]
+    y = _g25(40)
+    a = solver(y, torch.Generator().manual_seed(3))
+    b = fit_semidiscrete(y, generator=torch.Generator().manual_seed(3), max_iter=50, tol=1e-6, eval_samples=4000)
+    assert torch.equal(a.heights, b.heights) and a.n_iter == b.n_iter == 50
+    with pytest.raises(ValueError, match="unknown semi-discrete option.*'heights'.*valid: epsilon"):
+        fit_semidiscrete(y, heights=torch.zeros(40))
+    with pytest.raises(ValueError, match="checkpoint must be callable"):
+        solver(y, checkpoint="fit.safetensors")  # type: ignore[arg-type]
+
+
+def test_every_setting_is_documented_once():
+    doc = SemiDiscreteSolver.__doc__ or ""
+    for f in dataclasses.fields(SemiDiscreteSolver):
+        assert doc.count(f"\n    {f.name} : ") == 1, f.name
 
 
 def test_bad_targets_and_weights():
@@ -337,24 +364,13 @@ def test_fused_entropic_sums_match_the_dense_softmax(monkeypatch, sharded_path):
 
 
 @pytest.mark.parametrize("floor", [True, False])
-def test_rarely_hit_cells_do_not_drive_the_heights_away(monkeypatch, floor):
+def test_rarely_hit_cells_do_not_drive_the_heights_away(floor):
     """4000 targets, batches of 32 (a cell expects 0.008 hits per step): with Adam's second
     moment floored at the exact-map variance nu (1 - nu) / B the fit stays near its (good)
     starting heights; without the floor, full-size normalised steps on every miss and kicks on
     each hit drive the chi2 up several-fold (the case the floor exists for)."""
-    import importlib
-
-    sd = importlib.import_module("monge.ot.semidiscrete")
-    orig = sd._config
-
-    def config(*args, **kwargs):
-        cfg = orig(*args, **kwargs)
-        cfg.variance_floor = floor
-        return cfg
-
-    monkeypatch.setattr(sd, "_config", config)
     y = torch.randn(4000, 16, generator=torch.Generator().manual_seed(0))
-    opts = dict(epsilon=0.05, batch_size=32, eval_samples=4096, eval_every=10**6)
+    opts = dict(epsilon=0.05, batch_size=32, eval_samples=4096, eval_every=10**6, variance_floor=floor)
     start = fit_semidiscrete(y, max_iter=1, generator=torch.Generator().manual_seed(1), **opts)
     end = fit_semidiscrete(y, max_iter=300, generator=torch.Generator().manual_seed(1), **opts)
     chi2 = [marginal_error(r.heights, y, eps=0.05, n_samples=80_000, generator=torch.Generator().manual_seed(2)).chi2

@@ -1,11 +1,10 @@
-"""The coupling interface: :class:`Coupled` pairs, the :class:`Coupling` base classes, the
-``COUPLINGS`` registry, :func:`prepare_coupling` and helpers shared by the coupling families."""
+"""The coupling interface: :class:`Coupled` pairs, :class:`Traits`, the :class:`Coupling` base
+classes, the ``COUPLINGS`` registry and helpers shared by the coupling families."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,9 +20,9 @@ __all__ = [
     "COUPLINGS",
     "Coupled",
     "Coupling",
+    "Traits",
     "SolverCoupling",
     "AssignmentCoupling",
-    "prepare_coupling",
 ]
 
 COUPLINGS: Registry["Coupling"] = Registry("coupling")
@@ -50,47 +49,47 @@ class Coupled:
     plan_entropy: float | None = None
 
 
+@dataclass(frozen=True)
+class Traits:
+    """What a trainer needs to know about a coupling, declared once per class
+    (``traits = Traits(...)``; an instance may replace it, e.g. when a parameter changes one)."""
+
+    #: the pairing needs the data's labels: :meth:`Coupling.pair` then takes ``labels=``
+    uses_labels: bool = False
+    #: the pairs' ``x1`` are rows of the given ``x1`` (``False`` for fitted map targets or stored
+    #: pairs: per-sample labels cannot follow them, so no conditional training)
+    keeps_data: bool = True
+    #: a :class:`SolverCoupling` whose solve is one long call that releases the GIL (POT's network
+    #: simplex, SciPy's assignment, the semi-discrete cell search), so solver threads overlap
+    #: training (``train.pairing_workers``). Sinkhorn is many short multi-threaded torch calls: in
+    #: a thread it competes with training for the GIL and the cores (``bench/results/couplings.md``).
+    threaded_solve: bool = False
+    #: why ``threaded_solve`` is ``False`` (the error of ``train.pairing_workers`` says it)
+    unthreaded_reason: str = "it pairs without an OT solve"
+    #: file name, inside the run directory, of the state fitted by ``prepare`` (``None``: the
+    #: coupling keeps nothing; :func:`monge.couplings.maps.prepare_coupling` reads and writes it)
+    prepared_file: str | None = None
+
+
 class Coupling(ABC):
     """Base class: ``coupling(x0, x1, generator, labels=None) -> Coupled``.
 
-    ``labels`` (the ``(B,)`` classes or ``(B, k)`` conditions of the data ``x1``) reach only the
-    couplings that set ``uses_labels`` (``conditional_ot``), through :meth:`pair_labelled`; the
+    A coupling defines :meth:`pair`, may define :meth:`prepare` (work done once before training,
+    on the data sources), and declares its :class:`Traits`. ``labels`` (the ``(B,)`` classes or
+    ``(B, k)`` conditions of the data ``x1``) reach only the couplings whose traits say
+    ``uses_labels`` (``conditional_ot``), as ``pair(x0, x1, generator, labels=labels)``; the
     others ignore them, so a trainer may always pass them. The pairs' labels are then
     ``labels[index1]`` (or ``labels[:len(pairs)]``), as for any coupling.
-
-    A coupling that must be fitted before training (``semidiscrete_ot``) overrides
-    :meth:`prepare` and names the file that caches its fitted state in ``prepared_file``.
     """
 
-    #: File name, inside the run directory, of the state fitted by :meth:`prepare`; ``None``
-    #: when the coupling needs no preparation.
-    prepared_file: str | None = None
-    #: ``False`` when the pairs' ``x1`` are not rows of the given ``x1`` (fitted map targets,
-    #: stored pairs), so per-sample labels cannot follow them (no class-conditional training).
-    keeps_data: bool = True
-    #: ``True`` for a :class:`SolverCoupling` whose solve is one long call that releases the GIL
-    #: and runs on one core (POT's network simplex, SciPy's assignment), so solver threads overlap
-    #: training (``train.pairing_workers``). Sinkhorn is many short multi-threaded torch calls: in
-    #: a thread it competes with training for the GIL and the cores, and a step took longer than
-    #: with the solve in line (``bench/results/couplings.md``).
-    threaded_solve: bool = False
-    #: Why ``threaded_solve`` is ``False`` (the error of ``train.pairing_workers`` says it).
-    unthreaded_reason: str = "it pairs without an OT solve"
-    #: ``True`` when the pairing depends on the data's labels (:meth:`pair_labelled`)
-    uses_labels: bool = False
+    traits: Traits = Traits()
 
     def __call__(
         self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None, *, labels: Tensor | None = None
     ) -> Coupled:
         self.check_inputs(x0, x1)
-        if self.uses_labels:
-            return self.pair_labelled(x0, x1, labels, generator)
-        return self.pair(x0, x1, generator)
-
-    def pair_labelled(
-        self, x0: Tensor, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None
-    ) -> Coupled:
-        """The pairs given the data's labels (couplings with ``uses_labels``); default: :meth:`pair`."""
+        if self.traits.uses_labels:
+            return self.pair(x0, x1, generator, labels=labels)  # type: ignore[call-arg]
         return self.pair(x0, x1, generator)
 
     def check_inputs(self, x0: Tensor, x1: Tensor) -> None:
@@ -98,61 +97,15 @@ class Coupling(ABC):
         check_batches(x0, x1, "x0", "x1")
 
     @abstractmethod
-    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled: ...
+    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
+        """The pairs of the batch (with ``uses_labels``: ``pair(x0, x1, generator, labels=None)``)."""
 
     def prepare(
         self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
     ) -> None:
-        """Fit whatever the coupling needs before training (no-op by default)."""
-
-    def save_prepared(self, path: str | Path) -> None:
-        """Write the state fitted by :meth:`prepare` to ``path`` (only if ``prepared_file``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no prepared state to save")
-
-    def load_prepared(self, path: str | Path, device: torch.device | str | None = None) -> None:
-        """Read a state written by :meth:`save_prepared` (only if ``prepared_file``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no prepared state to load")
-
-    def check_prepared(
-        self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
-    ) -> None:
-        """Raise ``ValueError`` when a loaded state no longer fits ``source``/``target`` (no-op
-        by default), so that a stale cache is refused rather than used."""
-
-    def prepare_run(
-        self,
-        source: "DataSource",
-        target: "DataSource",
-        run_dir: str | Path,
-        generator: torch.Generator | None = None,
-        *,
-        write: bool = True,
-        device: torch.device | str | None = None,
-        refit: bool = False,
-    ) -> Path | None:
-        """Prepare for training in the run directory ``run_dir``.
-
-        A coupling without a cached state (``prepared_file is None``) just gets :meth:`prepare`
-        (cheap: e.g. ``knn_immiscible`` records the source) and ``None`` is returned. Otherwise
-        ``run_dir / prepared_file`` is loaded when it exists (resume, or the other ranks of a
-        distributed run after rank 0 wrote it) and checked against the data
-        (:meth:`check_prepared`); else (or with ``refit``) :meth:`prepare` fits it and, with
-        ``write``, it is saved there (atomically: a cached file stays until the new one replaces it).
-        Returns that path.
-        """
-        if self.prepared_file is None:
-            self.prepare(source, target, generator)
-            return None
-        path = Path(run_dir) / self.prepared_file
-        if path.is_file() and not refit:
-            self.load_prepared(path, device=device)
-            self.check_prepared(source, target, generator)
-            return path
-        self.prepare(source, target, generator)
-        if write:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.save_prepared(path)
-        return path
+        """Work done once before training, on the data sources (no-op by default). A coupling
+        with ``traits.prepared_file`` keeps what it fitted in the run directory:
+        :func:`monge.couplings.maps.prepare_coupling`."""
 
 
 class SolverCoupling(Coupling):
@@ -198,7 +151,7 @@ class AssignmentCoupling(SolverCoupling):
         The auction's target relative gap.
     """
 
-    threaded_solve = True
+    traits = Traits(threaded_solve=True)
     #: the registry name, for messages
     label = "assignment"
 
@@ -254,22 +207,6 @@ class AssignmentCoupling(SolverCoupling):
         if solution.dim() == 1 and solution.dtype == torch.int64:
             return Coupled(x0[solution], x1, plan_entropy=0.0)
         return Coupled(solution.to(x0.dtype), x1, plan_entropy=0.0)  # global scope: the noise itself
-
-
-def prepare_coupling(
-    coupling: Coupling,
-    source: "DataSource",
-    target: "DataSource",
-    run_dir: str | Path,
-    generator: torch.Generator | None = None,
-    *,
-    write: bool = True,
-    device: torch.device | str | None = None,
-    refit: bool = False,
-) -> Path | None:
-    """Prepare ``coupling`` for training, reusing the cached state in ``run_dir`` if present
-    (:meth:`Coupling.prepare_run`); returns the cache file, or ``None`` for a coupling without one."""
-    return coupling.prepare_run(source, target, run_dir, generator, write=write, device=device, refit=refit)
 
 
 # ----------------------------------------------------------------------------------- helpers

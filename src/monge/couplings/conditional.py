@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._validation import check_number
 from ..ot.exact import METHODS, squared_euclidean_cost
-from .base import COUPLINGS, Coupled, Coupling, check_equal_batches, flat, gen_device
+from .base import COUPLINGS, Coupled, Coupling, Traits, check_equal_batches, flat, gen_device
 
 
 def _permutation(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -65,7 +65,7 @@ class ConditionalOT(Coupling):
     transport for conditional flow-based generation (C2OT).
     """
 
-    uses_labels = True
+    traits = Traits(uses_labels=True)
 
     def __init__(
         self,
@@ -89,15 +89,16 @@ class ConditionalOT(Coupling):
         #: classes met with a single point in a batch (each paired with a random noise of its share)
         self.singleton_classes = 0
 
-    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
-        raise ValueError(
-            "conditional_ot needs the data's labels: call coupling(x0, x1, generator, labels=y); in training, "
-            "use a labelled data.target (8gaussians, 25gaussians, digits, ...) with a class-conditional model")
+    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None, labels: Tensor | None = None) -> Coupled:
+        check_equal_batches(x0, x1, "conditional_ot")
+        return Coupled(x0[self.permutation(x0, x1, labels, generator)], x1, plan_entropy=0.0)
 
     def check_labels(self, labels: Tensor | None, batch: int) -> Tensor:
         """The labels as a tensor, checked against the batch size and ``condition``."""
         if labels is None:
-            self.pair(torch.empty(0), torch.empty(0), None)  # raises the missing-labels error
+            raise ValueError(
+                "conditional_ot needs the data's labels: call coupling(x0, x1, generator, labels=y); in training, "
+                "use a labelled data.target (8gaussians, 25gaussians, digits, ...) with a class-conditional model")
         y = torch.as_tensor(labels)
         if y.dim() == 0 or y.shape[0] != batch:
             raise ValueError(f"conditional_ot: {tuple(y.shape)} labels for a data batch of {batch}; give one per point")
@@ -154,12 +155,6 @@ class ConditionalOT(Coupling):
                     "with one random noise of its share (the independent coupling for that point: the noise stays "
                     "N(0, I), the path is not straightened). Raise batch_size so that every class has several points "
                     "per batch (singleton_classes counts them; warned once).", RuntimeWarning, stacklevel=4)
-
-    def pair_labelled(
-        self, x0: Tensor, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None
-    ) -> Coupled:
-        check_equal_batches(x0, x1, "conditional_ot")
-        return Coupled(x0[self.permutation(x0, x1, labels, generator)], x1, plan_entropy=0.0)
 
 
 def adaptive_weight(cost: Tensor, dist: Tensor, r: float, max_iter: int = 30, max_weight: float = 1e8) -> float:

@@ -2,44 +2,37 @@ r"""Per-class semi-discrete OT (DPM-OT's global map, one per class): OT that res
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from .base import COUPLINGS, Coupled, gen_device
-from .semidiscrete import FIT_STATE_FILE, SAMPLER_TARGETS, SemiDiscreteOT, ot_source
+from ..ot.semidiscrete import SemiDiscreteMap
+from .base import COUPLINGS, Coupled, Traits, gen_device
+from .maps import CLASS_MAPS_FILE, FitStates
+from .semidiscrete import SAMPLER_TARGETS, SemiDiscreteCoupling, _floating, _with_settings_signature
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.sources import DataSource
-    from ..ot.semidiscrete import SemiDiscreteMap
 
-__all__ = ["CLASS_MAPS_FILE", "ConditionalSemiDiscreteOT"]
+__all__ = ["ConditionalSemiDiscreteOT", "class_maps_to_bytes", "class_maps_from_bytes"]
 
-#: File name of a run's per-class semi-discrete maps, inside the run directory (the single map's
-#: ``semidiscrete.safetensors`` keeps its own format).
-CLASS_MAPS_FILE = "semidiscrete_classes.safetensors"
 _FORMAT = "monge.semidiscrete_classes"
 _VERSION = "1"
 
 
-def _fit_state_of(state: Path | None, k: int) -> Path | None:
-    return None if state is None else state.with_name(f"{Path(FIT_STATE_FILE).stem}_class{k}.safetensors")
-
-
 @COUPLINGS.register("conditional_semidiscrete_ot")
-class ConditionalSemiDiscreteOT(SemiDiscreteOT):
+@_with_settings_signature
+class ConditionalSemiDiscreteOT(SemiDiscreteCoupling):
     r"""One semi-discrete OT map per class: noise is paired with a training point of its data
     point's class, chosen by that class's global OT map (DPM-OT per class; C2OT's condition rule).
 
     :meth:`prepare` splits the targets by class and fits, for each class :math:`k` with targets
     :math:`y^k_1..y^k_{N_k}`, the semi-discrete map from the source :math:`\mu` onto them
-    (:func:`monge.ot.semidiscrete.fit_semidiscrete`, cells of mass :math:`1/N_k`). On each step,
+    (:class:`~monge.ot.semidiscrete.SemiDiscreteSolver`, cells of mass :math:`1/N_k`). On each step,
     data point :math:`j` of class :math:`c_j` keeps its class and its noise :math:`x_0^j` and gets
     the target
 
@@ -59,24 +52,17 @@ class ConditionalSemiDiscreteOT(SemiDiscreteOT):
     raises. The maps are cached in the run directory as ``semidiscrete_classes.safetensors``;
     each class's fit checkpoints its state while it runs.
 
-    Parameters: as :class:`~monge.couplings.SemiDiscreteOT` (``tol``, ``max_iter``, ``max_time``
-    apply to each class's fit).
+    Parameters: as :class:`~monge.couplings.semidiscrete.SemiDiscreteCoupling` (the settings apply
+    to each class's fit).
     """
 
-    prepared_file = CLASS_MAPS_FILE
-    uses_labels = True
-    keeps_data = True  # the pairs' labels are the batch's labels, row for row
-    threaded_solve = False
-    unthreaded_reason = "its pairing needs the batch's labels"
+    traits = Traits(uses_labels=True, keeps_data=True,  # the pairs' labels are the batch's, row for row
+                    unthreaded_reason="its pairing needs the batch's labels", prepared_file=CLASS_MAPS_FILE)
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.threaded_solve = False
+    def __init__(self, n_targets: int | None = None, *, progress: bool | None = None, **settings: object) -> None:
+        super().__init__(n_targets, progress=progress, **settings)
         #: class index -> its fitted map
         self.maps: dict[int, SemiDiscreteMap] = {}
-        self._maps_on: dict[tuple[int, torch.device], SemiDiscreteMap] = {}
-
-    __init__.__signature__ = inspect.signature(SemiDiscreteOT.__init__)  # type: ignore[attr-defined]
 
     # -- targets and fit -------------------------------------------------------------
     def labelled_targets(self, target: DataSource, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -102,15 +88,14 @@ class ConditionalSemiDiscreteOT(SemiDiscreteOT):
         source: DataSource,
         target: DataSource,
         generator: torch.Generator | None = None,
+        *,
         device: torch.device | str | None = None,
+        fit_states: FitStates | None = None,
     ) -> None:
-        """Fit one semi-discrete map per class from ``source`` onto that class's targets."""
-        from ..ot.semidiscrete import SemiDiscreteMap, fit_semidiscrete
-
+        """Fit one semi-discrete map per class from ``source`` onto that class's targets
+        (each resuming from and checkpointing to ``fit_states["class<k>"]``, when given)."""
         y, c = self.labelled_targets(target, generator)
-        if device is not None:
-            y = y.to(device)
-        y = y.float() if not y.is_floating_point() or y.dtype in (torch.float16, torch.bfloat16) else y
+        y = _floating(y, device)
         c = c.to(y.device)
         maps: dict[int, SemiDiscreteMap] = {}
         self.fit_info = {"n_targets": int(y.shape[0]), "classes": {}}
@@ -121,54 +106,31 @@ class ConditionalSemiDiscreteOT(SemiDiscreteOT):
                               "paired with it (raise n_targets to give it more)", RuntimeWarning, stacklevel=2)
                 maps[k] = SemiDiscreteMap(yk, torch.zeros(1, dtype=yk.dtype, device=yk.device), epsilon=self.epsilon)
                 continue
-            state_file = _fit_state_of(self._fit_state, k)
-            res = fit_semidiscrete(
-                yk, source=ot_source(source, y.device), epsilon=self.epsilon, optimizer=self.optimizer, lr=self.lr,
-                batch_size=self.batch_size, tol=self.tol, max_iter=self.max_iter,
-                max_time=math.inf if self.max_time is None else self.max_time, progress=self.progress,
-                state=state_file if state_file is not None and state_file.is_file() else None,
-                checkpoint=state_file, generator=generator,
-            )
+            res = self._fit(yk, source, generator, fit_states, f"class{k}",
+                            f"conditional_semidiscrete_ot: the fit of class {k}")
             self.fit_info["classes"][k] = {"n_targets": int(yk.shape[0]), "n_iter": res.n_iter,
                                            "rms_error": res.rms_error, "converged": res.converged}
-            if not res.converged:
-                warnings.warn(
-                    f"conditional_semidiscrete_ot: the fit of class {k} stopped ({res.reason}) after {res.n_iter} "
-                    f"steps at an RMS relative cell-mass error of {res.rms_error:.3f} (tol {self.tol}): its cells' "
-                    "masses are unequal. Raise max_iter or max_time, or set epsilon > 0", RuntimeWarning, stacklevel=2)
             maps[k] = res.map
         self.set_maps(maps)
-
-    def prepare_run(self, source: DataSource, target: DataSource, run_dir: str | Path,
-                    generator: torch.Generator | None = None, *, write: bool = True,
-                    device: torch.device | str | None = None, refit: bool = False) -> Path | None:
-        """As :meth:`SemiDiscreteOT.prepare_run`; the per-class fit states are removed once the maps are saved."""
-        path = super().prepare_run(source, target, run_dir, generator, write=write, device=device, refit=refit)
-        if write and path is not None and path.is_file():
-            for state in Path(run_dir).glob(f"{Path(FIT_STATE_FILE).stem}_class*.safetensors"):
-                state.unlink(missing_ok=True)
-        return path
 
     def set_maps(self, maps: dict[int, SemiDiscreteMap]) -> None:
         """Use already fitted per-class maps ``{class: map}``."""
         if not maps:
             raise ValueError("conditional_semidiscrete_ot needs at least one class map")
         self.maps = dict(sorted(maps.items()))
-        self._maps_on = {}
-        self.map = None  # no single global map (no expressway)
+        self._copies = {}
 
-    def _require_maps(self) -> dict[int, SemiDiscreteMap]:
+    def fitted_maps(self) -> dict[int, SemiDiscreteMap]:
+        """The per-class maps; ``ValueError`` before :meth:`prepare` or :meth:`set_maps`."""
         if not self.maps:
             raise ValueError(
                 "conditional_semidiscrete_ot is not fitted: call coupling.prepare(source, target, generator) "
-                "(or monge.couplings.prepare_coupling) before training, or load_prepared(path)")
+                "(or monge.couplings.prepare_coupling) before training, or set_maps(maps)")
         return self.maps
 
-    def check_prepared(
-        self, source: DataSource, target: DataSource, generator: torch.Generator | None = None
-    ) -> None:
+    def check_prepared(self, source: DataSource, target: DataSource) -> None:
         """Refuse cached maps whose classes or point shape no longer match ``target``."""
-        maps = self._require_maps()
+        maps = self.fitted_maps()
         shape = tuple(getattr(target, "shape", ()))
         refit = f"delete {CLASS_MAPS_FILE} in the run directory to fit the maps again"
         got = next(iter(maps.values())).shape
@@ -181,86 +143,29 @@ class ConditionalSemiDiscreteOT(SemiDiscreteOT):
                 raise ValueError(f"the cached per-class maps cover classes {sorted(maps)}, the data has "
                                  f"{sorted(want)}; {refit}")
 
-    # -- file --------------------------------------------------------------------------
-    def save_prepared(self, path: str | Path) -> None:
-        """One ``.safetensors`` file: the classes' targets, heights and weights end to end, and
-        ``classes`` (the class of each target); written atomically."""
-        from safetensors.torch import save as st_save
+    # -- prepared state ----------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The per-class maps as bytes (:func:`class_maps_to_bytes`)."""
+        return class_maps_to_bytes(self.fitted_maps())
 
-        from ..outputs import atomic_write_bytes
-
-        maps = self._require_maps()
-        first = next(iter(maps.values()))
-        tensors = {
-            "targets": torch.cat([m.flat.detach().cpu() for m in maps.values()]).contiguous(),
-            "heights": torch.cat([m.heights.detach().cpu() for m in maps.values()]).contiguous(),
-            "weights": torch.cat([m.weights.detach().cpu() for m in maps.values()]).contiguous(),
-            "classes": torch.cat([torch.full((m.n_targets,), k, dtype=torch.int64) for k, m in maps.items()]),
-        }
-        meta = {"format": _FORMAT, "version": _VERSION, "shape": json.dumps(list(first.shape)),
-                "epsilon": repr(first.epsilon)}
-        atomic_write_bytes(path, st_save(tensors, metadata=meta))
-
-    def load_prepared(self, path: str | Path, device: torch.device | str | None = None) -> None:
-        """Read maps written by :meth:`save_prepared`; checks format and shapes, never executes code."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load as st_load
-
-        from ..ot.semidiscrete import SemiDiscreteMap
-
-        raw = Path(path).read_bytes()
-        try:
-            tensors = st_load(raw)
-            meta = json.loads(raw[8: 8 + int.from_bytes(raw[:8], "little")]).get("__metadata__", {}) or {}
-            shape = tuple(int(s) for s in json.loads(meta.get("shape", "null")))
-            eps = float(meta.get("epsilon", "0.0"))
-        except (SafetensorError, ValueError, TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not a readable per-class semi-discrete map file: {exc}") from exc
-        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
-            raise ValueError(f"{path} is not a per-class semi-discrete map file (format {meta.get('format')!r})")
-        t, h, w, c = (tensors.get(k) for k in ("targets", "heights", "weights", "classes"))
-        if t is None or h is None or w is None or c is None or t.dim() != 2 or math.prod(shape) != t.shape[1] \
-                or {tuple(h.shape), tuple(w.shape), tuple(c.shape)} != {(t.shape[0],)}:
-            raise ValueError(f"{path} has missing tensors or inconsistent shapes")
-        maps = {}
-        for k in torch.unique(c).tolist():
-            rows = c == k
-            tk = t[rows].reshape(-1, *shape)
-            hk, wk = h[rows], w[rows]
-            if device is not None:
-                tk, hk, wk = tk.to(device), hk.to(device), wk.to(device)
-            maps[int(k)] = SemiDiscreteMap(tk, hk, wk / wk.sum(), epsilon=eps)
-        self.set_maps(maps)
+    def load_bytes(self, raw: bytes, *, device: torch.device | str | None = None, origin: str = "the data") -> None:
+        """Use the per-class maps in ``raw`` (made by :meth:`to_bytes`)."""
+        self.set_maps(class_maps_from_bytes(raw, device=device, origin=origin))
 
     # -- pairing -------------------------------------------------------------------------
     def class_map(self, k: int, device: torch.device) -> SemiDiscreteMap:
         """Class ``k``'s map with its targets on ``device`` (copied once and kept)."""
-        from ..ot.semidiscrete import SemiDiscreteMap
-
-        maps = self._require_maps()
+        maps = self.fitted_maps()
         if k not in maps:
             raise ValueError(f"conditional_semidiscrete_ot: class {k} of the batch has no fitted map (the maps cover "
                              f"classes {sorted(maps)}); fit the maps on targets that hold every class")
-        key = (k, device)
-        if key not in self._maps_on:
-            m = maps[k]
-            self._maps_on[key] = SemiDiscreteMap(m.targets.to(device), m.heights.to(device), m.weights.to(device),
-                                                 m.max_block_elements, m.epsilon)
-        return self._maps_on[key]
+        return self._copy_on(k, maps[k], device)
 
-    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
-        raise ValueError(
-            "conditional_semidiscrete_ot needs the data's labels: call coupling(x0, x1, generator, labels=y); in "
-            "training, use a labelled data.target with a class-conditional model (model.num_classes)")
-
-    def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
-        return self.pair(x0, x1, None)  # type: ignore[return-value]  # raises: the pairing needs labels
-
-    def pair_labelled(
-        self, x0: Tensor, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None
-    ) -> Coupled:
+    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None, labels: Tensor | None = None) -> Coupled:
         if labels is None:
-            self.pair(x0, x1, generator)
+            raise ValueError(
+                "conditional_semidiscrete_ot needs the data's labels: call coupling(x0, x1, generator, labels=y); in "
+                "training, use a labelled data.target with a class-conditional model (model.num_classes)")
         y = torch.as_tensor(labels)
         b = x0.shape[0]
         if x1.shape[0] != b:
@@ -275,8 +180,52 @@ class ConditionalSemiDiscreteOT(SemiDiscreteOT):
             m = self.class_map(int(k), x0.device)
             if tuple(x1.shape[1:]) != m.shape:
                 raise ValueError(f"x1 has sample shape {tuple(x1.shape[1:])} but the maps' targets have {m.shape}")
-            if self.epsilon == 0:
-                out[rows] = m(x0[rows])[1].to(x0.dtype)
-            else:
-                out[rows] = m.sample_cells(x0[rows], self.epsilon, generator)[1].to(x0.dtype)
+            out[rows] = self._targets_of(m, x0[rows], generator).to(x0.dtype)
         return Coupled(x0, out, plan_entropy=0.0 if self.epsilon == 0 else None)
+
+
+def class_maps_to_bytes(maps: dict[int, SemiDiscreteMap]) -> bytes:
+    """One ``.safetensors`` blob: the classes' targets, heights and weights end to end, and
+    ``classes`` (the class of each target)."""
+    from safetensors.torch import save as st_save
+
+    first = next(iter(maps.values()))
+    tensors = {
+        "targets": torch.cat([m.flat.detach().cpu() for m in maps.values()]).contiguous(),
+        "heights": torch.cat([m.heights.detach().cpu() for m in maps.values()]).contiguous(),
+        "weights": torch.cat([m.weights.detach().cpu() for m in maps.values()]).contiguous(),
+        "classes": torch.cat([torch.full((m.n_targets,), k, dtype=torch.int64) for k, m in maps.items()]),
+    }
+    meta = {"format": _FORMAT, "version": _VERSION, "shape": json.dumps(list(first.shape)),
+            "epsilon": repr(first.epsilon)}
+    return st_save(tensors, metadata=meta)
+
+
+def class_maps_from_bytes(raw: bytes, device: torch.device | str | None = None,
+                          origin: str = "the data") -> dict[int, SemiDiscreteMap]:
+    """Read maps made by :func:`class_maps_to_bytes`; checks format and shapes, never executes code."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    try:
+        tensors = st_load(raw)
+        meta = json.loads(raw[8: 8 + int.from_bytes(raw[:8], "little")]).get("__metadata__", {}) or {}
+        shape = tuple(int(s) for s in json.loads(meta.get("shape", "null")))
+        eps = float(meta.get("epsilon", "0.0"))
+    except (SafetensorError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{origin} is not a readable per-class semi-discrete map file: {exc}") from exc
+    if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+        raise ValueError(f"{origin} is not a per-class semi-discrete map file (format {meta.get('format')!r})")
+    t, h, w, c = (tensors.get(k) for k in ("targets", "heights", "weights", "classes"))
+    if t is None or h is None or w is None or c is None or t.dim() != 2 or math.prod(shape) != t.shape[1] \
+            or {tuple(h.shape), tuple(w.shape), tuple(c.shape)} != {(t.shape[0],)}:
+        raise ValueError(f"{origin} has missing tensors or inconsistent shapes")
+    maps = {}
+    for k in torch.unique(c).tolist():
+        rows = c == k
+        tk = t[rows].reshape(-1, *shape)
+        hk, wk = h[rows], w[rows]
+        if device is not None:
+            tk, hk, wk = tk.to(device), hk.to(device), wk.to(device)
+        maps[int(k)] = SemiDiscreteMap(tk, hk, wk / wk.sum(), epsilon=eps)
+    return maps

@@ -11,7 +11,7 @@ from torch import Tensor
 from .._validation import check_positive, check_positive_int
 from ..ot.exact import squared_euclidean_cost
 from ..ot.sinkhorn import sinkhorn
-from .base import COUPLINGS, Coupled, SolverCoupling, categorical, flat, uniform
+from .base import COUPLINGS, Coupled, SolverCoupling, Traits, categorical, flat, uniform
 from .diagnostics import plan_entropy
 
 
@@ -50,7 +50,7 @@ class Entropic(SolverCoupling):
         uniform plan). ``unconverged`` counts the solves that stopped early.
     """
 
-    unthreaded_reason = "its Sinkhorn iterations compete with training for the cores when run in threads"
+    traits = Traits(unthreaded_reason="its Sinkhorn iterations compete with training for the cores when run in threads")
 
     def __init__(
         self,

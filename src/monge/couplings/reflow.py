@@ -13,7 +13,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from .._validation import check_batch
-from .base import COUPLINGS, Coupled, Coupling, gen_device
+from .base import COUPLINGS, Coupled, Coupling, Traits, gen_device
 
 __all__ = ["PAIRS_NAME", "ReflowPairs", "check_pairs", "save_pairs", "load_pairs"]
 
@@ -79,7 +79,7 @@ class ReflowPairs(Coupling):
         ``.safetensors`` file of pairs (loaded on first use).
     """
 
-    keeps_data = False
+    traits = Traits(keeps_data=False)
 
     def __init__(self, pairs: str) -> None:
         if not isinstance(pairs, (str, Path)):

@@ -5,13 +5,17 @@
 - :mod:`.sinkhorn`: batched log-domain Sinkhorn, epsilon scaling, unbalanced (KL) marginals.
 - :mod:`.sliced`: sliced Wasserstein distance.
 - :mod:`.semidiscrete`: semi-discrete OT map from a continuous source onto weighted points.
+
+Solvers are pure: they take tensors and return results; none reads or writes a file.
 """
 
 from .auction import AssignmentResult, auction
 from .exact import ExactResult, assignment, emd, exact_ot, squared_euclidean_cost
 from .semidiscrete import (
+    MarginalReport,
     SemiDiscreteMap,
     SemiDiscreteResult,
+    SemiDiscreteSolver,
     cell_mass_error,
     cell_search,
     fit_semidiscrete,
@@ -33,8 +37,10 @@ __all__ = [
     "sinkhorn_unbalanced",
     "random_directions",
     "sliced_wasserstein",
+    "MarginalReport",
     "SemiDiscreteMap",
     "SemiDiscreteResult",
+    "SemiDiscreteSolver",
     "cell_mass_error",
     "cell_search",
     "fit_semidiscrete",

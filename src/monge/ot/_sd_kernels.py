@@ -25,11 +25,10 @@ DEFAULT_BLOCK = 2**24
 
 
 # ----------------------------------------------------------------------------------- search
-#: Preferred score block (rows x target columns) of the ``k == 1`` search, measured on one CPU
-#: core (bench/ot_solvers.py, bench/semidiscrete.py): the block stays in cache between the
-#: ``addmm`` and the row maxima. At d <= 16 the matmul is cheap and tall blocks halve the Python
-#: overhead per element; at moderate d (up to 256) 1024-column chunks of 2^20 elements were the
-#: fastest at N = 10^5, d = 64; at large d (3072) 256 x 2048 blocks.
+#: Preferred score block (rows x target columns) of the ``k == 1`` search, chosen by timing on
+#: one CPU core (bench/results/semidiscrete.md, "Cell-search blocks"): the block stays in cache
+#: between the ``addmm`` and the row maxima; cheap low-d matmuls favour tall blocks (less Python
+#: overhead per element), moderate d narrower column chunks, large d smaller blocks.
 def _preferred_cols(d: int) -> int:
     return 1024 if 16 < d <= 256 else 2048
 
@@ -51,7 +50,8 @@ def _search_max(x: Tensor, targets: Tensor, heights: Tensor, rows: int, cols: in
     """``k == 1``: per row block, the (vectorised, cheap) row maxima ``amax`` of every target
     chunk go into a ``(rows, chunks)`` table; each row's index is then found in its best chunk
     only, by one more ``addmm`` per chunk over the rows that chose it (``1 / chunks`` of the work).
-    This avoids the index-tracking ``max(dim=1)``, about 15x slower per element than ``amax``."""
+    This avoids the index-tracking ``max(dim=1)``, much slower per element than ``amax``
+    (bench/results/semidiscrete.md, "Cell-search blocks")."""
     m = x.shape[0]
     n = targets.shape[0]
     n_chunks = -(-n // cols)

@@ -1,6 +1,7 @@
 r"""The semi-discrete solver (private): sources, the independent marginal estimator, the
 resumable fit state and the stochastic semi-dual loop. Public names are re-exported by
-:mod:`monge.ot.semidiscrete`, which documents the method.
+:mod:`monge.ot.semidiscrete`, which documents the method and holds the settings
+(:class:`~monge.ot.semidiscrete.SemiDiscreteSolver`) that the loop reads.
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Literal, Union
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Union
 
 import torch
 from safetensors import SafetensorError
@@ -19,10 +19,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from .._validation import check_number
 from ..progress import progress_bar, progress_enabled
-from ._checks import check_positive_float
 from ._sd_kernels import Layout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .semidiscrete import SemiDiscreteSolver
 
 #: A source: ``"gaussian"`` (standard normal in the targets' dimension) or ``(n, generator) -> (n, d)``.
 Source = Union[str, Callable[[int, Union[torch.Generator, None]], Tensor]]
@@ -36,9 +37,9 @@ _STATE_VERSIONS = ("1", "2")
 #: alarm for an exact cell has probability ``exp(-24) = 4e-11``).
 STARVED_EXPECTED = 24.0
 
-#: Adam's rate as a fraction of the curvature step :math:`\eta_t` in two dimensions (chosen with
-#: the epsilon decay by steps to a given chi2 on clustered and Gaussian targets; scaled with the
-#: dimension by :func:`adam_factor`: bench/results/semidiscrete.md).
+#: Adam's rate as a fraction of the curvature step :math:`\eta_t` in two dimensions (chosen by
+#: measurement with the epsilon decay, bench/results/semidiscrete.md; scaled with the dimension
+#: by :func:`adam_factor`).
 ADAM_FACTOR = 0.15
 
 
@@ -46,16 +47,16 @@ def adam_factor(d: int) -> float:
     r"""Adam's rate over the curvature step in dimension ``d``:
     :data:`ADAM_FACTOR` :math:`\cdot \min(1, (2/d)^{1/4})`.
 
-    A fit to measurements, not a derivation: at the same number of targets, the best factor
-    for reaching a given chi2 was 0.15 in 2D, about 0.09 at d = 16 and 0.05-0.065 at d = 64
-    (clustered and Gaussian targets; bench/results/semidiscrete.md), where 0.15 took about twice
-    the steps."""
+    A fit to measurements of the best factor against the dimension, not a derivation
+    (bench/results/semidiscrete.md, "Adam's rate and the dimension")."""
     return ADAM_FACTOR * min(1.0, (2.0 / max(int(d), 1)) ** 0.25)
 
 
 # -------------------------------------------------------------------------------- sources
-def sampler(source: Source, d: int, dtype: torch.dtype, device: torch.device) -> Callable[[int, torch.Generator | None], Tensor]:
-    """``(n, generator) -> (n, d)`` draws of ``source`` on ``device`` in ``dtype``."""
+def source_points(source: Source, d: int, dtype: torch.dtype,
+                  device: torch.device) -> Callable[[int, torch.Generator | None], Tensor]:
+    """The function ``(n, generator) -> (n, d)`` that draws ``n`` points of ``source`` on
+    ``device`` in ``dtype``."""
     if isinstance(source, str):
         if source != "gaussian":
             raise ValueError(f"source must be 'gaussian' or a callable (n, generator) -> Tensor, got {source!r}")
@@ -84,16 +85,16 @@ def source_moments(
     """Mean ``(d,)`` and RMS distance to the mean of the source: exact for ``"gaussian"``,
     else estimated on 4096 draws (taken from ``generator``)."""
     if isinstance(source, str):
-        sampler(source, d, dtype, device)  # validates the name
+        source_points(source, d, dtype, device)  # validates the name
         return torch.zeros(d, dtype=dtype, device=device), math.sqrt(d)
-    x = sampler(source, d, dtype, device)(4096, generator)
+    x = source_points(source, d, dtype, device)(4096, generator)
     mean = x.mean(0)
     return mean, float((x - mean).square().sum(1).mean().sqrt())
 
 
 # ------------------------------------------------------------------------------ estimator
 @dataclass(frozen=True)
-class MarginalError:
+class MarginalReport:
     r"""Cell-mass error of a map measured on a fresh Monte Carlo sample (:func:`marginal_error`).
 
     With :math:`M` fresh source points, :math:`S^1_i = \sum_x p_i(x)` and
@@ -159,8 +160,8 @@ def estimate(
     n_samples: int,
     generator: torch.Generator | None,
     draw: int,
-) -> MarginalError:
-    """:class:`MarginalError` of ``heights`` on ``n_samples`` draws taken ``draw`` at a time."""
+) -> MarginalReport:
+    """:class:`MarginalReport` of ``heights`` on ``n_samples`` draws taken ``draw`` at a time."""
     n = layout.n
     s1 = torch.zeros(n, dtype=torch.float64, device=nu.device)
     s2 = torch.zeros_like(s1)
@@ -180,8 +181,8 @@ def estimate(
     return summarise(s1, s2, nu.double(), n_samples, eps)
 
 
-def summarise(s1: Tensor, s2: Tensor, nu: Tensor, m: int, eps: float) -> MarginalError:
-    """The :class:`MarginalError` fields from the float64 sums ``S1``, ``S2`` of ``m`` draws."""
+def summarise(s1: Tensor, s2: Tensor, nu: Tensor, m: int, eps: float) -> MarginalReport:
+    """The :class:`MarginalReport` fields from the float64 sums ``S1``, ``S2`` of ``m`` draws."""
     n = nu.shape[0]
     mass = s1 / m
     raw = float(((mass - nu).square() / nu).sum())
@@ -189,7 +190,7 @@ def summarise(s1: Tensor, s2: Tensor, nu: Tensor, m: int, eps: float) -> Margina
     rel = (mass - nu).abs() / nu
     floor = float(torch.sqrt(2 * (1 - nu) / (math.pi * m * nu)).mean())
     chi2 = raw - noise
-    return MarginalError(
+    return MarginalReport(
         chi2=chi2, chi2_raw=raw, chi2_noise=noise, chi2_std=math.sqrt(2 * (n - 1)) / m,
         rms=math.sqrt(max(chi2, 0.0)), mean_rel=float(rel.mean()), max_rel=float(rel.max()),
         mean_rel_noise=floor, empty=int((s1 == 0).sum()), n_samples=m, epsilon=eps,
@@ -277,29 +278,28 @@ class SemiDiscreteState:
         if self.window_counts is None:
             self.window_counts = torch.zeros_like(self.heights)
 
-    def save(self, path: str | Path) -> None:
-        """Write the state to a ``.safetensors`` file atomically."""
-        from ..outputs import atomic_write_bytes
-
+    def to_bytes(self) -> bytes:
+        """The state as ``.safetensors`` bytes (tensors, and the scalars as JSON metadata)."""
         tensors = {k: getattr(self, k).detach().contiguous().cpu() for k in self._TENSORS}
         scalars = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._TENSORS}
         meta = {"format": _STATE_FORMAT, "version": _STATE_VERSION, "scalars": json.dumps(scalars)}
-        atomic_write_bytes(path, st_save(tensors, metadata=meta))
+        return st_save(tensors, metadata=meta)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str | None = None) -> "SemiDiscreteState":
-        """Read a state written by :meth:`save` (format checked, no code executed)."""
-        raw = Path(path).read_bytes()
+    def from_bytes(cls, raw: bytes, device: torch.device | str | None = None,
+                   origin: str = "the data") -> "SemiDiscreteState":
+        """Read bytes made by :meth:`to_bytes` (format checked, no code executed); ``origin``
+        names them in errors (e.g. the file they were read from)."""
         try:
             tensors = st_load(raw)
             header_len = int.from_bytes(raw[:8], "little")
             meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {}) or {}
             scalars = json.loads(meta.get("scalars", "null"))
         except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
+            raise ValueError(f"{origin} is not a readable safetensors file: {exc}") from exc
         version = meta.get("version")
         if meta.get("format") != _STATE_FORMAT or version not in _STATE_VERSIONS:
-            raise ValueError(f"{path} is not a semi-discrete fit state (format {meta.get('format')!r}, "
+            raise ValueError(f"{origin} is not a semi-discrete fit state (format {meta.get('format')!r}, "
                              f"version {version!r}; this monge reads versions {', '.join(_STATE_VERSIONS)})")
         names = {f.name for f in fields(cls)}
         wanted = set(cls._TENSORS)
@@ -307,7 +307,7 @@ class SemiDiscreteState:
             names -= {"window_counts", "window_draws", "refilled"}
             wanted.discard("window_counts")
         if not isinstance(scalars, dict) or set(scalars) | wanted != names or set(tensors) != wanted:
-            raise ValueError(f"{path} has missing or unknown entries; it was not written by SemiDiscreteState.save")
+            raise ValueError(f"{origin} has missing or unknown entries; it was not written by SemiDiscreteState.to_bytes")
         for k in wanted:
             if k != "rng_state" and device is not None:
                 tensors[k] = tensors[k].to(device)
@@ -321,64 +321,25 @@ def fingerprint(flat: Tensor, nu: Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------------- loop
-@dataclass
-class Config:
-    """Validated options of the loop (see :func:`monge.ot.fit_semidiscrete`)."""
+@dataclass(frozen=True)
+class Derived:
+    """Numbers of the loop that follow from the settings and the problem size (not options)."""
 
-    optimizer: Literal["sgd", "adam"] = "adam"
-    epsilon: float = 0.0
-    eps_init: float = 1.0
-    eps_decay: float = 0.9
-    hard_blur: float = 0.01
-    refill: bool = True
-    lr: float | None = None
-    lr_scale: float = 0.1
-    adam_factor: float = ADAM_FACTOR
-    #: at the target epsilon, floor Adam's second moment at the exact-map gradient variance
-    #: :math:`\nu_i (1 - \nu_i) / B` (rarely hit cells otherwise take full-size sign steps)
-    variance_floor: bool = True
-    #: final-phase annealing of Adam's rate, :math:`(1 + k/\tau)^{-1/2}` after :math:`k` steps at
-    #: the target epsilon (0: none): with a constant rate the averaged heights stall at a noise
-    #: floor (bench/results/semidiscrete.md)
-    anneal: float = 1000.0
-    batch_size: int = 1024
-    ema: float = 0.999
-    tol: float = 0.05
-    max_iter: int = 3000
-    max_time: float = math.inf
-    eval_every: int = 100
-    eval_samples: int = 65536
-    screen_samples: int = 65536
-    draw: int = 4096
-    checkpoint: str | Path | None = None
-    checkpoint_every: int = 100
-    progress: bool | None = None
-    callback: Callable[[SemiDiscreteState, "MarginalError | None"], None] | None = None
-    extra: dict = field(default_factory=dict)
+    #: fresh draws of the cheap screening check before a full one
+    screen_samples: int
+    #: source points drawn at once by the estimator
+    draw: int
+    #: Adam's rate over the curvature step (:func:`adam_factor`; 1 with a fixed ``lr``)
+    adam_factor: float
 
 
-def validate_schedule(epsilon: object, eps_init: object, eps_decay: object, hard_blur: object,
-                      ema: object, lr_scale: object) -> tuple[float, float | None, float, float, float, float]:
-    """Check the schedule's numbers; each error names the argument and its valid range."""
-    check_number(epsilon, "epsilon", 0.0, math.inf, high_open=True)  # 0: hard cells
-    if eps_init is not None:
-        eps_init = check_positive_float(eps_init, "eps_init")
-        if eps_init < epsilon:
-            raise ValueError(f"eps_init ({eps_init}) must be >= epsilon ({epsilon}): the schedule decreases")
-    eps_decay = check_positive_float(eps_decay, "eps_decay")
-    if not eps_decay < 1:
-        raise ValueError(f"eps_decay must be in (0, 1) (per-step factor of the schedule), got {eps_decay}")
-    hard_blur = check_positive_float(hard_blur, "hard_blur")
-    if not hard_blur < 1:
-        raise ValueError(f"hard_blur must be in (0, 1), got {hard_blur}")
-    ema = float(ema) if isinstance(ema, (int, float)) and not isinstance(ema, bool) else ema
-    if not isinstance(ema, float) or not 0 <= ema < 1:
-        raise ValueError(f"ema must be in [0, 1) (0: no averaging), got {ema!r}")
-    lr_scale = check_positive_float(lr_scale, "lr_scale")
-    return float(epsilon), eps_init, eps_decay, hard_blur, ema, lr_scale
+#: ``checkpoint(state)``: receives the state to keep (it may be written anywhere; ot/ writes no file)
+Checkpoint = Callable[[SemiDiscreteState], None]
+#: ``callback(state, report_or_None)`` after every step
+Callback = Callable[[SemiDiscreteState, "MarginalReport | None"], None]
 
 
-def new_state(h0: Tensor, cfg: Config, seed: int, eval_seed: int, n: int, d: int, fp: float) -> SemiDiscreteState:
+def new_state(h0: Tensor, cfg: "SemiDiscreteSolver", seed: int, eval_seed: int, n: int, d: int, fp: float) -> SemiDiscreteState:
     gen = torch.Generator(device=h0.device).manual_seed(seed)
     h = h0 - h0.mean()
     return SemiDiscreteState(
@@ -389,12 +350,12 @@ def new_state(h0: Tensor, cfg: Config, seed: int, eval_seed: int, n: int, d: int
     )
 
 
-def _final_phase(state: SemiDiscreteState, cfg: Config) -> bool:
+def _final_phase(state: SemiDiscreteState, cfg: "SemiDiscreteSolver") -> bool:
     return state.epsilon == cfg.epsilon
 
 
-def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: Config,
-          gen: torch.Generator) -> None:
+def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: "SemiDiscreteSolver",
+          derived: Derived, gen: torch.Generator) -> None:
     """One stochastic step of the semi-dual (in place), then the schedule's update."""
     eps = state.epsilon
     x = sample(cfg.batch_size, gen)
@@ -422,7 +383,7 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
         if cfg.variance_floor and _final_phase(state, cfg):
             v = v.maximum(nu * (1 - nu) / cfg.batch_size)
         direction = (state.moment1 / (1 - b1**t)) / (v.sqrt() + 1e-12 / layout.n)
-        rate = cfg.adam_factor * state.step_size
+        rate = derived.adam_factor * state.step_size
         if cfg.anneal > 0 and _final_phase(state, cfg):
             rate /= math.sqrt(1.0 + state.n_final / cfg.anneal)
         h -= rate * direction
@@ -436,10 +397,10 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
         state.average.mul_(1 - w).add_(h, alpha=w)
     else:
         state.average.copy_(h)
-        state.epsilon = _next_epsilon(eps, blur_frac, cfg)
+        state.epsilon = _next_epsilon(eps, blur_frac, cfg, state.eps_init)
 
 
-def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: Config,
+def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: "SemiDiscreteSolver",
            gen: torch.Generator) -> int:
     r"""Move the *starved* hard cells (no hit in the last window of training draws, in which
     each cell expected at least :data:`STARVED_EXPECTED`) by a coordinate line search of the
@@ -474,23 +435,23 @@ def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tenso
     return int(starved.numel())
 
 
-def passes(err: MarginalError, tol: float) -> bool:
+def passes(err: MarginalReport, tol: float) -> bool:
     r"""The stopping rule: :math:`\hat\chi^2 + 2\sigma_{\chi^2} \le \mathrm{tol}^2`. The fit
     stops at the first of its repeated checks that passes, so a rule on :math:`\hat\chi^2`
     alone stops on a downward noise excursion, which independent draws then show
-    (bench/results/semidiscrete.md). Two standard deviations
-    of the estimate (:math:`\sigma_{\chi^2} \approx \mathrm{tol}^2/10` at the default
-    ``eval_samples``) remove that bias at the price of a few more steps."""
+    (bench/results/semidiscrete.md). Two standard deviations of the estimate
+    (:math:`\sigma_{\chi^2} \approx \mathrm{tol}^2/10` at the default ``eval_samples``,
+    :func:`default_eval_samples`) remove that bias at the price of a few more steps."""
     return err.chi2 + 2 * err.chi2_std <= tol**2
 
 
-def _next_epsilon(eps: float, blur_frac: float, cfg: Config) -> float:
+def _next_epsilon(eps: float, blur_frac: float, cfg: "SemiDiscreteSolver", eps_init: float) -> float:
     """Geometric decay to the target; for a hard target, switch to ``0`` once the cells are
     sharp (blur fraction ``<= hard_blur``) or ``eps`` is negligible."""
     nxt = eps * cfg.eps_decay
     if cfg.epsilon > 0:
         return max(nxt, cfg.epsilon)
-    if blur_frac <= cfg.hard_blur or nxt <= 1e-6 * cfg.eps_init:
+    if blur_frac <= cfg.hard_blur or nxt <= 1e-6 * eps_init:
         return 0.0
     return nxt
 
@@ -500,41 +461,47 @@ def run(
     layout: Layout,
     sample: Callable[[int, torch.Generator | None], Tensor],
     nu: Tensor,
-    cfg: Config,
-) -> tuple[SemiDiscreteState, MarginalError, list, bool, str]:
-    """Run the loop from ``state`` until converged, ``max_iter`` or ``max_time``.
+    cfg: "SemiDiscreteSolver",
+    derived: Derived,
+    *,
+    progress: bool | None = None,
+    callback: Callback | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> tuple[SemiDiscreteState, MarginalReport, list, bool, str]:
+    """Run the loop from ``state`` until converged, ``max_iter`` or ``max_time``, with the
+    resolved settings ``cfg`` (no ``None`` left: :meth:`SemiDiscreteSolver.resolved`).
 
+    ``checkpoint(state)`` gets the state every ``checkpoint_every`` steps and at the end.
     Returns ``(state, final_error, history, converged, reason)``; ``history`` holds
     ``(step, epsilon, rms, mean_rel)`` of every periodic evaluation."""
     dev = state.heights.device
-    cfg.eps_init = state.eps_init
     gen = torch.Generator(device=dev)
     gen.set_state(state.rng_state)
     history: list[tuple[int, float, float, float]] = []
-    last: MarginalError | None = None
+    last: MarginalReport | None = None
     last_step = -1
-    shown: MarginalError | None = None
+    shown: MarginalReport | None = None
     converged = False
     reason = "max_iter"
     t0 = time.perf_counter()
-    bar = _progress(cfg, state.step)
+    bar = _progress(progress, cfg.max_iter, state.step)
     nu_min = float(nu.min())
 
-    def evaluate(st: SemiDiscreteState, m: int) -> MarginalError:
+    def evaluate(st: SemiDiscreteState, m: int) -> MarginalReport:
         g = torch.Generator(device=dev).manual_seed(st.eval_seed + st.n_evals)
         st.n_evals += 1
         return estimate(layout, sample, st.average, nu, cfg.epsilon if _final_phase(st, cfg) else st.epsilon,
-                        m, g, cfg.draw)
+                        m, g, derived.draw)
 
     try:
         while state.step < cfg.max_iter:
-            _step(state, layout, sample, nu, cfg, gen)
+            _step(state, layout, sample, nu, cfg, derived, gen)
             if state.window_draws * nu_min >= STARVED_EXPECTED:
                 refill(state, layout, sample, nu, cfg, gen)
             state.rng_state = gen.get_state()
             if state.step % cfg.eval_every == 0 and _final_phase(state, cfg):
                 # a cheap screen first; the full check only when the screen is within 2 tol^2
-                err = evaluate(state, cfg.screen_samples) if cfg.screen_samples < cfg.eval_samples else None
+                err = evaluate(state, derived.screen_samples) if derived.screen_samples < cfg.eval_samples else None
                 if err is None or err.chi2 <= 2 * cfg.tol**2:
                     err = evaluate(state, cfg.eval_samples)
                     last, last_step = err, state.step
@@ -542,10 +509,10 @@ def run(
                         converged, reason = True, "converged"
                 shown = err
                 history.append((state.step, state.epsilon, err.rms, err.mean_rel))
-            if cfg.checkpoint is not None and (state.step % cfg.checkpoint_every == 0 or converged):
-                state.save(cfg.checkpoint)
-            if cfg.callback is not None:
-                cfg.callback(state, last if last_step == state.step else None)
+            if checkpoint is not None and (state.step % cfg.checkpoint_every == 0 or converged):
+                checkpoint(state)
+            if callback is not None:
+                callback(state, last if last_step == state.step else None)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(_postfix(state, shown), refresh=False)
@@ -561,23 +528,23 @@ def run(
         # a final report that does not touch the state (so a resumed fit stays exact)
         g = torch.Generator(device=dev).manual_seed(state.eval_seed - 1 - state.step)
         eps = cfg.epsilon if _final_phase(state, cfg) else state.epsilon
-        last = estimate(layout, sample, state.average, nu, eps, cfg.eval_samples, g, cfg.draw)
+        last = estimate(layout, sample, state.average, nu, eps, cfg.eval_samples, g, derived.draw)
         history.append((state.step, eps, last.rms, last.mean_rel))
         converged = _final_phase(state, cfg) and passes(last, cfg.tol)
         if converged:
             reason = "converged"
-    if cfg.checkpoint is not None:
-        state.save(cfg.checkpoint)
+    if checkpoint is not None:
+        checkpoint(state)
     return state, last, history, converged, reason
 
 
-def _progress(cfg: Config, initial: int):
+def _progress(progress: bool | None, total: int, initial: int):
     """The fit's bar (:func:`monge.progress.progress_bar`), or ``None`` when it is not shown."""
-    if not progress_enabled(cfg.progress):
+    if not progress_enabled(progress):
         return None
-    return progress_bar(cfg.max_iter, "semi-discrete fit", initial=initial, progress=True)
+    return progress_bar(total, "semi-discrete fit", initial=initial, progress=True)
 
 
-def _postfix(state: SemiDiscreteState, last: MarginalError | None) -> str:
+def _postfix(state: SemiDiscreteState, last: MarginalReport | None) -> str:
     err = f"rms {last.rms:.3f} mean {last.mean_rel:.3f}" if last is not None else "rms -"
     return f"eps {state.epsilon:.3g} step {state.step_size:.3g} {err}"
