@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -46,6 +47,9 @@ __all__ = [
     "encode_dataset",
     "tensor_fingerprint",
     "check_image_shape",
+    "check_codec_data",
+    "check_fingerprint",
+    "decode_latents",
     "DIFFUSERS_CLASSES",
 ]
 
@@ -85,6 +89,45 @@ def check_image_shape(codec: LatentCodec, shape: tuple[int, ...], what: str = "t
             "was trained on) or train an autoencoder on this data")
 
 
+def _as_spec(spec: Any) -> dict[str, Any]:
+    if isinstance(spec, str):
+        return {"name": spec}
+    if isinstance(spec, Mapping):
+        out = dict(spec)
+        if isinstance(out.get("params"), Mapping) and set(out) == {"name", "params"}:
+            out = {"name": out["name"], **out["params"]}
+        return out
+    if hasattr(spec, "name") and hasattr(spec, "params"):
+        return {"name": spec.name, **dict(spec.params)}
+    return {"name": repr(spec)}
+
+
+def check_codec_data(codec: LatentCodec, target: Any) -> None:
+    """Raise ``ValueError`` naming both when the run that trained ``codec`` read another
+    ``data.target`` than ``target`` (a name, a mapping or a config component); codecs without a
+    run (diffusers folders, bare models) pass."""
+    run_config = getattr(codec, "run_config", None) or {}
+    theirs = (run_config.get("data") or {}).get("target") if isinstance(run_config, Mapping) else None
+    if theirs is None or _as_spec(theirs) == _as_spec(target):
+        return
+    raise ValueError(
+        f"the autoencoder {getattr(codec, 'source', '')} was trained on data.target {_as_spec(theirs)} but the "
+        f"flow's data.target is {_as_spec(target)}; point data.latent at an autoencoder trained on this data, "
+        "or train one (monge train configs/digits-autoencoder.yaml with the flow's data.target)")
+
+
+def check_fingerprint(codec: LatentCodec, expected: str, what: str) -> None:
+    """Raise ``ValueError`` when ``codec`` is not the autoencoder ``what`` (a run) was trained with,
+    i.e. its :meth:`~LatentCodec.fingerprint` is not ``expected``: that run's samples would be
+    decoded by another decoder."""
+    now = codec.fingerprint()
+    if now != expected:
+        raise ValueError(
+            f"{what} was trained on the latents of an autoencoder with fingerprint {str(expected)[:12]}, but "
+            f"{getattr(codec, 'source', 'the autoencoder')} now has {now[:12]} (refit or retrained since); its "
+            "samples cannot be decoded by it. Use the autoencoder the run was trained with, or train the flow again")
+
+
 def tensor_fingerprint(x: Tensor) -> str:
     """SHA-256 of a tensor's dtype, shape and bytes (hex)."""
     h = hashlib.sha256()
@@ -95,7 +138,7 @@ def tensor_fingerprint(x: Tensor) -> str:
 def _hash_tensor(h: Any, name: str, x: Tensor) -> None:
     x = x.detach().to("cpu").contiguous()
     h.update(f"{name}|{x.dtype}|{tuple(x.shape)}|".encode())
-    h.update(x.view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes() if x.numel() else b"")
 
 
 def _module_fingerprint(module: nn.Module, config: dict[str, Any]) -> str:
@@ -260,7 +303,7 @@ def _load_monge(path: Path, device: torch.device | str, ema: bool) -> AutoEncode
     if name != "autoencoder":
         raise ValueError(f"latent: {path} is a run of model {name!r}, not an autoencoder; give the run of a "
                          "model: {name: autoencoder} (e.g. monge train configs/digits-autoencoder.yaml)")
-    params = {k: v for k, v in model_cfg.items() if k != "name"}
+    params = {k: v for k, v in model_cfg.items() if k != "name"} if isinstance(model_cfg, dict) else {}
     if isinstance(params.get("params"), dict) and len(params) == 1:
         params = dict(params["params"])
     shape = state.get("data_shape")
@@ -375,6 +418,15 @@ def _read_cache(path: Path, data_fp: str, encoder_fp: str, n: int, latent_shape:
     return latents
 
 
+def decode_latents(codec: LatentCodec, z: Tensor, batch_size: int = 256) -> Tensor:
+    """Images of latents ``z`` ``(N, *latent_shape)``, decoded in batches of ``batch_size``."""
+    check_positive_int(batch_size, "batch_size", 2**20)
+    if not torch.is_tensor(z) or z.dim() < 1 or z.shape[0] == 0:
+        raise ValueError(f"z must be a non-empty batch of latents (N, {', '.join(map(str, codec.latent_shape))}), "
+                         f"got {tuple(z.shape) if torch.is_tensor(z) else type(z).__name__}")
+    return torch.cat([codec.decode(chunk) for chunk in z.split(batch_size)])
+
+
 class LatentTarget(FiniteRows):
     """Encoded images as a finite data source: ``data`` are the latents ``(N, *latent_shape)``,
     ``labels`` (and ``num_classes``, ``class_names``) those of the images, ``codec`` decodes
@@ -412,8 +464,7 @@ class LatentTarget(FiniteRows):
 
     def decode(self, z: Tensor, batch_size: int = 256) -> Tensor:
         """Images of latents ``z`` ``(N, *shape)``, decoded in batches of ``batch_size``."""
-        check_positive_int(batch_size, "batch_size", 2**20)
-        return torch.cat([self.codec.decode(chunk) for chunk in z.split(batch_size)])
+        return decode_latents(self.codec, z, batch_size)
 
     def __repr__(self) -> str:
         return f"LatentTarget(name={self.name!r}, n={len(self)}, shape={self.shape}, codec={self.codec!r})"
