@@ -165,17 +165,21 @@ class _ModuleCodec:
             raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, shape))}) for the autoencoder "
                              f"{self.source}, got {got}")
 
+    def _dtype(self) -> torch.dtype:
+        return next(self.module.parameters()).dtype
+
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """Latents ``(N, *latent_shape)`` of images ``(N, *image_shape)``, on ``x``'s device."""
+        """Latents ``(N, *latent_shape)`` of images ``(N, *image_shape)``, on ``x``'s device and of its dtype
+        (the network runs on its own device and dtype)."""
         self._check(x, self.image_shape, "images")
-        return self._encode(x.to(self._device())).to(x.device)
+        return self._encode(x.to(self._device(), self._dtype())).to(x.device, x.dtype)
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
-        """Images ``(N, *image_shape)`` of latents ``(N, *latent_shape)``, on ``z``'s device."""
+        """Images ``(N, *image_shape)`` of latents ``(N, *latent_shape)``, on ``z``'s device and of its dtype."""
         self._check(z, self.latent_shape, "latents")
-        return self._decode(z.to(self._device())).to(z.device)
+        return self._decode(z.to(self._device(), self._dtype())).to(z.device, z.dtype)
 
     def _encode(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -197,7 +201,8 @@ class _ModuleCodec:
 class AutoEncoderCodec(_ModuleCodec):
     r"""A monge :class:`~monge.models.autoencoder.AutoEncoder` as a codec: ``encode`` gives its scaled
     latents :math:`(\mu - s) / c`, ``decode`` undoes the scale. ``run_config`` is the config of the
-    run that trained it (``{}`` for a bare model), e.g. to compare its data with a flow's."""
+    run that trained it (``{}`` for a bare model), e.g. to compare its data with a flow's. The codec
+    freezes ``model`` (evaluation mode, no gradients): give it a trained model, not one in training."""
 
     def __init__(self, model: AutoEncoder, source: str = "autoencoder", run_config: dict[str, Any] | None = None) -> None:
         if not isinstance(model, AutoEncoder):
@@ -245,10 +250,11 @@ class DiffusersCodec(_ModuleCodec):
         if self.image_shape[0] != int(cfg.in_channels):
             raise ValueError(f"image_shape {self.image_shape} has {self.image_shape[0]} channels but the {name} at "
                              f"{self.source} takes {cfg.in_channels}; convert the images or use another autoencoder")
-        probe = torch.zeros(1, *self.image_shape, device=self._device())
+        probe = torch.zeros(1, *self.image_shape, device=self._device(), dtype=self._dtype())
         with torch.no_grad():
             self.latent_shape = tuple(self._raw_encode(probe).shape[1:])
-        if self._raw_decode(torch.zeros(1, *self.latent_shape, device=self._device())).shape[1:] != self.image_shape:
+            back = self._raw_decode(torch.zeros(1, *self.latent_shape, device=self._device(), dtype=self._dtype()))
+        if tuple(back.shape[1:]) != self.image_shape:
             raise ValueError(f"the {name} at {self.source} does not decode its latents of images {self.image_shape} "
                              "back to that size; use an image size its down-sampling divides evenly")
 

@@ -154,3 +154,28 @@ def test_a_trained_autoencoder_reconstructs_digits():
     model.calibrate(x)
     with torch.no_grad():
         torch.testing.assert_close(model.decode(model.encode(x)), model(x), atol=1e-5, rtol=1e-4)
+
+
+class _Wrapper(torch.nn.Module):
+    """Holds the model as ``.module`` and counts ``forward`` calls, as DistributedDataParallel does."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.module(*args, **kwargs)
+
+
+def test_the_loss_runs_through_forward_of_a_wrapper():
+    torch.manual_seed(0)
+    model = AutoEncoder((1, 8, 8), **TINY, kl=0.1)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    wrapped = _Wrapper(model)
+    loss, logs = reconstruction_loss(wrapped, x, generator=torch.Generator().manual_seed(3))
+    direct, _ = reconstruction_loss(model, x, generator=torch.Generator().manual_seed(3))
+    assert wrapped.calls == 1 and float(loss.detach()) == pytest.approx(float(direct.detach()))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -255,9 +255,24 @@ class AutoEncoder(nn.Module):
         shift, scale = self._scale()
         return self.decoder(z * scale + shift)
 
-    def forward(self, x: Tensor) -> Tensor:
-        r"""The reconstruction :math:`D(\mu(x))` of images ``x``."""
-        return self.decode_unscaled(self.moments(x)[0])
+    def forward(
+        self, x: Tensor, *, generator: torch.Generator | None = None, return_loss: bool = False
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        r"""The reconstruction :math:`D(\mu(x))` of images ``x``; with ``return_loss=True`` the training
+        loss and its parts instead (see :func:`reconstruction_loss`), computed here so that a
+        wrapper that hooks ``forward`` (``DistributedDataParallel``) sees the whole step."""
+        if not return_loss:
+            return self.decode_unscaled(self.moments(x)[0])
+        mean, logvar = self.moments(x)
+        if self.training:
+            self.track_latents(mean.detach())
+        if logvar is None:
+            z, kl = mean, mean.new_zeros(())
+        else:
+            z, kl = _reparameterise(mean, logvar, generator), kl_divergence(mean, logvar)
+        mse = F.mse_loss(self.decode_unscaled(z), x)
+        loss = mse + self.kl * kl if logvar is not None else mse
+        return loss, {"mse": mse.detach(), "kl": kl.detach()}
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
@@ -277,7 +292,7 @@ def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
 
 
 def reconstruction_loss(
-    model: AutoEncoder, x: Tensor, *, generator: torch.Generator | None = None
+    model: nn.Module, x: Tensor, *, generator: torch.Generator | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     r"""The autoencoder's training loss on images ``x`` and its parts.
 
@@ -287,18 +302,11 @@ def reconstruction_loss(
     reparameterised draw :math:`z = \mu + \sigma\varepsilon` (noise from ``generator``) for a VAE.
     Returns ``(loss, {"mse": ..., "kl": ...})``, the logs detached. In training mode it also updates
     the model's running latent statistics (:meth:`AutoEncoder.track_latents`), so every checkpoint
-    holds a latent scale without a separate :meth:`AutoEncoder.calibrate`.
+    holds a latent scale without a separate :meth:`AutoEncoder.calibrate`. ``model`` is an
+    :class:`AutoEncoder` or a wrapper of one (``DistributedDataParallel``); the loss runs through its
+    ``forward(x, generator=..., return_loss=True)``.
     """
-    if not isinstance(model, AutoEncoder):
+    if not isinstance(getattr(model, "module", model), AutoEncoder):  # a DistributedDataParallel wraps it
         raise ValueError(f"reconstruction_loss needs an AutoEncoder (model: {{name: autoencoder}}), got "
                          f"{type(model).__name__}")
-    mean, logvar = model.moments(x)
-    if model.training:
-        model.track_latents(mean.detach())
-    if logvar is None:
-        z, kl = mean, mean.new_zeros(())
-    else:
-        z, kl = _reparameterise(mean, logvar, generator), kl_divergence(mean, logvar)
-    mse = F.mse_loss(model.decode_unscaled(z), x)
-    loss = mse + model.kl * kl if logvar is not None else mse
-    return loss, {"mse": mse.detach(), "kl": kl.detach()}
+    return model(x, generator=generator, return_loss=True)
