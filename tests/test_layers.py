@@ -22,6 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge.ot", "monge.paths", "monge.objectives", "monge.flow_map", "monge.pairing", "monge.imageio"),
     ("monge.predictions", "monge.data", "monge.metrics"),
     ("monge.couplings", "monge.models"),
+    # latent spaces: an autoencoder (monge.models) and encoded data (monge.data) a flow works in
+    ("monge.latent",),
     # monge.likelihood integrates the change of variables with the samplers, so it sits beside them
     # (above monge.metrics, which holds its sampler-free parts)
     ("monge.samplers", "monge.likelihood"),

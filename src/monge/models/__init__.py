@@ -8,25 +8,27 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
+from .autoencoder import AutoEncoder
 from .conditioning import ClassConditional, ContinuousConditional
 from .mlp import MLP
 from .unet import UNet
 
-__all__ = ["MODELS", "MLP", "UNet", "ClassConditional", "ContinuousConditional", "build_model"]
+__all__ = ["MODELS", "MLP", "UNet", "AutoEncoder", "ClassConditional", "ContinuousConditional", "build_model"]
 
 MODELS: Registry[nn.Module] = Registry("model")
 MODELS.register("mlp")(MLP)
 MODELS.register("unet")(UNet)
+MODELS.register("autoencoder")(AutoEncoder)
 
 
 def build_model(name: str, params: dict[str, Any], shape: tuple[int, ...]) -> nn.Module:
     """Build the registered model ``name`` for samples of ``shape`` (vectors are flattened for the MLP;
-    the U-Net takes ``shape = (C, H, W)``)."""
+    the U-Net and the autoencoder take ``shape = (C, H, W)``)."""
     if name == "mlp":
         extra = {"shape": tuple(shape)} if len(shape) != 1 else {}
         return MODELS.build(name, dim=math.prod(shape), **params, **extra)
-    if name == "unet":
+    if name in ("unet", "autoencoder"):
         if "shape" in params:
-            raise ValueError("unet: shape is taken from the data; remove it from the model parameters")
+            raise ValueError(f"{name}: shape is taken from the data; remove it from the model parameters")
         return MODELS.build(name, shape=tuple(shape), **params)
     return MODELS.build(name, **params)
