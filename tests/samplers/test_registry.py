@@ -81,7 +81,7 @@ def test_counted_nfe_is_the_registered_cost_times_steps(name):
     # an NFE budget through sample(): never more evaluations than the budget
     for nfe in (4, 7, 8):
         calls[0] = 0
-        out = sample(model, x, name, nfe=nfe, schedule=sched, generator=torch.Generator().manual_seed(0))
+        out = sample(model, x, sampler=name, nfe=nfe, schedule=sched, generator=torch.Generator().manual_seed(0))
         assert out.nfe == calls[0] == nfe_for_steps(name, steps_for_nfe(name, nfe)) <= nfe
 
 
@@ -116,7 +116,7 @@ def test_one_signature(name):
         assert torch.equal(solve(model, x, lin, ts, name, generator=g()).x, same.x)
     if name != "dopri5":
         nfe = nfe_for_steps(name, 8)  # the same 8 uniform steps
-        assert torch.equal(sample(model, x, name, nfe=nfe, generator=g()).x, out.x)
+        assert torch.equal(sample(model, x, sampler=name, nfe=nfe, generator=g()).x, out.x)
     # a data prediction converted through the schedule lands where the velocity does (up to rounding)
     data = lambda y, t: EIGHT.posterior_mean(y, t, lin)  # noqa: E731
     if name not in ("euler_maruyama",):
