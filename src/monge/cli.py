@@ -6,11 +6,14 @@ and files are one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from .samplers import GRIDS, SAMPLERS
 
 app = typer.Typer(
     add_completion=False,
@@ -52,21 +55,8 @@ def _precheck(nfe: int | str, checkpoints: List[Path]) -> list[int]:
 
 def _sampler_help() -> str:
     """The sampler names of :data:`monge.samplers.SAMPLERS` by kind."""
-    from .samplers import SAMPLERS
-
-    flow_maps = "flow maps (runs trained with those objectives)"
-    kinds: dict[str, list[str]] = {"ODE": [], "few-step": [], flow_maps: []}
-    for name in SAMPLERS.names():
-        info = SAMPLERS.info(name)
-        kinds[flow_maps if info.flow_map else "few-step" if info.needs_schedule else "ODE"].append(name)
-    return "; ".join(f"{kind}: {' | '.join(names)}" for kind, names in kinds.items())
-
-
-def _grid_help() -> str:
-    """The step grid names of :data:`monge.samplers.GRIDS`."""
-    from .samplers import GRIDS
-
-    return " | ".join(GRIDS.names())
+    what = {"ode": "ODE", "diffusion": "few-step", "flow_map": "flow maps (runs trained with those objectives)"}
+    return "; ".join(f"{what[kind]}: {' | '.join(names)}" for kind, names in SAMPLERS.kinds().items())
 
 
 @app.command()
@@ -87,8 +77,6 @@ def train(
 
     Runs data-parallel unchanged under: torchrun --nproc_per_node=N -m monge train RECIPE.
     """
-    if not config.is_file():
-        _fail(FileNotFoundError(f"config file not found: {config}"))
     from . import distributed
     from .config import load_config
     from .train import Trainer, TrainingError
@@ -123,7 +111,7 @@ def sample_cmd(
     nfe: int = typer.Option(8, help="Function evaluations (ignored by dopri5)."),
     sampler: str = typer.Option("euler", help=f"{_sampler_help()}."),
     timesteps: Optional[str] = typer.Option(
-        None, "--timesteps", help=f"Step grid: {_grid_help()} | optimized (fitted to the model once and cached in "
+        None, "--timesteps", help=f"Step grid: {' | '.join(GRIDS.names())} | optimized (fitted to the model once and cached in "
         "the run directory) | optimized_decoupled (optimized grid plus fitted network evaluation times).",
         show_default="the sampler's own steps"),
     expressway: Optional[float] = typer.Option(
@@ -157,10 +145,7 @@ def sample_cmd(
                                 guidance=guidance)
     except _USER_ERRORS as err:
         _fail(err)
-    how = sampler if timesteps is None else f"{sampler}, {timesteps} steps"
-    if expressway is not None:
-        how += f", expressway from t={expressway}"
-    typer.echo(f"wrote {out.n} samples ({how}, {out.nfe} NFE) to {out.output}")
+    typer.echo(f"wrote {out.n} samples ({out.sampling}, {out.nfe} NFE) to {out.output}")
     if out.conditions is not None:
         typer.echo(f"wrote their conditions to {out.conditions}")
     if out.grid is not None:
@@ -186,11 +171,10 @@ def reflow_cmd(
     """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
     _precheck(nfe, [checkpoint])
     from .checkpoint import CheckpointError
+    from .quick import MAX_PAIRS, quick_cap, quick_steps
     from .reflow import reflow
 
     try:
-        from .quick import MAX_PAIRS, quick_cap, quick_steps
-
         n_pairs, steps = quick_cap(n_pairs, MAX_PAIRS), None if steps is None else quick_steps(steps)
         run = reflow(checkpoint, n_pairs=n_pairs, steps=steps, out_dir=out, distill=distill, sampler=sampler,
                      nfe=nfe, seed=seed, progress=progress, overwrite=overwrite)
@@ -295,13 +279,12 @@ def eval_cmd(
     """
     nfes = _precheck(nfe, checkpoints)
     from .generate import evaluate_checkpoints
-    from .outputs import check_output_file, write_text
+    from .outputs import check_output_file
     from .quick import MAX_SAMPLES, quick_cap
 
     try:
-        for checked in (output, plot):
-            if checked is not None:
-                check_output_file(checked)
+        for checked in (p for p in (output, plot) if p is not None):
+            check_output_file(checked)
         result = evaluate_checkpoints(checkpoints, nfes=nfes, sampler=sampler, adaptive=adaptive,
                                       n=quick_cap(n, MAX_SAMPLES), seed=seed, nll=nll,
                                       nll_n=quick_cap(nll_n, MAX_SAMPLES), data_path=data_path)
@@ -309,15 +292,8 @@ def eval_cmd(
         _fail(err)
     typer.echo(result.report)
     try:
-        if output is not None:
-            write_text(output, result.report + "\n")
-            typer.echo(f"wrote the tables to {output}")
-        if plot is not None:
-            from .plots import plot_metric_vs_nfe
-
-            plot.parent.mkdir(parents=True, exist_ok=True)
-            plot_metric_vs_nfe(result.rows, plot, "w2")
-            typer.echo(f"wrote the W2-vs-NFE plot to {plot}")
+        for what, path in result.save(output, plot):
+            typer.echo(f"wrote {what} to {path}")
     except _USER_ERRORS as err:
         _fail(err)
 
@@ -346,11 +322,9 @@ def demo(
         "sampled in 1, 2, 4, 8 jumps.", show_default="none"),
 ) -> None:
     """Train one model per coupling on a 2D task (default I-CFM vs OT-CFM) or on digits; write a report."""
-    import shlex
-
     from .demo import demo as run
 
-    command = "monge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
+    command = "monge " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
     try:
         result = run(data, out, steps=steps, batch_size=batch_size, couplings=couplings, flow_maps=flow_maps,
                      source=source, target=target, model=model, size=size, n=n, seed=seed, progress=progress,
@@ -364,20 +338,11 @@ def demo(
 
 
 def _quick_config(cfg) -> None:
-    """In quick mode (``MONGE_QUICK=1``, :mod:`monge.quick`) cut the recipe's training steps and its
-    semi-discrete OT fit, and say so on stderr."""
-    from .quick import MAX_FIT_ITER, MAX_SAMPLES, QUICK_ENV, quick_mode, quick_steps
+    """Quick mode (``MONGE_QUICK=1``): cut the recipe (:func:`monge.quick.quick_config`), say so on stderr."""
+    from .quick import quick_config
 
-    if not quick_mode():
-        return
-    steps = cfg.train.steps
-    cfg.train.steps = quick_steps(steps)
-    cfg.train.eval_samples = min(cfg.train.eval_samples, MAX_SAMPLES)
-    note = f"{QUICK_ENV}=1: {cfg.train.steps} of the recipe's {steps} steps, {cfg.train.eval_samples} samples per evaluation"
-    if cfg.coupling.name == "semidiscrete_ot":
-        cfg.coupling.params["max_iter"] = min(int(cfg.coupling.params.get("max_iter", MAX_FIT_ITER)), MAX_FIT_ITER)
-        note += f", semi-discrete OT fit capped at {cfg.coupling.params['max_iter']} iterations"
-    typer.echo(note + " (a quick try: results are not meaningful)", err=True)
+    if (note := quick_config(cfg)) is not None:
+        typer.echo(note, err=True)
 
 
 @app.command("restore")

@@ -12,7 +12,7 @@ through :func:`run_sampler`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -438,12 +438,14 @@ def read_conditions(spec: str, config: Config, cond_dim: int, n: int, seed: int 
 # ---------------------------------------------------------------------------- monge sample and monge eval
 @dataclass(frozen=True)
 class SamplesWritten:
-    """What :func:`sample_checkpoint` wrote: ``n`` samples of ``nfe`` evaluations to ``output``, their
-    conditions to ``conditions`` and a PNG grid of ``n_grid`` images to ``grid`` (``None``: not written)."""
+    """What :func:`sample_checkpoint` wrote: ``n`` samples of ``nfe`` evaluations (made as ``sampling``
+    says: sampler, step grid, expressway) to ``output``, their conditions to ``conditions`` and a PNG
+    grid of ``n_grid`` images to ``grid`` (``None``: not written)."""
 
     n: int
     nfe: int
     output: Path
+    sampling: str
     conditions: Path | None = None
     grid: Path | None = None
     n_grid: int = 0
@@ -492,7 +494,12 @@ def sample_checkpoint(
     if grid is not None and out.x.dim() != 4:
         raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
     write_array(output, out.x.cpu().numpy())
-    written = SamplesWritten(n, out.nfe, output)
+    sampling = options.get("sampler", "euler")
+    if options.get("timesteps") is not None:
+        sampling += f", {options['timesteps']} steps"
+    if options.get("expressway") is not None:
+        sampling += f", expressway from t={options['expressway']}"
+    written = SamplesWritten(n, out.nfe, output, sampling)
     if conds is not None and conds.dim() == 2:
         written = dataclasses.replace(written, conditions=write_array(output.with_suffix(".conditions.npy"),
                                                                       conds.numpy()))
@@ -526,6 +533,21 @@ class RunsEvaluation:
     nlls: dict[str, "NLLResult"]
     diagnostics: dict[str, dict[str, float]]
     report: str
+
+    def save(self, tables: str | Path | None = None, plot: str | Path | None = None) -> Iterator[tuple[str, Path]]:
+        """Write the report to ``tables`` and a W2-vs-NFE PNG (one curve per run) to ``plot``, yielding
+        ``(what, path)`` after each file is written."""
+        from .outputs import write_text
+
+        if tables is not None:
+            write_text(Path(tables), self.report + "\n")
+            yield "the tables", Path(tables)
+        if plot is not None:
+            from .plots import plot_metric_vs_nfe
+
+            Path(plot).parent.mkdir(parents=True, exist_ok=True)
+            plot_metric_vs_nfe(self.rows, Path(plot), "w2")
+            yield "the W2-vs-NFE plot", Path(plot)
 
 
 def evaluate_checkpoints(

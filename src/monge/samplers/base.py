@@ -110,6 +110,15 @@ class SamplerRegistry(Registry):
         """The registered :class:`SamplerInfo` of ``name`` (``ValueError`` naming the choices if unknown)."""
         return self.meta(name)["info"]
 
+    def kinds(self) -> dict[str, list[str]]:
+        """Names by kind: ``ode`` (integrate a field, a velocity as it is), ``diffusion`` (work through
+        the schedule's alpha/sigma, ``needs_schedule``) and ``flow_map`` (jumps of a flow map)."""
+        kinds: dict[str, list[str]] = {"ode": [], "diffusion": [], "flow_map": []}
+        for name in self.names():
+            info = self.info(name)
+            kinds["flow_map" if info.flow_map else "diffusion" if info.needs_schedule else "ode"].append(name)
+        return kinds
+
     def costs(self) -> dict[str, int]:
         """``{name: evals_per_step}`` of every fixed-step sampler of a field ``model(x, t)`` (the
         flow-map samplers, ``flow_map=True``, left out)."""
