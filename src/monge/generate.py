@@ -351,6 +351,7 @@ def generate_model_space(
       target noised to :math:`t_s` and integrate :math:`[t_s, 1]` with ``sampler``/``nfe``
       (:func:`monge.couplings.expressway_sample`). In DPM-OT the model is trained with
       independent pairs, so that the noised target is a typical point of the path at :math:`t_s`.
+    - ``options`` go to the sampler (:func:`run_sampler`), with those the run's objective fixes.
     """
     from .rundata import sampling_source
 
