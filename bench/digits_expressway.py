@@ -110,9 +110,9 @@ def main() -> None:
         with torch.no_grad():
             if args.baselines:
                 for k in args.nfe:
-                    x = sample(net, noise, "euler", nfe=k).x
+                    x = sample(net, noise, sampler="euler", nfe=k).x
                     emit(score_images(x, reference, classifier, tau, "euler", k), name, "–", "euler", 0, x)
-                ad = sample(net, noise, "dopri5")
+                ad = sample(net, noise, sampler="dopri5")
                 emit(score_images(ad.x, reference, classifier, tau, "dopri5", ad.nfe), name, "–", "dopri5", 0, ad.x)
             for key in args.maps:
                 sd_map = get_map(key, cache, source, train_set, seed)

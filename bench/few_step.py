@@ -132,9 +132,9 @@ def evaluate(model, objective: str, s: Settings, nfes: tuple[int, ...] | None = 
         g = torch.Generator().manual_seed(10_000 + seed)
         x0, ref = src.sample(s.n_eval, generator=g), tgt.sample(s.n_eval, generator=g)
         for k in s.nfes if nfes is None else nfes:
-            out.setdefault(str(k), []).append(wasserstein2(sample(model, x0, sampler, nfe=k).x, ref))
+            out.setdefault(str(k), []).append(wasserstein2(sample(model, x0, sampler=sampler, nfe=k).x, ref))
         if objective == "velocity" and adaptive:
-            res = sample(model, x0, "dopri5")
+            res = sample(model, x0, sampler="dopri5")
             out.setdefault("adaptive", []).append(wasserstein2(res.x, ref))
             out.setdefault("adaptive_nfe", []).append(res.nfe)
     return out

@@ -294,7 +294,7 @@ def _fm_sampler(model: nn.Module, x0: Tensor, nfe: int | None) -> tuple[Tensor, 
 
 
 def _monge_sampler(model: nn.Module, x0: Tensor, nfe: int | None) -> tuple[Tensor, int]:
-    out = sample(model, x0, "dopri5") if nfe is None else sample(model, x0, "euler", nfe=nfe)
+    out = sample(model, x0, sampler="dopri5") if nfe is None else sample(model, x0, sampler="euler", nfe=nfe)
     return out.x, out.nfe
 
 

@@ -31,7 +31,7 @@ import torch
 from monge.data import GaussianMixture
 from monge.paths import DiscreteVPSchedule
 from monge.samplers import optimized
-from monge.samplers.diffusion import solve
+from monge.samplers import sample
 
 F64 = torch.float64
 #: (label, diffusers class, its options, monge sampler, monge options, final sigma)
@@ -84,7 +84,8 @@ def run(nfes: list[int], n: int, repeats: int, fit_noise: int, fit_steps: int = 
     model = lambda x, t: gmm.noise_mean(x, t, ours)  # noqa: E731
     cheap = lambda x, t: 0.5 * x  # noqa: E731  (timing: the solvers' own work, not the oracle's)
     ref_ts = torch.linspace(_flow_t(999), 1.0, 4 * fit_steps + 1, dtype=F64)
-    reference = solve(model, noise, ours, ref_ts, "dpm_solver_pp", prediction="noise", order=3).x
+    reference = sample(model, noise, sampler="dpm_solver_pp", timesteps=ref_ts, schedule=ours, prediction="noise",
+                       order=3).x
     info["reference_w2"] = _w2(reference, data)
     info["reference_steps"] = ref_ts.numel() - 1
     for label, cls, kw, name, opts, final in cases or CASES:
@@ -104,7 +105,7 @@ def run(nfes: list[int], n: int, repeats: int, fit_noise: int, fit_steps: int = 
                 return s
 
             def run_monge(net, ts=ts, name=name, opts=opts):
-                return solve(net, noise, ours, ts, name, prediction="noise", **opts).x
+                return sample(net, noise, sampler=name, timesteps=ts, schedule=ours, prediction="noise", **opts).x
 
             x_d, x_m = run_diffusers(model), run_monge(model)
             t_d, _ = _timed(lambda: run_diffusers(cheap), repeats)
@@ -112,7 +113,7 @@ def run(nfes: list[int], n: int, repeats: int, fit_noise: int, fit_steps: int = 
             grid = optimized(model, ours, nfe, name, other, prediction="noise", t0=float(ts[0]),
                              t1=float(ts[-1]), sampler_options=opts, reference_steps=fit_steps,
                              refine_sweeps=2 if fit_steps >= 64 else 1)
-            x_o = solve(model, noise, ours, grid, name, prediction="noise", **opts).x
+            x_o = sample(model, noise, sampler=name, timesteps=grid, schedule=ours, prediction="noise", **opts).x
             rows.append({
                 "sampler": label, "nfe": nfe,
                 "max_diff": float((x_d - x_m).abs().max()),

@@ -44,7 +44,7 @@ from torchdiffeq import odeint
 
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES, Schedule
-from monge.samplers import EvalTimeWarp, make_timesteps, optimized, optimized_decoupled, solve, steps_for_nfe
+from monge.samplers import EvalTimeWarp, make_timesteps, optimized, optimized_decoupled, sample, steps_for_nfe
 
 __all__ = ["SAMPLERS", "NFES", "GRIDS", "FITTED", "SECTIONS", "Settings", "QUICK", "Section", "Row", "w2",
            "oracle_section", "trained_section", "evaluate", "format_section", "goal_lines", "plot",
@@ -224,7 +224,7 @@ def evaluate(sec: Section, s: Settings, log: Callable[[str], None] = print) -> l
                     model = EvalTimeWarp(sec.model, ts, ev)
                 else:
                     ts = make_timesteps(grid, n_steps, sec.schedule)
-                out = solve(model, sec.x0, sec.schedule, ts, sampler)
+                out = sample(model, sec.x0, sampler=sampler, timesteps=ts, schedule=sec.schedule)
                 err = float((out.x - sec.ref).pow(2).sum(1).mean().sqrt())
                 rows.append(Row(sampler, grid, nfe, out.nfe, w2(out.x, sec.data), err, fit_s))
             log(f"[{sec.key}] {sampler} nfe={nfe} done ({time.time() - start:.0f} s)")

@@ -167,15 +167,15 @@ def test_sample_with_step_schedules_and_the_expressway(tmp_path):
     path = _semidiscrete_recipe(tmp_path, [1])
     assert runner.invoke(app, ["train", str(path), "--no-progress"]).exit_code == 0
     run, out = tmp_path / "runs" / "sd", tmp_path / "s.npy"
-    for extra, expect in ((["--sampler", "dpm_solver_pp", "--schedule", "karras"], "dpm_solver_pp, karras steps"),
-                          (["--sampler", "euler", "--schedule", "optimized"], "optimized steps"),
-                          (["--sampler", "euler", "--schedule", "optimized_decoupled"], "optimized_decoupled steps"),
+    for extra, expect in ((["--sampler", "dpm_solver_pp", "--timesteps", "karras"], "dpm_solver_pp, karras steps"),
+                          (["--sampler", "euler", "--timesteps", "optimized"], "optimized steps"),
+                          (["--sampler", "euler", "--timesteps", "optimized_decoupled"], "optimized_decoupled steps"),
                           (["--expressway", "0.5", "--nfe", "2"], "expressway from t=0.5, 2 NFE")):
         res = runner.invoke(app, ["sample", str(run), "-n", "20", "--nfe", "4", "-o", str(out), *extra])
         assert res.exit_code == 0, res.output
         assert expect in res.output and np.isfinite(np.load(out)).all()
     assert (run / "timesteps.safetensors").is_file()
-    res = runner.invoke(app, ["sample", str(run), "--schedule", "nope", "-o", str(out)])
+    res = runner.invoke(app, ["sample", str(run), "--timesteps", "nope", "-o", str(out)])
     assert res.exit_code == 2 and "valid choices" in res.output
 
 

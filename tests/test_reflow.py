@@ -72,12 +72,12 @@ def test_reflow_straightens_trajectories(tiny_config, tmp_path):
     # 1-RF on 8 Gaussians bends a lot (measured S 1.77); reflow removes nearly all of it (0.01)
     assert s2 < 0.1 * s1, (s1, s2)
     # one-step Euler of the reflowed model lands nearer its own ODE endpoint than 1-RF's does
-    e1 = (sample(m1, noise, "euler", 1).x - x1).square().sum(1).mean().item()
-    e2 = (sample(m2, noise, "euler", 1).x - x2).square().sum(1).mean().item()
+    e1 = (sample(m1, noise, sampler="euler", nfe=1).x - x1).square().sum(1).mean().item()
+    e2 = (sample(m2, noise, sampler="euler", nfe=1).x - x2).square().sum(1).mean().item()
     assert e2 < 0.1 * e1, (e1, e2)
     # distilled: one step hits the reflowed model's endpoint closer still
     m3, _ = load_model(out / "distill")
-    e3 = (sample(m3, noise, "euler", 1).x - x2).square().sum(1).mean().item()
+    e3 = (sample(m3, noise, sampler="euler", nfe=1).x - x2).square().sum(1).mean().item()
     assert e3 < 0.5 * e2, (e2, e3)
     assert "| euler | 1 |" in (out / "distill" / "eval.md").read_text()  # the distilled model is evaluated
     print(f"straightness 1-RF {s1:.3f} 2-RF {s2:.3f}; 1-step error 1-RF {e1:.3f} 2-RF {e2:.3f} distilled {e3:.3f}")

@@ -1,15 +1,19 @@
-"""Command line: ``monge train | sample | reflow | eval | demo | restore``."""
+"""Command line: ``monge train | sample | reflow | fit-ot | eval | demo | restore``.
+
+Each command parses its options, makes one library call and prints what it did; errors of input
+and files are one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import List, Optional
 
 import typer
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .samplers.expressway import Expressway
+from .samplers import GRIDS, SAMPLERS
 
 app = typer.Typer(
     add_completion=False,
@@ -34,17 +38,25 @@ def _fail(err: BaseException, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _parse_nfe(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--nfe must be comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"--nfe values must be integers >= 1, got {text!r}")
-    from .limits import check_nfe
+def _precheck(nfe: int | str, checkpoints: List[Path]) -> list[int]:
+    """The NFE budgets and the checkpoint paths, checked before the heavy imports so that a typo fails
+    at once (a one-line error and exit code 2)."""
+    from .limits import parse_nfe
+    from .locate import check_checkpoint_path
 
-    check_nfe(max(values))
-    return values
+    try:
+        nfes = parse_nfe(nfe)
+        for checkpoint in checkpoints:
+            check_checkpoint_path(checkpoint)
+    except _USER_ERRORS as err:
+        _fail(err)
+    return nfes
+
+
+def _sampler_help() -> str:
+    """The sampler names of :data:`monge.samplers.SAMPLERS` by kind."""
+    what = {"ode": "ODE", "diffusion": "few-step", "flow_map": "flow maps (runs trained with those objectives)"}
+    return "; ".join(f"{what[kind]}: {' | '.join(names)}" for kind, names in SAMPLERS.kinds().items())
 
 
 @app.command()
@@ -65,8 +77,6 @@ def train(
 
     Runs data-parallel unchanged under: torchrun --nproc_per_node=N -m monge train RECIPE.
     """
-    if not config.is_file():
-        _fail(FileNotFoundError(f"config file not found: {config}"))
     from . import distributed
     from .config import load_config
     from .train import Trainer, TrainingError
@@ -99,14 +109,11 @@ def train(
 def sample_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory"),
     nfe: int = typer.Option(8, help="Function evaluations (ignored by dopri5)."),
-    sampler: str = typer.Option(
-        "euler", help="ODE: euler | midpoint | heun | rk4 | dopri5; few-step: ddim | dpm_solver_pp | "
-        "dpm_solver_pp_3m | unipc | unipc_bh2 | heun_edm | euler_maruyama; flow maps: mean_flow | shortcut "
-        "(runs trained with those objectives)."),
+    sampler: str = typer.Option("euler", help=f"{_sampler_help()}."),
     timesteps: Optional[str] = typer.Option(
-        None, "--timesteps", "--schedule", help="Step grid: uniform | uniform_log_snr | karras | optimized (fitted "
-        "to the model once and cached in the run directory) | optimized_decoupled (optimized grid plus fitted "
-        "network evaluation times); --schedule is its old name.", show_default="the sampler's own steps"),
+        None, "--timesteps", help=f"Step grid: {' | '.join(GRIDS.names())} | optimized (fitted to the model once and cached in "
+        "the run directory) | optimized_decoupled (optimized grid plus fitted network evaluation times).",
+        show_default="the sampler's own steps"),
     expressway: Optional[float] = typer.Option(
         None, help="Start at this time from the noised data point of each noise's semi-discrete OT cell "
         "(the map is fitted once and cached in the run).", show_default="off"),
@@ -129,70 +136,20 @@ def sample_cmd(
 ) -> None:
     """Draw samples from a trained model and save them as a .npy array or a CSV table (and a PNG
     grid for images). Runs on standardised tables return samples in the data's own units."""
-    _check_nfe_and_path(nfe, [checkpoint])
-    from ._validation import MAX_SAMPLES
-    from .checkpoint import run_dir_of
-    from .generate import generate
-    from .limits import check_nfe
-    from .outputs import check_output_file, write_array
-    from .train import load_model
+    _precheck(nfe, [checkpoint])
+    from .generate import sample_checkpoint
 
     try:
-        if n < 1 or n > MAX_SAMPLES:
-            raise ValueError(f"-n must be in [1, {MAX_SAMPLES:,}], got {n}")
-        if nfe < 1:
-            raise ValueError(f"--nfe must be >= 1, got {nfe}")
-        check_nfe(nfe)
-        if grid is not None and grid.suffix.lower() != ".png":
-            raise ValueError(f"--grid needs a .png path, got {grid}")
-        output = output if output is not None else run_dir_of(checkpoint) / "samples.npy"
-        check_output_file(output)
-        if grid is not None:
-            check_output_file(grid, "--grid")
-        model, cfg = load_model(checkpoint, ema=ema)
-        conds = None
-        if condition is not None:
-            from .generate import read_conditions
-
-            if getattr(model, "cond_dim", None) is None:
-                raise ValueError("--condition: this run's model takes no continuous condition (no model.cond_dim)")
-            conds = read_conditions(condition, cfg, model.cond_dim, n, seed)
-            n = conds.shape[0] if conds.dim() == 2 else n  # a file or held-out: one sample per condition
-        _check_sampling_memory(model, cfg, n)
-        out = generate(model, cfg, n, sampler=sampler, nfe=nfe, timesteps=timesteps, expressway=expressway,
-                       run_dir=run_dir_of(checkpoint), seed=seed, label=label, guidance=guidance, conditions=conds)
-        if grid is not None and out.x.dim() != 4:
-            raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
-        write_array(output, out.x.cpu().numpy())
-        how = sampler if timesteps is None else f"{sampler}, {timesteps} steps"
-        if expressway is not None:
-            how += f", expressway from t={expressway}"
-        typer.echo(f"wrote {n} samples ({how}, {out.nfe} NFE) to {output}")
-        if conds is not None and conds.dim() == 2:
-            cpath = write_array(output.with_suffix(".conditions.npy"), conds.numpy())
-            typer.echo(f"wrote their conditions to {cpath}")
-        if grid is not None:
-            from .imageio import save_image_grid
-
-            save_image_grid(out.x[:64].clamp(-1, 1).cpu(), grid, nrow=8, scale=max(1, 64 // out.x.shape[-1]))
-            typer.echo(f"wrote a grid of {min(n, 64)} images to {grid}")
+        out = sample_checkpoint(checkpoint, n=n, output=output, grid=grid, ema=ema, condition=condition, seed=seed,
+                                sampler=sampler, nfe=nfe, timesteps=timesteps, expressway=expressway, label=label,
+                                guidance=guidance)
     except _USER_ERRORS as err:
         _fail(err)
-
-
-def _check_sampling_memory(model, cfg, n: int) -> None:
-    """Refuse a sampling batch larger than the memory available, before sampling."""
-    import torch
-
-    from .limits import check_sampling_memory
-    from .models import build_model
-
-    shape = getattr(model, "shape", None)
-    if shape is None:
-        return
-    with torch.device("meta"):
-        meta = build_model(cfg.model.name, cfg.model.params, tuple(shape))
-    check_sampling_memory(meta, n, tuple(shape), "sampling")
+    typer.echo(f"wrote {out.n} samples ({out.sampling}, {out.nfe} NFE) to {out.output}")
+    if out.conditions is not None:
+        typer.echo(f"wrote their conditions to {out.conditions}")
+    if out.grid is not None:
+        typer.echo(f"wrote a grid of {out.n_grid} images to {out.grid}")
 
 
 @app.command("reflow")
@@ -212,15 +169,12 @@ def reflow_cmd(
                                             show_default=_AUTO),
 ) -> None:
     """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
-    _check_nfe_and_path(nfe, [checkpoint])
+    _precheck(nfe, [checkpoint])
     from .checkpoint import CheckpointError
-    from .limits import check_nfe
+    from .quick import MAX_PAIRS, quick_cap, quick_steps
     from .reflow import reflow
 
     try:
-        check_nfe(nfe)
-        from .quick import MAX_PAIRS, quick_cap, quick_steps
-
         n_pairs, steps = quick_cap(n_pairs, MAX_PAIRS), None if steps is None else quick_steps(steps)
         run = reflow(checkpoint, n_pairs=n_pairs, steps=steps, out_dir=out, distill=distill, sampler=sampler,
                      nfe=nfe, seed=seed, progress=progress, overwrite=overwrite)
@@ -233,17 +187,6 @@ def reflow_cmd(
         typer.echo(f"one-step distilled run: {run / 'distill'} (sample it with --sampler euler --nfe 1)")
         if (run / "distill" / "eval.md").is_file():
             typer.echo((run / "distill" / "eval.md").read_text())
-
-
-def _expressway_of(checkpoint: Path, cfg) -> "Expressway | None":
-    """The run's expressway when it holds a semi-discrete map (a ``semidiscrete_ot`` run, or any
-    run sampled once with ``--expressway``)."""
-    from .checkpoint import run_dir_of
-    from .couplings.maps import load_run_map
-    from .generate import expressway_of
-
-    sd_map = load_run_map(run_dir_of(checkpoint))
-    return None if sd_map is None else expressway_of(cfg, sd_map)
 
 
 @app.command("fit-ot")
@@ -290,22 +233,6 @@ def fit_ot_cmd(
                f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells")
 
 
-def _check_kind(cfg, sampler: str, nll: bool) -> bool:
-    """Refuse a sampler of the wrong kind for the run; whether it is a flow map (no dopri5 row, no NLL)."""
-    from .flow_map import check_sampler, is_flow_map
-
-    check_sampler(cfg.objective.name, sampler)
-    if is_flow_map(cfg.objective.name) and nll:
-        raise ValueError(f"--nll integrates a velocity field; the {cfg.objective.name} run {cfg.name} is a flow map")
-    return is_flow_map(cfg.objective.name)
-
-
-def _sampler_options(cfg) -> dict:
-    from .flow_map import sampler_options
-
-    return sampler_options(cfg.objective.name, cfg.objective.params)
-
-
 @app.command("eval")
 def eval_cmd(
     checkpoints: List[Path] = typer.Argument(..., help="one or more checkpoint files or run directories"),
@@ -335,80 +262,23 @@ def eval_cmd(
     table says). Runs whose log.csv holds coupling diagnostics get a table of them (means over
     the logged steps: pair cost against independent pairs, weights' ESS, noise drift, plan entropy).
     """
+    nfes = _precheck(nfe, checkpoints)
+    from .generate import evaluate_checkpoints
+    from .outputs import check_output_file
+    from .quick import MAX_SAMPLES, quick_cap
+
     try:
-        _parse_nfe(nfe)
-        _check_nfe_and_path(1, checkpoints)
+        for checked in (p for p in (output, plot) if p is not None):
+            check_output_file(checked)
+        result = evaluate_checkpoints(checkpoints, nfes=nfes, sampler=sampler, adaptive=adaptive,
+                                      n=quick_cap(n, MAX_SAMPLES), seed=seed, nll=nll,
+                                      nll_n=quick_cap(nll_n, MAX_SAMPLES), data_path=data_path)
     except _USER_ERRORS as err:
         _fail(err)
-    from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
-                           format_table, held_out_target, read_coupling_diagnostics, reference_data)
-    from .outputs import check_output_file, write_text
-    from .rundata import build_run_data
-    from .paths import PATHS
-    from .train import load_model
-
-    results: dict[str, list] = {}
-    nlls: dict[str, object] = {}
-    diagnostics: dict[str, dict[str, float]] = {}
+    typer.echo(result.report)
     try:
-        from .quick import MAX_SAMPLES, quick_cap
-
-        n, nll_n = quick_cap(n, MAX_SAMPLES), quick_cap(nll_n, MAX_SAMPLES)
-        nfes = _parse_nfe(nfe)
-        for checked in (output, plot):
-            if checked is not None:
-                check_output_file(checked)
-        if not 2 <= n <= 20_000:
-            raise ValueError(f"-n must be in [2, 20000] (exact W2 costs O(n^3) in it), got {n}")
-        if nll and nll_n < 2:
-            raise ValueError(f"--nll-n must be >= 2, got {nll_n}")
-        tasks = set()
-        for checkpoint in checkpoints:
-            model, cfg = load_model(checkpoint)
-            flow_map_run = _check_kind(cfg, sampler, nll)
-            tasks.add((str(cfg.data.source), str(cfg.data.target)))
-            if len(tasks) > 1:
-                raise ValueError(f"checkpoints compare different tasks {sorted(tasks)}; evaluate them separately")
-            label = cfg.name if cfg.name not in results else f"{cfg.name} ({checkpoint})"
-            if data_path is not None:
-                if "path" not in cfg.data.target.params:
-                    raise ValueError(f"--data-path: data.target {cfg.data.target} is not read from a file")
-                cfg.data.target.params["path"] = str(data_path)
-            source_data, target_data = build_run_data(cfg, "monge eval")
-            results[label] = evaluate_field(model, source_data, reference_data(target_data), nfes=nfes, sampler=sampler,
-                                            adaptive=adaptive and not flow_map_run, n=n, seed=seed,
-                                            expressway=_expressway_of(checkpoint, cfg),
-                                            schedule=getattr(PATHS.build(cfg.path.name, **cfg.path.params),
-                                                             "schedule", None),
-                                            options=_sampler_options(cfg))
-            if nll:
-                held, what, _ = held_out_target(cfg.data.target, target_data)
-                nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)
-            diag = read_coupling_diagnostics(checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent)
-            if diag is not None:
-                diagnostics[label] = diag
-    except _USER_ERRORS as err:
-        _fail(err)
-    source, target = tasks.pop()
-    parts = [format_table(rows, f"{label}: {source} -> {target}") for label, rows in results.items()]
-    if len(results) > 1:
-        parts.append(format_comparison(results))
-    if nlls:
-        parts.append(format_nll(nlls, f"Negative log-likelihood: {source} -> {target}"))
-    if diagnostics:
-        parts.append(format_coupling_diagnostics(diagnostics))
-    report = "\n\n".join(parts)
-    typer.echo(report)
-    try:
-        if output is not None:
-            write_text(output, report + "\n")
-            typer.echo(f"wrote the tables to {output}")
-        if plot is not None:
-            from .plots import plot_metric_vs_nfe
-
-            plot.parent.mkdir(parents=True, exist_ok=True)
-            plot_metric_vs_nfe(results, plot, "w2")
-            typer.echo(f"wrote the W2-vs-NFE plot to {plot}")
+        for what, path in result.save(output, plot):
+            typer.echo(f"wrote {what} to {path}")
     except _USER_ERRORS as err:
         _fail(err)
 
@@ -437,50 +307,13 @@ def demo(
         "sampled in 1, 2, 4, 8 jumps.", show_default="none"),
 ) -> None:
     """Train one model per coupling on a 2D task (default I-CFM vs OT-CFM) or on digits; write a report."""
-    from .couplings import COUPLINGS
+    from .demo import demo as run
 
+    command = "monge " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
     try:
-        if data not in ("toy", "digits"):
-            raise ValueError(f"--data must be 'toy' or 'digits', got {data!r}")
-        digits = data == "digits"
-        steps = steps if steps is not None else (5000 if digits else 3000)
-        from .quick import quick_steps
-
-        steps = quick_steps(steps)
-        batch_size = batch_size if batch_size is not None else (128 if digits else 256)
-        if steps < 1 or batch_size < 2:
-            raise ValueError("--steps must be >= 1 and --batch-size >= 2")
-        if couplings is None:
-            couplings = ("independent,exact_ot,wcfm,immiscible,semidiscrete_ot" if digits
-                         else "independent,exact_ot")
-        names = [c.strip() for c in couplings.split(",") if c.strip()]
-        for name in names:
-            COUPLINGS.get(name)
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"--couplings must list distinct coupling names, got {couplings!r}")
-        if digits and flow_maps:
-            raise ValueError("--flow-maps applies to the toy demo; train digits flow maps with "
-                             "configs/digits-mean_flow.yaml or configs/digits-shortcut.yaml")
-        if digits:
-            import shlex
-
-            from .demo_images import run_image_demo
-
-            out = out if out is not None else Path("runs/demo-digits")
-            command = "monge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] \
-                else None
-            result = run_image_demo(out, couplings=names, size=size, steps=steps, batch_size=batch_size,
-                                    model=model, seed=seed, n=n, progress=progress, command=command)
-        else:
-            from .demo import run_demo
-
-            out = out if out is not None else Path("runs/demo")
-            from .quick import MAX_FIT_ITER, MAX_SAMPLES, quick_cap, quick_mode
-
-            result = run_demo(out, source=source, target=target, couplings=names, steps=steps,
-                              batch_size=batch_size, seed=seed, progress=progress,
-                              coupling_params={"semidiscrete_ot": {"max_iter": MAX_FIT_ITER}} if quick_mode() else None,
-                              samples=quick_cap(2000, MAX_SAMPLES), flow_maps=_flow_maps(flow_maps))
+        result = run(data, out, steps=steps, batch_size=batch_size, couplings=couplings, flow_maps=flow_maps,
+                     source=source, target=target, model=model, size=size, n=n, seed=seed, progress=progress,
+                     command=command)
     except _USER_ERRORS as err:
         _fail(err)
     typer.echo(result.report.read_text())
@@ -489,35 +322,12 @@ def demo(
         typer.echo(f"figure: {figure}")
 
 
-def _check_nfe_and_path(nfe: int, checkpoints: List[Path]) -> None:
-    """Checks that need no torch, run before the heavy imports so that a typo fails at once
-    (a one-line error and exit code 2)."""
-    from .locate import check_checkpoint_path
-
-    try:
-        if nfe < 1:
-            raise ValueError(f"--nfe must be >= 1, got {nfe}")
-        for checkpoint in checkpoints:
-            check_checkpoint_path(checkpoint)
-    except _USER_ERRORS as err:
-        _fail(err)
-
-
 def _quick_config(cfg) -> None:
-    """In quick mode (``MONGE_QUICK=1``, :mod:`monge.quick`) cut the recipe's training steps and its
-    semi-discrete OT fit, and say so on stderr."""
-    from .quick import MAX_FIT_ITER, MAX_SAMPLES, QUICK_ENV, quick_mode, quick_steps
+    """Quick mode (``MONGE_QUICK=1``): cut the recipe (:func:`monge.quick.quick_config`), say so on stderr."""
+    from .quick import quick_config
 
-    if not quick_mode():
-        return
-    steps = cfg.train.steps
-    cfg.train.steps = quick_steps(steps)
-    cfg.train.eval_samples = min(cfg.train.eval_samples, MAX_SAMPLES)
-    note = f"{QUICK_ENV}=1: {cfg.train.steps} of the recipe's {steps} steps, {cfg.train.eval_samples} samples per evaluation"
-    if cfg.coupling.name == "semidiscrete_ot":
-        cfg.coupling.params["max_iter"] = min(int(cfg.coupling.params.get("max_iter", MAX_FIT_ITER)), MAX_FIT_ITER)
-        note += f", semi-discrete OT fit capped at {cfg.coupling.params['max_iter']} iterations"
-    typer.echo(note + " (a quick try: results are not meaningful)", err=True)
+    if (note := quick_config(cfg)) is not None:
+        typer.echo(note, err=True)
 
 
 @app.command("restore")
@@ -551,64 +361,19 @@ def restore_cmd(
 
     Writes (n, *shape) samples for one measurement, (N, n, *shape) for a batch of N.
     """
-    _check_nfe_and_path(nfe, [checkpoint])
-    from .checkpoint import run_dir_of
-    from .limits import check_nfe
-    from .outputs import check_output_file, write_array
-    from .restore import as_batch, build_operator, load_array, restore, save_restore_grid
-    from .train import load_model
+    _precheck(nfe, [checkpoint])
+    from .restore import restore_checkpoint
 
     try:
-        check_nfe(nfe)
-        output = output if output is not None else run_dir_of(checkpoint) / "restored.npy"
-        if output.suffix != ".npy":
-            raise ValueError(f"-o needs a .npy path, got {output}")
-        check_output_file(output)
-        if grid is not None:
-            if grid.suffix.lower() != ".png":
-                raise ValueError(f"--grid needs a .png path, got {grid}")
-            check_output_file(grid, "--grid")
-        inputs = [p.resolve() for p in (input, mask, truth) if p is not None]
-        if output.resolve() in inputs:
-            raise ValueError(f"-o {output} would overwrite an input file; choose another output path")
-        y = load_array(input, "--input")
-        mask_t = load_array(mask, "--mask") if mask is not None else None
-        model, cfg = load_model(checkpoint, ema=ema)
-        shape = getattr(model, "shape", None)
-        if shape is None:  # a checkpoint that does not record its sample shape: read the data
-            from .data.sources import build_data
-
-            shape = build_data(cfg.data)[1].shape
-        shape = tuple(shape)
-        op = build_operator(operator, shape, mask=mask_t, blur_std=blur_std, factor=factor, m=m,
-                            seed=projection_seed)
-        y, batched = as_batch(y, op.measurement_shape, "--input", f"a {operator} measurement of this run's data {shape}")
-        truth_t = None
-        if truth is not None:
-            truth_t, _ = as_batch(load_array(truth, "--truth"), shape, "--truth", "this run's data")
-            if truth_t.shape[0] != y.shape[0]:
-                raise ValueError(f"--truth holds {truth_t.shape[0]} items, --input {y.shape[0]}")
-        if grid is not None and len(shape) != 3:
-            raise ValueError(f"--grid needs image data (C, H, W); this run's data has shape {shape}")
-        x = restore(model, cfg, op, y, sigma=sigma, solver=solver, nfe=nfe, n=n, seed=seed)
-        write_array(output, (x if batched else x[0]).cpu().numpy())
-        typer.echo(f"wrote {n} samples for each of {y.shape[0]} measurements ({solver}, {nfe} NFE) to {output}")
-        if grid is not None:
-            save_restore_grid(op, y, x, grid, truth_t)
-            typer.echo(f"wrote a grid (measurement, samples{', truth' if truth_t is not None else ''}) to {grid}")
+        out = restore_checkpoint(checkpoint, operator=operator, input=input, mask=mask, truth=truth, output=output,
+                                 grid=grid, ema=ema, blur_std=blur_std, factor=factor, m=m,
+                                 projection_seed=projection_seed, sigma=sigma, solver=solver, nfe=nfe, n=n, seed=seed)
     except _USER_ERRORS as err:
         _fail(err)
-
-
-def _flow_maps(text: str | None) -> tuple[str, ...]:
-    """The ``--flow-maps`` objectives, checked."""
-    from .flow_map import SAMPLER_OF
-
-    names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
-    bad = [n for n in names if n not in SAMPLER_OF]
-    if bad or len(set(names)) != len(names):
-        raise ValueError(f"--flow-maps must list distinct flow-map objectives ({', '.join(SAMPLER_OF)}), got {text!r}")
-    return names
+    typer.echo(f"wrote {out.n} samples for each of {out.measurements} measurements ({solver}, {nfe} NFE) to "
+               f"{out.output}")
+    if out.grid is not None:
+        typer.echo(f"wrote a grid (measurement, samples{', truth' if out.with_truth else ''}) to {out.grid}")
 
 
 def main() -> None:  # pragma: no cover

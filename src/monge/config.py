@@ -39,6 +39,7 @@ __all__ = [
     "Config",
     "load_config",
     "apply_overrides",
+    "build_path",
 ]
 
 
@@ -424,3 +425,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if overrides:
         raw = apply_overrides(raw, overrides)
     return Config.from_dict(raw)
+
+
+def build_path(config: Config):
+    """The run's probability path, :class:`~monge.paths.ProbPath` ``config.path`` built from
+    :data:`monge.paths.PATHS` (the one place a run's path is built)."""
+    from .paths import PATHS
+
+    return PATHS.build(config.path.name, **config.path.params)

@@ -25,7 +25,7 @@ from .progress import item_status
 from .samplers import sample
 from .train import Trainer
 
-__all__ = ["DemoResult", "demo_config", "run_demo"]
+__all__ = ["DemoResult", "demo_config", "run_demo", "demo"]
 
 LABELS = {"independent": "I-CFM (independent)", "exact_ot": "OT-CFM (exact_ot)"}
 
@@ -131,19 +131,19 @@ def run_demo(
         rows[label] = result.eval_rows
         model = trainer.ema.model
         if objective != "velocity":  # a flow map: its jumps; no adaptive solver, no likelihood
-            panels[label] = {f"{objective}, {k} NFE": sample(model, x0, objective, nfe=k).x for k in (1, 2, 4, 8)}
-            panels[label][f"{objective}, 16 NFE"] = sample(model, x0, objective, nfe=16).x
+            panels[label] = {f"{objective}, {k} NFE": sample(model, x0, sampler=objective, nfe=k).x for k in (1, 2, 4, 8)}
+            panels[label][f"{objective}, 16 NFE"] = sample(model, x0, sampler=objective, nfe=16).x
             notes[label] = f"{objective}, 16 jumps"
-            trajectories[label] = sample(model, x0[:256], objective, nfe=16, return_trajectory=True).trajectory
+            trajectories[label] = sample(model, x0[:256], sampler=objective, nfe=16, return_trajectory=True).trajectory
             continue
         call = {"return_trajectory": True, "schedule": getattr(trainer.path, "schedule", None),
                 "generator": torch.Generator().manual_seed(seed + 12345 + 2)}
-        panels[label] = {f"euler, {k} NFE": sample(model, x0, "euler", nfe=k, **call).x for k in (1, 2, 4, 8)}
-        adaptive = sample(model, x0, "dopri5", **call)
+        panels[label] = {f"euler, {k} NFE": sample(model, x0, sampler="euler", nfe=k, **call).x for k in (1, 2, 4, 8)}
+        adaptive = sample(model, x0, sampler="dopri5", **call)
         panels[label]["dopri5 (adaptive)"] = adaptive.x
         adaptive_nfe[label] = adaptive.nfe
         notes[label] = f"{adaptive.nfe} NFE"
-        trajectories[label] = sample(model, x0[:256], "rk4", nfe=64, return_trajectory=True).trajectory
+        trajectories[label] = sample(model, x0[:256], sampler="rk4", nfe=64, return_trajectory=True).trajectory
         if nll is not None:
             nll[label] = evaluate_nll(model, src, tgt, n=min(NLL_POINTS, samples), seed=seed + 4242, rtol=NLL_TOL, atol=NLL_TOL)
 
@@ -215,3 +215,70 @@ def _report(rows: dict[str, list[EvalRow]], seconds: dict[str, float], source: s
                "nearly straight paths, independent pairing curved ones."), "",
               "![trajectories](trajectories.png)", ""]
     return "\n".join(parts)
+
+
+#: Couplings each demo compares by default.
+DEFAULT_COUPLINGS = {"toy": "independent,exact_ot", "digits": "independent,exact_ot,wcfm,immiscible,semidiscrete_ot"}
+
+
+def demo(
+    data: str = "toy",
+    out: str | Path | None = None,
+    *,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    couplings: str | None = None,
+    flow_maps: str | None = None,
+    source: str = "8gaussians",
+    target: str = "moons",
+    model: str = "mlp",
+    size: int = 16,
+    n: int = 1000,
+    seed: int = 0,
+    progress: bool | None = None,
+    command: str | None = None,
+):
+    """``monge demo``: the toy demo (:func:`run_demo`, ``source`` -> ``target``) or the digits demo
+    (:func:`monge.demo_images.run_image_demo`, ``model``, ``size``, ``n``), with the command line's
+    defaults and text arguments checked (comma-separated ``couplings`` and ``flow_maps``). Quick mode
+    (:mod:`monge.quick`) cuts the steps, samples and semi-discrete fit."""
+    from .couplings import COUPLINGS
+    from .quick import MAX_FIT_ITER, MAX_SAMPLES, quick_cap, quick_mode, quick_steps
+
+    if data not in ("toy", "digits"):
+        raise ValueError(f"--data must be 'toy' or 'digits', got {data!r}")
+    digits = data == "digits"
+    steps = quick_steps(steps if steps is not None else (5000 if digits else 3000))
+    batch_size = batch_size if batch_size is not None else (128 if digits else 256)
+    if steps < 1 or batch_size < 2:
+        raise ValueError("--steps must be >= 1 and --batch-size >= 2")
+    couplings = DEFAULT_COUPLINGS[data] if couplings is None else couplings
+    names = [c.strip() for c in couplings.split(",") if c.strip()]
+    for name in names:
+        COUPLINGS.get(name)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"--couplings must list distinct coupling names, got {couplings!r}")
+    if digits and flow_maps:
+        raise ValueError("--flow-maps applies to the toy demo; train digits flow maps with "
+                         "configs/digits-mean_flow.yaml or configs/digits-shortcut.yaml")
+    if digits:
+        from .demo_images import run_image_demo
+
+        return run_image_demo(out if out is not None else Path("runs/demo-digits"), couplings=names, size=size,
+                              steps=steps, batch_size=batch_size, model=model, seed=seed, n=n, progress=progress,
+                              command=command)
+    return run_demo(out if out is not None else Path("runs/demo"), source=source, target=target, couplings=names,
+                    steps=steps, batch_size=batch_size, seed=seed, progress=progress,
+                    coupling_params={"semidiscrete_ot": {"max_iter": MAX_FIT_ITER}} if quick_mode() else None,
+                    samples=quick_cap(2000, MAX_SAMPLES), flow_maps=_flow_maps(flow_maps))
+
+
+def _flow_maps(text: str | None) -> tuple[str, ...]:
+    """The ``--flow-maps`` objectives, checked."""
+    from .flow_map import SAMPLER_OF
+
+    names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
+    bad = [n for n in names if n not in SAMPLER_OF]
+    if bad or len(set(names)) != len(names):
+        raise ValueError(f"--flow-maps must list distinct flow-map objectives ({', '.join(SAMPLER_OF)}), got {text!r}")
+    return names

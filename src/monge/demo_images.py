@@ -252,10 +252,10 @@ def run_image_demo(
         panels: list[Tensor] = []
         with torch.no_grad():
             for k in nfes:
-                x = sample(net, noise, "euler", nfe=k).x
+                x = sample(net, noise, sampler="euler", nfe=k).x
                 r.append(score_images(x, reference, classifier, tau, "euler", k))
                 panels.append(x[:16])
-            ad = sample(net, noise, "dopri5")
+            ad = sample(net, noise, sampler="dopri5")
             r.append(score_images(ad.x, reference, classifier, tau, "dopri5 (adaptive)", ad.nfe))
             panels.append(ad.x[:16])
             if name in expressway_couplings:

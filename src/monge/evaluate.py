@@ -16,9 +16,10 @@ from .data.sources import DataSource, build_source
 from .likelihood import bits_per_dim, dequantize, log_likelihood
 from .metrics import mmd_rbf, mode_stats, straightness, wasserstein2
 from .paths import Schedule
-from .samplers import sample
+from .samplers import SAMPLERS, sample
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .generate import RunSampler
     from .samplers.expressway import Expressway
 
 __all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison", "NLLResult", "held_out_target", "reference_data",
@@ -47,7 +48,7 @@ def evaluate_field(
     source: DataSource,
     target: DataSource,
     nfes: Sequence[int] = (1, 2, 4, 8),
-    sampler: str = "euler",
+    sampler: "str | RunSampler" = "euler",
     adaptive: bool = True,
     n: int = 1000,
     seed: int = 0,
@@ -72,8 +73,18 @@ def evaluate_field(
 
     ``sampler`` is any of :data:`monge.samplers.SAMPLERS`; ``schedule`` is the alpha/sigma schedule
     of the field's path, used by the samplers that need one (default: linear); ``options`` go to
-    ``sampler`` (e.g. the ``max_steps`` of a ``shortcut`` run).
+    ``sampler`` (e.g. the ``max_steps`` of a ``shortcut`` run). A run's
+    :class:`~monge.generate.RunSampler` (:func:`monge.generate.run_sampler`) carries all three and the
+    run's prediction type.
     """
+    if isinstance(sampler, str):
+        settings: dict[str, Any] = {"schedule": schedule}
+        options = dict(options or {})
+    else:
+        if schedule is not None or options:
+            raise ValueError("a RunSampler carries its schedule and options; drop schedule= and options=")
+        settings = {"schedule": sampler.schedule, "prediction": sampler.prediction}
+        sampler, options = sampler.sampler, dict(sampler.options)
     g = torch.Generator().manual_seed(seed)
     x0 = source.sample(n, generator=g, device=device)
     if getattr(field, "cond_dim", None) is not None:  # each sample conditioned on a reference point's condition
@@ -91,14 +102,16 @@ def evaluate_field(
         runs += [("expressway", k) for k in nfes]
     rows = []
     for name, nfe in runs:
+        if SAMPLERS.info(sampler if name == "expressway" else name).adaptive:
+            nfe = None
         if name == "expressway":
             out = expressway.sample(field, x0, sampler=sampler, nfe=nfe, return_trajectory=True,
                                     generator=torch.Generator(device=x0.device).manual_seed(seed + 1))
             name = f"expressway@{expressway.t_start:g}+{sampler}"
         else:
-            out = sample(field, x0, sampler=name, nfe=nfe or 1, return_trajectory=True, schedule=schedule,
+            out = sample(field, x0, sampler=name, nfe=nfe, return_trajectory=True,
                          generator=torch.Generator(device=x0.device).manual_seed(seed + 2),
-                         **((options or {}) if name == sampler else {}))
+                         **settings, **(options if name == sampler else {}))
         x1 = out.x
         row = EvalRow(
             sampler=name,

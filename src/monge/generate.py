@@ -1,17 +1,21 @@
 r"""Sampling a trained run: ODE samplers, few-step samplers on a step grid (fixed or
 optimized for the model and cached next to the checkpoint), and DPM-OT's expressway.
 
-A run trained by :class:`~monge.train.Trainer` predicts the velocity :math:`u_\theta(x, t)` of
-its path, so the diffusion samplers of :mod:`monge.samplers` run on it through
-``prediction="velocity"`` and the path's schedule :math:`x_t = \sigma_t x_0 + \alpha_t x_1`.
+:func:`run_sampler` is the one road from a run to :func:`monge.samplers.sample`: it checks that
+the sampler suits the run (a flow map jumps with its own sampler), adds the options the objective
+fixes, and reads the run's schedule :math:`x_t = \sigma_t x_0 + \alpha_t x_1` and prediction type.
+:func:`sample_run` turns (run, sampler, nfe, step grid, options, prediction) into the call; ``monge
+sample`` (:func:`sample_checkpoint`) and ``monge eval`` (:func:`evaluate_checkpoints`) both go
+through :func:`run_sampler`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -20,16 +24,20 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from .checkpoint import run_dir_of
-from .config import Config
-from .samplers import SampleOutput
+from .config import Config, build_path
+from .paths import Schedule
+from .samplers import SAMPLERS, SampleOutput, sample
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data.tabular import Standardizer
+    from .evaluate import EvalRow, NLLResult
     from .ot.semidiscrete import SemiDiscreteMap
     from .samplers.expressway import Expressway
 
-__all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps", "optimized_eval_times",
-           "semidiscrete_map", "expressway_of", "generate", "generate_model_space"]
+__all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "RunSampler", "run_sampler", "sample_run",
+           "optimized_timesteps", "optimized_eval_times", "semidiscrete_map", "expressway_of", "run_expressway",
+           "generate", "generate_model_space", "read_conditions", "sample_checkpoint", "SamplesWritten",
+           "evaluate_checkpoints", "RunsEvaluation"]
 
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
 #: evaluation times, under ``"<sampler>/nfe<N>/decoupled/..."``), next to its checkpoint.
@@ -37,18 +45,101 @@ TIMESTEPS_FILE = "timesteps.safetensors"
 _PREDICTION = "velocity"
 
 
-def path_schedule(config: Config):
+def path_schedule(config: Config) -> Schedule:
     """The :class:`~monge.paths.Schedule` of the run's path (affine paths only)."""
-    from .paths import PATHS
-
-    path = PATHS.build(config.path.name, **config.path.params)
-    schedule = getattr(path, "schedule", None)
+    schedule = getattr(build_path(config), "schedule", None)
     if schedule is None:
         raise ValueError(
             f"path {config.path.name!r} has no alpha/sigma schedule; step grids and diffusion samplers "
             "need an affine path (linear, vp, ...): use an ODE sampler without --timesteps"
         )
     return schedule
+
+
+@dataclass(frozen=True)
+class RunSampler:
+    """How a run is sampled (made by :func:`run_sampler`): ``sampler`` on the run's alpha/sigma
+    ``schedule`` (``None``: a path without one) with its ``prediction`` type and ``options``
+    (those its objective fixes included); ``flow_map``: the run is a flow map u(x, t, r)."""
+
+    sampler: str
+    schedule: Schedule | None
+    prediction: str = _PREDICTION
+    options: dict[str, Any] = field(default_factory=dict)
+    flow_map: bool = False
+
+    @property
+    def adaptive(self) -> bool:
+        return SAMPLERS.info(self.sampler).adaptive
+
+    def __call__(self, model: Callable, x: Tensor, *, nfe: int | None = None, timesteps: Tensor | None = None,
+                 generator: torch.Generator | None = None, return_trajectory: bool = False) -> SampleOutput:
+        """:func:`monge.samplers.sample` with these settings; an adaptive sampler ignores ``nfe``."""
+        return sample(model, x, sampler=self.sampler, nfe=None if self.adaptive else nfe, timesteps=timesteps,
+                      schedule=self.schedule, prediction=self.prediction, generator=generator,
+                      return_trajectory=return_trajectory, **self.options)
+
+
+def run_sampler(config: Config, sampler: str = "euler", *, prediction: str | None = None,
+                options: dict[str, Any] | None = None) -> RunSampler:
+    """The :class:`RunSampler` of ``sampler`` for the run of ``config``: refuses a sampler of the wrong
+    kind (a velocity sampler on a flow map, a flow-map sampler on a velocity), adds the options the
+    objective fixes (the shortcut's ``max_steps``) to ``options``, and takes the path's schedule and
+    the run's ``prediction`` (default: the run's)."""
+    from .flow_map import check_sampler, is_flow_map, sampler_options
+
+    SAMPLERS.info(sampler)  # an unknown name: ValueError naming the choices
+    check_sampler(config.objective.name, sampler)
+    fixed = sampler_options(config.objective.name, config.objective.params)
+    clash = [k for k in fixed if k in (options or {}) and options[k] != fixed[k]]
+    if clash:
+        raise ValueError(f"sampler option {clash[0]}={options[clash[0]]!r} differs from the run's "
+                         f"{clash[0]}={fixed[clash[0]]!r}, which its objective fixes; drop it")
+    return RunSampler(sampler, getattr(build_path(config), "schedule", None),
+                      _PREDICTION if prediction is None else prediction, {**(options or {}), **fixed},
+                      is_flow_map(config.objective.name))
+
+
+def sample_run(
+    model: nn.Module,
+    config: Config,
+    x: Tensor,
+    *,
+    sampler: str = "euler",
+    nfe: int = 8,
+    timesteps: str | None = None,
+    options: dict[str, Any] | None = None,
+    prediction: str | None = None,
+    run_dir: str | Path | None = None,
+    generator: torch.Generator | None = None,
+) -> SampleOutput:
+    """Samples of the run from the noise ``x``: :func:`run_sampler`, then ``nfe`` evaluations on the
+    step grid named ``timesteps`` (see :func:`generate_model_space`; ``None``: uniform steps)."""
+    from .samplers import GRIDS, EvalTimeWarp, make_timesteps, steps_for_nfe
+
+    rs = run_sampler(config, sampler, prediction=prediction, options=options)
+    if rs.flow_map and timesteps is not None:
+        raise ValueError(f"a {config.objective.name} run jumps on nfe uniform steps; drop --timesteps and --expressway")
+    if timesteps is None and not SAMPLERS.info(sampler).needs_schedule:
+        return rs(model, x, nfe=nfe, generator=generator)
+    if rs.adaptive:
+        raise ValueError(f"{sampler!r} is adaptive: it takes no step grid; drop --timesteps")
+    sched = path_schedule(config)
+    timesteps = timesteps or "uniform"
+    if timesteps in ("optimized", "optimized_decoupled"):
+        if run_dir is None:
+            raise ValueError(f"step grid {timesteps!r} needs the run directory to cache the fitted grid")
+        if timesteps == "optimized":
+            ts = optimized_timesteps(model, config, run_dir, sampler, nfe)
+        else:
+            ts, ev = optimized_eval_times(model, config, run_dir, sampler, nfe)
+            model = EvalTimeWarp(model, ts, ev)
+    elif timesteps in GRIDS:
+        ts = make_timesteps(timesteps, steps_for_nfe(sampler, nfe), sched)
+    else:
+        valid = sorted(GRIDS.names()) + ["optimized", "optimized_decoupled"]
+        raise ValueError(f"unknown step grid (timesteps) {timesteps!r}; valid choices: {', '.join(valid)}")
+    return rs(model, x, timesteps=ts.to(x.device), generator=generator)
 
 
 def _read_grids(path: Path) -> dict[str, Tensor]:
@@ -153,11 +244,18 @@ def semidiscrete_map(
 
 def expressway_of(config: Config, sd_map: "SemiDiscreteMap", t_start: float | None = None) -> "Expressway":
     """The run's :class:`~monge.samplers.expressway.Expressway`: ``sd_map`` with the run's path."""
-    from .paths import PATHS
     from .samplers.expressway import DEFAULT_T_START, Expressway
 
-    path = PATHS.build(config.path.name, **config.path.params)
-    return Expressway(sd_map, DEFAULT_T_START if t_start is None else t_start, path)
+    return Expressway(sd_map, DEFAULT_T_START if t_start is None else t_start, build_path(config))
+
+
+def run_expressway(config: Config, run_dir: str | Path) -> "Expressway | None":
+    """The expressway of the run in ``run_dir`` when it holds a semi-discrete map (a
+    ``semidiscrete_ot`` run, or any run sampled once with an expressway), else ``None``."""
+    from .couplings.maps import load_run_map
+
+    sd_map = load_run_map(Path(run_dir))
+    return None if sd_map is None else expressway_of(config, sd_map)
 
 
 def _conditioned(model: nn.Module, label: int | str, guidance: float, n: int) -> nn.Module:
@@ -173,19 +271,6 @@ def _conditioned(model: nn.Module, label: int | str, guidance: float, n: int) ->
             raise ValueError(f"label must be a class index in [0, {k}) or 'all', got {label!r}")
         label = int(label)
     return ClassConditional(model, label, guidance)
-
-
-def _check_kind(config: Config, sampler: str, timesteps: str | None, expressway: float | None) -> bool:
-    """Refuse a sampler of the wrong kind for the run (:func:`monge.flow_map.check_sampler`); whether the
-    run is a flow map."""
-    from .flow_map import check_sampler, is_flow_map
-
-    check_sampler(config.objective.name, sampler)
-    if not is_flow_map(config.objective.name):
-        return False
-    if timesteps is not None or expressway is not None:
-        raise ValueError(f"a {config.objective.name} run jumps on nfe uniform steps; drop --timesteps and --expressway")
-    return True
 
 
 def generate(
@@ -231,8 +316,8 @@ def generate_model_space(
     device: torch.device | str = "cpu",
     label: int | str | None = None,
     guidance: float = 1.0,
-    schedule: str | None = None,
     conditions: Tensor | None = None,
+    options: dict[str, Any] | None = None,
 ) -> SampleOutput:
     r"""``n`` samples of a trained run.
 
@@ -250,7 +335,7 @@ def generate_model_space(
     - ``timesteps`` (the step grid) in ``uniform``, ``uniform_log_snr``, ``karras``: that grid;
       ``"optimized"``: :func:`optimized_timesteps` (needs ``run_dir``); ``"optimized_decoupled"``: a
       grid and network evaluation times fitted together (:func:`optimized_eval_times`); any
-      fixed-step sampler of :data:`monge.samplers.SAMPLERS`. ``schedule=`` is its deprecated name.
+      fixed-step sampler of :data:`monge.samplers.SAMPLERS`.
     - a flow-map run (``objective: mean_flow`` or ``shortcut``): ``nfe`` uniform jumps of its sampler
       (``mean_flow`` / ``shortcut``, :mod:`monge.samplers.flow_map`); any other sampler, a step grid
       or the expressway is refused, as is a flow-map sampler on a velocity run.
@@ -259,21 +344,12 @@ def generate_model_space(
       target noised to :math:`t_s` and integrate :math:`[t_s, 1]` with ``sampler``/``nfe``
       (:func:`monge.couplings.expressway_sample`). In DPM-OT the model is trained with
       independent pairs, so that the noised target is a typical point of the path at :math:`t_s`.
+    - ``options`` go to the sampler (:func:`run_sampler`), with those the run's objective fixes.
     """
-    from .samplers import GRIDS, SAMPLERS, EvalTimeWarp, make_timesteps, sample, solve, steps_for_nfe
-
-    if schedule is not None:
-        import warnings
-
-        warnings.warn("generate(schedule=...) is deprecated; the step grid is generate(timesteps=...)",
-                      DeprecationWarning, stacklevel=3)
-        if timesteps is not None:
-            raise ValueError("give the step grid once, as timesteps=")
-        timesteps = schedule
     from .rundata import sampling_source
 
-    info = SAMPLERS.info(sampler)
-    flow_map_run = _check_kind(config, sampler, timesteps, expressway)
+    if run_sampler(config, sampler).flow_map and expressway is not None:
+        raise ValueError(f"a {config.objective.name} run jumps on nfe uniform steps; drop --timesteps and --expressway")
     generator = torch.Generator().manual_seed(seed)
     x0 = sampling_source(config.data, getattr(model, "shape", None)).sample(n, generator=generator).to(device)
     model = model.to(device)
@@ -290,39 +366,17 @@ def generate_model_space(
         model = _conditioned(model, label, guidance, n)
     elif guidance != 1.0:
         raise ValueError("guidance needs a class label (label=K or 'all')")
-    if flow_map_run:
-        from .flow_map import sampler_options
-
-        return sample(model, x0, sampler=sampler, nfe=nfe,
-                      **sampler_options(config.objective.name, config.objective.params))
     if expressway is not None:
         if timesteps is not None:
             raise ValueError("--expressway integrates uniform steps on [t_s, 1]; drop --timesteps")
         if run_dir is None:
             raise ValueError("the expressway needs the run directory, where the semi-discrete map is cached")
         sd_map = semidiscrete_map(config, run_dir, device=device)
-        return expressway_of(config, sd_map, expressway).sample(model, x0, sampler=sampler, nfe=nfe,
-                                                                generator=generator)
-    if timesteps is None and not info.needs_schedule:
-        return sample(model, x0, sampler=sampler, nfe=nfe)
-    if info.adaptive:
-        raise ValueError(f"{sampler!r} is adaptive: it takes no step grid; drop --timesteps")
-    sched = path_schedule(config)
-    timesteps = timesteps or "uniform"
-    if timesteps in ("optimized", "optimized_decoupled"):
-        if run_dir is None:
-            raise ValueError(f"step grid {timesteps!r} needs the run directory to cache the fitted grid")
-        if timesteps == "optimized":
-            ts = optimized_timesteps(model, config, run_dir, sampler, nfe)
-        else:
-            ts, ev = optimized_eval_times(model, config, run_dir, sampler, nfe)
-            model = EvalTimeWarp(model, ts, ev)
-    elif timesteps in GRIDS:
-        ts = make_timesteps(timesteps, steps_for_nfe(sampler, nfe), sched)
-    else:
-        valid = sorted(GRIDS.names()) + ["optimized", "optimized_decoupled"]
-        raise ValueError(f"unknown step grid (timesteps) {timesteps!r}; valid choices: {', '.join(valid)}")
-    return solve(model, x0, sched, ts.to(device), sampler, prediction=_PREDICTION, generator=generator)
+        adaptive = SAMPLERS.info(sampler).adaptive
+        return expressway_of(config, sd_map, expressway).sample(model, x0, sampler=sampler,
+                                                                nfe=None if adaptive else nfe, generator=generator)
+    return sample_run(model, config, x0, sampler=sampler, nfe=nfe, timesteps=timesteps, options=options,
+                      run_dir=run_dir, generator=generator)
 
 
 def read_conditions(spec: str, config: Config, cond_dim: int, n: int, seed: int = 0) -> Tensor:
@@ -373,3 +427,181 @@ def read_conditions(spec: str, config: Config, cond_dim: int, n: int, seed: int 
     if not bool(torch.isfinite(c).all()):
         raise ValueError(f"--condition {spec}: the conditions hold NaN or Inf")
     return c.float()
+
+
+# ---------------------------------------------------------------------------- monge sample and monge eval
+@dataclass(frozen=True)
+class SamplesWritten:
+    """What :func:`sample_checkpoint` wrote: ``n`` samples of ``nfe`` evaluations (made as ``sampling``
+    says: sampler, step grid, expressway) to ``output``, their conditions to ``conditions`` and a PNG
+    grid of ``n_grid`` images to ``grid`` (``None``: not written)."""
+
+    n: int
+    nfe: int
+    output: Path
+    sampling: str
+    conditions: Path | None = None
+    grid: Path | None = None
+    n_grid: int = 0
+
+
+def sample_checkpoint(
+    checkpoint: str | Path,
+    *,
+    n: int = 1000,
+    output: str | Path | None = None,
+    grid: str | Path | None = None,
+    ema: bool = True,
+    condition: str | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> SamplesWritten:
+    """``monge sample``: ``n`` samples of the run at ``checkpoint`` (a file or run directory) written
+    to ``output`` (default ``RUN/samples.npy``; ``.npy``, or ``.csv`` for tables), and an 8-wide PNG
+    ``grid`` of image samples. ``condition`` is read by :func:`read_conditions`; ``options``
+    (sampler, nfe, timesteps, expressway, label, guidance) go to :func:`generate`. Every check runs
+    before any sampling."""
+    from ._validation import MAX_SAMPLES
+    from .limits import check_nfe
+    from .outputs import check_output_file, write_array
+    from .train import load_model
+
+    if n < 1 or n > MAX_SAMPLES:
+        raise ValueError(f"-n must be in [1, {MAX_SAMPLES:,}], got {n}")
+    check_nfe(options.get("nfe", 8))
+    grid = None if grid is None else Path(grid)
+    if grid is not None and grid.suffix.lower() != ".png":
+        raise ValueError(f"--grid needs a .png path, got {grid}")
+    output = Path(output) if output is not None else run_dir_of(checkpoint) / "samples.npy"
+    check_output_file(output)
+    if grid is not None:
+        check_output_file(grid, "--grid")
+    model, cfg = load_model(checkpoint, ema=ema)
+    conds = None
+    if condition is not None:
+        if getattr(model, "cond_dim", None) is None:
+            raise ValueError("--condition: this run's model takes no continuous condition (no model.cond_dim)")
+        conds = read_conditions(condition, cfg, model.cond_dim, n, seed)
+        n = conds.shape[0] if conds.dim() == 2 else n  # a file or held-out: one sample per condition
+    _check_sampling_memory(model, cfg, n)
+    out = generate(model, cfg, n, run_dir=run_dir_of(checkpoint), seed=seed, conditions=conds, **options)
+    if grid is not None and out.x.dim() != 4:
+        raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
+    write_array(output, out.x.cpu().numpy())
+    sampling = options.get("sampler", "euler")
+    if options.get("timesteps") is not None:
+        sampling += f", {options['timesteps']} steps"
+    if options.get("expressway") is not None:
+        sampling += f", expressway from t={options['expressway']}"
+    written = SamplesWritten(n, out.nfe, output, sampling)
+    if conds is not None and conds.dim() == 2:
+        written = dataclasses.replace(written, conditions=write_array(output.with_suffix(".conditions.npy"),
+                                                                      conds.numpy()))
+    if grid is not None:
+        from .imageio import save_image_grid
+
+        save_image_grid(out.x[:64].clamp(-1, 1).cpu(), grid, nrow=8, scale=max(1, 64 // out.x.shape[-1]))
+        written = dataclasses.replace(written, grid=grid, n_grid=min(n, 64))
+    return written
+
+
+def _check_sampling_memory(model: nn.Module, config: Config, n: int) -> None:
+    """Refuse a sampling batch larger than the memory available, before sampling."""
+    from .limits import check_sampling_memory
+    from .models import build_model
+
+    shape = getattr(model, "shape", None)
+    if shape is None:
+        return
+    with torch.device("meta"):
+        meta = build_model(config.model.name, config.model.params, tuple(shape))
+    check_sampling_memory(meta, n, tuple(shape), "sampling")
+
+
+@dataclass(frozen=True)
+class RunsEvaluation:
+    """What :func:`evaluate_checkpoints` measured: quality rows per run label, NLL results and coupling
+    diagnostics per label, and the Markdown ``report`` of them all."""
+
+    rows: dict[str, list["EvalRow"]]
+    nlls: dict[str, "NLLResult"]
+    diagnostics: dict[str, dict[str, float]]
+    report: str
+
+    def save(self, tables: str | Path | None = None, plot: str | Path | None = None) -> Iterator[tuple[str, Path]]:
+        """Write the report to ``tables`` and a W2-vs-NFE PNG (one curve per run) to ``plot``, yielding
+        ``(what, path)`` after each file is written."""
+        from .outputs import write_text
+
+        if tables is not None:
+            write_text(Path(tables), self.report + "\n")
+            yield "the tables", Path(tables)
+        if plot is not None:
+            from .plots import plot_metric_vs_nfe
+
+            Path(plot).parent.mkdir(parents=True, exist_ok=True)
+            plot_metric_vs_nfe(self.rows, Path(plot), "w2")
+            yield "the W2-vs-NFE plot", Path(plot)
+
+
+def evaluate_checkpoints(
+    checkpoints: Sequence[str | Path],
+    *,
+    nfes: Sequence[int] = (1, 2, 4, 8),
+    sampler: str = "euler",
+    adaptive: bool = True,
+    n: int = 1000,
+    seed: int = 0,
+    nll: bool = False,
+    nll_n: int = 500,
+    data_path: str | Path | None = None,
+) -> RunsEvaluation:
+    """``monge eval``: every run of ``checkpoints`` (one task) sampled on the same noise by
+    :func:`run_sampler` at each NFE of ``nfes`` (:func:`monge.evaluate.evaluate_field`, plus dopri5
+    with ``adaptive`` on velocity runs and expressway rows on runs holding a semi-discrete map),
+    ``nll``: the held-out NLL of ``nll_n`` points; ``data_path`` replaces a moved target file."""
+    from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
+                           format_table, held_out_target, read_coupling_diagnostics, reference_data)
+    from .rundata import build_run_data
+    from .train import load_model
+
+    if not 2 <= n <= 20_000:
+        raise ValueError(f"-n must be in [2, 20000] (exact W2 costs O(n^3) in it), got {n}")
+    if nll and nll_n < 2:
+        raise ValueError(f"--nll-n must be >= 2, got {nll_n}")
+    rows: dict[str, list] = {}
+    nlls: dict[str, NLLResult] = {}
+    diagnostics: dict[str, dict[str, float]] = {}
+    tasks = set()
+    for checkpoint in checkpoints:
+        model, cfg = load_model(checkpoint)
+        rs = run_sampler(cfg, sampler)
+        if rs.flow_map and nll:
+            raise ValueError(f"--nll integrates a velocity field; the {cfg.objective.name} run {cfg.name} is a flow map")
+        tasks.add((str(cfg.data.source), str(cfg.data.target)))
+        if len(tasks) > 1:
+            raise ValueError(f"checkpoints compare different tasks {sorted(tasks)}; evaluate them separately")
+        label = cfg.name if cfg.name not in rows else f"{cfg.name} ({checkpoint})"
+        if data_path is not None:
+            if "path" not in cfg.data.target.params:
+                raise ValueError(f"--data-path: data.target {cfg.data.target} is not read from a file")
+            cfg.data.target.params["path"] = str(data_path)
+        source_data, target_data = build_run_data(cfg, "monge eval")
+        rows[label] = evaluate_field(model, source_data, reference_data(target_data), nfes=nfes, sampler=rs,
+                                     adaptive=adaptive and not rs.flow_map, n=n, seed=seed,
+                                     expressway=run_expressway(cfg, run_dir_of(checkpoint)))
+        if nll:
+            held, what, _ = held_out_target(cfg.data.target, target_data)
+            nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)
+        diag = read_coupling_diagnostics(run_dir_of(checkpoint))
+        if diag is not None:
+            diagnostics[label] = diag
+    source, target = tasks.pop()
+    parts = [format_table(r, f"{label}: {source} -> {target}") for label, r in rows.items()]
+    if len(rows) > 1:
+        parts.append(format_comparison(rows))
+    if nlls:
+        parts.append(format_nll(nlls, f"Negative log-likelihood: {source} -> {target}"))
+    if diagnostics:
+        parts.append(format_coupling_diagnostics(diagnostics))
+    return RunsEvaluation(rows, nlls, diagnostics, "\n\n".join(parts))

@@ -30,6 +30,7 @@ __all__ = [
     "check_sampling_memory",
     "load_yaml_bounded",
     "model_parameters",
+    "parse_nfe",
 ]
 
 #: Most network evaluations one sampling call may take (``--nfe``, ``sample.nfe``).
@@ -149,6 +150,24 @@ def _devices() -> str:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         names.append("mps")
     return "one of the available devices: " + ", ".join(names)
+
+
+def parse_nfe(value: int | str, name: str = "--nfe") -> list[int]:
+    """The NFE budgets of ``value``, one integer or comma-separated integers (``"1,2,4"``), each in
+    ``[1, MAX_NFE]`` (:func:`check_nfe`); a ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, str):
+        try:
+            values = [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"{name} must be comma-separated integers, got {value!r}") from None
+        if not values or any(v < 1 for v in values):
+            raise ValueError(f"{name} values must be integers >= 1, got {value!r}")
+    else:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+        values = [value]
+    check_nfe(max(values), name)
+    return values
 
 
 def check_nfe(nfe: int, name: str = "--nfe") -> int:

@@ -470,12 +470,6 @@ class ProbPath(ABC):
         self, x0: Tensor, x1: Tensor, t: Tensor, generator: torch.Generator | None = None
     ) -> PathSample: ...
 
-    def sample_t(
-        self, batch: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Training times, ``t ~ U[0, 1]``."""
-        return torch.rand(batch, device=device, generator=generator)
-
 
 class AffinePath(ProbPath):
     r""":math:`x_t = \sigma_t x_0 + \alpha_t x_1`, target :math:`u_t = \dot\sigma_t x_0 + \dot\alpha_t x_1`."""
@@ -612,14 +606,3 @@ class BrownianBridgePath(StochasticInterpolantPath):
         sigma = check_number(sigma, "sigma", 0.0, math.inf, high_open=True)
         super().__init__(a=sigma**2, t_eps=t_eps)
         self.sigma = float(sigma)
-
-
-def __getattr__(name: str):
-    """``Path`` (renamed :class:`ProbPath`, which does not shadow :class:`pathlib.Path`) stays
-    importable for one release, with a warning."""
-    if name == "Path":
-        import warnings
-
-        warnings.warn("monge.paths.Path is now monge.paths.ProbPath", DeprecationWarning, stacklevel=2)
-        return ProbPath
-    raise AttributeError(f"module 'monge.paths' has no attribute {name!r}")

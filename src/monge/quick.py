@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["MAX_FIT_ITER", "MAX_PAIRS", "MAX_SAMPLES", "QUICK_ENV", "STEP_DIVISOR", "quick_cap", "quick_mode", "quick_steps"]
+__all__ = ["MAX_FIT_ITER", "MAX_PAIRS", "MAX_SAMPLES", "QUICK_ENV", "STEP_DIVISOR", "quick_cap", "quick_config", "quick_mode", "quick_steps"]
 
 QUICK_ENV = "MONGE_QUICK"
 #: Quick mode keeps ``ceil(steps / STEP_DIVISOR)`` training steps.
@@ -41,3 +41,18 @@ def quick_steps(steps: int) -> int:
 def quick_cap(value: int, cap: int) -> int:
     """``value``, or at most ``cap`` in quick mode."""
     return min(value, cap) if quick_mode() else value
+
+
+def quick_config(cfg) -> str | None:
+    """In quick mode cut the recipe ``cfg`` (a :class:`monge.config.Config`) in place: its training
+    steps, evaluation samples and semi-discrete OT fit; returns the note saying so (``None``: off)."""
+    if not quick_mode():
+        return None
+    steps = cfg.train.steps
+    cfg.train.steps = quick_steps(steps)
+    cfg.train.eval_samples = min(cfg.train.eval_samples, MAX_SAMPLES)
+    note = f"{QUICK_ENV}=1: {cfg.train.steps} of the recipe's {steps} steps, {cfg.train.eval_samples} samples per evaluation"
+    if cfg.coupling.name == "semidiscrete_ot":
+        cfg.coupling.params["max_iter"] = min(int(cfg.coupling.params.get("max_iter", MAX_FIT_ITER)), MAX_FIT_ITER)
+        note += f", semi-discrete OT fit capped at {cfg.coupling.params['max_iter']} iterations"
+    return note + " (a quick try: results are not meaningful)"

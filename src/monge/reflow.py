@@ -70,7 +70,7 @@ def generate_pairs(
         ``(n, *shape)`` each, on ``device`` (default: the noise's device).
     """
     from .progress import progress_bar
-    from .samplers import sample
+    from .samplers import SAMPLERS, sample
 
     n = check_positive_int(n, "n", MAX_SAMPLES)
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -90,7 +90,8 @@ def generate_pairs(
         with progress_bar(n, f"reflow pairs ({sampler})", progress=progress, unit="pair") as bar:
             parts = []
             for i in range(0, n, batch_size):
-                parts.append(sample(model, z0[i : i + batch_size], sampler=sampler, nfe=nfe, atol=atol, rtol=rtol).x)
+                parts.append(sample(model, z0[i : i + batch_size], sampler=sampler,
+                                    nfe=None if SAMPLERS.info(sampler).adaptive else nfe, atol=atol, rtol=rtol).x)
                 bar.update(parts[-1].shape[0])
         z1 = torch.cat(parts)
     finally:

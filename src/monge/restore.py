@@ -8,6 +8,7 @@ the measurement (and mask, ground truth) must match it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from .inverse import (
     RandomProjection,
 )
 
-__all__ = ["OPERATORS", "build_operator", "load_array", "restore", "save_restore_grid"]
+__all__ = ["OPERATORS", "build_operator", "load_array", "restore", "save_restore_grid", "restore_checkpoint",
+           "RestoredWritten"]
 
 #: Operator names of ``monge restore --operator``.
 OPERATORS = ("inpaint", "denoise", "blur", "downsample", "project")
@@ -137,3 +139,78 @@ def save_restore_grid(operator: LinearOperator, y: Tensor, samples: Tensor, path
     cols = rows[0].shape[0]
     scale = max(1, 64 // samples.shape[-1])
     return save_image_grid(torch.cat(rows).clamp(-1, 1).float(), path, nrow=cols, scale=scale)
+
+
+@dataclass(frozen=True)
+class RestoredWritten:
+    """What :func:`restore_checkpoint` wrote: ``n`` samples for each of ``measurements`` to ``output``,
+    and the PNG ``grid`` (``None``: none) with the truth drawn when ``with_truth``."""
+
+    n: int
+    measurements: int
+    output: Path
+    grid: Path | None = None
+    with_truth: bool = False
+
+
+def restore_checkpoint(
+    checkpoint: str | Path,
+    *,
+    operator: str,
+    input: str | Path,
+    mask: str | Path | None = None,
+    truth: str | Path | None = None,
+    output: str | Path | None = None,
+    grid: str | Path | None = None,
+    ema: bool = True,
+    blur_std: float = 1.0,
+    factor: int = 2,
+    m: int | None = None,
+    projection_seed: int = 0,
+    **options: Any,
+) -> RestoredWritten:
+    """``monge restore``: posterior samples of the run at ``checkpoint`` given the measurement in the
+    ``.npy`` file ``input`` (one, or a batch), written to ``output`` (default ``RUN/restored.npy``):
+    ``(n, *shape)`` for one measurement, ``(N, n, *shape)`` for a batch; with ``grid``, a PNG of the
+    measurement, samples and ``truth`` per row. ``operator`` and its settings (``mask``, ``blur_std``,
+    ``factor``, ``m``, ``projection_seed``) go to :func:`build_operator`; ``options`` (sigma, solver,
+    nfe, n, seed) to :func:`restore`. Every file is checked before the solver runs."""
+    from .checkpoint import run_dir_of
+    from .outputs import check_output_file, write_array
+    from .train import load_model
+
+    output = Path(output) if output is not None else run_dir_of(checkpoint) / "restored.npy"
+    if output.suffix != ".npy":
+        raise ValueError(f"-o needs a .npy path, got {output}")
+    check_output_file(output)
+    grid = None if grid is None else Path(grid)
+    if grid is not None:
+        if grid.suffix.lower() != ".png":
+            raise ValueError(f"--grid needs a .png path, got {grid}")
+        check_output_file(grid, "--grid")
+    inputs = [Path(p).resolve() for p in (input, mask, truth) if p is not None]
+    if output.resolve() in inputs:
+        raise ValueError(f"-o {output} would overwrite an input file; choose another output path")
+    y = load_array(input, "--input")
+    mask_t = load_array(mask, "--mask") if mask is not None else None
+    model, cfg = load_model(checkpoint, ema=ema)
+    shape = getattr(model, "shape", None)
+    if shape is None:  # a checkpoint that does not record its sample shape: read the data
+        from .data.sources import build_data
+
+        shape = build_data(cfg.data)[1].shape
+    shape = tuple(shape)
+    op = build_operator(operator, shape, mask=mask_t, blur_std=blur_std, factor=factor, m=m, seed=projection_seed)
+    y, batched = as_batch(y, op.measurement_shape, "--input", f"a {operator} measurement of this run's data {shape}")
+    truth_t = None
+    if truth is not None:
+        truth_t, _ = as_batch(load_array(truth, "--truth"), shape, "--truth", "this run's data")
+        if truth_t.shape[0] != y.shape[0]:
+            raise ValueError(f"--truth holds {truth_t.shape[0]} items, --input {y.shape[0]}")
+    if grid is not None and len(shape) != 3:
+        raise ValueError(f"--grid needs image data (C, H, W); this run's data has shape {shape}")
+    x = restore(model, cfg, op, y, **options)
+    write_array(output, (x if batched else x[0]).cpu().numpy())
+    if grid is not None:
+        save_restore_grid(op, y, x, grid, truth_t)
+    return RestoredWritten(x.shape[1], y.shape[0], output, grid, truth_t is not None)

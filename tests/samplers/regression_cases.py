@@ -1,8 +1,9 @@
-"""Sampler outputs on fixed seeds, computed with the public API that both the pre-registry code
-(commit ad654f9) and the current code offer. ``data/regression_ad654f9.json`` holds the values the
-old code gave; ``test_regression.py`` checks that the current code gives them bit for bit.
+"""Sampler outputs on fixed seeds through the public API (:func:`monge.samplers.sample`).
+``data/regression_ad654f9.json`` holds the values the pre-registry code (commit ad654f9) gave (its
+``solve(model, x, schedule, ts, sampler)`` is ``sample(model, x, sampler=..., timesteps=ts,
+schedule=...)`` here); ``test_regression.py`` checks that the current code gives them bit for bit.
 
-Regenerate (only when a change of numbers is intended) with the old tree on ``PYTHONPATH``::
+Regenerate (only when a change of numbers is intended) with the tree to record on ``PYTHONPATH``::
 
     git archive ad654f9 src | tar -x -C /tmp/old
     PYTHONPATH=/tmp/old/src python tests/samplers/regression_cases.py tests/samplers/data/regression_ad654f9.json
@@ -35,7 +36,7 @@ def _put(out: dict, key: str, o, trajectory: bool = False) -> None:
 
 def sampler_cases() -> dict:
     from monge.paths import SCHEDULES
-    from monge.samplers import make_timesteps, sample, solve
+    from monge.samplers import make_timesteps, sample
 
     x = torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
     out: dict = {}
@@ -55,14 +56,15 @@ def sampler_cases() -> dict:
                     "euler_maruyama"):
             for pred in ("velocity", "noise") if sname != "linear" else ("velocity",):
                 try:
-                    o = solve(model, x, sched, ts, smp, prediction=pred, generator=torch.Generator().manual_seed(3),
-                              return_trajectory=smp == "unipc")
+                    o = sample(model, x, sampler=smp, timesteps=ts, schedule=sched, prediction=pred,
+                               generator=torch.Generator().manual_seed(3), return_trajectory=smp == "unipc")
                 except ValueError as err:
                     out[f"solve/{sname}/{grid}/{smp}/{pred}"] = {"error": str(err)}
                     continue
                 _put(out, f"solve/{sname}/{grid}/{smp}/{pred}", o, trajectory=smp == "unipc")
         _put(out, f"solve/{sname}/{grid}/ddim_eta1",
-             solve(model, x, sched, ts, "ddim", eta=1.0, generator=torch.Generator().manual_seed(3)))
+             sample(model, x, sampler="ddim", timesteps=ts, schedule=sched, eta=1.0,
+                    generator=torch.Generator().manual_seed(3)))
     return out
 
 

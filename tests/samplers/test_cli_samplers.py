@@ -40,13 +40,12 @@ def test_eval_ddim_matches_sample_ddim_grid_cost(run, tmp_path):
     assert res.exit_code == 0 and "| dpm_solver_pp_3m | 5 |" in res.output, res.output
 
 
-def test_sample_timesteps_flag_and_its_old_name(run, tmp_path):
+def test_sample_timesteps_flag(run, tmp_path):
     out = tmp_path / "s.npy"
-    for flag in ("--timesteps", "--schedule"):
-        res = runner.invoke(app, ["sample", str(run), "--sampler", "unipc", flag, "karras", "--nfe", "4", "-n", "20",
-                                  "-o", str(out)])
-        assert res.exit_code == 0, res.output
-        assert "unipc, karras steps, 4 NFE" in res.output and np.load(out).shape == (20, 2)
+    res = runner.invoke(app, ["sample", str(run), "--sampler", "unipc", "--timesteps", "karras", "--nfe", "4", "-n", "20",
+                              "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "unipc, karras steps, 4 NFE" in res.output and np.load(out).shape == (20, 2)
     res = runner.invoke(app, ["sample", str(run), "--sampler", "dopri5", "--timesteps", "uniform", "-o", str(out)])
     assert res.exit_code == 2 and "adaptive" in res.output
 
@@ -79,17 +78,29 @@ def test_recipe_rejects_an_unknown_sampler(tiny_config):
         tiny_config(sample={"sampler": "plms"}).validate()
 
 
-def test_generate_takes_timesteps_and_warns_on_its_old_name(run):
+def test_generate_is_run_sampler_then_sample(run):
+    """``monge sample`` (generate) and ``monge eval`` reach the sampler by one road: run_sampler's
+    settings (the path's schedule, the run's prediction) handed to monge.samplers.sample."""
     import torch
 
-    from monge.generate import generate
+    from monge.generate import generate, run_sampler
+    from monge.rundata import sampling_source
+    from monge.samplers import make_timesteps, sample
     from monge.train import load_model
 
     model, cfg = load_model(run)
-    new = generate(model, cfg, 16, sampler="ddim", nfe=3, timesteps="karras", seed=2)
-    with pytest.warns(DeprecationWarning, match="timesteps"):
-        old = generate(model, cfg, 16, sampler="ddim", nfe=3, schedule="karras", seed=2)
-    assert torch.equal(new.x, old.x) and new.nfe == old.nfe == 3
+    rs = run_sampler(cfg, "ddim")
+    assert rs.schedule is not None and rs.prediction == "velocity" and rs.options == {} and not rs.flow_map
+    g = torch.Generator().manual_seed(2)
+    x0 = sampling_source(cfg.data, getattr(model, "shape", None)).sample(16, generator=g)
+    by_hand = sample(model, x0, sampler="ddim", timesteps=make_timesteps("karras", 3, rs.schedule),
+                     schedule=rs.schedule, prediction=rs.prediction, generator=g)
+    out = generate(model, cfg, 16, sampler="ddim", nfe=3, timesteps="karras", seed=2)
+    assert torch.equal(out.x, by_hand.x) and out.nfe == by_hand.nfe == 3
     # no grid given: a sampler that needs the schedule runs on the uniform grid
     assert torch.equal(generate(model, cfg, 16, sampler="ddim", nfe=3, seed=2).x,
                        generate(model, cfg, 16, sampler="ddim", nfe=3, timesteps="uniform", seed=2).x)
+    with pytest.raises(ValueError, match="flow map u\\(x, t, r\\)"):
+        run_sampler(cfg, "mean_flow")
+    with pytest.raises(ValueError, match="valid choices"):
+        run_sampler(cfg, "plms")

@@ -11,7 +11,7 @@ from torchdiffeq import odeint
 
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES, DiscreteVPSchedule
-from monge.samplers import SAMPLERS, solve, steps_for_nfe
+from monge.samplers import SAMPLERS, sample, steps_for_nfe
 
 F64 = torch.float64
 
@@ -51,7 +51,7 @@ def _errors(name, problem, steps, **opts):
     model = lambda y, t: SMOOTH.posterior_mean(y, t, sched)  # noqa: E731
     out = []
     for n in steps:
-        res = solve(model, x, sched, log_snr_grid(sched, n, t0, t1), name, prediction="data", **opts)
+        res = sample(model, x, sampler=name, timesteps=log_snr_grid(sched, n, t0, t1), schedule=sched, prediction="data", **opts)
         out.append(float((res.x - ref).pow(2).mean().sqrt()))
     return np.array(out)
 
@@ -95,7 +95,7 @@ def linear_problem():
 @pytest.mark.parametrize("name", ["ddim", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc_bh1", "unipc_bh2", "heun_edm"])
 def test_high_nfe_matches_flow_map_and_mixture(linear_problem, name):
     sched, x, ref = linear_problem
-    out = solve(lambda y, t: EIGHT.velocity(y, t, sched), x, sched, log_snr_grid(sched, 80, 0.0, 1.0), name)
+    out = sample(lambda y, t: EIGHT.velocity(y, t, sched), x, sampler=name, timesteps=log_snr_grid(sched, 80, 0.0, 1.0), schedule=sched)
     tol = 0.05 if name == "ddim" else 0.01  # first order vs second and higher
     assert (out.x - ref).pow(2).sum(1).mean().sqrt() < tol
     data = EIGHT.sample(300, torch.Generator().manual_seed(4), dtype=F64)
@@ -111,8 +111,7 @@ def test_high_nfe_on_diffusion_schedules(sname):
     data = EIGHT.sample(300, torch.Generator().manual_seed(7), dtype=F64)
     floor = w2(EIGHT.sample(300, torch.Generator().manual_seed(8), dtype=F64), data)
     for name in ["dpm_solver_pp_3m", "unipc_bh2"]:
-        out = solve(lambda y, t: EIGHT.noise_mean(y, t, sched), x, sched, log_snr_grid(sched, 60, 0.0, 1.0),
-                    name, prediction="noise")
+        out = sample(lambda y, t: EIGHT.noise_mean(y, t, sched), x, sampler=name, timesteps=log_snr_grid(sched, 60, 0.0, 1.0), schedule=sched, prediction="noise")
         assert w2(out.x, data) < 1.2 * floor + 0.03, (name, w2(out.x, data), floor)
 
 
@@ -123,7 +122,7 @@ def test_nfe10_dpm_solver_and_unipc_beat_ddim_and_euler(linear_problem):
     grid = torch.linspace(0.0, 1.0, 11, dtype=F64)
 
     def err(name, ts):
-        out = solve(model, x, sched, ts, name)
+        out = sample(model, x, sampler=name, timesteps=ts, schedule=sched)
         assert out.nfe == 10
         return float((out.x - ref).pow(2).sum(1).mean().sqrt())
 
@@ -140,7 +139,7 @@ def test_prediction_types_give_the_same_samples(name):
     ts = log_snr_grid(sched, 8, 0.05, 0.999)
     oracle = {"data": EIGHT.posterior_mean, "noise": EIGHT.noise_mean, "score": EIGHT.score_t,
               "velocity": EIGHT.velocity}
-    outs = {k: solve(lambda y, t, f=f: f(y, t, sched), x, sched, ts, name, prediction=k).x for k, f in oracle.items()}
+    outs = {k: sample(lambda y, t, f=f: f(y, t, sched), x, sampler=name, timesteps=ts, schedule=sched, prediction=k).x for k, f in oracle.items()}
     for k in ("noise", "score", "velocity"):
         torch.testing.assert_close(outs[k], outs["data"], rtol=1e-7, atol=1e-7)
 
@@ -156,7 +155,7 @@ def test_nfe_counted_honestly(name):
         return EIGHT.velocity(y, t, sched)
 
     ts = torch.linspace(0.0, 1.0, 6, dtype=F64)
-    out = solve(model, torch.randn(8, 2, dtype=F64), sched, ts, name, generator=torch.Generator().manual_seed(0))
+    out = sample(model, torch.randn(8, 2, dtype=F64), sampler=name, timesteps=ts, schedule=sched, generator=torch.Generator().manual_seed(0))
     assert out.nfe == calls[0]
     expected = 9 if name == "heun_edm" else 5 * SAMPLERS.info(name).evals_per_step  # Heun's last step (into sigma=0) is Euler
     assert out.nfe == expected
@@ -168,8 +167,7 @@ def test_trajectory_and_dtype_follow_input():
     x = torch.randn(4, 2)
     ts = torch.linspace(0.0, 1.0, 5)
     for name in ["ddim", "dpm_solver_pp", "unipc", "heun_edm", "euler_maruyama"]:
-        out = solve(lambda y, t: EIGHT.velocity(y, t, sched), x, sched, ts, name, return_trajectory=True,
-                    generator=torch.Generator().manual_seed(0))
+        out = sample(lambda y, t: EIGHT.velocity(y, t, sched), x, sampler=name, timesteps=ts, schedule=sched, return_trajectory=True, generator=torch.Generator().manual_seed(0))
         assert out.x.dtype == torch.float32 and out.trajectory.shape == (5, 4, 2)
         assert torch.equal(out.trajectory[0], x) and torch.equal(out.trajectory[-1], out.x)
         assert torch.equal(out.times, ts)
@@ -180,9 +178,9 @@ def test_ddim_eta_one_is_ancestral_and_seeded():
     x = torch.randn(8, 2, dtype=F64)
     ts = torch.linspace(0.0, 1.0, 6, dtype=F64)
     model = lambda y, t: EIGHT.velocity(y, t, sched)  # noqa: E731
-    a = solve(model, x, sched, ts, "ddim", eta=1.0, generator=torch.Generator().manual_seed(1)).x
-    b = solve(model, x, sched, ts, "ddim", eta=1.0, generator=torch.Generator().manual_seed(1)).x
-    c = solve(model, x, sched, ts, "ddim", eta=0.0).x
+    a = sample(model, x, sampler="ddim", timesteps=ts, schedule=sched, eta=1.0, generator=torch.Generator().manual_seed(1)).x
+    b = sample(model, x, sampler="ddim", timesteps=ts, schedule=sched, eta=1.0, generator=torch.Generator().manual_seed(1)).x
+    c = sample(model, x, sampler="ddim", timesteps=ts, schedule=sched, eta=0.0).x
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
@@ -192,28 +190,28 @@ def test_bad_input_is_rejected():
     x = torch.randn(4, 2)
     ts = torch.linspace(0, 1, 5)
     with pytest.raises(ValueError, match="timesteps"):
-        solve(m, x, sched, ts.flip(0), "ddim")
+        sample(m, x, sampler="ddim", timesteps=ts.flip(0), schedule=sched)
     with pytest.raises(ValueError, match="timesteps"):
-        solve(m, x, sched, torch.tensor([0.0]), "ddim")
+        sample(m, x, sampler="ddim", timesteps=torch.tensor([0.0]), schedule=sched)
     with pytest.raises(ValueError, match="timesteps"):
-        solve(m, x, sched, torch.tensor([0.0, 1.0, 1.5]), "ddim")
+        sample(m, x, sampler="ddim", timesteps=torch.tensor([0.0, 1.0, 1.5]), schedule=sched)
     with pytest.raises(ValueError, match="prediction"):
-        solve(m, x, sched, ts, "ddim", prediction="eps")
+        sample(m, x, sampler="ddim", timesteps=ts, schedule=sched, prediction="eps")
     with pytest.raises(ValueError, match="eta"):
-        solve(m, x, sched, ts, "ddim", eta=2.0)
+        sample(m, x, sampler="ddim", timesteps=ts, schedule=sched, eta=2.0)
     with pytest.raises(ValueError, match="order"):
-        solve(m, x, sched, ts, "dpm_solver_pp", order=4)
+        sample(m, x, sampler="dpm_solver_pp", timesteps=ts, schedule=sched, order=4)
     with pytest.raises(ValueError, match="variant"):
-        solve(m, x, sched, ts, "unipc", variant="bh3")
+        sample(m, x, sampler="unipc", timesteps=ts, schedule=sched, variant="bh3")
     with pytest.raises(ValueError, match="sampler"):
-        solve(m, x, sched, ts, "plms")
+        sample(m, x, sampler="plms", timesteps=ts, schedule=sched)
     with pytest.raises(ValueError, match="x"):
-        solve(m, torch.full((4, 2), float("nan")), sched, ts, "ddim")
+        sample(m, torch.full((4, 2), float("nan")), sampler="ddim", timesteps=ts, schedule=sched)
     with pytest.raises(ValueError, match="must match"):
-        solve(lambda y, t: y[:, :1], x, sched, ts, "ddim")
+        sample(lambda y, t: y[:, :1], x, sampler="ddim", timesteps=ts, schedule=sched)
     # a noise predictor carries no information at pure noise (alpha=0): refuse, name the fix
     with pytest.raises(ValueError, match="alpha_t > 0"):
-        solve(lambda y, t: y, x, sched, ts, "dpm_solver_pp", prediction="noise")
+        sample(lambda y, t: y, x, sampler="dpm_solver_pp", timesteps=ts, schedule=sched, prediction="noise")
     assert {"ddim", "dpm_solver_pp_2m", "unipc_bh1", "heun_edm", "euler", "rk4"} <= set(SAMPLERS.names())
 
 
@@ -260,7 +258,7 @@ def test_matches_diffusers(cls, kwargs, name, opts, final, n):
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     oracle = lambda y, t: MIX3.noise_mean(y, t, ours_sched)  # noqa: E731
     ref = _run_diffusers(sched, oracle, x)
-    ours = solve(oracle, x, ours_sched, ts.float(), name, prediction="noise", **opts)
+    ours = sample(oracle, x, sampler=name, timesteps=ts.float(), schedule=ours_sched, prediction="noise", **opts)
     assert ours.nfe == n
     torch.testing.assert_close(ours.x, ref, rtol=1e-5, atol=2e-5)
 
@@ -274,5 +272,5 @@ def test_ddim_eta_matches_diffusers_with_the_same_generator():
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     oracle = lambda y, t: MIX3.noise_mean(y, t, ours_sched)  # noqa: E731
     ref = _run_diffusers(sched, oracle, x, eta=0.7, generator=torch.Generator().manual_seed(5))
-    ours = solve(oracle, x, ours_sched, ts, "ddim", prediction="noise", eta=0.7, generator=torch.Generator().manual_seed(5))
+    ours = sample(oracle, x, sampler="ddim", timesteps=ts, schedule=ours_sched, prediction="noise", eta=0.7, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(ours.x, ref, rtol=1e-5, atol=2e-5)

@@ -1,9 +1,7 @@
 """One sampler registry: every sampler has one signature and a registered cost, its NFE is
-counted as registered, the old names still import (with a DeprecationWarning)."""
+counted as registered, and :func:`monge.samplers.sample` is the one entry."""
 
 import importlib
-import sys
-import warnings
 
 import pytest
 import torch
@@ -11,7 +9,7 @@ import torch
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES, LinearSchedule
 from monge.registry import Registry
-from monge.samplers import (SAMPLERS, SampleOutput, SamplerInfo, dopri5, euler, nfe_for_steps, rk4, sample, solve,
+from monge.samplers import (SAMPLERS, SampleOutput, SamplerInfo, dopri5, euler, nfe_for_steps, rk4, sample,
                             steps_for_nfe)
 from monge.samplers.base import SamplerRegistry
 
@@ -74,14 +72,14 @@ def test_counted_nfe_is_the_registered_cost_times_steps(name):
     for steps in (1, 3, 5):
         calls[0] = 0
         ts = torch.linspace(0.0, 1.0, steps + 1, dtype=F64)
-        out = solve(model, x, sched, ts, name, generator=torch.Generator().manual_seed(0))
+        out = sample(model, x, sampler=name, timesteps=ts, schedule=sched, generator=torch.Generator().manual_seed(0))
         assert out.nfe == calls[0] == nfe_for_steps(name, steps)
         assert out.nfe == info.evals_per_step * (steps - 1) + (info.final_step_evals or info.evals_per_step)
         assert steps_for_nfe(name, out.nfe) == steps
     # an NFE budget through sample(): never more evaluations than the budget
     for nfe in (4, 7, 8):
         calls[0] = 0
-        out = sample(model, x, name, nfe=nfe, schedule=sched, generator=torch.Generator().manual_seed(0))
+        out = sample(model, x, sampler=name, nfe=nfe, schedule=sched, generator=torch.Generator().manual_seed(0))
         assert out.nfe == calls[0] == nfe_for_steps(name, steps_for_nfe(name, nfe)) <= nfe
 
 
@@ -100,7 +98,7 @@ def test_steps_for_nfe_errors():
 @pytest.mark.parametrize("name", sorted(EVERY - FLOW_MAPS))
 def test_one_signature(name):
     """``sampler(model, x, schedule, ts, *, prediction, return_trajectory, generator)`` for every sampler,
-    with the linear path as the default schedule; sample() and solve() run each by name."""
+    with the linear path as the default schedule; sample() runs each by name."""
     fn = SAMPLERS.get(name)
     lin = LinearSchedule()
     model = lambda y, t: EIGHT.velocity(y, t, lin)  # noqa: E731
@@ -112,11 +110,12 @@ def test_one_signature(name):
     assert torch.isfinite(out.x).all() and out.nfe >= 1
     same = fn(model, x, lin, ts, prediction="velocity", generator=g())
     torch.testing.assert_close(same.x, out.x, rtol=1e-12, atol=1e-12)
-    with torch.no_grad():
-        assert torch.equal(solve(model, x, lin, ts, name, generator=g()).x, same.x)
-    if name != "dopri5":
+    if name == "dopri5":  # its own steps between the grid's ends
+        assert torch.equal(sample(model, x, sampler=name, schedule=lin).x, same.x)
+    else:
+        assert torch.equal(sample(model, x, sampler=name, timesteps=ts, schedule=lin, generator=g()).x, same.x)
         nfe = nfe_for_steps(name, 8)  # the same 8 uniform steps
-        assert torch.equal(sample(model, x, name, nfe=nfe, generator=g()).x, out.x)
+        assert torch.equal(sample(model, x, sampler=name, nfe=nfe, generator=g()).x, out.x)
     # a data prediction converted through the schedule lands where the velocity does (up to rounding)
     data = lambda y, t: EIGHT.posterior_mean(y, t, lin)  # noqa: E731
     if name not in ("euler_maruyama",):
@@ -126,79 +125,50 @@ def test_one_signature(name):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
-# ---------------------------------------------------------------------------- deprecated names
-OLD_EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
-OLD_STEP_COST = {"ddim": 1, "dpm_solver_pp": 1, "dpm_solver_pp_2m": 1, "dpm_solver_pp_3m": 1, "unipc": 1,
-                 "unipc_bh1": 1, "unipc_bh2": 1, "heun_edm": 2, "euler_maruyama": 1,
-                 "euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
-
-
-@pytest.mark.parametrize("module,name,expected", [
-    ("monge.samplers", "MODEL_SAMPLERS", SAMPLERS),
-    ("monge.samplers.diffusion", "MODEL_SAMPLERS", SAMPLERS),
-    ("monge.samplers", "STEP_COST", OLD_STEP_COST),
-    ("monge.samplers.diffusion", "STEP_COST", OLD_STEP_COST),
-    ("monge.samplers", "EVALS_PER_STEP", OLD_EVALS_PER_STEP),
-    ("monge.samplers.ode", "EVALS_PER_STEP", OLD_EVALS_PER_STEP),
-    ("monge.samplers", "STEP_SCHEDULES", None),
-    ("monge.samplers.timesteps", "STEP_SCHEDULES", None),
-    ("monge.samplers", "fit_optimized_schedule", None),
-])
-def test_old_names_warn_and_still_work(module, name, expected):
-    from monge.samplers import GRIDS, optimized
-
-    mod = importlib.import_module(module)
-    with pytest.warns(DeprecationWarning, match=name) as record:
-        value = getattr(mod, name)
-    assert len(record) == 1 and record[0].filename == __file__  # one warning, pointing at the caller
-    expected = expected if expected is not None else {"STEP_SCHEDULES": GRIDS, "fit_optimized_schedule": optimized}[name]
-    assert value == expected if isinstance(expected, dict) else value is expected
-
-
-def test_from_import_of_an_old_name_warns():
-    with pytest.warns(DeprecationWarning, match="MODEL_SAMPLERS"):
-        from monge.samplers import MODEL_SAMPLERS  # noqa: F401
-    with pytest.raises(AttributeError):
-        importlib.import_module("monge.samplers").NOT_A_NAME
-
-
-def test_schedules_module_is_a_deprecated_alias_of_timesteps():
-    sys.modules.pop("monge.samplers.schedules", None)
-    with pytest.warns(DeprecationWarning, match="monge.samplers.timesteps"):
-        old = importlib.import_module("monge.samplers.schedules")
-    from monge.samplers import timesteps
-
-    assert old.make_timesteps is timesteps.make_timesteps and old.karras is timesteps.karras
-    assert old._dp_path is timesteps._dp_path  # private helpers too
-    with pytest.warns(DeprecationWarning, match="STEP_SCHEDULES"):
-        assert old.STEP_SCHEDULES is timesteps.GRIDS
-
-
-def test_old_ode_call_with_the_grid_third_warns_and_matches():
+# ---------------------------------------------------------------------------- the one entry
+def test_sample_takes_nfe_or_timesteps_and_an_adaptive_sampler_neither():
     field = lambda y, t: -y + t[:, None]  # noqa: E731
     x = torch.randn(5, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
-    ts = torch.linspace(1.0, 0.0, 7, dtype=F64)  # backwards, as an ODE solver allows
-    with pytest.warns(DeprecationWarning, match=r"rk4\(field, x, ts\)") as record:
-        old = rk4(field, x, ts, True)
-    assert record[0].filename == __file__
-    new = rk4(field, x, None, ts, return_trajectory=True)
-    assert torch.equal(old.x, new.x) and torch.equal(old.trajectory, new.trajectory) and old.nfe == new.nfe == 24
-    with pytest.warns(DeprecationWarning):
-        assert torch.equal(euler(field, x, ts).x, euler(field, x, None, ts).x)
-    with pytest.warns(DeprecationWarning, match="dopri5"):
-        a = dopri5(field, x, 0.2, 0.9)
-    b = dopri5(field, x, t0=0.2, t1=0.9)
-    c = dopri5(field, x, None, torch.tensor([0.2, 0.5, 0.9], dtype=F64))
-    assert torch.equal(a.x, b.x) and torch.equal(a.x, c.x) and a.nfe == b.nfe
+    ts = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    # nfe = 8 on rk4 buys the same two uniform steps as the grid of two steps
+    assert torch.equal(sample(field, x, sampler="rk4", nfe=8).x,
+                       sample(field, x, sampler="rk4", timesteps=torch.linspace(0.0, 1.0, 3, dtype=F64)).x)
+    for kwargs in ({}, {"nfe": 4, "timesteps": ts}):
+        with pytest.raises(ValueError, match="either nfe .* or timesteps"):
+            sample(field, x, sampler="euler", **kwargs)
+    with pytest.raises(ValueError, match="own ends"):
+        sample(field, x, sampler="euler", timesteps=ts, t0=0.5)
+    for kwargs in ({"nfe": 4}, {"timesteps": ts}):
+        with pytest.raises(ValueError, match="adaptive"):
+            sample(field, x, sampler="dopri5", **kwargs)
+    # t0/t1 place the uniform steps of nfe and the ends of an adaptive solve alike
+    a = sample(field, x, sampler="dopri5", t0=0.2, t1=0.9)
+    b = dopri5(field, x, None, torch.tensor([0.2, 0.5, 0.9], dtype=F64))
+    assert torch.equal(a.x, b.x) and a.nfe == b.nfe
     with pytest.raises(ValueError, match="not both"):
         dopri5(field, x, None, torch.tensor([0.0, 1.0]), t0=0.0)
 
 
-def test_new_names_do_not_warn():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        from monge.samplers import GRIDS, SAMPLERS, make_timesteps, nfe_for_steps  # noqa: F401
-        from monge.samplers.timesteps import GRIDS as G2  # noqa: F401
+def test_a_velocity_ode_solver_never_reads_the_schedule():
+    """One meaning of ``schedule``: the path's alpha/sigma. An ODE solver integrates a velocity as
+    it is (any monotonic grid, backwards too), whatever schedule it is given."""
+    field = lambda y, t: -y + t[:, None]  # noqa: E731
+    x = torch.randn(5, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    back = torch.linspace(1.0, 0.0, 7, dtype=F64)
+    plain = rk4(field, x, None, back, return_trajectory=True)
+    on_vp = rk4(field, x, SCHEDULES.build("vp_linear"), back, return_trajectory=True)
+    assert torch.equal(plain.x, on_vp.x) and torch.equal(plain.trajectory, on_vp.trajectory) and plain.nfe == 24
+    assert torch.equal(euler(field, x, None, back).x, sample(field, x, sampler="euler", nfe=6, t0=1.0, t1=0.0).x)
+
+
+def test_the_old_names_are_gone():
+    import monge.samplers as samplers
+
+    for name in ("solve", "MODEL_SAMPLERS", "STEP_COST", "EVALS_PER_STEP", "STEP_SCHEDULES",
+                 "fit_optimized_schedule"):
+        assert not hasattr(samplers, name), name
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("monge.samplers.schedules")
 
 
 def test_the_expressway_gives_a_schedule_sampler_its_path():
@@ -206,7 +176,6 @@ def test_the_expressway_gives_a_schedule_sampler_its_path():
     the same as starting by hand and solving on the schedule's grid over [t_s, 1]."""
     from monge.ot.semidiscrete import SemiDiscreteMap
     from monge.paths import PATHS
-    from monge.samplers import solve, steps_for_nfe
     from monge.samplers.expressway import expressway_sample, expressway_start
 
     g = torch.Generator().manual_seed(0)
@@ -218,5 +187,5 @@ def test_the_expressway_gives_a_schedule_sampler_its_path():
                             generator=torch.Generator().manual_seed(1))
     x, t0 = expressway_start(sd_map, noise, 0.4, path, torch.Generator().manual_seed(1))
     ts = torch.linspace(t0, 1.0, steps_for_nfe("dpm_solver_pp", 3) + 1)
-    ref = solve(field, x, path.schedule, ts, "dpm_solver_pp")
+    ref = sample(field, x, sampler="dpm_solver_pp", timesteps=ts, schedule=path.schedule)
     torch.testing.assert_close(out.x, ref.x)

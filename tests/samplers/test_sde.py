@@ -7,7 +7,7 @@ import torch
 
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES
-from monge.samplers.diffusion import solve
+from monge.samplers import sample
 from monge.samplers.timesteps import uniform_log_snr
 from monge.samplers.sde import euler_maruyama
 
@@ -58,7 +58,7 @@ def test_noise_scale_zero_is_the_euler_ode():
     ts = torch.linspace(0.0, 1.0, 9, dtype=F64)
     model = lambda y, t: EIGHT.velocity(y, t, sched)  # noqa: E731
     a = euler_maruyama(model, x, sched, ts, noise_scale=0.0).x
-    b = solve(model, x, sched, ts, "euler").x
+    b = sample(model, x, sampler="euler", timesteps=ts, schedule=sched).x
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 

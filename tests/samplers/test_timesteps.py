@@ -7,7 +7,7 @@ import torch
 
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES
-from monge.samplers import solve
+from monge.samplers import sample
 from monge.samplers.timesteps import (GRIDS, EvalTimeWarp, _dp_path, fit_eval_times, karras, make_timesteps,
                                       optimized, optimized_decoupled, uniform_log_snr, uniform_t)
 
@@ -91,7 +91,7 @@ LIN = SCHEDULES.build("linear")
 
 
 def _err(ts, sampler, x, ref):
-    out = solve(lambda y, t: GMM.velocity(y, t, LIN), x, LIN, ts, sampler)
+    out = sample(lambda y, t: GMM.velocity(y, t, LIN), x, sampler=sampler, timesteps=ts, schedule=LIN)
     return float((out.x - ref).pow(2).sum(1).mean())
 
 
@@ -102,7 +102,7 @@ def test_optimized_beats_fixed_grids_on_held_out_noise(sampler, nfe):
                    refine_sweeps=1)
     assert ts.shape == (nfe + 1,) and ts[0] == 0.0 and ts[-1] == 1.0 and bool((ts.diff() > 0).all())
     x = torch.randn(256, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
-    ref = solve(lambda y, t: GMM.velocity(y, t, LIN), x, LIN, uniform_t(400), "rk4").x
+    ref = sample(lambda y, t: GMM.velocity(y, t, LIN), x, sampler="rk4", timesteps=uniform_t(400), schedule=LIN).x
     fixed = min(_err(make_timesteps(name, nfe, LIN), sampler, x, ref) for name in GRIDS.names())
     assert _err(ts, sampler, x, ref) < fixed
 
@@ -130,10 +130,10 @@ def test_pattern_search_lowers_the_error_on_held_out_noise():
     fine = optimized(m, LIN, 5, "unipc_bh2", fit_noise, refine_tol=0.01, **kw)
     assert fine.shape == (6,) and fine[0] == 0.0 and fine[-1] == 1.0 and bool((fine.diff() > 0).all())
     assert not torch.equal(coarse, fine)
-    ref_fit = solve(m, fit_noise, LIN, uniform_t(200), "rk4").x
+    ref_fit = sample(m, fit_noise, sampler="rk4", timesteps=uniform_t(200), schedule=LIN).x
     assert _err(fine, "unipc_bh2", fit_noise, ref_fit) < _err(coarse, "unipc_bh2", fit_noise, ref_fit)
     x = torch.randn(256, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
-    ref = solve(m, x, LIN, uniform_t(200), "rk4").x
+    ref = sample(m, x, sampler="rk4", timesteps=uniform_t(200), schedule=LIN).x
     assert _err(fine, "unipc_bh2", x, ref) < 0.9 * _err(coarse, "unipc_bh2", x, ref)
     with pytest.raises(ValueError, match="refine_tol"):
         optimized(m, LIN, 5, "euler", fit_noise, refine_tol=-0.1)
@@ -178,10 +178,10 @@ def test_eval_times_lower_the_error_on_held_out_noise(sampler):
     assert ts.shape == ev.shape == (6,) and ts[0] == 0.0 and ts[-1] == 1.0 and bool((ts.diff() > 0).all())
     assert ev.dtype == F64 and bool(((ev >= 0) & (ev <= 1)).all())
     x = torch.randn(256, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
-    ref = solve(m, x, LIN, uniform_t(400), "rk4").x
+    ref = sample(m, x, sampler="rk4", timesteps=uniform_t(400), schedule=LIN).x
 
     def err(ts, ev):
-        warped = solve(EvalTimeWarp(m, ts, ev), x, LIN, ts, sampler)
+        warped = sample(EvalTimeWarp(m, ts, ev), x, sampler=sampler, timesteps=ts, schedule=LIN)
         assert warped.nfe == 5
         return float((warped.x - ref).pow(2).sum(1).mean())
 

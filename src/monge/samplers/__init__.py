@@ -3,15 +3,14 @@ fixed-step and adaptive ODE solvers (:mod:`.ode`), few-step diffusion samplers o
 type (:mod:`.diffusion`), the Euler-Maruyama SDE sampler (:mod:`.sde`), the jumps of flow maps
 (:mod:`.flow_map`: ``mean_flow``, ``shortcut``), and step grids (:mod:`.timesteps`).
 
-:func:`sample` runs any sampler with an NFE budget on a uniform grid from ``t0`` to ``t1``;
-:func:`solve` runs it on a given grid of flow times with a :class:`~monge.paths.Schedule`.
-Each sampler is registered with its cost per step, from which :func:`steps_for_nfe` follows.
+:func:`sample` runs any sampler by name, on an NFE budget of uniform steps or on a grid of flow
+times. Each sampler is registered with its cost per step, from which :func:`steps_for_nfe` follows;
+:func:`prepare_sampling`, :class:`Denoiser`, :class:`SamplingGrid` and :func:`finish` are the
+helpers for writing one.
 """
 
-import warnings
-from typing import Any
-
-from .base import SAMPLERS, SampleOutput, SamplerInfo, nfe_for_steps, sample, solve, steps_for_nfe
+from .base import (SAMPLERS, Denoiser, SampleOutput, SamplerInfo, SamplingGrid, finish, nfe_for_steps,
+                   prepare_sampling, sample, steps_for_nfe)
 from .ode import dopri5, euler, heun, midpoint, rk4
 from .diffusion import ddim, dpm_solver_pp, heun_edm, unipc
 from .sde import euler_maruyama
@@ -20,7 +19,8 @@ from .timesteps import (GRIDS, EvalTimeWarp, fit_eval_times, karras, make_timest
                         optimized_decoupled, uniform_log_snr, uniform_t)
 
 __all__ = [
-    "SAMPLERS", "SampleOutput", "SamplerInfo", "nfe_for_steps", "sample", "solve", "steps_for_nfe",
+    "SAMPLERS", "SampleOutput", "SamplerInfo", "nfe_for_steps", "sample", "steps_for_nfe",
+    "prepare_sampling", "Denoiser", "SamplingGrid", "finish",
     "dopri5", "euler", "heun", "midpoint", "rk4",
     "ddim", "dpm_solver_pp", "heun_edm", "unipc",
     "euler_maruyama",
@@ -28,26 +28,3 @@ __all__ = [
     "GRIDS", "EvalTimeWarp", "fit_eval_times", "karras", "make_timesteps", "optimized", "optimized_decoupled",
     "uniform_log_snr", "uniform_t",
 ]
-
-#: Old names kept for one release (each access warns): name -> (module, new name).
-_DEPRECATED = {
-    "MODEL_SAMPLERS": (".diffusion", "SAMPLERS"),
-    "STEP_COST": (".diffusion", "SAMPLERS.info(name).evals_per_step"),
-    "EVALS_PER_STEP": (".ode", "SAMPLERS.info(name).evals_per_step"),
-    "STEP_SCHEDULES": (".timesteps", "GRIDS"),
-    "fit_optimized_schedule": (".timesteps", "optimized"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _DEPRECATED:
-        import importlib
-
-        module = importlib.import_module(_DEPRECATED[name][0], __name__)
-        with warnings.catch_warnings():  # warn once, here, pointing at the caller
-            warnings.simplefilter("ignore", DeprecationWarning)
-            value = getattr(module, name)
-        warnings.warn(f"monge.samplers.{name} is deprecated; use monge.samplers.{_DEPRECATED[name][1]}",
-                      DeprecationWarning, stacklevel=2)
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,6 @@
-r"""The one sampler registry, its signature, and the two entry points :func:`sample` and :func:`solve`.
+r"""The one sampler registry, its signature, the one entry point :func:`sample`, and the public
+helpers for writing a sampler (:func:`prepare_sampling`, :class:`Denoiser`, :class:`SamplingGrid`,
+:func:`finish`).
 
 Every sampler is one function with the signature
 
@@ -10,8 +12,8 @@ Every sampler is one function with the signature
 - ``model(x, t)`` takes ``x`` ``(batch, *shape)`` and ``t`` ``(batch,)`` and returns a prediction of
   type ``prediction`` (``velocity``, ``noise``, ``data`` or ``score``; :mod:`monge.predictions`);
 - ``schedule`` is the path's alpha/sigma :class:`~monge.paths.Schedule`,
-  :math:`x_t = \sigma_t x_0 + \alpha_t x_1` (``None``: the linear path
-  :math:`\alpha_t = t, \sigma_t = 1 - t`); a velocity model needs none for the ODE solvers;
+  :math:`x_t = \sigma_t x_0 + \alpha_t x_1`; ``None`` is the linear path's
+  (:math:`\alpha_t = t, \sigma_t = 1 - t`). An ODE solver on a velocity never reads it;
 - ``ts`` is the 1D grid of flow times the sampler steps through, both ends included
   (``t = 0`` noise, ``t = 1`` data);
 - ``options`` are the sampler's own keywords (``eta``, ``order``, ``atol``, ...).
@@ -20,11 +22,12 @@ It is registered with its cost, ``@SAMPLERS.register("heun", evals_per_step=2)``
 evaluations per step (``None`` for an adaptive solver), optionally fewer for the last step
 (``final_step_evals``), and ``needs_schedule=True`` for the samplers that work through
 :math:`\alpha_t, \sigma_t` (the diffusion and SDE samplers). From the cost, :func:`steps_for_nfe`
-turns an NFE budget into steps for every sampler alike; Python, recipes (``sample.sampler``),
-``monge sample`` and ``monge eval`` all look samplers up here.
+turns an NFE budget into steps for every sampler alike; Python (:func:`sample`), recipes
+(``sample.sampler``), ``monge sample`` and ``monge eval`` all look samplers up here.
 
 Adding a sampler is one function with this signature, its ``@SAMPLERS.register(...)`` line, and
-one test (the registry-wide tests of ``tests/samplers/test_registry.py`` then cover its NFE count).
+one test (CONTRIBUTING.md, "Adding a sampler"; the registry-wide tests of
+``tests/samplers/test_registry.py`` then cover its NFE count).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from ..predictions import PREDICTIONS, Model, convert, convert_with
 from ..registry import Registry
 
 __all__ = ["Field", "SampleOutput", "SamplerInfo", "SamplerRegistry", "SAMPLERS", "steps_for_nfe",
-           "nfe_for_steps", "sample", "solve"]
+           "nfe_for_steps", "sample", "prepare_sampling", "Denoiser", "SamplingGrid", "finish"]
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
@@ -107,6 +110,15 @@ class SamplerRegistry(Registry):
         """The registered :class:`SamplerInfo` of ``name`` (``ValueError`` naming the choices if unknown)."""
         return self.meta(name)["info"]
 
+    def kinds(self) -> dict[str, list[str]]:
+        """Names by kind: ``ode`` (integrate a field, a velocity as it is), ``diffusion`` (work through
+        the schedule's alpha/sigma, ``needs_schedule``) and ``flow_map`` (jumps of a flow map)."""
+        kinds: dict[str, list[str]] = {"ode": [], "diffusion": [], "flow_map": []}
+        for name in self.names():
+            info = self.info(name)
+            kinds["flow_map" if info.flow_map else "diffusion" if info.needs_schedule else "ode"].append(name)
+        return kinds
+
     def costs(self) -> dict[str, int]:
         """``{name: evals_per_step}`` of every fixed-step sampler of a field ``model(x, t)`` (the
         flow-map samplers, ``flow_map=True``, left out)."""
@@ -145,7 +157,7 @@ def nfe_for_steps(sampler: str, steps: int) -> int:
     return info.evals_per_step * (steps - 1) + (info.final_step_evals or info.evals_per_step)
 
 
-# ---------------------------------------------------------------------------- shared machinery
+# ---------------------------------------------------------------------------- helpers for writing a sampler
 class _Counted:
     """Wraps a field, broadcasts scalar time to the batch and counts evaluations."""
 
@@ -162,8 +174,11 @@ class _Counted:
         return v
 
 
-class _Denoiser:
-    """Calls ``model(x, t)``, counts NFE and converts its output to ``data`` / ``noise``."""
+class Denoiser:
+    r"""The model as a sampler sees it: calls ``model(x, t)``, counts the evaluations (``nfe``) and
+    converts its ``prediction`` into any other type through ``schedule``
+    (:func:`monge.predictions.convert`), e.g. the data prediction
+    :math:`\hat x_1 = (x_t - \sigma_t \hat\epsilon)/\alpha_t` of a noise model."""
 
     def __init__(self, model: Model, prediction: str, schedule: Schedule) -> None:
         if not callable(model):
@@ -175,6 +190,7 @@ class _Denoiser:
         self.model, self.prediction, self.schedule, self.nfe = model, prediction, schedule, 0
 
     def raw(self, x: Tensor, t: Tensor) -> Tensor:
+        """The model's own output at ``(x, t)`` (``t`` one time, broadcast to the batch); one NFE."""
         self.nfe += 1
         tt = t.expand(x.shape[0])
         out = self.model(x, tt)
@@ -183,7 +199,8 @@ class _Denoiser:
             raise ValueError(f"model returned {shape} for input {tuple(x.shape)}; they must match")
         return out
 
-    def to(self, out: Tensor, kind: str, x: Tensor, t: Tensor, grid: "_Grid | None" = None, k: int = 0) -> Tensor:
+    def to(self, out: Tensor, kind: str, x: Tensor, t: Tensor, grid: "SamplingGrid | None" = None,
+           k: int = 0) -> Tensor:
         """``out`` (made at ``(x, t)``) as a ``kind`` prediction; with ``grid``, ``t = grid.t[k]`` and the
         grid's precomputed coefficients are used."""
         if grid is None:
@@ -198,8 +215,8 @@ class _Denoiser:
             )
         return y
 
-    def data(self, x: Tensor, grid: "_Grid", k: int) -> Tensor:
-        """The data prediction at the grid's ``k``-th time."""
+    def data(self, x: Tensor, grid: "SamplingGrid", k: int) -> Tensor:
+        r"""The data prediction :math:`\hat x_1(x, t_k)` at the grid's ``k``-th time; one NFE."""
         t = grid.t[k]
         return self.to(self.raw(x, t), "data", x, t, grid, k)
 
@@ -214,8 +231,10 @@ class _Denoiser:
         return field
 
 
-class _Grid:
-    """Coefficients of a flow-time grid: alpha, sigma and the half log-SNR ``ell``."""
+class SamplingGrid:
+    r"""A checked grid of flow times ``t`` (strictly increasing in ``[0, 1]``) with its coefficients
+    ``alpha``, ``sigma`` and the half log-SNR ``ell`` :math:`= \log(\alpha_t/\sigma_t)`, one entry per
+    time; ``len(grid)`` is its number of steps."""
 
     def __init__(self, schedule: Schedule, timesteps: Tensor, x: Tensor) -> None:
         if not torch.is_tensor(timesteps) or timesteps.dim() != 1 or timesteps.numel() < 2:
@@ -256,84 +275,80 @@ class _Grid:
         return self.alpha[k], self.sigma[k], da, ds
 
     def finite(self, *idx: int) -> bool:
+        """Whether the log-SNR is finite at every grid index ``idx``."""
         return all(math.isfinite(float(self.ell[i])) for i in idx)
 
 
-def _prepare(model: Model, x: Tensor, schedule: Schedule | None, ts: Tensor | None,
-             prediction: str) -> tuple[_Denoiser, _Grid]:
-    """Checks shared by the samplers; ``schedule=None`` is the linear path."""
+def prepare_sampling(model: Model, x: Tensor, schedule: Schedule | None, ts: Tensor | None,
+                     prediction: str) -> tuple[Denoiser, SamplingGrid]:
+    """The checks every sampler shares, and what it steps with: the :class:`Denoiser` of ``model``
+    (``prediction`` through ``schedule``, ``None``: the linear path) and the :class:`SamplingGrid` of ``ts``."""
     if not torch.is_tensor(x):
         raise ValueError("x must be a torch tensor of shape (batch, *shape)")
     check_batch(x, "x", min_dim=1)
     if ts is None:
         raise ValueError("ts (the timesteps) must be a 1D tensor of at least 2 flow times (both ends included)")
-    den = _Denoiser(model, prediction, LinearSchedule() if schedule is None else schedule)
-    return den, _Grid(den.schedule, ts, x)
+    den = Denoiser(model, prediction, LinearSchedule() if schedule is None else schedule)
+    return den, SamplingGrid(den.schedule, ts, x)
 
 
-def _output(x: Tensor, nfe: int, states: list[Tensor] | None, grid: _Grid) -> SampleOutput:
+def finish(x: Tensor, nfe: int, states: list[Tensor] | None, grid: SamplingGrid) -> SampleOutput:
+    """The :class:`SampleOutput` of a sampler: final ``x``, its ``nfe``, and with ``states`` (one per
+    grid time, the start included) the trajectory at ``grid.t``."""
     if states is None:
         return SampleOutput(x=x, nfe=nfe)
     return SampleOutput(x=x, nfe=nfe, trajectory=torch.stack(states), times=grid.t)
 
 
-# ---------------------------------------------------------------------------- entry points
+# ---------------------------------------------------------------------------- the entry point
 def sample(
-    field: Model,
-    x0: Tensor,
-    sampler: str = "euler",
-    nfe: int = 8,
-    t0: float = 0.0,
-    t1: float = 1.0,
-    timesteps: Tensor | None = None,
-    return_trajectory: bool = False,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    model: Model,
+    x: Tensor,
     *,
+    sampler: str = "euler",
+    nfe: int | None = None,
+    timesteps: Tensor | None = None,
     schedule: Schedule | None = None,
     prediction: str = "velocity",
+    t0: float = 0.0,
+    t1: float = 1.0,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
     generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
     **options: Any,
 ) -> SampleOutput:
-    r"""Integrate ``field`` from ``x0`` at ``t0`` to ``t1`` with a budget of ``nfe`` evaluations.
+    r"""Run the sampler named ``sampler`` (any of :data:`SAMPLERS`) on ``model`` from ``x`` at ``t0``
+    to ``t1``, under ``torch.no_grad()`` (module train/eval modes are left to the caller).
 
-    Any sampler of :data:`SAMPLERS` takes :func:`steps_for_nfe` uniform steps (or the grid
-    ``timesteps`` when given, whose length then sets the cost); ``dopri5`` ignores ``nfe`` and
-    ``timesteps`` and adapts its steps to ``atol``/``rtol``. ``schedule`` (default: linear) is used by the samplers
-    registered with ``needs_schedule`` and to convert a ``prediction`` other than velocity; an ODE
-    solver on a velocity ``field`` integrates it directly. ``options`` go to the sampler. Runs
-    under ``torch.no_grad()``; module train/eval modes are left to the caller.
+    A fixed-step sampler takes exactly one of ``nfe``, a budget of model evaluations spent on
+    :func:`steps_for_nfe` uniform steps from ``t0`` to ``t1``, and ``timesteps``, a 1D grid of flow
+    times whose ends replace ``t0``/``t1``. An adaptive sampler (``dopri5``) takes neither: it
+    chooses its steps to meet ``atol``/``rtol``. ``schedule`` is the path's alpha/sigma (``None``:
+    the linear path's), read by the samplers registered with ``needs_schedule`` and to convert a
+    ``prediction`` other than velocity; an ODE solver on a velocity never needs it. ``generator``
+    draws the noise of stochastic samplers; ``options`` go to the sampler (``eta``, ``order``, ...).
     """
     info = SAMPLERS.info(sampler)
-    if not torch.is_tensor(x0) or x0.dim() < 1 or x0.shape[0] == 0:
-        raise ValueError("x0 must be a non-empty tensor of shape (batch, *shape)")
-    check_finite(x0, "x0")
-    if not info.needs_schedule and prediction == "velocity":
-        schedule = None
+    if not torch.is_tensor(x) or x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError("x must be a non-empty tensor of shape (batch, *shape)")
+    check_finite(x, "x")
     fn = SAMPLERS.get(sampler)
-    with torch.no_grad():
-        if info.adaptive:  # its own steps between t0 and t1
-            return fn(field, x0, schedule, t0=t0, t1=t1, atol=atol, rtol=rtol, prediction=prediction,
+    if info.adaptive:
+        if nfe is not None or timesteps is not None:
+            raise ValueError(f"{sampler!r} is adaptive: it chooses its own steps; drop nfe and timesteps "
+                             "(its accuracy is atol/rtol)")
+        with torch.no_grad():
+            return fn(model, x, schedule, t0=t0, t1=t1, atol=atol, rtol=rtol, prediction=prediction,
                       return_trajectory=return_trajectory, generator=generator, **options)
-        if timesteps is None:
-            nfe = check_positive_int(nfe, "nfe")
-            timesteps = torch.linspace(float(t0), float(t1), steps_for_nfe(sampler, nfe) + 1, dtype=x0.dtype,
-                                       device=x0.device)
-        return fn(field, x0, schedule, timesteps, prediction=prediction, return_trajectory=return_trajectory,
-                  generator=generator, **options)
-
-
-def solve(
-    model: Model, x: Tensor, schedule: Schedule | None, timesteps: Tensor, sampler: str = "dpm_solver_pp",
-    *, prediction: str = "velocity", generator: torch.Generator | None = None,
-    return_trajectory: bool = False, **options: Any,
-) -> SampleOutput:
-    """Run the sampler named ``sampler`` (any of :data:`SAMPLERS`) on the grid ``timesteps`` under
-    ``torch.no_grad()``.
-
-    ``options`` go to the sampler (``eta``, ``order``, ``variant``, ...).
-    """
-    fn = SAMPLERS.get(sampler)
+    if (nfe is None) == (timesteps is None):
+        raise ValueError(f"sampler {sampler!r} takes either nfe (a budget of model evaluations on uniform steps) "
+                         "or timesteps (a grid of flow times), not both and not neither")
+    if timesteps is None:
+        steps = steps_for_nfe(sampler, check_positive_int(nfe, "nfe"))
+        timesteps = torch.linspace(float(t0), float(t1), steps + 1, dtype=x.dtype, device=x.device)
+    elif (t0, t1) != (0.0, 1.0):
+        raise ValueError("timesteps carries its own ends: drop t0/t1 (they place the uniform steps of nfe)")
     with torch.no_grad():
-        return fn(model, x, schedule, timesteps, prediction=prediction, generator=generator,
-                  return_trajectory=return_trajectory, **options)
+        return fn(model, x, schedule, timesteps, prediction=prediction, return_trajectory=return_trajectory,
+                  generator=generator, **options)

@@ -34,15 +34,13 @@ UniPC lowers its order to the number of steps left. A step from or into an infin
 uncorrected. NFE is one model evaluation per step (two per Heun step); the final grid point is
 never evaluated.
 
-All are registered in :data:`monge.samplers.SAMPLERS` with their cost per step; :func:`solve`
-(re-exported here) runs any of them by name.
+All are registered in :data:`monge.samplers.SAMPLERS` with their cost per step;
+:func:`monge.samplers.sample` runs any of them by name.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,31 +48,13 @@ from torch import Tensor
 from .._validation import check_number
 from ..paths import Schedule
 from ..predictions import Model
-from .base import SAMPLERS, SampleOutput, _Grid, _output, _prepare, solve, steps_for_nfe
+from .base import SAMPLERS, SampleOutput, SamplingGrid, finish, prepare_sampling
 
-__all__ = [
-    "ddim",
-    "dpm_solver_pp",
-    "unipc",
-    "heun_edm",
-    "solve",
-    "steps_for_nfe",
-]
-
-_DEPRECATED = {"MODEL_SAMPLERS": "SAMPLERS (one registry for every sampler)",
-               "STEP_COST": "SAMPLERS.info(name).evals_per_step (or steps_for_nfe)"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _DEPRECATED:
-        warnings.warn(f"monge.samplers.{name} is deprecated; use monge.samplers.{_DEPRECATED[name]}",
-                      DeprecationWarning, stacklevel=2)
-        return SAMPLERS if name == "MODEL_SAMPLERS" else SAMPLERS.costs()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["ddim", "dpm_solver_pp", "unipc", "heun_edm"]
 
 
 # ---------------------------------------------------------------------------- first-order step
-def _first_order(x: Tensor, d0: Tensor, g: _Grid, k: int) -> Tensor:
+def _first_order(x: Tensor, d0: Tensor, g: SamplingGrid, k: int) -> Tensor:
     r"""DDIM / DPM-Solver++(1): :math:`\frac{\sigma_{k+1}}{\sigma_k}x + \alpha_{k+1}(1 - e^{-h}) D`."""
     h = g.ell[k + 1] - g.ell[k]
     return (g.sigma[k + 1] / g.sigma[k]) * x - g.alpha[k + 1] * torch.expm1(-h) * d0
@@ -96,7 +76,7 @@ def ddim(
     DDIM (the first-order DPM-Solver++ and Euler in the EDM variables), ``eta=1`` ancestral DDPM.
     """
     check_number(eta, "eta", 0.0, 1.0)
-    den, g = _prepare(model, x, schedule, ts, prediction)
+    den, g = prepare_sampling(model, x, schedule, ts, prediction)
     states = [x] if return_trajectory else None
     for k in range(len(g)):
         d0 = den.data(x, g, k)
@@ -110,11 +90,11 @@ def ddim(
             x = g.alpha[k + 1] * d0 + s_next * eps
         if states is not None:
             states.append(x)
-    return _output(x, den.nfe, states, g)
+    return finish(x, den.nfe, states, g)
 
 
 # ---------------------------------------------------------------------------- DPM-Solver++
-def _dpm_order(order: int, k: int, n: int, g: _Grid, lower_order_final: bool) -> int:
+def _dpm_order(order: int, k: int, n: int, g: SamplingGrid, lower_order_final: bool) -> int:
     p = min(order, k + 1)
     # a final sigma of zero, or numerically zero (the cosine schedule's 6e-17 at t = 1), makes the
     # last step infinitely long in log-SNR: take it first order, as diffusers does for sigma = 0
@@ -154,7 +134,7 @@ def dpm_solver_pp(
     """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-    den, g = _prepare(model, x, schedule, ts, prediction)
+    den, g = prepare_sampling(model, x, schedule, ts, prediction)
     n = len(g)
     states = [x] if return_trajectory else None
     ms: list[Tensor] = []
@@ -182,7 +162,7 @@ def dpm_solver_pp(
             ms[k - 3] = None  # type: ignore[call-overload]  # keep only the history in use
         if states is not None:
             states.append(x)
-    return _output(x, den.nfe, states, g)
+    return finish(x, den.nfe, states, g)
 
 
 SAMPLERS.register("dpm_solver_pp_2m", evals_per_step=1, needs_schedule=True)(functools.partial(dpm_solver_pp, order=2))
@@ -190,7 +170,7 @@ SAMPLERS.register("dpm_solver_pp_3m", evals_per_step=1, needs_schedule=True)(fun
 
 
 # ---------------------------------------------------------------------------- UniPC
-def _unipc_coeffs(g: _Grid, ms: list[Tensor], base: int, target: int, order: int, variant: str,
+def _unipc_coeffs(g: SamplingGrid, ms: list[Tensor], base: int, target: int, order: int, variant: str,
                   with_last: bool):
     r"""Shared UniP / UniC quantities for a step ``base -> target`` using ``order - 1`` older outputs.
 
@@ -253,7 +233,7 @@ def unipc(
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
-    den, g = _prepare(model, x, schedule, ts, prediction)
+    den, g = prepare_sampling(model, x, schedule, ts, prediction)
     n = len(g)
     states = [x] if return_trajectory else None
     ms: list[Tensor] = []
@@ -288,7 +268,7 @@ def unipc(
             ms[k - 3] = None  # type: ignore[call-overload]
         if states is not None:
             states.append(x)
-    return _output(x, den.nfe, states, g)
+    return finish(x, den.nfe, states, g)
 
 
 SAMPLERS.register("unipc_bh1", evals_per_step=1, needs_schedule=True)(functools.partial(unipc, variant="bh1"))
@@ -315,7 +295,7 @@ def heun_edm(
     :math:`\sigma = 0` or out of :math:`\alpha = 0` stay Euler (DDIM), as in EDM. NFE is 2 per
     Heun step and 1 per Euler step.
     """
-    den, g = _prepare(model, x, schedule, ts, prediction)
+    den, g = prepare_sampling(model, x, schedule, ts, prediction)
     states = [x] if return_trajectory else None
     for k in range(len(g)):
         a, s, a1, s1 = g.alpha[k], g.sigma[k], g.alpha[k + 1], g.sigma[k + 1]
@@ -330,4 +310,4 @@ def heun_edm(
             x = (a1 / a) * x + a1 * (s1 / a1 - s / a) * 0.5 * (eps + eps1)
         if states is not None:
             states.append(x)
-    return _output(x, den.nfe, states, g)
+    return finish(x, den.nfe, states, g)

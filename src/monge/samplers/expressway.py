@@ -18,7 +18,8 @@ from .._validation import check_batch, check_number
 if TYPE_CHECKING:  # pragma: no cover
     from ..ot.semidiscrete import SemiDiscreteMap
     from ..paths import ProbPath
-    from .ode import Field, SampleOutput
+    from ..predictions import Model
+    from .base import SampleOutput
 
 __all__ = ["DEFAULT_T_START", "Expressway", "expressway_start", "expressway_sample"]
 
@@ -42,9 +43,9 @@ class Expressway:
     def __post_init__(self) -> None:
         object.__setattr__(self, "t_start", _check_t_start(self.t_start))
 
-    def sample(self, field: "Field", noise: Tensor, **options) -> "SampleOutput":
+    def sample(self, model: "Model", noise: Tensor, **options) -> "SampleOutput":
         """:func:`expressway_sample` with this setting."""
-        return expressway_sample(field, self.map, noise, t_start=self.t_start, path=self.path, **options)
+        return expressway_sample(model, self.map, noise, t_start=self.t_start, path=self.path, **options)
 
 
 def _schedule_of(path: "ProbPath | str"):
@@ -101,7 +102,7 @@ def expressway_start(
 
 
 def expressway_sample(
-    field: "Field",
+    model: "Model",
     sd_map: "SemiDiscreteMap",
     noise: Tensor,
     t_start: float = 0.5,
@@ -114,9 +115,9 @@ def expressway_sample(
 ) -> "SampleOutput":
     """Sample by the expressway: :func:`expressway_start`, then ``sampler`` with ``nfe``
     evaluations over :math:`[t_{start}, 1]` (:func:`monge.samplers.sample`)."""
-    from . import sample
+    from .base import sample
 
     x, t0 = expressway_start(sd_map, noise, t_start, path, generator, reuse_noise)
-    return sample(field, x, sampler=sampler, nfe=nfe, t0=t0, t1=1.0, return_trajectory=return_trajectory,
+    return sample(model, x, sampler=sampler, nfe=nfe, t0=t0, return_trajectory=return_trajectory,
                   schedule=_schedule_of(path), generator=generator)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from .._validation import check_number
 from ..paths import Schedule
 from ..predictions import Model
-from .base import SAMPLERS, SampleOutput, _output, _prepare
+from .base import SAMPLERS, SampleOutput, finish, prepare_sampling
 
 __all__ = ["euler_maruyama"]
 
@@ -59,7 +59,7 @@ def euler_maruyama(
         raise ValueError(f"last_step must be 'mean' or 'euler_maruyama', got {last_step!r}")
     if diffusion != "reverse" and not callable(diffusion):
         raise ValueError(f"diffusion must be 'reverse' or a callable t -> epsilon_t, got {diffusion!r}")
-    den, g = _prepare(model, x, schedule, ts, prediction)
+    den, g = prepare_sampling(model, x, schedule, ts, prediction)
     n = len(g)
     states = [x] if return_trajectory else None
     for k in range(n):
@@ -88,4 +88,4 @@ def euler_maruyama(
         x = x_new
         if states is not None:
             states.append(x)
-    return _output(x, den.nfe, states, g)
+    return finish(x, den.nfe, states, g)

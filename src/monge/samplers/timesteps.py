@@ -1,7 +1,6 @@
 r"""Step grids (timesteps): the flow-time grids ``t_0 < t_1 < ... < t_n`` a sampler steps through.
 
-("Schedule" in monge means the alpha/sigma :class:`~monge.paths.Schedule` only; this module was
-``monge.samplers.schedules``, which stays importable for one release as a deprecated alias.)
+("Schedule" in monge means the alpha/sigma :class:`~monge.paths.Schedule` only.)
 
 Every function returns a 1D float64 tensor of ``n + 1`` increasing flow times (``t = 0`` noise,
 ``t = 1`` data), both ends included:
@@ -26,7 +25,6 @@ which leaves the finite ranges of the ``ve`` and ``edm`` defaults untouched).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,25 +35,13 @@ from .._validation import check_batch, check_number, check_positive_int
 from ..paths import LinearSchedule, Schedule
 from ..predictions import Model, convert
 from ..registry import Registry
-from .base import SAMPLERS, solve, steps_for_nfe
+from .base import SAMPLERS, sample, steps_for_nfe
 
 __all__ = ["GRIDS", "uniform_t", "uniform_log_snr", "karras", "optimized", "make_timesteps", "EvalTimeWarp",
            "fit_eval_times", "optimized_decoupled"]
 
 #: Fixed step grids by name; each is ``fn(n, schedule, t0=0.0, t1=1.0, **options)`` (``schedule``: alpha/sigma).
 GRIDS: Registry = Registry("step grid")
-
-#: Old names kept for one release (module ``__getattr__`` warns): old -> new.
-_DEPRECATED = {"STEP_SCHEDULES": "GRIDS", "fit_optimized_schedule": "optimized"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _DEPRECATED:
-        new = _DEPRECATED[name]
-        warnings.warn(f"monge.samplers.{name} is deprecated; use monge.samplers.{new}", DeprecationWarning,
-                      stacklevel=2)
-        return globals()[new]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 F64 = torch.float64
 
@@ -147,8 +133,8 @@ def _reference(model: Model, schedule: Schedule, noise: Tensor, prediction: str,
     fine = [grid[0:1]]
     for a, b in zip(grid[:-1], grid[1:]):
         fine.append(torch.linspace(float(a), float(b), substeps + 1, dtype=F64)[1:])
-    run = solve(model, noise, schedule, torch.cat(fine).to(noise.dtype), "dpm_solver_pp", prediction=prediction,
-                return_trajectory=True, order=3, lower_order_final=False)
+    run = sample(model, noise, sampler="dpm_solver_pp", timesteps=torch.cat(fine).to(noise.dtype), schedule=schedule,
+                 prediction=prediction, return_trajectory=True, order=3, lower_order_final=False)
     return grid, run.trajectory[::substeps]
 
 
@@ -312,7 +298,8 @@ def optimized(
 
         # 3. coordinate descent on the end-point error of the full sampler
         def loss(grid_ts: Tensor) -> float:
-            out = solve(model, noise, schedule, grid_ts.to(dtype), sampler, prediction=prediction, **opts)
+            out = sample(model, noise, sampler=sampler, timesteps=grid_ts.to(dtype), schedule=schedule,
+                         prediction=prediction, **opts)
             return float((out.x - target).pow(2).flatten(1).sum(1).mean())
 
         best = loss(ts)
@@ -435,13 +422,9 @@ def fit_eval_times(
     (DPM-Solver++(3M) on ``reference_steps`` uniform-``t`` and as many uniform-log-SNR intervals, with
     ``reference_substeps`` sub-steps each). Never worse than :math:`s = t` on ``noise``.
 
-    With the BOSS grid at NFE 5 this lowers the path error on held-out noise from 0.247 to 0.039
-    (Euler) and from 0.085 to 0.040 (DPM-Solver++(2M)) on the 8-Gaussians oracle, from 0.244 to
-    0.097 (Euler) but only from 0.118 to 0.116 (DPM-Solver++(2M)) on a trained 2D MLP; see
-    ``bench/samplers.py`` for every sampler. The search moves one time by one step per sweep:
-    fits grow with NFE (seconds at NFE 5, minutes at NFE 8-20 for UniPC on the oracle).
-    :func:`optimized_decoupled` also moves the grid. Returns float64 times; sample with
-    ``solve(EvalTimeWarp(model, timesteps, s), x, schedule, timesteps, sampler)``.
+    ``bench/samplers.py`` measures the gain for every sampler (bench/results). The search moves one
+    time by one step per sweep, so fits grow with NFE. :func:`optimized_decoupled` also moves the grid. Returns float64 times; sample with
+    ``sample(EvalTimeWarp(model, timesteps, s), x, sampler=sampler, timesteps=timesteps, schedule=schedule)``.
     """
     schedule = _check_fit(schedule, sampler, sampler_options, noise, refine_tol)
     ts = torch.as_tensor(timesteps, dtype=F64).detach().cpu()
@@ -465,8 +448,8 @@ class _DecoupledFit:
         self.target, self.prediction, self.opts = target, prediction, opts
 
     def loss(self, ts: Tensor, ev: Tensor) -> float:
-        out = solve(EvalTimeWarp(self.model, ts, ev), self.noise, self.schedule, ts.to(self.noise.dtype),
-                    self.sampler, prediction=self.prediction, **self.opts)
+        out = sample(EvalTimeWarp(self.model, ts, ev), self.noise, sampler=self.sampler,
+                     timesteps=ts.to(self.noise.dtype), schedule=self.schedule, prediction=self.prediction, **self.opts)
         return float((out.x - self.target).pow(2).flatten(1).sum(1).mean())
 
     def eval_times(self, ts: Tensor, start: Tensor, tol: float) -> tuple[Tensor, float]:
@@ -505,10 +488,9 @@ def optimized_decoupled(model: Model, schedule: Schedule | None, nfe: int, sampl
        (offsets :math:`s_i - t_i` fixed), then again on the evaluation times.
 
     ``options`` go to :func:`optimized` (``reference_steps``/``reference_substeps``/``sampler_options``
-    also to the reference of the second stage). On the trained 2D MLP of ``bench/samplers.py`` at
-    NFE 5 the joint sweeps lower UniPC-bh2's path error from 0.076 (uniform start) to 0.056, below
-    every fixed grid at NFE 8 (0.064). Sample with
-    ``solve(EvalTimeWarp(model, timesteps, eval_times), x, schedule, timesteps, sampler)``.
+    also to the reference of the second stage; ``bench/samplers.py`` measures the gain). Sample with
+    ``sample(EvalTimeWarp(model, timesteps, eval_times), x, sampler=sampler, timesteps=timesteps,
+    schedule=schedule)``.
     """
     check_number(joint_sweeps, "joint_sweeps", 0, integer=True)
     grid = optimized(model, schedule, nfe, sampler, noise, prediction=prediction, **options)
