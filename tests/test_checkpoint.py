@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from monge.checkpoint import (
+from monge.run.checkpoint import (
     CheckpointError,
     flatten_optimizer_state,
     load_checkpoint,
@@ -77,7 +77,8 @@ def test_module_mismatch_names_the_problem():
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from monge.train import Trainer, load_model  # noqa: E402
+from monge.run.load import load_model  # noqa: E402
+from monge.train import Trainer
 
 
 def _tamper(path, tensors=None, config=None, state=None, metadata=None):

@@ -67,7 +67,7 @@ def train(
     """
     if not config.is_file():
         _fail(FileNotFoundError(f"config file not found: {config}"))
-    from . import distributed
+    from .run import distributed
     from .config import load_config
     from .train import Trainer, TrainingError
 
@@ -131,11 +131,11 @@ def sample_cmd(
     grid for images). Runs on standardised tables return samples in the data's own units."""
     _check_nfe_and_path(nfe, [checkpoint])
     from ._validation import MAX_SAMPLES
-    from .checkpoint import run_dir_of
+    from .run.checkpoint import run_dir_of
     from .generate import generate
     from .limits import check_nfe
     from .outputs import check_output_file, write_array
-    from .train import load_model
+    from .run.load import load_model
 
     try:
         if n < 1 or n > MAX_SAMPLES:
@@ -213,7 +213,7 @@ def reflow_cmd(
 ) -> None:
     """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
     _check_nfe_and_path(nfe, [checkpoint])
-    from .checkpoint import CheckpointError
+    from .run.checkpoint import CheckpointError
     from .limits import check_nfe
     from .reflow import reflow
 
@@ -238,7 +238,7 @@ def reflow_cmd(
 def _expressway_of(checkpoint: Path, cfg) -> "Expressway | None":
     """The run's expressway when it holds a semi-discrete map (a ``semidiscrete_ot`` run, or any
     run sampled once with ``--expressway``)."""
-    from .checkpoint import run_dir_of
+    from .run.checkpoint import run_dir_of
     from .couplings.semidiscrete import load_run_map
     from .generate import expressway_of
 
@@ -307,7 +307,7 @@ def fit_ot_cmd(
 
 def _check_kind(cfg, sampler: str, nll: bool) -> bool:
     """Refuse a sampler of the wrong kind for the run; whether it is a flow map (no dopri5 row, no NLL)."""
-    from .flow_map import check_sampler, is_flow_map
+    from .objectives import check_sampler, is_flow_map
 
     check_sampler(cfg.objective.name, sampler)
     if is_flow_map(cfg.objective.name) and nll:
@@ -316,7 +316,7 @@ def _check_kind(cfg, sampler: str, nll: bool) -> bool:
 
 
 def _sampler_options(cfg) -> dict:
-    from .flow_map import sampler_options
+    from .objectives import sampler_options
 
     return sampler_options(cfg.objective.name, cfg.objective.params)
 
@@ -360,7 +360,7 @@ def eval_cmd(
     from .outputs import check_output_file, write_text
     from .rundata import build_run_data
     from .paths import PATHS
-    from .train import load_model
+    from .run.load import load_model
 
     results: dict[str, list] = {}
     nlls: dict[str, object] = {}
@@ -567,11 +567,11 @@ def restore_cmd(
     Writes (n, *shape) samples for one measurement, (N, n, *shape) for a batch of N.
     """
     _check_nfe_and_path(nfe, [checkpoint])
-    from .checkpoint import run_dir_of
+    from .run.checkpoint import run_dir_of
     from .limits import check_nfe
     from .outputs import check_output_file, write_array
     from .restore import as_batch, build_operator, load_array, restore, save_restore_grid
-    from .train import load_model
+    from .run.load import load_model
 
     try:
         check_nfe(nfe)
@@ -617,12 +617,12 @@ def restore_cmd(
 
 def _flow_maps(text: str | None) -> tuple[str, ...]:
     """The ``--flow-maps`` objectives, checked."""
-    from .flow_map import SAMPLER_OF
+    from .objectives import flow_map_objectives
 
     names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
-    bad = [n for n in names if n not in SAMPLER_OF]
+    bad = [n for n in names if n not in flow_map_objectives()]
     if bad or len(set(names)) != len(names):
-        raise ValueError(f"--flow-maps must list distinct flow-map objectives ({', '.join(SAMPLER_OF)}), got {text!r}")
+        raise ValueError(f"--flow-maps must list distinct flow-map objectives ({', '.join(flow_map_objectives())}), got {text!r}")
     return names
 
 

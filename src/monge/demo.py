@@ -4,7 +4,7 @@ Both runs share the network, optimiser, batch, steps and seed; only the coupling
 report shows that OT pairing gives straighter paths and better few-step samples, and scores each
 model's negative log-likelihood of fresh target samples (exact divergence, dopri5) when the
 source has a closed-form density. ``flow_maps`` (``monge demo --flow-maps mean_flow,shortcut``)
-adds flow maps trained from scratch with the last coupling (:mod:`monge.flow_map`), sampled in jumps.
+adds flow maps trained from scratch with the last coupling (:mod:`monge.objectives`), sampled in jumps.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def run_demo(
     {"max_iter": 200}}``); ``samples``: points per evaluation, per panel and of the reference
     (likelihood: at most :data:`NLL_POINTS`). ``flow_maps`` (e.g. ``("mean_flow", "shortcut")``)
     adds one flow map per objective, trained from scratch with the last coupling
-    (:mod:`monge.flow_map`), sampled in 1, 2, 4, 8 and 16 jumps."""
+    (:mod:`monge.objectives`), sampled in 1, 2, 4, 8 and 16 jumps."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[EvalRow]] = {}

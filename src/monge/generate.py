@@ -19,8 +19,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
-from .checkpoint import run_dir_of
+from .run.checkpoint import run_dir_of
 from .config import Config
+from .objectives import prediction_of
 from .samplers import SampleOutput
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +35,6 @@ __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "optimized_timesteps
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
 #: evaluation times, under ``"<sampler>/nfe<N>/decoupled/..."``), next to its checkpoint.
 TIMESTEPS_FILE = "timesteps.safetensors"
-_PREDICTION = "velocity"
 
 
 def path_schedule(config: Config):
@@ -81,7 +81,7 @@ def optimized_timesteps(
 
     key = f"{sampler}/nfe{int(nfe)}"
     return _cached_fit(run_dir, (key,), refit, lambda: (optimized(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=_PREDICTION),))[0]
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=prediction_of(model, config.objective.name)),))[0]
 
 
 def optimized_eval_times(
@@ -103,7 +103,7 @@ def optimized_eval_times(
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
     ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, lambda: optimized_decoupled(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=_PREDICTION))
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=prediction_of(model, config.objective.name)))
     return ts, ev
 
 
@@ -183,9 +183,9 @@ def _conditioned(model: nn.Module, label: int | str, guidance: float, n: int) ->
 
 
 def _check_kind(config: Config, sampler: str, timesteps: str | None, expressway: float | None) -> bool:
-    """Refuse a sampler of the wrong kind for the run (:func:`monge.flow_map.check_sampler`); whether the
+    """Refuse a sampler of the wrong kind for the run (:func:`monge.objectives.check_sampler`); whether the
     run is a flow map."""
-    from .flow_map import check_sampler, is_flow_map
+    from .objectives import check_sampler, is_flow_map
 
     check_sampler(config.objective.name, sampler)
     if not is_flow_map(config.objective.name):
@@ -209,14 +209,14 @@ def generate(
 
     A run trained on a table with ``standardize: true`` samples in standardised units
     :math:`z`; the samples are mapped back by :math:`x = \sigma z + \mu` with ``standardizer``
-    (default: ``model.standardizer``, which :func:`monge.train.load_model` attaches).
+    (default: ``model.standardizer``, which :func:`monge.run.load.load_model` attaches).
     ``data_units=False`` returns the model-space samples.
     """
     from .rundata import is_standardized
 
     scaler = standardizer if standardizer is not None else getattr(model, "standardizer", None)
     if data_units and scaler is None and is_standardized(config):
-        raise ValueError("this run was trained on standardised data: pass standardizer= (monge.train.load_model "
+        raise ValueError("this run was trained on standardised data: pass standardizer= (monge.run.load.load_model "
                          "attaches it as model.standardizer) or data_units=False")
     out = generate_model_space(model, config, n, **options)
     if data_units and scaler is not None:
@@ -281,6 +281,7 @@ def generate_model_space(
 
     info = SAMPLERS.info(sampler)
     flow_map_run = _check_kind(config, sampler, timesteps, expressway)
+    prediction = prediction_of(model, config.objective.name)
     generator = torch.Generator().manual_seed(seed)
     x0 = sampling_source(config.data, getattr(model, "shape", None)).sample(n, generator=generator).to(device)
     model = model.to(device)
@@ -298,7 +299,7 @@ def generate_model_space(
     elif guidance != 1.0:
         raise ValueError("guidance needs a class label (label=K or 'all')")
     if flow_map_run:
-        from .flow_map import sampler_options
+        from .objectives import sampler_options
 
         return sample(model, x0, sampler=sampler, nfe=nfe,
                       **sampler_options(config.objective.name, config.objective.params))
@@ -311,6 +312,10 @@ def generate_model_space(
         return expressway_of(config, sd_map, expressway).sample(model, x0, sampler=sampler, nfe=nfe,
                                                                 generator=generator)
     if timesteps is None and not info.needs_schedule:
+        if prediction != "velocity":  # an ODE sampler integrates the velocity the prediction converts to
+            from .predictions import as_velocity
+
+            model = as_velocity(model, prediction, path_schedule(config))
         return sample(model, x0, sampler=sampler, nfe=nfe)
     if info.adaptive:
         raise ValueError(f"{sampler!r} is adaptive: it takes no step grid; drop --timesteps")
@@ -329,7 +334,7 @@ def generate_model_space(
     else:
         valid = sorted(GRIDS.names()) + ["optimized", "optimized_decoupled"]
         raise ValueError(f"unknown step grid (timesteps) {timesteps!r}; valid choices: {', '.join(valid)}")
-    return solve(model, x0, sched, ts.to(device), sampler, prediction=_PREDICTION, generator=generator)
+    return solve(model, x0, sched, ts.to(device), sampler, prediction=prediction, generator=generator)
 
 
 def read_conditions(spec: str, config: Config, cond_dim: int, n: int, seed: int = 0) -> Tensor:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ._validation import check_finite, check_number, check_positive_int
 from .config import Config
+from .objectives import prediction_of
 from .inverse import (
     INVERSE_SOLVERS,
     AvgPool,
@@ -110,7 +111,7 @@ def restore(model: nn.Module, config: Config, operator: LinearOperator, y: Tenso
     generator = torch.Generator().manual_seed(seed)
     ys = y.repeat_interleave(n, 0)
     x0 = source.sample(b * n, generator=generator)
-    x = fn(model, schedule, operator, ys, sigma_y=sigma, prediction="velocity", nfe=nfe, x0=x0,
+    x = fn(model, schedule, operator, ys, sigma_y=sigma, prediction=prediction_of(model, config.objective.name), nfe=nfe, x0=x0,
            generator=generator, **(options or {}))
     return x.reshape(b, n, *operator.shape)
 

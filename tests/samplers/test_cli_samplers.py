@@ -83,7 +83,7 @@ def test_generate_takes_timesteps_and_warns_on_its_old_name(run):
     import torch
 
     from monge.generate import generate
-    from monge.train import load_model
+    from monge.run.load import load_model
 
     model, cfg = load_model(run)
     new = generate(model, cfg, 16, sampler="ddim", nfe=3, timesteps="karras", seed=2)

@@ -225,7 +225,7 @@ class AssignmentCoupling(SolverCoupling):
         self._gather_group()
 
     def _gather_group(self) -> object:
-        from .. import distributed
+        from ..run import distributed
 
         if self.scope == "global" and not self._group_ready:
             self._group, self._group_ready = distributed.new_group(), True
@@ -240,7 +240,7 @@ class AssignmentCoupling(SolverCoupling):
         """``perm`` (``(B,)`` int64, data point ``j`` gets noise ``perm[j]``); with
         ``scope="global"`` under torchrun, the ``(B, *shape)`` noise assigned to this rank's data."""
         check_equal_batches(x0, x1, self.label)
-        from .. import distributed
+        from ..run import distributed
 
         if self.scope != "global" or not distributed.info().enabled:
             return self._assign(x0, x1)
