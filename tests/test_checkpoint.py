@@ -152,3 +152,20 @@ def test_sampling_refuses_nonfinite_weights(trained, tmp_path):
     assert not (tmp_path / "s.npy").exists()
     with pytest.raises(CheckpointError, match="non-finite"):
         Trainer(trained).fit(resume=True)
+
+
+def test_the_checkpoint_stores_the_prediction_and_sampler_kind(trained):
+    _, _, state = load_checkpoint(trained.run_dir / "checkpoint.safetensors")
+    assert (state["prediction"], state["sampler_kind"]) == ("velocity", "ode")
+    model, _ = load_model(trained.run_dir)
+    assert (model.prediction, model.sampler_kind) == ("velocity", "ode")
+
+
+def test_an_older_checkpoint_takes_the_prediction_of_its_objective(trained):
+    path = trained.run_dir / "checkpoint.safetensors"
+    _tamper(path, state=lambda s: {k: v for k, v in s.items() if k not in ("prediction", "sampler_kind")})
+    model, _ = load_model(path)
+    assert (model.prediction, model.sampler_kind) == ("velocity", "ode")
+    _tamper(path, state=lambda s: {**s, "prediction": 3})
+    with pytest.raises(CheckpointError, match="state.prediction must be a non-empty string, got 3"):
+        load_model(path)

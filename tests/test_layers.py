@@ -163,3 +163,14 @@ def test_the_checker_sees_edges():
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     with pytest.raises(AssertionError):
         layer_of("monge_other")
+
+
+@pytest.mark.parametrize("module", ["monge.generate", "monge.restore", "monge.evaluate", "monge.run.load"])
+def test_sampling_evaluation_and_restoration_never_import_the_trainer(module):
+    """load_model lives in monge.run.load: reading a run needs none of the training loop."""
+    seen, todo = set(), [module]
+    while todo:
+        for t in imports(todo.pop(), lazy=True) - seen:
+            seen.add(t)
+            todo.append(t)
+    assert "monge.train" not in seen

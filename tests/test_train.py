@@ -464,3 +464,17 @@ def test_per_class_semidiscrete_maps_train_a_class_conditional_model(tiny_config
                                   train__steps=12))
     trainer.fit(resume=True)  # the cached maps are loaded, not refitted
     assert trainer.step == 12
+
+
+@pytest.mark.parametrize("objective", ["noise", "data"])
+def test_a_run_of_another_prediction_is_stored_sampled_and_evaluated_as_such(tiny_config, objective):
+    from monge.generate import generate
+
+    cfg = tiny_config(objective={"name": objective}, train__steps=30, train__checkpoint_every=0)
+    result = Trainer(cfg).fit()
+    assert result.eval_rows and all(math.isfinite(r.w2) for r in result.eval_rows)
+    model, config = load_model(cfg.run_dir)
+    assert (model.prediction, model.sampler_kind) == (objective, "ode")
+    for sampler in ("euler", "ddim"):
+        x = generate(model, config, n=64, sampler=sampler, nfe=4).x
+        assert x.shape == (64, 2) and bool(torch.isfinite(x).all())
