@@ -81,7 +81,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_config, monkeypatch):
 
 def test_nonfinite_loss_message(tiny_config, monkeypatch):
     trainer = Trainer(tiny_config())
-    trainer.objective = lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
+    trainer.objective.loss = lambda *a, **k: (torch.tensor(float("nan"), requires_grad=True), {})
     with pytest.raises(TrainingError, match="loss is nan at step 1"):
         trainer.train_step()
 
@@ -466,15 +466,25 @@ def test_per_class_semidiscrete_maps_train_a_class_conditional_model(tiny_config
     assert trainer.step == 12
 
 
-@pytest.mark.parametrize("objective", ["noise", "data"])
-def test_a_run_of_another_prediction_is_stored_sampled_and_evaluated_as_such(tiny_config, objective):
+def test_a_data_prediction_run_is_stored_sampled_and_evaluated_as_such(tiny_config):
     from monge.generate import generate
 
-    cfg = tiny_config(objective={"name": objective}, train__steps=30, train__checkpoint_every=0)
+    cfg = tiny_config(objective={"name": "data"}, train__steps=30, train__checkpoint_every=0)
     result = Trainer(cfg).fit()
     assert result.eval_rows and all(math.isfinite(r.w2) for r in result.eval_rows)
     model, config = load_model(cfg.run_dir)
-    assert (model.prediction, model.sampler_kind) == (objective, "ode")
+    assert (model.prediction, model.sampler_kind) == ("data", "ode")
     for sampler in ("euler", "ddim"):
         x = generate(model, config, n=64, sampler=sampler, nfe=4).x
         assert x.shape == (64, 2) and bool(torch.isfinite(x).all())
+
+
+@pytest.mark.parametrize("objective", ["noise", "score"])
+def test_the_checkpoint_records_the_objectives_prediction(tiny_config, objective):
+    cfg = tiny_config(objective={"name": objective})
+    trainer = Trainer(cfg)
+    for _ in range(3):
+        assert math.isfinite(trainer.train_step())
+    cfg.run_dir.mkdir(parents=True)
+    model, _ = load_model(trainer.save())
+    assert (model.prediction, model.sampler_kind) == (objective, "ode")
