@@ -184,7 +184,7 @@ def reflow(
 
     ``out_dir`` defaults to ``<run dir>-reflow`` next to the checkpoint's run directory. It may
     not be the source run; an existing run there is refused unless ``overwrite`` (it is then
-    moved to ``<out_dir>.bak-<time>``, see :mod:`monge.rundir`).
+    moved to ``<out_dir>.bak-<time>``, see :mod:`monge.run.rundir`).
     Returns the new run directory ``out_dir``.
     """
     from .config import Config

@@ -191,7 +191,7 @@ class AssignmentCoupling(SolverCoupling):
         rank all-gathers the noise and data of all ranks, solves the one global problem (the
         same deterministic computation on every rank) and keeps the noise assigned to its own
         data rows, so ``W`` processes pair exactly as one process with the global batch. The
-        gather goes through a process group of its own (:func:`monge.distributed.new_group`),
+        gather goes through a process group of its own (:func:`monge.run.distributed.new_group`),
         so it may run in one pairing worker thread; several workers would issue gathers in
         different orders on different ranks and are refused. Alone, same as ``"local"``.
     tol : float
