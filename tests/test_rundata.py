@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from monge.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from monge.config import Config, ConfigError

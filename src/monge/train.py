@@ -89,16 +89,16 @@ class Trainer:
         for module in (self.model, self.ema.model):  # generate() maps a table's samples back to data units
             module.standardizer = getattr(self.target, "standardizer", None)
         # a flow map's JVP may not mutate captured tensors: no buffer broadcast inside its forward under DDP
-        self.net = distributed.wrap_model(self.model, self.dist, self.device, broadcast_buffers=self.objective.sampler_kind
-                                          == "ode", compile=tc.compile)
+        self.net = distributed.wrap_model(self.model, self.dist, self.device, compile=tc.compile,
+                                          broadcast_buffers=self.objective.sampler_kind == "ode")
         #: shared by all ranks: the global batch of data and times; per rank: coupling and path randomness
         self.generator = torch.Generator().manual_seed(tc.seed + 1)
         self.local_generator = torch.Generator().manual_seed(local_seed(tc.seed, self.dist.rank))
         self.batches = Batches(self)
         self.guard = DivergenceGuard(config.run_dir)
+        #: steps done, the last step's loss and its objective's logs (e.g. mean_flow's ``adaptive_loss``)
         self.step, self.last_loss, self.last_logs = 0, float("nan"), {}
-        self.prepare_seconds = 0.0
-        self.run_dir = config.run_dir
+        self.prepare_seconds, self.run_dir = 0.0, config.run_dir
         #: where :meth:`train_step` is: None (between steps), "draw" (nothing updated yet) or
         #: "update" (optimiser/EMA being updated: an exception here leaves a torn state)
         self.phase: str | None = None
@@ -121,8 +121,8 @@ class Trainer:
             labels = self.batches.pair_labels(batch.labels, pairs)
             self.net.train()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
-                loss, self.last_logs = self.objective.loss(self.net, pairs, batch.t.to(pairs.x0.device), self.path,
-                                                           labels=labels, generator=self.local_generator)
+                loss, logs = self.objective.loss(self.net, pairs, batch.t.to(pairs.x0.device), self.path,
+                                                 labels=labels, generator=self.local_generator)
             value = self.guard.check_loss(self._reduce_loss(loss.detach()), self.step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -130,7 +130,7 @@ class Trainer:
             self.phase = "update"
             self.optimizer.step()
             self.ema.update(self.model)
-            self.step, self.last_loss = self.step + 1, value
+            self.step, self.last_loss, self.last_logs = self.step + 1, value, logs
             self.guard.record(value)
         except BaseException:
             if self.phase == "draw":
