@@ -34,7 +34,7 @@ from torch import Tensor
 from monge.couplings import COUPLINGS, ReflowPairs, SolverCoupling
 from monge.data.sources import ToySource
 from monge.models import build_model
-from monge.objectives import VelocityObjective
+from monge.objectives import regression_loss
 from monge.pairing import PairingPipeline
 from monge.paths import PATHS
 
@@ -97,7 +97,7 @@ class Step:
     def __init__(self, device: torch.device) -> None:
         self.model = build_model("mlp", {"hidden": 256, "depth": 3}, (2,)).to(device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.path, self.objective = PATHS.build("linear"), VelocityObjective()
+        self.path, self.objective = PATHS.build("linear"), regression_loss
 
     def __call__(self, pairs, t: Tensor, g: torch.Generator) -> None:
         ps = self.path.sample(pairs.x0, pairs.x1, t, generator=g)

@@ -34,7 +34,7 @@ from monge.metrics.classifier import load_or_train_classifier
 from monge.couplings.maps import load_map, save_map
 from monge.ot.semidiscrete import SemiDiscreteMap
 from monge.samplers import sample
-from monge.train import load_model
+from monge.run.load import load_model
 
 MAPS = {
     "512": {"n_targets": 512, "tol": 0.1, "max_iter": 1000},

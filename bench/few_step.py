@@ -3,7 +3,7 @@
 Methods (same MLP width and depth, data, batch, learning rate, seed; EMA weights sampled):
 
 - ``velocity + exact_ot``: OT-CFM, sampled with Euler at 1, 2, 4 NFE and adaptively (dopri5);
-- ``mean_flow`` and ``shortcut`` (:mod:`monge.flow_map`), each with ``independent`` pairs and with
+- ``mean_flow`` and ``shortcut`` (:mod:`monge.objectives`), each with ``independent`` pairs and with
   ``exact_ot`` (the best OT coupling of ``bench/couplings_quality.py`` on 2D tasks), sampled with
   their own samplers at 1, 2, 4 NFE (one network evaluation per jump).
 
@@ -155,7 +155,7 @@ def reflow_distill(s: Settings, budget: float, per_step: float, out: Path, log=p
     (:func:`monge.reflow.reflow`); each training stage gets a third of the budget in steps, and the
     pair generation comes on top (its time is in the reported total)."""
     from monge.reflow import reflow
-    from monge.train import load_model
+    from monge.run.load import load_model
 
     steps = max(1, round(budget / 3 / per_step))
     start = time.perf_counter()

@@ -90,10 +90,10 @@ class TimedCoupling:
 
 
 class GatherClock:
-    """Wraps :func:`monge.distributed.all_gather_rows` and sums the seconds of its calls."""
+    """Wraps :func:`monge.run.distributed.all_gather_rows` and sums the seconds of its calls."""
 
     def __init__(self) -> None:
-        from monge import distributed
+        from monge.run import distributed
 
         self.module, self.original, self.seconds = distributed, distributed.all_gather_rows, 0.0
         distributed.all_gather_rows = self._timed
@@ -139,7 +139,7 @@ def pot_optimum(x0: torch.Tensor, x1: torch.Tensor) -> float:
     r"""POT's exact optimum of the gathered batch: :math:`n \cdot` ``emd2`` with uniform weights."""
     import ot
 
-    from monge import distributed
+    from monge.run import distributed
 
     g0, g1 = distributed.all_gather_rows(x0), distributed.all_gather_rows(x1)
     a, c = g0.double().flatten(1).numpy(), g1.double().flatten(1).numpy()
@@ -148,7 +148,7 @@ def pot_optimum(x0: torch.Tensor, x1: torch.Tensor) -> float:
 
 def run_case(case: str, b: int, s: Settings, out: Path, clock: GatherClock) -> dict[str, Any]:
     """Interleaved timed steps of the three trainers on one case; this rank's lists."""
-    from monge import distributed
+    from monge.run import distributed
     from monge.ot.exact import pick_method
     from monge.train import Trainer
 
@@ -171,7 +171,7 @@ def run_case(case: str, b: int, s: Settings, out: Path, clock: GatherClock) -> d
             trainer.train_step()
             seconds = time.perf_counter() - start
             gather = clock.take()
-            x0, x1, pairs = trainer._last_batch
+            x0, x1, pairs = trainer.batches.last
             cost = pair_cost(pairs)
             if r < s.warmup:
                 continue
@@ -190,7 +190,7 @@ def run_case(case: str, b: int, s: Settings, out: Path, clock: GatherClock) -> d
 
 def bare_gathers(coupling: Any, x0: torch.Tensor, x1: torch.Tensor, repeats: int) -> list[float]:
     """Seconds of the global scope's two all-gathers alone (its group), each after a barrier."""
-    from monge import distributed
+    from monge.run import distributed
 
     group, times = coupling._gather_group(), []
     for _ in range(repeats):
@@ -203,7 +203,7 @@ def bare_gathers(coupling: Any, x0: torch.Tensor, x1: torch.Tensor, repeats: int
 
 def dump_batch(x0: torch.Tensor, x1: torch.Tensor, path: Path) -> None:
     """Rank 0 saves the gathered global batch (rank order) for an independent recomputation."""
-    from monge import distributed
+    from monge.run import distributed
 
     g0, g1 = distributed.all_gather_rows(x0), distributed.all_gather_rows(x1)
     if distributed.is_main():
@@ -223,7 +223,7 @@ def merge_ranks(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def worker(spec: Path) -> None:
-    from monge import distributed
+    from monge.run import distributed
 
     torch.set_num_threads(1)
     s = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(spec.read_text()).items()})

@@ -163,7 +163,7 @@ def digits_model(s: Settings, log=print):
     from monge.data.digits import load_digits
     from monge.demo_images import _train, image_demo_config
     from monge.metrics.classifier import load_or_train_classifier
-    from monge.train import load_model
+    from monge.run.load import load_model
 
     digits = load_digits(16)
     train_set, test_set = digits.split(0.2, seed=s.seed)

@@ -27,7 +27,7 @@ import torch
 
 from monge.couplings import COUPLINGS, SemiDiscreteOT
 from monge.models import build_model
-from monge.objectives import VelocityObjective
+from monge.objectives import regression_loss
 from monge.ot.semidiscrete import SemiDiscreteMap
 from monge.pairing import PairingPipeline
 from monge.paths import PATHS
@@ -41,7 +41,7 @@ class Step:
     def __init__(self, d: int) -> None:
         self.model = build_model("mlp", {"hidden": 256, "depth": 3}, (d,))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.path, self.objective = PATHS.build("linear"), VelocityObjective()
+        self.path, self.objective = PATHS.build("linear"), regression_loss
 
     def __call__(self, pairs, t, g) -> None:
         ps = self.path.sample(pairs.x0, pairs.x1, t, generator=g)

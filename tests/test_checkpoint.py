@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from monge.checkpoint import (
+from monge.run.checkpoint import (
     CheckpointError,
     flatten_optimizer_state,
     load_checkpoint,
@@ -77,7 +77,8 @@ def test_module_mismatch_names_the_problem():
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from monge.train import Trainer, load_model  # noqa: E402
+from monge.run.load import load_model  # noqa: E402
+from monge.train import Trainer
 
 
 def _tamper(path, tensors=None, config=None, state=None, metadata=None):
@@ -151,3 +152,20 @@ def test_sampling_refuses_nonfinite_weights(trained, tmp_path):
     assert not (tmp_path / "s.npy").exists()
     with pytest.raises(CheckpointError, match="non-finite"):
         Trainer(trained).fit(resume=True)
+
+
+def test_the_checkpoint_stores_the_prediction_and_sampler_kind(trained):
+    _, _, state = load_checkpoint(trained.run_dir / "checkpoint.safetensors")
+    assert (state["prediction"], state["sampler_kind"]) == ("velocity", "ode")
+    model, _ = load_model(trained.run_dir)
+    assert (model.prediction, model.sampler_kind) == ("velocity", "ode")
+
+
+def test_an_older_checkpoint_takes_the_prediction_of_its_objective(trained):
+    path = trained.run_dir / "checkpoint.safetensors"
+    _tamper(path, state=lambda s: {k: v for k, v in s.items() if k not in ("prediction", "sampler_kind")})
+    model, _ = load_model(path)
+    assert (model.prediction, model.sampler_kind) == ("velocity", "ode")
+    _tamper(path, state=lambda s: {**s, "prediction": 3})
+    with pytest.raises(CheckpointError, match="state.prediction must be a non-empty string, got 3"):
+        load_model(path)

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from monge.checkpoint import load_checkpoint
+from monge.run.checkpoint import load_checkpoint
 from monge.config import Config
 from monge.train import Trainer
 
@@ -123,7 +123,7 @@ import os  # noqa: E402
 import socket  # noqa: E402
 
 
-from monge.rundir import LOCK_NAME, RunExistsError, RunLockedError  # noqa: E402
+from monge.run.rundir import LOCK_NAME, RunExistsError, RunLockedError  # noqa: E402
 
 _STEPS = 8
 

@@ -89,7 +89,7 @@ def test_independent_expressway_is_dpm_ot(tiny, cache):
     # DPM-OT proper: the independent model, started from the map's digit noised to t_s = 0.5. Rebuilt
     # here from the saved checkpoint and map (same fit parameters and generator) with a hand-written Euler
     from monge.couplings.maps import load_map
-    from monge.train import load_model
+    from monge.run.load import load_model
 
     run = tiny.report.parent
     net, _ = load_model(run / "independent" / "checkpoint.safetensors")

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from monge.checkpoint import load_checkpoint
-from monge.distributed import DistInfo, all_gather_objects, all_reduce_mean, info, is_main, setup
+from monge.run.checkpoint import load_checkpoint
+from monge.run.distributed import DistInfo, all_gather_objects, all_reduce_mean, info, is_main, setup
 
 
 def _recipe(tmp_path, name, batch, coupling="independent"):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from monge.data import GaussianMixture
-from monge.flow_map import (
+from monge.objectives import (
     MeanFlowObjective,
     ShortcutObjective,
     check_model,
@@ -19,6 +19,7 @@ from monge.flow_map import (
     shortcut_steps,
     shortcut_target,
 )
+from monge.couplings import Coupled
 from monge.models import MLP
 from monge.objectives import OBJECTIVES
 from monge.paths import PATHS, LinearSchedule
@@ -169,7 +170,7 @@ def test_a_short_training_run_lowers_the_loss_and_the_one_step_error(objective):
     for _ in range(300):
         x0 = torch.randn(256, 2, generator=g)
         x1 = m + 0.5 * torch.randn(256, 2, generator=g)
-        loss = obj.loss(net, x0, x1, torch.rand(256, generator=g), path, generator=g)
+        loss = obj.loss(net, Coupled(x0, x1), torch.rand(256, generator=g), path, generator=g)[0]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -193,7 +194,7 @@ def test_mean_flow_times_and_weights():
     g = lambda: torch.Generator().manual_seed(9)
     x0, x1 = torch.randn(16, 2, dtype=F64, generator=g()), torch.randn(16, 2, dtype=F64, generator=g()) + 2
     for p in (0.0, 1.0):
-        loss = MeanFlowObjective(p=p).loss(net, x0, x1, torch.rand(16), path, generator=g())
+        loss = MeanFlowObjective(p=p).loss(net, Coupled(x0, x1), torch.rand(16), path, generator=g())[0]
         tt, rr = MeanFlowObjective(p=p).sample_times(16, g(), dtype=F64)
         ps = path.sample(x0, x1, tt)
         u, target = mean_flow_target(lambda x, t, r: net(x, t, r=r), ps.x_t, tt, rr, ps.target)
@@ -241,12 +242,12 @@ def test_pair_weights_weight_the_loss():
     t = torch.rand(8, dtype=F64, generator=g())
     one = torch.zeros(8, dtype=F64)
     one[5] = 1.0
-    a = obj.loss(net, x0, x1, t, path, weights=one, generator=g())
-    b = obj.loss(net, x0, x1, t, path, weights=3 * one, generator=g())
+    a = obj.loss(net, Coupled(x0, x1, one), t, path, generator=g())[0]
+    b = obj.loss(net, Coupled(x0, x1, 3 * one), t, path, generator=g())[0]
     assert float(a) == pytest.approx(float(b), rel=1e-9)
     with pytest.raises(ValueError, match="weights"):
-        obj.loss(net, x0, x1, t, path, weights=-torch.ones(8, dtype=F64), generator=g())
-    assert math.isfinite(float(MeanFlowObjective().loss(net, x0, x1, t, path, weights=one + 0.5, generator=g())))
+        obj.loss(net, Coupled(x0, x1, -torch.ones(8, dtype=F64)), t, path, generator=g())
+    assert math.isfinite(float(MeanFlowObjective().loss(net, Coupled(x0, x1, one + 0.5), t, path, generator=g())[0]))
 
 
 # ---------------------------------------------------------------------------- runs: recipe, train, sample, eval
@@ -337,7 +338,8 @@ def test_cli_samples_and_evaluates_a_flow_map_run_and_refuses_the_wrong_sampler(
 
 def test_a_flow_map_run_resumes_and_samples_through_the_python_api(tiny_config, one_thread):
     from monge.generate import generate
-    from monge.train import Trainer, load_model
+    from monge.run.load import load_model
+    from monge.train import Trainer
 
     cfg = _flow_map_config(tiny_config, "mean_flow", train__steps=20)
     first = Trainer(cfg)
@@ -378,8 +380,8 @@ def test_every_path_gives_a_finite_loss_and_gradient(objective, path):
     net = _mlp(5)
     g = torch.Generator().manual_seed(6)
     x0, x1 = torch.randn(32, 2, dtype=F64, generator=g), torch.randn(32, 2, dtype=F64, generator=g)
-    loss = OBJECTIVES.build(objective).loss(net, x0, x1, torch.rand(32, dtype=F64, generator=g), PATHS.build(path),
-                                            generator=g)
+    loss = OBJECTIVES.build(objective).loss(net, Coupled(x0, x1), torch.rand(32, dtype=F64, generator=g), PATHS.build(path),
+                                            generator=g)[0]
     loss.backward()
     assert math.isfinite(float(loss)) and all(bool(torch.isfinite(p.grad).all()) for p in net.parameters())
 
@@ -387,7 +389,8 @@ def test_every_path_gives_a_finite_loss_and_gradient(objective, path):
 _DDP_CHECK = """
 import sys, torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from monge.flow_map import MeanFlowObjective
+from monge.couplings import Coupled
+from monge.objectives import MeanFlowObjective
 from monge.models import MLP
 from monge.paths import PATHS
 
@@ -406,8 +409,8 @@ try:
     path, obj = PATHS.build("linear"), MeanFlowObjective(ratio=0.5)
     g = lambda: torch.Generator().manual_seed(12)
     x0, x1 = torch.randn(16, 2, dtype=F64, generator=g()), torch.randn(16, 2, dtype=F64, generator=g())
-    a = obj.loss(plain, x0, x1, torch.rand(16), path, generator=g())
-    b = obj.loss(ddp, x0, x1, torch.rand(16), path, generator=g())
+    a = obj.loss(plain, Coupled(x0, x1), torch.rand(16), path, generator=g())[0]
+    b = obj.loss(ddp, Coupled(x0, x1), torch.rand(16), path, generator=g())[0]
     a.backward()
     b.backward()
     assert abs(float(a) - float(b)) <= 1e-12 * abs(float(a)), (float(a), float(b))

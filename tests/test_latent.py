@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from monge.checkpoint import save_checkpoint
+from monge.run.checkpoint import save_checkpoint
 from monge.couplings.semidiscrete import SemiDiscreteOT
 from monge.data.images import ImageDataset
 from monge.config import Component

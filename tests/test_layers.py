@@ -16,11 +16,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Layers from the bottom: a module may import from its own layer or below, never above.
 LAYERS: list[tuple[str, ...]] = [
-    ("monge", "monge.registry", "monge._validation", "monge.distributed", "monge.ema", "monge.checkpoint",
-     "monge.ot._checks", "monge.models.embeddings", "monge.models.conditioning", "monge.limits",
+    # the run layer's file and process plumbing (no monge imports above this layer) sits at the bottom
+    ("monge", "monge.registry", "monge._validation", "monge.run.distributed", "monge.ema", "monge.run.checkpoint",
+     "monge.run.rundir", "monge.ot._checks", "monge.models.embeddings", "monge.models.conditioning", "monge.limits",
      "monge.outputs", "monge.quick", "monge.locate", "monge.progress"),
-    ("monge.ot", "monge.paths", "monge.objectives", "monge.flow_map", "monge.pairing", "monge.imageio"),
-    ("monge.predictions", "monge.data", "monge.metrics"),
+    ("monge.ot", "monge.paths", "monge.pairing", "monge.imageio"),
+    # an objective's targets may be conversions of the path's velocity (monge.predictions)
+    ("monge.predictions", "monge.data", "monge.metrics", "monge.objectives"),
     ("monge.couplings", "monge.models"),
     # latent spaces: an autoencoder (monge.models) and encoded data (monge.data) a flow works in
     ("monge.latent",),
@@ -31,6 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge.inverse",),
     ("monge.config", "monge.rundata"),
     ("monge.evaluate", "monge.plots"),
+    # the pieces a training run is made of (batches, resume, evaluation cadence, load_model, ...)
+    ("monge.run",),
     ("monge.train", "monge.generate"),
     ("monge.restore",),
     ("monge.reflow", "monge.demo", "monge.demo_images", "monge.demo_report"),
@@ -157,6 +161,7 @@ def test_the_checker_sees_edges():
     """Guard against a checker that finds nothing: known edges are found."""
     assert "monge.couplings.base" in imports("monge.couplings.exact", lazy=False)
     assert "monge.train" in imports("monge.cli", lazy=True)
+    assert "monge.run.load" in imports("monge.cli", lazy=True)
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     with pytest.raises(AssertionError):
         layer_of("monge_other")
@@ -173,7 +178,7 @@ FILE_CALLS = NAME_CALLS | frozenset({"write_bytes", "write_text", "read_bytes", 
                                      "rename", "unlink", "remove", "mkdir", "makedirs", "touch"})
 #: Modules and names whose import alone says the code works with files (``safetensors.torch.save``
 #: and ``load`` make and read bytes: allowed).
-FILE_MODULES = frozenset({"shutil", "tempfile", "monge.outputs", "monge.checkpoint"})
+FILE_MODULES = frozenset({"shutil", "tempfile", "monge.outputs", "monge.run.checkpoint"})
 FILE_NAMES = frozenset({"save_file", "load_file", "atomic_write_bytes", "rmtree", "mkstemp", "NamedTemporaryFile"})
 
 
@@ -223,3 +228,14 @@ def test_the_file_check_finds_planted_violations():
         found = file_access(source)
         assert found and any(what in f for f in found), (source, found)
     assert file_access("import torch\nx = torch.zeros(3).sum()\nb = st_save({'x': x})\nc = replace(cfg, a=1)") == []
+
+
+@pytest.mark.parametrize("module", ["monge.generate", "monge.restore", "monge.evaluate", "monge.run.load"])
+def test_sampling_evaluation_and_restoration_never_import_the_trainer(module):
+    """load_model lives in monge.run.load: reading a run needs none of the training loop."""
+    seen, todo = set(), [module]
+    while todo:
+        for t in imports(todo.pop(), lazy=True) - seen:
+            seen.add(t)
+            todo.append(t)
+    assert "monge.train" not in seen

@@ -77,7 +77,7 @@ def test_disk_full_during_training_keeps_the_run(run, tmp_path, monkeypatch):
 
 def test_disk_full_at_the_start_leaves_no_empty_log(tmp_path, monkeypatch):
     recipe, cfg = _recipe(tmp_path, "fresh")
-    import monge.train as train_module
+    import monge.run.logs as train_module
 
     real_open = train_module.Path.open
 
@@ -175,7 +175,7 @@ def test_write_array_csv_needs_a_table(tmp_path):
 
 
 def test_disk_full_in_an_evaluation_log_leaves_no_empty_file(tmp_path, monkeypatch):
-    import monge.train as train_module
+    import monge.run.logs as train_module
 
     class Full:
         def writerow(self, row):
@@ -187,10 +187,10 @@ def test_disk_full_in_an_evaluation_log_leaves_no_empty_file(tmp_path, monkeypat
     old.write_text("step,w2\n1,0.5\n")
     monkeypatch.setattr(train_module.csv, "writer", lambda fh: Full())
     with pytest.raises(OSError, match="No space"):
-        train_module._append_csv(tmp_path / "new.csv", ["step"], [[1]])
+        train_module.append_csv(tmp_path / "new.csv", ["step"], [[1]])
     assert not (tmp_path / "new.csv").exists()
     with pytest.raises(OSError, match="No space"):
-        train_module._append_csv(old, ["step", "w2"], [[2, 0.4]])
+        train_module.append_csv(old, ["step", "w2"], [[2, 0.4]])
     assert old.read_text() == "step,w2\n1,0.5\n"  # an existing log keeps its rows
 
 

@@ -127,7 +127,7 @@ def test_training_with_pairing_workers_is_the_same_run(tiny_config, coupling):
     piped = Trainer(tiny_config(name="piped", coupling=coupling, train__checkpoint_every=0,
                                 train__pairing_workers=2))
     piped.fit()
-    assert piped.pipeline is None  # stopped at the end of fit
+    assert piped.batches.pipeline is None  # stopped at the end of fit
     assert torch.equal(_params(serial.model), _params(piped.model))
     assert torch.equal(serial.generator.get_state(), piped.generator.get_state())
 
@@ -191,7 +191,7 @@ def test_interrupt_with_pairing_workers_saves_a_resumable_checkpoint(tiny_config
     cut.train_step = step
     with pytest.raises(KeyboardInterrupt):
         cut.fit()
-    assert cut.pipeline is None
+    assert cut.batches.pipeline is None
     assert not [t for t in threading.enumerate() if t.name.startswith("monge-pairing")]
     resumed = Trainer(tiny_config(name="cut", train__pairing_workers=2))
     resumed.fit(resume=True)

@@ -5,7 +5,8 @@ from monge.couplings import COUPLINGS, ReflowPairs
 from monge.metrics import straightness
 from monge.reflow import distill, generate_pairs, load_pairs, reflow, save_pairs
 from monge.samplers import sample
-from monge.train import Trainer, load_model
+from monge.run.load import load_model
+from monge.train import Trainer
 
 
 def test_pairs_roundtrip_and_coupling_keeps_pairs(tmp_path):

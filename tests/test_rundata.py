@@ -5,12 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
-from monge.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from monge.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from monge.config import Config, ConfigError
 from monge.generate import generate
-from monge.train import DIVERGENCE_WINDOW, Trainer, TrainingError, load_model
+from monge.run.divergence import DIVERGENCE_WINDOW
+from monge.run.load import load_model
+from monge.train import Trainer, TrainingError
 
 
 def _raw(tmp_path, data_file, steps=6, **target):
@@ -90,27 +91,28 @@ def test_divergence_guard_history_survives_resume(tmp_path):
     full.fit()
     _, _, state = load_checkpoint(full.checkpoint_path)
     assert len(state["loss_window"]) == DIVERGENCE_WINDOW
-    assert state["loss_window"] == list(full._losses)
+    assert state["loss_window"] == list(full.guard.losses)
 
     raw["name"] = "half"
     half = Trainer(Config.from_dict({**raw, "train": {**raw["train"], "steps": 110}}))
     half.fit()
     resumed = Trainer(Config.from_dict(raw))
     resumed.load()
-    assert list(resumed._losses) == list(half._losses)  # the guard is armed at once, no new warm-up
+    assert list(resumed.guard.losses) == list(half.guard.losses)  # the guard is armed at once, no new warm-up
     # and it fires on the first step after the resume when that loss explodes
     resumed.objective = _Exploding(resumed.objective)
     with pytest.raises(TrainingError, match=r"diverged at step 111"):
         resumed.train_step()
 
 
-class _Exploding(torch.nn.Module):
+class _Exploding:
     def __init__(self, objective):
-        super().__init__()
         self.objective = objective
+        self.prediction, self.sampler_kind = objective.prediction, objective.sampler_kind
 
-    def forward(self, *args):
-        return self.objective(*args) * 1e30
+    def loss(self, *args, **kwargs):
+        loss, logs = self.objective.loss(*args, **kwargs)
+        return loss * 1e30, logs
 
 
 def test_a_malformed_loss_window_is_refused(tmp_path):

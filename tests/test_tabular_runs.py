@@ -7,11 +7,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from monge.checkpoint import load_checkpoint
+from monge.run.checkpoint import load_checkpoint
 from monge.cli import app
 from monge.config import Config
 from monge.generate import generate
-from monge.train import Trainer, load_model
+from monge.run.load import load_model
+from monge.train import Trainer
 
 runner = CliRunner()
 
@@ -133,7 +134,7 @@ def test_vector_data_refuses_the_unet(tmp_path):
 
 
 def test_training_evaluation_compares_with_the_held_out_rows(trained, monkeypatch):
-    import monge.train as train_module
+    import monge.run.evaluation as train_module
 
     _, _, _, trainer = trained
     seen = {}

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from monge.checkpoint import CheckpointError, load_checkpoint
+from monge.run.checkpoint import CheckpointError, load_checkpoint
 from monge.config import ConfigError
-from monge.train import Trainer, TrainingError, load_model
+from monge.run.load import load_model
+from monge.train import Trainer, TrainingError
 
 
 def _params(model):
@@ -80,7 +81,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_config, monkeypatch):
 
 def test_nonfinite_loss_message(tiny_config, monkeypatch):
     trainer = Trainer(tiny_config())
-    trainer.objective = lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
+    trainer.objective.loss = lambda *a, **k: (torch.tensor(float("nan"), requires_grad=True), {})
     with pytest.raises(TrainingError, match="loss is nan at step 1"):
         trainer.train_step()
 
@@ -249,7 +250,7 @@ def test_resume_refuses_a_checkpoint_beyond_train_steps(tiny_config):
 
 
 def test_divergence_guard_stops_naming_the_step_and_keeps_the_sane_checkpoint(tiny_config, monkeypatch):
-    import monge.train as train_mod
+    import monge.run.divergence as train_mod
 
     monkeypatch.setattr(train_mod, "DIVERGENCE_WARMUP", 5)
     cfg = tiny_config(train__steps=30, train__checkpoint_every=10)
@@ -259,10 +260,11 @@ def test_divergence_guard_stops_naming_the_step_and_keeps_the_sane_checkpoint(ti
 
     def exploding(*a, **k):
         calls["n"] += 1
-        loss = objective(*a, **k)
-        return loss * 1e30 if calls["n"] >= 15 else loss  # finite, but absurd
+        loss, logs = real_loss(*a, **k)
+        return (loss * 1e30 if calls["n"] >= 15 else loss), logs  # finite, but absurd
 
-    trainer.objective = exploding
+    real_loss = objective.loss
+    objective.loss = exploding
     with pytest.raises(TrainingError, match=r"diverged at step 15: loss .* times its running median"):
         trainer.fit()
     _, _, state = load_checkpoint(cfg.run_dir / "checkpoint.safetensors")
@@ -274,7 +276,7 @@ def test_divergence_guard_stops_naming_the_step_and_keeps_the_sane_checkpoint(ti
 def test_nonfinite_gradient_stops_the_run(tiny_config, clip):
     cfg = tiny_config(train__steps=30, train__checkpoint_every=10, train__grad_clip=clip)
     trainer = Trainer(cfg)
-    real_step = trainer._train_step
+    real_step = trainer.train_step
 
     def step():
         if trainer.step == 12:
@@ -285,7 +287,7 @@ def test_nonfinite_gradient_stops_the_run(tiny_config, clip):
                 hook.remove()
         return real_step()
 
-    trainer._train_step = step
+    trainer.train_step = step
     with pytest.raises(TrainingError, match="gradient is non-finite .* at step 13"):
         trainer.fit()
     assert trainer.step == 12 and torch.isfinite(_params(trainer.model)).all()  # no update was applied
@@ -462,3 +464,27 @@ def test_per_class_semidiscrete_maps_train_a_class_conditional_model(tiny_config
                                   train__steps=12))
     trainer.fit(resume=True)  # the cached maps are loaded, not refitted
     assert trainer.step == 12
+
+
+def test_a_data_prediction_run_is_stored_sampled_and_evaluated_as_such(tiny_config):
+    from monge.generate import generate
+
+    cfg = tiny_config(objective={"name": "data"}, train__steps=30, train__checkpoint_every=0)
+    result = Trainer(cfg).fit()
+    assert result.eval_rows and all(math.isfinite(r.w2) for r in result.eval_rows)
+    model, config = load_model(cfg.run_dir)
+    assert (model.prediction, model.sampler_kind) == ("data", "ode")
+    for sampler in ("euler", "ddim"):
+        x = generate(model, config, n=64, sampler=sampler, nfe=4).x
+        assert x.shape == (64, 2) and bool(torch.isfinite(x).all())
+
+
+@pytest.mark.parametrize("objective", ["noise", "score"])
+def test_the_checkpoint_records_the_objectives_prediction(tiny_config, objective):
+    cfg = tiny_config(objective={"name": objective})
+    trainer = Trainer(cfg)
+    for _ in range(3):
+        assert math.isfinite(trainer.train_step())
+    cfg.run_dir.mkdir(parents=True)
+    model, _ = load_model(trainer.save())
+    assert (model.prediction, model.sampler_kind) == (objective, "ode")

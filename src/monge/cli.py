@@ -77,7 +77,9 @@ def train(
 
     Runs data-parallel unchanged under: torchrun --nproc_per_node=N -m monge train RECIPE.
     """
-    from . import distributed
+    if not config.is_file():
+        _fail(FileNotFoundError(f"config file not found: {config}"))
+    from .run import distributed
     from .config import load_config
     from .train import Trainer, TrainingError
 
@@ -170,7 +172,7 @@ def reflow_cmd(
 ) -> None:
     """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
     _precheck(nfe, [checkpoint])
-    from .checkpoint import CheckpointError
+    from .run.checkpoint import CheckpointError
     from .quick import MAX_PAIRS, quick_cap, quick_steps
     from .reflow import reflow
 

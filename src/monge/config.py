@@ -268,20 +268,19 @@ class Config:
 
     def _validate_objective(self) -> None:
         """The objective exists and agrees with the model (two times for a flow map) and the sampler."""
-        from . import flow_map
-        from .objectives import OBJECTIVES
+        from . import objectives
 
         name = self.objective.name
         try:
-            OBJECTIVES.build(name, **self.objective.params)
-            flow_map.check_model(name, self.model.params.get("second_time", False) is True)
-            flow_map.check_sampler(name, self.sample.sampler)
+            objectives.OBJECTIVES.build(name, **self.objective.params)
+            objectives.check_model(name, self.model.params.get("second_time", False) is True)
+            objectives.check_sampler(name, self.sample.sampler)
         except ValueError as err:
             raise ConfigError(f"objective: {err}") from None
-        if flow_map.is_flow_map(name) and self.sample.adaptive:
+        if objectives.is_flow_map(name) and self.sample.adaptive:
             raise ConfigError(f"objective {name!r}: sample.adaptive runs dopri5 on a velocity field; a flow map is "
-                              f"evaluated with its {flow_map.SAMPLER_OF[name]!r} sampler: set sample.adaptive: false")
-        if flow_map.is_flow_map(name) and self.sample.nll:
+                              f"evaluated with its {objectives.sampler_kind(name)!r} sampler: set sample.adaptive: false")
+        if objectives.is_flow_map(name) and self.sample.nll:
             raise ConfigError(f"objective {name!r}: sample.nll integrates the change of variables of a velocity field; "
                               "a flow map has no likelihood here: set sample.nll: false")
 

@@ -4,7 +4,7 @@ Both runs share the network, optimiser, batch, steps and seed; only the coupling
 report shows that OT pairing gives straighter paths and better few-step samples, and scores each
 model's negative log-likelihood of fresh target samples (exact divergence, dopri5) when the
 source has a closed-form density. ``flow_maps`` (``monge demo --flow-maps mean_flow,shortcut``)
-adds flow maps trained from scratch with the last coupling (:mod:`monge.flow_map`), sampled in jumps.
+adds flow maps trained from scratch with the last coupling (:mod:`monge.objectives`), sampled in jumps.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def run_demo(
     {"max_iter": 200}}``); ``samples``: points per evaluation, per panel and of the reference
     (likelihood: at most :data:`NLL_POINTS`). ``flow_maps`` (e.g. ``("mean_flow", "shortcut")``)
     adds one flow map per objective, trained from scratch with the last coupling
-    (:mod:`monge.flow_map`), sampled in 1, 2, 4, 8 and 16 jumps."""
+    (:mod:`monge.objectives`), sampled in 1, 2, 4, 8 and 16 jumps."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[EvalRow]] = {}
@@ -275,10 +275,11 @@ def demo(
 
 def _flow_maps(text: str | None) -> tuple[str, ...]:
     """The ``--flow-maps`` objectives, checked."""
-    from .flow_map import SAMPLER_OF
+    from .objectives import flow_map_objectives
 
     names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
-    bad = [n for n in names if n not in SAMPLER_OF]
+    bad = [n for n in names if n not in flow_map_objectives()]
     if bad or len(set(names)) != len(names):
-        raise ValueError(f"--flow-maps must list distinct flow-map objectives ({', '.join(SAMPLER_OF)}), got {text!r}")
+        raise ValueError(f"--flow-maps must list distinct flow-map objectives ({', '.join(flow_map_objectives())}), "
+                         f"got {text!r}")
     return names

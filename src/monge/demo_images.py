@@ -131,14 +131,15 @@ def score_images(samples: Tensor, reference: Tensor, classifier: nn.Module, tau:
 
 
 def _train(config: Config, train_set, progress: bool):
-    from .train import Trainer, _progress
+    from .progress import training_bar
+    from .train import Trainer
 
     trainer = Trainer(config)
     trainer.target = train_set  # train on the training split only; the rest is held out for scoring
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "config.yaml").write_text(config.to_yaml())
     trainer.prepare()
-    bar = _progress(config.train.steps, 0, progress is not False, config.name)
+    bar = training_bar(config.train.steps, 0, progress is not False, config.name)
     try:
         while trainer.step < config.train.steps:
             loss = trainer.train_step()

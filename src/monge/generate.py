@@ -23,7 +23,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
-from .checkpoint import run_dir_of
+from .run.checkpoint import run_dir_of
 from .config import Config, build_path
 from .paths import Schedule
 from .samplers import SAMPLERS, SampleOutput, sample
@@ -42,7 +42,6 @@ __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "RunSampler", "run_s
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
 #: evaluation times, under ``"<sampler>/nfe<N>/decoupled/..."``), next to its checkpoint.
 TIMESTEPS_FILE = "timesteps.safetensors"
-_PREDICTION = "velocity"
 
 
 def path_schedule(config: Config) -> Schedule:
@@ -64,7 +63,7 @@ class RunSampler:
 
     sampler: str
     schedule: Schedule | None
-    prediction: str = _PREDICTION
+    prediction: str = "velocity"
     options: dict[str, Any] = field(default_factory=dict)
     flow_map: bool = False
 
@@ -80,13 +79,23 @@ class RunSampler:
                       return_trajectory=return_trajectory, **self.options)
 
 
+def _sampled_prediction(config: Config, prediction: str | None, model: Any = None) -> str:
+    """What the sampler is told the network outputs: ``prediction`` when given, else the model's stored
+    one (:func:`monge.objectives.prediction_of`); a flow map's average velocity is sampled as such by
+    its own sampler, which takes no conversion."""
+    from .objectives import prediction_of
+
+    found = prediction if prediction is not None else prediction_of(model, config.objective.name)
+    return "velocity" if found == "average_velocity" else found
+
+
 def run_sampler(config: Config, sampler: str = "euler", *, prediction: str | None = None,
                 options: dict[str, Any] | None = None) -> RunSampler:
     """The :class:`RunSampler` of ``sampler`` for the run of ``config``: refuses a sampler of the wrong
     kind (a velocity sampler on a flow map, a flow-map sampler on a velocity), adds the options the
     objective fixes (the shortcut's ``max_steps``) to ``options``, and takes the path's schedule and
     the run's ``prediction`` (default: the run's)."""
-    from .flow_map import check_sampler, is_flow_map, sampler_options
+    from .objectives import check_sampler, is_flow_map, sampler_options
 
     SAMPLERS.info(sampler)  # an unknown name: ValueError naming the choices
     check_sampler(config.objective.name, sampler)
@@ -96,7 +105,7 @@ def run_sampler(config: Config, sampler: str = "euler", *, prediction: str | Non
         raise ValueError(f"sampler option {clash[0]}={options[clash[0]]!r} differs from the run's "
                          f"{clash[0]}={fixed[clash[0]]!r}, which its objective fixes; drop it")
     return RunSampler(sampler, getattr(build_path(config), "schedule", None),
-                      _PREDICTION if prediction is None else prediction, {**(options or {}), **fixed},
+                      _sampled_prediction(config, prediction), {**(options or {}), **fixed},
                       is_flow_map(config.objective.name))
 
 
@@ -117,7 +126,7 @@ def sample_run(
     step grid named ``timesteps`` (see :func:`generate_model_space`; ``None``: uniform steps)."""
     from .samplers import GRIDS, EvalTimeWarp, make_timesteps, steps_for_nfe
 
-    rs = run_sampler(config, sampler, prediction=prediction, options=options)
+    rs = run_sampler(config, sampler, prediction=_sampled_prediction(config, prediction, model), options=options)
     if rs.flow_map and timesteps is not None:
         raise ValueError(f"a {config.objective.name} run jumps on nfe uniform steps; drop --timesteps and --expressway")
     if timesteps is None and not SAMPLERS.info(sampler).needs_schedule:
@@ -172,7 +181,7 @@ def optimized_timesteps(
 
     key = f"{sampler}/nfe{int(nfe)}"
     return _cached_fit(run_dir, (key,), refit, lambda: (optimized(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=_PREDICTION),))[0]
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=prediction_of(model, config.objective.name)),))[0]
 
 
 def optimized_eval_times(
@@ -194,7 +203,7 @@ def optimized_eval_times(
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
     ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, lambda: optimized_decoupled(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=_PREDICTION))
+        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=prediction_of(model, config.objective.name)))
     return ts, ev
 
 
@@ -287,14 +296,14 @@ def generate(
 
     A run trained on a table with ``standardize: true`` samples in standardised units
     :math:`z`; the samples are mapped back by :math:`x = \sigma z + \mu` with ``standardizer``
-    (default: ``model.standardizer``, which :func:`monge.train.load_model` attaches).
+    (default: ``model.standardizer``, which :func:`monge.run.load.load_model` attaches).
     ``data_units=False`` returns the model-space samples.
     """
     from .rundata import is_standardized
 
     scaler = standardizer if standardizer is not None else getattr(model, "standardizer", None)
     if data_units and scaler is None and is_standardized(config):
-        raise ValueError("this run was trained on standardised data: pass standardizer= (monge.train.load_model "
+        raise ValueError("this run was trained on standardised data: pass standardizer= (monge.run.load.load_model "
                          "attaches it as model.standardizer) or data_units=False")
     out = generate_model_space(model, config, n, **options)
     if data_units and scaler is not None:
@@ -464,7 +473,7 @@ def sample_checkpoint(
     from ._validation import MAX_SAMPLES
     from .limits import check_nfe
     from .outputs import check_output_file, write_array
-    from .train import load_model
+    from .run.load import load_model
 
     if n < 1 or n > MAX_SAMPLES:
         raise ValueError(f"-n must be in [1, {MAX_SAMPLES:,}], got {n}")
@@ -563,7 +572,7 @@ def evaluate_checkpoints(
     from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
                            format_table, held_out_target, read_coupling_diagnostics, reference_data)
     from .rundata import build_run_data
-    from .train import load_model
+    from .run.load import load_model
 
     if not 2 <= n <= 20_000:
         raise ValueError(f"-n must be in [2, 20000] (exact W2 costs O(n^3) in it), got {n}")

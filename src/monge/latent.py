@@ -32,7 +32,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from ._validation import check_finite, check_positive_int
-from .checkpoint import CheckpointError, load_checkpoint, load_module_state
+from .run.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from .data.sources import FiniteRows
 from .models import build_model
 from .models.autoencoder import AutoEncoder

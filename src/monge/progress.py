@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-__all__ = ["item_status", "progress_bar", "progress_enabled", "status"]
+__all__ = ["item_status", "progress_bar", "progress_enabled", "status", "training_bar"]
 
 
 def progress_enabled(progress: bool | None, stream: TextIO | None = None) -> bool:
@@ -31,6 +31,11 @@ def progress_bar(total: int, desc: str, *, progress: bool | None = None, initial
 
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
                 leave=leave, disable=not progress_enabled(progress))
+
+
+def training_bar(total: int, initial: int, enabled: bool, desc: str) -> Any:
+    """The training bar (steps): when ``enabled``, shown if stderr is a terminal."""
+    return progress_bar(total, desc, progress=None if enabled else False, initial=initial, unit="step")
 
 
 @contextmanager

@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from ._validation import MAX_SAMPLES, check_batch, check_positive_int
-from .checkpoint import run_dir_of
+from .run.checkpoint import run_dir_of
 from .couplings.reflow import PAIRS_NAME, check_pairs, load_pairs, save_pairs
-from .rundir import RunLock, claim_run_dir
+from .run.rundir import RunLock, claim_run_dir
 
 __all__ = ["PAIRS_NAME", "check_pairs", "generate_pairs", "save_pairs", "load_pairs", "distill", "reflow"]
 
@@ -185,12 +185,13 @@ def reflow(
 
     ``out_dir`` defaults to ``<run dir>-reflow`` next to the checkpoint's run directory. It may
     not be the source run; an existing run there is refused unless ``overwrite`` (it is then
-    moved to ``<out_dir>.bak-<time>``, see :mod:`monge.rundir`).
+    moved to ``<out_dir>.bak-<time>``, see :mod:`monge.run.rundir`).
     Returns the new run directory ``out_dir``.
     """
     from .config import Config
     from .rundata import build_run_data
-    from .train import Trainer, load_model
+    from .run.load import load_model
+    from .train import Trainer
 
     checkpoint = Path(checkpoint)
     n_pairs = check_positive_int(n_pairs, "n_pairs", MAX_SAMPLES)
@@ -242,5 +243,5 @@ def reflow(
         ddir.mkdir(parents=True, exist_ok=True)
         (ddir / "config.yaml").write_text(dtrainer.config.to_yaml())
         dtrainer.save()
-        dtrainer._write_eval(dtrainer.evaluate())  # the one-step model's W2 / MMD at 1 NFE: distill/eval.md
+        dtrainer.write_eval(dtrainer.evaluate())  # the one-step model's W2 / MMD at 1 NFE: distill/eval.md
     return out

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ._validation import check_finite, check_number, check_positive_int
 from .config import Config
+from .objectives import prediction_of
 from .inverse import (
     INVERSE_SOLVERS,
     AvgPool,
@@ -112,7 +113,7 @@ def restore(model: nn.Module, config: Config, operator: LinearOperator, y: Tenso
     generator = torch.Generator().manual_seed(seed)
     ys = y.repeat_interleave(n, 0)
     x0 = source.sample(b * n, generator=generator)
-    x = fn(model, schedule, operator, ys, sigma_y=sigma, prediction="velocity", nfe=nfe, x0=x0,
+    x = fn(model, schedule, operator, ys, sigma_y=sigma, prediction=prediction_of(model, config.objective.name), nfe=nfe, x0=x0,
            generator=generator, **(options or {}))
     return x.reshape(b, n, *operator.shape)
 
@@ -175,9 +176,9 @@ def restore_checkpoint(
     measurement, samples and ``truth`` per row. ``operator`` and its settings (``mask``, ``blur_std``,
     ``factor``, ``m``, ``projection_seed``) go to :func:`build_operator`; ``options`` (sigma, solver,
     nfe, n, seed) to :func:`restore`. Every file is checked before the solver runs."""
-    from .checkpoint import run_dir_of
+    from .run.checkpoint import run_dir_of
     from .outputs import check_output_file, write_array
-    from .train import load_model
+    from .run.load import load_model
 
     output = Path(output) if output is not None else run_dir_of(checkpoint) / "restored.npy"
     if output.suffix != ".npy":

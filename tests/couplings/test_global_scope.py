@@ -16,7 +16,7 @@ from monge.couplings import ExactOT, Immiscible
 SCRIPT = textwrap.dedent(
     """
     import sys, torch
-    from monge import distributed
+    from monge.run import distributed
     from monge.couplings import ExactOT, Immiscible
     from monge.pairing import PairingPipeline
 

@@ -144,7 +144,7 @@ class AssignmentCoupling(SolverCoupling):
         rank all-gathers the noise and data of all ranks, solves the one global problem (the
         same deterministic computation on every rank) and keeps the noise assigned to its own
         data rows, so ``W`` processes pair exactly as one process with the global batch. The
-        gather goes through a process group of its own (:func:`monge.distributed.new_group`),
+        gather goes through a process group of its own (:func:`monge.run.distributed.new_group`),
         so it may run in one pairing worker thread; several workers would issue gathers in
         different orders on different ranks and are refused. Alone, same as ``"local"``.
     tol : float
@@ -178,7 +178,7 @@ class AssignmentCoupling(SolverCoupling):
         self._gather_group()
 
     def _gather_group(self) -> object:
-        from .. import distributed
+        from ..run import distributed
 
         if self.scope == "global" and not self._group_ready:
             self._group, self._group_ready = distributed.new_group(), True
@@ -193,7 +193,7 @@ class AssignmentCoupling(SolverCoupling):
         """``perm`` (``(B,)`` int64, data point ``j`` gets noise ``perm[j]``); with
         ``scope="global"`` under torchrun, the ``(B, *shape)`` noise assigned to this rank's data."""
         check_equal_batches(x0, x1, self.label)
-        from .. import distributed
+        from ..run import distributed
 
         if self.scope != "global" or not distributed.info().enabled:
             return self._assign(x0, x1)

@@ -39,7 +39,7 @@ class MLP(nn.Module):
     ``num_classes`` and ``cond_dim`` exclude each other.
 
     With ``second_time=True`` the network is a flow map :math:`u_\theta(x, t, r)` of two times
-    (the ``mean_flow`` and ``shortcut`` objectives of :mod:`monge.flow_map`): the step
+    (the ``mean_flow`` and ``shortcut`` objectives of :mod:`monge.objectives`): the step
     :math:`h = r - t` gets its own embedding, concatenated beside that of ``t``, and ``forward``
     takes ``r=``. Without it (the default) the layers and state dict are those of a velocity MLP.
     ``time_scale`` sets the highest frequency of the time embeddings (default: the embedding's own;

@@ -104,7 +104,7 @@ class UNet(nn.Module):
         itself (and ``y=None``) is the unconditional null label.
     dropout : dropout rate inside the residual blocks.
     second_time : a flow map :math:`u_\theta(x, t, r)` of two times (the ``mean_flow`` and ``shortcut``
-        objectives of :mod:`monge.flow_map`): an embedding of the step :math:`h = r - t`, built like
+        objectives of :mod:`monge.objectives`): an embedding of the step :math:`h = r - t`, built like
         the time embedding, is added to it, and ``forward`` takes ``r=``. Off by default (the
         layers and state dict of a velocity U-Net).
     time_scale : highest frequency of the time embeddings (default: the embedding's own); a flow

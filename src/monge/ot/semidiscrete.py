@@ -811,7 +811,7 @@ class SemiDiscreteSolver:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
                 "SemiDiscreteSolver.sharded needs torch.distributed: call torch.distributed.init_process_group "
-                "(e.g. monge.distributed.setup() under torchrun), or call the solver in one process"
+                "(e.g. monge.run.distributed.setup() under torchrun), or call the solver in one process"
             )
         if self.max_time != math.inf:
             raise ValueError("max_time is not supported by the sharded fit (ranks could stop at different steps); "

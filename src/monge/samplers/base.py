@@ -80,7 +80,7 @@ class SamplerInfo:
     ``final_step_evals``: evaluations of the last step when fewer (``heun_edm``'s final Euler step);
     ``needs_schedule``: works through the schedule's alpha/sigma (a velocity model on an ODE solver
     needs no schedule); ``flow_map``: jumps with a flow map ``model(x, t, r=r)`` of two times
-    (:mod:`monge.flow_map`) instead of integrating a field ``model(x, t)``.
+    (:mod:`monge.objectives`) instead of integrating a field ``model(x, t)``.
     """
 
     evals_per_step: int | None

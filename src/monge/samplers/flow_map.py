@@ -1,4 +1,4 @@
-r"""Samplers of flow maps :math:`u_\theta(x, t, r)` (``mean_flow`` and ``shortcut`` runs, :mod:`monge.flow_map`).
+r"""Samplers of flow maps :math:`u_\theta(x, t, r)` (``mean_flow`` and ``shortcut`` runs, :mod:`monge.objectives`).
 
 Each step is one jump of the learned map from grid time :math:`t_k` to :math:`t_{k+1}`,
 
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_batch, check_finite
-from ..flow_map import shortcut_steps
+from ..objectives.shortcut import shortcut_steps
 from ..paths import Schedule
 from ..predictions import Model
 from .base import SAMPLERS, SampleOutput

@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "LOCK_NAME",
@@ -28,6 +29,7 @@ __all__ = [
     "RunLock",
     "is_existing_run",
     "claim_run_dir",
+    "claim_for_ranks",
 ]
 
 LOCK_NAME = "monge.lock"
@@ -171,3 +173,29 @@ def claim_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool | s
             f"{run_dir} already holds a run (checkpoint or log.csv); continue it with --resume "
             "(Trainer.fit(resume=True)), start it again with --overwrite (the old run is moved to a "
             "backup), or choose another name")
+
+
+def claim_for_ranks(run_dir: Path, info: Any, resume: bool, overwrite: bool | str,
+                    extra: tuple[str, ...] = ()) -> RunLock | None:
+    """Rank 0 locks ``run_dir`` and checks it may be written (:func:`claim_run_dir`); distributed,
+    every rank gets rank 0's verdict, so all raise the same error. Returns rank 0's lock."""
+    from . import distributed
+
+    lock, error = None, None
+    if info.rank == 0:
+        try:
+            lock = RunLock(run_dir).acquire()
+            claim_run_dir(run_dir, resume, overwrite, extra)
+        except (RunExistsError, RunLockedError, ValueError, OSError) as err:
+            if lock is not None:
+                lock.release()
+            error = err
+    if info.enabled:
+        verdicts = distributed.all_gather_objects(None if error is None else (type(error).__name__, str(error)))
+        if error is None and verdicts[0] is not None:
+            kind, message = verdicts[0]
+            cls = {"RunExistsError": RunExistsError, "RunLockedError": RunLockedError}.get(kind, ValueError)
+            error = cls(message)
+    if error is not None:
+        raise error
+    return lock

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 __all__ = [
     "DistInfo", "setup", "teardown", "info", "is_main", "barrier", "all_reduce_mean", "all_gather_objects",
-    "new_group", "all_gather_rows",
+    "new_group", "all_gather_rows", "reduce_loss", "rank_device", "wrap_model",
 ]
 
 
@@ -145,3 +145,35 @@ def all_gather_rows(x: torch.Tensor, group: "dist.ProcessGroup | None" = None) -
     parts = [torch.empty_like(x) for _ in range(world)]
     dist.all_gather(parts, x.contiguous(), group=group)
     return torch.cat(parts)
+
+
+def reduce_loss(loss: torch.Tensor, interrupt: bool, info: DistInfo) -> tuple[float, bool]:
+    """``(mean loss over ranks, whether any rank saw Ctrl-C)``. The interrupt flag travels with the
+    loss, so every rank learns of an interrupt at the same step and all stop at the same boundary."""
+    if not info.enabled:
+        return float(loss), interrupt
+    both = torch.stack([loss.double().reshape(()),
+                        torch.tensor(float(interrupt), dtype=torch.float64, device=loss.device)])
+    dist.all_reduce(both)
+    return float(both[0]) / info.world_size, bool(both[1] > 0)
+
+
+def rank_device(device: torch.device, info: DistInfo) -> torch.device:
+    """``cuda:LOCAL_RANK`` for a plain ``cuda`` device under torchrun, else ``device``."""
+    if device.type == "cuda" and info.enabled and device.index is None:
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
+def wrap_model(model: torch.nn.Module, info: DistInfo, device: torch.device, *, broadcast_buffers: bool = True,
+               compile: bool = False) -> torch.nn.Module:
+    """The network a training step calls: ``model`` under DDP when distributed, then compiled if asked.
+    (``broadcast_buffers=False`` for flow maps: a JVP may not mutate captured tensors in the forward;
+    monge's networks hold only constant buffers, identical on every rank.)"""
+    net = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=broadcast_buffers)
+    return torch.compile(net) if compile else net

@@ -18,10 +18,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
-from .locate import missing_checkpoint
-from .outputs import atomic_write_bytes
+from ..locate import missing_checkpoint
+from ..outputs import atomic_write_bytes
 
 __all__ = [
+    "CHECKPOINT_NAME",
     "run_dir_of",
     "CheckpointError",
     "save_checkpoint",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+#: the checkpoint file of a run directory
+CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -65,7 +68,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         problem = missing_checkpoint(path)
         if problem is not None:
             raise CheckpointError(problem)
-        path = path / "checkpoint.safetensors"
+        path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     data = path.read_bytes()

@@ -1,0 +1,58 @@
+"""Training objectives, one protocol: ``objective.loss(net, pairs, t, path, *, labels, generator) -> (loss, logs)``.
+
+Each objective class declares ``prediction`` (what the network outputs) and ``sampler_kind``
+(``"ode"``, or the flow-map sampler of its runs); see :mod:`monge.objectives.base`. Registered:
+``velocity``, ``noise``, ``data``, ``score`` (:mod:`~monge.objectives.regression`), ``mean_flow``
+(:mod:`~monge.objectives.mean_flow`) and ``shortcut`` (:mod:`~monge.objectives.shortcut`).
+"""
+
+from .base import (
+    OBJECTIVES,
+    FlowMapObjective,
+    Objective,
+    check_model,
+    check_sampler,
+    flow_map_objectives,
+    is_flow_map,
+    prediction_of,
+    sampler_kind,
+    sampler_options,
+    two_time_net,
+    weighted_mean,
+)
+from .mean_flow import MeanFlowObjective, mean_flow_target
+from .regression import (
+    DataObjective,
+    NoiseObjective,
+    RegressionObjective,
+    ScoreObjective,
+    VelocityObjective,
+    regression_loss,
+)
+from .shortcut import ShortcutObjective, shortcut_steps, shortcut_target
+
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "FlowMapObjective",
+    "RegressionObjective",
+    "VelocityObjective",
+    "NoiseObjective",
+    "DataObjective",
+    "ScoreObjective",
+    "MeanFlowObjective",
+    "ShortcutObjective",
+    "regression_loss",
+    "weighted_mean",
+    "two_time_net",
+    "mean_flow_target",
+    "shortcut_steps",
+    "shortcut_target",
+    "sampler_kind",
+    "is_flow_map",
+    "flow_map_objectives",
+    "check_model",
+    "check_sampler",
+    "sampler_options",
+    "prediction_of",
+]
