@@ -161,7 +161,7 @@ def test_the_checker_sees_edges():
     """Guard against a checker that finds nothing: known edges are found."""
     assert "monge.couplings.base" in imports("monge.couplings.exact", lazy=False)
     assert "monge.train" in imports("monge.cli", lazy=True)
-    assert "monge.run.load" in imports("monge.cli", lazy=True)
+    assert "monge.run.load" in imports("monge.generate", lazy=True)
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     with pytest.raises(AssertionError):
         layer_of("monge_other")

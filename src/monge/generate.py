@@ -180,8 +180,9 @@ def optimized_timesteps(
     from .samplers import optimized
 
     key = f"{sampler}/nfe{int(nfe)}"
+    noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
     return _cached_fit(run_dir, (key,), refit, lambda: (optimized(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=prediction_of(model, config.objective.name)),))[0]
+        model, path_schedule(config), nfe, sampler, noise, prediction=_sampled_prediction(config, None, model)),))[0]
 
 
 def optimized_eval_times(
@@ -202,8 +203,9 @@ def optimized_eval_times(
     from .samplers import optimized_decoupled
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
+    noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
     ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, lambda: optimized_decoupled(
-        model, path_schedule(config), nfe, sampler, _fit_noise(config, n_noise, seed, getattr(model, "shape", None)), prediction=prediction_of(model, config.objective.name)))
+        model, path_schedule(config), nfe, sampler, noise, prediction=_sampled_prediction(config, None, model)))
     return ts, ev
 
 
