@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import ot
-import pytest
 import torch
 
 from monge.data.sources import build_source
@@ -87,21 +86,3 @@ def test_figures_keep_their_titles(tmp_path, monkeypatch):
     assert [f._suptitle.get_text() for f in figures] == ["moons: 50 samples", "paths"]
     assert figures[0].axes[1].get_title() == "dopri5 (adaptive)\n(12 NFE)"
     assert "target" in [t.get_text() for t in figures[1].axes[0].get_legend().get_texts()]
-
-
-def test_novelty_sentence_names_the_rows_that_copy():
-    from monge.demo_report import novelty_sentence
-
-    shares = {"independent euler at 10 NFE": (0.012, 0.01), "independent expressway t_s=0.5 at 10 NFE": (0.2, 0.01)}
-    text = novelty_sentence(shares, "training digits")
-    assert text == ("**Copying:** independent expressway t_s=0.5 at 10 NFE: 20.0% vs 1.0% (near-copy share of the "
-                    "samples vs held-out points): this row is near-copies of training digits, more than 2 points "
-                    "above held-out data.")
-    # 2 points is the margin: 2.9 points above does not count as copying at margin 0.03
-    fine = novelty_sentence({"a": (0.039, 0.01), "b": (0.0, 0.01)}, margin=0.03)
-    assert fine == ("No sign of copying: no row's near-copy share exceeds that of held-out points by more than 3 "
-                    "points (largest excess, a: 3.9% vs 1.0%).")
-    assert novelty_sentence({"a": (0.039, 0.01)}).startswith("**Copying:** a: 3.9% vs 1.0%")
-    for bad, match in (({}, "shares is empty"), ({"a": (0.1, 0.0)}, "margin")):
-        with pytest.raises(ValueError, match=match):
-            novelty_sentence(bad, margin=0.02 if bad == {} else 2.0)

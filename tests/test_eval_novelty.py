@@ -18,7 +18,7 @@ from monge.data.digits import load_digits
 from monge.data.images import ImageDataset
 from monge.data.sources import build_source
 from monge.data.tabular import table_from_array
-from monge.evaluate import NoveltyReference, held_out_target, novelty_reference
+from monge.evaluate import NoveltyReference, held_out_target, novelty_reference, novelty_sentence
 
 runner = CliRunner()
 
@@ -178,3 +178,19 @@ def test_held_out_points_are_capped_with_a_seed():
     b, _ = novelty_reference(None, target, classifier=False, max_held_out=100, seed=4)
     assert a.held_out.shape[0] == 100 and torch.equal(a.held_out, b.held_out)
     assert what == "1438 training and 100 held-out images of digits8-train"
+
+
+def test_novelty_sentence_names_the_rows_that_copy():
+    shares = {"independent euler at 10 NFE": (0.012, 0.01), "independent expressway t_s=0.5 at 10 NFE": (0.2, 0.01)}
+    text = novelty_sentence(shares, "training digits")
+    assert text == ("**Copying:** independent expressway t_s=0.5 at 10 NFE: 20.0% vs 1.0% (near-copy share of the "
+                    "samples vs held-out points): this row is near-copies of training digits, more than 2 points "
+                    "above held-out data.")
+    # 2 points is the margin: 2.9 points above does not count as copying at margin 0.03
+    fine = novelty_sentence({"a": (0.039, 0.01), "b": (0.0, 0.01)}, margin=0.03)
+    assert fine == ("No sign of copying: no row's near-copy share exceeds that of held-out points by more than 3 "
+                    "points (largest excess, a: 3.9% vs 1.0%).")
+    assert novelty_sentence({"a": (0.039, 0.01)}).startswith("**Copying:** a: 3.9% vs 1.0%")
+    for bad, match in (({}, "shares is empty"), ({"a": (0.1, 0.0)}, "margin")):
+        with pytest.raises(ValueError, match=match):
+            novelty_sentence(bad, margin=0.02 if bad == {} else 2.0)

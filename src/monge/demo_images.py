@@ -408,8 +408,8 @@ def _share_pair(row: ImageRow) -> str:
 
 
 def _novelty_sentence(rows: dict[str, list[ImageRow]]) -> str:
-    """:func:`monge.demo_report.novelty_sentence` over every measured row (feature space)."""
-    from .demo_report import novelty_sentence
+    """:func:`monge.evaluate.novelty_sentence` over every measured row (feature space)."""
+    from .evaluate import novelty_sentence
 
     shares = {f"{name} {row.setting} at {row.nfe} NFE": (row.near_copies, row.heldout_near_copies)
               for name, r in rows.items() for row in r if math.isfinite(row.near_copies)}

@@ -1,6 +1,5 @@
 r"""The words of ``monge demo``'s report: its conclusion with the figures, the noise floor of W2 at
-the sample size, why some rows look wrong, and whether any row's samples are near-copies of
-training points (:func:`novelty_sentence`).
+the sample size, and why some rows look wrong.
 
 The noise floor: two independent samples of ``n`` points of the *same* distribution are at an
 empirical :math:`W_2` well above zero (:math:`W_2(\hat\nu_n, \hat\nu'_n) \to 0` only like
@@ -19,7 +18,7 @@ import torch
 from .evaluate import EvalRow
 from .metrics import wasserstein2
 
-__all__ = ["MMD_NOTE", "conclusion", "explanations", "novelty_sentence", "w2_noise_floor"]
+__all__ = ["MMD_NOTE", "conclusion", "explanations", "w2_noise_floor"]
 
 MMD_NOTE = (
     "MMD²: squared maximum mean discrepancy with an RBF kernel, the unbiased estimator (Gretton et al. "
@@ -110,28 +109,3 @@ def explanations(rows: Mapping[str, Sequence[EvalRow]], floor: tuple[float, floa
                 f"against the noise floor's spread ({floor[1]:.3f}); the point of OT pairing is the "
                 "few-step rows.")
     return notes
-
-
-def novelty_sentence(shares: Mapping[str, tuple[float, float]], what: str = "training points",
-                     margin: float = 0.02) -> str:
-    r"""One sentence on copying from ``{row label: (near-copy share of its samples, of held-out points)}``
-    (:class:`monge.metrics.novelty.NoveltyReport`): the rows whose share exceeds the held-out share by
-    more than ``margin`` (2 points), with both shares, or that none does, with the largest excess."""
-    if not shares:
-        raise ValueError("shares is empty; pass {row label: (sample share, held-out share)}")
-    if not 0.0 <= margin <= 1.0:
-        raise ValueError(f"margin must be a share in [0, 1] (0.02 for 2 points), got {margin!r}")
-
-    def pair(label: str) -> str:
-        s, h = shares[label]
-        return f"{label}: {100 * s:.1f}% vs {100 * h:.1f}%"
-
-    copying = [label for label, (s, h) in shares.items() if s - h > margin]
-    if copying:
-        verb = "is" if len(copying) == 1 else "are"
-        return (f"**Copying:** {'; '.join(pair(label) for label in copying)} (near-copy share of the samples vs "
-                f"held-out points): {'this row' if len(copying) == 1 else 'these rows'} {verb} near-copies of "
-                f"{what}, more than {100 * margin:g} points above held-out data.")
-    top = max(shares, key=lambda label: shares[label][0] - shares[label][1])
-    return (f"No sign of copying: no row's near-copy share exceeds that of held-out points by more than "
-            f"{100 * margin:g} points (largest excess, {pair(top)}).")

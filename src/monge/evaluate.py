@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison", "NLLResult", "held_out_target", "reference_data",
            "evaluate_nll", "format_nll", "RowNovelty", "NoveltyReference", "novelty_reference", "format_novelty",
+           "novelty_sentence",
            "COPY_MARGIN", "MAX_HELD_OUT"]
 
 #: A row copies when its near-copy share exceeds the held-out points' by more than this (2 points).
@@ -279,18 +280,41 @@ def _pct(share: float) -> str:
     return f"{100 * share:.1f}%"
 
 
+def novelty_sentence(shares: Mapping[str, tuple[float, float]], what: str = "training points",
+                     margin: float = COPY_MARGIN) -> str:
+    r"""One sentence on copying from ``{row label: (near-copy share of its samples, of held-out points)}``
+    (:class:`~monge.metrics.novelty.NoveltyReport`): the rows whose share exceeds the held-out share by
+    more than ``margin`` (2 points), with both shares, or that none does, with the largest excess."""
+    if not shares:
+        raise ValueError("shares is empty; pass {row label: (sample share, held-out share)}")
+    if not 0.0 <= margin <= 1.0:
+        raise ValueError(f"margin must be a share in [0, 1] (0.02 for 2 points), got {margin!r}")
+
+    def pair(label: str) -> str:
+        s, h = shares[label]
+        return f"{label}: {100 * s:.1f}% vs {100 * h:.1f}%"
+
+    copying = [label for label, (s, h) in shares.items() if s - h > margin]
+    if copying:
+        verb = "is" if len(copying) == 1 else "are"
+        return (f"**Copying:** {'; '.join(pair(label) for label in copying)} (near-copy share of the samples vs "
+                f"held-out points): {'this row' if len(copying) == 1 else 'these rows'} {verb} near-copies of "
+                f"{what}, more than {100 * margin:g} points above held-out data.")
+    top = max(shares, key=lambda label: shares[label][0] - shares[label][1])
+    return (f"No sign of copying: no row's near-copy share exceeds that of held-out points by more than "
+            f"{100 * margin:g} points (largest excess, {pair(top)}).")
+
+
 def format_novelty(rows: Sequence[EvalRow], margin: float = COPY_MARGIN) -> str:
     r"""Markdown table of the rows' :class:`RowNovelty` (one line per row and space) and a sentence
     naming the rows whose near-copy share exceeds the held-out share by more than ``margin``, or
-    saying that none does (:func:`monge.demo_report.novelty_sentence`).
+    saying that none does (:func:`novelty_sentence`).
 
     Columns: the median nearest-training-point distance of the samples over that of held-out points
     (ratio, 1 for samples as new as fresh data), the share of samples closer to the training set than
     the 1st percentile of held-out points (near-copies) beside the held-out share, exact duplicates,
     and the classifier Fréchet distance to the train split / to the held-out split.
     """
-    from .demo_report import novelty_sentence
-
     measured = [r for r in rows if r.novelty is not None]
     if not measured:
         return ""
