@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -27,8 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison", "NLLResult", "held_out_target", "reference_data",
            "evaluate_nll", "format_nll", "RowNovelty", "NoveltyReference", "novelty_reference", "format_novelty",
-           "novelty_sentence",
-           "COPY_MARGIN", "MAX_HELD_OUT"]
+           "novelty_sentence", "COPY_MARGIN", "MAX_HELD_OUT"]
 
 #: A row copies when its near-copy share exceeds the held-out points' by more than this (2 points).
 COPY_MARGIN = 0.02
@@ -159,7 +158,7 @@ class NoveltyReference:
         return RowNovelty(
             data,
             measure_novelty(feats, self.train_features, self.held_features, quantile=self.quantile,
-                    space="classifier features"),
+                            space="classifier features"),
             frechet_train_heldout(feats, self.train_features, self.held_features, seed=seed),
             self.description,
         )
@@ -412,7 +411,8 @@ def held_out_target(spec: Any, target: DataSource) -> tuple[DataSource, str, boo
 
     held = getattr(target, "held_out", None)
     if held is not None:  # a table's holdout rows, or an image set's held-out images
-        return held, f"{len(held)} held-out {'images' if isinstance(target, ImageDataset) else 'rows'} of {target.name}", False
+        kind = "images" if isinstance(target, ImageDataset) else "rows"
+        return held, f"{len(held)} held-out {kind} of {target.name}", False
     if not isinstance(target, ImageDataset):
         if hasattr(target, "__len__"):
             return target, f"training rows of {target.name} (no held-out split; set holdout)", False
@@ -572,6 +572,7 @@ def novelty_reference(
         from .metrics.classifier import load_or_train_classifier
 
         clf = load_or_train_classifier(target, cache_dir, seed=0)
-        description += f", and the features of a classifier trained on the training split (accuracy {clf.test_accuracy:.3f})"
+        description += (f", and the features of a classifier trained on the training split (accuracy "
+                        f"{clf.test_accuracy:.3f})")
     ref = NoveltyReference.from_data(train, held_x, description, classifier=clf, clip=IMAGE_RANGE if image else None)
     return ref, description
