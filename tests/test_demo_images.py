@@ -53,8 +53,14 @@ def test_report_tables_and_grids(tiny):
     assert "- independent + expressway (DPM-OT): mode mixture" in text
     assert "- semidiscrete_ot + expressway: mode mixture" in text
     assert "a map onto 32 training digits" in text
+    assert "| coupling | sampler | NFE | Fréchet | mixture | coverage | W2 | near-copies: samples / held-out | " \
+           "Fréchet to train |" in text
+    assert "No sign of copying" in text or "**Copying:**" in text
     for rows in tiny.rows.values():
-        for r in rows:
+        for r in rows:  # every row, the expressway's included, says whether its samples are new
+            assert r.novelty is not None and r.novelty.features is not None
+            assert 0 <= r.near_copies <= 1 and r.heldout_near_copies == pytest.approx(0.01, abs=0.005)
+            assert f"| {100 * r.near_copies:.1f}% / {100 * r.heldout_near_copies:.1f}% |" in text
             assert math.isfinite(r.frechet) and r.frechet >= 0
             assert math.isfinite(r.w2) and r.w2 >= 0
             assert 0 <= r.mixture <= 1 and 0 <= r.coverage <= 1
@@ -177,3 +183,21 @@ def test_partial_report_survives_a_failure_in_a_later_model(tmp_path, cache, mon
     text = (tmp_path / "report.md").read_text()
     assert text.startswith("> Partial report: 1 of 2 models done (exact_ot still to train)")
     assert "| independent |" in text and (tmp_path / "samples_independent.png").is_file()
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+def test_report_names_rows_that_copy_training_digits(cache):
+    # expressway rows whose samples are training digits beside euler rows whose samples are the held-out digits
+    from monge.demo_images import _novelty_sentence
+    from monge.evaluate import NoveltyReference
+
+    train, test = load_digits(8).split(0.2, seed=0)
+    clf = load_or_train_classifier(train, cache, seed=0, epochs=2)
+    against = NoveltyReference.from_data(train.data, test.data, "digits", classifier=clf, clip=(-1.0, 1.0))
+    fresh = score_images(test.data, test.data, clf, setting="euler", nfe=4, novelty=against)
+    copies = score_images(train.data[:150], test.data, clf, setting="expressway t_s=0.5", nfe=10, novelty=against)
+    assert copies.near_copies == 1.0 and fresh.near_copies == fresh.heldout_near_copies
+    sentence = _novelty_sentence({"independent": [fresh, copies]})
+    assert sentence.startswith("**Copying:** independent expressway t_s=0.5 at 10 NFE: 100.0% vs 1.1%")
+    assert "euler" not in sentence and "near-copies of training digits" in sentence
+    assert _novelty_sentence({"independent": [fresh]}).startswith("No sign of copying")

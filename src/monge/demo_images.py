@@ -28,7 +28,11 @@ Metrics, against the held-out 20% of the digits (never seen in training):
 * mode mixture (DPM-OT): share of samples with at least two classes of probability
   :math:`\ge \tau` under the same classifier, and class coverage
   (:func:`monge.metrics.classifier.classifier_mode_stats`);
-* exact :math:`W_2` in pixel space (:func:`monge.metrics.wasserstein.wasserstein2`).
+* exact :math:`W_2` in pixel space (:func:`monge.metrics.wasserstein.wasserstein2`);
+* is a sample new? (:class:`monge.evaluate.NoveltyReference`): the share of samples closer to a
+  training digit, in the classifier's features, than the 1st percentile of held-out digits are
+  (near-copies), beside that share of the held-out digits (about 1%), for every row, expressway
+  rows included; the report names any row more than 2 points above the held-out share.
 
 Samples are clipped to the pixel range :math:`[-1, 1]` before they are scored or drawn. Two
 reference rows bound the scale: the training split against the held-out split (what a perfect
@@ -41,7 +45,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +53,9 @@ from torch import Tensor, nn
 from ._validation import check_number, check_positive_int
 from .config import Config
 from .progress import item_status
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .evaluate import NoveltyReference, RowNovelty
 
 __all__ = [
     "DIGITS_COUPLINGS",
@@ -75,7 +82,8 @@ _COUPLING_PARAMS: dict[str, dict] = {
 @dataclass
 class ImageRow:
     """Scores of one sampling setting: ``setting`` (e.g. ``"euler"``, ``"expressway t=0.5"``),
-    the NFE used, classifier Fréchet distance, mode mixture at ``tau``, coverage and pixel W2."""
+    the NFE used, classifier Fréchet distance, mode mixture at ``tau``, coverage, pixel W2 and,
+    when measured, the samples' :class:`~monge.evaluate.RowNovelty`."""
 
     setting: str
     nfe: int
@@ -83,6 +91,19 @@ class ImageRow:
     mixture: float
     coverage: float
     w2: float
+    novelty: "RowNovelty | None" = None
+
+    @property
+    def near_copies(self) -> float:
+        """Near-copy share of the samples in classifier features (NaN when not measured)."""
+        f = None if self.novelty is None else self.novelty.features
+        return math.nan if f is None else f.near_copy_share
+
+    @property
+    def heldout_near_copies(self) -> float:
+        """Near-copy share of the held-out digits at the same threshold (NaN when not measured)."""
+        f = None if self.novelty is None else self.novelty.features
+        return math.nan if f is None else f.heldout_near_copy_share
 
 
 @dataclass
@@ -115,9 +136,11 @@ def image_demo_config(coupling: str, out: str | Path, size: int = 16, steps: int
 
 
 def score_images(samples: Tensor, reference: Tensor, classifier: nn.Module, tau: float = 0.2,
-                 setting: str = "", nfe: int = 0, w2: bool = True) -> ImageRow:
+                 setting: str = "", nfe: int = 0, w2: bool = True,
+                 novelty: "NoveltyReference | None" = None) -> ImageRow:
     r"""Classifier Fréchet distance, mode mixture at ``tau``, coverage and pixel :math:`W_2` of
-    ``samples`` (clipped to [-1, 1]) against ``reference`` images."""
+    ``samples`` (clipped to [-1, 1]) against ``reference`` images; with ``novelty``, their
+    :class:`~monge.evaluate.RowNovelty` against its training and held-out digits."""
     from .metrics.classifier import classifier_mode_stats, classifier_probs
     from .metrics.frechet import classifier_frechet_distance
     from .metrics.wasserstein import wasserstein2
@@ -127,7 +150,8 @@ def score_images(samples: Tensor, reference: Tensor, classifier: nn.Module, tau:
     x = samples.detach().float().clamp(-1.0, 1.0)
     stats = classifier_mode_stats(classifier_probs(classifier, x), threshold=tau)
     return ImageRow(setting, int(nfe), classifier_frechet_distance(x, reference, classifier), stats.mixture,
-                    stats.coverage, wasserstein2(x, reference) if w2 else math.nan)
+                    stats.coverage, wasserstein2(x, reference) if w2 else math.nan,
+                    None if novelty is None else novelty.measure(x))
 
 
 def _train(config: Config, train_set, progress: bool):
@@ -192,6 +216,7 @@ def run_image_demo(
     """
     from .couplings import COUPLINGS
     from .data.digits import load_digits
+    from .evaluate import IMAGE_RANGE, NoveltyReference
     from .imageio import save_image_grid
     from .metrics.classifier import load_or_train_classifier
     from .samplers import sample
@@ -226,6 +251,8 @@ def run_image_demo(
     classifier_epochs = check_positive_int(classifier_epochs, "classifier_epochs", 10_000)
     classifier = load_or_train_classifier(train_set, cache, seed=seed, epochs=classifier_epochs)
     reference = test_set.data
+    against = NoveltyReference.from_data(train_set.data, test_set.data, f"{len(train_set)} training and "
+                                         f"{len(test_set)} held-out digits", classifier=classifier, clip=IMAGE_RANGE)
     g = torch.Generator().manual_seed(seed + 999)
     noise = torch.randn((n, *digits.shape), generator=g)
     baselines = {
@@ -254,10 +281,10 @@ def run_image_demo(
         with torch.no_grad():
             for k in nfes:
                 x = sample(net, noise, sampler="euler", nfe=k).x
-                r.append(score_images(x, reference, classifier, tau, "euler", k))
+                r.append(score_images(x, reference, classifier, tau, "euler", k, novelty=against))
                 panels.append(x[:16])
             ad = sample(net, noise, sampler="dopri5")
-            r.append(score_images(ad.x, reference, classifier, tau, "dopri5 (adaptive)", ad.nfe))
+            r.append(score_images(ad.x, reference, classifier, tau, "dopri5 (adaptive)", ad.nfe, novelty=against))
             panels.append(ad.x[:16])
             if name in expressway_couplings:
                 if name == "semidiscrete_ot":
@@ -270,7 +297,8 @@ def run_image_demo(
                 for k in expressway_nfes:
                     ex = expressway_sample(net, sd_map, noise, t_start=float(expressway), sampler="euler", nfe=k,
                                            path=trainer.path, generator=torch.Generator().manual_seed(seed + 5))
-                    r.append(score_images(ex.x, reference, classifier, tau, f"expressway t_s={expressway:g}", k))
+                    r.append(score_images(ex.x, reference, classifier, tau, f"expressway t_s={expressway:g}", k,
+                                          novelty=against))
                     panels.append(ex.x[:16])
         rows[name] = r
         grids[name] = save_image_grid(torch.cat(panels).clamp(-1, 1), out / f"samples_{name}.png", nrow=len(show),
@@ -322,7 +350,10 @@ def _report(rows: dict[str, list[ImageRow]], baselines: dict[str, ImageRow], sec
         f"semi-discrete OT cell's digit noised to t_s = {expressway:g}, then Euler on [t_s, 1]; the "
         f"semidiscrete_ot model uses its training map, the others a map onto "
         f"{'all' if expressway_targets is None else expressway_targets} training digits "
-        f"(independent + expressway is DPM-OT proper).",
+        f"(independent + expressway is DPM-OT proper). Near-copies: share of samples closer to a training "
+        f"digit, in the classifier's features, than the 1st percentile of held-out digits are, beside that "
+        f"share of the held-out digits; Fréchet to train: the samples' classifier Fréchet distance to "
+        f"training digits (subsets of the held-out split's size), below the held-out one when they copy.",
         "",
     ]
     if command:
@@ -345,13 +376,18 @@ def _report(rows: dict[str, list[ImageRow]], baselines: dict[str, ImageRow], sec
             cells = {_key(row): _fmt(getattr(row, metric), d) for row in r}
             parts.append(f"| {name} | " + " | ".join(cells.get(k, "") for k in keys) + " |")
         parts.append("")
-    parts += ["**All settings**", "", "| coupling | sampler | NFE | Fréchet | mixture | coverage | W2 |",
-              "|---|---|---|---|---|---|---|"]
+    parts += ["**All settings**", "", "| coupling | sampler | NFE | Fréchet | mixture | coverage | W2 | near-copies: "
+              "samples / held-out | Fréchet to train |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         for row in r:
+            fd = None if row.novelty is None else row.novelty.frechet
             parts.append(f"| {name} | {row.setting} | {row.nfe} | {_fmt(row.frechet)} | {_fmt(row.mixture, 3)} | "
-                         f"{_fmt(row.coverage)} | {_fmt(row.w2)} |")
+                         f"{_fmt(row.coverage)} | {_fmt(row.w2)} | {_share_pair(row)} | "
+                         f"{'–' if fd is None else _fmt(fd.train)} |")
     parts.append("")
+    sentence = _novelty_sentence(rows)
+    if sentence:
+        parts += [sentence, ""]
     goal = _goal(rows)
     if goal:
         parts += goal
@@ -364,6 +400,21 @@ def _report(rows: dict[str, list[ImageRow]], baselines: dict[str, ImageRow], sec
         parts += [f"{name}{extra}:", "", f"![{name}]({path.name})", ""]
     parts += ["held-out real digits:", "", f"![real]({real_grid.name})", ""]
     return "\n".join(parts)
+
+
+def _share_pair(row: ImageRow) -> str:
+    if not math.isfinite(row.near_copies):
+        return "–"
+    return f"{100 * row.near_copies:.1f}% / {100 * row.heldout_near_copies:.1f}%"
+
+
+def _novelty_sentence(rows: dict[str, list[ImageRow]]) -> str:
+    """:func:`monge.evaluate.novelty_sentence` over every measured row (feature space)."""
+    from .evaluate import novelty_sentence
+
+    shares = {f"{name} {row.setting} at {row.nfe} NFE": (row.near_copies, row.heldout_near_copies)
+              for name, r in rows.items() for row in r if math.isfinite(row.near_copies)}
+    return novelty_sentence(shares, "training digits") if shares else ""
 
 
 def _find(rows: list[ImageRow], key: str) -> ImageRow | None:

@@ -1,13 +1,14 @@
-r"""Evaluation of a trained field: sample quality and path straightness against the NFE budget, and
-the negative log-likelihood of held-out data (:func:`evaluate_nll`)."""
+r"""Evaluation of a trained field: sample quality and path straightness against the NFE budget, whether
+its samples are new (:class:`NoveltyReference`: nearest training point against held-out points, see
+:mod:`monge.metrics.novelty`), and the negative log-likelihood of held-out data (:func:`evaluate_nll`)."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -15,6 +16,8 @@ from torch import Tensor
 from .data.sources import DataSource, build_source
 from .likelihood import bits_per_dim, dequantize, log_likelihood
 from .metrics import mmd_rbf, mode_stats, straightness, wasserstein2
+from .metrics.novelty import NoveltyReport, TrainHeldoutFrechet, frechet_train_heldout
+from .metrics.novelty import novelty as measure_novelty
 from .paths import Schedule
 from .samplers import SAMPLERS, sample
 
@@ -23,7 +26,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .samplers.expressway import Expressway
 
 __all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison", "NLLResult", "held_out_target", "reference_data",
-           "evaluate_nll", "format_nll"]
+           "evaluate_nll", "format_nll", "RowNovelty", "NoveltyReference", "novelty_reference", "format_novelty",
+           "novelty_sentence", "COPY_MARGIN", "MAX_HELD_OUT"]
+
+#: A row copies when its near-copy share exceeds the held-out points' by more than this (2 points).
+COPY_MARGIN = 0.02
+#: Held-out points a novelty reference keeps (a seeded subset beyond): the 1st percentile of their
+#: nearest-training-point distances is the near-copy threshold.
+MAX_HELD_OUT = 2000
 
 
 @dataclass
@@ -37,9 +47,121 @@ class EvalRow:
     straightness: float
     mode_coverage: float | None = None
     mode_mixture: float | None = None
+    novelty: "RowNovelty | None" = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The scores as flat columns; with :attr:`novelty`, its :meth:`RowNovelty.columns` too."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "novelty"}
+        return out if self.novelty is None else {**out, **self.novelty.columns()}
+
+
+@dataclass(frozen=True)
+class RowNovelty:
+    r"""Is a sample new? The tests of :func:`monge.metrics.novelty.novelty` for one row of samples: in the
+    data space (pixels for images) and, when the data set has a classifier, in its feature space, with
+    the classifier Fréchet distance to the train split beside the one to the held-out split
+    (:func:`~monge.metrics.novelty.frechet_train_heldout`); ``against`` says what the samples were
+    compared with (:attr:`NoveltyReference.description`)."""
+
+    data: NoveltyReport
+    features: NoveltyReport | None = None
+    frechet: TrainHeldoutFrechet | None = None
+    against: str = ""
+
+    @property
+    def reports(self) -> list[NoveltyReport]:
+        """The data-space report, then the feature-space one when measured."""
+        return [self.data] + ([self.features] if self.features is not None else [])
+
+    @property
+    def worst(self) -> NoveltyReport:
+        """The report whose near-copy share exceeds the held-out share the most."""
+        return max(self.reports, key=lambda r: r.excess)
+
+    def copies(self, margin: float = COPY_MARGIN) -> bool:
+        """Whether, in any space, the near-copy share exceeds the held-out share by more than ``margin``."""
+        return any(r.copies(margin) for r in self.reports)
+
+    def verdict(self, margin: float = COPY_MARGIN) -> str:
+        """One sentence (:meth:`NoveltyReport.verdict`) for the space that looks most like copying."""
+        return self.worst.verdict(margin)
+
+    def columns(self) -> dict[str, float | bool | None]:
+        """Flat CSV columns: ratio, near-copy shares (samples, held-out) and duplicate share per space
+        (``feature_*``: ``None`` without a classifier), Fréchet to train / held-out, and ``copying``."""
+        out: dict[str, float | bool | None] = {}
+        for prefix, r in (("", self.data), ("feature_", self.features)):
+            out[f"{prefix}nn_ratio"] = None if r is None else r.ratio
+            out[f"{prefix}near_copies"] = None if r is None else r.near_copy_share
+            out[f"{prefix}heldout_near_copies"] = None if r is None else r.heldout_near_copy_share
+            out[f"{prefix}duplicates"] = None if r is None else r.duplicate_share
+        f = self.frechet
+        out["frechet_train"] = None if f is None else f.train
+        out["frechet_heldout"] = None if f is None else f.held_out
+        out["frechet_reference"] = None if f is None else f.reference
+        out["copying"] = self.copies()
+        return out
+
+
+@dataclass(frozen=True)
+class NoveltyReference:
+    r"""What a row's novelty is measured against (made by :func:`novelty_reference` or
+    :meth:`from_data`): the ``train`` points the model was trained on and ``held_out`` points it never
+    saw, in model space, and with ``classifier`` (a
+    :class:`~monge.metrics.classifier.FeatureClassifier` of the data set) their features.
+
+    Nearest-neighbour search is exact over the whole training set (chunked; no subsampling: a copy
+    of a training point left out of a subsample would look new). Samples are clipped to ``clip``
+    (images: the pixel range) first, as the classifier's inputs are.
+    """
+
+    train: Tensor
+    held_out: Tensor
+    description: str
+    space: str = "data"
+    classifier: Any = None
+    train_features: Tensor | None = None
+    held_features: Tensor | None = None
+    clip: tuple[float, float] | None = None
+    quantile: float = 0.01
+
+    @classmethod
+    def from_data(cls, train: Tensor, held_out: Tensor, description: str, *, classifier: Any = None,
+                  clip: tuple[float, float] | None = None, space: str | None = None,
+                  quantile: float = 0.01) -> "NoveltyReference":
+        """A reference on ``train`` and ``held_out`` (same point shape); the classifier's features of both
+        are computed once here. ``space`` defaults to ``"pixels"`` for images, else ``"data"``."""
+        from .metrics.classifier import classifier_features
+
+        if train.shape[1:] != held_out.shape[1:]:
+            raise ValueError(f"train points {tuple(train.shape[1:])} and held_out points {tuple(held_out.shape[1:])} "
+                             "differ in shape; pass two splits of one data set")
+        if held_out.shape[0] < 2:
+            raise ValueError(f"held_out needs at least 2 points, got {held_out.shape[0]}; hold out more data")
+        train, held_out = train.detach().float().cpu(), held_out.detach().float().cpu()
+        space = space if space is not None else ("pixels" if train.dim() == 4 else "data")
+        feats = (None, None) if classifier is None else (classifier_features(classifier, train).cpu(),
+                                                         classifier_features(classifier, held_out).cpu())
+        return cls(train, held_out, description, space, classifier, *feats, clip, quantile)
+
+    def measure(self, samples: Tensor, seed: int = 0) -> RowNovelty:
+        """The :class:`RowNovelty` of ``samples`` (``seed``: the train subsets of the Fréchet pair)."""
+        from .metrics.classifier import classifier_features
+
+        x = samples.detach().float()
+        if self.clip is not None:
+            x = x.clamp(*self.clip)
+        data = measure_novelty(x, self.train, self.held_out, quantile=self.quantile, space=self.space)
+        if self.classifier is None or self.train_features is None or self.held_features is None:
+            return RowNovelty(data, against=self.description)
+        feats = classifier_features(self.classifier, x).cpu()
+        return RowNovelty(
+            data,
+            measure_novelty(feats, self.train_features, self.held_features, quantile=self.quantile,
+                            space="classifier features"),
+            frechet_train_heldout(feats, self.train_features, self.held_features, seed=seed),
+            self.description,
+        )
 
 
 @torch.no_grad()
@@ -56,6 +178,7 @@ def evaluate_field(
     expressway: "Expressway | None" = None,
     schedule: Schedule | None = None,
     options: dict[str, Any] | None = None,
+    novelty: NoveltyReference | None = None,
 ) -> list[EvalRow]:
     r"""Sample ``n`` points from ``source`` pushed by ``field`` at each NFE and compare with fresh
     ``target`` samples: exact :math:`W_2`, RBF MMD², straightness
@@ -76,6 +199,9 @@ def evaluate_field(
     ``sampler`` (e.g. the ``max_steps`` of a ``shortcut`` run). A run's
     :class:`~monge.generate.RunSampler` (:func:`monge.generate.run_sampler`) carries all three and the
     run's prediction type.
+
+    ``novelty`` (:func:`novelty_reference`) measures every row's :class:`RowNovelty`: how close its
+    samples are to the training points against how close held-out points are.
     """
     if isinstance(sampler, str):
         settings: dict[str, Any] = {"schedule": schedule}
@@ -124,12 +250,14 @@ def evaluate_field(
             centres, std = modes
             stats = mode_stats(x1, centres.to(x1), std)
             row.mode_coverage, row.mode_mixture = stats.coverage, stats.mixture
+        if novelty is not None:
+            row.novelty = novelty.measure(x1, seed=seed)
         rows.append(row)
     return rows
 
 
 def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:
-    """Markdown table of evaluation rows."""
+    """Markdown table of evaluation rows, followed by :func:`format_novelty` when they carry novelty."""
     has_modes = any(r.mode_coverage is not None for r in rows)
     head = "| sampler | NFE | W2 | MMD² | straightness |" + (" coverage | mixture |" if has_modes else "")
     sep = "|---|---:|---:|---:|---:|" + ("---:|---:|" if has_modes else "")
@@ -141,7 +269,77 @@ def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:
             mix = "" if r.mode_mixture is None else f"{r.mode_mixture:.3f}"
             line += f" {cov} | {mix} |"
         lines.append(line)
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if any(r.novelty is not None for r in rows):
+        text += "\n\n" + format_novelty(rows)
+    return text
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.1f}%"
+
+
+def novelty_sentence(shares: Mapping[str, tuple[float, float]], what: str = "training points",
+                     margin: float = COPY_MARGIN) -> str:
+    r"""One sentence on copying from ``{row label: (near-copy share of its samples, of held-out points)}``
+    (:class:`~monge.metrics.novelty.NoveltyReport`): the rows whose share exceeds the held-out share by
+    more than ``margin`` (2 points), with both shares, or that none does, with the largest excess."""
+    if not shares:
+        raise ValueError("shares is empty; pass {row label: (sample share, held-out share)}")
+    if not 0.0 <= margin <= 1.0:
+        raise ValueError(f"margin must be a share in [0, 1] (0.02 for 2 points), got {margin!r}")
+
+    def pair(label: str) -> str:
+        s, h = shares[label]
+        return f"{label}: {100 * s:.1f}% vs {100 * h:.1f}%"
+
+    copying = [label for label, (s, h) in shares.items() if s - h > margin]
+    if copying:
+        verb = "is" if len(copying) == 1 else "are"
+        return (f"**Copying:** {'; '.join(pair(label) for label in copying)} (near-copy share of the samples vs "
+                f"held-out points): {'this row' if len(copying) == 1 else 'these rows'} {verb} near-copies of "
+                f"{what}, more than {100 * margin:g} points above held-out data.")
+    top = max(shares, key=lambda label: shares[label][0] - shares[label][1])
+    return (f"No sign of copying: no row's near-copy share exceeds that of held-out points by more than "
+            f"{100 * margin:g} points (largest excess, {pair(top)}).")
+
+
+def format_novelty(rows: Sequence[EvalRow], margin: float = COPY_MARGIN) -> str:
+    r"""Markdown table of the rows' :class:`RowNovelty` (one line per row and space) and a sentence
+    naming the rows whose near-copy share exceeds the held-out share by more than ``margin``, or
+    saying that none does (:func:`novelty_sentence`).
+
+    Columns: the median nearest-training-point distance of the samples over that of held-out points
+    (ratio, 1 for samples as new as fresh data), the share of samples closer to the training set than
+    the 1st percentile of held-out points (near-copies) beside the held-out share, exact duplicates,
+    and the classifier Fréchet distance to the train split / to the held-out split.
+    """
+    measured = [r for r in rows if r.novelty is not None]
+    if not measured:
+        return ""
+    ref = next((r.novelty.frechet for r in measured if r.novelty.frechet is not None), None)
+    against = measured[0].novelty.against
+    head = ("**Is a sample new?** Nearest training point of each sample against that of held-out points"
+            + (f" ({against})" if against else "") + "; near-copies: closer to the training set than "
+            f"the 1st percentile of held-out points; copying: near-copies above the held-out share by more than "
+            f"{100 * margin:g} points.")
+    if ref is not None:
+        head += (f" Classifier Fréchet of the held-out points to the train split: {ref.reference:.2f} (what "
+                 "fresh data scores); a model that copies scores well below it on train and above on held-out.")
+    lines = [head, "", "| sampler | NFE | space | NN distance ratio | near-copies: samples / held-out | duplicates "
+             "| Fréchet: train / held-out | copying? |", "|---|---:|---|---:|---:|---:|---:|---|"]
+    shares: dict[str, tuple[float, float]] = {}
+    for r in measured:
+        nov = r.novelty
+        for rep in nov.reports:
+            fd = nov.frechet if rep is nov.features else None
+            flag = f"yes (+{100 * rep.excess:.1f} pts)" if rep.copies(margin) else "no"
+            lines.append(f"| {r.sampler} | {r.nfe} | {rep.space} | {rep.ratio:.3f} | {_pct(rep.near_copy_share)} / "
+                         f"{_pct(rep.heldout_near_copy_share)} | {_pct(rep.duplicate_share)} | "
+                         + ("–" if fd is None else f"{fd.train:.2f} / {fd.held_out:.2f}") + f" | {flag} |")
+        w = nov.worst
+        shares[f"{r.sampler} at {r.nfe} NFE ({w.space})"] = (w.near_copy_share, w.heldout_near_copy_share)
+    return "\n".join(lines) + "\n\n" + novelty_sentence(shares, "training points", margin)
 
 
 _TITLES = {"w2": "W2", "mmd": "MMD²", "straightness": "Straightness", "mode_mixture": "Mode mixture",
@@ -203,16 +401,18 @@ class NLLResult:
 def held_out_target(spec: Any, target: DataSource) -> tuple[DataSource, str, bool]:
     """``(data, description, fresh)``: data a model of ``target`` did not train on.
 
-    A sampler (toy sets, Gaussians) gives fresh samples; ``mnist`` / ``cifar10`` trained on
-    their ``train`` split give their ``test`` split; another finite data set (digits, image
-    folders, arrays) has no held-out split in the run, so its training images are scored and
-    the description says so.
+    A sampler (toy sets, Gaussians) gives fresh samples; a table with ``holdout`` its held-out rows;
+    an image set with a held-out split (``digits`` with ``holdout``, ``faces``, ``textures``) its
+    held-out images; ``mnist`` / ``cifar10`` trained on their ``train`` split their ``test`` split.
+    Any other finite data set (image folders, arrays) has no held-out split, so its training
+    images (or rows) are scored and the description says so.
     """
     from .data.images import ImageDataset
 
     held = getattr(target, "held_out", None)
-    if held is not None:  # a table with a holdout split
-        return held, f"{len(held)} held-out rows of {target.name}", False
+    if held is not None:  # a table's holdout rows, or an image set's held-out images
+        kind = "images" if isinstance(target, ImageDataset) else "rows"
+        return held, f"{len(held)} held-out {kind} of {target.name}", False
     if not isinstance(target, ImageDataset):
         if hasattr(target, "__len__"):
             return target, f"training rows of {target.name} (no held-out split; set holdout)", False
@@ -326,3 +526,53 @@ def reference_data(target: DataSource) -> DataSource:
     else the target itself."""
     held = getattr(target, "held_out", None)
     return target if held is None else held
+
+
+def novelty_reference(
+    spec: Any,
+    target: DataSource,
+    *,
+    classifier: bool = True,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    max_held_out: int = MAX_HELD_OUT,
+) -> tuple[NoveltyReference | None, str]:
+    """``(reference, description)``: what the novelty of samples of a model of ``target`` is measured
+    against, or ``(None, why not)``.
+
+    The training points are the ``target``'s own (what the run trained on); the held-out points are
+    :func:`held_out_target`'s split, a seeded subset of ``max_held_out`` when larger. A target
+    sampled afresh (toy sets) or without a held-out split (image folders, arrays, tables without
+    ``holdout``) gives ``None`` and a sentence saying so: novelty is not guessed from training data.
+    ``classifier``: labelled images are also measured in the features of the data set's classifier
+    (:func:`~monge.metrics.classifier.load_or_train_classifier` on the training split, cached in
+    ``cache_dir``, default ``$MONGE_CACHE_DIR`` or ``~/.cache/monge``).
+    """
+    from .data.images import ImageDataset
+    from .data.tabular import VectorDataset
+
+    train = getattr(target, "data", None)
+    if not torch.is_tensor(train):
+        return None, "the target is sampled afresh (no finite training set): novelty not measured"
+    held, _, fresh = held_out_target(spec, target)
+    if fresh or held is target or not torch.is_tensor(getattr(held, "data", None)):
+        name = getattr(spec, "name", None)
+        splits = isinstance(target, VectorDataset) or name in ("digits", "faces", "textures")
+        hint = " (set holdout in data.target, e.g. holdout: 0.2)" if splits else ""
+        return None, f"no held-out split: novelty not measured{hint}"
+    held_x = held.data
+    if held_x.shape[0] > max_held_out:
+        keep = torch.randperm(held_x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_held_out]
+        held_x = held_x[keep]
+    image = isinstance(target, ImageDataset)
+    kind = "images" if image else "rows"
+    description = f"{len(train)} training and {len(held_x)} held-out {kind} of {target.name}"
+    clf = None
+    if classifier and image and target.labels is not None and (target.num_classes or 0) >= 2 and len(train) >= 10:
+        from .metrics.classifier import load_or_train_classifier
+
+        clf = load_or_train_classifier(target, cache_dir, seed=0)
+        description += (f", and the features of a classifier trained on the training split (accuracy "
+                        f"{clf.test_accuracy:.3f})")
+    ref = NoveltyReference.from_data(train, held_x, description, classifier=clf, clip=IMAGE_RANGE if image else None)
+    return ref, description

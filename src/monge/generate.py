@@ -531,22 +531,44 @@ def _check_sampling_memory(model: nn.Module, config: Config, n: int) -> None:
 
 @dataclass(frozen=True)
 class RunsEvaluation:
-    """What :func:`evaluate_checkpoints` measured: quality rows per run label, NLL results and coupling
-    diagnostics per label, and the Markdown ``report`` of them all."""
+    """What :func:`evaluate_checkpoints` measured: quality rows per run label (with their
+    :class:`~monge.evaluate.RowNovelty` where measured), NLL results and coupling diagnostics per
+    label, why novelty was not measured per label (``novelty_skipped``), and the Markdown ``report``."""
 
     rows: dict[str, list["EvalRow"]]
     nlls: dict[str, "NLLResult"]
     diagnostics: dict[str, dict[str, float]]
     report: str
+    novelty_skipped: dict[str, str] = field(default_factory=dict)
 
-    def save(self, tables: str | Path | None = None, plot: str | Path | None = None) -> Iterator[tuple[str, Path]]:
-        """Write the report to ``tables`` and a W2-vs-NFE PNG (one curve per run) to ``plot``, yielding
-        ``(what, path)`` after each file is written."""
+    def csv_text(self) -> str:
+        """One CSV line per run and row: ``run`` then :meth:`EvalRow.as_dict` (novelty columns included
+        when any row has them; empty where a run has none)."""
+        import csv
+        import io
+
+        lines = [{"run": label, **row.as_dict()} for label, rows in self.rows.items() for row in rows]
+        header: list[str] = []
+        for line in lines:
+            header += [k for k in line if k not in header]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, header, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in line.items()} for line in lines)
+        return out.getvalue()
+
+    def save(self, tables: str | Path | None = None, plot: str | Path | None = None,
+             csv: str | Path | None = None) -> Iterator[tuple[str, Path]]:
+        """Write the report to ``tables``, :meth:`csv_text` to ``csv`` and a W2-vs-NFE PNG (one curve per
+        run) to ``plot``, yielding ``(what, path)`` after each file is written."""
         from .outputs import write_text
 
         if tables is not None:
             write_text(Path(tables), self.report + "\n")
             yield "the tables", Path(tables)
+        if csv is not None:
+            write_text(Path(csv), self.csv_text())
+            yield "the rows as CSV", Path(csv)
         if plot is not None:
             from .plots import plot_metric_vs_nfe
 
@@ -566,13 +588,17 @@ def evaluate_checkpoints(
     nll: bool = False,
     nll_n: int = 500,
     data_path: str | Path | None = None,
+    novelty: bool = True,
 ) -> RunsEvaluation:
     """``monge eval``: every run of ``checkpoints`` (one task) sampled on the same noise by
     :func:`run_sampler` at each NFE of ``nfes`` (:func:`monge.evaluate.evaluate_field`, plus dopri5
     with ``adaptive`` on velocity runs and expressway rows on runs holding a semi-discrete map),
-    ``nll``: the held-out NLL of ``nll_n`` points; ``data_path`` replaces a moved target file."""
+    ``nll``: the held-out NLL of ``nll_n`` points; ``data_path`` replaces a moved target file.
+    ``novelty``: every row's :class:`~monge.evaluate.RowNovelty` where the data have a held-out split
+    (:func:`monge.evaluate.novelty_reference`; the report says why where they have none)."""
     from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
-                           format_table, held_out_target, read_coupling_diagnostics, reference_data)
+                           format_table, held_out_target, novelty_reference, read_coupling_diagnostics,
+                           reference_data)
     from .rundata import build_run_data
     from .run.load import load_model
 
@@ -583,6 +609,7 @@ def evaluate_checkpoints(
     rows: dict[str, list] = {}
     nlls: dict[str, NLLResult] = {}
     diagnostics: dict[str, dict[str, float]] = {}
+    skipped: dict[str, str] = {}
     tasks = set()
     for checkpoint in checkpoints:
         model, cfg = load_model(checkpoint)
@@ -598,9 +625,14 @@ def evaluate_checkpoints(
                 raise ValueError(f"--data-path: data.target {cfg.data.target} is not read from a file")
             cfg.data.target.params["path"] = str(data_path)
         source_data, target_data = build_run_data(cfg, "monge eval")
+        against = None
+        if novelty:
+            against, why = novelty_reference(cfg.data.target, target_data, seed=seed)
+            if against is None:
+                skipped[label] = why
         rows[label] = evaluate_field(model, source_data, reference_data(target_data), nfes=nfes, sampler=rs,
                                      adaptive=adaptive and not rs.flow_map, n=n, seed=seed,
-                                     expressway=run_expressway(cfg, run_dir_of(checkpoint)))
+                                     expressway=run_expressway(cfg, run_dir_of(checkpoint)), novelty=against)
         if nll:
             held, what, _ = held_out_target(cfg.data.target, target_data)
             nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)
@@ -608,11 +640,12 @@ def evaluate_checkpoints(
         if diag is not None:
             diagnostics[label] = diag
     source, target = tasks.pop()
-    parts = [format_table(r, f"{label}: {source} -> {target}") for label, r in rows.items()]
+    parts = [format_table(r, f"{label}: {source} -> {target}")
+             + (f"\n\nNovelty: {skipped[label]}." if label in skipped else "") for label, r in rows.items()]
     if len(rows) > 1:
         parts.append(format_comparison(rows))
     if nlls:
         parts.append(format_nll(nlls, f"Negative log-likelihood: {source} -> {target}"))
     if diagnostics:
         parts.append(format_coupling_diagnostics(diagnostics))
-    return RunsEvaluation(rows, nlls, diagnostics, "\n\n".join(parts))
+    return RunsEvaluation(rows, nlls, diagnostics, "\n\n".join(parts), skipped)

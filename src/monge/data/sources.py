@@ -212,11 +212,23 @@ def _stamp(path: Any) -> list[int] | None:
 
 
 @DATA_SOURCES.register("digits")
-def _digits(size: int = 16) -> DataSource:
-    """scikit-learn's 1797 handwritten digits, 8x8 upsampled to ``size`` (8, 16 or 32)."""
+def _digits(size: int = 16, holdout: float = 0.0, seed: int = 0) -> DataSource:
+    """scikit-learn's 1797 handwritten digits, 8x8 upsampled to ``size`` (8, 16 or 32); ``holdout`` > 0
+    keeps that share out of training as the held-out split (``ImageDataset.split(holdout, seed)``,
+    the split of ``monge demo --data digits``)."""
     from .digits import load_digits
 
-    return _cached("digits", load_digits, size=size)
+    if not holdout:
+        return _cached("digits", load_digits, size=size)
+    return _cached("digits", _split_digits, size=size, holdout=holdout, seed=seed)
+
+
+def _split_digits(size: int, holdout: float, seed: int) -> DataSource:
+    from .digits import load_digits
+    from .images import ImageDataset
+
+    train, test = load_digits(size).split(holdout, seed)
+    return ImageDataset(train.data, train.labels, train.name, train.num_classes, train.class_names, held_out=test)
 
 
 @DATA_SOURCES.register("faces")
