@@ -75,7 +75,11 @@ def main() -> None:
         args.write.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
         return
     want = json.loads(args.check.read_text())
-    bad = [k for k in got if want.get(k) != got[k]]
+    new = sorted(k for k in got if k not in want)
+    if new:
+        print(f"new recipes, not in {args.check} (nothing to compare): {', '.join(new)}")
+    got = {k: v for k, v in got.items() if k in want}
+    bad = [k for k in got if want[k] != got[k]]
     for k in bad:
         diff = [t for t in set(want.get(k, {})) | set(got[k]) if not isinstance(got[k], dict)
                 or not isinstance(want.get(k), dict) or want[k].get(t) != got[k].get(t)]
