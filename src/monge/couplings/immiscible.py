@@ -74,8 +74,11 @@ class KNNImmiscible(Coupling):
         larger few-step gain. ``k=1`` is the independent coupling.
     """
 
-    def __init__(self, k: int = 4) -> None:
+    def __init__(self, k: int = 4, rescale: bool = False) -> None:
         self.k = check_positive_int(k, "k", 4096)
+        if not isinstance(rescale, bool):
+            raise ValueError(f"rescale must be true or false, got {rescale!r}")
+        self.rescale = rescale
         self.source: "DataSource | None" = None
 
     def prepare(
@@ -105,5 +108,7 @@ class KNNImmiscible(Coupling):
         # min(0).indices, not argmin(0): the same first-minimum index, and argmin over a short
         # leading dim is much slower on CPU (bench/couplings.py)
         best = (cand - x1.reshape(1, b, -1)).square_().sum(-1).min(0).indices  # (b,)
-        kept = cand.gather(0, best.view(1, b, 1).expand(1, b, cand.shape[-1]))
+        kept = cand.gather(0, best.view(1, b, 1).expand(1, b, cand.shape[-1]))[0]
+        if self.rescale:
+            kept = kept * (cand[0].square().sum() / kept.square().sum().clamp_min(1e-30)).sqrt()
         return Coupled(kept.reshape(x0.shape), x1)
