@@ -85,7 +85,7 @@ class WCFM(Coupling):
     weights is training under :math:`\tilde\pi \propto e^{-c/\varepsilon}\,\mu\otimes\nu`: the
     entropic OT plan without its dual potentials, so its marginals are tilted towards each
     other (the samples come out too narrow when :math:`\varepsilon` is small against the spread
-    of the cost). It costs :math:`O(Bd)`: no plan is solved.
+    of the cost). Without the marginal correction below it costs :math:`O(Bd)`: no plan is solved.
 
     **Default temperature (dimension-aware).** With :math:`c_i = \|x_0^i - x_1^i\|^2` in
     dimension :math:`d`,
@@ -104,11 +104,17 @@ class WCFM(Coupling):
 
     .. math:: \tilde w_i \propto \exp\!\big((f_i + g_i - c_{ii})/\varepsilon\big),
 
-    with :math:`f, g` the Sinkhorn potentials of the batch's :math:`B \times B` cost
-    (:func:`monge.ot.sinkhorn`, uniform marginals), i.e. :math:`\tilde w_i \propto B^2 P_{ii}`:
-    the Gibbs kernel rescaled row- and column-wise so that both marginals of the plan stay
-    uniform (Cuturi 2013). It costs one Sinkhorn solve per step (:math:`O(B^2 d)`); a solve that
-    did not converge or gave non-finite potentials warns and falls back to the plain weights.
+    with :math:`f, g` the Sinkhorn potentials of the batch's :math:`B \times B` cost (uniform
+    marginals), i.e. :math:`\tilde w_i \propto B^2 P_{ii}`: the Gibbs kernel rescaled row- and
+    column-wise so that both marginals of the plan stay uniform (Cuturi 2013). It is solved in the
+    kernel domain, :math:`P = \operatorname{diag}(u)\,K\,\operatorname{diag}(v)` with
+    :math:`K = e^{-(C - \min C)/\varepsilon}` (:func:`sinkhorn_scaling`: two matrix-vector products
+    per iteration, :math:`\tilde w_i \propto u_i K_{ii} v_i`), stopping as soon as the L1 marginal
+    error is below ``tol``; at the default temperature the kernel spans a few e-folds and a few
+    iterations suffice, so the step costs about the :math:`O(B^2 d)` cost matrix. When :math:`K`
+    spans more than ``KERNEL_DOMAIN_MAX_RANGE`` e-folds (a small ``eps``), or the scalings do not
+    converge, the log-domain :func:`monge.ot.sinkhorn` solves it instead; a solve that still did
+    not converge or gave non-finite potentials warns and falls back to the plain weights.
 
     Parameters
     ----------
@@ -126,7 +132,12 @@ class WCFM(Coupling):
         Warn (once) when the weights' effective sample size falls below this share of the
         batch; default 0.1. ``last_ess`` holds the share of the latest batch.
     max_iter, tol : int, float
-        Sinkhorn iteration cap and L1 marginal tolerance of the correction.
+        Sinkhorn iteration cap and L1 marginal tolerance of the correction (``tol`` bounds
+        :math:`\|P\mathbf 1 - \mathbf 1/B\|_1 + \|P^\top\mathbf 1 - \mathbf 1/B\|_1`).
+        ``last_iterations`` and ``last_marginal_error`` hold the latest batch's.
+    sinkhorn_domain : {"auto", "log"}
+        ``"auto"`` (default): kernel-domain scaling when the kernel's range allows it (above);
+        ``"log"``: always the log-domain solver (slower, same plan within ``tol``).
 
     References
     ----------
