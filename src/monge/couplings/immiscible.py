@@ -75,9 +75,9 @@ class KNNImmiscible(Coupling):
     A flow trained from that noise is sampled from :math:`\mathcal N(0, I)`, a law it was not
     trained from: unscaled, the coupling was worse than ``independent`` at adaptive NFE on 30- to
     64-dimensional data, more so for larger ``k``. The factor :math:`s` restores the batch's mean
-    squared norm to that of the drawn noise, which brings the Gaussian fit of the kept noise back
-    to that of a fresh :math:`\mathcal N(0, I)` sample and keeps most of the pair-cost gain
-    (``bench/results/coupling_cost.md``; quality at every NFE in ``bench/results/couplings_quality.md``).
+    squared norm to that of the drawn noise, which at the default ``k`` brings the Gaussian fit of
+    the kept noise back to that of a fresh :math:`\mathcal N(0, I)` sample and keeps most of the pair-cost gain
+    (``bench/results/coupling_cost.md``, with the sample quality against the NFE).
 
     **Where not to use it.** The rescale fixes the scale, not the direction: for data whose mean
     is far from 0 the kept noise's mean still leans towards the data mean (by a share of order
