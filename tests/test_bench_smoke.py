@@ -318,3 +318,20 @@ def test_global_scope_quick(tmp_path):
     text = bench.report(rows, s, "cmd", 0.1, res["world"])
     assert text.count("| exact_ot | global | scipy |") == 2 and "## Notes" in text
     assert np.isclose(rows[2].extra["cost_ratio"], rows[2].cost / rows[1].cost)
+
+
+def test_coupling_cost_bench_runs_and_measures_the_kept_noise():
+    cost = _load("coupling_cost")
+    rows = cost.time_steps(3, 32, rounds=2)
+    by = {r["coupling"]: r for r in rows}
+    assert set(by) == {label for label, _, _ in cost.TIMED}
+    assert by["independent"]["x"] == 1.0 and all(r["s"] > 0 for r in rows)
+    assert by["wcfm"]["err"] < 1e-4 and by["wcfm"]["iters"] >= 1 and by["exact_ot"]["iters"] is None
+    g = torch.Generator().manual_seed(0)
+    assert cost.gaussian_w2(torch.randn(4096, 3, generator=g)) < 0.1
+    assert cost.gaussian_w2(torch.randn(4096, 3, generator=g) * 0.5) == pytest.approx(0.5 * 3**0.5, abs=0.05)
+    data = torch.randn(2000, 16, generator=g)
+    plain = cost.knn_marginal(data, 4, False, 1024, 256, g)
+    fixed = cost.knn_marginal(data, 4, True, 1024, 256, g)
+    assert plain["second"] < 0.95 and fixed["second"] == pytest.approx(1.0, abs=0.02)
+    assert plain["gain"] > fixed["gain"] > 0.1

@@ -48,7 +48,7 @@ def test_knn_immiscible_keeps_nearest_candidate_and_lowers_cost(pair_cost):
     costs = []
     for k in (1, 2, 4, 16):
         gk = torch.Generator().manual_seed(11)
-        out = KNNImmiscible(k=k)(x0, x1, generator=gk)
+        out = KNNImmiscible(k=k, rescale=False)(x0, x1, generator=gk)
         d_kept = ((out.x0 - out.x1) ** 2).sum(1)
         d_own = ((x0 - x1) ** 2).sum(1)
         assert bool((d_kept <= d_own + 1e-5).all())  # never farther than its own candidate
@@ -69,7 +69,7 @@ def test_knn_immiscible_noise_shift_is_small_and_as_predicted():
     g = torch.Generator().manual_seed(12)
     x1 = torch.randn(b, d, generator=g, dtype=torch.float64)  # ||x||^2 ~ d
     x0 = torch.randn(b, d, generator=g, dtype=torch.float64)
-    kept = KNNImmiscible(k)(x0, x1, generator=g).x0
+    kept = KNNImmiscible(k, rescale=False)(x0, x1, generator=g).x0
     shift = kept.square().sum(1).mean().item() / d - 1.0
     predicted = 2 * d * _mean_min_of_k_normals(k) / math.sqrt(2 * d + 4 * d) / d
     assert predicted == pytest.approx(-0.0372, abs=5e-4)
@@ -97,18 +97,61 @@ def test_knn_immiscible_draws_candidates_from_a_prepared_source(tmp_path):
     assert c.source is None
 
 
-@pytest.mark.parametrize("d, var_low, lean", [(2, 0.75, 0.5), (32, 0.85, 0.2)])
-def test_knn_immiscible_default_keeps_the_noise_close_to_standard_normal(d, var_low, lean):
-    """The documented tolerance of the default k = 4 (data of unit scale): for centred data the kept
-    noise's mean stays within 4 standard errors of 0 per coordinate and E||z||^2 / d within [var_low, 1] (it
-    shrinks towards the data by O(1/sqrt(d))); for data with mean m the noise mean leans towards m
-    by less than ``lean`` * m (about 0.4 m in 2D, 0.15 m in 32-D)."""
+def test_knn_immiscible_rescale_scales_the_nearest_candidates_to_the_drawn_noise_norm():
+    g = torch.Generator().manual_seed(20)
+    x0, x1 = torch.randn(256, 2, 4, 4, generator=g), torch.randn(256, 2, 4, 4, generator=g) * 1.5
+    nearest = KNNImmiscible(4, rescale=False)(x0, x1, generator=torch.Generator().manual_seed(1)).x0
+    out = KNNImmiscible(4)(x0, x1, generator=torch.Generator().manual_seed(1))
+    s = (x0.square().sum() / nearest.square().sum()).sqrt()
+    assert s.item() > 1.0  # the nearest candidates are shorter than the drawn noise
+    torch.testing.assert_close(out.x0, nearest * s)
+    assert out.x0.square().sum().item() == pytest.approx(x0.square().sum().item(), rel=1e-5)
+    assert torch.equal(out.x1, x1) and out.x0.shape == x0.shape
+    with pytest.raises(ValueError, match="rescale"):
+        KNNImmiscible(rescale="yes")
+
+
+def _gaussian_w2(z):
+    """W2 between the Gaussian fit of the sample z and N(0, I)."""
+    z = z.double()
+    ev = torch.linalg.eigvalsh(torch.cov(z.T)).clamp_min(0)
+    return (z.mean(0).square().sum() + (ev + 1 - 2 * ev.sqrt()).sum()).sqrt().item()
+
+
+@pytest.mark.parametrize("d", [2, 32, 64])
+def test_knn_immiscible_default_keeps_the_noise_law_in_every_dimension(d):
+    """Unscaled, the kept noise stays a fixed W2 distance from N(0, I) as d grows (about
+    |m_4| / sqrt(2 + 4 sigma^2) for data of scale sigma, and as far in 2D); the default rescale brings its Gaussian fit
+    back to the floor of a fresh N(0, I) sample, and the pairs stay shorter than independent ones."""
     g = torch.Generator().manual_seed(21)
-    b = 8192
-    assert KNNImmiscible().k == 4
+    b, batches, sigma = 256, 32, 1.0
+    x0 = torch.randn(batches, b, d, generator=g)
+    x1 = torch.randn(batches, b, d, generator=g) * sigma
+    runs = {}
+    for rescale in (False, True):
+        gk = torch.Generator().manual_seed(22)
+        runs[rescale] = torch.cat([KNNImmiscible(4, rescale=rescale)(x0[i], x1[i], generator=gk).x0 for i in range(batches)])
+    floor = _gaussian_w2(torch.randn(batches * b, d, generator=g))
+    predicted = abs(_mean_min_of_k_normals(4)) / math.sqrt(2 + 4 * sigma**2)
+    unscaled = math.sqrt(max(_gaussian_w2(runs[False]) ** 2 - floor**2, 0.0))
+    if d >= 32:  # the Gaussian approximation of the candidate distances: the same in 32 and 64 dimensions
+        assert unscaled == pytest.approx(predicted, rel=0.3)
+    else:
+        assert unscaled > 0.5 * predicted
+    rescaled = _gaussian_w2(runs[True])
+    assert rescaled < floor + 0.25 * predicted
+    kept = runs[True]
+    assert kept.mean(0).abs().max().item() < 4.5 / math.sqrt(len(kept))  # ~4 standard errors of a N(0, 1) mean
+    assert kept.square().sum(1).mean().item() / d == pytest.approx(1.0, abs=4 * math.sqrt(2 / (d * len(kept))))
+    x1f = x1.reshape(-1, d)
+    assert ((kept - x1f) ** 2).sum(1).mean() < 0.97 * ((x0.reshape(-1, d) - x1f) ** 2).sum(1).mean()
+
+
+def test_knn_immiscible_unscaled_leans_towards_the_data_mean():
+    """The documented limit: rescaling fixes the scale, not the lean towards data with mean m."""
+    g = torch.Generator().manual_seed(23)
+    b, d = 8192, 32
     x0 = torch.randn(b, d, generator=g)
-    kept = KNNImmiscible()(x0, torch.randn(b, d, generator=g) * 1.5, generator=g).x0
-    assert kept.mean(0).abs().max().item() < 4 / math.sqrt(b)  # 4 standard errors of a N(0, 1) mean
-    assert var_low <= kept.square().sum(1).mean().item() / d <= 1.0
-    shifted = KNNImmiscible()(x0, torch.randn(b, d, generator=g) * 1.5 + 0.5, generator=g).x0
-    assert 0.0 < shifted.mean().item() < lean * 0.5
+    for rescale in (False, True):
+        kept = KNNImmiscible(rescale=rescale)(x0, torch.randn(b, d, generator=g) * 1.5 + 0.5, generator=g).x0
+        assert 0.0 < kept.mean().item() < 0.2 * 0.5

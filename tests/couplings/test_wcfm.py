@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -139,3 +140,103 @@ def test_wcfm_warns_on_a_small_effective_sample_size_and_on_a_failed_solve():
         WCFM(min_ess=2.0)
     with pytest.raises(ValueError, match="marginal_correction"):
         WCFM(marginal_correction="yes")
+
+
+def _pot_weights(x0, x1, eps, cost="sqeuclidean"):
+    """Diagonal of POT's converged Sinkhorn plan on the batch's cost, normalised to mean 1."""
+    import ot
+
+    m = torch.cdist(x0.double(), x1.double()).square()
+    if cost == "euclidean":
+        m = m.sqrt()
+    n = len(x0)
+    plan = torch.as_tensor(ot.sinkhorn(ot.unif(n), ot.unif(n), m.numpy(), eps, stopThr=1e-12, numItermax=100_000))
+    return plan, plan.diagonal() / plan.diagonal().mean()
+
+
+@pytest.mark.parametrize("d", [2, 64, 256])
+def test_wcfm_kernel_domain_correction_matches_pot_sinkhorn(d):
+    g = torch.Generator().manual_seed(30 + d)
+    x0 = torch.randn(256, d, generator=g, dtype=torch.float64)
+    x1 = torch.randn(256, d, generator=g, dtype=torch.float64) * 0.7 + 0.5
+    coupling = WCFM()
+    w = coupling(x0, x1).weights
+    assert coupling.last_marginal_error < coupling.tol and coupling.last_iterations < 20
+    eps = coupling.temperature(((x0 - x1) ** 2).sum(1), d)
+    _, ref = _pot_weights(x0, x1, eps)
+    # tol bounds the L1 marginal error (1e-4): the weights are within a few 1e-4 of the exact plan's
+    torch.testing.assert_close(w, ref, rtol=1e-3, atol=0)
+    tight = WCFM(tol=1e-12)
+    torch.testing.assert_close(tight(x0, x1).weights, ref, rtol=1e-8, atol=0)
+    assert tight.last_marginal_error < 1e-12
+
+
+def test_sinkhorn_scaling_gives_uniform_marginals_within_tol():
+    import ot
+
+    from monge.couplings.weighted import sinkhorn_scaling
+
+    g = torch.Generator().manual_seed(31)
+    x0, x1 = torch.randn(200, 5, generator=g, dtype=torch.float64), torch.rand(200, 5, generator=g, dtype=torch.float64) * 3
+    cost = torch.cdist(x0, x1).square()
+    eps = 0.3 * cost.std().item()
+    kernel = torch.exp(-(cost - cost.min()) / eps)
+    for tol in (1e-3, 1e-6):
+        u, v, err, it = sinkhorn_scaling(kernel, tol, 10_000)
+        plan = u[:, None] * kernel * v[None]
+        uniform = torch.full((200,), 1 / 200, dtype=torch.float64)
+        torch.testing.assert_close(plan.sum(1), uniform, rtol=1e-12, atol=0)  # rows exact after the u update
+        assert (plan.sum(0) - uniform).abs().sum().item() == pytest.approx(err, rel=1e-6) and err < tol
+    ref = ot.sinkhorn(ot.unif(200), ot.unif(200), cost.numpy(), eps, stopThr=1e-12, numItermax=100_000)
+    assert (plan - torch.as_tensor(ref)).abs().sum().item() < 1e-5
+    u, v, err, it = sinkhorn_scaling(kernel, 1e-12, 2)
+    assert it == 2 and err > 1e-12  # capped
+
+
+def test_wcfm_kernel_and_log_domains_agree_and_the_log_domain_takes_small_eps():
+    g = torch.Generator().manual_seed(32)
+    x0 = torch.randn(128, 3, generator=g, dtype=torch.float64)
+    x1 = torch.randn(128, 3, generator=g, dtype=torch.float64) + 1
+    for cost in ("sqeuclidean", "euclidean"):
+        fast, slow = WCFM(cost=cost, tol=1e-9), WCFM(cost=cost, tol=1e-9, sinkhorn_domain="log")
+        a, b = fast(x0, x1), slow(x0, x1)
+        torch.testing.assert_close(a.weights, b.weights, rtol=1e-6, atol=0)
+        assert a.plan_entropy == pytest.approx(b.plan_entropy, abs=1e-8)
+        torch.testing.assert_close(fast.corrected_log_weights(x0, x1), slow.corrected_log_weights(x0, x1), rtol=0, atol=1e-6)
+    # a temperature far below the cost range (e^{-C/eps} spans > 100 e-folds): log domain, same plan as POT
+    full = torch.cdist(x0, x1).square()
+    eps = (full.max() - full.min()).item() / 150
+    coupling = WCFM(eps=eps, tol=1e-6, max_iter=20_000, min_ess=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = coupling(x0, x1).weights
+    _, ref = _pot_weights(x0, x1, eps)
+    torch.testing.assert_close(w, ref, rtol=1e-3, atol=1e-12)
+    with pytest.raises(ValueError, match="sinkhorn_domain"):
+        WCFM(sinkhorn_domain="exp")
+
+
+def test_scaled_plan_entropy_equals_plan_entropy_of_the_formed_plan():
+    from monge.couplings.diagnostics import plan_entropy
+    from monge.couplings.weighted import scaled_plan_entropy, sinkhorn_scaling
+
+    g = torch.Generator().manual_seed(33)
+    cost = torch.cdist(torch.randn(64, 2, generator=g, dtype=torch.float64), torch.randn(64, 2, generator=g, dtype=torch.float64)).square()
+    for eps in (0.1, 1.0, 10.0):
+        log_k = -(cost - cost.min()) / eps
+        kernel = log_k.exp()
+        u, v, _, _ = sinkhorn_scaling(kernel, 1e-3, 1000)  # not exact marginals: the formula must not assume them
+        want = plan_entropy(u[:, None] * kernel * v[None])
+        assert scaled_plan_entropy(kernel, log_k, u, v) == pytest.approx(want, abs=1e-10)
+
+
+def test_wcfm_cost_matrix_matches_cdist_in_float32():
+    g = torch.Generator().manual_seed(34)
+    x0, x1 = torch.randn(100, 256, generator=g) + 3, torch.randn(100, 256, generator=g) * 2 + 3  # off-centre
+    ref = torch.cdist(x0.double(), x1.double()).square()
+    got = WCFM()._cost_matrix(x0, x1)
+    assert got.dtype == torch.float32
+    # one matrix product on centred points: float32 rounding of the squared norms only
+    assert ((got.double() - ref).abs().max() / ref.mean()).item() < 1e-5
+    torch.testing.assert_close(got.diagonal(), ((x0 - x1) ** 2).sum(1))  # the pairs' own costs exactly
+    torch.testing.assert_close(WCFM(cost="euclidean")._cost_matrix(x0, x1).double(), ref.sqrt(), rtol=1e-5, atol=0)

@@ -44,38 +44,61 @@ class Immiscible(AssignmentCoupling):
 
 @COUPLINGS.register("knn_immiscible")
 class KNNImmiscible(Coupling):
-    r"""Improved Immiscible Diffusion (Li et al. 2025): nearest of ``k`` noises per data point.
+    r"""Improved Immiscible Diffusion (Li et al. 2025): nearest of ``k`` noises per data point, rescaled.
 
     For each data point :math:`x_1^i` the candidates are :math:`x_0^i` and ``k - 1`` fresh
     draws :math:`z^{i,2..k} \sim \mathcal N(0, I)` from ``generator``; the coupling keeps
 
-    .. math:: x_0'^{\,i} = \arg\min_{z \in \{x_0^i, z^{i,2}, \dots, z^{i,k}\}} \|x_1^i - z\|^2 ,
+    .. math:: \hat z^{\,i} = \arg\min_{z \in \{x_0^i, z^{i,2}, \dots, z^{i,k}\}} \|x_1^i - z\|^2 ,
+              \qquad x_0'^{\,i} = s\,\hat z^{\,i}, \quad
+              s^2 = \frac{\sum_i \|x_0^i\|^2}{\sum_i \|\hat z^{\,i}\|^2}
+              \ (s = 1 \text{ if } \texttt{rescale=False}),
 
     in :math:`O(kBd)` with no assignment problem. The extra candidates are standard normal
-    unless :meth:`prepare` was given the run's source (then they are drawn from it): **without
-    preparation it assumes a standard Gaussian source**, whatever ``x0`` is. The kept noise is slightly
-    non-Gaussian: it leans towards its data point, so its squared norm shrinks by about
-    :math:`\frac{2d}{\sqrt{2d + 4\|x_1\|^2}}\,|m_k|` (:math:`m_k` the mean of the minimum of
-    ``k`` standard normals, :math:`m_4 \approx -1.03`): a relative change of order
-    :math:`1/\sqrt d`, small in image dimensions.
+    unless :meth:`prepare` was given the run's source (then they are drawn from it, and ``rescale``
+    does nothing): **without preparation it assumes a standard Gaussian source**, whatever ``x0`` is.
 
-    **Marginal of the kept noise.** For centred data of unit scale its mean stays 0, but its
-    second moment shrinks (``E||z||^2 / d`` about 0.82 in 2D and 0.90 in 32-D at ``k = 4``) and,
-    for data with mean :math:`m`, its mean leans towards :math:`m` by a share of order
-    :math:`1/\sqrt d` (``tests/couplings/test_immiscible.py`` states the tolerances). Standardise
-    the data (mean 0) before using it in low dimension.
+    **Why the rescale.** Choosing by distance leans each kept noise towards its data point and
+    shortens it. For data of per-coordinate scale :math:`\sigma` in dimension :math:`d` the
+    squared distances of the candidates are about :math:`\mathcal N\big(d(1+\sigma^2),\,
+    2d + 4d\sigma^2\big)`, so the nearest one lowers the pair cost by the share
+
+    .. math:: \frac{|m_k|\sqrt{2 + 4\sigma^2}}{(1 + \sigma^2)\sqrt d}
+              \qquad\text{and shrinks } \mathbb E\|\hat z\|^2 \text{ by }
+              \frac{2\sqrt d\,|m_k|}{\sqrt{2 + 4\sigma^2}}
+
+    (:math:`m_k` the mean of the minimum of ``k`` standard normals, :math:`m_2 \approx -0.56`,
+    :math:`m_4 \approx -1.03`; tens of dimensions or more). The gain fades like :math:`1/\sqrt d`, but
+    the kept noise's law stays at a W2 distance of about :math:`|m_k|/\sqrt{2 + 4\sigma^2}` from
+    :math:`\mathcal N(0, I)` however large :math:`d` (its variance per coordinate is
+    :math:`1 - O(1/\sqrt d)`, over :math:`d` coordinates; as far in low dimension).
+    A flow trained from that noise is sampled from :math:`\mathcal N(0, I)`, a law it was not
+    trained from: unscaled, the coupling was worse than ``independent`` at adaptive NFE on 30- to
+    64-dimensional data, more so for larger ``k``. The factor :math:`s` restores the batch's mean
+    squared norm to that of the drawn noise, which at the default ``k`` brings the Gaussian fit of
+    the kept noise back to that of a fresh :math:`\mathcal N(0, I)` sample and keeps most of the pair-cost gain
+    (``bench/results/coupling_cost.md``, with the sample quality against the NFE).
+
+    **Where not to use it.** The rescale fixes the scale, not the direction: for data whose mean
+    is far from 0 the kept noise's mean still leans towards the data mean (by a share of order
+    :math:`1/\sqrt d`), so standardise the data first (tables are standardised by default). With a
+    prepared non-Gaussian source nothing is rescaled, and the lean and shrink above apply.
 
     Parameters
     ----------
     k : int
         Candidates per data point; default 4 (as the paper's CIFAR-10 setting; 64 for SD latents).
-        Measured by ``bench/couplings_quality.py`` against ``k = 2`` (``bench/results/``):
-        within the sampling noise of ``independent`` at adaptive NFE on every task, with the
-        larger few-step gain. ``k=1`` is the independent coupling.
+        ``k=1`` is the independent coupling.
+    rescale : bool
+        Multiply the kept noise by :math:`s` (above); default ``True``. ``False`` is the paper's
+        coupling (each pair never farther than its own candidate).
     """
 
-    def __init__(self, k: int = 4) -> None:
+    def __init__(self, k: int = 4, rescale: bool = True) -> None:
         self.k = check_positive_int(k, "k", 4096)
+        if not isinstance(rescale, bool):
+            raise ValueError(f"rescale must be true or false, got {rescale!r}")
+        self.rescale = rescale
         self.source: "DataSource | None" = None
 
     def prepare(
@@ -105,5 +128,7 @@ class KNNImmiscible(Coupling):
         # min(0).indices, not argmin(0): the same first-minimum index, and argmin over a short
         # leading dim is much slower on CPU (bench/couplings.py)
         best = (cand - x1.reshape(1, b, -1)).square_().sum(-1).min(0).indices  # (b,)
-        kept = cand.gather(0, best.view(1, b, 1).expand(1, b, cand.shape[-1]))
+        kept = cand.gather(0, best.view(1, b, 1).expand(1, b, cand.shape[-1]))[0]
+        if self.rescale and self.source is None:
+            kept = kept * (cand[0].square().sum() / kept.square().sum().clamp_min(1e-30)).sqrt()
         return Coupled(kept.reshape(x0.shape), x1)
