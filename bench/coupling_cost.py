@@ -74,8 +74,7 @@ class Step:
         self.path, self.objective = PATHS.build("linear"), VelocityObjective()
 
     def __call__(self, pairs, t: Tensor, g: torch.Generator) -> None:
-        ps = self.path.sample(pairs.x0, pairs.x1, t, generator=g)
-        loss = self.objective(self.model(ps.x_t, ps.t), ps.target, pairs.weights)
+        loss, _ = self.objective.loss(self.model, pairs, t, self.path, generator=g)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
