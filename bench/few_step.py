@@ -152,9 +152,9 @@ def noise_floor(s: Settings) -> list[float]:
 def reflow_distill(s: Settings, budget: float, per_step: float, out: Path, log=print) -> dict[str, dict]:
     """Rectified flow at the same total wall time: 1-RF (velocity, independent pairs), 2-RF on
     ``s.reflow_pairs`` dopri5 pairs of it, one-step distillation on pairs of the 2-RF
-    (:func:`monge.reflow.reflow`); each training stage gets a third of the budget in steps, and the
+    (:func:`monge.rectify.reflow`); each training stage gets a third of the budget in steps, and the
     pair generation comes on top (its time is in the reported total)."""
-    from monge.reflow import reflow
+    from monge.rectify import reflow
     from monge.run.load import load_model
 
     steps = max(1, round(budget / 3 / per_step))

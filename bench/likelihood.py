@@ -8,7 +8,7 @@ Usage::
 
 1. **Oracle.** A 2D, 3-component Gaussian mixture (unequal weights and stds) on the linear path:
    its exact marginal velocity (:meth:`monge.data.gmm.GaussianMixture.field`) integrated by
-   :func:`monge.likelihood.log_likelihood` against the mixture's closed-form log-density, by
+   :func:`monge.flow_likelihood.log_likelihood` against the mixture's closed-form log-density, by
    tolerance (dopri5) and by NFE (fixed-step rk4 / midpoint / euler); the same field and points
    through flow_matching's ``ODESolver.compute_likelihood`` (dopri5, exact divergence) at the
    same tolerances.
@@ -40,7 +40,7 @@ import monge
 from monge.config import Config
 from monge.data.gmm import GaussianMixture
 from monge.data.sources import build_source
-from monge.likelihood import log_likelihood
+from monge.flow_likelihood import log_likelihood
 from monge.paths import LinearSchedule
 from monge.train import Trainer
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     steps, n_oracle, n, repeats = (1000, 200, 300, 3) if args.quick else (3000, 500, 1000, 5)
     torch.manual_seed(0)
     cmd = "python bench/likelihood.py" + (" --quick" if args.quick else "")
-    lines = ["# Likelihood: monge.likelihood against closed forms and flow_matching", "",
+    lines = ["# Likelihood: monge.flow_likelihood against closed forms and flow_matching", "",
              f"Command: `{cmd}`. monge {getattr(monge, '__version__', '?')}, torch {torch.__version__}, "
              f"{platform.machine()}, {torch.get_num_threads()} threads, CPU. Timings on a shared 2-core machine: "
              "compare ratios within a table, not absolute seconds.", ""]

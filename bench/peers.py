@@ -221,7 +221,8 @@ def train_method(method: str, task: str, s: Settings, work: Path,
         model, per_step, prep = _train_monge(method, task, s, work)
         return Trained(method, "monge", model, per_step, prep)
     if method == "reflow":
-        from monge.reflow import generate_pairs, save_pairs
+        from monge.couplings.reflow import save_pairs
+        from monge.rectify import generate_pairs
 
         base = cache.get((task, "independent")) or train_method("independent", task, s, work, cache)
         cache[(task, "independent")] = base

@@ -15,7 +15,7 @@ def test_shipped_recipes_load(path, tmp_path, monkeypatch):
     if isinstance(coupling, dict) and coupling["name"] == "reflow":  # needs the pairs that `monge reflow` writes
         import torch
 
-        from monge.reflow import save_pairs
+        from monge.couplings.reflow import save_pairs
 
         monkeypatch.chdir(tmp_path)
         save_pairs(coupling["params"]["pairs"], torch.randn(8, 2), torch.randn(8, 2))

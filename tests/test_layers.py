@@ -26,9 +26,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge.couplings", "monge.models"),
     # latent spaces: an autoencoder (monge.models) and encoded data (monge.data) a flow works in
     ("monge.latent",),
-    # monge.likelihood integrates the change of variables with the samplers, so it sits beside them
+    # monge.flow_likelihood integrates the change of variables with the samplers, so it sits beside them
     # (above monge.metrics, which holds its sampler-free parts)
-    ("monge.samplers", "monge.likelihood"),
+    ("monge.samplers", "monge.flow_likelihood"),
     # inverse problems: operators, exact GMM posteriors and posterior samplers on a trained flow
     ("monge.inverse",),
     ("monge.config", "monge.rundata"),
@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge.run",),
     ("monge.train", "monge.generate"),
     ("monge.restore",),
-    ("monge.reflow", "monge.demo", "monge.demo_images", "monge.demo_report"),
+    ("monge.rectify", "monge.demo", "monge.demo_images", "monge.demo_report"),
     ("monge.cli", "monge.__main__"),
 ]
 

@@ -68,7 +68,7 @@ def _mlp():
 
 
 def test_reflow_pairs_and_distillation_show_bars():
-    from monge.reflow import distill, generate_pairs
+    from monge.rectify import distill, generate_pairs
 
     with stderr_as(TTY()) as tty:
         z0, z1 = generate_pairs(_mlp(), torch.randn(64, 2), 64, sampler="euler", nfe=2, batch_size=16)

@@ -3,7 +3,8 @@ import torch
 
 from monge.couplings import COUPLINGS, ReflowPairs
 from monge.metrics import straightness
-from monge.reflow import distill, generate_pairs, load_pairs, reflow, save_pairs
+from monge.couplings.reflow import load_pairs, save_pairs
+from monge.rectify import distill, generate_pairs, reflow
 from monge.samplers import sample
 from monge.run.load import load_model
 from monge.train import Trainer

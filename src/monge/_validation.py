@@ -8,7 +8,7 @@ import torch
 
 __all__ = [
     "check_finite", "check_batch", "check_batches", "check_same_shape", "check_positive_int", "check_number", "check_positive",
-    "MAX_SAMPLES",
+    "MAX_SAMPLES_PER_CALL",
 ]
 
 
@@ -51,7 +51,7 @@ def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str)
 
 
 #: Largest number of samples one call may draw (2^27 points of 2D float32 is 1 GiB).
-MAX_SAMPLES = 2**27
+MAX_SAMPLES_PER_CALL = 2**27
 
 
 def check_positive_int(value: object, name: str, maximum: int | None = None) -> int:

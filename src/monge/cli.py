@@ -174,7 +174,7 @@ def reflow_cmd(
     _precheck(nfe, [checkpoint])
     from .run.checkpoint import CheckpointError
     from .quick import MAX_PAIRS, quick_cap, quick_steps
-    from .reflow import reflow
+    from .rectify import reflow
 
     try:
         n_pairs, steps = quick_cap(n_pairs, MAX_PAIRS), None if steps is None else quick_steps(steps)
@@ -278,14 +278,14 @@ def eval_cmd(
     nfes = _precheck(nfe, checkpoints)
     from .generate import evaluate_checkpoints
     from .outputs import check_output_file
-    from .quick import MAX_SAMPLES, quick_cap
+    from .quick import MAX_EVAL_SAMPLES, quick_cap
 
     try:
         for checked in (p for p in (output, plot, csv_out) if p is not None):
             check_output_file(checked)
         result = evaluate_checkpoints(checkpoints, nfes=nfes, sampler=sampler, adaptive=adaptive,
-                                      n=quick_cap(n, MAX_SAMPLES), seed=seed, nll=nll,
-                                      nll_n=quick_cap(nll_n, MAX_SAMPLES), data_path=data_path, novelty=novelty)
+                                      n=quick_cap(n, MAX_EVAL_SAMPLES), seed=seed, nll=nll,
+                                      nll_n=quick_cap(nll_n, MAX_EVAL_SAMPLES), data_path=data_path, novelty=novelty)
     except _USER_ERRORS as err:
         _fail(err)
     typer.echo(result.report)

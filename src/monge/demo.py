@@ -243,7 +243,7 @@ def demo(
     defaults and text arguments checked (comma-separated ``couplings`` and ``flow_maps``). Quick mode
     (:mod:`monge.quick`) cuts the steps, samples and semi-discrete fit."""
     from .couplings import COUPLINGS
-    from .quick import MAX_FIT_ITER, MAX_SAMPLES, quick_cap, quick_mode, quick_steps
+    from .quick import MAX_EVAL_SAMPLES, MAX_FIT_ITER, quick_cap, quick_mode, quick_steps
 
     if data not in ("toy", "digits"):
         raise ValueError(f"--data must be 'toy' or 'digits', got {data!r}")
@@ -270,7 +270,7 @@ def demo(
     return run_demo(out if out is not None else Path("runs/demo"), source=source, target=target, couplings=names,
                     steps=steps, batch_size=batch_size, seed=seed, progress=progress,
                     coupling_params={"semidiscrete_ot": {"max_iter": MAX_FIT_ITER}} if quick_mode() else None,
-                    samples=quick_cap(2000, MAX_SAMPLES), flow_maps=_flow_maps(flow_maps))
+                    samples=quick_cap(2000, MAX_EVAL_SAMPLES), flow_maps=_flow_maps(flow_maps))
 
 
 def _flow_maps(text: str | None) -> tuple[str, ...]:

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from .data.sources import DataSource, build_source
-from .likelihood import bits_per_dim, dequantize, log_likelihood
-from .metrics import mmd_rbf, mode_stats, straightness, wasserstein2
+from .flow_likelihood import log_likelihood
+from .metrics import bits_per_dim, dequantize, mmd_rbf, mode_stats, straightness, wasserstein2
 from .metrics.novelty import NoveltyReport, TrainHeldoutFrechet, frechet_train_heldout
 from .metrics.novelty import novelty as measure_novelty
 from .paths import Schedule
@@ -442,7 +442,7 @@ def evaluate_nll(
 ) -> NLLResult:
     r"""Mean negative log-likelihood of ``n`` points of ``data`` under the flow ``field`` from
     ``source`` (whose closed-form :meth:`~monge.data.sources.DataSource.log_prob` is the
-    :math:`\log p_0` of :func:`monge.likelihood.log_likelihood`), with dopri5.
+    :math:`\log p_0` of :func:`monge.flow_likelihood.log_likelihood`), with dopri5.
 
     ``divergence`` defaults to ``"exact"`` up to 64 dimensions and ``"hutchinson"`` (``probes``
     Rademacher probes) above. Images (``(C, H, W)`` samples in :math:`[-1, 1]`) are dequantised

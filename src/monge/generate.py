@@ -353,7 +353,7 @@ def generate_model_space(
     - ``expressway=t_s``: DPM-OT's expressway. Map the noise to its OT cell (the run's
       :func:`semidiscrete_map`, fitted on first use when the run has none), start from the cell's
       target noised to :math:`t_s` and integrate :math:`[t_s, 1]` with ``sampler``/``nfe``
-      (:func:`monge.couplings.expressway_sample`). In DPM-OT the model is trained with
+      (:func:`monge.samplers.expressway.expressway_sample`). In DPM-OT the model is trained with
       independent pairs, so that the noised target is a typical point of the path at :math:`t_s`.
     - ``options`` go to the sampler (:func:`run_sampler`), with those the run's objective fixes.
     """
@@ -472,13 +472,13 @@ def sample_checkpoint(
     ``grid`` of image samples. ``condition`` is read by :func:`read_conditions`; ``options``
     (sampler, nfe, timesteps, expressway, label, guidance) go to :func:`generate`. Every check runs
     before any sampling."""
-    from ._validation import MAX_SAMPLES
+    from ._validation import MAX_SAMPLES_PER_CALL
     from .limits import check_nfe
     from .outputs import check_output_file, write_array
     from .run.load import load_model
 
-    if n < 1 or n > MAX_SAMPLES:
-        raise ValueError(f"-n must be in [1, {MAX_SAMPLES:,}], got {n}")
+    if n < 1 or n > MAX_SAMPLES_PER_CALL:
+        raise ValueError(f"-n must be in [1, {MAX_SAMPLES_PER_CALL:,}], got {n}")
     check_nfe(options.get("nfe", 8))
     grid = None if grid is None else Path(grid)
     if grid is not None and grid.suffix.lower() != ".png":

@@ -1,8 +1,8 @@
 r"""OT pairing ahead of training: the solves of upcoming batches run in worker threads.
 
 A coupling with a solver costs one OT problem per batch. ``exact_ot`` at :math:`B = 512` spends
-about 40 ms in the network simplex on a CPU core, several times the whole step of a small
-network. The solve depends on the batch alone, not on the model
+longer in the network simplex on a CPU core than the whole step of a small network takes
+(``bench/results/couplings.md``). The solve depends on the batch alone, not on the model
 (:class:`~monge.couplings.SolverCoupling`). So :class:`PairingPipeline` draws batches ahead of
 the training loop and hands their solves to ``workers`` threads. POT, SciPy and torch release
 the GIL while they compute, so the threads run in parallel on free cores (the couplings with

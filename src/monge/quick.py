@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["MAX_FIT_ITER", "MAX_PAIRS", "MAX_SAMPLES", "QUICK_ENV", "STEP_DIVISOR", "quick_cap", "quick_config", "quick_mode", "quick_steps"]
+__all__ = ["MAX_EVAL_SAMPLES", "MAX_FIT_ITER", "MAX_PAIRS", "QUICK_ENV", "STEP_DIVISOR", "quick_cap", "quick_config", "quick_mode", "quick_steps"]
 
 QUICK_ENV = "MONGE_QUICK"
 #: Quick mode keeps ``ceil(steps / STEP_DIVISOR)`` training steps.
@@ -22,7 +22,7 @@ MAX_PAIRS = 512
 #: Quick mode caps a semi-discrete OT fit at this many iterations.
 MAX_FIT_ITER = 200
 #: Quick mode caps the samples of an evaluation (and of the fit-ot check) at this many.
-MAX_SAMPLES = 200
+MAX_EVAL_SAMPLES = 200
 
 
 def quick_mode() -> bool:
@@ -50,7 +50,7 @@ def quick_config(cfg) -> str | None:
         return None
     steps = cfg.train.steps
     cfg.train.steps = quick_steps(steps)
-    cfg.train.eval_samples = min(cfg.train.eval_samples, MAX_SAMPLES)
+    cfg.train.eval_samples = min(cfg.train.eval_samples, MAX_EVAL_SAMPLES)
     note = f"{QUICK_ENV}=1: {cfg.train.steps} of the recipe's {steps} steps, {cfg.train.eval_samples} samples per evaluation"
     if cfg.coupling.name == "semidiscrete_ot":
         cfg.coupling.params["max_iter"] = min(int(cfg.coupling.params.get("max_iter", MAX_FIT_ITER)), MAX_FIT_ITER)

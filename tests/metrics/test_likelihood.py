@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from monge.data.gmm import GaussianMixture
-from monge.likelihood import (
+from monge.flow_likelihood import (
     LikelihoodResult,
     log_likelihood,
     prior_log_prob,

@@ -48,8 +48,3 @@ def test_expressway_setting_samples_like_the_function():
         Expressway(c.map, 1.5)
 
 
-def test_old_import_location_warns():
-    import monge.couplings as couplings
-
-    with pytest.warns(DeprecationWarning, match="moved to monge.samplers.expressway"):
-        assert couplings.expressway_sample is expressway_sample

@@ -42,8 +42,6 @@ One module per family (:mod:`.independent`, :mod:`.exact`, :mod:`.entropic`, :mo
 
 from __future__ import annotations
 
-from typing import Any
-
 from .base import COUPLINGS, AssignmentCoupling, Coupled, Coupling, SolverCoupling, Traits
 from .conditional import ConditionalOT
 from .conditional_semidiscrete import ConditionalSemiDiscreteOT
@@ -76,17 +74,3 @@ __all__ = [
     "ConditionalSemiDiscreteOT",
     "prepare_coupling",
 ]
-
-_MOVED = {"expressway_start": "monge.samplers.expressway", "expressway_sample": "monge.samplers.expressway"}
-
-
-def __getattr__(name: str) -> Any:
-    """Names that moved out of this package stay importable here for one release, with a warning."""
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"monge.couplings.{name} moved to {_MOVED[name]}.{name}; import it from there",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'monge.couplings' has no attribute {name!r}")

@@ -67,7 +67,7 @@ class ReflowPairs(Coupling):
     r"""Fixed ``(noise, sample)`` pairs of a trained flow, for reflow (Liu et al. 2023, rectified flow).
 
     The pairs :math:`(Z_0, Z_1)` with :math:`Z_1 = \mathrm{ODE}_v(Z_0)` are written by
-    :func:`monge.reflow.generate_pairs` / :func:`monge.reflow.save_pairs`. Every training step
+    :func:`monge.rectify.generate_pairs` / :func:`save_pairs`. Every training step
     serves ``B`` stored pairs drawn uniformly (with replacement) with ``generator``, so each noise
     stays with its own sample; the drawn ``x0``/``x1`` only set the batch size and are checked
     for shape. Training on them with the linear path,
@@ -85,7 +85,7 @@ class ReflowPairs(Coupling):
         if not isinstance(pairs, (str, Path)):
             raise ValueError(f"pairs must be the path of a pairs file, got {type(pairs).__name__}")
         if not Path(pairs).is_file():
-            raise ValueError(f"pairs file not found: {pairs}; create it with monge.reflow.generate_pairs / `monge reflow`")
+            raise ValueError(f"pairs file not found: {pairs}; create it with monge.rectify.generate_pairs / `monge reflow`")
         self.pairs = str(pairs)
         self._z: tuple[Tensor, Tensor] | None = None
         self._on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._validation import MAX_SAMPLES, check_positive_int
+from .._validation import MAX_SAMPLES_PER_CALL, check_positive_int
 from .sources import DATA_SOURCES, DataSource
 
 __all__ = ["CONDITIONS", "ConditionalToy"]
@@ -74,7 +74,7 @@ class ConditionalToy(DataSource):
     def _draw(self, n: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         from .toy import moons_labelled, sample_toy, sample_toy_with_labels
 
-        check_positive_int(n, "n", MAX_SAMPLES)
+        check_positive_int(n, "n", MAX_SAMPLES_PER_CALL)
         if self.condition != "class":
             x = sample_toy(self.set, n, generator=generator)
             return x, x[:, CONDITIONS.index(self.condition) - 1:CONDITIONS.index(self.condition)].clone()

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._validation import MAX_SAMPLES, check_batch, check_positive_int
+from .._validation import MAX_SAMPLES_PER_CALL, check_batch, check_positive_int
 from ..paths import LinearSchedule, Schedule, expand_t
 
 __all__ = ["GaussianMixture"]
@@ -108,7 +108,7 @@ class GaussianMixture:
         dtype: torch.dtype = torch.float32,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """``n`` samples (and their component labels), drawn on the generator's device."""
-        n = check_positive_int(n, "n", MAX_SAMPLES)
+        n = check_positive_int(n, "n", MAX_SAMPLES_PER_CALL)
         dev = generator.device if generator is not None else self.means.device
         labels = torch.multinomial(self.weights.to(dev), n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64, device=dev)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import MAX_SAMPLES, check_positive_int
+from .._validation import MAX_SAMPLES_PER_CALL, check_positive_int
 from ..registry import Registry
 
 __all__ = ["DATA_SOURCES", "DataSource", "GaussianSource", "ToySource", "build_source", "build_data", "data_paths",
@@ -60,7 +60,7 @@ class FiniteRows(DataSource):
         return int(self.data.shape[0])
 
     def _indices(self, n: int, generator: torch.Generator | None) -> Tensor:
-        check_positive_int(n, "n", MAX_SAMPLES)
+        check_positive_int(n, "n", MAX_SAMPLES_PER_CALL)
         dev = generator.device if generator is not None else torch.device("cpu")
         return torch.randint(len(self), (n,), generator=generator, device=dev).cpu()
 
@@ -156,9 +156,9 @@ class GaussianSource(DataSource):
     def sample(
         self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
     ) -> Tensor:
-        from .._validation import MAX_SAMPLES, check_positive_int
+        from .._validation import MAX_SAMPLES_PER_CALL, check_positive_int
 
-        n = check_positive_int(n, "n", MAX_SAMPLES)
+        n = check_positive_int(n, "n", MAX_SAMPLES_PER_CALL)
         gdev = generator.device if generator is not None else torch.device("cpu")
         return torch.randn((n, *self.shape), generator=generator, device=gdev).to(device)
 

@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .._validation import MAX_SAMPLES, check_positive_int
+from .._validation import MAX_SAMPLES_PER_CALL, check_positive_int
 from ..registry import Registry
 
 __all__ = ["TOY_DATASETS", "sample_toy", "sample_toy_with_labels", "toy_modes"]
@@ -103,7 +103,7 @@ def sample_toy_with_labels(
     """``(points (n, 2), mode index (n,))`` of a mixture set (``8gaussians``, ``25gaussians``): the
     same points as :func:`sample_toy` with the same generator, labelled by their mode."""
     _check_name(name)
-    check_positive_int(n, "n", MAX_SAMPLES)
+    check_positive_int(n, "n", MAX_SAMPLES_PER_CALL)
     if name not in _MODES:
         raise ValueError(f"toy set {name!r} has no labels; the labelled sets are {', '.join(_MODES)}")
     centres, std = _MODES[name]()
@@ -207,7 +207,7 @@ def sample_toy(
     torch.Size([4, 2])
     """
     _check_name(name)
-    check_positive_int(n, "n", MAX_SAMPLES)
+    check_positive_int(n, "n", MAX_SAMPLES_PER_CALL)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:

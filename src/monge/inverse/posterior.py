@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._validation import MAX_SAMPLES, check_finite, check_positive, check_positive_int
+from .._validation import MAX_SAMPLES_PER_CALL, check_finite, check_positive, check_positive_int
 from ..data.gmm import GaussianMixture
 from .operators import LinearOperator
 
@@ -41,7 +41,7 @@ class GaussianMixturePosterior:
 
     def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
         """``n`` samples ``(n, d)``."""
-        n = check_positive_int(n, "n", MAX_SAMPLES)
+        n = check_positive_int(n, "n", MAX_SAMPLES_PER_CALL)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         x = self.means[k] + (self._chol[k] @ z[..., None])[..., 0]

@@ -2,7 +2,7 @@
 metrics (classifier features and mode statistics, Fréchet distances, k-NN precision/recall), novelty
 (nearest-neighbour memorisation tests against a training and a held-out split), and the
 sampler-free parts of likelihood evaluation (divergences, dequantisation, bits per dimension; the
-ODE solve is :func:`monge.likelihood.log_likelihood`)."""
+ODE solve is :func:`monge.flow_likelihood.log_likelihood`)."""
 
 from .classifier import (
     ClassifierModeStats,

@@ -1,7 +1,7 @@
 r"""Building blocks of likelihood evaluation: divergences of a field, Gaussian log-densities,
 uniform dequantisation and bits per dimension.
 
-The ODE solve that turns them into a log-likelihood lives in :mod:`monge.likelihood` (it uses
+The ODE solve that turns them into a log-likelihood lives in :mod:`monge.flow_likelihood` (it uses
 the samplers, a layer above the metrics); this module needs only autograd.
 
 Divergence of a field :math:`v : \mathbb R^D \to \mathbb R^D` at :math:`x`:

@@ -52,7 +52,7 @@ def wasserstein2(x: Tensor, y: Tensor, num_iter_max: int | None = None) -> float
         num_iter_max = max(1_000_000, 50 * n * m)
     else:
         check_positive_int(num_iter_max, "num_iter_max")
-    import ot  # POT and SciPy on first use: POT loads scikit-learn (~1 s), which a CLI error never needs
+    import ot  # POT and SciPy on first use: POT loads scikit-learn (slow to import), which a CLI error never needs
     from scipy.spatial.distance import cdist
 
     cost = cdist(xf, yf, metric="sqeuclidean")  # differences, not the expanded form: exact zeros

@@ -74,7 +74,7 @@ def _num_iter_max(n: int, m: int) -> int:
 
 
 def _emd_numpy(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, float]:
-    import ot  # POT on first use: it loads scikit-learn (~1 s), which a CLI error or --help never needs
+    import ot  # POT on first use: it loads scikit-learn (slow to import), which a CLI error or --help never needs
 
     plan, log = ot.emd(a, b, c, numItermax=_num_iter_max(*c.shape), log=True)
     if log.get("warning"):

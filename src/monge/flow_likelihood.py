@@ -55,20 +55,7 @@ from .paths import ProbPath, Schedule
 from .predictions import PREDICTIONS, as_velocity
 from .samplers import SAMPLERS, sample
 
-__all__ = [
-    "DIVERGENCES",
-    "LikelihoodResult",
-    "log_likelihood",
-    "probability_flow",
-    "prior_log_prob",
-    "standard_normal_log_prob",
-    "gaussian_log_prob",
-    "exact_divergence",
-    "hutchinson_divergence",
-    "draw_probes",
-    "dequantize",
-    "bits_per_dim",
-]
+__all__ = ["DIVERGENCES", "LikelihoodResult", "log_likelihood", "probability_flow", "prior_log_prob"]
 
 Field = Callable[[Tensor, Tensor], Tensor]
 

@@ -1,4 +1,5 @@
-r"""Reflow and one-step distillation (Liu, Gong & Liu 2023, "Flow straight and fast").
+r"""Rectifying a trained flow: reflow and one-step distillation (Liu, Gong & Liu 2023, "Flow
+straight and fast").
 
 A trained flow :math:`v` defines a deterministic coupling :math:`(Z_0, Z_1)`,
 :math:`Z_0 \sim \mu`, :math:`Z_1 = \mathrm{ODE}_v(Z_0)` solved tightly. Retraining on these pairs,
@@ -9,8 +10,8 @@ A trained flow :math:`v` defines a deterministic coupling :math:`(Z_0, Z_1)`,
 cross), so few-step Euler sampling improves. Distillation then regresses one Euler step onto
 the pairs, :math:`\min_\theta \mathbb E\|Z_0 + v_\theta(Z_0, 0) - Z_1\|^2`, for a one-step model.
 
-- :func:`generate_pairs`, :func:`save_pairs`, :func:`load_pairs`: the pairs, as a
-  ``.safetensors`` file served during training by the ``reflow`` coupling
+- :func:`generate_pairs`: the pairs, saved as a ``.safetensors`` file
+  (:func:`monge.couplings.reflow.save_pairs`) served during training by the ``reflow`` coupling
   (:class:`monge.couplings.ReflowPairs`);
 - :func:`distill`: the one-step regression;
 - :func:`reflow`: checkpoint in, new run directory out (what ``monge reflow CKPT`` runs).
@@ -25,12 +26,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ._validation import MAX_SAMPLES, check_batch, check_positive_int
+from ._validation import MAX_SAMPLES_PER_CALL, check_batch, check_positive_int
 from .run.checkpoint import run_dir_of
 from .couplings.reflow import PAIRS_NAME, check_pairs, load_pairs, save_pairs
 from .run.rundir import RunLock, claim_run_dir
 
-__all__ = ["PAIRS_NAME", "check_pairs", "generate_pairs", "save_pairs", "load_pairs", "distill", "reflow"]
+__all__ = ["generate_pairs", "distill", "reflow"]
+
 
 def generate_pairs(
     model: Callable[[Tensor, Tensor], Tensor],
@@ -72,7 +74,7 @@ def generate_pairs(
     from .progress import progress_bar
     from .samplers import SAMPLERS, sample
 
-    n = check_positive_int(n, "n", MAX_SAMPLES)
+    n = check_positive_int(n, "n", MAX_SAMPLES_PER_CALL)
     batch_size = check_positive_int(batch_size, "batch_size")
     if torch.is_tensor(source):
         check_batch(source, "source")
@@ -194,7 +196,7 @@ def reflow(
     from .train import Trainer
 
     checkpoint = Path(checkpoint)
-    n_pairs = check_positive_int(n_pairs, "n_pairs", MAX_SAMPLES)
+    n_pairs = check_positive_int(n_pairs, "n_pairs", MAX_SAMPLES_PER_CALL)
     if steps is not None:
         steps = check_positive_int(steps, "steps")
     model, cfg = load_model(checkpoint, ema=True)
