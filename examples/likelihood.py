@@ -1,6 +1,6 @@
-"""Likelihood of a flow: the change of variables, checked against a closed form.
+r"""Likelihood of a flow: the change of variables, checked against a closed form.
 
-``log_likelihood`` integrates :math:`\\log p_1(x) = \\log p_0(z) - \\int_0^1 \\nabla\\cdot v(x_t, t)\\,dt`
+``log_likelihood`` integrates :math:`\log p_1(x) = \log p_0(z) - \int_0^1 \nabla\cdot v(x_t, t)\,dt`
 backwards from the data. On the exact velocity of a Gaussian mixture the flow's density is the
 mixture's, so the result must match ``GaussianMixture.log_prob``; then a small flow trained on
 the same mixture is scored on the same points.

@@ -33,7 +33,7 @@ for row in result.eval_rows:
 
 x0, ref = trainer.source.sample(2000), trainer.target.sample(2000)
 fig, axes = plt.subplots(1, 3, figsize=(9, 3.2), sharex=True, sharey=True)
-for ax, nfe in zip(axes, (1, 2)):
+for ax, nfe in zip(axes[:2], (1, 2), strict=True):
     x1 = sample(trainer.ema.model, x0, sampler="mean_flow", nfe=nfe).x
     ax.scatter(x1[:, 0], x1[:, 1], s=1, alpha=0.5)
     ax.set_title(f"mean_flow, {nfe} NFE (W2 {wasserstein2(x1[:1000], ref[:1000]):.2f})", fontsize=9)

@@ -26,7 +26,7 @@ for name in ("independent", "exact_ot"):
     g = torch.Generator().manual_seed(0)
     coupling, model = COUPLINGS.build(name), MLP(2, hidden=128, depth=3)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    for step in range(steps):
+    for _ in range(steps):
         x0, x1 = sample_toy("8gaussians", 256, g), sample_toy("moons", 256, g)
         pair = coupling(x0, x1)
         ps = path.sample(pair.x0, pair.x1, torch.rand(256, generator=g))

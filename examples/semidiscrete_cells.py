@@ -1,10 +1,10 @@
-"""The semi-discrete OT map's cells: which noise goes to which data point.
+r"""The semi-discrete OT map's cells: which noise goes to which data point.
 
 ``fit_semidiscrete`` fits dual heights :math:`h` so that the map
-:math:`T(x) = y_{\\arg\\max_i \\langle x, y_i\\rangle + h_i}` sends equal Gaussian mass to each of
+:math:`T(x) = y_{\arg\max_i \langle x, y_i\rangle + h_i}` sends equal Gaussian mass to each of
 the N data points (DPM-OT's global coupling). The figure colours a grid of noise points by the
-cell they fall in, with an arrow from each cell's centre to its data point; the printed error is the cell masses' deviation
-from uniform, measured on fresh noise.
+cell they fall in, with an arrow from each cell's centre to its data point; the printed error is
+the cell masses' deviation from uniform, measured on fresh noise.
 """
 
 import matplotlib

@@ -21,6 +21,9 @@ from pathlib import Path
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rst_roles import rst_to_markdown  # noqa: E402 (the folder of this hook is not a package)
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 #: Seconds one example may run.
@@ -30,7 +33,7 @@ TIMEOUT = int(os.environ.get("MONGE_GALLERY_TIMEOUT", "600"))
 def _docstring(path: Path) -> tuple[str, str]:
     """Title (first line) and body of a script's module docstring."""
     doc = ast.get_docstring(ast.parse(path.read_text())) or path.stem
-    title, _, body = doc.partition("\n")
+    title, _, body = rst_to_markdown(doc).partition("\n")
     return title.strip().rstrip("."), body.strip()
 
 

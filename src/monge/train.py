@@ -250,7 +250,8 @@ class Trainer:
                     diag = self.diagnostics()
                     lr, seconds = self.optimizer.param_groups[0]["lr"], round(time.perf_counter() - start, 3)
                     log.write([self.step, loss, lr, seconds, *(round(diag.get(k, math.nan), 5) for k in DIAGNOSTICS)])
-                    tb.scalars(self.step, {"loss": loss, "lr": lr, "seconds": seconds, "grad_norm": self.grad_norm}, "train")
+                    grad_norm = math.nan if self.grad_norm is None else float(self.grad_norm)
+                    tb.scalars(self.step, {"loss": loss, "lr": lr, "seconds": seconds, "grad_norm": grad_norm}, "train")
                     tb.scalars(self.step, diag, "coupling")
                 if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
                     self.save()

@@ -70,8 +70,8 @@ def test_missing_package_names_the_extra(tiny_config, monkeypatch):
 
 
 def test_an_image_run_logs_a_grid_of_samples(tiny_config):
-    cfg = tiny_config(train__tensorboard=True, train__steps=10, data={"source": "gaussian", "target": {"name": "digits", "size": 8}},
-                      coupling="independent")
+    digits = {"source": "gaussian", "target": {"name": "digits", "size": 8}}
+    cfg = tiny_config(train__tensorboard=True, train__steps=10, data=digits, coupling="independent")
     Trainer(cfg).fit()
     image = _read(cfg.run_dir / TENSORBOARD_DIR).Images("eval/samples")[-1]
     assert image.step == 10 and image.width > 100 and image.height > 100
