@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean docs docs-check dist dist-check
 
 $(BIN)/monge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,34 @@ test: install
 bench: install
 	$(BIN)/python bench/ot_solvers.py
 
+# The documentation site in site/: `mkdocs build --strict` (warnings are errors, no network);
+# its hook (docs/tools/hooks.py) runs the gallery scripts of examples/ in quick mode first.
+docs: install
+	$(BIN)/pip install -q -c constraints.txt -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 OMP_NUM_THREADS=1 $(BIN)/mkdocs build --strict
+
+# The docs build, checked: the same as `docs` (kept out of `make test` and CI for now).
+docs-check: docs
+	test -f site/index.html && test -f site/api/monge/index.html
+
+# A wheel and an sdist in dist/ (needs only a venv with `build`; monge itself is not installed).
+dist:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt build
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
+# Both install into a fresh venv (torch from the local wheel) and the CLI runs there.
+dist-check: dist
+	DIR=$$(mktemp -d) && $(PYTHON) -m venv $$DIR/venv && \
+	$$DIR/venv/bin/pip install -q "$(TORCH)" && \
+	$$DIR/venv/bin/pip install -q -c constraints.txt dist/monge-*.whl && \
+	(cd $$DIR && venv/bin/monge --help >/dev/null && \
+	 venv/bin/python -c "import importlib.resources as r, monge; assert r.files('monge').joinpath('py.typed').is_file(); print('wheel: monge', monge.__version__)") && \
+	$$DIR/venv/bin/pip install -q --no-deps --force-reinstall dist/monge-*.tar.gz && \
+	(cd $$DIR && venv/bin/monge --help >/dev/null && \
+	 venv/bin/python -c "import importlib.resources as r, monge; assert r.files('monge').joinpath('py.typed').is_file(); print('sdist: monge', monge.__version__)") && \
+	rm -rf $$DIR
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site dist

@@ -69,6 +69,9 @@ def train(
         show_default="off"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
                                             show_default=_AUTO),
+    tensorboard: bool = typer.Option(False, "--tensorboard", show_default="off",
+                                     help="Also write TensorBoard logs to RUN/tb (train.tensorboard=true; "
+                                          "the tensorboard extra)."),
 ) -> None:
     """Train a model from a recipe; writes runs/NAME/{checkpoint.safetensors, log.csv, eval.md}.
 
@@ -87,6 +90,7 @@ def train(
         cfg = load_config(config, list(overrides or []))
         _quick_config(cfg)
         cfg.train.progress = cfg.train.progress and progress is not False
+        cfg.train.tensorboard = cfg.train.tensorboard or tensorboard
         if resume and overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
         result = Trainer(cfg).fit(resume=resume, overwrite=overwrite)

@@ -110,6 +110,7 @@ class TrainConfig:
     compile: bool = False  # wrap the network in torch.compile
     label_dropout: float = 0.1  # class-conditional models: share of labels replaced by the null class
     pairing_workers: int = 0  # threads solving the OT of upcoming batches (exact_ot, immiscible)
+    tensorboard: bool = False  # also write TensorBoard event files to RUN/tb (pip install 'monge[tensorboard]')
 
 
 @dataclass

@@ -34,7 +34,7 @@ from .run.checkpoint import CHECKPOINT_NAME, CheckpointError, save_checkpoint
 from .run.checks import build_objective, check_conditional, check_continuous, check_device, check_training_memory
 from .run.divergence import DivergenceGuard, TrainingError, clip_gradients
 from .run.evaluation import eval_due, evaluate_run, evaluate_run_nll, write_eval
-from .run.logs import CsvLog
+from .run.logs import TENSORBOARD_DIR, CsvLog, TensorBoardLog, require_tensorboard, sample_figure
 from .run.preparation import prepare_run_coupling
 from .run.resume import nonfinite, resume_training, training_state
 from .run.rundir import claim_for_ranks
@@ -65,6 +65,8 @@ class Trainer:
     def __init__(self, config: Config, model: nn.Module | None = None) -> None:
         self.config, tc = config, config.train
         device = check_device(tc.device)
+        if tc.tensorboard:
+            require_tensorboard()
         self.dist = distributed.setup(device)
         self.device = distributed.rank_device(device, self.dist)
         try:
@@ -97,6 +99,8 @@ class Trainer:
         self.guard = DivergenceGuard(config.run_dir)
         #: steps done, the last step's loss and its objective's logs (e.g. mean_flow's ``adaptive_loss``)
         self.step, self.last_loss, self.last_logs = 0, float("nan"), {}
+        #: the last step's total gradient norm (before clipping)
+        self.grad_norm: torch.Tensor | None = None
         self.prepare_seconds, self.run_dir = 0.0, config.run_dir
         #: where :meth:`train_step` is: None (between steps), "draw" (nothing updated yet) or
         #: "update" (optimiser/EMA being updated: an exception here leaves a torn state)
@@ -125,7 +129,8 @@ class Trainer:
             value = self.guard.check_loss(self._reduce_loss(loss.detach()), self.step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.guard.check_gradient(clip_gradients(self.model, self.config.train.grad_clip), self.step)
+            self.grad_norm = clip_gradients(self.model, self.config.train.grad_clip)
+            self.guard.check_gradient(self.grad_norm, self.step)
             self.phase = "update"
             self.optimizer.step()
             self.ema.update(self.model)
@@ -231,6 +236,7 @@ class Trainer:
         first_step, start = self.step, time.perf_counter()
         log = CsvLog(self.run_dir / "log.csv", ["step", "loss", "lr", "seconds", *DIAGNOSTICS], append=resume,
                      enabled=main)
+        tb = TensorBoardLog(self.run_dir / TENSORBOARD_DIR, main and tc.tensorboard, self.step if resume else None)
         progress = training_bar(tc.steps, self.step, tc.progress and main, self.config.name)
         self.interrupted = self._stop_all = False
         restore_sigint = route_sigint(self)
@@ -242,17 +248,20 @@ class Trainer:
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     progress.set_postfix(loss=f"{loss:.4f}")
                     diag = self.diagnostics()
-                    log.write([self.step, loss, self.optimizer.param_groups[0]["lr"], round(time.perf_counter() - start, 3),
-                               *(round(diag.get(k, math.nan), 5) for k in DIAGNOSTICS)])
+                    lr, seconds = self.optimizer.param_groups[0]["lr"], round(time.perf_counter() - start, 3)
+                    log.write([self.step, loss, lr, seconds, *(round(diag.get(k, math.nan), 5) for k in DIAGNOSTICS)])
+                    grad_norm = math.nan if self.grad_norm is None else float(self.grad_norm)
+                    tb.scalars(self.step, {"loss": loss, "lr": lr, "seconds": seconds, "grad_norm": grad_norm}, "train")
+                    tb.scalars(self.step, diag, "coupling")
                 if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
                     self.save()
                 if eval_due(self.step, tc.eval_every, tc.steps):
-                    self.write_eval(self.evaluate(), self.evaluate_nll())
-                    distributed.barrier()
+                    self._evaluate_and_log(tb)
                 if self._stop_all if self.dist.enabled else self.interrupted:
                     raise KeyboardInterrupt  # Ctrl-C during the step, honoured at its end
         except KeyboardInterrupt:
             progress.close()
+            tb.close()
             self._save_interrupted()
             raise
         finally:
@@ -261,11 +270,18 @@ class Trainer:
             progress.close()
             log.close()
         self.save()
-        rows, nll = self.evaluate(), self.evaluate_nll()
-        self.write_eval(rows, nll)
-        distributed.barrier()
+        rows, nll = self._evaluate_and_log(tb)
+        tb.close()
         return TrainResult(self.step, self.last_loss, self.run_dir, rows, time.perf_counter() - start,
                            trained=self.step - first_step, nll=nll)
+
+    def _evaluate_and_log(self, tb: TensorBoardLog) -> tuple[list[EvalRow], NLLResult | None]:
+        """Evaluate, write ``eval.md`` / ``eval.csv`` and the TensorBoard rows and sample figure; all ranks."""
+        rows, nll = self.evaluate(), self.evaluate_nll()
+        self.write_eval(rows, nll)
+        tb.evaluation(self.step, rows, nll, sample_figure(self) if tb.enabled else None)
+        distributed.barrier()
+        return rows, nll
 
     def _start(self, resume: bool) -> None:
         """The run directory, the resumed state, ``config.yaml`` and the coupling's fit, before the first step."""

@@ -142,6 +142,9 @@ def load_textures(
 ) -> ImageDataset:
     r"""``n`` random ``size`` x ``size`` crops of each picture in ``images``, labelled by picture.
 
+    Returns an :class:`ImageDataset` of ``(len(images) * n, channels, size, size)`` images with
+    ``held_out`` (``None`` when ``holdout=0``).
+
     Parameters
     ----------
     size : crop side in pixels (16 or 32 for the recipes; any side that fits the picture).
@@ -157,9 +160,6 @@ def load_textures(
         :math:`\mathrm{round}(n \cdot h / (1 - h))` for ``holdout`` :math:`h`.
     seed : the crop positions; picture ``k`` of split ``s`` draws from ``default_rng([seed, s, k])``,
         so adding a picture leaves the others' crops unchanged.
-
-    Returns an :class:`ImageDataset` of ``(len(images) * n, channels, size, size)`` images with
-    ``held_out`` (``None`` when ``holdout=0``).
     """
     if isinstance(channels, bool) or channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (colour), got {channels!r}")
@@ -265,6 +265,9 @@ def load_faces(
 ) -> ImageDataset:
     """The faces of scikit-image's ``lfw_subset`` (25 x 25 grey) at ``size`` x ``size``.
 
+    Returns an :class:`ImageDataset` ``(N, 1, size, size)`` with ``held_out`` (``None`` when
+    ``holdout=0``), named ``faces{size}`` (``faces{size}-labelled`` with ``non_faces``).
+
     Parameters
     ----------
     size : 16 (shrunk, antialiased) or 32 (bilinear upsampling).
@@ -275,9 +278,6 @@ def load_faces(
         many random ``crop`` x ``crop`` windows (``crop < 25``), each then resized to ``size``.
     crop : side of the window cut from the 25 x 25 picture before resizing.
     seed : which pictures are held out and where the random windows fall.
-
-    Returns an :class:`ImageDataset` ``(N, 1, size, size)`` with ``held_out`` (``None`` when
-    ``holdout=0``), named ``faces{size}`` (``faces{size}-labelled`` with ``non_faces``).
     """
     if isinstance(size, bool) or size not in FACE_SIZES:
         raise ValueError(f"size must be one of {FACE_SIZES}, got {size!r}")

@@ -49,12 +49,12 @@ def mmd_rbf(
 ) -> float:
     r"""Squared MMD between samples ``x`` ``(n, *shape)`` and ``y`` ``(m, *shape)`` (flattened).
 
+    Returns the MMD² as a float, computed in float64 on the inputs' device.
+
     Parameters
     ----------
     bandwidths : kernel widths :math:`\sigma`; default ``median_bandwidth(x, y) * (0.5, 1, 2)``.
     unbiased : U-statistic (needs ``n, m >= 2``) if True, else the biased V-statistic (>= 0).
-
-    Returns the MMD² as a float, computed in float64 on the inputs' device.
     """
     check_batch(x, "x")
     check_batch(y, "y")

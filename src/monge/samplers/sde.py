@@ -39,6 +39,10 @@ def euler_maruyama(
 
     .. math:: x_{k+1} = x_k + h_k\big(u(x_k, t_k) + \varepsilon_k s(x_k, t_k)\big) + \sqrt{2\varepsilon_k h_k}\, z_k.
 
+    Where :math:`\varepsilon_t` is infinite (``"reverse"`` at :math:`\alpha_t = 0`, the pure-noise
+    start of flow schedules) that step is taken without noise (:math:`\varepsilon = 0`).
+    One model evaluation per step; randomness from ``generator``.
+
     Parameters
     ----------
     diffusion : ``"reverse"`` or callable
@@ -49,10 +53,6 @@ def euler_maruyama(
     last_step : ``"mean"`` or ``"euler_maruyama"``
         ``"mean"`` drops the noise of the final step (the usual choice: the last step lands on
         data, and its noise would stay in the samples).
-
-    Where :math:`\varepsilon_t` is infinite (``"reverse"`` at :math:`\alpha_t = 0`, the pure-noise
-    start of flow schedules) that step is taken without noise (:math:`\varepsilon = 0`).
-    One model evaluation per step; randomness from ``generator``.
     """
     check_number(noise_scale, "noise_scale", 0.0)
     if last_step not in ("mean", "euler_maruyama"):
