@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from monge.data import GaussianMixture
-from monge.likelihood import log_likelihood
+from monge.flow_likelihood import log_likelihood
 from monge.models import MLP
 from monge.objectives import regression_loss
 from monge.paths import PATHS
