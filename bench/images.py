@@ -634,9 +634,10 @@ def _verdicts(data: str, space: str, cells: dict[str, list[dict]], s: Settings) 
         last = statistics.mean(r["curve"][-1][1] for r in ind)
         prev = statistics.mean(r["curve"][-2][1] for r in ind)
         gain = (prev - last) / prev if prev > 0 else 0.0
+        change = f"{100 * gain:.0f}% better" if gain >= 0 else f"{-100 * gain:.0f}% worse"
         out.append(f"- **{where}, budget long enough?** independent's Fréchet at {s.curve_nfe} NFE went "
-                   f"{prev:.2f} -> {last:.2f} over the last segment ({100 * gain:.0f}% better): "
-                   + ("it has stopped improving (under 5%)." if gain < 0.05 else
+                   f"{prev:.2f} -> {last:.2f} over the last segment ({change}): "
+                   + ("it has stopped improving (under 5% better)." if gain < 0.05 else
                       "still improving, so the budget is too short to judge the high-NFE goal."))
     fm = cells.get("flow_map")
     if fm and ind and "adaptive" in scores(ind) and "1" in scores(fm):
