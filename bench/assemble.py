@@ -64,6 +64,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
          "--out bench/results/couplings_quality_semidiscrete.md")),
     "digits": ("Digits: couplings and the DPM-OT expressway", "monge demo --data digits"),
     "inverse": ("Inverse problems: posterior sampling with a flow prior", "python bench/inverse.py"),
+    "images": ("Images: couplings on digits and textures, pixel U-Net and latent MLP", "python bench/images.py"),
+    "images_quick": ("Images: quick run (smoke settings)", "python bench/images.py --quick"),
 }
 
 #: values of a headline's ``met``: ``n/a`` where the bench states no goal (it only reports)

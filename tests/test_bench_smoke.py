@@ -335,3 +335,56 @@ def test_coupling_cost_bench_runs_and_measures_the_kept_noise():
     fixed = cost.knn_marginal(data, 4, True, 1024, 256, g)
     assert plain["second"] < 0.95 and fixed["second"] == pytest.approx(1.0, abs=0.02)
     assert plain["gain"] > fixed["gain"] > 0.1
+
+
+def test_images_bench_tiny(tmp_path):
+    """bench/images.py end to end at tiny settings (pixel U-Net and latent MLP on digits): one JSON line
+    per cell and space, finished cells skipped on a rerun, and a reported Fréchet recomputed by hand
+    from the cell's checkpoint (one Euler step x + v(x, 0) of the EMA model on the cell's noise)."""
+    import dataclasses
+
+    from monge.metrics.frechet import classifier_frechet_distance
+    from monge.run.load import load_model
+
+    bench = _load("images")
+    assemble = _load("assemble")
+    s = dataclasses.replace(
+        bench.QUICK, datasets=("digits",), methods=("independent", "sd_hard", "flow_map"), pixel_steps=2,
+        latent_steps=4, segments=2, unet_channels=(8, 16), ae_channels=(8, 16), ae_steps=3, n_eval=32, n_curve=16,
+        curve_nfe=2, nfes=(1,), adaptive_tol=1e-2, sd_max_time=1.0, classifier_epochs=1)
+    threads = torch.get_num_threads()
+    try:
+        records = bench.run(s, tmp_path, log=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
+    cells = [r for r in records if r["kind"] == "cell"]
+    assert sorted((r["space"], r["method"]) for r in cells) == sorted(
+        (space, m) for space in ("pixel", "latent") for m in s.methods)
+    assert sum(r["kind"] == "reference" for r in records) == 2
+    for r in cells:
+        assert [step for step, _ in r["curve"]] == ([1, 2] if r["space"] == "pixel" else [2, 4])
+        assert [row["setting"] for row in r["rows"]] == (["mean_flow"] if r["method"] == "flow_map"
+                                                         else ["euler", "adaptive"])
+    sd = next(r for r in cells if r["method"] == "sd_hard" and r["space"] == "pixel")
+    assert sd["fit"]["n_targets"] == 1438 and sd["prepare_seconds"] > 0
+
+    lines = (tmp_path / "results.jsonl").read_text().count("\n")
+    assert len(bench.run(s, tmp_path, log=lambda m: None)) == len(records)  # nothing retrained
+    assert (tmp_path / "results.jsonl").read_text().count("\n") == lines
+
+    ind = next(r for r in cells if r["method"] == "independent" and r["space"] == "pixel")
+    model, _ = load_model(tmp_path / "runs" / "digits-pixel-independent-s0")
+    ctx = bench.load_data("digits", s, tmp_path / "cache")
+    x = bench.eval_noise((1, 16, 16), s.n_eval, 0)
+    with torch.no_grad():
+        x1 = (x + model.eval()(x, torch.zeros(len(x)))).clamp(-1, 1)
+    fd = classifier_frechet_distance(x1, ctx.test.data, ctx.classifier)
+    assert ind["rows"][0]["nfe"] == 1 and ind["rows"][0]["frechet"] == pytest.approx(fd, rel=1e-5)
+
+    text = bench.report(records, s, "cmd")
+    out = tmp_path / "images.md"
+    out.write_text(text)
+    headline, _ = assemble.read_headline(out)
+    assert headline.met == "n/a" and headline.goal.startswith("quick run")
+    assert "## digits, pixel space" in text and "## digits, latent space" in text
+    assert "| semidiscrete_ot (hard) |" in text and "**Novelty**" in text
