@@ -654,6 +654,7 @@ def evaluate_checkpoints(
     skipped: dict[str, str] = {}
     recons: dict[str, Reconstruction] = {}
     floors: dict[str, Reconstruction] = {}
+    latent_labels: set[str] = set()
     tasks = set()
     for checkpoint in checkpoints:
         model, cfg = load_model(checkpoint)
@@ -678,12 +679,13 @@ def evaluate_checkpoints(
         source_data, target_data = build_run_data(cfg, "monge eval")
         images, decode = target_data, None
         if cfg.data.latent is not None:  # the flow lives on latents; its samples are scored as images
+            latent_labels.add(label)
             from .run.latent import encode_target, latent_source
 
             codec = run_codec(model, cfg)
             target_data = encode_target(codec, images, run_dir_of(checkpoint))
             source_data, decode = latent_source(cfg, tuple(codec.latent_shape)), codec.decode
-            floors[label] = evaluate_reconstruction(lambda x, c=codec: c.decode(c.encode(x)), cfg.data.target, images,
+            floors[f"{cfg.data.latent} (of {label})"] = evaluate_reconstruction(lambda x, c=codec: c.decode(c.encode(x)), cfg.data.target, images,
                                                     seed=seed)
         against = None
         if novelty:
@@ -704,7 +706,7 @@ def evaluate_checkpoints(
     if rows:
         source, target, _ = tasks.pop()
         parts = [format_table(r, f"{label}: {source} -> {target}")
-                 + (f"\n\n{LATENT_NOTE}" if label in floors else "")
+                 + (f"\n\n{LATENT_NOTE}" if label in latent_labels else "")
                  + (f"\n\nNovelty: {skipped[label]}." if label in skipped else "") for label, r in rows.items()]
     if len(rows) > 1:
         parts.append(format_comparison(rows))
