@@ -113,6 +113,11 @@ def test_sample_writes_decoded_images(at_root, tmp_path):
     assert res.exit_code == 0, res.output
     x = np.load(out)
     assert x.shape == (6, 1, 16, 16) and np.isfinite(x).all() and grid.is_file()
+    res = runner.invoke(app, ["sample", "runs/flow", "-n", "4", "--nfe", "1", "--expressway", "0.5", "-o", str(out)])
+    assert res.exit_code == 0, res.output  # from the map the run fitted on its latents
+    assert np.load(out).shape == (4, 1, 16, 16)
+    msg = _fails("fit-ot", "runs/flow")
+    assert "semi-discrete map of a latent flow" in msg and "not supported yet" in msg
 
 
 def test_eval_scores_decoded_images_and_reports_the_floor(at_root):

@@ -249,8 +249,12 @@ def semidiscrete_map(
     the fit's progress bar (default: when stderr is a terminal). The fit draws
     from a generator seeded ``seed + 3`` (default: the run's ``train.seed``, as in training).
     """
-    from .couplings.maps import run_map
+    from .couplings.maps import load_run_map, run_map
 
+    if config.data.latent is not None and not refit:  # a semidiscrete_ot latent flow cached its map on the latents
+        cached = load_run_map(Path(run_dir), device=device)
+        if cached is not None:
+            return cached
     return run_map(config, run_dir, seed=seed, device=device, refit=refit, progress=progress)
 
 
