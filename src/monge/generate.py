@@ -339,8 +339,8 @@ def run_codec(model: nn.Module, config: Config, device: torch.device | str = "cp
     if config.data.latent is None:
         raise ValueError(f"run {config.name} is not a latent flow (no data.latent); its samples are data already")
     if not isinstance(stored, dict):
-        raise ValueError(f"run {config.name} is a latent flow: load its model with monge.run.load.load_model, which "
-                         "attaches the record of its autoencoder (model.latent)")
+        raise ValueError(f"run {config.name} is a latent flow: pass codec= (a Trainer's .codec), or load its model "
+                         "with monge.run.load.load_model, which attaches the record of its autoencoder (model.latent)")
     return open_run_codec(config, stored, f"run {config.name}", device)
 
 
