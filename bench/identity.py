@@ -5,7 +5,9 @@
 
 Each recipe of configs/ trains for ``--steps`` steps (evaluation off, one thread, a map fit capped
 by steps rather than wall time) into a temporary folder; the SHA-256 of every checkpoint tensor is
-recorded. Recipes that need files made by another run (reflow) are trained on pairs written here.
+recorded. Recipes that need files made by another run (reflow) are trained on pairs written here;
+a latent flow (``data.latent``) is trained on the autoencoder recipe trained here just before it
+(``digits-autoencoder`` sorts before ``digits-latent-*``), and skipped when that run is not here.
 """
 from __future__ import annotations
 
@@ -26,7 +28,10 @@ def _overrides(recipe: Path, out: Path, steps: int) -> list[str]:
 
     extra = [f"train.steps={steps}", "train.eval_every=0", f"train.checkpoint_every={steps}",
              f"output_dir={out}", "sample.adaptive=false"]
-    if "semidiscrete" in load_config(recipe).coupling.name:
+    cfg = load_config(recipe)
+    if cfg.data.latent is not None:  # the autoencoder run of that name, trained here
+        extra.append(f"data.latent={out / Path(cfg.data.latent).name}")
+    if "semidiscrete" in cfg.coupling.name:
         extra += ["coupling.max_time=null", "coupling.max_iter=200"]
     return extra
 
@@ -54,6 +59,9 @@ def run_all(steps: int, only: list[str]) -> dict[str, dict[str, str] | str]:
                 continue  # its pairs file comes from another run; covered by tests/test_reflow.py
             try:
                 cfg = load_config(recipe, _overrides(recipe, Path(tmp), steps))
+                if cfg.data.latent is not None and not Path(cfg.data.latent).is_dir():
+                    print(recipe.stem, f"skipped: its autoencoder {Path(cfg.data.latent).name} was not trained here")
+                    continue
                 Trainer(cfg).fit()
                 out[recipe.stem] = _hash_run(Path(tmp) / cfg.name)
             except Exception as err:  # recorded: a recipe that fails must fail the same way after

@@ -111,12 +111,27 @@ def test_every_objective_declares_its_prediction_and_sampler_kind():
     for name in OBJECTIVES.names():
         cls = OBJECTIVES.get(name)
         assert issubclass(cls, Objective)
-        assert cls.prediction in (*PREDICTIONS, "average_velocity")
+        assert cls.prediction in (*PREDICTIONS, "average_velocity", "reconstruction")
         assert sampler_kind(name) == cls.sampler_kind
-        assert is_flow_map(name) == (cls.sampler_kind != "ode") == (cls.prediction == "average_velocity")
+        assert is_flow_map(name) == (cls.sampler_kind not in ("ode", None)) == (cls.prediction == "average_velocity")
+        assert (cls.sampler_kind is None) == (cls.prediction == "reconstruction")
     assert {"velocity", "noise", "data", "score"} <= set(OBJECTIVES.names())
     assert flow_map_objectives() == ["mean_flow", "shortcut"]
     assert sampler_kind("mean_flow") == "mean_flow" and sampler_kind("score") == "ode"
+
+
+def test_reconstruction_is_the_autoencoders_loss_of_the_data_alone():
+    from monge.models import AutoEncoder
+
+    torch.manual_seed(0)
+    net = AutoEncoder((1, 8, 8), channels=[8], latent_channels=2, groups=4).eval()
+    x1 = torch.rand(5, 1, 8, 8) * 2 - 1
+    pairs = Coupled(torch.randn(5, 1, 8, 8), x1, None)  # the noise and the times are ignored
+    loss, logs = OBJECTIVES.build("reconstruction").loss(net, pairs, torch.rand(5), PATHS.build("linear"))
+    assert float(loss.detach()) == pytest.approx(float((net(x1) - x1).pow(2).mean().detach()), rel=1e-6)
+    assert logs == {"mse": pytest.approx(float(loss)), "kl": 0.0}
+    with pytest.raises(ValueError, match="an autoencoder run has nothing to sample"):
+        check_sampler("reconstruction", "euler")
 
 
 def test_sampler_checks_read_the_sampler_kind():

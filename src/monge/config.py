@@ -85,10 +85,17 @@ class Component:
 class DataConfig:
     """Source (t=0) and target (t=1) distributions: a data-source name, or a mapping with
     ``name`` and its parameters (``{name: digits, size: 16}``). The ``gaussian`` source takes
-    the target's sample shape unless given one."""
+    the target's sample shape unless given one.
+
+    ``latent``: a latent flow. The run directory or checkpoint of a trained ``autoencoder`` run, or
+    a folder of a diffusers ``AutoencoderKL`` / ``AutoencoderTiny`` (:func:`monge.latent.load_codec`):
+    the target images are encoded once (cached in the run directory), the flow learns
+    ``source -> latents`` and samples are decoded back to images. Checked when training starts,
+    so a recipe loads before its autoencoder is trained."""
 
     source: Component = field(default_factory=lambda: Component("gaussian"))
     target: Component = field(default_factory=lambda: Component("moons"))
+    latent: str | None = None
 
 
 @dataclass
@@ -157,6 +164,8 @@ class Config:
                 out[f.name] = value.to_dict()
             elif isinstance(value, DataConfig):
                 out[f.name] = {"source": value.source.to_compact(), "target": value.target.to_compact()}
+                if value.latent is not None:
+                    out[f.name]["latent"] = value.latent
             elif dataclasses.is_dataclass(value):
                 out[f.name] = dataclasses.asdict(value)
             else:
@@ -241,6 +250,7 @@ class Config:
                 f"unknown model {self.model.name!r}; valid choices: {', '.join(MODELS.names())}"
             )
         self._validate_objective()
+        self._validate_latent()
         if not check_data:
             return
         from .data.sources import build_data
@@ -257,11 +267,42 @@ class Config:
                 source.log_prob(source.sample(1))
             except ValueError as err:
                 raise ConfigError(f"sample.nll: {err}") from None
+        if self.data.latent is not None:
+            return  # the model's shape is the autoencoder's latent shape, known when training starts
         try:  # on the meta device: checks the parameters without allocating weights
             with torch.device("meta"):
                 build_model(self.model.name, self.model.params, source.shape)
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
+
+    def _validate_latent(self) -> None:
+        """An autoencoder trains with the ``reconstruction`` objective and nothing else does; a latent
+        flow (``data.latent``) is a flow, not an autoencoder."""
+        ae, recon = self.model.name == "autoencoder", self.objective.name == "reconstruction"
+        if ae and not recon:
+            raise ConfigError(f"model autoencoder trains with objective: reconstruction, not {self.objective.name!r}; "
+                              "set objective: reconstruction (configs/digits-autoencoder.yaml)")
+        if recon and not ae:
+            raise ConfigError(f"objective reconstruction trains an autoencoder, not model {self.model.name!r}; set "
+                              "model: {name: autoencoder, ...}, or use objective velocity for a flow")
+        if recon:
+            if self.coupling.name != "independent":
+                raise ConfigError(f"an autoencoder run pairs no noise with its data, so coupling {self.coupling.name!r} "
+                                  "has nothing to do; set coupling: independent")
+            if self.data.latent is not None:
+                raise ConfigError("data.latent names the autoencoder a flow works on; an autoencoder run trains on "
+                                  "the images themselves: drop data.latent")
+            if self.sample.nll:
+                raise ConfigError("sample.nll scores a flow's likelihood; an autoencoder has none: set sample.nll: false")
+            return
+        latent = self.data.latent
+        if latent is None:
+            return
+        if not latent.strip():
+            raise ConfigError("data.latent must name an autoencoder run directory (or a diffusers folder), got ''")
+        if self.sample.nll:
+            raise ConfigError("sample.nll scores the likelihood of the latents, not of the images, for a latent flow "
+                              "(data.latent); set sample.nll: false")
 
     def _validate_objective(self) -> None:
         """The objective exists and agrees with the model (two times for a flow map) and the sampler."""
@@ -271,7 +312,8 @@ class Config:
         try:
             objectives.OBJECTIVES.build(name, **self.objective.params)
             objectives.check_model(name, self.model.params.get("second_time", False) is True)
-            objectives.check_sampler(name, self.sample.sampler)
+            if objectives.sampler_kind(name) is not None:  # an autoencoder run samples nothing
+                objectives.check_sampler(name, self.sample.sampler)
         except ValueError as err:
             raise ConfigError(f"objective: {err}") from None
         if objectives.is_flow_map(name) and self.sample.adaptive:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison", "NLLResult", "held_out_target", "reference_data",
            "evaluate_nll", "format_nll", "RowNovelty", "NoveltyReference", "novelty_reference", "format_novelty",
-           "novelty_sentence", "COPY_MARGIN", "MAX_HELD_OUT"]
+           "novelty_sentence", "COPY_MARGIN", "MAX_HELD_OUT", "Reconstruction", "evaluate_reconstruction",
+           "format_reconstruction", "LATENT_NOTE"]
 
 #: A row copies when its near-copy share exceeds the held-out points' by more than this (2 points).
 COPY_MARGIN = 0.02
@@ -144,6 +145,19 @@ class NoveltyReference:
                                                          classifier_features(classifier, held_out).cpu())
         return cls(train, held_out, description, space, classifier, *feats, clip, quantile)
 
+    def mode_stats(self, samples: Tensor) -> tuple[float, float] | None:
+        """``(coverage, mixture)`` of image ``samples`` under the reference's classifier
+        (:func:`~monge.metrics.classifier.classifier_mode_stats`), ``None`` without one."""
+        from .metrics.classifier import classifier_mode_stats, classifier_probs
+
+        if self.classifier is None:
+            return None
+        x = samples.detach().float()
+        if self.clip is not None:
+            x = x.clamp(*self.clip)
+        stats = classifier_mode_stats(classifier_probs(self.classifier, x))
+        return stats.coverage, stats.mixture
+
     def measure(self, samples: Tensor, seed: int = 0) -> RowNovelty:
         """The :class:`RowNovelty` of ``samples`` (``seed``: the train subsets of the Fréchet pair)."""
         from .metrics.classifier import classifier_features
@@ -179,6 +193,7 @@ def evaluate_field(
     schedule: Schedule | None = None,
     options: dict[str, Any] | None = None,
     novelty: NoveltyReference | None = None,
+    decode: Callable[[Tensor], Tensor] | None = None,
 ) -> list[EvalRow]:
     r"""Sample ``n`` points from ``source`` pushed by ``field`` at each NFE and compare with fresh
     ``target`` samples: exact :math:`W_2`, RBF MMD², straightness
@@ -201,7 +216,12 @@ def evaluate_field(
     run's prediction type.
 
     ``novelty`` (:func:`novelty_reference`) measures every row's :class:`RowNovelty`: how close its
-    samples are to the training points against how close held-out points are.
+    samples are to the training points against how close held-out points are; a reference with a
+    classifier (labelled images) also gives the rows' mode coverage and mixture in its classes.
+
+    ``decode`` (a latent flow's :meth:`~monge.latent.LatentCodec.decode`): ``source``, ``target`` and
+    the field live in a latent space, where W2, MMD² and straightness are measured; the samples are
+    decoded to images for the novelty, coverage and mixture, against ``novelty``'s images.
     """
     if isinstance(sampler, str):
         settings: dict[str, Any] = {"schedule": schedule}
@@ -251,7 +271,11 @@ def evaluate_field(
             stats = mode_stats(x1, centres.to(x1), std)
             row.mode_coverage, row.mode_mixture = stats.coverage, stats.mixture
         if novelty is not None:
-            row.novelty = novelty.measure(x1, seed=seed)
+            images = x1 if decode is None else decode(x1)
+            row.novelty = novelty.measure(images, seed=seed)
+            classes = novelty.mode_stats(images) if modes is None else None
+            if classes is not None:
+                row.mode_coverage, row.mode_mixture = classes
         rows.append(row)
     return rows
 
@@ -518,6 +542,76 @@ def format_coupling_diagnostics(diagnostics: dict[str, dict[str, float]]) -> str
              "| run | " + " | ".join(DIAGNOSTICS) + " |", "|---|" + "---:|" * len(DIAGNOSTICS)]
     for label, diag in diagnostics.items():
         lines.append(f"| {label} | " + " | ".join(f"{diag[k]:.4g}" if k in diag else "-" for k in DIAGNOSTICS) + " |")
+    return "\n".join(lines)
+
+
+#: What a latent flow's tables measure where (after its quality table).
+LATENT_NOTE = ("Latent flow: W2, MMD² and straightness are measured in the autoencoder's latent space; the samples are "
+               "decoded to images for the novelty, the classifier Fréchet distances, coverage and mixture.")
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    r"""An autoencoder's reconstructions :math:`\hat x = D(E(x))` of ``n`` images (``data`` says which):
+    ``mse`` :math:`= \tfrac{1}{nd}\sum\lVert\hat x - x\rVert^2`, and for labelled images ``frechet``, the
+    classifier Fréchet distance of the reconstructions to the images: the floor that no latent flow
+    on this autoencoder goes below, since its samples are decoded by the same decoder."""
+
+    mse: float
+    frechet: float | None
+    n: int
+    data: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_reconstruction(
+    reconstruct: Callable[[Tensor], Tensor],
+    spec: Any,
+    target: DataSource,
+    *,
+    classifier: bool = True,
+    cache_dir: str | Path | None = None,
+    max_images: int = MAX_HELD_OUT,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> Reconstruction:
+    """The :class:`Reconstruction` of the held-out images of ``target`` (:func:`held_out_target`; a
+    seeded subset of ``max_images`` when larger) by ``reconstruct`` (images -> images), in batches.
+    ``classifier``: for labelled images, the classifier of :func:`novelty_reference` (same cache)."""
+    from .metrics.frechet import classifier_frechet_distance
+
+    held, what, _ = held_out_target(spec, target)
+    x = getattr(held, "data", None)
+    if not torch.is_tensor(x):
+        x = held.sample(max_images, generator=torch.Generator().manual_seed(seed))
+    if x.shape[0] > max_images:
+        x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_images]]
+    x = x.float()
+    with torch.no_grad():
+        recon = torch.cat([reconstruct(chunk).float().cpu() for chunk in x.split(batch_size)])
+    mse = float((recon - x).pow(2).mean())
+    frechet = None
+    labels = getattr(target, "labels", None)
+    if classifier and x.dim() == 4 and labels is not None and (getattr(target, "num_classes", 0) or 0) >= 2 \
+            and len(target) >= 10:
+        from .metrics.classifier import load_or_train_classifier
+
+        clf = load_or_train_classifier(target, cache_dir, seed=0)
+        frechet = classifier_frechet_distance(recon.clamp(*IMAGE_RANGE), x, clf)
+    return Reconstruction(mse, frechet, int(x.shape[0]), what)
+
+
+def format_reconstruction(results: Mapping[str, Reconstruction], title: str = "Reconstruction") -> str:
+    """Markdown table of :class:`Reconstruction` by label, with what the Fréchet distance means."""
+    lines = [f"**{title}** (decode(encode(x)) of held-out images against those images; classifier Fréchet in "
+             "the features of the data set's classifier: the floor of any latent flow on the autoencoder, whose "
+             "samples go through the same decoder)", "",
+             "| autoencoder | MSE | classifier Fréchet | images | data |", "|---|---:|---:|---:|---|"]
+    for label, r in results.items():
+        fd = "–" if r.frechet is None else f"{r.frechet:.2f}"
+        lines.append(f"| {label} | {r.mse:.5f} | {fd} | {r.n} | {r.data} |")
     return "\n".join(lines)
 
 

@@ -30,14 +30,15 @@ from .samplers import SAMPLERS, SampleOutput, sample
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data.tabular import Standardizer
-    from .evaluate import EvalRow, NLLResult
+    from .latent import LatentCodec
+    from .evaluate import EvalRow, NLLResult, Reconstruction
     from .ot.semidiscrete import SemiDiscreteMap
     from .samplers.expressway import Expressway
 
 __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "RunSampler", "run_sampler", "sample_run",
            "optimized_timesteps", "optimized_eval_times", "semidiscrete_map", "expressway_of", "run_expressway",
            "generate", "generate_model_space", "read_conditions", "sample_checkpoint", "SamplesWritten",
-           "evaluate_checkpoints", "RunsEvaluation"]
+           "evaluate_checkpoints", "RunsEvaluation", "run_codec"]
 
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
 #: evaluation times, under ``"<sampler>/nfe<N>/decoupled/..."``), next to its checkpoint.
@@ -248,8 +249,12 @@ def semidiscrete_map(
     the fit's progress bar (default: when stderr is a terminal). The fit draws
     from a generator seeded ``seed + 3`` (default: the run's ``train.seed``, as in training).
     """
-    from .couplings.maps import run_map
+    from .couplings.maps import load_run_map, run_map
 
+    if config.data.latent is not None and not refit:  # a semidiscrete_ot latent flow cached its map on the latents
+        cached = load_run_map(Path(run_dir), device=device)
+        if cached is not None:
+            return cached
     return run_map(config, run_dir, seed=seed, device=device, refit=refit, progress=progress)
 
 
@@ -291,10 +296,15 @@ def generate(
     *,
     standardizer: "Standardizer | None" = None,
     data_units: bool = True,
+    codec: "LatentCodec | None" = None,
     **options,
 ) -> SampleOutput:
     r"""``n`` samples of a trained run, in data units (see :func:`generate_model_space` for the
     options: sampler, nfe, timesteps, expressway, run_dir, seed, device, label, guidance).
+
+    A latent flow (``data.latent``) samples latents :math:`z_1` and returns the images
+    :math:`D(z_1)`, decoded by ``codec`` (default: :func:`run_codec`, the run's autoencoder, checked
+    against the one it was trained with).
 
     A run trained on a table with ``standardize: true`` samples in standardised units
     :math:`z`; the samples are mapped back by :math:`x = \sigma z + \mu` with ``standardizer``
@@ -307,10 +317,31 @@ def generate(
     if data_units and scaler is None and is_standardized(config):
         raise ValueError("this run was trained on standardised data: pass standardizer= (monge.run.load.load_model "
                          "attaches it as model.standardizer) or data_units=False")
+    if data_units and config.data.latent is not None and codec is None:
+        codec = run_codec(model, config)  # checked before sampling
     out = generate_model_space(model, config, n, **options)
     if data_units and scaler is not None:
         out = dataclasses.replace(out, x=scaler.inverse(out.x))
+    if data_units and codec is not None:
+        from .latent import decode_latents
+
+        out = dataclasses.replace(out, x=decode_latents(codec, out.x))
     return out
+
+
+def run_codec(model: nn.Module, config: Config, device: torch.device | str = "cpu") -> "LatentCodec":
+    """The autoencoder that decodes a latent flow's samples (``config.data.latent``), refused when it is
+    not the one the run was trained with (``model.latent``, which :func:`monge.run.load.load_model`
+    attaches: the autoencoder's fingerprint)."""
+    from .run.latent import run_codec as open_run_codec
+
+    stored = getattr(model, "latent", None)
+    if config.data.latent is None:
+        raise ValueError(f"run {config.name} is not a latent flow (no data.latent); its samples are data already")
+    if not isinstance(stored, dict):
+        raise ValueError(f"run {config.name} is a latent flow: pass codec= (a Trainer's .codec), or load its model "
+                         "with monge.run.load.load_model, which attaches the record of its autoencoder (model.latent)")
+    return open_run_codec(config, stored, f"run {config.name}", device)
 
 
 def generate_model_space(
@@ -470,8 +501,9 @@ def sample_checkpoint(
     """``monge sample``: ``n`` samples of the run at ``checkpoint`` (a file or run directory) written
     to ``output`` (default ``RUN/samples.npy``; ``.npy``, or ``.csv`` for tables), and an 8-wide PNG
     ``grid`` of image samples. ``condition`` is read by :func:`read_conditions`; ``options``
-    (sampler, nfe, timesteps, expressway, label, guidance) go to :func:`generate`. Every check runs
-    before any sampling."""
+    (sampler, nfe, timesteps, expressway, label, guidance) go to :func:`generate`. A latent flow's
+    samples are decoded to images (:func:`run_codec`). Every check runs before any sampling; an
+    autoencoder run is refused (nothing to sample)."""
     from ._validation import MAX_SAMPLES_PER_CALL
     from .limits import check_nfe
     from .outputs import check_output_file, write_array
@@ -488,6 +520,11 @@ def sample_checkpoint(
     if grid is not None:
         check_output_file(grid, "--grid")
     model, cfg = load_model(checkpoint, ema=ema)
+    if model.sampler_kind is None:
+        from .objectives import NOTHING_TO_SAMPLE
+
+        raise ValueError(NOTHING_TO_SAMPLE)
+    codec = None if cfg.data.latent is None else run_codec(model, cfg)
     conds = None
     if condition is not None:
         if getattr(model, "cond_dim", None) is None:
@@ -495,7 +532,7 @@ def sample_checkpoint(
         conds = read_conditions(condition, cfg, model.cond_dim, n, seed)
         n = conds.shape[0] if conds.dim() == 2 else n  # a file or held-out: one sample per condition
     _check_sampling_memory(model, cfg, n)
-    out = generate(model, cfg, n, run_dir=run_dir_of(checkpoint), seed=seed, conditions=conds, **options)
+    out = generate(model, cfg, n, run_dir=run_dir_of(checkpoint), seed=seed, conditions=conds, codec=codec, **options)
     if grid is not None and out.x.dim() != 4:
         raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
     write_array(output, out.x.cpu().numpy())
@@ -533,13 +570,17 @@ def _check_sampling_memory(model: nn.Module, config: Config, n: int) -> None:
 class RunsEvaluation:
     """What :func:`evaluate_checkpoints` measured: quality rows per run label (with their
     :class:`~monge.evaluate.RowNovelty` where measured), NLL results and coupling diagnostics per
-    label, why novelty was not measured per label (``novelty_skipped``), and the Markdown ``report``."""
+    label, why novelty was not measured per label (``novelty_skipped``), the autoencoder runs'
+    :class:`~monge.evaluate.Reconstruction` and the latent flows' floors (their autoencoder's
+    reconstruction) per label, and the Markdown ``report``."""
 
     rows: dict[str, list["EvalRow"]]
     nlls: dict[str, "NLLResult"]
     diagnostics: dict[str, dict[str, float]]
     report: str
     novelty_skipped: dict[str, str] = field(default_factory=dict)
+    reconstructions: dict[str, "Reconstruction"] = field(default_factory=dict)
+    floors: dict[str, "Reconstruction"] = field(default_factory=dict)
 
     def csv_text(self) -> str:
         """One CSV line per run and row: ``run`` then :meth:`EvalRow.as_dict` (novelty columns included
@@ -595,10 +636,15 @@ def evaluate_checkpoints(
     with ``adaptive`` on velocity runs and expressway rows on runs holding a semi-discrete map),
     ``nll``: the held-out NLL of ``nll_n`` points; ``data_path`` replaces a moved target file.
     ``novelty``: every row's :class:`~monge.evaluate.RowNovelty` where the data have a held-out split
-    (:func:`monge.evaluate.novelty_reference`; the report says why where they have none)."""
-    from .evaluate import (evaluate_field, evaluate_nll, format_comparison, format_coupling_diagnostics, format_nll,
-                           format_table, held_out_target, novelty_reference, read_coupling_diagnostics,
-                           reference_data)
+    (:func:`monge.evaluate.novelty_reference`; the report says why where they have none).
+
+    A latent flow (``data.latent``) is sampled on its latents (W2, MMD² and straightness against the
+    encoded held-out images, cached in the run), its samples decoded to images for the novelty,
+    Fréchet, coverage and mixture, and its autoencoder's reconstruction Fréchet reported as the
+    floor. An autoencoder run reports its held-out reconstruction MSE and Fréchet."""
+    from .evaluate import (LATENT_NOTE, evaluate_field, evaluate_nll, evaluate_reconstruction, format_comparison,
+                           format_coupling_diagnostics, format_nll, format_reconstruction, format_table,
+                           held_out_target, novelty_reference, read_coupling_diagnostics, reference_data)
     from .rundata import build_run_data
     from .run.load import load_model
 
@@ -610,42 +656,70 @@ def evaluate_checkpoints(
     nlls: dict[str, NLLResult] = {}
     diagnostics: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
+    recons: dict[str, Reconstruction] = {}
+    floors: dict[str, Reconstruction] = {}
+    latent_labels: set[str] = set()
     tasks = set()
     for checkpoint in checkpoints:
         model, cfg = load_model(checkpoint)
-        rs = run_sampler(cfg, sampler)
-        if rs.flow_map and nll:
-            raise ValueError(f"--nll integrates a velocity field; the {cfg.objective.name} run {cfg.name} is a flow map")
-        tasks.add((str(cfg.data.source), str(cfg.data.target)))
-        if len(tasks) > 1:
-            raise ValueError(f"checkpoints compare different tasks {sorted(tasks)}; evaluate them separately")
-        label = cfg.name if cfg.name not in rows else f"{cfg.name} ({checkpoint})"
+        label = cfg.name if cfg.name not in rows and cfg.name not in recons else f"{cfg.name} ({checkpoint})"
         if data_path is not None:
             if "path" not in cfg.data.target.params:
                 raise ValueError(f"--data-path: data.target {cfg.data.target} is not read from a file")
             cfg.data.target.params["path"] = str(data_path)
+        if model.sampler_kind is None:  # an autoencoder: its reconstructions, nothing to sample
+            images = build_run_data(cfg, "monge eval")[1]
+            recons[label] = evaluate_reconstruction(lambda x, m=model: m(x), cfg.data.target, images, seed=seed)
+            continue
+        rs = run_sampler(cfg, sampler)
+        if rs.flow_map and nll:
+            raise ValueError(f"--nll integrates a velocity field; the {cfg.objective.name} run {cfg.name} is a flow map")
+        if nll and cfg.data.latent is not None:
+            raise ValueError(f"--nll: run {cfg.name} is a latent flow; the likelihood of its latents is not one of "
+                             "images. Drop --nll")
+        tasks.add((str(cfg.data.source), str(cfg.data.target), cfg.data.latent))
+        if len(tasks) > 1:
+            raise ValueError(f"checkpoints compare different tasks {sorted(tasks, key=str)}; evaluate them separately")
         source_data, target_data = build_run_data(cfg, "monge eval")
+        images, decode = target_data, None
+        if cfg.data.latent is not None:  # the flow lives on latents; its samples are scored as images
+            latent_labels.add(label)
+            from .run.latent import encode_target, latent_source
+
+            codec = run_codec(model, cfg)
+            target_data = encode_target(codec, images, run_dir_of(checkpoint))
+            source_data, decode = latent_source(cfg, tuple(codec.latent_shape)), codec.decode
+            floors[f"{cfg.data.latent} (of {label})"] = evaluate_reconstruction(lambda x, c=codec: c.decode(c.encode(x)), cfg.data.target, images,
+                                                    seed=seed)
         against = None
         if novelty:
-            against, why = novelty_reference(cfg.data.target, target_data, seed=seed)
+            against, why = novelty_reference(cfg.data.target, images, seed=seed)
             if against is None:
                 skipped[label] = why
         rows[label] = evaluate_field(model, source_data, reference_data(target_data), nfes=nfes, sampler=rs,
                                      adaptive=adaptive and not rs.flow_map, n=n, seed=seed,
-                                     expressway=run_expressway(cfg, run_dir_of(checkpoint)), novelty=against)
+                                     expressway=run_expressway(cfg, run_dir_of(checkpoint)), novelty=against,
+                                     decode=decode)
         if nll:
             held, what, _ = held_out_target(cfg.data.target, target_data)
             nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)
         diag = read_coupling_diagnostics(run_dir_of(checkpoint))
         if diag is not None:
             diagnostics[label] = diag
-    source, target = tasks.pop()
-    parts = [format_table(r, f"{label}: {source} -> {target}")
-             + (f"\n\nNovelty: {skipped[label]}." if label in skipped else "") for label, r in rows.items()]
+    parts = []
+    if rows:
+        source, target, _ = tasks.pop()
+        parts = [format_table(r, f"{label}: {source} -> {target}")
+                 + (f"\n\n{LATENT_NOTE}" if label in latent_labels else "")
+                 + (f"\n\nNovelty: {skipped[label]}." if label in skipped else "") for label, r in rows.items()]
     if len(rows) > 1:
         parts.append(format_comparison(rows))
+    if floors:
+        parts.append(format_reconstruction(floors, "Autoencoder floor of the latent flows"))
+    if recons:
+        parts.append(format_reconstruction(recons))
     if nlls:
         parts.append(format_nll(nlls, f"Negative log-likelihood: {source} -> {target}"))
     if diagnostics:
         parts.append(format_coupling_diagnostics(diagnostics))
-    return RunsEvaluation(rows, nlls, diagnostics, "\n\n".join(parts), skipped)
+    return RunsEvaluation(rows, nlls, diagnostics, "\n\n".join(parts), skipped, recons, floors)

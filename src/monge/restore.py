@@ -36,6 +36,19 @@ __all__ = ["OPERATORS", "build_operator", "load_array", "restore", "save_restore
 OPERATORS = ("inpaint", "denoise", "blur", "downsample", "project")
 
 
+def check_restorable(model: nn.Module, config: Config) -> None:
+    """Refuse a run that restoration does not support: an autoencoder (nothing to sample) and a latent
+    flow (the measurement acts on images, the flow on latents)."""
+    from .objectives import NOTHING_TO_SAMPLE
+
+    if getattr(model, "sampler_kind", "ode") is None:
+        raise ValueError(NOTHING_TO_SAMPLE)
+    if config.data.latent is not None:
+        raise ValueError(f"monge restore does not support latent flows yet (data.latent: {config.data.latent}): a "
+                         "measurement acts on images and the flow on the autoencoder's latents; restore with a flow "
+                         "trained on the images themselves")
+
+
 def build_operator(name: str, shape: tuple[int, ...], *, mask: Tensor | None = None, blur_std: float = 1.0,
                    factor: int = 2, m: int | None = None, seed: int = 0) -> LinearOperator:
     """The operator ``name`` (one of :data:`OPERATORS`) for data of sample shape ``shape``.
@@ -195,6 +208,7 @@ def restore_checkpoint(
     y = load_array(input, "--input")
     mask_t = load_array(mask, "--mask") if mask is not None else None
     model, cfg = load_model(checkpoint, ema=ema)
+    check_restorable(model, cfg)
     shape = getattr(model, "shape", None)
     if shape is None:  # a checkpoint that does not record its sample shape: read the data
         from .data.sources import build_data

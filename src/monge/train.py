@@ -25,15 +25,16 @@ from .couplings import COUPLINGS
 from .data.sources import build_data, moved_data_hint
 from .ema import EMA
 from .evaluate import EvalRow, NLLResult
-from .models import build_model
+from .models import AutoEncoder, build_model
 from .progress import training_bar
 from .rundata import data_fingerprint
 from .run import distributed
 from .run.batches import Batches, local_seed
 from .run.checkpoint import CHECKPOINT_NAME, CheckpointError, save_checkpoint
 from .run.checks import build_objective, check_conditional, check_continuous, check_device, check_training_memory
+from .run.latent import encode_target, latent_source, latent_state, open_codec
 from .run.divergence import DivergenceGuard, TrainingError, clip_gradients
-from .run.evaluation import eval_due, evaluate_run, evaluate_run_nll, write_eval
+from .run.evaluation import eval_due, evaluate_run, evaluate_run_nll, evaluation_notes, write_eval
 from .run.logs import TENSORBOARD_DIR, CsvLog, TensorBoardLog, require_tensorboard, sample_figure
 from .run.preparation import prepare_run_coupling
 from .run.resume import nonfinite, resume_training, training_state
@@ -60,6 +61,13 @@ class Trainer:
 
     ``model`` may be any ``nn.Module`` with ``forward(x, t)``; by default it is built from
     ``config.model``.
+
+    A latent flow (``data.latent``) opens its autoencoder here (``codec``; checked against the
+    data, so a mismatch fails before any work) and keeps the image set as ``images``; ``target``
+    becomes the encoded images when :meth:`prepare` runs (:meth:`fit` calls it), so the model, the
+    source and every coupling work on the latents. An autoencoder run (``model: autoencoder``,
+    ``objective: reconstruction``) trains on the images alone; each checkpoint's EMA model has its
+    latent scale set exactly on the training images (:meth:`~monge.models.AutoEncoder.calibrate`).
     """
 
     def __init__(self, config: Config, model: nn.Module | None = None) -> None:
@@ -73,6 +81,12 @@ class Trainer:
             self.source, self.target = build_data(config.data)
         except ValueError as err:
             raise ConfigError(moved_data_hint(str(err), config.data)) from None
+        #: a latent flow's autoencoder and image set (``data.latent``), else ``None``
+        self.codec, self.images, self.latent_record = None, None, None
+        if config.data.latent is not None:
+            self.codec, self.images = open_codec(config, self.target, self.device), self.target
+            self.source = latent_source(config, tuple(self.codec.latent_shape))
+            self.latent_record = latent_state(config, self.codec)
         torch.manual_seed(tc.seed)
         if model is None:
             check_training_memory(config, self.source.shape, self.device)
@@ -91,7 +105,7 @@ class Trainer:
             module.standardizer = getattr(self.target, "standardizer", None)
         # a flow map's JVP may not mutate captured tensors: no buffer broadcast inside its forward under DDP
         self.net = distributed.wrap_model(self.model, self.dist, self.device, compile=tc.compile,
-                                          broadcast_buffers=self.objective.sampler_kind == "ode")
+                                          broadcast_buffers=self.objective.sampler_kind in ("ode", None))
         #: shared by all ranks: the global batch of data and times; per rank: coupling and path randomness
         self.generator = torch.Generator().manual_seed(tc.seed + 1)
         self.local_generator = torch.Generator().manual_seed(local_seed(tc.seed, self.dist.rank))
@@ -158,8 +172,8 @@ class Trainer:
 
     def data_fingerprint(self) -> dict[str, list]:
         """:func:`~monge.rundata.data_fingerprint` of the run's data, computed once."""
-        if getattr(self, "_fingerprint", None) is None:
-            self._fingerprint = data_fingerprint(self.source, self.target)
+        if getattr(self, "_fingerprint", None) is None:  # a latent flow's: of its images
+            self._fingerprint = data_fingerprint(self.source, self.target if self.images is None else self.images)
         return self._fingerprint
 
     # -- checkpoints, evaluation, preparation ----------------------------------------------
@@ -179,6 +193,8 @@ class Trainer:
             raise TrainingError(
                 f"the weights are non-finite at step {self.step} ({bad}); the checkpoint was not written, the "
                 f"last good one is kept in {self.run_dir}. Lower train.lr or enable train.grad_clip.")
+        if isinstance(self.ema.model, AutoEncoder):  # the checkpoint's latent scale, exact on the training data
+            self.ema.model.calibrate(self.target.data)
         tensors, state = training_state(self, gather)
         if self.dist.rank == 0:
             save_checkpoint(path, tensors, self.config.to_dict(), state)
@@ -199,14 +215,31 @@ class Trainer:
         return evaluate_run_nll(self)
 
     def write_eval(self, rows: list[EvalRow], nll: NLLResult | None = None) -> None:
-        """``eval.md`` / ``eval.csv`` (/ ``nll.csv``) of the run directory at the current step."""
-        write_eval(self.run_dir, self.config.name, self.step, rows, nll)
+        """``eval.md`` / ``eval.csv`` (/ ``nll.csv``, ``reconstruction.csv``) of the run directory at the
+        current step, with :func:`~monge.run.evaluation.evaluation_notes`."""
+        if self.dist.rank != 0:
+            return
+        notes, reconstruction = evaluation_notes(self)
+        write_eval(self.run_dir, self.config.name, self.step, rows, nll, notes, reconstruction)
 
     def prepare(self, resume: bool = False) -> None:
-        """Fit what the coupling needs before training (e.g. the ``semidiscrete_ot`` map), see
+        """Encode a latent flow's images (:meth:`encode_latents`), then fit what the coupling needs
+        before training (e.g. the ``semidiscrete_ot`` map on all encoded points), see
         :func:`monge.run.preparation.prepare_run_coupling`."""
+        if self.codec is not None:
+            self.encode_latents(rebuild=not resume)
         self.prepare_seconds = prepare_run_coupling(self.coupling, self.source, self.target, self.run_dir,
                                                     self.config.train.seed, self.dist, self.device, resume)
+
+    def encode_latents(self, rebuild: bool = False) -> None:
+        """A latent flow's ``target``: its images and their held-out split encoded once, cached in the
+        run directory (:func:`monge.run.latent.encode_target`). A fresh run encodes again
+        (``rebuild``); a resumed one reads the cache, refused when the autoencoder changed since."""
+        if self.dist.rank == 0:
+            self.target = encode_target(self.codec, self.images, self.run_dir, rebuild=rebuild)
+        distributed.barrier()
+        if self.dist.rank != 0:  # reads what rank 0 wrote
+            self.target = encode_target(self.codec, self.images, self.run_dir)
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool | str = False) -> TrainResult:

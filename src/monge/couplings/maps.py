@@ -210,6 +210,10 @@ def run_map(
     """
     from ..data.sources import build_data
 
+    if getattr(config.data, "latent", None) is not None:
+        raise ValueError(f"the semi-discrete map of a latent flow (data.latent: {config.data.latent}) is fitted on its "
+                         "encoded data when a semidiscrete_ot recipe trains; fitting it apart from training is not "
+                         "supported yet: train the recipe with coupling semidiscrete_ot")
     source, target = build_data(config.data)
     params: dict[str, Any] = dict(config.coupling.params) if config.coupling.name == "semidiscrete_ot" else {}
     if progress is not None:

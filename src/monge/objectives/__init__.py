@@ -3,10 +3,12 @@
 Each objective class declares ``prediction`` (what the network outputs) and ``sampler_kind``
 (``"ode"``, or the flow-map sampler of its runs); see :mod:`monge.objectives.base`. Registered:
 ``velocity``, ``noise``, ``data``, ``score`` (:mod:`~monge.objectives.regression`), ``mean_flow``
-(:mod:`~monge.objectives.mean_flow`) and ``shortcut`` (:mod:`~monge.objectives.shortcut`).
+(:mod:`~monge.objectives.mean_flow`), ``shortcut`` (:mod:`~monge.objectives.shortcut`) and
+``reconstruction`` (an autoencoder's, :mod:`~monge.objectives.reconstruction`).
 """
 
 from .base import (
+    NOTHING_TO_SAMPLE,
     OBJECTIVES,
     FlowMapObjective,
     Objective,
@@ -29,6 +31,7 @@ from .regression import (
     VelocityObjective,
     regression_loss,
 )
+from .reconstruction import ReconstructionObjective
 from .shortcut import ShortcutObjective, shortcut_steps, shortcut_target
 
 __all__ = [
@@ -42,6 +45,8 @@ __all__ = [
     "ScoreObjective",
     "MeanFlowObjective",
     "ShortcutObjective",
+    "ReconstructionObjective",
+    "NOTHING_TO_SAMPLE",
     "regression_loss",
     "weighted_mean",
     "two_time_net",

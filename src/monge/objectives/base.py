@@ -17,8 +17,9 @@ Each objective class declares two attributes, the single source of truth for the
   (``velocity``, ``noise``, ``data``, ``score``) or ``average_velocity`` (a flow map
   :math:`u(x, t, r)`);
 - ``sampler_kind``: ``"ode"`` for an instantaneous field that any ODE or diffusion sampler
-  integrates, else the name of the one sampler of :data:`monge.samplers.SAMPLERS` that
-  jumps with the flow map (``mean_flow``, ``shortcut``).
+  integrates, the name of the one sampler of :data:`monge.samplers.SAMPLERS` that
+  jumps with the flow map (``mean_flow``, ``shortcut``), or ``None`` for a run with nothing to
+  sample (``reconstruction``: an autoencoder).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "prediction_of",
     "FlowMapObjective",
     "two_time_net",
+    "NOTHING_TO_SAMPLE",
 ]
 
 #: Objectives by config name (``objective.name``).
@@ -57,8 +59,9 @@ class Objective:
 
     #: what the network outputs (``velocity``, ``noise``, ``data``, ``score``, ``average_velocity``)
     prediction: ClassVar[str] = "velocity"
-    #: ``"ode"`` (any ODE/diffusion sampler) or the name of the flow-map sampler of the run
-    sampler_kind: ClassVar[str] = "ode"
+    #: ``"ode"`` (any ODE/diffusion sampler), the name of the flow-map sampler of the run, or ``None``
+    #: (nothing to sample: an autoencoder)
+    sampler_kind: ClassVar[str | None] = "ode"
 
     def loss(self, net: Net, pairs: Any, t: Tensor, path: Any, *, labels: Tensor | None = None,
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -99,14 +102,19 @@ def weighted_mean(per_sample: Tensor, weights: Tensor | None) -> Tensor:
     return torch.dot(w, per_sample) / total
 
 
-def sampler_kind(objective: str) -> str:
-    """The ``sampler_kind`` of the objective registered as ``objective``."""
+#: What :func:`check_sampler` says of a run with nothing to sample (an autoencoder).
+NOTHING_TO_SAMPLE = ("an autoencoder run has nothing to sample; train a flow with data.latent: RUN "
+                     "(e.g. monge train configs/digits-latent-semidiscrete_ot.yaml)")
+
+
+def sampler_kind(objective: str) -> str | None:
+    """The ``sampler_kind`` of the objective registered as ``objective`` (``None``: nothing to sample)."""
     return OBJECTIVES.get(objective).sampler_kind
 
 
 def is_flow_map(objective: str) -> bool:
     """Whether runs of ``objective`` train a flow map :math:`u(x, t, r)` (their sampler is not an ODE's)."""
-    return sampler_kind(objective) != "ode"
+    return sampler_kind(objective) not in ("ode", None)
 
 
 def flow_map_objectives() -> list[str]:
@@ -117,6 +125,8 @@ def flow_map_objectives() -> list[str]:
 def check_sampler(objective: str, sampler: str) -> None:
     """Refuse a sampler of the wrong kind for a run trained with ``objective``, naming the right one."""
     kind = sampler_kind(objective)
+    if kind is None:
+        raise ValueError(NOTHING_TO_SAMPLE)
     if kind != "ode" and sampler != kind:
         raise ValueError(
             f"this run is a flow map trained with the {objective!r} objective (u(x, t, r), one jump per step); "

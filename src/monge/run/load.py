@@ -13,6 +13,7 @@ from ..models import build_model
 from ..objectives import OBJECTIVES
 from ..rundata import stored_shape, stored_standardizer
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state
+from .latent import stored_latent
 from .resume import nonfinite
 
 __all__ = ["load_model"]
@@ -26,7 +27,10 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
 
     - ``model.prediction``: what it outputs (``velocity``, ``noise``, ``data``, ``score``,
       ``average_velocity``), and ``model.sampler_kind``: ``"ode"`` or its flow-map sampler
-      (checkpoints without them: the attributes of the config's objective);
+      (checkpoints without them: the attributes of the config's objective); ``None`` for an
+      autoencoder run, which has nothing to sample;
+    - ``model.latent``: a latent flow's codec record (:func:`monge.run.latent.latent_state`: the
+      autoencoder's spec and fingerprint), ``None`` for a run on the data itself;
     - ``model.standardizer``: a run trained on a standardised table gets its statistics
       (:class:`~monge.data.tabular.Standardizer`), which :func:`monge.generate.generate` uses to
       return samples in data units.
@@ -51,15 +55,19 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
                               "saved. Use an earlier checkpoint or train again with a lower train.lr")
     model.standardizer = stored_standardizer(tensors, config, path)
     model.prediction, model.sampler_kind = _stored_kind(state, config, path)
+    model.latent = stored_latent(state, config, path)
     return model.to(device).eval(), config
 
 
-def _stored_kind(state: dict[str, Any], config: Config, path: str | Path) -> tuple[str, str]:
+def _stored_kind(state: dict[str, Any], config: Config, path: str | Path) -> tuple[str, str | None]:
     """``(prediction, sampler_kind)`` of the checkpoint's state, else of its config's objective."""
     objective = OBJECTIVES.get(config.objective.name)
     out = []
     for key in ("prediction", "sampler_kind"):
         value = state.get(key, getattr(objective, key))
+        if key == "sampler_kind" and value is None and objective.sampler_kind is None:
+            out.append(None)  # an autoencoder run: nothing to sample
+            continue
         if not isinstance(value, str) or not value:
             raise CheckpointError(f"checkpoint {path}: state.{key} must be a non-empty string, got {value!r}")
         out.append(value)

@@ -2,7 +2,8 @@
 
 The state holds the step, the EMA count, AdamW's metadata, the loss window of the divergence
 guard, the data's shape and fingerprint, and the objective's ``prediction`` and ``sampler_kind``
-(read back by :func:`monge.run.load.load_model`); the tensors hold model, EMA, optimiser moments
+(read back by :func:`monge.run.load.load_model`), and for a latent flow its autoencoder's record
+(:func:`monge.run.latent.latent_state`); the tensors hold model, EMA, optimiser moments
 and every generator. A resumed run may change only the settings of ``RESUMABLE_TRAIN_KEYS``,
 ``data.*.path`` (same data, moved) and the sections of ``_RESUMABLE_SECTIONS``.
 """
@@ -24,6 +25,7 @@ from .checkpoint import CheckpointError, flatten_optimizer_state, load_checkpoin
     unflatten_optimizer_state
 from .batches import local_seed
 from .divergence import DIVERGENCE_WINDOW
+from .latent import LATENT_STATE, check_latent_state, stored_latent
 from . import distributed
 
 __all__ = ["RESUMABLE_TRAIN_KEYS", "training_state", "resume_training", "check_resumable", "check_resume_state",
@@ -62,6 +64,8 @@ def training_state(tr: Any, gather: bool = True) -> tuple[dict[str, Tensor], dic
         "prediction": tr.objective.prediction,
         "sampler_kind": tr.objective.sampler_kind,
     }
+    if getattr(tr, "latent_record", None) is not None:  # a latent flow: which autoencoder decodes it
+        state[LATENT_STATE] = tr.latent_record
     return tensors, state
 
 
@@ -69,6 +73,8 @@ def resume_training(tr: Any, path: Path) -> None:
     """Restore trainer ``tr``'s model, EMA, optimiser, random states and step from the checkpoint ``path``."""
     tensors, config, state = load_checkpoint(path)
     tr.resume_changes = check_resumable(config, tr.config.to_dict(), path)
+    if getattr(tr, "codec", None) is not None:  # a latent flow resumes on the autoencoder it was trained with
+        check_latent_state(stored_latent(state, tr.config, path), tr.codec, f"run {tr.run_dir}")
     if any(change.startswith("data.") for change in tr.resume_changes):  # the data moved: is it the same?
         try:
             check_same_data(state.get("data_fingerprint"), tr.data_fingerprint(), path)
