@@ -91,9 +91,7 @@ def train(
         _quick_config(cfg)
         cfg.train.progress = cfg.train.progress and progress is not False
         cfg.train.tensorboard = cfg.train.tensorboard or tensorboard
-        if resume and overwrite:
-            raise ValueError("--resume and --overwrite exclude each other")
-        result = Trainer(cfg).fit(resume=resume, overwrite=overwrite)
+        result = Trainer(cfg).fit(resume=resume, overwrite=overwrite)  # refuses --resume with --overwrite
     except TrainingError as err:
         _fail(err, 1)
     except _USER_ERRORS as err:

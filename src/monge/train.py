@@ -11,8 +11,6 @@ and keeps its slice; rank 0 alone writes; the logged loss is the mean over ranks
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +28,16 @@ from .progress import training_bar
 from .rundata import data_fingerprint
 from .run import distributed
 from .run.batches import Batches, local_seed
-from .run.checkpoint import CHECKPOINT_NAME, CheckpointError, save_checkpoint
+from .run.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .run.checks import build_objective, check_conditional, check_continuous, check_device, check_training_memory
-from .run.latent import encode_target, latent_source, latent_state, open_codec
+from .run.latent import encode_run_target, open_latent
 from .run.divergence import DivergenceGuard, TrainingError, clip_gradients
 from .run.evaluation import eval_due, evaluate_run, evaluate_run_nll, evaluation_notes, write_eval
-from .run.logs import TENSORBOARD_DIR, CsvLog, TensorBoardLog, require_tensorboard, sample_figure
+from .run.logs import RunLogs, require_tensorboard
 from .run.preparation import prepare_run_coupling
-from .run.resume import nonfinite, resume_training, training_state
+from .run.resume import nonfinite, resume_training, start_run, training_state
 from .run.rundir import claim_for_ranks
-from .run.signals import route_sigint
+from .run.signals import route_sigint, save_on_interrupt
 
 __all__ = ["Trainer", "TrainResult", "TrainingError"]
 
@@ -57,10 +55,8 @@ class TrainResult:
 
 
 class Trainer:
-    """Train a flow-matching model from a :class:`~monge.config.Config`.
-
-    ``model`` may be any ``nn.Module`` with ``forward(x, t)``; by default it is built from
-    ``config.model``.
+    """Train a flow-matching model from a :class:`~monge.config.Config`; ``model`` may be any
+    ``nn.Module`` with ``forward(x, t)`` (default: built from ``config.model``).
 
     A latent flow (``data.latent``) opens its autoencoder here (``codec``; checked against the
     data, so a mismatch fails before any work) and keeps the image set as ``images``; ``target``
@@ -84,9 +80,7 @@ class Trainer:
         #: a latent flow's autoencoder and image set (``data.latent``), else ``None``
         self.codec, self.images, self.latent_record = None, None, None
         if config.data.latent is not None:
-            self.codec, self.images = open_codec(config, self.target, self.device), self.target
-            self.source = latent_source(config, tuple(self.codec.latent_shape))
-            self.latent_record = latent_state(config, self.codec)
+            self.codec, self.images, self.source, self.latent_record = open_latent(config, self.target, self.device)
         torch.manual_seed(tc.seed)
         if model is None:
             check_training_memory(config, self.source.shape, self.device)
@@ -235,11 +229,7 @@ class Trainer:
         """A latent flow's ``target``: its images and their held-out split encoded once, cached in the
         run directory (:func:`monge.run.latent.encode_target`). A fresh run encodes again
         (``rebuild``); a resumed one reads the cache, refused when the autoencoder changed since."""
-        if self.dist.rank == 0:
-            self.target = encode_target(self.codec, self.images, self.run_dir, rebuild=rebuild)
-        distributed.barrier()
-        if self.dist.rank != 0:  # reads what rank 0 wrote
-            self.target = encode_target(self.codec, self.images, self.run_dir)
+        self.target = encode_run_target(self, rebuild)
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool | str = False) -> TrainResult:
@@ -262,14 +252,10 @@ class Trainer:
                 lock.release()
 
     def _fit(self, resume: bool) -> TrainResult:
-        from .couplings.diagnostics import DIAGNOSTICS
-
         tc, main = self.config.train, self.dist.rank == 0
-        self._start(resume)
+        start_run(self, resume)
         first_step, start = self.step, time.perf_counter()
-        log = CsvLog(self.run_dir / "log.csv", ["step", "loss", "lr", "seconds", *DIAGNOSTICS], append=resume,
-                     enabled=main)
-        tb = TensorBoardLog(self.run_dir / TENSORBOARD_DIR, main and tc.tensorboard, self.step if resume else None)
+        logs = RunLogs(self, resume)
         progress = training_bar(tc.steps, self.step, tc.progress and main, self.config.name)
         self.interrupted = self._stop_all = False
         restore_sigint = route_sigint(self)
@@ -280,68 +266,33 @@ class Trainer:
                 progress.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     progress.set_postfix(loss=f"{loss:.4f}")
-                    diag = self.diagnostics()
-                    lr, seconds = self.optimizer.param_groups[0]["lr"], round(time.perf_counter() - start, 3)
-                    log.write([self.step, loss, lr, seconds, *(round(diag.get(k, math.nan), 5) for k in DIAGNOSTICS)])
-                    grad_norm = math.nan if self.grad_norm is None else float(self.grad_norm)
-                    tb.scalars(self.step, {"loss": loss, "lr": lr, "seconds": seconds, "grad_norm": grad_norm}, "train")
-                    tb.scalars(self.step, diag, "coupling")
+                    logs.step(self, loss, time.perf_counter() - start)
                 if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
                     self.save()
                 if eval_due(self.step, tc.eval_every, tc.steps):
-                    self._evaluate_and_log(tb)
+                    self._evaluate_and_log(logs)
                 if self._stop_all if self.dist.enabled else self.interrupted:
                     raise KeyboardInterrupt  # Ctrl-C during the step, honoured at its end
         except KeyboardInterrupt:
             progress.close()
-            tb.close()
-            self._save_interrupted()
+            logs.close()
+            save_on_interrupt(self)
             raise
         finally:
             restore_sigint()
             self.batches.stop_pipeline()
             progress.close()
-            log.close()
+            logs.csv.close()  # TensorBoard stays open for the final evaluation
         self.save()
-        rows, nll = self._evaluate_and_log(tb)
-        tb.close()
+        rows, nll = self._evaluate_and_log(logs)
+        logs.close()
         return TrainResult(self.step, self.last_loss, self.run_dir, rows, time.perf_counter() - start,
                            trained=self.step - first_step, nll=nll)
 
-    def _evaluate_and_log(self, tb: TensorBoardLog) -> tuple[list[EvalRow], NLLResult | None]:
+    def _evaluate_and_log(self, logs: RunLogs) -> tuple[list[EvalRow], NLLResult | None]:
         """Evaluate, write ``eval.md`` / ``eval.csv`` and the TensorBoard rows and sample figure; all ranks."""
         rows, nll = self.evaluate(), self.evaluate_nll()
         self.write_eval(rows, nll)
-        tb.evaluation(self.step, rows, nll, sample_figure(self) if tb.enabled else None)
+        logs.evaluation(self, rows, nll)
         distributed.barrier()
         return rows, nll
-
-    def _start(self, resume: bool) -> None:
-        """The run directory, the resumed state, ``config.yaml`` and the coupling's fit, before the first step."""
-        from .outputs import atomic_write_bytes
-
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            if not self.checkpoint_path.is_file():
-                raise CheckpointError(f"--resume: no checkpoint at {self.checkpoint_path}")
-            self.load()
-        if self.dist.rank == 0:
-            atomic_write_bytes(self.run_dir / "config.yaml", self.config.to_yaml().encode("utf-8"))
-            for stale in self.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
-                stale.unlink(missing_ok=True)
-        self.prepare(resume)
-
-    def _save_interrupted(self) -> None:
-        """On Ctrl-C: save at the step boundary, unless an optimiser/EMA update was torn."""
-        torn = self.phase is not None  # interrupted inside an optimiser/EMA update
-        synced = self.dist.enabled and self._stop_all and not torn
-        self.batches.stop_pipeline()
-        main = self.dist.rank == 0
-        if torn:
-            if main:
-                print(f"\ninterrupted in the middle of step {self.step + 1}'s update; the checkpoint was not "
-                      f"updated (the last one in {self.run_dir} stays valid)", file=sys.stderr)
-        else:
-            self.save(gather=synced)
-            if main:
-                print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.checkpoint_path}", file=sys.stderr)

@@ -20,7 +20,7 @@ from ..latent import (DiffusersCodec, LatentCodec, LatentTarget, check_codec_dat
                       check_image_shape, load_codec)
 from .checkpoint import CheckpointError
 
-__all__ = ["open_codec", "encode_target", "latent_state", "stored_latent", "check_latent_state", "run_codec",
+__all__ = ["open_latent", "open_codec", "encode_target", "encode_run_target", "latent_state", "stored_latent", "check_latent_state", "run_codec",
            "latent_source", "LATENT_STATE"]
 
 #: Key of a latent flow's autoencoder record in its checkpoint state.
@@ -67,6 +67,29 @@ def encode_target(codec: LatentCodec, images: DataSource, run_dir: str | Path, *
         raise ValueError(f"{err} (for a training run: monge train RECIPE --overwrite)") from None
     target.held_out = held_latents
     target.images = images
+    return target
+
+
+def open_latent(config: Config, images: DataSource, device: torch.device | str = "cpu"
+                ) -> tuple[LatentCodec, DataSource, DataSource, dict[str, Any]]:
+    """A latent flow's ``(codec, images, source, record)``: its checked autoencoder
+    (:func:`open_codec`), the image set, the source on the latent shape (:func:`latent_source`) and
+    the checkpoint record (:func:`latent_state`)."""
+    codec = open_codec(config, images, device)
+    return codec, images, latent_source(config, tuple(codec.latent_shape)), latent_state(config, codec)
+
+
+def encode_run_target(trainer: Any, rebuild: bool = False) -> LatentTarget:
+    """The trainer's encoded target (:func:`encode_target` into its run directory): rank 0 encodes
+    (``rebuild``: a fresh run encodes again), the other ranks then read its cache."""
+    from . import distributed
+
+    target = None
+    if trainer.dist.rank == 0:
+        target = encode_target(trainer.codec, trainer.images, trainer.run_dir, rebuild=rebuild)
+    distributed.barrier()
+    if trainer.dist.rank != 0:
+        target = encode_target(trainer.codec, trainer.images, trainer.run_dir)
     return target
 
 

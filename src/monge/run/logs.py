@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CsvLog", "TENSORBOARD_DIR", "TensorBoardLog", "append_csv", "require_tensorboard", "sample_figure"]
+__all__ = ["CsvLog", "RunLogs", "TENSORBOARD_DIR", "TensorBoardLog", "append_csv", "require_tensorboard", "sample_figure"]
 
 
 def append_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -199,3 +199,40 @@ def sample_figure(trainer: Any, n: int = FIGURE_SAMPLES) -> Any:
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+class RunLogs:
+    """What a run logs at its log steps and evaluations: ``log.csv`` (step, loss, lr, seconds and the
+    coupling diagnostics) and, with ``train.tensorboard``, the same scalars, the gradient norm, the
+    evaluation rows and a sample figure under ``RUN/tb`` (rank 0 only)."""
+
+    def __init__(self, trainer: Any, resume: bool) -> None:
+        from ..couplings.diagnostics import DIAGNOSTICS
+
+        main, run_dir = trainer.dist.rank == 0, trainer.run_dir
+        self.columns = DIAGNOSTICS
+        self.csv = CsvLog(run_dir / "log.csv", ["step", "loss", "lr", "seconds", *DIAGNOSTICS], append=resume,
+                          enabled=main)
+        self.tb = TensorBoardLog(run_dir / TENSORBOARD_DIR, main and trainer.config.train.tensorboard,
+                                 trainer.step if resume else None)
+
+    def step(self, trainer: Any, loss: float, seconds: float) -> None:
+        """One log step's row and scalars."""
+        import math
+
+        diag = trainer.diagnostics()
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        self.csv.write([trainer.step, loss, lr, round(seconds, 3),
+                        *(round(diag.get(k, math.nan), 5) for k in self.columns)])
+        grad_norm = math.nan if trainer.grad_norm is None else float(trainer.grad_norm)
+        self.tb.scalars(trainer.step, {"loss": loss, "lr": lr, "seconds": round(seconds, 3), "grad_norm": grad_norm},
+                        "train")
+        self.tb.scalars(trainer.step, diag, "coupling")
+
+    def evaluation(self, trainer: Any, rows: list[Any], nll: Any) -> None:
+        """An evaluation's rows (and a sample figure) in TensorBoard; the CSV files are the trainer's."""
+        self.tb.evaluation(trainer.step, rows, nll, sample_figure(trainer) if self.tb.enabled else None)
+
+    def close(self) -> None:
+        self.csv.close()
+        self.tb.close()

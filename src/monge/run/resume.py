@@ -28,7 +28,7 @@ from .divergence import DIVERGENCE_WINDOW
 from .latent import LATENT_STATE, check_latent_state, stored_latent
 from . import distributed
 
-__all__ = ["RESUMABLE_TRAIN_KEYS", "training_state", "resume_training", "check_resumable", "check_resume_state",
+__all__ = ["RESUMABLE_TRAIN_KEYS", "start_run", "training_state", "resume_training", "check_resumable", "check_resume_state",
            "check_optimizer_state", "nonfinite"]
 
 # Settings a resumed run may change (they take effect at once); any other difference is refused.
@@ -225,3 +225,22 @@ def loss_window(state: dict[str, Any], path: Path) -> list[float]:
                                                and math.isfinite(v) for v in window):
         raise CheckpointError(f"checkpoint {path}: state.loss_window must be a list of finite numbers")
     return [float(v) for v in window[-DIVERGENCE_WINDOW:]]
+
+
+def start_run(trainer: Any, resume: bool) -> None:
+    """Before the first step: the run directory, the resumed state (``resume``), ``config.yaml``
+    (rank 0; stale temporary files of a killed save removed) and the coupling's fit
+    (:meth:`~monge.train.Trainer.prepare`)."""
+    from ..outputs import atomic_write_bytes
+    from .checkpoint import CHECKPOINT_NAME
+
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        if not trainer.checkpoint_path.is_file():
+            raise CheckpointError(f"--resume: no checkpoint at {trainer.checkpoint_path}")
+        trainer.load()
+    if trainer.dist.rank == 0:
+        atomic_write_bytes(trainer.run_dir / "config.yaml", trainer.config.to_yaml().encode("utf-8"))
+        for stale in trainer.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
+            stale.unlink(missing_ok=True)
+    trainer.prepare(resume)
