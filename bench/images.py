@@ -177,26 +177,6 @@ def load_data(name: str, s: Settings, cache: Path) -> DataContext:
     return DataContext(name, spec, train, test, clf, ref)
 
 
-# ---- stop-gap until the `reconstruction` objective of `monge train configs/digits-autoencoder.yaml`
-# ---- lands on main (branch latent-wiring): replace _Reconstruction with it and train from the recipe.
-def _register_reconstruction() -> str:
-    from monge.models.autoencoder import reconstruction_loss
-    from monge.objectives import OBJECTIVES, Objective
-
-    name = "bench_reconstruction"
-    if name not in OBJECTIVES.names():
-        class _Reconstruction(Objective):
-            """Autoencoder loss on the data side of the pairs (the noise and times are unused)."""
-
-            def loss(self, net, pairs, t, path, *, labels=None, generator=None):
-                loss, logs = reconstruction_loss(net, pairs.x1, generator=generator)
-                return loss, {k: float(v) for k, v in logs.items()}
-
-        OBJECTIVES.register(name)(_Reconstruction)
-    return name
-# ---- end of the stop-gap
-
-
 def latent_context(ctx: DataContext, s: Settings, out: Path) -> LatentContext:
     """The data set's autoencoder (trained once through the Trainer, cached) and its training latents."""
     from monge.latent import AutoEncoderCodec, decode_latents
@@ -206,7 +186,7 @@ def latent_context(ctx: DataContext, s: Settings, out: Path) -> LatentContext:
     config = Config.from_dict({
         "name": f"{ctx.name}-autoencoder", "output_dir": str(out / "runs"),
         "data": {"source": "gaussian", "target": ctx.spec}, "coupling": "independent",
-        "objective": _register_reconstruction(), "path": {"name": "linear", "sigma": 0.0},
+        "objective": "reconstruction", "path": {"name": "linear", "sigma": 0.0},
         "model": {"name": "autoencoder", **params},
         "train": {"steps": s.ae_steps, "batch_size": s.ae_batch_size, "lr": 1e-3, "ema_decay": 0.99, "seed": 0,
                   "checkpoint_every": 0, "eval_every": 0, "progress": False},
