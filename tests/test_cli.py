@@ -257,6 +257,7 @@ def test_reflow_refuses_to_write_over_its_source(recipe, tmp_path):
     other = tmp_path / "runs" / "other"
     other.mkdir()
     (other / "log.csv").write_text("step,loss\n")
+    (other / "checkpoint.safetensors").write_bytes(b"a run with a checkpoint")
     res = runner.invoke(app, ["reflow", str(run), "--out", str(other), "--n-pairs", "20", "--no-progress"])
     assert res.exit_code == 2 and "already holds a run" in res.output
     assert (other / "log.csv").read_text() == "step,loss\n"

@@ -281,8 +281,9 @@ def eval_cmd(
     from .quick import MAX_SAMPLES, quick_cap
 
     try:
-        for checked in (p for p in (output, plot, csv_out) if p is not None):
-            check_output_file(checked)
+        for flag, checked in (("-o", output), ("--plot", plot), ("--csv", csv_out)):
+            if checked is not None:
+                check_output_file(checked, flag)
         result = evaluate_checkpoints(checkpoints, nfes=nfes, sampler=sampler, adaptive=adaptive,
                                       n=quick_cap(n, MAX_SAMPLES), seed=seed, nll=nll,
                                       nll_n=quick_cap(nll_n, MAX_SAMPLES), data_path=data_path, novelty=novelty)

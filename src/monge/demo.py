@@ -22,6 +22,7 @@ from .demo_report import MMD_NOTE, conclusion, explanations, w2_noise_floor
 from .evaluate import EvalRow, NLLResult, evaluate_nll, format_comparison, format_nll, format_table
 from .plots import plot_metric_vs_nfe, plot_samples, plot_trajectories
 from .progress import item_status
+from .run.rundir import claim_demo_dir
 from .samplers import sample
 from .train import Trainer
 
@@ -98,8 +99,8 @@ def run_demo(
     (likelihood: at most :data:`NLL_POINTS`). ``flow_maps`` (e.g. ``("mean_flow", "shortcut")``)
     adds one flow map per objective, trained from scratch with the last coupling
     (:mod:`monge.objectives`), sampled in 1, 2, 4, 8 and 16 jumps."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    runs = [(name, "velocity") for name in couplings] + [(couplings[-1], o) for o in flow_maps]
+    out = claim_demo_dir(out, [name if objective == "velocity" else f"{objective}-{name}" for name, objective in runs])
     rows: dict[str, list[EvalRow]] = {}
     panels: dict[str, dict[str, torch.Tensor]] = {}
     trajectories: dict[str, torch.Tensor] = {}
@@ -114,7 +115,6 @@ def run_demo(
     reference = tgt.sample(samples, generator=g)
     floor = w2_noise_floor(tgt, samples, seed=seed + 777)
     loop_start = time.perf_counter()
-    runs = [(name, "velocity") for name in couplings] + [(couplings[-1], o) for o in flow_maps]
     notes: dict[str, str] = {}
     for k, (name, objective) in enumerate(runs, 1):
         what = name if objective == "velocity" else f"{objective} with {name}"

@@ -483,10 +483,14 @@ def sample_checkpoint(
     grid = None if grid is None else Path(grid)
     if grid is not None and grid.suffix.lower() != ".png":
         raise ValueError(f"--grid needs a .png path, got {grid}")
-    output = Path(output) if output is not None else run_dir_of(checkpoint) / "samples.npy"
-    check_output_file(output)
+    run_dir = run_dir_of(checkpoint)
+    output = Path(output) if output is not None else run_dir / "samples.npy"
+    check_output_file(output, instead=run_dir / "samples.npy")
     if grid is not None:
-        check_output_file(grid, "--grid")
+        check_output_file(grid, "--grid", instead=run_dir / "samples.png")
+    if condition is not None:
+        check_output_file(output.with_suffix(".conditions.npy"), "-o (its conditions)",
+                          instead=run_dir / "samples.conditions.npy")
     model, cfg = load_model(checkpoint, ema=ema)
     conds = None
     if condition is not None:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ._validation import MAX_SAMPLES, check_batch, check_positive_int
 from .run.checkpoint import run_dir_of
 from .couplings.reflow import PAIRS_NAME, check_pairs, load_pairs, save_pairs
-from .run.rundir import RunLock, claim_run_dir
+from .run.rundir import RunLock, check_not_run_file, claim_run_dir
 
 __all__ = ["PAIRS_NAME", "check_pairs", "generate_pairs", "save_pairs", "load_pairs", "distill", "reflow"]
 
@@ -202,6 +202,7 @@ def reflow(
     out = Path(out_dir) if out_dir is not None else src_dir.parent / f"{src_dir.name}-reflow"
     if out.resolve() == src_dir.resolve():
         raise ValueError(f"the reflowed run would replace its source run {src_dir}; choose another --out")
+    check_not_run_file(out, "--out", src_dir.parent / f"{src_dir.name}-reflow")
     with RunLock(out):
         claim_run_dir(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)

@@ -180,15 +180,16 @@ def restore_checkpoint(
     from .outputs import check_output_file, write_array
     from .run.load import load_model
 
-    output = Path(output) if output is not None else run_dir_of(checkpoint) / "restored.npy"
+    run_dir = run_dir_of(checkpoint)
+    output = Path(output) if output is not None else run_dir / "restored.npy"
     if output.suffix != ".npy":
         raise ValueError(f"-o needs a .npy path, got {output}")
-    check_output_file(output)
+    check_output_file(output, instead=run_dir / "restored.npy")
     grid = None if grid is None else Path(grid)
     if grid is not None:
         if grid.suffix.lower() != ".png":
             raise ValueError(f"--grid needs a .png path, got {grid}")
-        check_output_file(grid, "--grid")
+        check_output_file(grid, "--grid", instead=run_dir / "restored.png")
     inputs = [Path(p).resolve() for p in (input, mask, truth) if p is not None]
     if output.resolve() in inputs:
         raise ValueError(f"-o {output} would overwrite an input file; choose another output path")

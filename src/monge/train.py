@@ -37,7 +37,7 @@ from .run.evaluation import eval_due, evaluate_run, evaluate_run_nll, write_eval
 from .run.logs import CsvLog
 from .run.preparation import prepare_run_coupling
 from .run.resume import nonfinite, resume_training, training_state
-from .run.rundir import claim_for_ranks
+from .run.rundir import claim_for_ranks, no_checkpoint_message
 from .run.signals import route_sigint
 
 __all__ = ["Trainer", "TrainResult", "TrainingError"]
@@ -274,7 +274,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             if not self.checkpoint_path.is_file():
-                raise CheckpointError(f"--resume: no checkpoint at {self.checkpoint_path}")
+                raise CheckpointError(no_checkpoint_message(self.run_dir))
             self.load()
         if self.dist.rank == 0:
             atomic_write_bytes(self.run_dir / "config.yaml", self.config.to_yaml().encode("utf-8"))
