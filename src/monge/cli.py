@@ -232,7 +232,7 @@ def fit_ot_cmd(
                f"{how}: {report.path}")
     typer.echo(f"cell-mass error on {err.n_samples} fresh source samples: RMS relative {err.rms:.3f} "
                f"(chi2 {err.chi2:.2e} +- {err.chi2_std:.1e}), mean relative {err.mean_rel:.3f} (noise floor "
-               f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells")
+               f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells{report.note}")
 
 
 @app.command("eval")

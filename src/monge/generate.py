@@ -12,6 +12,9 @@ through :func:`run_sampler`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,13 +154,32 @@ def sample_run(
     return rs(model, x, timesteps=ts.to(x.device), generator=generator)
 
 
-def _read_grids(path: Path) -> dict[str, Tensor]:
+def _read_grids(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The grids of a step-grid file and the fingerprint of each (``{}`` for a file without them)."""
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
-        return dict(st_load(path.read_bytes()))
+        raw = path.read_bytes()
+        grids = dict(st_load(raw))
+        meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")]).get("__metadata__") or {}
+        prints = json.loads(meta.get("fingerprints", "{}"))
     except (SafetensorError, ValueError) as err:
         raise ValueError(f"{path} is not a readable step-grid file ({err}); delete it to refit") from None
+    return grids, prints if isinstance(prints, dict) else {}
+
+
+def _grid_fingerprint(model: nn.Module, config: Config, sampler: str, nfe: int, n_noise: int, seed: int) -> str:
+    """SHA-256 (hex) of what a fitted grid depends on: the model's weights, the sampler and its
+    budget, the path, the source and the prediction, the fit's noises."""
+    from .rundata import tensor_digest
+
+    raw = config.to_dict()
+    h = hashlib.sha256(json.dumps([sampler, int(nfe), n_noise, seed, raw.get("path"), raw["data"]["source"],
+                                   _sampled_prediction(config, None, model)], sort_keys=True, default=repr).encode())
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor_digest(value).encode())
+    return h.hexdigest()
 
 
 def optimized_timesteps(
@@ -179,9 +201,13 @@ def optimized_timesteps(
     """
     from .samplers import optimized
 
+    from .samplers import steps_for_nfe
+
     key = f"{sampler}/nfe{int(nfe)}"
     noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
-    return _cached_fit(run_dir, (key,), refit, lambda: (optimized(
+    fingerprint = _grid_fingerprint(model, config, sampler, nfe, n_noise, seed)
+    length = steps_for_nfe(sampler, nfe) + 1
+    return _cached_fit(run_dir, (key,), refit, fingerprint, length, lambda: (optimized(
         model, path_schedule(config), nfe, sampler, noise, prediction=_sampled_prediction(config, None, model)),))[0]
 
 
@@ -202,9 +228,14 @@ def optimized_eval_times(
     ``"<sampler>/nfe<N>/decoupled/timesteps"`` and ``".../eval_times"``; ``refit`` refits."""
     from .samplers import optimized_decoupled
 
+    from .samplers import steps_for_nfe
+
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
     noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
-    ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, lambda: optimized_decoupled(
+    fingerprint = _grid_fingerprint(model, config, sampler, nfe, n_noise, seed)
+    length = steps_for_nfe(sampler, nfe) + 1
+    ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, fingerprint, length,
+                         lambda: optimized_decoupled(
         model, path_schedule(config), nfe, sampler, noise, prediction=_sampled_prediction(config, None, model)))
     return ts, ev
 
@@ -215,19 +246,30 @@ def _fit_noise(config: Config, n: int, seed: int, shape: tuple[int, ...] | None 
     return sampling_source(config.data, shape).sample(n, generator=torch.Generator().manual_seed(seed + 7))
 
 
-def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool,
+def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool, fingerprint: str, length: int,
                 fit: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
-    """The tensors of ``fit()``, cached under ``keys`` in ``run_dir / timesteps.safetensors``: read when
-    every key is there (and not ``refit``), else fitted and written together, atomically."""
+    """The tensors of ``fit()``, cached under ``keys`` in ``run_dir / timesteps.safetensors`` with
+    ``fingerprint`` (:func:`_grid_fingerprint`): read when every key is there with that fingerprint
+    and ``length`` finite values (and not ``refit``); else fitted, saying why a cached one was not
+    used, and written together, atomically."""
     from .outputs import atomic_write_bytes
 
     file = Path(run_dir) / TIMESTEPS_FILE
-    grids = _read_grids(file)
-    if not refit and all(k in grids for k in keys):
+    grids, prints = _read_grids(file)
+    usable = [k in grids and prints.get(k) == fingerprint and grids[k].shape == (length,)
+              and bool(torch.isfinite(grids[k]).all()) for k in keys]
+    if not refit and all(usable):
         return tuple(grids[k].to(torch.float64) for k in keys)
+    stale = [k for k, ok in zip(keys, usable) if k in grids and not ok]
+    if stale and not refit:
+        print(f"the cached step grid {stale[0]} in {file} was fitted to other weights or settings (or has not "
+              f"{length} finite times); fitting it again", file=sys.stderr, flush=True)
     for k, value in zip(keys, fit(), strict=True):
         grids[k] = value.detach().to(torch.float64).cpu().contiguous()
-    atomic_write_bytes(file, st_save(grids, metadata={"format": "monge.timesteps", "version": "1"}))
+        prints[k] = fingerprint
+    prints = {k: v for k, v in prints.items() if k in grids}
+    atomic_write_bytes(file, st_save(grids, metadata={"format": "monge.timesteps", "version": "2",
+                                                      "fingerprints": json.dumps(prints, sort_keys=True)}))
     return tuple(grids[k] for k in keys)
 
 

@@ -69,11 +69,10 @@ def resume_training(tr: Any, path: Path) -> None:
     """Restore trainer ``tr``'s model, EMA, optimiser, random states and step from the checkpoint ``path``."""
     tensors, config, state = load_checkpoint(path)
     tr.resume_changes = check_resumable(config, tr.config.to_dict(), path)
-    if any(change.startswith("data.") for change in tr.resume_changes):  # the data moved: is it the same?
-        try:
-            check_same_data(state.get("data_fingerprint"), tr.data_fingerprint(), path)
-        except ValueError as err:
-            raise CheckpointError(str(err)) from None
+    try:  # moved or not, edited in place or not: the same data
+        check_same_data(state.get("data_fingerprint"), tr.data_fingerprint(), path)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     step, tc = state["step"], tr.config.train
     if step > tc.steps:
         raise CheckpointError(f"checkpoint {path} is at step {step}, beyond train.steps={tc.steps}; "
