@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "RunSampler", "run_sampler", "sample_run",
            "optimized_timesteps", "optimized_eval_times", "semidiscrete_map", "expressway_of", "run_expressway",
            "generate", "generate_model_space", "read_conditions", "sample_checkpoint", "SamplesWritten",
+           "check_finite_output",
            "evaluate_checkpoints", "RunsEvaluation"]
 
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
@@ -515,13 +516,15 @@ def sample_checkpoint(
     (sampler, nfe, timesteps, expressway, label, guidance) go to :func:`generate`. Every check runs
     before any sampling."""
     from ._validation import MAX_SAMPLES
-    from .limits import check_nfe
+    from .limits import check_guidance, check_nfe
     from .outputs import check_output_file, write_array
     from .run.load import load_model
 
     if n < 1 or n > MAX_SAMPLES:
         raise ValueError(f"-n must be in [1, {MAX_SAMPLES:,}], got {n}")
     check_nfe(options.get("nfe", 8))
+    if "guidance" in options:
+        options["guidance"] = check_guidance(options["guidance"])
     grid = None if grid is None else Path(grid)
     if grid is not None and grid.suffix.lower() != ".png":
         raise ValueError(f"--grid needs a .png path, got {grid}")
@@ -544,6 +547,7 @@ def sample_checkpoint(
     out = generate(model, cfg, n, run_dir=run_dir_of(checkpoint), seed=seed, conditions=conds, **options)
     if grid is not None and out.x.dim() != 4:
         raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
+    check_finite_output(out.x, "the samples", "nothing was written; lower --guidance, or use more steps (--nfe)")
     write_array(output, out.x.cpu().numpy())
     sampling = options.get("sampler", "euler")
     if options.get("timesteps") is not None:
@@ -560,6 +564,13 @@ def sample_checkpoint(
         save_image_grid(out.x[:64].clamp(-1, 1).cpu(), grid, nrow=8, scale=max(1, 64 // out.x.shape[-1]))
         written = dataclasses.replace(written, grid=grid, n_grid=min(n, 64))
     return written
+
+
+def check_finite_output(x: Tensor, what: str, fix: str) -> None:
+    """Raise ``ValueError`` when ``x`` holds NaN or Inf: a result that is not finite is never written."""
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{what} hold {bad:,} NaN/Inf values of {x.numel():,}; {fix}")
 
 
 def _check_sampling_memory(model: nn.Module, config: Config, n: int) -> None:
@@ -623,6 +634,17 @@ class RunsEvaluation:
             yield "the W2-vs-NFE plot", Path(plot)
 
 
+def _check_finite_rows(rows: Sequence["EvalRow"], label: str) -> None:
+    """Refuse evaluation rows whose figures are not finite (samples that hold NaN/Inf)."""
+    import math
+
+    for row in rows:
+        for name, value in (("W2", row.w2), ("MMD²", row.mmd), ("straightness", row.straightness)):
+            if not math.isfinite(value):
+                raise ValueError(f"{label}: {name} of {row.sampler} at {row.nfe} NFE is {value} (the samples hold "
+                                 "NaN/Inf); nothing was written. Check the run (monge sample) or use more steps")
+
+
 def evaluate_checkpoints(
     checkpoints: Sequence[str | Path],
     *,
@@ -682,6 +704,7 @@ def evaluate_checkpoints(
         if nll:
             held, what, _ = held_out_target(cfg.data.target, target_data)
             nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)
+        _check_finite_rows(rows[label], label)
         diag = read_coupling_diagnostics(run_dir_of(checkpoint))
         if diag is not None:
             diagnostics[label] = diag

@@ -41,7 +41,8 @@ def build_operator(name: str, shape: tuple[int, ...], *, mask: Tensor | None = N
     """The operator ``name`` (one of :data:`OPERATORS`) for data of sample shape ``shape``.
 
     ``inpaint`` needs ``mask`` (1 = observed; the data's shape, or one broadcasting to it);
-    ``blur``: Gaussian of std ``blur_std``; ``downsample``: average pooling by ``factor``;
+    ``blur``: Gaussian of std ``blur_std`` pixels, at most the image's longest side (a wider kernel
+    averages the whole image almost uniformly, and its ``6 s + 1`` weights grow without use); ``downsample``: average pooling by ``factor``;
     ``project``: ``m`` random measurements drawn from ``seed``.
     """
     if name not in OPERATORS:
@@ -55,6 +56,8 @@ def build_operator(name: str, shape: tuple[int, ...], *, mask: Tensor | None = N
     if name == "denoise":
         return Identity(shape)
     if name == "blur":
+        side = max(shape[-2:]) if len(shape) >= 2 else 0
+        check_number(blur_std, "--blur-std", 0.0, max(side, 1), low_open=True)  # wider: a near-flat average
         return GaussianBlur(shape, blur_std)
     if name == "downsample":
         return AvgPool(shape, factor)
@@ -176,11 +179,14 @@ def restore_checkpoint(
     measurement, samples and ``truth`` per row. ``operator`` and its settings (``mask``, ``blur_std``,
     ``factor``, ``m``, ``projection_seed``) go to :func:`build_operator`; ``options`` (sigma, solver,
     nfe, n, seed) to :func:`restore`. Every file is checked before the solver runs."""
+    from .generate import check_finite_output
     from .run.checkpoint import run_dir_of
     from .outputs import check_output_file, write_array
     from .run.load import load_model
 
     run_dir = run_dir_of(checkpoint)
+    if operator == "blur":  # before any work; the image's side bounds it once the run is read
+        check_number(blur_std, "--blur-std", 0.0, float("inf"), low_open=True, high_open=True)
     output = Path(output) if output is not None else run_dir / "restored.npy"
     if output.suffix != ".npy":
         raise ValueError(f"-o needs a .npy path, got {output}")
@@ -212,6 +218,7 @@ def restore_checkpoint(
     if grid is not None and len(shape) != 3:
         raise ValueError(f"--grid needs image data (C, H, W); this run's data has shape {shape}")
     x = restore(model, cfg, op, y, **options)
+    check_finite_output(x, "the posterior samples", "nothing was written; use more steps (--nfe) or another --solver")
     write_array(output, (x if batched else x[0]).cpu().numpy())
     if grid is not None:
         save_restore_grid(op, y, x, grid, truth_t)
