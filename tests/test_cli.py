@@ -146,6 +146,10 @@ def test_class_conditional_unet_trains_and_samples_each_class(tmp_path):
     assert np.load(out).shape == (20, 1, 8, 8) and three.shape == (4, 1, 8, 8)
     res = runner.invoke(app, ["sample", run, "--guidance", "2", "-o", str(out)])
     assert res.exit_code == 2 and "needs a class label" in res.output
+    for weight in ("inf", "1e30", "nan"):  # refused before sampling: no NaN or huge samples written
+        res = runner.invoke(app, ["sample", run, "--class", "3", "--guidance", weight, "-o", str(tmp_path / "g.npy")])
+        assert res.exit_code == 2 and "--guidance must be a finite weight" in res.output, res.output
+    assert not (tmp_path / "g.npy").exists()
     res = runner.invoke(app, ["sample", run, "--class", "ten", "-o", str(out)])
     assert res.exit_code == 2 and "'all'" in res.output
 

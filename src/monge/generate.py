@@ -169,13 +169,13 @@ def _read_grids(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return grids, prints if isinstance(prints, dict) else {}
 
 
-def _grid_fingerprint(model: nn.Module, config: Config, sampler: str, nfe: int, n_noise: int, seed: int) -> str:
-    """SHA-256 (hex) of what a fitted grid depends on: the model's weights, the sampler and its
-    budget, the path, the source and the prediction, the fit's noises."""
+def _grid_fingerprint(model: nn.Module, config: Config, sampler: str, nfe: int) -> str:
+    """SHA-256 (hex) of what a fitted grid is for: the model's weights, the sampler and its budget,
+    the path, the source and the prediction (the fit's own noises only refine it)."""
     from .rundata import tensor_digest
 
     raw = config.to_dict()
-    h = hashlib.sha256(json.dumps([sampler, int(nfe), n_noise, seed, raw.get("path"), raw["data"]["source"],
+    h = hashlib.sha256(json.dumps([sampler, int(nfe), raw.get("path"), raw["data"]["source"],
                                    _sampled_prediction(config, None, model)], sort_keys=True, default=repr).encode())
     for name, value in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -206,7 +206,7 @@ def optimized_timesteps(
 
     key = f"{sampler}/nfe{int(nfe)}"
     noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
-    fingerprint = _grid_fingerprint(model, config, sampler, nfe, n_noise, seed)
+    fingerprint = _grid_fingerprint(model, config, sampler, nfe)
     length = steps_for_nfe(sampler, nfe) + 1
     return _cached_fit(run_dir, (key,), refit, fingerprint, length, lambda: (optimized(
         model, path_schedule(config), nfe, sampler, noise, prediction=_sampled_prediction(config, None, model)),))[0]
@@ -233,7 +233,7 @@ def optimized_eval_times(
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
     noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
-    fingerprint = _grid_fingerprint(model, config, sampler, nfe, n_noise, seed)
+    fingerprint = _grid_fingerprint(model, config, sampler, nfe)
     length = steps_for_nfe(sampler, nfe) + 1
     ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, fingerprint, length,
                          lambda: optimized_decoupled(
