@@ -23,6 +23,7 @@ from .evaluate import EvalRow, NLLResult, evaluate_nll, format_comparison, forma
 from .plots import plot_metric_vs_nfe, plot_samples, plot_trajectories
 from .progress import item_status
 from .run.rundir import claim_demo_dir
+from .run.signals import interrupt_note
 from .samplers import sample
 from .train import Trainer
 
@@ -79,6 +80,7 @@ def demo_config(coupling: str, out: Path, source: str, target: str, steps: int, 
     )
 
 
+@interrupt_note("interrupted; the demo's report was not written: the same command starts the demo again")
 def run_demo(
     out: str | Path = "runs/demo",
     source: str = "8gaussians",
@@ -125,7 +127,9 @@ def run_demo(
         config.train.progress = progress is not False
         trainer = Trainer(config)
         t0 = time.perf_counter()
-        result = trainer.fit(overwrite="replace")  # the demo owns its runs: a rerun replaces them, saying so
+        with interrupt_note(f"interrupted while training the demo's model {what}; the runs finished so far are kept in "
+                            f"{out}: the same command starts the demo again (replacing its own runs)", replace=True):
+            result = trainer.fit(overwrite="replace")  # the demo owns its runs: a rerun replaces them, saying so
         label = LABELS.get(name, name) if objective == "velocity" else f"{objective} ({name})"
         seconds[name if objective == "velocity" else label] = time.perf_counter() - t0
         rows[label] = result.eval_rows

@@ -54,6 +54,7 @@ from ._validation import check_number, check_positive_int
 from .config import Config
 from .progress import item_status
 from .run.rundir import claim_demo_dir
+from .run.signals import interrupt_note
 
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluate import NoveltyReference, RowNovelty
@@ -177,6 +178,8 @@ def _train(config: Config, train_set, progress: bool):
     return trainer
 
 
+@interrupt_note("interrupted; the runs finished so far and a partial report are kept in the -o folder: the same "
+                "command starts the demo again")
 def run_image_demo(
     out: str | Path = "runs/demo-digits",
     couplings: Sequence[str] = DIGITS_COUPLINGS,

@@ -27,6 +27,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from .run.checkpoint import run_dir_of
+from .run.signals import NOTHING_WRITTEN, interrupt_note
 from .config import Config, build_path
 from .paths import Schedule
 from .samplers import SAMPLERS, SampleOutput, sample
@@ -499,6 +500,7 @@ class SamplesWritten:
     n_grid: int = 0
 
 
+@interrupt_note(NOTHING_WRITTEN)
 def sample_checkpoint(
     checkpoint: str | Path,
     *,
@@ -645,6 +647,7 @@ def _check_finite_rows(rows: Sequence["EvalRow"], label: str) -> None:
                                  "NaN/Inf); nothing was written. Check the run (monge sample) or use more steps")
 
 
+@interrupt_note(NOTHING_WRITTEN)
 def evaluate_checkpoints(
     checkpoints: Sequence[str | Path],
     *,

@@ -29,6 +29,7 @@ from ._validation import MAX_SAMPLES, check_batch, check_positive_int
 from .run.checkpoint import run_dir_of
 from .couplings.reflow import PAIRS_NAME, check_pairs, load_pairs, save_pairs
 from .run.rundir import RunLock, check_not_run_file, claim_run_dir
+from .run.signals import NOTHING_WRITTEN, interrupt_note
 
 __all__ = ["PAIRS_NAME", "check_pairs", "generate_pairs", "save_pairs", "load_pairs", "distill", "reflow"]
 
@@ -154,6 +155,8 @@ def distill(
 _distill_model = distill  # `reflow` has a `distill` flag
 
 
+@interrupt_note("interrupted; what was finished (pairs, the reflowed run) is kept in the --out folder: the same command "
+                "with --overwrite makes it all again")
 def reflow(
     checkpoint: str | Path,
     n_pairs: int = 10_000,
@@ -209,7 +212,8 @@ def reflow(
     source, _ = build_run_data(cfg, "monge reflow", "move it back to the stored path (reflow trains a new run "
                                "on the same data)")
     g = torch.Generator().manual_seed(seed)
-    z0, z1 = generate_pairs(model, source, n_pairs, sampler=sampler, nfe=nfe, generator=g, progress=progress)
+    with interrupt_note(NOTHING_WRITTEN):
+        z0, z1 = generate_pairs(model, source, n_pairs, sampler=sampler, nfe=nfe, generator=g, progress=progress)
     pairs_path = save_pairs(out / PAIRS_NAME, z0, z1, {"checkpoint": str(checkpoint), "sampler": sampler,
                                                        "nfe": nfe, "seed": seed})
 
@@ -221,7 +225,9 @@ def reflow(
     new_cfg = Config.from_dict(raw)
     init = copy.deepcopy(model).train().requires_grad_(True) if init_from_checkpoint else None
     trainer = Trainer(new_cfg, model=init)
-    trainer.fit()
+    with interrupt_note(f"interrupted while training the reflowed run; its pairs and last checkpoint are in {out}: "
+                        f"`monge train {out / 'config.yaml'} --resume` continues it", replace=True):
+        trainer.fit()
 
     if distill:
         teacher = trainer.ema.model

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ._validation import check_finite, check_number, check_positive_int
 from .config import Config
+from .run.signals import NOTHING_WRITTEN, interrupt_note
 from .objectives import prediction_of
 from .inverse import (
     INVERSE_SOLVERS,
@@ -157,6 +158,7 @@ class RestoredWritten:
     with_truth: bool = False
 
 
+@interrupt_note(NOTHING_WRITTEN)
 def restore_checkpoint(
     checkpoint: str | Path,
     *,

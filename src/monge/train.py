@@ -12,7 +12,6 @@ and keeps its slice; rank 0 alone writes; the logged loss is the mean over ranks
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from .run.logs import CsvLog
 from .run.preparation import prepare_run_coupling
 from .run.resume import nonfinite, resume_training, training_state
 from .run.rundir import claim_for_ranks, no_checkpoint_message
-from .run.signals import route_sigint
+from .run.signals import interrupt_note, route_sigint
 
 __all__ = ["Trainer", "TrainResult", "TrainingError"]
 
@@ -253,16 +252,17 @@ class Trainer:
                     raise KeyboardInterrupt  # Ctrl-C during the step, honoured at its end
         except KeyboardInterrupt:
             progress.close()
-            self._save_interrupted()
-            raise
+            raise KeyboardInterrupt(self._save_interrupted()) from None
         finally:
             restore_sigint()
             self.batches.stop_pipeline()
             progress.close()
             log.close()
         self.save()
-        rows, nll = self.evaluate(), self.evaluate_nll()
-        self.write_eval(rows, nll)
+        with interrupt_note(f"interrupted during the final evaluation; the checkpoint at step {self.step} is saved "
+                            f"in {self.checkpoint_path}: the same command with --resume evaluates it"):
+            rows, nll = self.evaluate(), self.evaluate_nll()
+            self.write_eval(rows, nll)
         distributed.barrier()
         return TrainResult(self.step, self.last_loss, self.run_dir, rows, time.perf_counter() - start,
                            trained=self.step - first_step, nll=nll)
@@ -280,19 +280,28 @@ class Trainer:
             atomic_write_bytes(self.run_dir / "config.yaml", self.config.to_yaml().encode("utf-8"))
             for stale in self.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
                 stale.unlink(missing_ok=True)
-        self.prepare(resume)
+        with interrupt_note(f"interrupted while fitting the coupling before training; the fit's state is saved in "
+                            f"{self.run_dir} every {self.coupling_checkpoint_every} steps: the same command resumes "
+                            "the fit"):
+            self.prepare(resume)
 
-    def _save_interrupted(self) -> None:
-        """On Ctrl-C: save at the step boundary, unless an optimiser/EMA update was torn."""
+    @property
+    def coupling_checkpoint_every(self) -> int:
+        """How often the coupling's fit saves its state (steps)."""
+        return int(getattr(getattr(self.coupling, "solver", None), "checkpoint_every", 0) or 0)
+
+    def _save_interrupted(self) -> str:
+        """On Ctrl-C: save at the step boundary, unless an optimiser/EMA update was torn; returns the
+        note of what was saved and how to continue."""
         torn = self.phase is not None  # interrupted inside an optimiser/EMA update
         synced = self.dist.enabled and self._stop_all and not torn
         self.batches.stop_pipeline()
-        main = self.dist.rank == 0
+        if torn and not self.checkpoint_path.is_file():
+            return (f"interrupted in the middle of step {self.step + 1}'s update, before a first checkpoint: the same "
+                    "command starts the run again")
         if torn:
-            if main:
-                print(f"\ninterrupted in the middle of step {self.step + 1}'s update; the checkpoint was not "
-                      f"updated (the last one in {self.run_dir} stays valid)", file=sys.stderr)
-        else:
-            self.save(gather=synced)
-            if main:
-                print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.checkpoint_path}", file=sys.stderr)
+            return (f"interrupted in the middle of step {self.step + 1}'s update; the checkpoint was not updated "
+                    f"(the last one in {self.run_dir} stays valid): the same command with --resume continues")
+        self.save(gather=synced)
+        return (f"interrupted at step {self.step}; checkpoint saved to {self.checkpoint_path}: the same command with "
+                "--resume continues")

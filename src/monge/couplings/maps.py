@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..outputs import atomic_write_bytes
+from ..run.signals import interrupt_note
 from ..ot.semidiscrete import MarginalReport, SemiDiscreteMap, SemiDiscreteState
 from .base import Coupling
 
@@ -309,11 +310,16 @@ def fit_run_map(
     path = run_dir / MAP_FILE
     loaded = path.is_file() and not refit
     start = time.perf_counter()
-    sd_map = run_map(config, run_dir, refit=refit, progress=progress)
+    every = _run_coupling(config).solver.checkpoint_every
+    with interrupt_note(f"interrupted while fitting the map; its state is saved in {FitStates(run_dir).path()} every "
+                        f"{every} steps: the same command resumes the fit"):
+        sd_map = run_map(config, run_dir, refit=refit, progress=progress)
     seconds = time.perf_counter() - start
     cells, duplicates = merged_duplicates(sd_map)
-    check = marginal_error(cells, n_samples=check_samples, source=ot_source(source),
-                           generator=torch.Generator().manual_seed(config.train.seed + 7))
+    with interrupt_note(f"interrupted while checking the map; the map is saved in {path}: the same command (without "
+                        "--refit) loads it and checks it again"):
+        check = marginal_error(cells, n_samples=check_samples, source=ot_source(source),
+                               generator=torch.Generator().manual_seed(config.train.seed + 7))
     return FitReport(map=sd_map, path=path, loaded=loaded, seconds=seconds, check=check, duplicates=duplicates)
 
 

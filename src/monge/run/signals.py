@@ -1,13 +1,33 @@
-"""Ctrl-C during training: finish the step, save, stop (a second Ctrl-C stops at once)."""
+"""Ctrl-C during training: finish the step, save, stop (a second Ctrl-C stops at once); elsewhere
+(a map fit, a final evaluation, sampling), :func:`interrupt_note` says what was saved and how to
+continue."""
 
 from __future__ import annotations
 
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
-__all__ = ["route_sigint"]
+__all__ = ["route_sigint", "interrupt_note", "NOTHING_WRITTEN"]
+
+#: The note of a command interrupted before it wrote anything.
+NOTHING_WRITTEN = "interrupted; nothing was written (existing files are unchanged): run the command again"
+
+
+@contextmanager
+def interrupt_note(note: str, *, replace: bool = False) -> Iterator[None]:
+    """Give a Ctrl-C inside the block the one line that says what was saved and how to continue:
+    it leaves as ``KeyboardInterrupt(note)``. A note set further in (a narrower block, the trainer's)
+    is kept, unless ``replace`` (a command whose continuation differs from the trainer's)."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if err.args and not replace:
+            raise
+        raise KeyboardInterrupt(note) from None
 
 
 def route_sigint(trainer: Any) -> Callable[[], None]:
