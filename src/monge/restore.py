@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_finite, check_number, check_positive_int
+from ._validation import check_finite, check_number, check_positive, check_positive_int
 from .config import Config
 from .run.signals import NOTHING_WRITTEN, interrupt_note
 from .objectives import prediction_of
@@ -188,7 +188,7 @@ def restore_checkpoint(
 
     run_dir = run_dir_of(checkpoint)
     if operator == "blur":  # before any work; the image's side bounds it once the run is read
-        check_number(blur_std, "--blur-std", 0.0, float("inf"), low_open=True, high_open=True)
+        check_positive(blur_std, "--blur-std")
     output = Path(output) if output is not None else run_dir / "restored.npy"
     if output.suffix != ".npy":
         raise ValueError(f"-o needs a .npy path, got {output}")
