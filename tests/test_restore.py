@@ -64,7 +64,7 @@ def test_one_measurement_gives_n_samples(digits_run, tmp_path):
     (["--operator", "project", "--input", "{ok}"], "needs the number of measurements"),
     (["--operator", "denoise", "--input", "{missing}"], "does not exist"),
     (["--operator", "blur", "--input", "{ok}", "--blur-std", "1e9"], "--blur-std must be in (0, 8]"),
-    (["--operator", "blur", "--input", "{ok}", "--blur-std", "inf"], "--blur-std must be in"),
+    (["--operator", "blur", "--input", "{ok}", "--blur-std", "inf"], "--blur-std must be a positive finite number"),
     (["--operator", "blur", "--input", "{ok}", "--blur-std", "nan"], "--blur-std must be"),
 ])
 def test_clear_errors(digits_run, tmp_path, args, msg):

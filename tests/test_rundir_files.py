@@ -75,6 +75,17 @@ def test_outputs_onto_a_runs_own_files_are_refused(trained, args):
     assert _digest(trained) == before
 
 
+def test_outputs_named_like_run_files_outside_a_run_are_written(tmp_path):
+    """A user's folder with ``-o eval.md`` in it is no run: ``--csv eval.csv`` beside it is written."""
+    from monge.outputs import check_output_file, write_text
+
+    write_text(tmp_path / "eval.md", "table\n")
+    assert check_output_file(tmp_path / "eval.csv") == tmp_path / "eval.csv"
+    (tmp_path / "log.csv").write_text("step\n")  # now it holds a training log: a run (or what one left)
+    with pytest.raises(RunFileError, match="its evaluations"):
+        check_output_file(tmp_path / "eval.csv")
+
+
 def test_a_link_to_a_run_file_is_refused_and_the_suggestion_is_safe(trained, tmp_path):
     link = tmp_path / "samples.npy"
     link.symlink_to(trained / CHECKPOINT_NAME)

@@ -148,3 +148,20 @@ def test_repeated_targets_are_not_counted_as_empty_cells(tmp_path):
     p_full = torch.softmax((x @ soft.flat.T + soft.heights) / 0.3, dim=1)
     p_merged = torch.softmax((x @ merged.flat.T + merged.heights) / 0.3, dim=1)
     assert torch.allclose(p_merged[:, :2], p_full[:, :2] + p_full[:, 10:], atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_cached_per_class_maps_of_another_target_are_refused(tmp_path):
+    from monge.couplings import prepare_coupling
+    from monge.data.conditional import ConditionalToy
+    from monge.data.sources import GaussianSource
+
+    src = GaussianSource((2,))
+    fitted = ConditionalSemiDiscreteOT(n_targets=24, max_iter=50)
+    prepare_coupling(fitted, src, ConditionalToy("moons", "class"), tmp_path, torch.Generator().manual_seed(0))
+    again = ConditionalSemiDiscreteOT(n_targets=24, max_iter=50)
+    prepare_coupling(again, src, ConditionalToy("moons", "class"), tmp_path)  # the same target: loaded
+    assert torch.equal(again.maps[0].heights, fitted.maps[0].heights) and again.maps[0].fingerprint
+    with pytest.raises(ValueError, match="fitted from other data or labels"):
+        prepare_coupling(ConditionalSemiDiscreteOT(n_targets=24, max_iter=50), src,
+                         ConditionalToy("8gaussians", "class"), tmp_path)

@@ -65,6 +65,16 @@ class SemiDiscreteCoupling(Coupling):
     def epsilon(self) -> float:
         return self.solver.epsilon
 
+    def fingerprint(self, source: "DataSource", target: "DataSource") -> str:
+        """SHA-256 (hex) of what the maps are fitted from: the fit's settings that shape them,
+        ``n_targets``, and both sides' definitions (:func:`definition_digest`)."""
+        settings = {k: v for k, v in asdict(self.solver).items() if k not in _RESULT_FREE_SETTINGS}
+        h = hashlib.sha256(json.dumps([type(self).__name__, settings, self.n_targets], sort_keys=True,
+                                      default=repr).encode())
+        for side in (source, target):
+            h.update(definition_digest(side).encode())
+        return h.hexdigest()
+
     def _fit(self, y: Tensor, source: "DataSource", generator: torch.Generator | None,
              fit_states: FitStates | None, key: str | None, what: str) -> SemiDiscreteResult:
         """Fit one map onto ``y`` (resuming from and checkpointing to ``fit_states[key]``)."""
@@ -202,15 +212,6 @@ class SemiDiscreteOT(SemiDiscreteCoupling, SolverCoupling):
             return data.shape[0] if self.n_targets is None else min(self.n_targets, data.shape[0])
         return self.n_targets or SAMPLER_TARGETS
 
-    def fingerprint(self, source: "DataSource", target: "DataSource") -> str:
-        """SHA-256 (hex) of what the map is fitted from: the fit's settings that shape it,
-        ``n_targets``, and both sides' definitions (:func:`definition_digest`)."""
-        settings = {k: v for k, v in asdict(self.solver).items() if k not in _RESULT_FREE_SETTINGS}
-        h = hashlib.sha256(json.dumps([settings, self.n_targets], sort_keys=True, default=repr).encode())
-        for side in (source, target):
-            h.update(definition_digest(side).encode())
-        return h.hexdigest()
-
     def check_prepared(self, source: "DataSource", target: "DataSource") -> None:
         """Refuse a cached map whose targets no longer match ``target``: a different sample shape
         or number of targets, targets that are not its points (a finite data set), or another
@@ -315,14 +316,16 @@ _PROBE_DRAWS, _PROBE_SEED = 256, 0x5D0
 
 
 def definition_digest(data: "DataSource") -> str:
-    """SHA-256 (hex) of what a data source is: a finite data set's points (every byte), else a
-    sampler's sample shape and first :data:`_PROBE_DRAWS` draws from a fixed seed (another target
+    """SHA-256 (hex) of what a data source is: a finite data set's points and labels (every byte),
+    else a sampler's sample shape and first :data:`_PROBE_DRAWS` draws from a fixed seed (another target
     distribution, or other parameters of it, draws other points)."""
     points = getattr(data, "data", None)
     if not torch.is_tensor(points):
         points = data.sample(_PROBE_DRAWS, generator=torch.Generator().manual_seed(_PROBE_SEED))
     h = hashlib.sha256(f"{type(data).__name__}{tuple(getattr(data, 'shape', ()))}{points.dtype}".encode())
-    h.update(points.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    labels = getattr(data, "labels", None)
+    for t in (points, labels) if torch.is_tensor(labels) else (points,):
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -104,14 +104,21 @@ def is_existing_run(run_dir: str | Path) -> bool:
     return any((run_dir / name).exists() for name in _RUN_MARKERS)
 
 
+#: Files that only a run (or a fit into a run directory) leaves: they make a folder a run directory;
+#: an evaluation or a cache alone does not (a user's own ``-o eval.md`` beside other outputs).
+_RUN_DIR_MARKERS = ("checkpoint.safetensors", ".checkpoint.safetensors.*.tmp", "log.csv", "config.yaml", LOCK_NAME,
+                    "semidiscrete*.safetensors")
+
+
 def is_run_dir(folder: str | Path) -> bool:
-    """Whether ``folder`` holds any file of :data:`RUN_FILES` (a run, or what one left behind)."""
+    """Whether ``folder`` is a run directory: it holds a checkpoint, a training log, a run's recipe
+    (``config.yaml``), a lock or a fitted map (a run, or what one left behind)."""
     folder = Path(folder)
     try:
         names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     except OSError:
         return False
-    return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in RUN_FILES)
+    return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in _RUN_DIR_MARKERS)
 
 
 def run_file_role(path: str | Path) -> str | None:
