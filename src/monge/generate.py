@@ -41,8 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "RunSampler", "run_sampler", "sample_run",
            "optimized_timesteps", "optimized_eval_times", "semidiscrete_map", "expressway_of", "run_expressway",
            "generate", "generate_model_space", "read_conditions", "sample_checkpoint", "SamplesWritten",
-           "check_finite_output",
-           "evaluate_checkpoints", "RunsEvaluation"]
+           "check_finite_output", "evaluate_checkpoints", "RunsEvaluation"]
 
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
 #: evaluation times, under ``"<sampler>/nfe<N>/decoupled/..."``), next to its checkpoint.
@@ -201,9 +200,7 @@ def optimized_timesteps(
     Fitted once and cached in ``run_dir / timesteps.safetensors`` under ``"<sampler>/nfe<N>"``
     (written atomically); later calls read it. ``refit`` fits again and replaces the entry.
     """
-    from .samplers import optimized
-
-    from .samplers import steps_for_nfe
+    from .samplers import optimized, steps_for_nfe
 
     key = f"{sampler}/nfe{int(nfe)}"
     noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
@@ -228,9 +225,7 @@ def optimized_eval_times(
     (:func:`monge.samplers.optimized_decoupled`, same noises as :func:`optimized_timesteps`); sample
     with :class:`monge.samplers.EvalTimeWarp`. Cached like the grid, under
     ``"<sampler>/nfe<N>/decoupled/timesteps"`` and ``".../eval_times"``; ``refit`` refits."""
-    from .samplers import optimized_decoupled
-
-    from .samplers import steps_for_nfe
+    from .samplers import optimized_decoupled, steps_for_nfe
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
     noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))

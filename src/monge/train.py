@@ -280,15 +280,16 @@ class Trainer:
             atomic_write_bytes(self.run_dir / "config.yaml", self.config.to_yaml().encode("utf-8"))
             for stale in self.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
                 stale.unlink(missing_ok=True)
-        with interrupt_note(f"interrupted while fitting the coupling before training; the fit's state is saved in "
-                            f"{self.run_dir} every {self.coupling_checkpoint_every} steps: the same command resumes "
-                            "the fit"):
+        with interrupt_note(self._preparation_note()):
             self.prepare(resume)
 
-    @property
-    def coupling_checkpoint_every(self) -> int:
-        """How often the coupling's fit saves its state (steps)."""
-        return int(getattr(getattr(self.coupling, "solver", None), "checkpoint_every", 0) or 0)
+    def _preparation_note(self) -> str:
+        """What an interrupt of the coupling's preparation leaves, and how to continue."""
+        every = getattr(getattr(self.coupling, "solver", None), "checkpoint_every", None)
+        if self.coupling.traits.prepared_file is None or not every:
+            return "interrupted before the first step; nothing was trained: the same command starts the run again"
+        return (f"interrupted while fitting the coupling before training; the fit's state is saved in {self.run_dir} "
+                f"every {every} steps: the same command resumes the fit")
 
     def _save_interrupted(self) -> str:
         """On Ctrl-C: save at the step boundary, unless an optimiser/EMA update was torn; returns the
