@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from monge.run.checkpoint import load_checkpoint
+from monge.run.checkpoint import CheckpointError, load_checkpoint
 from monge.config import Config
 from monge.train import Trainer
 
@@ -443,3 +443,21 @@ def test_an_interrupt_while_fitting_the_coupling_before_training_says_the_fit_re
     with pytest.raises(KeyboardInterrupt, match="while fitting the coupling before training.*same command resumes"):
         Trainer(cfg).fit()
     assert not (cfg.run_dir / LOCK_NAME).exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_run_killed_before_its_first_checkpoint_starts_again_with_the_same_command(tmp_path, tiny_config, spawn,
+                                                                                      capsys):
+    cfg = _fast(tiny_config, "early", train__steps=10**6, train__log_every=1, train__checkpoint_every=0)
+    recipe = tmp_path / "early.yaml"
+    proc = _train_until(spawn, cfg, recipe, rows=3)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert (cfg.run_dir / "log.csv").is_file() and not (cfg.run_dir / "checkpoint.safetensors").exists()
+    assert (cfg.run_dir / LOCK_NAME).is_file()  # left by the killed process
+    with pytest.raises(CheckpointError, match="no checkpoint yet.*without --resume"):
+        Trainer(cfg).fit(resume=True)
+    cfg.train.steps = 4
+    assert Trainer(cfg).fit().step == 4  # no --overwrite needed
+    err = capsys.readouterr().err
+    assert f"stale lock of process {proc.pid}" in err and "stopped before its first checkpoint" in err
