@@ -146,6 +146,10 @@ def test_class_conditional_unet_trains_and_samples_each_class(tmp_path):
     assert np.load(out).shape == (20, 1, 8, 8) and three.shape == (4, 1, 8, 8)
     res = runner.invoke(app, ["sample", run, "--guidance", "2", "-o", str(out)])
     assert res.exit_code == 2 and "needs a class label" in res.output
+    for weight in ("inf", "1e30", "nan"):  # refused before sampling: no NaN or huge samples written
+        res = runner.invoke(app, ["sample", run, "--class", "3", "--guidance", weight, "-o", str(tmp_path / "g.npy")])
+        assert res.exit_code == 2 and "--guidance must be a finite weight" in res.output, res.output
+    assert not (tmp_path / "g.npy").exists()
     res = runner.invoke(app, ["sample", run, "--class", "ten", "-o", str(out)])
     assert res.exit_code == 2 and "'all'" in res.output
 
@@ -257,6 +261,7 @@ def test_reflow_refuses_to_write_over_its_source(recipe, tmp_path):
     other = tmp_path / "runs" / "other"
     other.mkdir()
     (other / "log.csv").write_text("step,loss\n")
+    (other / "checkpoint.safetensors").write_bytes(b"a run with a checkpoint")
     res = runner.invoke(app, ["reflow", str(run), "--out", str(other), "--n-pairs", "20", "--no-progress"])
     assert res.exit_code == 2 and "already holds a run" in res.output
     assert (other / "log.csv").read_text() == "step,loss\n"

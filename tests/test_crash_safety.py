@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from monge.run.checkpoint import load_checkpoint
+from monge.run.checkpoint import CheckpointError, load_checkpoint
 from monge.config import Config
 from monge.train import Trainer
 
@@ -30,6 +30,43 @@ SAVER = textwrap.dedent(
 )
 
 
+def _default_sigint_in_child() -> None:
+    """In a child before it runs: Ctrl-C's default action, whatever the suite inherited (a shell
+    starts background jobs and `nohup` commands with SIGINT ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handled():
+    """These tests see Python's Ctrl-C handler in the suite's process, however it was started."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if before is not None:
+        signal.signal(signal.SIGINT, before)
+
+
+@pytest.fixture
+def spawn():
+    """``spawn(args, **popen) -> Popen`` with Ctrl-C's default action in the child; every process it
+    started is killed at the end of the test, whatever the outcome."""
+    procs: list[subprocess.Popen] = []
+
+    def start(args, **kwargs):
+        proc = subprocess.Popen(args, preexec_fn=_default_sigint_in_child, **kwargs)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        try:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=30)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+
+
 def _config(tmp_path) -> Config:
     return Config.from_dict({
         "name": "crash",
@@ -43,14 +80,14 @@ def _config(tmp_path) -> Config:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_sigkill_during_save_keeps_a_loadable_checkpoint_and_resume_works(tmp_path):
+def test_sigkill_during_save_keeps_a_loadable_checkpoint_and_resume_works(tmp_path, spawn):
     cfg = _config(tmp_path)
     recipe = tmp_path / "crash.yaml"
     recipe.write_text(cfg.to_yaml())
     run_dir = cfg.run_dir
     killed_mid_write = 0
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(recipe)], stdout=subprocess.PIPE, text=True)
+        proc = spawn([sys.executable, "-c", SAVER, str(recipe)], stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready"
             deadline = time.monotonic() + 60
@@ -76,13 +113,13 @@ def test_sigkill_during_save_keeps_a_loadable_checkpoint_and_resume_works(tmp_pa
     assert torch.isfinite(torch.tensor(result.loss))
 
 
-def _train_until(cfg, recipe, rows: int, timeout: float = 120) -> subprocess.Popen:
+def _train_until(spawn, cfg, recipe, rows: int, timeout: float = 120) -> subprocess.Popen:
     """Start `monge train` on ``cfg`` (written to ``recipe``) and return once its log holds more
     than ``rows`` lines (or ``timeout`` seconds passed)."""
     recipe.write_text(cfg.to_yaml())
     log = cfg.run_dir / "log.csv"
-    proc = subprocess.Popen([sys.executable, "-m", "monge", "train", str(recipe), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "-m", "monge", "train", str(recipe), "--no-progress"],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) > rows):
         time.sleep(0.05)
@@ -90,7 +127,7 @@ def _train_until(cfg, recipe, rows: int, timeout: float = 120) -> subprocess.Pop
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")
-def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, spawn):
     """Ctrl-C in the middle of `monge train`: exit code 130, a checkpoint at the step reached,
     and `--resume` carries on from it."""
     cfg = _config(tmp_path)
@@ -98,7 +135,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     cfg.train.steps = 10**6
     cfg.train.log_every = 1
     log = cfg.run_dir / "log.csv"
-    proc = _train_until(cfg, tmp_path / "sigint.yaml", rows=20)
+    proc = _train_until(spawn, cfg, tmp_path / "sigint.yaml", rows=20)
     try:
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
@@ -107,7 +144,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert "interrupted at step" in err and "Traceback" not in err
+    assert "interrupted at step" in err and "--resume continues" in err and "Traceback" not in err
     _, _, state = load_checkpoint(cfg.run_dir / "checkpoint.safetensors")
     logged = len(log.read_text().splitlines()) - 1
     assert state["step"] >= 20 and state["step"] >= logged  # nothing logged is lost
@@ -308,10 +345,10 @@ def test_a_second_writer_is_refused_naming_the_holder(tiny_config):
         Trainer(cfg).fit()
 
 
-def test_a_stale_lock_is_taken_over_with_a_notice(tiny_config, capsys):
+def test_a_stale_lock_is_taken_over_with_a_notice(tiny_config, capsys, spawn):
     cfg = _fast(tiny_config, "stale", train__steps=2)
     cfg.run_dir.mkdir(parents=True)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = spawn([sys.executable, "-c", "pass"])
     dead.wait()
     (cfg.run_dir / LOCK_NAME).write_text(json_dumps({"pid": dead.pid, "host": socket.gethostname()}))
     assert Trainer(cfg).fit().step == 2
@@ -319,11 +356,11 @@ def test_a_stale_lock_is_taken_over_with_a_notice(tiny_config, capsys):
     assert not (cfg.run_dir / LOCK_NAME).exists()
 
 
-def test_two_cli_writers_on_one_run(tmp_path, tiny_config):
+def test_two_cli_writers_on_one_run(tmp_path, tiny_config, spawn):
     """Two `monge train` processes on one run: the second is refused and names the first's PID."""
     cfg = _fast(tiny_config, "twice", train__steps=10**6, train__log_every=1)
     recipe = tmp_path / "twice.yaml"
-    first = _train_until(cfg, recipe, rows=3)
+    first = _train_until(spawn, cfg, recipe, rows=3)
     try:
         second = subprocess.run([sys.executable, "-m", "monge", "train", str(recipe), "--resume",
                                  "--no-progress"], capture_output=True, text=True, timeout=120)
@@ -339,3 +376,88 @@ def json_dumps(obj):
     import json
 
     return json.dumps(obj)
+
+
+# -- interrupts outside a step: one line of what was saved and how to continue -------------------------
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def _one_line(res):
+    assert res.exit_code == 130, res.output
+    lines = res.output.strip().splitlines()
+    assert "Traceback" not in res.output
+    return lines[-1]
+
+
+def test_interrupts_during_a_map_fit_sampling_and_eval_say_what_was_saved(tmp_path, recipe, monkeypatch):
+    from typer.testing import CliRunner
+
+    import monge.couplings.maps as maps
+    import monge.evaluate as evaluate
+    import monge.generate as generate
+    from monge.cli import app
+
+    runner = CliRunner()
+    with monkeypatch.context() as m:
+        m.setattr(maps, "run_map", _interrupt)
+        line = _one_line(runner.invoke(app, ["fit-ot", str(recipe), "--no-progress"]))
+    assert line.startswith("interrupted while fitting the map; its state is saved in")
+    assert "semidiscrete_fit.safetensors every 100 steps: the same command resumes the fit" in line
+
+    assert runner.invoke(app, ["train", str(recipe), "--no-progress"]).exit_code == 0
+    run = tmp_path / "runs" / "tiny"
+    np_out = tmp_path / "s.npy"
+    with monkeypatch.context() as m:
+        m.setattr(generate, "generate", _interrupt)
+        line = _one_line(runner.invoke(app, ["sample", str(run), "-o", str(np_out)]))
+    assert line.startswith("interrupted; nothing was written") and not np_out.exists()
+    with monkeypatch.context() as m:
+        m.setattr(evaluate, "evaluate_field", _interrupt)
+        line = _one_line(runner.invoke(app, ["eval", str(run), "-n", "20", "--nfe", "1", "--no-adaptive"]))
+    assert line.startswith("interrupted; nothing was written")
+
+
+def test_an_interrupt_during_the_final_evaluation_keeps_the_checkpoint_and_resume_evaluates(tmp_path, recipe,
+                                                                                             monkeypatch):
+    from typer.testing import CliRunner
+
+    from monge.cli import app
+
+    runner = CliRunner()
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "evaluate", _interrupt)
+        line = _one_line(runner.invoke(app, ["train", str(recipe), "--no-progress"]))
+    run = tmp_path / "runs" / "tiny"
+    assert line.startswith("interrupted during the final evaluation; the checkpoint at step 30 is saved")
+    assert line.endswith("the same command with --resume evaluates it") and not (run / "eval.md").exists()
+    res = runner.invoke(app, ["train", str(recipe), "--resume", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (run / "eval.md").is_file() and load_checkpoint(run / "checkpoint.safetensors")[2]["step"] == 30
+
+
+def test_an_interrupt_while_fitting_the_coupling_before_training_says_the_fit_resumes(tiny_config, monkeypatch):
+    cfg = _fast(tiny_config, "fitting", coupling={"name": "semidiscrete_ot", "n_targets": 16, "max_iter": 20})
+    monkeypatch.setattr(Trainer, "prepare", _interrupt)
+    with pytest.raises(KeyboardInterrupt, match="while fitting the coupling before training.*same command resumes"):
+        Trainer(cfg).fit()
+    assert not (cfg.run_dir / LOCK_NAME).exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_run_killed_before_its_first_checkpoint_starts_again_with_the_same_command(tmp_path, tiny_config, spawn,
+                                                                                      capsys):
+    cfg = _fast(tiny_config, "early", train__steps=10**6, train__log_every=1, train__checkpoint_every=0)
+    recipe = tmp_path / "early.yaml"
+    proc = _train_until(spawn, cfg, recipe, rows=3)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert (cfg.run_dir / "log.csv").is_file() and not (cfg.run_dir / "checkpoint.safetensors").exists()
+    assert (cfg.run_dir / LOCK_NAME).is_file()  # left by the killed process
+    with pytest.raises(CheckpointError, match="no checkpoint yet.*without --resume"):
+        Trainer(cfg).fit(resume=True)
+    cfg.train.steps = 4
+    assert Trainer(cfg).fit().step == 4  # no --overwrite needed
+    err = capsys.readouterr().err
+    assert f"stale lock of process {proc.pid}" in err and "stopped before its first checkpoint" in err

@@ -155,3 +155,68 @@ def test_generate_conditions_a_continuous_model_on_the_given_conditions(tmp_path
 
     with pytest.raises(ValueError, match="--condition"):
         generate(model, cfg, 6, sampler="euler", nfe=1)
+
+
+class ScaledOracle(Oracle):
+    """The oracle times a weight, so that its fitted grids depend on its weights."""
+
+    def __init__(self, schedule, scale=1.0):
+        super().__init__(schedule)
+        self.scale = nn.Parameter(torch.tensor(scale))
+
+    def forward(self, x, t):
+        return super().forward(x, t) * self.scale
+
+
+def test_a_cached_grid_of_other_weights_or_the_wrong_length_is_fitted_again(tmp_path, monkeypatch, capsys):
+    import monge.samplers
+    from safetensors.torch import load_file, save_file
+
+    cfg = _config()
+    calls = []
+    real = monge.samplers.optimized
+
+    def counted(*args, **kwargs):
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monge.samplers, "optimized", counted)
+    model = ScaledOracle(path_schedule(cfg))
+    first = optimized_timesteps(model, cfg, tmp_path, "euler", 2, n_noise=32)
+    optimized_timesteps(model, cfg, tmp_path, "euler", 2, n_noise=32)
+    assert calls == [2]  # cached
+    with torch.no_grad():
+        model.scale.fill_(0.5)  # other weights: the grid is fitted again, saying why
+    optimized_timesteps(model, cfg, tmp_path, "euler", 2, n_noise=32)
+    assert calls == [2, 2] and "fitted to other weights or settings" in capsys.readouterr().err
+
+    file = tmp_path / TIMESTEPS_FILE
+    meta = __import__("safetensors").safe_open(str(file), "pt").metadata()
+    grids = load_file(file)
+    grids["euler/nfe2"] = torch.linspace(0, 1, 50, dtype=torch.float64)  # a grid of 49 steps under nfe2
+    save_file(grids, file, metadata=meta)
+    grid = optimized_timesteps(model, cfg, tmp_path, "euler", 2, n_noise=32)
+    assert grid.shape == first.shape == (3,) and len(calls) == 3
+    out = generate(model, cfg, 16, sampler="euler", nfe=2, timesteps="optimized", run_dir=tmp_path)
+    assert out.nfe == 2
+
+
+def test_samples_that_are_not_finite_are_never_written(tiny_config, tmp_path, monkeypatch):
+    import dataclasses
+
+    import monge.generate as gen
+    from monge.generate import sample_checkpoint
+    from monge.train import Trainer
+
+    cfg = tiny_config(name="nan", train__steps=2)
+    Trainer(cfg).fit()
+    real = gen.generate
+
+    def blown_up(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return dataclasses.replace(out, x=out.x.index_fill(0, torch.tensor([1]), float("inf")))
+
+    monkeypatch.setattr(gen, "generate", blown_up)
+    with pytest.raises(ValueError, match="the samples hold 2 NaN/Inf values of 16; nothing was written"):
+        sample_checkpoint(cfg.run_dir, n=8, output=tmp_path / "s.npy", nfe=2)
+    assert not (tmp_path / "s.npy").exists()

@@ -18,7 +18,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, ...]] = [
     # the run layer's file and process plumbing (no monge imports above this layer) sits at the bottom
     ("monge", "monge.registry", "monge._validation", "monge.run.distributed", "monge.ema", "monge.run.checkpoint",
-     "monge.run.rundir", "monge.ot._checks", "monge.models.embeddings", "monge.models.conditioning", "monge.limits",
+     "monge.run.rundir", "monge.run.signals", "monge.ot._checks", "monge.models.embeddings",
+     "monge.models.conditioning", "monge.limits",
      "monge.outputs", "monge.quick", "monge.locate", "monge.progress"),
     ("monge.ot", "monge.paths", "monge.pairing", "monge.imageio"),
     # an objective's targets may be conversions of the path's velocity (monge.predictions)

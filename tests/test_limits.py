@@ -218,3 +218,49 @@ def test_a_container_memory_limit_counts(tmp_path):
     assert limits._cgroup_room(v1) is None
     (v1 / "memory" / "memory.limit_in_bytes").write_text("2147483648\n")
     assert limits._cgroup_room(v1) == 2147483647
+
+
+@pytest.mark.parametrize("text", [
+    "x: " + "[" * 5000 + "]" * 5000,
+    "x: " + "{a: " * 3000 + "1" + "}" * 3000,
+    "x:\n" + "".join(" " * (i + 1) + "a:\n" for i in range(limits.MAX_RECIPE_DEPTH + 5)),
+])
+def test_a_deeply_nested_recipe_is_refused_without_recursion(tmp_path, text):
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"nests more than {limits.MAX_RECIPE_DEPTH} levels"):
+        load_config(path)
+    res = runner.invoke(app, ["train", str(path)])
+    assert res.exit_code == 2 and "Traceback" not in res.output and "RecursionError" not in res.output
+
+
+def test_a_deep_override_key_or_value_is_refused(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(Config.from_dict(_raw(tmp_path)).to_yaml())
+    with pytest.raises(ConfigError, match="nests 4000 levels deep"):
+        load_config(path, [".".join(["a"] * 4000) + "=1"])
+    with pytest.raises(ConfigError, match="nests more than"):
+        load_config(path, ["train.lr=" + "[" * 4000 + "]" * 4000])
+    depth_ok = "x:\n" + "".join(" " * (i + 1) + "a:\n" for i in range(limits.MAX_RECIPE_DEPTH - 2))
+    assert limits.load_yaml_bounded(depth_ok, "ok")["x"] is not None
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 1e30, limits.MAX_GUIDANCE * 1.01])
+def test_guidance_is_finite_and_bounded(value):
+    with pytest.raises(ValueError, match="--guidance must be a finite weight"):
+        limits.check_guidance(value)
+    assert limits.check_guidance(limits.MAX_GUIDANCE) == limits.MAX_GUIDANCE
+    assert limits.check_guidance(0) == 0.0
+
+
+def test_eval_samples_below_two_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="train.eval_samples must be >= 2"):
+        Config.from_dict(_raw(tmp_path, eval_samples=1))
+
+
+def test_a_negative_mmd_is_explained_under_the_table():
+    from monge.evaluate import NEGATIVE_MMD_NOTE, EvalRow, format_table
+
+    rows = [EvalRow("euler", 1, 0.5, -0.002, 1.0), EvalRow("euler", 2, 0.4, 0.01, 1.0)]
+    assert NEGATIVE_MMD_NOTE in format_table(rows)
+    assert NEGATIVE_MMD_NOTE not in format_table(rows[1:])

@@ -63,6 +63,9 @@ def test_one_measurement_gives_n_samples(digits_run, tmp_path):
     (["--operator", "warp", "--input", "{ok}"], "operator must be one of"),
     (["--operator", "project", "--input", "{ok}"], "needs the number of measurements"),
     (["--operator", "denoise", "--input", "{missing}"], "does not exist"),
+    (["--operator", "blur", "--input", "{ok}", "--blur-std", "1e9"], "--blur-std must be in (0, 8]"),
+    (["--operator", "blur", "--input", "{ok}", "--blur-std", "inf"], "--blur-std must be a positive finite number"),
+    (["--operator", "blur", "--input", "{ok}", "--blur-std", "nan"], "--blur-std must be"),
 ])
 def test_clear_errors(digits_run, tmp_path, args, msg):
     files = {"bad_shape": np.zeros((5, 5)), "nan": np.full((1, 8, 8), np.nan), "ok": np.zeros((1, 8, 8))}

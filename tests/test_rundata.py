@@ -65,7 +65,7 @@ def test_resume_refuses_other_data_at_the_new_location(moved_run):
     rows[0, 0] += 1.0  # one value differs
     np.save(other, rows)
     trainer = Trainer(Config.from_dict(_raw(tmp_path, other, steps=8, standardize=True)))
-    with pytest.raises(CheckpointError, match=r"not the data the run trained on.*only the location may change"):
+    with pytest.raises(CheckpointError, match=r"not the data the run trained on.*a resumed run trains on the same"):
         trainer.fit(resume=True)
     _, _, state = load_checkpoint(trainer.checkpoint_path)
     assert state["step"] == 6  # the run is untouched
@@ -126,3 +126,23 @@ def test_a_malformed_loss_window_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="loss_window"):
         Trainer(Config.from_dict({**_raw(tmp_path, data_file), "train": {**_raw(tmp_path, data_file)["train"],
                                                                           "steps": 9}})).fit(resume=True)
+
+
+@pytest.mark.parametrize("edit", ["value", "swap"])
+def test_resume_refuses_data_edited_in_place(moved_run, edit):
+    """Same path, new rows: the data's digest is checked on every resume (a swap of two rows keeps
+    the sums the older fingerprint held)."""
+    tmp_path, _, new, _ = moved_run
+    resumed = Trainer(Config.from_dict(_raw(tmp_path, new, steps=7, standardize=True)))
+    resumed.fit(resume=True)  # the moved file, unchanged: fine
+    rows = np.load(new)
+    if edit == "value":
+        rows[5, 1] += 0.5
+    else:
+        rows[[3, 4]] = rows[[4, 3]]
+    np.save(new, rows)
+    trainer = Trainer(Config.from_dict(_raw(tmp_path, new, steps=8, standardize=True)))
+    with pytest.raises(CheckpointError, match="not the data the run trained on.*edited or replaced since"):
+        trainer.fit(resume=True)
+    _, _, state = load_checkpoint(trainer.checkpoint_path)
+    assert state["step"] == 7

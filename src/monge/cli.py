@@ -1,8 +1,7 @@
 """Command line: ``monge train | sample | reflow | fit-ot | eval | demo | restore``.
 
 Each command parses its options, makes one library call and prints what it did; errors of input
-and files are one line on stderr and exit code 2.
-"""
+and files are one line on stderr and exit code 2, Ctrl-C one line (what was saved) and code 130."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from typing import List, Optional
 
 import typer
 
+from .run.signals import NOTHING_WRITTEN
 from .samplers import GRIDS, SAMPLERS
 
 app = typer.Typer(
@@ -25,11 +25,14 @@ app = typer.Typer(
 PROGRESS_HELP = "Progress bars and status lines on stderr; by default only when stderr is a terminal."
 _AUTO = "on a terminal"
 
-#: errors reported as one line (exit code 2): bad input, and files that cannot be read or written
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+#: one line each: bad input, files that cannot be read or written (exit 2); Ctrl-C, the library's note (130)
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyboardInterrupt)
 
 
 def _fail(err: BaseException, code: int = 2) -> None:
+    if isinstance(err, KeyboardInterrupt):  # the note says what was saved and how to continue
+        typer.echo(err.args[0] if err.args else NOTHING_WRITTEN, err=True)
+        raise typer.Exit(130)
     if isinstance(err, OSError):
         from .outputs import describe_os_error
 
@@ -96,8 +99,6 @@ def train(
         _fail(err, 1)
     except _USER_ERRORS as err:
         _fail(err)
-    except KeyboardInterrupt:
-        raise typer.Exit(130)
     finally:
         main = distributed.is_main()
         distributed.teardown()
@@ -234,7 +235,7 @@ def fit_ot_cmd(
                f"{how}: {report.path}")
     typer.echo(f"cell-mass error on {err.n_samples} fresh source samples: RMS relative {err.rms:.3f} "
                f"(chi2 {err.chi2:.2e} +- {err.chi2_std:.1e}), mean relative {err.mean_rel:.3f} (noise floor "
-               f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells")
+               f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells{report.note}")
 
 
 @app.command("eval")
@@ -283,8 +284,9 @@ def eval_cmd(
     from .quick import MAX_EVAL_SAMPLES, quick_cap
 
     try:
-        for checked in (p for p in (output, plot, csv_out) if p is not None):
-            check_output_file(checked)
+        for flag, checked in (("-o", output), ("--plot", plot), ("--csv", csv_out)):
+            if checked is not None:
+                check_output_file(checked, flag)
         result = evaluate_checkpoints(checkpoints, nfes=nfes, sampler=sampler, adaptive=adaptive,
                                       n=quick_cap(n, MAX_EVAL_SAMPLES), seed=seed, nll=nll,
                                       nll_n=quick_cap(nll_n, MAX_EVAL_SAMPLES), data_path=data_path, novelty=novelty)

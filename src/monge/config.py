@@ -193,6 +193,8 @@ class Config:
         for key in ("steps", "batch_size", "log_every", "eval_samples"):
             if getattr(t, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+        if t.eval_samples < 2:  # the unbiased MMD² averages over distinct pairs
+            raise ConfigError(f"train.eval_samples must be >= 2 (MMD² compares distinct pairs), got {t.eval_samples}")
         for key, top, why in (("batch_size", 2**20, "per-process batch"),
                               ("eval_samples", 20_000, "exact W2 costs O(n^3) in it")):
             if getattr(t, key) > top:
@@ -413,8 +415,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, _, text = item.partition("=")
+        from .limits import MAX_RECIPE_DEPTH, load_yaml_bounded
+
         try:
-            from .limits import load_yaml_bounded
 
             value = load_yaml_bounded(text, f"override {item!r}") if text else ""
         except ValueError as err:
@@ -422,6 +425,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: cannot parse value: {err}") from None
         parts = key.strip().split(".")
+        if len(parts) > MAX_RECIPE_DEPTH:
+            raise ConfigError(f"override {item[:60]!r}...: its key nests {len(parts)} levels deep; a setting sits "
+                              f"at most {MAX_RECIPE_DEPTH} (e.g. train.lr=1e-3)")
         node = raw
         for part in parts[:-1]:
             child = node.get(part)

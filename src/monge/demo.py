@@ -22,6 +22,8 @@ from .demo_report import MMD_NOTE, conclusion, explanations, w2_noise_floor
 from .evaluate import EvalRow, NLLResult, evaluate_nll, format_comparison, format_nll, format_table
 from .plots import plot_metric_vs_nfe, plot_samples, plot_trajectories
 from .progress import item_status
+from .run.rundir import claim_demo_dir
+from .run.signals import interrupt_note
 from .samplers import sample
 from .train import Trainer
 
@@ -78,6 +80,7 @@ def demo_config(coupling: str, out: Path, source: str, target: str, steps: int, 
     )
 
 
+@interrupt_note("interrupted; the demo's report was not written: the same command starts the demo again")
 def run_demo(
     out: str | Path = "runs/demo",
     source: str = "8gaussians",
@@ -98,8 +101,8 @@ def run_demo(
     (likelihood: at most :data:`NLL_POINTS`). ``flow_maps`` (e.g. ``("mean_flow", "shortcut")``)
     adds one flow map per objective, trained from scratch with the last coupling
     (:mod:`monge.objectives`), sampled in 1, 2, 4, 8 and 16 jumps."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    runs = [(name, "velocity") for name in couplings] + [(couplings[-1], o) for o in flow_maps]
+    out = claim_demo_dir(out, [name if objective == "velocity" else f"{objective}-{name}" for name, objective in runs])
     rows: dict[str, list[EvalRow]] = {}
     panels: dict[str, dict[str, torch.Tensor]] = {}
     trajectories: dict[str, torch.Tensor] = {}
@@ -114,7 +117,6 @@ def run_demo(
     reference = tgt.sample(samples, generator=g)
     floor = w2_noise_floor(tgt, samples, seed=seed + 777)
     loop_start = time.perf_counter()
-    runs = [(name, "velocity") for name in couplings] + [(couplings[-1], o) for o in flow_maps]
     notes: dict[str, str] = {}
     for k, (name, objective) in enumerate(runs, 1):
         what = name if objective == "velocity" else f"{objective} with {name}"
@@ -125,7 +127,9 @@ def run_demo(
         config.train.progress = progress is not False
         trainer = Trainer(config)
         t0 = time.perf_counter()
-        result = trainer.fit(overwrite="replace")  # the demo owns its runs: a rerun replaces them, saying so
+        with interrupt_note(f"interrupted while training the demo's model {what}; the runs finished so far are kept in "
+                            f"{out}: the same command starts the demo again (replacing its own runs)", replace=True):
+            result = trainer.fit(overwrite="replace")  # the demo owns its runs: a rerun replaces them, saying so
         label = LABELS.get(name, name) if objective == "velocity" else f"{objective} ({name})"
         seconds[name if objective == "velocity" else label] = time.perf_counter() - t0
         rows[label] = result.eval_rows

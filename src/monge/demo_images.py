@@ -53,6 +53,8 @@ from torch import Tensor, nn
 from ._validation import check_number, check_positive_int
 from .config import Config
 from .progress import item_status
+from .run.rundir import claim_demo_dir
+from .run.signals import interrupt_note
 
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluate import NoveltyReference, RowNovelty
@@ -176,6 +178,8 @@ def _train(config: Config, train_set, progress: bool):
     return trainer
 
 
+@interrupt_note("interrupted; the runs finished so far and a partial report are kept in the -o folder: the same "
+                "command starts the demo again")
 def run_image_demo(
     out: str | Path = "runs/demo-digits",
     couplings: Sequence[str] = DIGITS_COUPLINGS,
@@ -243,8 +247,7 @@ def run_image_demo(
     check_number(expressway, "expressway (the start time t_s)", 0.0, 1.0, high_open=True)
     if model not in DIGITS_MODELS:
         raise ValueError(f"model must be one of {', '.join(DIGITS_MODELS)}, got {model!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_demo_dir(out, list(names))
     digits = load_digits(size)
     train_set, test_set = digits.split(0.2, seed=seed)
     cache = Path(classifier_cache) if classifier_cache is not None else out / "cache"

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison", "NLLResult", "held_out_target", "reference_data",
            "evaluate_nll", "format_nll", "RowNovelty", "NoveltyReference", "novelty_reference", "format_novelty",
            "novelty_sentence", "COPY_MARGIN", "MAX_HELD_OUT", "Reconstruction", "evaluate_reconstruction",
-           "format_reconstruction", "LATENT_NOTE"]
+           "format_reconstruction", "LATENT_NOTE", "NEGATIVE_MMD_NOTE"]
 
 #: A row copies when its near-copy share exceeds the held-out points' by more than this (2 points).
 COPY_MARGIN = 0.02
@@ -280,6 +280,12 @@ def evaluate_field(
     return rows
 
 
+#: Said under a table with a negative MMD² (the unbiased estimate is centred on the true value).
+NEGATIVE_MMD_NOTE = ("MMD² is the unbiased estimate, centred on the true value: a negative one means the samples "
+                     "are as close to the reference as this many samples can tell, not a negative distance (more "
+                     "samples narrow it).")
+
+
 def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:
     """Markdown table of evaluation rows, followed by :func:`format_novelty` when they carry novelty."""
     has_modes = any(r.mode_coverage is not None for r in rows)
@@ -294,6 +300,8 @@ def format_table(rows: Sequence[EvalRow], title: str | None = None) -> str:
             line += f" {cov} | {mix} |"
         lines.append(line)
     text = "\n".join(lines)
+    if any(r.mmd < 0 for r in rows):
+        text += "\n\n" + NEGATIVE_MMD_NOTE
     if any(r.novelty is not None for r in rows):
         text += "\n\n" + format_novelty(rows)
     return text

@@ -12,6 +12,9 @@ through :func:`run_sampler`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from .run.checkpoint import run_dir_of
+from .run.signals import NOTHING_WRITTEN, interrupt_note
 from .config import Config, build_path
 from .paths import Schedule
 from .samplers import SAMPLERS, SampleOutput, sample
@@ -38,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "RunSampler", "run_sampler", "sample_run",
            "optimized_timesteps", "optimized_eval_times", "semidiscrete_map", "expressway_of", "run_expressway",
            "generate", "generate_model_space", "read_conditions", "sample_checkpoint", "SamplesWritten",
-           "evaluate_checkpoints", "RunsEvaluation", "run_codec"]
+           "check_finite_output", "evaluate_checkpoints", "RunsEvaluation", "run_codec"]
 
 #: Optimized step grids of a run, one per ``"<sampler>/nfe<N>"`` (and the decoupled grids with their
 #: evaluation times, under ``"<sampler>/nfe<N>/decoupled/..."``), next to its checkpoint.
@@ -152,13 +156,32 @@ def sample_run(
     return rs(model, x, timesteps=ts.to(x.device), generator=generator)
 
 
-def _read_grids(path: Path) -> dict[str, Tensor]:
+def _read_grids(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The grids of a step-grid file and the fingerprint of each (``{}`` for a file without them)."""
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
-        return dict(st_load(path.read_bytes()))
+        raw = path.read_bytes()
+        grids = dict(st_load(raw))
+        meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")]).get("__metadata__") or {}
+        prints = json.loads(meta.get("fingerprints", "{}"))
     except (SafetensorError, ValueError) as err:
         raise ValueError(f"{path} is not a readable step-grid file ({err}); delete it to refit") from None
+    return grids, prints if isinstance(prints, dict) else {}
+
+
+def _grid_fingerprint(model: nn.Module, config: Config, sampler: str, nfe: int) -> str:
+    """SHA-256 (hex) of what a fitted grid is for: the model's weights, the sampler and its budget,
+    the path, the source and the prediction (the fit's own noises only refine it)."""
+    from .rundata import tensor_digest
+
+    raw = config.to_dict()
+    h = hashlib.sha256(json.dumps([sampler, int(nfe), raw.get("path"), raw["data"]["source"],
+                                   _sampled_prediction(config, None, model)], sort_keys=True, default=repr).encode())
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor_digest(value).encode())
+    return h.hexdigest()
 
 
 def optimized_timesteps(
@@ -178,11 +201,13 @@ def optimized_timesteps(
     Fitted once and cached in ``run_dir / timesteps.safetensors`` under ``"<sampler>/nfe<N>"``
     (written atomically); later calls read it. ``refit`` fits again and replaces the entry.
     """
-    from .samplers import optimized
+    from .samplers import optimized, steps_for_nfe
 
     key = f"{sampler}/nfe{int(nfe)}"
     noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
-    return _cached_fit(run_dir, (key,), refit, lambda: (optimized(
+    fingerprint = _grid_fingerprint(model, config, sampler, nfe)
+    length = steps_for_nfe(sampler, nfe) + 1
+    return _cached_fit(run_dir, (key,), refit, fingerprint, length, lambda: (optimized(
         model, path_schedule(config), nfe, sampler, noise, prediction=_sampled_prediction(config, None, model)),))[0]
 
 
@@ -201,11 +226,14 @@ def optimized_eval_times(
     (:func:`monge.samplers.optimized_decoupled`, same noises as :func:`optimized_timesteps`); sample
     with :class:`monge.samplers.EvalTimeWarp`. Cached like the grid, under
     ``"<sampler>/nfe<N>/decoupled/timesteps"`` and ``".../eval_times"``; ``refit`` refits."""
-    from .samplers import optimized_decoupled
+    from .samplers import optimized_decoupled, steps_for_nfe
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
     noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
-    ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, lambda: optimized_decoupled(
+    fingerprint = _grid_fingerprint(model, config, sampler, nfe)
+    length = steps_for_nfe(sampler, nfe) + 1
+    ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, fingerprint, length,
+                         lambda: optimized_decoupled(
         model, path_schedule(config), nfe, sampler, noise, prediction=_sampled_prediction(config, None, model)))
     return ts, ev
 
@@ -216,19 +244,30 @@ def _fit_noise(config: Config, n: int, seed: int, shape: tuple[int, ...] | None 
     return sampling_source(config.data, shape).sample(n, generator=torch.Generator().manual_seed(seed + 7))
 
 
-def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool,
+def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool, fingerprint: str, length: int,
                 fit: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
-    """The tensors of ``fit()``, cached under ``keys`` in ``run_dir / timesteps.safetensors``: read when
-    every key is there (and not ``refit``), else fitted and written together, atomically."""
+    """The tensors of ``fit()``, cached under ``keys`` in ``run_dir / timesteps.safetensors`` with
+    ``fingerprint`` (:func:`_grid_fingerprint`): read when every key is there with that fingerprint
+    and ``length`` finite values (and not ``refit``); else fitted, saying why a cached one was not
+    used, and written together, atomically."""
     from .outputs import atomic_write_bytes
 
     file = Path(run_dir) / TIMESTEPS_FILE
-    grids = _read_grids(file)
-    if not refit and all(k in grids for k in keys):
+    grids, prints = _read_grids(file)
+    usable = [k in grids and prints.get(k) == fingerprint and grids[k].shape == (length,)
+              and bool(torch.isfinite(grids[k]).all()) for k in keys]
+    if not refit and all(usable):
         return tuple(grids[k].to(torch.float64) for k in keys)
+    stale = [k for k, ok in zip(keys, usable) if k in grids and not ok]
+    if stale and not refit:
+        print(f"the cached step grid {stale[0]} in {file} was fitted to other weights or settings (or has not "
+              f"{length} finite times); fitting it again", file=sys.stderr, flush=True)
     for k, value in zip(keys, fit(), strict=True):
         grids[k] = value.detach().to(torch.float64).cpu().contiguous()
-    atomic_write_bytes(file, st_save(grids, metadata={"format": "monge.timesteps", "version": "1"}))
+        prints[k] = fingerprint
+    prints = {k: v for k, v in prints.items() if k in grids}
+    atomic_write_bytes(file, st_save(grids, metadata={"format": "monge.timesteps", "version": "2",
+                                                      "fingerprints": json.dumps(prints, sort_keys=True)}))
     return tuple(grids[k] for k in keys)
 
 
@@ -487,6 +526,7 @@ class SamplesWritten:
     n_grid: int = 0
 
 
+@interrupt_note(NOTHING_WRITTEN)
 def sample_checkpoint(
     checkpoint: str | Path,
     *,
@@ -505,20 +545,26 @@ def sample_checkpoint(
     samples are decoded to images (:func:`run_codec`). Every check runs before any sampling; an
     autoencoder run is refused (nothing to sample)."""
     from ._validation import MAX_SAMPLES_PER_CALL
-    from .limits import check_nfe
+    from .limits import check_guidance, check_nfe
     from .outputs import check_output_file, write_array
     from .run.load import load_model
 
     if n < 1 or n > MAX_SAMPLES_PER_CALL:
         raise ValueError(f"-n must be in [1, {MAX_SAMPLES_PER_CALL:,}], got {n}")
     check_nfe(options.get("nfe", 8))
+    if "guidance" in options:
+        options["guidance"] = check_guidance(options["guidance"])
     grid = None if grid is None else Path(grid)
     if grid is not None and grid.suffix.lower() != ".png":
         raise ValueError(f"--grid needs a .png path, got {grid}")
-    output = Path(output) if output is not None else run_dir_of(checkpoint) / "samples.npy"
-    check_output_file(output)
+    run_dir = run_dir_of(checkpoint)
+    output = Path(output) if output is not None else run_dir / "samples.npy"
+    check_output_file(output, instead=run_dir / "samples.npy")
     if grid is not None:
-        check_output_file(grid, "--grid")
+        check_output_file(grid, "--grid", instead=run_dir / "samples.png")
+    if condition is not None:
+        check_output_file(output.with_suffix(".conditions.npy"), "-o (its conditions)",
+                          instead=run_dir / "samples.conditions.npy")
     model, cfg = load_model(checkpoint, ema=ema)
     if model.sampler_kind is None:
         from .objectives import NOTHING_TO_SAMPLE
@@ -535,6 +581,7 @@ def sample_checkpoint(
     out = generate(model, cfg, n, run_dir=run_dir_of(checkpoint), seed=seed, conditions=conds, codec=codec, **options)
     if grid is not None and out.x.dim() != 4:
         raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
+    check_finite_output(out.x, "the samples", "nothing was written; lower --guidance, or use more steps (--nfe)")
     write_array(output, out.x.cpu().numpy())
     sampling = options.get("sampler", "euler")
     if options.get("timesteps") is not None:
@@ -551,6 +598,13 @@ def sample_checkpoint(
         save_image_grid(out.x[:64].clamp(-1, 1).cpu(), grid, nrow=8, scale=max(1, 64 // out.x.shape[-1]))
         written = dataclasses.replace(written, grid=grid, n_grid=min(n, 64))
     return written
+
+
+def check_finite_output(x: Tensor, what: str, fix: str) -> None:
+    """Raise ``ValueError`` when ``x`` holds NaN or Inf: a result that is not finite is never written."""
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{what} hold {bad:,} NaN/Inf values of {x.numel():,}; {fix}")
 
 
 def _check_sampling_memory(model: nn.Module, config: Config, n: int) -> None:
@@ -618,6 +672,18 @@ class RunsEvaluation:
             yield "the W2-vs-NFE plot", Path(plot)
 
 
+def _check_finite_rows(rows: Sequence["EvalRow"], label: str) -> None:
+    """Refuse evaluation rows whose figures are not finite (samples that hold NaN/Inf)."""
+    import math
+
+    for row in rows:
+        for name, value in (("W2", row.w2), ("MMD²", row.mmd), ("straightness", row.straightness)):
+            if not math.isfinite(value):
+                raise ValueError(f"{label}: {name} of {row.sampler} at {row.nfe} NFE is {value} (the samples hold "
+                                 "NaN/Inf); nothing was written. Check the run (monge sample) or use more steps")
+
+
+@interrupt_note(NOTHING_WRITTEN)
 def evaluate_checkpoints(
     checkpoints: Sequence[str | Path],
     *,
@@ -703,6 +769,7 @@ def evaluate_checkpoints(
         if nll:
             held, what, _ = held_out_target(cfg.data.target, target_data)
             nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)
+        _check_finite_rows(rows[label], label)
         diag = read_coupling_diagnostics(run_dir_of(checkpoint))
         if diag is not None:
             diagnostics[label] = diag

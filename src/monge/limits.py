@@ -15,15 +15,18 @@ import torch
 from torch import nn
 
 __all__ = [
+    "MAX_GUIDANCE",
     "MAX_IMAGE_PIXELS",
     "MAX_NFE",
     "MAX_RECIPE_BYTES",
+    "MAX_RECIPE_DEPTH",
     "MAX_YAML_ALIASES",
     "MAX_YAML_NODES",
     "TRAIN_COPIES",
     "activation_elements",
     "available_memory",
     "check_device",
+    "check_guidance",
     "check_memory",
     "check_model_memory",
     "check_nfe",
@@ -44,6 +47,12 @@ MAX_YAML_ALIASES = 100
 MAX_IMAGE_PIXELS = 8192 * 8192
 #: Float copies of the weights training holds: weights, gradients, AdamW's two moments, EMA.
 TRAIN_COPIES = 5
+#: Deepest nesting of a recipe (mappings and lists inside each other, dotted override keys): a
+#: recipe's settings sit 2-4 levels deep; 64 leaves room and stays far from Python's recursion limit.
+MAX_RECIPE_DEPTH = 64
+#: Largest classifier-free guidance weight |w|: the guided field :math:`v_u + w (v_c - v_u)` leaves
+#: the data's range as :math:`w` grows; weights in use lie in [1, 10], so 100 is a tenfold margin.
+MAX_GUIDANCE = 100.0
 
 
 def available_memory(device: torch.device | str = "cpu") -> int | None:
@@ -178,6 +187,15 @@ def check_nfe(nfe: int, name: str = "--nfe") -> int:
     return nfe
 
 
+def check_guidance(guidance: float, name: str = "--guidance") -> float:
+    """``guidance`` as a float when it is finite with ``|w| <= MAX_GUIDANCE``, else a ``ValueError``."""
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+            or abs(guidance) > MAX_GUIDANCE:
+        raise ValueError(f"{name} must be a finite weight in [-{MAX_GUIDANCE:g}, {MAX_GUIDANCE:g}] (guidance "
+                         f"beyond ~10 already leaves the data's range), got {guidance!r}")
+    return float(guidance)
+
+
 def activation_elements(model: nn.Module, shape: tuple[int, ...]) -> int:
     """Elements of the largest output of any sub-module for one sample, measured by running a
     ``meta``-device copy of ``model`` (no memory allocated); 0 when the model cannot run on meta."""
@@ -213,13 +231,14 @@ MAX_YAML_NODES = 100_000
 
 
 def load_yaml_bounded(text: str, where: str) -> object:
-    """``yaml.safe_load(text)`` with the alias count (:data:`MAX_YAML_ALIASES`) and the expanded
-    size (:data:`MAX_YAML_NODES`) checked on the node graph before any object is built, so an
+    """``yaml.safe_load(text)`` with the alias count (:data:`MAX_YAML_ALIASES`), the nesting depth
+    (:data:`MAX_RECIPE_DEPTH`) and the expanded size (:data:`MAX_YAML_NODES`) checked on the node graph before any object is built, so an
     alias bomb fails at once. Raises ``ValueError`` (and ``yaml.YAMLError`` for bad syntax)."""
     import yaml
 
     class Loader(yaml.SafeLoader):
         aliases = 0
+        depth = 0
 
         def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
             if self.check_event(yaml.AliasEvent):
@@ -227,7 +246,14 @@ def load_yaml_bounded(text: str, where: str) -> object:
                 if self.aliases > MAX_YAML_ALIASES:
                     raise ValueError(f"{where}: more than {MAX_YAML_ALIASES} YAML aliases (*name); a recipe "
                                      "needs few, write the values out")
-            return super().compose_node(parent, index)
+            self.depth += 1
+            try:
+                if self.depth > MAX_RECIPE_DEPTH:
+                    raise ValueError(f"{where}: the YAML nests more than {MAX_RECIPE_DEPTH} levels deep; a recipe's "
+                                     "settings sit a few levels deep")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
 
     loader = Loader(text)
     try:

@@ -3,7 +3,8 @@
 Every output is written to a temporary file in the same folder and renamed over the target
 (:func:`atomic_write_bytes`; the one place monge writes a file), so a full disk or a killed process leaves the
 previous file intact and no empty file behind. Missing parent folders are created. An output
-path that is an existing folder is refused with a message, and no suffix is ever appended.
+path that is an existing folder, or a file a run directory owns (:func:`check_output_file`), is
+refused with a message, and no suffix is ever appended.
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ def check_name_length(name: str, what: str) -> None:
                          "choose a shorter one")
 
 
-def check_output_file(path: str | Path, what: str = "-o") -> Path:
-    """``path`` as an output file: not an existing folder, no part of it too long, no parent that is a file."""
+def check_output_file(path: str | Path, what: str = "-o", instead: str | Path | None = None) -> Path:
+    """``path`` as an output file: not an existing folder, no part of it too long, no parent that is a
+    file, and not a file a run directory owns (its checkpoint, log, recipe, maps, caches:
+    :func:`monge.run.rundir.check_not_run_file`, whose error suggests ``instead``)."""
+    from .run.rundir import check_not_run_file
+
     path = Path(path)
     for part in path.parts:
         check_name_length(part, f"a part of {what} {str(path)[:40]}...")
@@ -76,6 +81,7 @@ def check_output_file(path: str | Path, what: str = "-o") -> Path:
             if not parent.is_dir():
                 raise ValueError(f"{what} {path}: {parent} is a file, not a folder")
             break
+    check_not_run_file(path, what, instead)
     return path
 
 

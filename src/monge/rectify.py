@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from ._validation import MAX_SAMPLES_PER_CALL, check_batch, check_positive_int
 from .run.checkpoint import run_dir_of
 from .couplings.reflow import PAIRS_NAME, check_pairs, load_pairs, save_pairs
-from .run.rundir import RunLock, claim_run_dir
+from .run.rundir import RunLock, check_not_run_file, claim_run_dir
+from .run.signals import NOTHING_WRITTEN, interrupt_note
 
 __all__ = ["generate_pairs", "distill", "reflow"]
 
@@ -156,6 +157,8 @@ def distill(
 _distill_model = distill  # `reflow` has a `distill` flag
 
 
+@interrupt_note("interrupted; what was finished (pairs, the reflowed run) is kept in the --out folder: the same command "
+                "with --overwrite makes it all again")
 def reflow(
     checkpoint: str | Path,
     n_pairs: int = 10_000,
@@ -204,13 +207,15 @@ def reflow(
     out = Path(out_dir) if out_dir is not None else src_dir.parent / f"{src_dir.name}-reflow"
     if out.resolve() == src_dir.resolve():
         raise ValueError(f"the reflowed run would replace its source run {src_dir}; choose another --out")
+    check_not_run_file(out, "--out", src_dir.parent / f"{src_dir.name}-reflow")
     with RunLock(out):
         claim_run_dir(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     source, _ = build_run_data(cfg, "monge reflow", "move it back to the stored path (reflow trains a new run "
                                "on the same data)")
     g = torch.Generator().manual_seed(seed)
-    z0, z1 = generate_pairs(model, source, n_pairs, sampler=sampler, nfe=nfe, generator=g, progress=progress)
+    with interrupt_note(NOTHING_WRITTEN):
+        z0, z1 = generate_pairs(model, source, n_pairs, sampler=sampler, nfe=nfe, generator=g, progress=progress)
     pairs_path = save_pairs(out / PAIRS_NAME, z0, z1, {"checkpoint": str(checkpoint), "sampler": sampler,
                                                        "nfe": nfe, "seed": seed})
 
@@ -222,7 +227,9 @@ def reflow(
     new_cfg = Config.from_dict(raw)
     init = copy.deepcopy(model).train().requires_grad_(True) if init_from_checkpoint else None
     trainer = Trainer(new_cfg, model=init)
-    trainer.fit()
+    with interrupt_note(f"interrupted while training the reflowed run; its pairs and last checkpoint are in {out}: "
+                        f"`monge train {out / 'config.yaml'} --resume` continues it", replace=True):
+        trainer.fit()
 
     if distill:
         teacher = trainer.ema.model

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_finite, check_number, check_positive_int
+from ._validation import check_finite, check_number, check_positive, check_positive_int
 from .config import Config
+from .run.signals import NOTHING_WRITTEN, interrupt_note
 from .objectives import prediction_of
 from .inverse import (
     INVERSE_SOLVERS,
@@ -54,7 +55,8 @@ def build_operator(name: str, shape: tuple[int, ...], *, mask: Tensor | None = N
     """The operator ``name`` (one of :data:`OPERATORS`) for data of sample shape ``shape``.
 
     ``inpaint`` needs ``mask`` (1 = observed; the data's shape, or one broadcasting to it);
-    ``blur``: Gaussian of std ``blur_std``; ``downsample``: average pooling by ``factor``;
+    ``blur``: Gaussian of std ``blur_std`` pixels, at most the image's longest side (a wider kernel
+    averages the whole image almost uniformly, and its ``6 s + 1`` weights grow without use); ``downsample``: average pooling by ``factor``;
     ``project``: ``m`` random measurements drawn from ``seed``.
     """
     if name not in OPERATORS:
@@ -68,6 +70,8 @@ def build_operator(name: str, shape: tuple[int, ...], *, mask: Tensor | None = N
     if name == "denoise":
         return Identity(shape)
     if name == "blur":
+        side = max(shape[-2:]) if len(shape) >= 2 else 0
+        check_number(blur_std, "--blur-std", 0.0, max(side, 1), low_open=True)  # wider: a near-flat average
         return GaussianBlur(shape, blur_std)
     if name == "downsample":
         return AvgPool(shape, factor)
@@ -167,6 +171,7 @@ class RestoredWritten:
     with_truth: bool = False
 
 
+@interrupt_note(NOTHING_WRITTEN)
 def restore_checkpoint(
     checkpoint: str | Path,
     *,
@@ -189,19 +194,23 @@ def restore_checkpoint(
     measurement, samples and ``truth`` per row. ``operator`` and its settings (``mask``, ``blur_std``,
     ``factor``, ``m``, ``projection_seed``) go to :func:`build_operator`; ``options`` (sigma, solver,
     nfe, n, seed) to :func:`restore`. Every file is checked before the solver runs."""
+    from .generate import check_finite_output
     from .run.checkpoint import run_dir_of
     from .outputs import check_output_file, write_array
     from .run.load import load_model
 
-    output = Path(output) if output is not None else run_dir_of(checkpoint) / "restored.npy"
+    run_dir = run_dir_of(checkpoint)
+    if operator == "blur":  # before any work; the image's side bounds it once the run is read
+        check_positive(blur_std, "--blur-std")
+    output = Path(output) if output is not None else run_dir / "restored.npy"
     if output.suffix != ".npy":
         raise ValueError(f"-o needs a .npy path, got {output}")
-    check_output_file(output)
+    check_output_file(output, instead=run_dir / "restored.npy")
     grid = None if grid is None else Path(grid)
     if grid is not None:
         if grid.suffix.lower() != ".png":
             raise ValueError(f"--grid needs a .png path, got {grid}")
-        check_output_file(grid, "--grid")
+        check_output_file(grid, "--grid", instead=run_dir / "restored.png")
     inputs = [Path(p).resolve() for p in (input, mask, truth) if p is not None]
     if output.resolve() in inputs:
         raise ValueError(f"-o {output} would overwrite an input file; choose another output path")
@@ -225,6 +234,7 @@ def restore_checkpoint(
     if grid is not None and len(shape) != 3:
         raise ValueError(f"--grid needs image data (C, H, W); this run's data has shape {shape}")
     x = restore(model, cfg, op, y, **options)
+    check_finite_output(x, "the posterior samples", "nothing was written; use more steps (--nfe) or another --solver")
     write_array(output, (x if batched else x[0]).cpu().numpy())
     if grid is not None:
         save_restore_grid(op, y, x, grid, truth_t)

@@ -29,6 +29,7 @@ __all__ = [
     "sampling_source",
     "stored_shape",
     "stored_standardizer",
+    "tensor_digest",
 ]
 
 
@@ -106,8 +107,9 @@ def sampling_source(data: DataConfig, shape: tuple[int, ...] | None) -> DataSour
 
 
 def data_fingerprint(source: DataSource, target: DataSource) -> dict[str, list]:
-    """``{side: [shape, sum, sum of squares]}`` of the sides held in memory (data sets, tables; not
-    samplers), in float64: a resumed run whose data moved checks it found the same data."""
+    """``{side: [shape, sum, sum of squares, sha256]}`` of the sides held in memory (data sets,
+    tables; not samplers; sums in float64, the digest of the tensor's bytes): every resume checks
+    that the run finds the data it trained on (moved or not, edited in place or not)."""
     import torch
 
     out: dict[str, list] = {}
@@ -115,8 +117,22 @@ def data_fingerprint(source: DataSource, target: DataSource) -> dict[str, list]:
         x = getattr(data, "data", None)
         if torch.is_tensor(x):
             x64 = x.to(torch.float64)
-            out[side] = [list(x.shape), float(x64.sum()), float(x64.square().sum())]
+            out[side] = [list(x.shape), float(x64.sum()), float(x64.square().sum()), tensor_digest(x)]
     return out
+
+
+def tensor_digest(x: "Tensor") -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes (hex)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256(f"{x.dtype}{tuple(x.shape)}".encode())
+    h.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+
 
 
 def check_same_data(stored: Any, current: dict[str, list], path: str | Path) -> None:
@@ -127,11 +143,14 @@ def check_same_data(stored: Any, current: dict[str, list], path: str | Path) -> 
         return  # written before runs kept a fingerprint
     for side, now in current.items():
         then = stored.get(side)
-        if not isinstance(then, list) or len(then) != 3:
+        if not isinstance(then, list) or len(then) not in (3, 4):
             continue
         same = then[0] == now[0] and all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-                                         for a, b in zip(then[1:], now[1:]))
+                                         for a, b in zip(then[1:3], now[1:3]))
+        if len(then) == 4 and len(now) == 4:  # older checkpoints keep the sums only
+            same = same and then[3] == now[3]
         if not same:
             raise ValueError(f"checkpoint {path}: the data now at data.{side}.path is not the data the run trained on "
-                             f"(shape {then[0]} -> {now[0]}, or other values); only the location may change on "
-                             "resume. Point at the original data, or start a new run")
+                             f"(shape {then[0]} -> {now[0]}, or other values: edited or replaced since); a resumed "
+                             "run trains on the same data. Restore the original data, or start a new run (another "
+                             "name, or --overwrite)")

@@ -37,7 +37,7 @@ from .run.logs import RunLogs, require_tensorboard
 from .run.preparation import prepare_run_coupling
 from .run.resume import nonfinite, resume_training, start_run, training_state
 from .run.rundir import claim_for_ranks
-from .run.signals import route_sigint, save_on_interrupt
+from .run.signals import interrupt_note, route_sigint, save_on_interrupt
 
 __all__ = ["Trainer", "TrainResult", "TrainingError"]
 
@@ -276,15 +276,16 @@ class Trainer:
         except KeyboardInterrupt:
             progress.close()
             logs.close()
-            save_on_interrupt(self)
-            raise
+            raise KeyboardInterrupt(save_on_interrupt(self)) from None
         finally:
             restore_sigint()
             self.batches.stop_pipeline()
             progress.close()
             logs.csv.close()  # TensorBoard stays open for the final evaluation
         self.save()
-        rows, nll = self._evaluate_and_log(logs)
+        with interrupt_note(f"interrupted during the final evaluation; the checkpoint at step {self.step} is saved "
+                            f"in {self.checkpoint_path}: the same command with --resume evaluates it"):
+            rows, nll = self._evaluate_and_log(logs)
         logs.close()
         return TrainResult(self.step, self.last_loss, self.run_dir, rows, time.perf_counter() - start,
                            trained=self.step - first_step, nll=nll)

@@ -56,3 +56,112 @@ def test_semidiscrete_couplings_hold_one_settings_object():
     assert d.solver.tol == 0.1 and not hasattr(d, "solve")
     assert d.traits == Traits(uses_labels=True, unthreaded_reason="its pairing needs the batch's labels",
                               prepared_file="semidiscrete_classes.safetensors")
+
+
+# -- what a cached map was fitted from ---------------------------------------------------------------
+
+def _sd_config(tmp_path, target="moons", **coupling):
+    from monge.config import Config
+
+    return Config.from_dict({
+        "name": "sd", "output_dir": str(tmp_path / "runs"), "data": {"source": "gaussian", "target": target},
+        "coupling": {"name": "semidiscrete_ot", "n_targets": 32, "max_iter": 50, "progress": False, **coupling},
+        "model": {"name": "mlp", "hidden": 8, "depth": 1}, "train": {"steps": 2, "batch_size": 8, "eval_samples": 20}})
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_cached_map_of_another_sampler_target_or_settings_is_refused(tmp_path):
+    from monge.couplings.maps import fit_run_map
+
+    first = fit_run_map(_sd_config(tmp_path), check_samples=2000)
+    before = first.path.read_bytes()
+    assert not first.loaded and fit_run_map(_sd_config(tmp_path), check_samples=2000).loaded
+    for changed in (_sd_config(tmp_path, target="circles"), _sd_config(tmp_path, max_iter=60),
+                    _sd_config(tmp_path, epsilon=0.1)):
+        with pytest.raises(ValueError, match="fitted from other data.*`monge fit-ot RUN --refit`"):
+            fit_run_map(changed, check_samples=2000)
+    assert first.path.read_bytes() == before  # refused, not replaced
+    again = fit_run_map(_sd_config(tmp_path, target="circles"), refit=True, check_samples=2000)
+    assert not again.loaded and load_map(first.path).fingerprint == again.map.fingerprint != ""
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_csv_edited_in_place_is_caught_by_the_cached_map(tmp_path):
+    import numpy as np
+
+    from monge.couplings.maps import fit_run_map
+
+    data = np.random.default_rng(0).normal(size=(40, 2))
+    csv = tmp_path / "d.csv"
+    np.savetxt(csv, data, delimiter=",")
+    cfg = _sd_config(tmp_path, target={"name": "csv", "path": str(csv)}, n_targets=None)
+    fit_run_map(cfg, check_samples=2000)
+    data[39] += 1.0  # one row edited, same count and shape; not among the first rows
+    np.savetxt(csv, data, delimiter=",")
+    with pytest.raises(ValueError, match="fitted from other data|not points of the data set"):
+        fit_run_map(cfg, check_samples=2000)
+
+
+def test_check_samples_are_bounded_before_any_fit(tmp_path):
+    from monge.couplings.maps import fit_run_map, max_check_samples
+
+    cfg = _sd_config(tmp_path)
+    for bad in (10**12, 1, 0, -5):
+        with pytest.raises(ValueError, match=r"--check-samples must be an integer in \[2, "):
+            fit_run_map(cfg, check_samples=bad)
+    assert not (cfg.run_dir / "semidiscrete.safetensors").exists()  # nothing fitted
+    assert max_check_samples(32) == 4 * 2**20 and max_check_samples(10**6) == 80 * 10**6
+
+
+def test_fit_ot_refuses_the_run_of_another_recipe(tmp_path):
+    from monge.couplings.maps import fit_run_map
+
+    cfg = _sd_config(tmp_path)
+    cfg.run_dir.mkdir(parents=True)
+    (cfg.run_dir / "config.yaml").write_text(_sd_config(tmp_path, target="circles").to_yaml())
+    with pytest.raises(ValueError, match="holds a run of another recipe \\(data differ\\)"):
+        fit_run_map(cfg, check_samples=2000)
+    assert sorted(p.name for p in cfg.run_dir.iterdir()) == ["config.yaml"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+def test_repeated_targets_are_not_counted_as_empty_cells(tmp_path):
+    import numpy as np
+
+    from monge.couplings.maps import fit_run_map, merged_duplicates
+
+    data = np.random.default_rng(1).normal(size=(30, 2))
+    csv = tmp_path / "dup.csv"
+    np.savetxt(csv, np.concatenate([data, data[:6]]), delimiter=",")
+    cfg = _sd_config(tmp_path, target={"name": "csv", "path": str(csv)}, n_targets=None, max_iter=300)
+    report = fit_run_map(cfg, check_samples=20_000)
+    assert report.duplicates == 6 and report.check.empty == 0
+    assert "6 repeated targets counted in their first copy's cell" in report.note
+    merged, n_dup = merged_duplicates(report.map)
+    assert n_dup == 6 and merged.n_targets == 30 and torch.allclose(merged.weights.sum(), torch.tensor(1.0).double()
+                                                                     .to(merged.weights.dtype))
+    y = torch.randn(10, 2, generator=torch.Generator().manual_seed(3))
+    soft = SemiDiscreteMap(torch.cat([y, y[:2]]), torch.randn(12, generator=torch.Generator().manual_seed(4)),
+                           epsilon=0.3)
+    merged, _ = merged_duplicates(soft)  # entropic cells: the merged cell keeps the group's mass
+    x = torch.randn(500, 2, generator=torch.Generator().manual_seed(5))
+    p_full = torch.softmax((x @ soft.flat.T + soft.heights) / 0.3, dim=1)
+    p_merged = torch.softmax((x @ merged.flat.T + merged.heights) / 0.3, dim=1)
+    assert torch.allclose(p_merged[:, :2], p_full[:, :2] + p_full[:, 10:], atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_cached_per_class_maps_of_another_target_are_refused(tmp_path):
+    from monge.couplings import prepare_coupling
+    from monge.data.conditional import ConditionalToy
+    from monge.data.sources import GaussianSource
+
+    src = GaussianSource((2,))
+    fitted = ConditionalSemiDiscreteOT(n_targets=24, max_iter=50)
+    prepare_coupling(fitted, src, ConditionalToy("moons", "class"), tmp_path, torch.Generator().manual_seed(0))
+    again = ConditionalSemiDiscreteOT(n_targets=24, max_iter=50)
+    prepare_coupling(again, src, ConditionalToy("moons", "class"), tmp_path)  # the same target: loaded
+    assert torch.equal(again.maps[0].heights, fitted.maps[0].heights) and again.maps[0].fingerprint
+    with pytest.raises(ValueError, match="fitted from other data or labels"):
+        prepare_coupling(ConditionalSemiDiscreteOT(n_targets=24, max_iter=50), src,
+                         ConditionalToy("8gaussians", "class"), tmp_path)

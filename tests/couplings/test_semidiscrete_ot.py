@@ -94,12 +94,14 @@ def test_cached_map_that_no_longer_fits_the_data_is_refused(tmp_path):
     src = GaussianSource((2,))
     first = SemiDiscreteOT(n_targets=None, tol=0.2)
     prepare_coupling(first, src, Finite(data), tmp_path, torch.Generator().manual_seed(1))
-    # same data: loaded and accepted
-    prepare_coupling(SemiDiscreteOT(n_targets=None), src, Finite(data), tmp_path)
+    # same data and settings: loaded and accepted
+    prepare_coupling(SemiDiscreteOT(n_targets=None, tol=0.2), src, Finite(data), tmp_path)
     # a subset drawn from the same data is accepted too (its rows are points of the data)
     sub = SemiDiscreteOT(n_targets=10, tol=0.2)
     prepare_coupling(sub, src, Finite(data), tmp_path / "sub", torch.Generator().manual_seed(1))
-    prepare_coupling(SemiDiscreteOT(n_targets=10), src, Finite(data), tmp_path / "sub")
+    prepare_coupling(SemiDiscreteOT(n_targets=10, tol=0.2), src, Finite(data), tmp_path / "sub")
+    with pytest.raises(ValueError, match="other fit settings.*fit-ot RUN --refit"):  # another tolerance
+        prepare_coupling(SemiDiscreteOT(n_targets=10, tol=0.1), src, Finite(data), tmp_path / "sub")
     with pytest.raises(ValueError, match="30 targets of shape \\(2,\\), but the data gives 40 of shape \\(2,\\)"):
         prepare_coupling(SemiDiscreteOT(n_targets=None), src, Finite(torch.randn(40, 2)), tmp_path)
     with pytest.raises(ValueError, match="not points of the data set.*fit-ot RUN --refit"):

@@ -111,6 +111,9 @@ class ConditionalSemiDiscreteOT(SemiDiscreteCoupling):
             self.fit_info["classes"][k] = {"n_targets": int(yk.shape[0]), "n_iter": res.n_iter,
                                            "rms_error": res.rms_error, "converged": res.converged}
             maps[k] = res.map
+        fingerprint = self.fingerprint(source, target)
+        for m in maps.values():
+            m.fingerprint = fingerprint
         self.set_maps(maps)
 
     def set_maps(self, maps: dict[int, SemiDiscreteMap]) -> None:
@@ -142,6 +145,10 @@ class ConditionalSemiDiscreteOT(SemiDiscreteCoupling):
             if not set(maps) <= want or (self.n_targets is None and set(maps) != want):
                 raise ValueError(f"the cached per-class maps cover classes {sorted(maps)}, the data has "
                                  f"{sorted(want)}; {refit}")
+        stored = next(iter(maps.values())).fingerprint
+        if stored and stored != self.fingerprint(source, target):
+            raise ValueError("the cached per-class maps were fitted from other data or labels, another source, or "
+                             f"other fit settings; {refit}")
 
     # -- prepared state ----------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -198,6 +205,8 @@ def class_maps_to_bytes(maps: dict[int, SemiDiscreteMap]) -> bytes:
     }
     meta = {"format": _FORMAT, "version": _VERSION, "shape": json.dumps(list(first.shape)),
             "epsilon": repr(first.epsilon)}
+    if first.fingerprint:
+        meta["fingerprint"] = first.fingerprint
     return st_save(tensors, metadata=meta)
 
 
@@ -228,4 +237,5 @@ def class_maps_from_bytes(raw: bytes, device: torch.device | str | None = None,
         if device is not None:
             tk, hk, wk = tk.to(device), hk.to(device), wk.to(device)
         maps[int(k)] = SemiDiscreteMap(tk, hk, wk / wk.sum(), epsilon=eps)
+        maps[int(k)].fingerprint = str(meta.get("fingerprint", ""))
     return maps

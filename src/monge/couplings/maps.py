@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..outputs import atomic_write_bytes
+from ..run.signals import interrupt_note
 from ..ot.semidiscrete import MarginalReport, SemiDiscreteMap, SemiDiscreteState
 from .base import Coupling
 
@@ -48,6 +49,8 @@ __all__ = [
     "fit_or_load_map",
     "run_map",
     "fit_run_map",
+    "max_check_samples",
+    "merged_duplicates",
 ]
 
 #: File name of a run's semi-discrete map, inside the run directory.
@@ -215,12 +218,51 @@ def run_map(
                          "encoded data when a semidiscrete_ot recipe trains; fitting it apart from training is not "
                          "supported yet: train the recipe with coupling semidiscrete_ot")
     source, target = build_data(config.data)
-    params: dict[str, Any] = dict(config.coupling.params) if config.coupling.name == "semidiscrete_ot" else {}
+    params = _map_params(config)
     if progress is not None:
         params["progress"] = progress
     seed = config.train.seed if seed is None else seed
     return fit_or_load_map(source, target, run_dir, params, generator=torch.Generator().manual_seed(seed + 3),
                            device=device, refit=refit)
+
+
+def _map_params(config: "Config") -> dict[str, Any]:
+    """The :class:`~monge.couplings.SemiDiscreteOT` parameters of the run's map: a ``semidiscrete_ot``
+    run's own, else the defaults."""
+    return dict(config.coupling.params) if config.coupling.name == "semidiscrete_ot" else {}
+
+
+def _run_coupling(config: "Config") -> Any:
+    from .semidiscrete import SemiDiscreteOT
+
+    return SemiDiscreteOT(**_map_params(config))
+
+
+def max_check_samples(n_targets: int) -> int:
+    r"""Most fresh source draws of a cell-mass check of a map onto ``n_targets`` points: four times
+    the fit's own largest check, :math:`\max(2^{20}, 20N)` (the noise of the :math:`\chi^2` estimate,
+    :math:`\sqrt{2N}/M`, then a quarter of that check's; the cost, :math:`M N d`, four times it)."""
+    return 4 * max(2**20, 20 * n_targets)
+
+
+def _check_own_run(config: "Config", run_dir: Path) -> None:
+    """Refuse to fit into ``run_dir`` when it holds the run of another recipe (its ``config.yaml``
+    names other data or another coupling): the map would not be that run's."""
+    from ..limits import load_yaml_bounded
+
+    stored_file = run_dir / "config.yaml"
+    if not stored_file.is_file():
+        return
+    try:
+        stored = load_yaml_bounded(stored_file.read_text(encoding="utf-8"), str(stored_file))
+    except (ValueError, OSError, UnicodeDecodeError):
+        return  # unreadable: the run's own commands report it
+    mine = config.to_dict()
+    differ = [key for key in ("data", "coupling") if isinstance(stored, dict) and stored.get(key) != mine.get(key)]
+    if differ:
+        raise ValueError(f"{run_dir} holds a run of another recipe ({' and '.join(differ)} differ); its map would "
+                         f"not be that run's: fit the run's own map with `monge fit-ot {run_dir}`, or give the recipe "
+                         "another name")
 
 
 @dataclass(frozen=True)
@@ -233,6 +275,13 @@ class FitReport:
     loaded: bool
     seconds: float
     check: MarginalReport
+    #: repeated targets, merged into their first copy's cell for the ``check``
+    duplicates: int = 0
+
+    @property
+    def note(self) -> str:
+        """What the cell counts of the ``check`` leave out: ``""``, or the repeated targets."""
+        return f" ({self.duplicates} repeated targets counted in their first copy's cell)" if self.duplicates else ""
 
 
 def fit_run_map(
@@ -252,13 +301,48 @@ def fit_run_map(
     from .semidiscrete import ot_source
 
     run_dir = Path(config.run_dir if run_dir is None else run_dir)
+    _check_own_run(config, run_dir)
+    source, target = build_data(config.data)
     if check_samples is None and quick_mode():
         check_samples = 65_536
+    if check_samples is not None:
+        n = _run_coupling(config).n_targets_of(target)
+        top = max_check_samples(n)
+        if isinstance(check_samples, bool) or not isinstance(check_samples, int) or not 2 <= check_samples <= top:
+            raise ValueError(f"--check-samples must be an integer in [2, {top:,}] for a map onto {n:,} targets "
+                             f"(four times the fit's own largest check), got {check_samples!r}")
     path = run_dir / MAP_FILE
     loaded = path.is_file() and not refit
     start = time.perf_counter()
-    sd_map = run_map(config, run_dir, refit=refit, progress=progress)
+    every = _run_coupling(config).solver.checkpoint_every
+    with interrupt_note(f"interrupted while fitting the map; its state is saved in {FitStates(run_dir).path()} every "
+                        f"{every} steps: the same command resumes the fit"):
+        sd_map = run_map(config, run_dir, refit=refit, progress=progress)
     seconds = time.perf_counter() - start
-    check = marginal_error(sd_map, n_samples=check_samples, source=ot_source(build_data(config.data)[0]),
-                           generator=torch.Generator().manual_seed(config.train.seed + 7))
-    return FitReport(map=sd_map, path=path, loaded=loaded, seconds=seconds, check=check)
+    cells, duplicates = merged_duplicates(sd_map)
+    with interrupt_note(f"interrupted while checking the map; the map is saved in {path}: the same command (without "
+                        "--refit) loads it and checks it again"):
+        check = marginal_error(cells, n_samples=check_samples, source=ot_source(source),
+                               generator=torch.Generator().manual_seed(config.train.seed + 7))
+    return FitReport(map=sd_map, path=path, loaded=loaded, seconds=seconds, check=check, duplicates=duplicates)
+
+
+def merged_duplicates(sd_map: SemiDiscreteMap) -> tuple[SemiDiscreteMap, int]:
+    r"""``sd_map`` with each group of equal targets merged into one cell (its first member; weights
+    summed; heights :math:`\varepsilon \log \sum_j e^{h_j/\varepsilon}`, the first one's at
+    :math:`\varepsilon = 0`), and the number of repeated targets. The fit merges them the same way:
+    a repeated target's own cell is empty by construction, not by a failed fit."""
+    from ..ot.semidiscrete import _find_duplicates
+
+    first, group, n_dup = _find_duplicates(sd_map.flat)
+    if not n_dup:
+        return sd_map, 0
+    weights = torch.zeros(first.numel(), dtype=sd_map.weights.dtype, device=first.device).index_add_(
+        0, group, sd_map.weights)
+    heights = sd_map.heights[first]
+    if sd_map.epsilon > 0:
+        top = sd_map.heights.max()
+        mass = torch.zeros_like(heights).index_add_(0, group, ((sd_map.heights - top) / sd_map.epsilon).exp())
+        heights = top + sd_map.epsilon * mass.log()
+    merged = SemiDiscreteMap(sd_map.targets[first], heights, weights, sd_map.max_block_elements, sd_map.epsilon)
+    return merged, n_dup

@@ -4,9 +4,11 @@ of their maps :mod:`.maps`."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import warnings
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -63,6 +65,16 @@ class SemiDiscreteCoupling(Coupling):
     def epsilon(self) -> float:
         return self.solver.epsilon
 
+    def fingerprint(self, source: "DataSource", target: "DataSource") -> str:
+        """SHA-256 (hex) of what the maps are fitted from: the fit's settings that shape them,
+        ``n_targets``, and both sides' definitions (:func:`definition_digest`)."""
+        settings = {k: v for k, v in asdict(self.solver).items() if k not in _RESULT_FREE_SETTINGS}
+        h = hashlib.sha256(json.dumps([type(self).__name__, settings, self.n_targets], sort_keys=True,
+                                      default=repr).encode())
+        for side in (source, target):
+            h.update(definition_digest(side).encode())
+        return h.hexdigest()
+
     def _fit(self, y: Tensor, source: "DataSource", generator: torch.Generator | None,
              fit_states: FitStates | None, key: str | None, what: str) -> SemiDiscreteResult:
         """Fit one map onto ``y`` (resuming from and checkpointing to ``fit_states[key]``)."""
@@ -75,8 +87,8 @@ class SemiDiscreteCoupling(Coupling):
             err = res.error
             warnings.warn(
                 f"{what} stopped ({res.reason}) after {res.n_iter} steps at an RMS relative cell-mass error of "
-                f"{res.rms_error:.3f} (tol {self.solver.tol}), {err.empty} of {y.shape[0]} cells empty on "
-                f"{err.n_samples} fresh source draws: the cells' masses are unequal, so the pairs over-weight some "
+                f"{res.rms_error:.3f} (tol {self.solver.tol}), {err.empty} of {y.shape[0] - res.duplicates} cells "
+                f"empty on {err.n_samples} fresh source draws{_merged(res.duplicates)}: the cells' masses are unequal, so the pairs over-weight some "
                 "training points and miss others. Raise max_iter or max_time, or set epsilon > 0",
                 RuntimeWarning, stacklevel=3,
             )
@@ -94,6 +106,10 @@ class SemiDiscreteCoupling(Coupling):
         if self.epsilon == 0:
             return sd_map(x0)[1]
         return sd_map.sample_cells(x0, self.epsilon, generator)[1]
+
+
+def _merged(duplicates: int) -> str:
+    return f" ({duplicates} repeated targets share their first copy's cell)" if duplicates else ""
 
 
 def _with_settings_signature(cls: type) -> type:
@@ -186,20 +202,29 @@ class SemiDiscreteOT(SemiDiscreteCoupling, SolverCoupling):
                          "mean_error": res.mean_error, "max_error": res.max_error, "empty_cells": err.empty,
                          "eval_samples": err.n_samples, "converged": res.converged, "reason": res.reason,
                          "duplicates": res.duplicates}
+        res.map.fingerprint = self.fingerprint(source, target)
         self.set_map(res.map)
+
+    def n_targets_of(self, target: "DataSource") -> int:
+        """How many targets the map of ``target`` has (see :meth:`targets_from`), without drawing them."""
+        data = getattr(target, "data", None)
+        if torch.is_tensor(data) and data.dim() >= 2:
+            return data.shape[0] if self.n_targets is None else min(self.n_targets, data.shape[0])
+        return self.n_targets or SAMPLER_TARGETS
 
     def check_prepared(self, source: "DataSource", target: "DataSource") -> None:
         """Refuse a cached map whose targets no longer match ``target``: a different sample shape
-        or number of targets, or (for a finite data set) targets that are not its points."""
+        or number of targets, targets that are not its points (a finite data set), or another
+        :meth:`fingerprint` (data content, target or source definition, settings)."""
         m = self.fitted_map()
         data = getattr(target, "data", None)
-        refit = (f"delete {MAP_FILE} in the run directory or run `monge fit-ot RUN --refit` to fit the map "
-                 "again")
+        refit = (f"fit it again with `monge fit-ot RUN --refit` (or the recipe with --refit), or delete {MAP_FILE} "
+                 "in the run directory")
+        want = self.n_targets_of(target)
         if torch.is_tensor(data) and data.dim() >= 2:
-            want = data.shape[0] if self.n_targets is None else min(self.n_targets, data.shape[0])
             shape = tuple(data.shape[1:])
         else:
-            want, shape = self.n_targets or SAMPLER_TARGETS, tuple(getattr(target, "shape", m.shape))
+            shape = tuple(getattr(target, "shape", m.shape))
         if m.shape != shape or m.n_targets != want:
             raise ValueError(
                 f"the cached semi-discrete map has {m.n_targets} targets of shape {m.shape}, but the data "
@@ -207,6 +232,9 @@ class SemiDiscreteOT(SemiDiscreteCoupling, SolverCoupling):
             )
         if torch.is_tensor(data) and data.dim() >= 2 and not _rows_of(m.targets, data):
             raise ValueError(f"the cached semi-discrete map's targets are not points of the data set; {refit}")
+        if m.fingerprint and m.fingerprint != self.fingerprint(source, target):
+            raise ValueError("the cached semi-discrete map was fitted from other data, another target or source "
+                             f"definition, or other fit settings; {refit}")
 
     def set_map(self, sd_map: SemiDiscreteMap) -> None:
         """Use an already fitted :class:`~monge.ot.SemiDiscreteMap`."""
@@ -279,6 +307,26 @@ def ot_source(source: "DataSource", device: torch.device | str | None = None) ->
         return source.sample(n, generator=generator, device=device)
 
     return draw
+
+
+#: Settings of a fit that do not change the map it returns (how often it saves, its memory blocks).
+_RESULT_FREE_SETTINGS = ("checkpoint_every", "max_block_elements")
+#: Draws (and their seed) that stand for a data sampler's definition in :func:`definition_digest`.
+_PROBE_DRAWS, _PROBE_SEED = 256, 0x5D0
+
+
+def definition_digest(data: "DataSource") -> str:
+    """SHA-256 (hex) of what a data source is: a finite data set's points and labels (every byte),
+    else a sampler's sample shape and first :data:`_PROBE_DRAWS` draws from a fixed seed (another target
+    distribution, or other parameters of it, draws other points)."""
+    points = getattr(data, "data", None)
+    if not torch.is_tensor(points):
+        points = data.sample(_PROBE_DRAWS, generator=torch.Generator().manual_seed(_PROBE_SEED))
+    h = hashlib.sha256(f"{type(data).__name__}{tuple(getattr(data, 'shape', ()))}{points.dtype}".encode())
+    labels = getattr(data, "labels", None)
+    for t in (points, labels) if torch.is_tensor(labels) else (points,):
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _rows_of(rows: Tensor, data: Tensor) -> bool:

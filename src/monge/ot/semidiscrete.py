@@ -183,6 +183,8 @@ class SemiDiscreteMap:
         self.weights = check_weights(weights, n, "weights", self.flat)
         self.max_block_elements = check_positive_int(max_block_elements, "max_block_elements")
         self.epsilon = _check_epsilon(epsilon)
+        #: what the map was fitted from (set by its owner, e.g. a coupling; kept by to_bytes), or ""
+        self.fingerprint = ""
 
     @property
     def n_targets(self) -> int:
@@ -277,6 +279,8 @@ class SemiDiscreteMap:
         }
         meta = {"format": _FORMAT, "version": _VERSION, "shape": json.dumps(list(self.shape)),
                 "epsilon": repr(self.epsilon)}
+        if self.fingerprint:
+            meta["fingerprint"] = self.fingerprint
         return st_save(tensors, metadata=meta)
 
     @classmethod
@@ -309,15 +313,19 @@ class SemiDiscreteMap:
         t = t.reshape(t.shape[0], *shape)
         if device is not None:
             t, h, w = t.to(device), h.to(device), w.to(device)
-        return cls(t, h, w, epsilon=eps)
+        mp = cls(t, h, w, epsilon=eps)
+        mp.fingerprint = str(meta.get("fingerprint", ""))
+        return mp
 
     def on(self, device: torch.device | str) -> "SemiDiscreteMap":
         """This map with its tensors on ``device`` (``self`` when already there)."""
         device = torch.device(device)
         if self.flat.device == device:
             return self
-        return SemiDiscreteMap(self.targets.to(device), self.heights.to(device), self.weights.to(device),
-                               self.max_block_elements, self.epsilon)
+        mp = SemiDiscreteMap(self.targets.to(device), self.heights.to(device), self.weights.to(device),
+                             self.max_block_elements, self.epsilon)
+        mp.fingerprint = self.fingerprint
+        return mp
 
 
 def _draw_rows(n: int, max_block_elements: int) -> int:

@@ -45,6 +45,9 @@ class DivergenceGuard:
 
     @property
     def advice(self) -> str:
+        if not (Path(self.run_dir) / "checkpoint.safetensors").is_file():  # stopped before a first checkpoint
+            return ("no checkpoint was written yet. Lower train.lr or enable train.grad_clip and run the same command "
+                    "again (it starts the run again), or check the data for extreme values.")
         return (f"the last good checkpoint is kept in {self.run_dir}. Lower train.lr or enable "
                 "train.grad_clip (both take effect on --resume), or check the data for extreme values.")
 

@@ -75,11 +75,10 @@ def resume_training(tr: Any, path: Path) -> None:
     tr.resume_changes = check_resumable(config, tr.config.to_dict(), path)
     if getattr(tr, "codec", None) is not None:  # a latent flow resumes on the autoencoder it was trained with
         check_latent_state(stored_latent(state, tr.config, path), tr.codec, f"run {tr.run_dir}")
-    if any(change.startswith("data.") for change in tr.resume_changes):  # the data moved: is it the same?
-        try:
-            check_same_data(state.get("data_fingerprint"), tr.data_fingerprint(), path)
-        except ValueError as err:
-            raise CheckpointError(str(err)) from None
+    try:  # moved or not, edited in place or not: the same data
+        check_same_data(state.get("data_fingerprint"), tr.data_fingerprint(), path)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     step, tc = state["step"], tr.config.train
     if step > tc.steps:
         raise CheckpointError(f"checkpoint {path} is at step {step}, beyond train.steps={tc.steps}; "
@@ -234,13 +233,26 @@ def start_run(trainer: Any, resume: bool) -> None:
     from ..outputs import atomic_write_bytes
     from .checkpoint import CHECKPOINT_NAME
 
+    from .rundir import no_checkpoint_message
+    from .signals import interrupt_note
+
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         if not trainer.checkpoint_path.is_file():
-            raise CheckpointError(f"--resume: no checkpoint at {trainer.checkpoint_path}")
+            raise CheckpointError(no_checkpoint_message(trainer.run_dir))
         trainer.load()
     if trainer.dist.rank == 0:
         atomic_write_bytes(trainer.run_dir / "config.yaml", trainer.config.to_yaml().encode("utf-8"))
         for stale in trainer.run_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a killed save
             stale.unlink(missing_ok=True)
-    trainer.prepare(resume)
+    with interrupt_note(_preparation_note(trainer)):
+        trainer.prepare(resume)
+
+
+def _preparation_note(trainer: Any) -> str:
+    """What an interrupt of the coupling's preparation leaves, and how to continue."""
+    every = getattr(getattr(trainer.coupling, "solver", None), "checkpoint_every", None)
+    if trainer.coupling.traits.prepared_file is None or not every:
+        return "interrupted before the first step; nothing was trained: the same command starts the run again"
+    return (f"interrupted while fitting the coupling before training; the fit's state is saved in {trainer.run_dir} "
+            f"every {every} steps: the same command resumes the fit")

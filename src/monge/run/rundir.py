@@ -1,7 +1,9 @@
 """Who may write a run directory: no silent overwrite, one writer at a time.
 
-A directory holding ``checkpoint.safetensors`` or ``log.csv`` is an *existing run*. Training into
-it needs ``resume`` (continue it) or ``overwrite``: ``"backup"`` (``True``) moves its files to a
+A directory holding ``checkpoint.safetensors`` or ``log.csv`` is an *existing run*. One without a
+checkpoint (killed before its first one) has nothing to resume: training into it starts it again,
+naming the partial files it replaces (the state of an unfinished map fit is kept and resumed).
+Training into a run with a checkpoint needs ``resume`` (continue it) or ``overwrite``: ``"backup"`` (``True``) moves its files to a
 sibling ``RUN.bak-<timestamp>`` and says so; ``"replace"`` (used by ``monge demo``, whose runs
 belong to it) deletes the run's own files (checkpoint, log, evaluations, config, cached fit) and
 names them. Nothing is ever removed silently.
@@ -10,10 +12,16 @@ A writer holds ``RUN/monge.lock`` (JSON: pid, host, start time), created atomica
 writer is refused with the holder's PID and host. A lock whose PID no longer exists on this host
 is stale (its process was killed): it is taken over with a notice. A lock from another host
 cannot be checked and is reported with how to remove it.
+
+A run's own files (:data:`RUN_FILES`: checkpoint, log, recipe, evaluations, fitted maps and fit
+states, step grids, latent caches) are written only by the code that owns them: an output path
+of a command (``-o``, ``--grid``, ``--csv``, ...) that names one of them is refused by
+:func:`check_not_run_file`, naming the file and a safe path instead.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import socket
@@ -24,10 +32,19 @@ from typing import Any
 
 __all__ = [
     "LOCK_NAME",
+    "RUN_FILES",
     "RunExistsError",
+    "RunFileError",
     "RunLockedError",
     "RunLock",
     "is_existing_run",
+    "is_run_dir",
+    "run_file_role",
+    "check_not_run_file",
+    "partial_run_files",
+    "no_checkpoint_message",
+    "DEMO_MARKER",
+    "claim_demo_dir",
     "claim_run_dir",
     "claim_for_ranks",
 ]
@@ -35,8 +52,38 @@ __all__ = [
 LOCK_NAME = "monge.lock"
 #: files that make a directory an existing run
 _RUN_MARKERS = ("checkpoint.safetensors", "log.csv")
-#: a run's own files, removed by ``overwrite="replace"``
-_RUN_FILES = ("checkpoint.safetensors", "log.csv", "eval.md", "eval.csv", "config.yaml")
+#: a run's own files, removed by ``overwrite="replace"`` (caches fitted to the old run included)
+_RUN_FILES = ("checkpoint.safetensors", "log.csv", "eval.md", "eval.csv", "nll.csv", "config.yaml",
+              "timesteps.safetensors")
+#: What a run directory holds that monge writes itself, by file-name pattern: no command writes an
+#: output over one of them. The names are those of ``run/checkpoint.py`` (``CHECKPOINT_NAME``),
+#: ``run/logs.py``, ``run/evaluation.py``, ``couplings/maps.py`` (``MAP_FILE``, ``CLASS_MAPS_FILE``,
+#: ``FIT_STATE_FILE``), ``generate.py`` (``TIMESTEPS_FILE``), ``couplings/reflow.py`` (``PAIRS_NAME``)
+#: and ``latent.py``; ``tests/test_rundir_files.py`` checks that they stay covered.
+RUN_FILES: dict[str, str] = {
+    "checkpoint.safetensors": "its checkpoint",
+    ".checkpoint.safetensors.*.tmp": "a checkpoint being written",
+    "log.csv": "its training log",
+    "config.yaml": "its recipe",
+    "eval.md": "its latest evaluation",
+    "eval.csv": "its evaluations",
+    "nll.csv": "its likelihood evaluations",
+    LOCK_NAME: "its lock",
+    "semidiscrete.safetensors": "its semi-discrete map",
+    "semidiscrete_classes.safetensors": "its per-class semi-discrete maps",
+    "semidiscrete_fit*.safetensors": "the state of its unfinished map fit",
+    "timesteps.safetensors": "its fitted step grids",
+    "latents-*.safetensors": "its cache of encoded data",
+    "reflow_pairs.safetensors": "its reflow pairs",
+}
+
+
+#: The file that marks a folder's runs as the demo's own (a rerun of the demo replaces them).
+DEMO_MARKER = ".monge-demo"
+
+
+class RunFileError(ValueError):
+    """An output path names a file a run directory owns."""
 
 
 class RunExistsError(ValueError):
@@ -55,6 +102,71 @@ def is_existing_run(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a checkpoint or a training log."""
     run_dir = Path(run_dir)
     return any((run_dir / name).exists() for name in _RUN_MARKERS)
+
+
+#: Files that only a run (or a fit into a run directory) leaves: they make a folder a run directory;
+#: an evaluation or a cache alone does not (a user's own ``-o eval.md`` beside other outputs).
+_RUN_DIR_MARKERS = ("checkpoint.safetensors", ".checkpoint.safetensors.*.tmp", "log.csv", "config.yaml", LOCK_NAME,
+                    "semidiscrete*.safetensors")
+
+
+def is_run_dir(folder: str | Path) -> bool:
+    """Whether ``folder`` is a run directory: it holds a checkpoint, a training log, a run's recipe
+    (``config.yaml``), a lock or a fitted map (a run, or what one left behind)."""
+    folder = Path(folder)
+    try:
+        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    except OSError:
+        return False
+    return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in _RUN_DIR_MARKERS)
+
+
+def run_file_role(path: str | Path) -> str | None:
+    """What ``path`` is to the run directory it sits in (``"its checkpoint"``, ...), or ``None`` when
+    it is no run's own file (its folder is not a run directory, or the name is not a run file)."""
+    path = Path(path)
+    role = next((what for pattern, what in RUN_FILES.items() if fnmatch.fnmatchcase(path.name, pattern)), None)
+    return role if role is not None and is_run_dir(path.parent) else None
+
+
+def check_not_run_file(path: str | Path, what: str = "-o", instead: str | Path | None = None) -> None:
+    """Raise :class:`RunFileError` when the output ``path`` (or the file it links to) is a file a run
+    directory owns (:data:`RUN_FILES`); the message names the file and ``instead``, a safe path."""
+    path = Path(path)
+    for candidate in dict.fromkeys((path, path.resolve())):
+        role = run_file_role(candidate)
+        if role is not None:
+            safe = instead if instead is not None and run_file_role(instead) is None else _beside(candidate)
+            raise RunFileError(f"{what} {path} would overwrite {role} ({candidate.name} of the run in "
+                               f"{candidate.parent}), which monge writes itself; write elsewhere, e.g. "
+                               f"{what} {safe}")
+
+
+def _beside(path: Path) -> Path:
+    """A name next to the run file ``path`` that no run owns: ``eval.md`` -> ``eval-output.md``."""
+    stem, suffix = path.name.lstrip(".").split(".")[0], path.suffix
+    return path.parent / f"{stem}-output{'.npy' if suffix in ('.safetensors', '.tmp', '.lock') else suffix}"
+
+
+def partial_run_files(run_dir: str | Path) -> list[str]:
+    """The files of a run that stopped before its first checkpoint (a log, evaluations, a recipe);
+    empty when ``run_dir`` holds a checkpoint or no such file."""
+    run_dir = Path(run_dir)
+    if (run_dir / _RUN_MARKERS[0]).exists():
+        return []
+    return [name for name in _RUN_FILES if (run_dir / name).is_file()]
+
+
+def no_checkpoint_message(run_dir: str | Path) -> str:
+    """Why ``--resume`` cannot continue ``run_dir`` (it holds no checkpoint) and the one command that
+    starts it."""
+    run_dir = Path(run_dir)
+    partial = partial_run_files(run_dir)
+    if partial:
+        return (f"--resume: {run_dir} has no checkpoint yet (the run stopped before its first one; it left "
+                f"{', '.join(partial)}); start it again with the same command without --resume")
+    return (f"--resume: no checkpoint at {run_dir / _RUN_MARKERS[0]} (no run was trained there yet); train it "
+            "with the same command without --resume")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -156,6 +268,13 @@ def claim_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool | s
     run_dir = Path(run_dir)
     if resume or not is_existing_run(run_dir):
         return
+    partial = partial_run_files(run_dir)
+    if partial and not overwrite:  # stopped before its first checkpoint: nothing to resume, start again
+        for name in partial:
+            (run_dir / name).unlink()
+        _notice(f"{run_dir} holds a run stopped before its first checkpoint (nothing to resume); starting it "
+                f"again (removed {', '.join(partial)})")
+        return
     if overwrite is True or overwrite == "backup":
         backup = _backup(run_dir)
         _notice(f"--overwrite: the previous run in {run_dir} was moved to {backup}")
@@ -173,6 +292,23 @@ def claim_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool | s
             f"{run_dir} already holds a run (checkpoint or log.csv); continue it with --resume "
             "(Trainer.fit(resume=True)), start it again with --overwrite (the old run is moved to a "
             "backup), or choose another name")
+
+
+def claim_demo_dir(out: str | Path, names: list[str] | tuple[str, ...]) -> Path:
+    """Check that the demo may write its runs ``out/<name>`` and replace them on a rerun: ``out`` is
+    the demo's (it holds :data:`DEMO_MARKER`) or none of those runs exists yet; then mark it.
+    Raises :class:`RunExistsError` naming the runs the demo did not write."""
+    out = Path(out)
+    check_not_run_file(out, "-o")
+    if (out / DEMO_MARKER).is_file():
+        return out
+    theirs = [name for name in names if is_run_dir(out / name)]
+    if theirs:
+        raise RunExistsError(f"-o {out} holds runs the demo did not write ({', '.join(theirs)}), which a demo "
+                             "replaces; choose another -o (e.g. a new folder)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("runs written by `monge demo`; a rerun of the demo replaces them\n")
+    return out
 
 
 def claim_for_ranks(run_dir: Path, info: Any, resume: bool, overwrite: bool | str,

@@ -1,13 +1,33 @@
-"""Ctrl-C during training: finish the step, save, stop (a second Ctrl-C stops at once)."""
+"""Ctrl-C during training: finish the step, save, stop (a second Ctrl-C stops at once); elsewhere
+(a map fit, a final evaluation, sampling), :func:`interrupt_note` says what was saved and how to
+continue."""
 
 from __future__ import annotations
 
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
-__all__ = ["route_sigint", "save_on_interrupt"]
+__all__ = ["route_sigint", "interrupt_note", "save_on_interrupt", "NOTHING_WRITTEN"]
+
+#: The note of a command interrupted before it wrote anything.
+NOTHING_WRITTEN = "interrupted; nothing was written (existing files are unchanged): run the command again"
+
+
+@contextmanager
+def interrupt_note(note: str, *, replace: bool = False) -> Iterator[None]:
+    """Give a Ctrl-C inside the block the one line that says what was saved and how to continue:
+    it leaves as ``KeyboardInterrupt(note)``. A note set further in (a narrower block, the trainer's)
+    is kept, unless ``replace`` (a command whose continuation differs from the trainer's)."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if err.args and not replace:
+            raise
+        raise KeyboardInterrupt(note) from None
 
 
 def route_sigint(trainer: Any) -> Callable[[], None]:
@@ -30,19 +50,18 @@ def route_sigint(trainer: Any) -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def save_on_interrupt(trainer: Any) -> None:
-    """After Ctrl-C: save at the step boundary and say so, unless an optimiser/EMA update was torn
-    (then the last checkpoint stays, and the message says that instead)."""
+def save_on_interrupt(trainer: Any) -> str:
+    """After Ctrl-C: save at the step boundary, unless an optimiser/EMA update was torn; returns the
+    note of what was saved and how to continue (the CLI prints it)."""
     torn = trainer.phase is not None  # interrupted inside an optimiser/EMA update
     synced = trainer.dist.enabled and trainer._stop_all and not torn
     trainer.batches.stop_pipeline()
-    main = trainer.dist.rank == 0
+    if torn and not trainer.checkpoint_path.is_file():
+        return (f"interrupted in the middle of step {trainer.step + 1}'s update, before a first checkpoint: the same "
+                "command starts the run again")
     if torn:
-        if main:
-            print(f"\ninterrupted in the middle of step {trainer.step + 1}'s update; the checkpoint was not "
-                  f"updated (the last one in {trainer.run_dir} stays valid)", file=sys.stderr)
-    else:
-        trainer.save(gather=synced)
-        if main:
-            print(f"\ninterrupted at step {trainer.step}; checkpoint saved to {trainer.checkpoint_path}",
-                  file=sys.stderr)
+        return (f"interrupted in the middle of step {trainer.step + 1}'s update; the checkpoint was not updated "
+                f"(the last one in {trainer.run_dir} stays valid): the same command with --resume continues")
+    trainer.save(gather=synced)
+    return (f"interrupted at step {trainer.step}; checkpoint saved to {trainer.checkpoint_path}: the same command "
+            "with --resume continues")
