@@ -280,13 +280,11 @@ def eval_cmd(
     """
     nfes = _precheck(nfe, checkpoints)
     from .generate import evaluate_checkpoints
-    from .outputs import check_output_file
+    from .outputs import check_output_files
     from .quick import MAX_EVAL_SAMPLES, quick_cap
 
     try:
-        for flag, checked in (("-o", output), ("--plot", plot), ("--csv", csv_out)):
-            if checked is not None:
-                check_output_file(checked, flag)
+        check_output_files({"-o": output, "--plot": plot, "--csv": csv_out})
         result = evaluate_checkpoints(checkpoints, nfes=nfes, sampler=sampler, adaptive=adaptive,
                                       n=quick_cap(n, MAX_EVAL_SAMPLES), seed=seed, nll=nll,
                                       nll_n=quick_cap(nll_n, MAX_EVAL_SAMPLES), data_path=data_path, novelty=novelty)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "check_name_length", "check_output_file", "describe_os_error", "write_array", "write_bytes", "write_text"]
+__all__ = ["atomic_write_bytes", "check_name_length", "check_output_file", "check_output_files", "describe_os_error", "write_array", "write_bytes", "write_text"]
 
 #: Longest file or folder name most file systems accept (bytes of UTF-8).
 MAX_NAME_BYTES = 255
@@ -83,6 +83,13 @@ def check_output_file(path: str | Path, what: str = "-o", instead: str | Path | 
             break
     check_not_run_file(path, what, instead)
     return path
+
+
+def check_output_files(outputs: dict[str, str | Path | None]) -> None:
+    """:func:`check_output_file` on each given path of ``{option: path}`` (``None``: not asked for)."""
+    for what, path in outputs.items():
+        if path is not None:
+            check_output_file(path, what)
 
 
 def write_array(path: str | Path, x: np.ndarray) -> Path:
