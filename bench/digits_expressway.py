@@ -27,14 +27,14 @@ from pathlib import Path
 import torch
 
 from monge.couplings import COUPLINGS
-from monge.samplers.expressway import expressway_sample
+from monge.couplings.maps import load_map, save_map
 from monge.data.digits import load_digits
 from monge.demo_images import _train, image_demo_config, score_images
 from monge.metrics.classifier import load_or_train_classifier
-from monge.couplings.maps import load_map, save_map
 from monge.ot.semidiscrete import SemiDiscreteMap
-from monge.samplers import sample
 from monge.run.load import load_model
+from monge.samplers import sample
+from monge.samplers.expressway import expressway_sample
 
 MAPS = {
     "512": {"n_targets": 512, "tol": 0.1, "max_iter": 1000},

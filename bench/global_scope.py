@@ -148,8 +148,8 @@ def pot_optimum(x0: torch.Tensor, x1: torch.Tensor) -> float:
 
 def run_case(case: str, b: int, s: Settings, out: Path, clock: GatherClock) -> dict[str, Any]:
     """Interleaved timed steps of the three trainers on one case; this rank's lists."""
-    from monge.run import distributed
     from monge.ot.exact import pick_method
+    from monge.run import distributed
     from monge.train import Trainer
 
     trainers = []

@@ -56,9 +56,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -142,7 +143,7 @@ class DataContext:
     test: Any
     classifier: Any
     novelty: Any
-    latent: "LatentContext | None" = None
+    latent: LatentContext | None = None
 
 
 @dataclass

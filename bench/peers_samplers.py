@@ -30,8 +30,7 @@ import torch
 
 from monge.data import GaussianMixture
 from monge.paths import DiscreteVPSchedule
-from monge.samplers import optimized
-from monge.samplers import sample
+from monge.samplers import optimized, sample
 
 F64 = torch.float64
 #: (label, diffusers class, its options, monge sampler, monge options, final sigma)

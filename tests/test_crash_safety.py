@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from monge.run.checkpoint import CheckpointError, load_checkpoint
 from monge.config import Config
+from monge.run.checkpoint import CheckpointError, load_checkpoint
 from monge.train import Trainer
 
 SAVER = textwrap.dedent(
@@ -158,7 +158,6 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, spawn):
 
 import os  # noqa: E402
 import socket  # noqa: E402
-
 
 from monge.run.rundir import LOCK_NAME, RunExistsError, RunLockedError  # noqa: E402
 

@@ -8,8 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from monge.couplings import Coupled
 from monge.data import GaussianMixture
+from monge.models import MLP
 from monge.objectives import (
+    OBJECTIVES,
     MeanFlowObjective,
     ShortcutObjective,
     check_model,
@@ -19,9 +22,6 @@ from monge.objectives import (
     shortcut_steps,
     shortcut_target,
 )
-from monge.couplings import Coupled
-from monge.models import MLP
-from monge.objectives import OBJECTIVES
 from monge.paths import PATHS, LinearSchedule
 
 F64 = torch.float64

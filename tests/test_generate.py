@@ -95,8 +95,8 @@ def test_expressway_of_an_independent_run_fits_and_caches_the_map(tmp_path, monk
     """DPM-OT proper: the exact field of the independent coupling, started at t_s from the noised
     target of each noise's OT cell, lands on the data (W2 close to the exact flow's samples)."""
     import monge.couplings.semidiscrete as sd_coupling
-    from monge.metrics import wasserstein2
     from monge.couplings.maps import load_map
+    from monge.metrics import wasserstein2
 
     monkeypatch.setattr(sd_coupling, "SAMPLER_TARGETS", 256)  # a sampler's default sample, smaller
     cfg = _config()
@@ -169,8 +169,9 @@ class ScaledOracle(Oracle):
 
 
 def test_a_cached_grid_of_other_weights_or_the_wrong_length_is_fitted_again(tmp_path, monkeypatch, capsys):
-    import monge.samplers
     from safetensors.torch import load_file, save_file
+
+    import monge.samplers
 
     cfg = _config()
     calls = []

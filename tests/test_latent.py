@@ -5,13 +5,23 @@ import sys
 import pytest
 import torch
 
-from monge.run.checkpoint import save_checkpoint
+from monge.config import Component
 from monge.couplings.semidiscrete import SemiDiscreteOT
 from monge.data.images import ImageDataset
-from monge.config import Component
-from monge.latent import (AutoEncoderCodec, DiffusersCodec, LatentCodec, LatentTarget, check_codec_data,
-                          check_fingerprint, decode_latents, encode_dataset, load_codec, tensor_fingerprint)
+from monge.latent import (
+    AutoEncoderCodec,
+    DiffusersCodec,
+    LatentCodec,
+    LatentTarget,
+    check_codec_data,
+    check_fingerprint,
+    decode_latents,
+    encode_dataset,
+    load_codec,
+    tensor_fingerprint,
+)
 from monge.models import AutoEncoder
+from monge.run.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,9 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from monge import limits
-from monge.run.checkpoint import load_checkpoint, save_checkpoint
 from monge.cli import app
 from monge.config import Config, ConfigError, load_config
+from monge.run.checkpoint import load_checkpoint, save_checkpoint
 from monge.run.load import load_model
 from monge.train import Trainer
 

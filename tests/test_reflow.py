@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from monge.couplings import COUPLINGS, ReflowPairs
-from monge.metrics import straightness
 from monge.couplings.reflow import load_pairs, save_pairs
+from monge.metrics import straightness
 from monge.rectify import distill, generate_pairs, reflow
-from monge.samplers import sample
 from monge.run.load import load_model
+from monge.samplers import sample
 from monge.train import Trainer
 
 

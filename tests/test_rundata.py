@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from monge.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from monge.config import Config, ConfigError
 from monge.generate import generate
+from monge.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from monge.run.divergence import DIVERGENCE_WINDOW
 from monge.run.load import load_model
 from monge.train import Trainer, TrainingError

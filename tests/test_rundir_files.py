@@ -10,8 +10,15 @@ from typer.testing import CliRunner
 
 from monge.cli import app
 from monge.run.checkpoint import CHECKPOINT_NAME, CheckpointError
-from monge.run.rundir import (DEMO_MARKER, LOCK_NAME, RunExistsError, RunFileError, check_not_run_file,
-                              claim_demo_dir, run_file_role)
+from monge.run.rundir import (
+    DEMO_MARKER,
+    LOCK_NAME,
+    RunExistsError,
+    RunFileError,
+    check_not_run_file,
+    claim_demo_dir,
+    run_file_role,
+)
 from monge.train import Trainer
 
 runner = CliRunner()

@@ -7,10 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from monge.run.checkpoint import load_checkpoint
 from monge.cli import app
 from monge.config import Config
 from monge.generate import generate
+from monge.run.checkpoint import load_checkpoint
 from monge.run.load import load_model
 from monge.train import Trainer
 

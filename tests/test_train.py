@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from monge.run.checkpoint import CheckpointError, load_checkpoint
 from monge.config import ConfigError
+from monge.run.checkpoint import CheckpointError, load_checkpoint
 from monge.run.load import load_model
 from monge.train import Trainer, TrainingError
 

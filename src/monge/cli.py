@@ -8,7 +8,6 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -41,7 +40,7 @@ def _fail(err: BaseException, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _precheck(nfe: int | str, checkpoints: List[Path]) -> list[int]:
+def _precheck(nfe: int | str, checkpoints: list[Path]) -> list[int]:
     """The NFE budgets and the checkpoint paths, checked before the heavy imports so that a typo fails
     at once (a one-line error and exit code 2)."""
     from .limits import parse_nfe
@@ -65,12 +64,12 @@ def _sampler_help() -> str:
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/8gaussians-moons-otcfm.yaml"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. train.steps=500"),
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides, e.g. train.steps=500"),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint.", show_default="off"),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Start an existing run again; the old one is moved to RUN.bak-<time>.",
         show_default="off"),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
                                             show_default=_AUTO),
     tensorboard: bool = typer.Option(False, "--tensorboard", show_default="off",
                                      help="Also write TensorBoard logs to RUN/tb (train.tensorboard=true; "
@@ -85,8 +84,8 @@ def train(
     """
     if not config.is_file():
         _fail(FileNotFoundError(f"config file not found: {config}"))
-    from .run import distributed
     from .config import load_config
+    from .run import distributed
     from .train import Trainer, TrainingError
 
     try:
@@ -115,26 +114,26 @@ def sample_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory"),
     nfe: int = typer.Option(8, help="Function evaluations (ignored by dopri5)."),
     sampler: str = typer.Option("euler", help=f"{_sampler_help()}."),
-    timesteps: Optional[str] = typer.Option(
+    timesteps: str | None = typer.Option(
         None, "--timesteps", help=f"Step grid: {' | '.join(GRIDS.names())} | optimized (fitted to the model once and cached in "
         "the run directory) | optimized_decoupled (optimized grid plus fitted network evaluation times).",
         show_default="the sampler's own steps"),
-    expressway: Optional[float] = typer.Option(
+    expressway: float | None = typer.Option(
         None, help="Start at this time from the noised data point of each noise's semi-discrete OT cell "
         "(the map is fitted once and cached in the run).", show_default="off"),
     n: int = typer.Option(1000, "-n", help="Number of samples."),
     seed: int = typer.Option(0, help="Seed of the noise."),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "-o", "--output", help="File to write, exactly at this path (folders created): .npy, or .csv for "
         "tables.", show_default="RUN/samples.npy"),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights."),
-    grid: Optional[Path] = typer.Option(None, "--grid", help="Also save image samples as a PNG grid here.",
+    grid: Path | None = typer.Option(None, "--grid", help="Also save image samples as a PNG grid here.",
                                         show_default="no grid"),
-    label: Optional[str] = typer.Option(
+    label: str | None = typer.Option(
         None, "--class", help="Class-conditional models: the class of every sample, or 'all' (classes in turn).",
         show_default="unconditional"),
     guidance: float = typer.Option(1.0, help="Classifier-free guidance weight (with --class; 1: none)."),
-    condition: Optional[str] = typer.Option(
+    condition: str | None = typer.Option(
         None, "--condition", help="Models with continuous conditions (cond_dim): comma-separated values (one "
         "condition for every sample), a .npy/.csv/.txt file (one sample per row) or 'held-out' (the conditions of "
         "-n fresh target points; saved beside the samples as *.conditions.npy).", show_default="none"),
@@ -161,8 +160,8 @@ def sample_cmd(
 def reflow_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint file or run directory of a trained flow"),
     n_pairs: int = typer.Option(10_000, "--n-pairs", help="(noise, sample) pairs to generate."),
-    steps: Optional[int] = typer.Option(None, help="Training steps of the new run.", show_default="the original's"),
-    out: Optional[Path] = typer.Option(None, "--out", help="New run directory.", show_default="RUN-reflow"),
+    steps: int | None = typer.Option(None, help="Training steps of the new run.", show_default="the original's"),
+    out: Path | None = typer.Option(None, "--out", help="New run directory.", show_default="RUN-reflow"),
     overwrite: bool = typer.Option(False, "--overwrite", show_default="off",
                                    help="Replace an existing run at --out; the old one is moved to OUT.bak-<time>."),
     distill: bool = typer.Option(False, "--distill", show_default="off",
@@ -170,14 +169,14 @@ def reflow_cmd(
     sampler: str = typer.Option("dopri5", help="Sampler that generates the pairs."),
     nfe: int = typer.Option(128, help="Its NFE (fixed-step samplers; dopri5 adapts)."),
     seed: int = typer.Option(0, help="Seed of the noises."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
                                             show_default=_AUTO),
 ) -> None:
     """Rectified-flow reflow: pair noise with the model's own samples and train a straighter flow on them."""
     _precheck(nfe, [checkpoint])
-    from .run.checkpoint import CheckpointError
     from .quick import MAX_PAIRS, quick_cap, quick_steps
     from .rectify import reflow
+    from .run.checkpoint import CheckpointError
 
     try:
         n_pairs, steps = quick_cap(n_pairs, MAX_PAIRS), None if steps is None else quick_steps(steps)
@@ -197,12 +196,12 @@ def reflow_cmd(
 @app.command("fit-ot")
 def fit_ot_cmd(
     run_or_recipe: Path = typer.Argument(..., help="run directory, or YAML recipe (fits into its run directory)"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides of a recipe"),
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides of a recipe"),
     refit: bool = typer.Option(False, "--refit", help="Fit again even when the run has a cached map.",
                                show_default="off"),
     check_samples: int = typer.Option(0, "--check-samples", help="Fresh source samples of the cell-mass check.",
                                       show_default="as many as the fit's own check"),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
                                             show_default=_AUTO),
 ) -> None:
     """Fit the semi-discrete OT map from the run's source onto its data and cache it in the run.
@@ -240,27 +239,27 @@ def fit_ot_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    checkpoints: List[Path] = typer.Argument(..., help="one or more checkpoint files or run directories"),
+    checkpoints: list[Path] = typer.Argument(..., help="one or more checkpoint files or run directories"),
     nfe: str = typer.Option("1,2,4,8", help="Comma-separated NFE budgets."),
     sampler: str = typer.Option("euler", help="Any sampler of monge sample (uniform steps)."),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive",
                                   help="Also run dopri5 (adaptive NFE; velocity runs: a flow map has no adaptive row)."),
     n: int = typer.Option(1000, "-n", help="Samples per evaluation."),
     seed: int = typer.Option(0, help="Seed of the noise and reference samples."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the tables to this file.",
+    output: Path | None = typer.Option(None, "-o", "--output", help="Also write the tables to this file.",
                                           show_default="print only"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a W2-vs-NFE PNG here, one curve per run.",
+    plot: Path | None = typer.Option(None, "--plot", help="Write a W2-vs-NFE PNG here, one curve per run.",
                                         show_default="no plot"),
     nll: bool = typer.Option(False, "--nll", show_default="off", help="Also score held-out data's negative "
                              "log-likelihood (bits/dim for images; dopri5, exact divergence up to 64 dimensions)."),
     nll_n: int = typer.Option(500, "--nll-n", help="Held-out points scored by --nll."),
-    data_path: Optional[Path] = typer.Option(None, "--data-path", help="The target data's file or folder, when it "
+    data_path: Path | None = typer.Option(None, "--data-path", help="The target data's file or folder, when it "
                                              "moved since training (replaces data.target.path).",
                                              show_default="the path stored in the run"),
     novelty: bool = typer.Option(True, "--novelty/--no-novelty", show_default="on where the data have a held-out "
                                  "split", help="Is a sample new? Each row's distance to the nearest training point "
                                  "against held-out points' (pixels, and classifier features for labelled images)."),
-    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV line per run and row (novelty "
+    csv_out: Path | None = typer.Option(None, "--csv", help="Also write one CSV line per run and row (novelty "
                                            "columns included).", show_default="no CSV"),
 ) -> None:
     """W2 / MMD / straightness (and mode statistics) versus NFE, as Markdown tables.
@@ -300,24 +299,24 @@ def eval_cmd(
 
 @app.command()
 def demo(
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output directory.",
+    out: Path | None = typer.Option(None, "-o", "--out", help="Output directory.",
                                        show_default="toy: runs/demo, digits: runs/demo-digits"),
     data: str = typer.Option("toy", help="toy (2D source -> target) or digits (16x16 handwritten digits)."),
-    steps: Optional[int] = typer.Option(None, help="Training steps per model.",
+    steps: int | None = typer.Option(None, help="Training steps per model.",
                                         show_default="toy 3000, digits 5000"),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size.", show_default="toy 256, digits 128"),
+    batch_size: int | None = typer.Option(None, help="Training batch size.", show_default="toy 256, digits 128"),
     source: str = typer.Option("8gaussians", help="toy: source distribution."),
     target: str = typer.Option("moons", help="toy: target distribution."),
     model: str = typer.Option("mlp", help="digits: network, mlp or unet."),
     size: int = typer.Option(16, help="digits: image size, 8, 16 or 32."),
     n: int = typer.Option(1000, "-n", help="digits: samples scored per setting."),
     seed: int = typer.Option(0, help="Seed of every run and evaluation."),
-    couplings: Optional[str] = typer.Option(
+    couplings: str | None = typer.Option(
         None, help="Comma-separated couplings to compare.",
         show_default="toy independent,exact_ot; digits independent,exact_ot,wcfm,immiscible,semidiscrete_ot"),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP,
                                             show_default=_AUTO),
-    flow_maps: Optional[str] = typer.Option(
+    flow_maps: str | None = typer.Option(
         None, "--flow-maps", help="Toy data: also train these flow maps (mean_flow,shortcut) with the last coupling, "
         "sampled in 1, 2, 4, 8 jumps.", show_default="none"),
 ) -> None:
@@ -352,7 +351,7 @@ def restore_cmd(
                                  show_default="none, required"),
     input: Path = typer.Option(..., "--input", help=".npy measurement y = A x + sigma n: one, or a batch (N, ...).",
                                show_default="none, required"),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Inpaint: .npy 0/1 mask (1 = observed).",
+    mask: Path | None = typer.Option(None, "--mask", help="Inpaint: .npy 0/1 mask (1 = observed).",
                                         show_default="the top half observed"),
     sigma: float = typer.Option(0.0, help="Measurement noise level sigma_y (0: noise-free)."),
     solver: str = typer.Option("pigdm", help="Posterior sampler: pigdm | mmps | dps | pnp_flow | d_flow."),
@@ -361,14 +360,14 @@ def restore_cmd(
     seed: int = typer.Option(0, help="Seed of the solver's noise."),
     blur_std: float = typer.Option(1.0, "--blur-std", help="Blur: std of the Gaussian kernel in pixels."),
     factor: int = typer.Option(2, help="Downsample: pooling factor."),
-    m: Optional[int] = typer.Option(None, "--m", help="Project: number of random measurements.",
+    m: int | None = typer.Option(None, "--m", help="Project: number of random measurements.",
                                     show_default="half the data dimension"),
     projection_seed: int = typer.Option(0, "--projection-seed", help="Project: seed of the random matrix."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help=".npy file of the samples.",
+    output: Path | None = typer.Option(None, "-o", "--output", help=".npy file of the samples.",
                                           show_default="RUN/restored.npy"),
-    grid: Optional[Path] = typer.Option(None, "--grid", help="Image data: PNG grid (measurement, samples, truth).",
+    grid: Path | None = typer.Option(None, "--grid", help="Image data: PNG grid (measurement, samples, truth).",
                                         show_default="no grid"),
-    truth: Optional[Path] = typer.Option(None, "--truth", help=".npy ground truth, drawn last in each grid row.",
+    truth: Path | None = typer.Option(None, "--truth", help=".npy ground truth, drawn last in each grid row.",
                                          show_default="none"),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights."),
 ) -> None:

@@ -54,7 +54,7 @@ class Component:
     params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, value: Any, where: str) -> "Component":
+    def parse(cls, value: Any, where: str) -> Component:
         if isinstance(value, Component):
             return value
         if isinstance(value, str):
@@ -147,7 +147,7 @@ class Config:
 
     # -- (de)serialisation -------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: Any, check_data: bool = True) -> "Config":
+    def from_dict(cls, raw: Any, check_data: bool = True) -> Config:
         """Build and validate; ``check_data=False`` skips reading the data (a stored run's config,
         sampled without its data) and so the checks that need the data's shape."""
         if raw is None:

@@ -10,9 +10,10 @@ adds flow maps trained from scratch with the last coupling (:mod:`monge.objectiv
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 

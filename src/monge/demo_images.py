@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -93,7 +94,7 @@ class ImageRow:
     mixture: float
     coverage: float
     w2: float
-    novelty: "RowNovelty | None" = None
+    novelty: RowNovelty | None = None
 
     @property
     def near_copies(self) -> float:
@@ -139,7 +140,7 @@ def image_demo_config(coupling: str, out: str | Path, size: int = 16, steps: int
 
 def score_images(samples: Tensor, reference: Tensor, classifier: nn.Module, tau: float = 0.2,
                  setting: str = "", nfe: int = 0, w2: bool = True,
-                 novelty: "NoveltyReference | None" = None) -> ImageRow:
+                 novelty: NoveltyReference | None = None) -> ImageRow:
     r"""Classifier Fréchet distance, mode mixture at ``tau``, coverage and pixel :math:`W_2` of
     ``samples`` (clipped to [-1, 1]) against ``reference`` images; with ``novelty``, their
     :class:`~monge.evaluate.RowNovelty` against its training and held-out digits."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -48,7 +49,7 @@ class EvalRow:
     straightness: float
     mode_coverage: float | None = None
     mode_mixture: float | None = None
-    novelty: "RowNovelty | None" = None
+    novelty: RowNovelty | None = None
 
     def as_dict(self) -> dict:
         """The scores as flat columns; with :attr:`novelty`, its :meth:`RowNovelty.columns` too."""
@@ -129,7 +130,7 @@ class NoveltyReference:
     @classmethod
     def from_data(cls, train: Tensor, held_out: Tensor, description: str, *, classifier: Any = None,
                   clip: tuple[float, float] | None = None, space: str | None = None,
-                  quantile: float = 0.01) -> "NoveltyReference":
+                  quantile: float = 0.01) -> NoveltyReference:
         """A reference on ``train`` and ``held_out`` (same point shape); the classifier's features of both
         are computed once here. ``space`` defaults to ``"pixels"`` for images, else ``"data"``."""
         from .metrics.classifier import classifier_features
@@ -184,12 +185,12 @@ def evaluate_field(
     source: DataSource,
     target: DataSource,
     nfes: Sequence[int] = (1, 2, 4, 8),
-    sampler: "str | RunSampler" = "euler",
+    sampler: str | RunSampler = "euler",
     adaptive: bool = True,
     n: int = 1000,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    expressway: "Expressway | None" = None,
+    expressway: Expressway | None = None,
     schedule: Schedule | None = None,
     options: dict[str, Any] | None = None,
     novelty: NoveltyReference | None = None,

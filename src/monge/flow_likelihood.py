@@ -34,8 +34,8 @@ Lives above :mod:`monge.samplers` (it integrates with :func:`monge.samplers.samp
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -43,8 +43,6 @@ from torch import Tensor
 from ._validation import check_batch, check_number, check_positive, check_positive_int
 from .metrics.likelihood import (
     PROBE_DISTRIBUTIONS,
-    bits_per_dim,
-    dequantize,
     draw_probes,
     exact_divergence,
     gaussian_log_prob,

@@ -26,16 +26,16 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
-from .run.checkpoint import run_dir_of
-from .run.signals import NOTHING_WRITTEN, interrupt_note
 from .config import Config, build_path
 from .paths import Schedule
+from .run.checkpoint import run_dir_of
+from .run.signals import NOTHING_WRITTEN, interrupt_note
 from .samplers import SAMPLERS, SampleOutput, sample
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data.tabular import Standardizer
-    from .latent import LatentCodec
     from .evaluate import EvalRow, NLLResult, Reconstruction
+    from .latent import LatentCodec
     from .ot.semidiscrete import SemiDiscreteMap
     from .samplers.expressway import Expressway
 
@@ -278,7 +278,7 @@ def semidiscrete_map(
     device: torch.device | str | None = None,
     refit: bool = False,
     progress: bool | None = None,
-) -> "SemiDiscreteMap":
+) -> SemiDiscreteMap:
     """The run's semi-discrete map, loaded from its cache or fitted now (and cached).
 
     A ``semidiscrete_ot`` run cached its map while training (with its own parameters). For any
@@ -297,14 +297,14 @@ def semidiscrete_map(
     return run_map(config, run_dir, seed=seed, device=device, refit=refit, progress=progress)
 
 
-def expressway_of(config: Config, sd_map: "SemiDiscreteMap", t_start: float | None = None) -> "Expressway":
+def expressway_of(config: Config, sd_map: SemiDiscreteMap, t_start: float | None = None) -> Expressway:
     """The run's :class:`~monge.samplers.expressway.Expressway`: ``sd_map`` with the run's path."""
     from .samplers.expressway import DEFAULT_T_START, Expressway
 
     return Expressway(sd_map, DEFAULT_T_START if t_start is None else t_start, build_path(config))
 
 
-def run_expressway(config: Config, run_dir: str | Path) -> "Expressway | None":
+def run_expressway(config: Config, run_dir: str | Path) -> Expressway | None:
     """The expressway of the run in ``run_dir`` when it holds a semi-discrete map (a
     ``semidiscrete_ot`` run, or any run sampled once with an expressway), else ``None``."""
     from .couplings.maps import load_run_map
@@ -333,9 +333,9 @@ def generate(
     config: Config,
     n: int,
     *,
-    standardizer: "Standardizer | None" = None,
+    standardizer: Standardizer | None = None,
     data_units: bool = True,
-    codec: "LatentCodec | None" = None,
+    codec: LatentCodec | None = None,
     **options,
 ) -> SampleOutput:
     r"""``n`` samples of a trained run, in data units (see :func:`generate_model_space` for the
@@ -368,7 +368,7 @@ def generate(
     return out
 
 
-def run_codec(model: nn.Module, config: Config, device: torch.device | str = "cpu") -> "LatentCodec":
+def run_codec(model: nn.Module, config: Config, device: torch.device | str = "cpu") -> LatentCodec:
     """The autoencoder that decodes a latent flow's samples (``config.data.latent``), refused when it is
     not the one the run was trained with (``model.latent``, which :func:`monge.run.load.load_model`
     attaches: the autoencoder's fingerprint)."""
@@ -628,13 +628,13 @@ class RunsEvaluation:
     :class:`~monge.evaluate.Reconstruction` and the latent flows' floors (their autoencoder's
     reconstruction) per label, and the Markdown ``report``."""
 
-    rows: dict[str, list["EvalRow"]]
-    nlls: dict[str, "NLLResult"]
+    rows: dict[str, list[EvalRow]]
+    nlls: dict[str, NLLResult]
     diagnostics: dict[str, dict[str, float]]
     report: str
     novelty_skipped: dict[str, str] = field(default_factory=dict)
-    reconstructions: dict[str, "Reconstruction"] = field(default_factory=dict)
-    floors: dict[str, "Reconstruction"] = field(default_factory=dict)
+    reconstructions: dict[str, Reconstruction] = field(default_factory=dict)
+    floors: dict[str, Reconstruction] = field(default_factory=dict)
 
     def csv_text(self) -> str:
         """One CSV line per run and row: ``run`` then :meth:`EvalRow.as_dict` (novelty columns included
@@ -672,7 +672,7 @@ class RunsEvaluation:
             yield "the W2-vs-NFE plot", Path(plot)
 
 
-def _check_finite_rows(rows: Sequence["EvalRow"], label: str) -> None:
+def _check_finite_rows(rows: Sequence[EvalRow], label: str) -> None:
     """Refuse evaluation rows whose figures are not finite (samples that hold NaN/Inf)."""
     import math
 
@@ -708,11 +708,23 @@ def evaluate_checkpoints(
     encoded held-out images, cached in the run), its samples decoded to images for the novelty,
     Fréchet, coverage and mixture, and its autoencoder's reconstruction Fréchet reported as the
     floor. An autoencoder run reports its held-out reconstruction MSE and Fréchet."""
-    from .evaluate import (LATENT_NOTE, evaluate_field, evaluate_nll, evaluate_reconstruction, format_comparison,
-                           format_coupling_diagnostics, format_nll, format_reconstruction, format_table,
-                           held_out_target, novelty_reference, read_coupling_diagnostics, reference_data)
-    from .rundata import build_run_data
+    from .evaluate import (
+        LATENT_NOTE,
+        evaluate_field,
+        evaluate_nll,
+        evaluate_reconstruction,
+        format_comparison,
+        format_coupling_diagnostics,
+        format_nll,
+        format_reconstruction,
+        format_table,
+        held_out_target,
+        novelty_reference,
+        read_coupling_diagnostics,
+        reference_data,
+    )
     from .run.load import load_model
+    from .rundata import build_run_data
 
     if not 2 <= n <= 20_000:
         raise ValueError(f"-n must be in [2, 20000] (exact W2 costs O(n^3) in it), got {n}")

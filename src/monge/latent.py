@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -32,11 +32,11 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from ._validation import check_finite, check_positive_int
-from .run.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from .data.sources import FiniteRows
 from .models import build_model
 from .models.autoencoder import AutoEncoder
 from .outputs import atomic_write_bytes
+from .run.checkpoint import CheckpointError, load_checkpoint, load_module_state
 
 __all__ = [
     "LatentCodec",
@@ -457,7 +457,7 @@ class LatentTarget(FiniteRows):
 
     @classmethod
     def from_images(cls, codec: LatentCodec, images: FiniteRows, *, cache_dir: str | Path | None,
-               batch_size: int = 256, data_fingerprint: str | None = None, rebuild: bool = False) -> "LatentTarget":
+               batch_size: int = 256, data_fingerprint: str | None = None, rebuild: bool = False) -> LatentTarget:
         """The latents of a finite image source ``images`` (see :func:`encode_dataset`), its labels kept."""
         data = getattr(images, "data", None)
         if not torch.is_tensor(data):

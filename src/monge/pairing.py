@@ -27,8 +27,9 @@ draw the same batches.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -121,7 +122,7 @@ class PairingPipeline:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "PairingPipeline":
+    def __enter__(self) -> PairingPipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -53,8 +53,8 @@ __all__ = [
     "expand_t",
 ]
 
-PATHS: Registry["ProbPath"] = Registry("path")
-SCHEDULES: Registry["Schedule"] = Registry("schedule")
+PATHS: Registry[ProbPath] = Registry("path")
+SCHEDULES: Registry[Schedule] = Registry("schedule")
 
 
 def expand_t(t: Tensor | float, x: Tensor) -> Tensor:

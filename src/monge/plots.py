@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -18,7 +18,7 @@ from .outputs import write_bytes  # noqa: E402
 __all__ = ["metric_curves", "plot_metric_vs_nfe", "plot_samples", "plot_trajectories"]
 
 
-def _save(fig: "plt.Figure", path: str | Path, dpi: int) -> Path:
+def _save(fig: plt.Figure, path: str | Path, dpi: int) -> Path:
     """Render ``fig`` in memory (format from the suffix, PNG by default), close it and write the
     file atomically: an interrupted save leaves the previous figure intact."""
     buf = io.BytesIO()

@@ -24,7 +24,7 @@ So a model trained with one prediction type can drive every sampler (Kingma et a
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -20,15 +20,16 @@ the pairs, :math:`\min_\theta \mathbb E\|Z_0 + v_\theta(Z_0, 0) - Z_1\|^2`, for 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ._validation import MAX_SAMPLES_PER_CALL, check_batch, check_positive_int
+from .couplings.reflow import PAIRS_NAME, check_pairs, save_pairs
 from .run.checkpoint import run_dir_of
-from .couplings.reflow import PAIRS_NAME, check_pairs, load_pairs, save_pairs
 from .run.rundir import RunLock, check_not_run_file, claim_run_dir
 from .run.signals import NOTHING_WRITTEN, interrupt_note
 
@@ -194,8 +195,8 @@ def reflow(
     Returns the new run directory ``out_dir``.
     """
     from .config import Config
-    from .rundata import build_run_data
     from .run.load import load_model
+    from .rundata import build_run_data
     from .train import Trainer
 
     checkpoint = Path(checkpoint)

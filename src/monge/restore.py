@@ -18,8 +18,6 @@ from torch import Tensor, nn
 
 from ._validation import check_finite, check_number, check_positive, check_positive_int
 from .config import Config
-from .run.signals import NOTHING_WRITTEN, interrupt_note
-from .objectives import prediction_of
 from .inverse import (
     INVERSE_SOLVERS,
     AvgPool,
@@ -29,6 +27,8 @@ from .inverse import (
     Mask,
     RandomProjection,
 )
+from .objectives import prediction_of
+from .run.signals import NOTHING_WRITTEN, interrupt_note
 
 __all__ = ["OPERATORS", "build_operator", "load_array", "restore", "save_restore_grid", "restore_checkpoint",
            "RestoredWritten"]
@@ -195,8 +195,8 @@ def restore_checkpoint(
     ``factor``, ``m``, ``projection_seed``) go to :func:`build_operator`; ``options`` (sigma, solver,
     nfe, n, seed) to :func:`restore`. Every file is checked before the solver runs."""
     from .generate import check_finite_output
-    from .run.checkpoint import run_dir_of
     from .outputs import check_output_file, write_array
+    from .run.checkpoint import run_dir_of
     from .run.load import load_model
 
     run_dir = run_dir_of(checkpoint)

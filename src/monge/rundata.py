@@ -121,7 +121,7 @@ def data_fingerprint(source: DataSource, target: DataSource) -> dict[str, list]:
     return out
 
 
-def tensor_digest(x: "Tensor") -> str:
+def tensor_digest(x: Tensor) -> str:
     """SHA-256 of a tensor's dtype, shape and bytes (hex)."""
     import hashlib
 

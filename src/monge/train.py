@@ -25,19 +25,19 @@ from .ema import EMA
 from .evaluate import EvalRow, NLLResult
 from .models import AutoEncoder, build_model
 from .progress import training_bar
-from .rundata import data_fingerprint
 from .run import distributed
 from .run.batches import Batches, local_seed
 from .run.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .run.checks import build_objective, check_conditional, check_continuous, check_device, check_training_memory
-from .run.latent import encode_run_target, open_latent
 from .run.divergence import DivergenceGuard, TrainingError, clip_gradients
 from .run.evaluation import eval_due, evaluate_run, evaluate_run_nll, evaluation_notes, write_eval
+from .run.latent import encode_run_target, open_latent
 from .run.logs import RunLogs, require_tensorboard
 from .run.preparation import prepare_run_coupling
 from .run.resume import nonfinite, resume_training, start_run, training_state
 from .run.rundir import claim_for_ranks
 from .run.signals import interrupt_note, route_sigint, save_on_interrupt
+from .rundata import data_fingerprint
 
 __all__ = ["Trainer", "TrainResult", "TrainingError"]
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from monge.couplings import COUPLINGS, Entropic, Immiscible, Independent, KNNImmiscible, SchrodingerBridge, WCFM
+from monge.couplings import COUPLINGS, WCFM, Entropic, Immiscible, Independent, KNNImmiscible, SchrodingerBridge
 
 
 def test_independent_truncates_to_common_batch():

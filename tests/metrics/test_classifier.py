@@ -21,7 +21,6 @@ from monge.metrics.classifier import (
     train_classifier,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

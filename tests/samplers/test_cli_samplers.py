@@ -84,9 +84,9 @@ def test_generate_is_run_sampler_then_sample(run):
     import torch
 
     from monge.generate import generate, run_sampler
+    from monge.run.load import load_model
     from monge.rundata import sampling_source
     from monge.samplers import make_timesteps, sample
-    from monge.run.load import load_model
 
     model, cfg = load_model(run)
     rs = run_sampler(cfg, "ddim")

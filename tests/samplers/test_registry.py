@@ -9,8 +9,7 @@ import torch
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES, LinearSchedule
 from monge.registry import Registry
-from monge.samplers import (SAMPLERS, SampleOutput, SamplerInfo, dopri5, euler, nfe_for_steps, rk4, sample,
-                            steps_for_nfe)
+from monge.samplers import SAMPLERS, SampleOutput, SamplerInfo, dopri5, euler, nfe_for_steps, rk4, sample, steps_for_nfe
 from monge.samplers.base import SamplerRegistry
 
 F64 = torch.float64

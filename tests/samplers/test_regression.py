@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from regression_cases import compute  # tests/samplers is on sys.path (rootdir-relative test module)
 
 REFERENCE = Path(__file__).parent / "data" / "regression_ad654f9.json"

@@ -8,8 +8,8 @@ import torch
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES
 from monge.samplers import sample
-from monge.samplers.timesteps import uniform_log_snr
 from monge.samplers.sde import euler_maruyama
+from monge.samplers.timesteps import uniform_log_snr
 
 F64 = torch.float64
 EIGHT = GaussianMixture.eight_gaussians()

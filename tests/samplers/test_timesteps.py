@@ -8,8 +8,18 @@ import torch
 from monge.data import GaussianMixture
 from monge.paths import SCHEDULES
 from monge.samplers import sample
-from monge.samplers.timesteps import (GRIDS, EvalTimeWarp, _dp_path, fit_eval_times, karras, make_timesteps,
-                                      optimized, optimized_decoupled, uniform_log_snr, uniform_t)
+from monge.samplers.timesteps import (
+    GRIDS,
+    EvalTimeWarp,
+    _dp_path,
+    fit_eval_times,
+    karras,
+    make_timesteps,
+    optimized,
+    optimized_decoupled,
+    uniform_log_snr,
+    uniform_t,
+)
 
 F64 = torch.float64
 

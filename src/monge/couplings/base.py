@@ -25,7 +25,7 @@ __all__ = [
     "AssignmentCoupling",
 ]
 
-COUPLINGS: Registry["Coupling"] = Registry("coupling")
+COUPLINGS: Registry[Coupling] = Registry("coupling")
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class Coupling(ABC):
         """The pairs of the batch (with ``uses_labels``: ``pair(x0, x1, generator, labels=None)``)."""
 
     def prepare(
-        self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
+        self, source: DataSource, target: DataSource, generator: torch.Generator | None = None
     ) -> None:
         """Work done once before training, on the data sources (no-op by default). A coupling
         with ``traits.prepared_file`` keeps what it fitted in the run directory:
@@ -172,7 +172,7 @@ class AssignmentCoupling(SolverCoupling):
         """``(B1, B0)`` cost, rows: data ``x1``, columns: noise ``x0``."""
 
     def prepare(
-        self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
+        self, source: DataSource, target: DataSource, generator: torch.Generator | None = None
     ) -> None:
         """With ``scope="global"``, create the gather's process group (every rank calls it)."""
         self._gather_group()

@@ -99,10 +99,10 @@ class KNNImmiscible(Coupling):
         if not isinstance(rescale, bool):
             raise ValueError(f"rescale must be true or false, got {rescale!r}")
         self.rescale = rescale
-        self.source: "DataSource | None" = None
+        self.source: DataSource | None = None
 
     def prepare(
-        self, source: "DataSource", target: "DataSource", generator: torch.Generator | None = None
+        self, source: DataSource, target: DataSource, generator: torch.Generator | None = None
     ) -> None:
         """Draw the extra candidates from ``source`` (a non-Gaussian source keeps its law)."""
         from ..data.sources import GaussianSource

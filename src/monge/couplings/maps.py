@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..ot.semidiscrete import MarginalReport, SemiDiscreteMap, SemiDiscreteState
 from ..outputs import atomic_write_bytes
 from ..run.signals import interrupt_note
-from ..ot.semidiscrete import MarginalReport, SemiDiscreteMap, SemiDiscreteState
 from .base import Coupling
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,8 +130,8 @@ def load_prepared(coupling: Coupling, path: str | Path, device: torch.device | s
 
 def prepare_coupling(
     coupling: Coupling,
-    source: "DataSource",
-    target: "DataSource",
+    source: DataSource,
+    target: DataSource,
     run_dir: str | Path,
     generator: torch.Generator | None = None,
     *,
@@ -169,8 +169,8 @@ def prepare_coupling(
 
 
 def fit_or_load_map(
-    source: "DataSource",
-    target: "DataSource",
+    source: DataSource,
+    target: DataSource,
     run_dir: str | Path | None = None,
     params: dict | None = None,
     *,
@@ -194,7 +194,7 @@ def fit_or_load_map(
 
 # --------------------------------------------------------------------------- a run's map
 def run_map(
-    config: "Config",
+    config: Config,
     run_dir: str | Path,
     *,
     seed: int | None = None,
@@ -226,13 +226,13 @@ def run_map(
                            device=device, refit=refit)
 
 
-def _map_params(config: "Config") -> dict[str, Any]:
+def _map_params(config: Config) -> dict[str, Any]:
     """The :class:`~monge.couplings.SemiDiscreteOT` parameters of the run's map: a ``semidiscrete_ot``
     run's own, else the defaults."""
     return dict(config.coupling.params) if config.coupling.name == "semidiscrete_ot" else {}
 
 
-def _run_coupling(config: "Config") -> Any:
+def _run_coupling(config: Config) -> Any:
     from .semidiscrete import SemiDiscreteOT
 
     return SemiDiscreteOT(**_map_params(config))
@@ -245,7 +245,7 @@ def max_check_samples(n_targets: int) -> int:
     return 4 * max(2**20, 20 * n_targets)
 
 
-def _check_own_run(config: "Config", run_dir: Path) -> None:
+def _check_own_run(config: Config, run_dir: Path) -> None:
     """Refuse to fit into ``run_dir`` when it holds the run of another recipe (its ``config.yaml``
     names other data or another coupling): the map would not be that run's."""
     from ..limits import load_yaml_bounded
@@ -285,7 +285,7 @@ class FitReport:
 
 
 def fit_run_map(
-    config: "Config",
+    config: Config,
     run_dir: str | Path | None = None,
     *,
     refit: bool = False,

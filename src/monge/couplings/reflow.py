@@ -91,7 +91,7 @@ class ReflowPairs(Coupling):
         self._on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     @classmethod
-    def from_tensors(cls, z0: Tensor, z1: Tensor) -> "ReflowPairs":
+    def from_tensors(cls, z0: Tensor, z1: Tensor) -> ReflowPairs:
         """Serve pairs held in memory (no file)."""
         check_pairs(z0, z1)
         obj = cls.__new__(cls)

@@ -65,7 +65,7 @@ class SemiDiscreteCoupling(Coupling):
     def epsilon(self) -> float:
         return self.solver.epsilon
 
-    def fingerprint(self, source: "DataSource", target: "DataSource") -> str:
+    def fingerprint(self, source: DataSource, target: DataSource) -> str:
         """SHA-256 (hex) of what the maps are fitted from: the fit's settings that shape them,
         ``n_targets``, and both sides' definitions (:func:`definition_digest`)."""
         settings = {k: v for k, v in asdict(self.solver).items() if k not in _RESULT_FREE_SETTINGS}
@@ -75,7 +75,7 @@ class SemiDiscreteCoupling(Coupling):
             h.update(definition_digest(side).encode())
         return h.hexdigest()
 
-    def _fit(self, y: Tensor, source: "DataSource", generator: torch.Generator | None,
+    def _fit(self, y: Tensor, source: DataSource, generator: torch.Generator | None,
              fit_states: FitStates | None, key: str | None, what: str) -> SemiDiscreteResult:
         """Fit one map onto ``y`` (resuming from and checkpointing to ``fit_states[key]``)."""
         res = self.solver(
@@ -172,7 +172,7 @@ class SemiDiscreteOT(SemiDiscreteCoupling, SolverCoupling):
             self.traits = replace(type(self).traits, threaded_solve=False)
         self.map: SemiDiscreteMap | None = None
 
-    def targets_from(self, target: "DataSource", generator: torch.Generator | None = None) -> Tensor:
+    def targets_from(self, target: DataSource, generator: torch.Generator | None = None) -> Tensor:
         """The ``(N, *shape)`` target points taken from ``target`` (see the class docstring)."""
         data = getattr(target, "data", None)
         if torch.is_tensor(data) and data.dim() >= 2:
@@ -186,8 +186,8 @@ class SemiDiscreteOT(SemiDiscreteCoupling, SolverCoupling):
 
     def prepare(
         self,
-        source: "DataSource",
-        target: "DataSource",
+        source: DataSource,
+        target: DataSource,
         generator: torch.Generator | None = None,
         *,
         device: torch.device | str | None = None,
@@ -205,14 +205,14 @@ class SemiDiscreteOT(SemiDiscreteCoupling, SolverCoupling):
         res.map.fingerprint = self.fingerprint(source, target)
         self.set_map(res.map)
 
-    def n_targets_of(self, target: "DataSource") -> int:
+    def n_targets_of(self, target: DataSource) -> int:
         """How many targets the map of ``target`` has (see :meth:`targets_from`), without drawing them."""
         data = getattr(target, "data", None)
         if torch.is_tensor(data) and data.dim() >= 2:
             return data.shape[0] if self.n_targets is None else min(self.n_targets, data.shape[0])
         return self.n_targets or SAMPLER_TARGETS
 
-    def check_prepared(self, source: "DataSource", target: "DataSource") -> None:
+    def check_prepared(self, source: DataSource, target: DataSource) -> None:
         """Refuse a cached map whose targets no longer match ``target``: a different sample shape
         or number of targets, targets that are not its points (a finite data set), or another
         :meth:`fingerprint` (data content, target or source definition, settings)."""
@@ -295,7 +295,7 @@ def _check_shape(x1: Tensor, m: SemiDiscreteMap) -> None:
         raise ValueError(f"x1 has sample shape {tuple(x1.shape[1:])} but the map's targets have {m.shape}")
 
 
-def ot_source(source: "DataSource", device: torch.device | str | None = None) -> "Source":
+def ot_source(source: DataSource, device: torch.device | str | None = None) -> Source:
     """The run's source as :mod:`monge.ot.semidiscrete` takes it: ``"gaussian"`` for a standard
     Gaussian source (the built-in sampler), else ``(n, generator) -> (n, *shape)`` drawing on ``device``."""
     from ..data.sources import GaussianSource
@@ -315,7 +315,7 @@ _RESULT_FREE_SETTINGS = ("checkpoint_every", "max_block_elements")
 _PROBE_DRAWS, _PROBE_SEED = 256, 0x5D0
 
 
-def definition_digest(data: "DataSource") -> str:
+def definition_digest(data: DataSource) -> str:
     """SHA-256 (hex) of what a data source is: a finite data set's points and labels (every byte),
     else a sampler's sample shape and first :data:`_PROBE_DRAWS` draws from a fixed seed (another target
     distribution, or other parameters of it, draws other points)."""

@@ -83,19 +83,19 @@ class GaussianMixture:
     def n_components(self) -> int:
         return self.means.shape[0]
 
-    def to(self, device: torch.device | str | None = None) -> "GaussianMixture":
+    def to(self, device: torch.device | str | None = None) -> GaussianMixture:
         """A copy on ``device`` (parameters stay float64)."""
         return GaussianMixture(self.means.to(device), self.stds.to(device), self.weights.to(device))
 
     # ------------------------------------------------------------------ standard sets
     @classmethod
-    def eight_gaussians(cls, radius: float = 2.0 * math.sqrt(2.0), std: float = math.sqrt(2.0) / 4) -> "GaussianMixture":
+    def eight_gaussians(cls, radius: float = 2.0 * math.sqrt(2.0), std: float = math.sqrt(2.0) / 4) -> GaussianMixture:
         r"""Eight equal components at :math:`r(\cos\frac{k\pi}4, \sin\frac{k\pi}4)` (the ``8gaussians`` toy set)."""
         a = torch.arange(8, dtype=torch.float64) * (math.pi / 4)
         return cls(radius * torch.stack([a.cos(), a.sin()], 1), std)
 
     @classmethod
-    def grid(cls, n_per_side: int = 5, spacing: float = 1.0, std: float = 0.1) -> "GaussianMixture":
+    def grid(cls, n_per_side: int = 5, spacing: float = 1.0, std: float = 0.1) -> GaussianMixture:
         r"""Equal components on a centred ``n x n`` grid (``25gaussians`` for ``n = 5``)."""
         n = check_positive_int(n_per_side, "n_per_side")
         c = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2) * spacing
@@ -151,7 +151,7 @@ class GaussianMixture:
         r = torch.softmax(lp, dim=1)  # (n, K)
         return x64, tt, a, s, var, r, diff
 
-    def marginal(self, t: float, schedule: Schedule | None = None) -> "GaussianMixture":
+    def marginal(self, t: float, schedule: Schedule | None = None) -> GaussianMixture:
         r"""Law of :math:`x_t = \sigma_t x_0 + \alpha_t x_1`: components :math:`\mathcal N(\alpha_t m_k, v_k I)`."""
         schedule = schedule or LinearSchedule()
         tt = torch.as_tensor(float(t), dtype=torch.float64)

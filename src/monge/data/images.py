@@ -22,8 +22,9 @@ import io
 import logging
 import math
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,7 +112,7 @@ class ImageDataset(FiniteRows):
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         skipped: Sequence[str] = (),
-        held_out: "ImageDataset | None" = None,
+        held_out: ImageDataset | None = None,
     ) -> None:
         check_finite(data, "data")
         if data.dim() != 4 or data.shape[0] == 0 or not data.is_floating_point():
@@ -147,7 +148,7 @@ class ImageDataset(FiniteRows):
         held = f", held_out={len(self.held_out)}" if self.held_out is not None else ""
         return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}{lab}{held})"
 
-    def subset(self, index: Tensor, name: str | None = None) -> "ImageDataset":
+    def subset(self, index: Tensor, name: str | None = None) -> ImageDataset:
         """The images at ``index`` as a new data set."""
         index = torch.as_tensor(index, dtype=torch.int64)
         return ImageDataset(
@@ -155,7 +156,7 @@ class ImageDataset(FiniteRows):
             self.num_classes, self.class_names,
         )
 
-    def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["ImageDataset", "ImageDataset"]:
+    def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
         """A seeded random ``(train, test)`` split; ``test_fraction`` in (0, 1)."""
         check_number(test_fraction, "test_fraction", 0.0, 1.0, low_open=True, high_open=True)
         n_test = int(round(len(self) * test_fraction))

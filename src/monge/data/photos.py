@@ -24,8 +24,8 @@ layout ``(N, C, H, W)``.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -22,7 +22,7 @@ from ..registry import Registry
 __all__ = ["DATA_SOURCES", "DataSource", "GaussianSource", "ToySource", "build_source", "build_data", "data_paths",
            "moved_data_hint"]
 
-DATA_SOURCES: Registry["DataSource"] = Registry("data source")
+DATA_SOURCES: Registry[DataSource] = Registry("data source")
 
 
 class DataSource:
@@ -183,7 +183,7 @@ DATA_SOURCES.register("gaussian")(GaussianSource)
 _register_toy()
 
 # Image data sets are read once per process and kept (a few recent ones) in memory.
-_CACHE: "OrderedDict[str, DataSource]" = OrderedDict()
+_CACHE: OrderedDict[str, DataSource] = OrderedDict()
 _CACHE_SIZE = 4
 
 

@@ -32,7 +32,7 @@ A model uniform on :math:`[-1, 1]^D` has :math:`\log p_x = -D\log 2` and scores 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor

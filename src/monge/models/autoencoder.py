@@ -28,7 +28,7 @@ exactly by :meth:`AutoEncoder.calibrate`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -23,6 +23,7 @@ from .base import (
     weighted_mean,
 )
 from .mean_flow import MeanFlowObjective, mean_flow_target
+from .reconstruction import ReconstructionObjective
 from .regression import (
     DataObjective,
     NoiseObjective,
@@ -31,7 +32,6 @@ from .regression import (
     VelocityObjective,
     regression_loss,
 )
-from .reconstruction import ReconstructionObjective
 from .shortcut import ShortcutObjective, shortcut_steps, shortcut_target
 
 __all__ = [

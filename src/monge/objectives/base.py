@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: Objectives by config name (``objective.name``).
-OBJECTIVES: Registry["Objective"] = Registry("objective")
+OBJECTIVES: Registry[Objective] = Registry("objective")
 
 Net = Callable[..., Tensor]
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .semidiscrete import SemiDiscreteSolver
 
 #: A source: ``"gaussian"`` (standard normal in the targets' dimension) or ``(n, generator) -> (n, d)``.
-Source = Union[str, Callable[[int, Union[torch.Generator, None]], Tensor]]
+Source = Union[str, Callable[[int, torch.Generator | None], Tensor]]
 
 _STATE_FORMAT = "monge.semidiscrete.state"
 _STATE_VERSION = "2"  # 2 adds the starved-cell window (window_counts, window_draws)
@@ -287,7 +287,7 @@ class SemiDiscreteState:
 
     @classmethod
     def from_bytes(cls, raw: bytes, device: torch.device | str | None = None,
-                   origin: str = "the data") -> "SemiDiscreteState":
+                   origin: str = "the data") -> SemiDiscreteState:
         """Read bytes made by :meth:`to_bytes` (format checked, no code executed); ``origin``
         names them in errors (e.g. the file they were read from)."""
         try:
@@ -339,7 +339,7 @@ Checkpoint = Callable[[SemiDiscreteState], None]
 Callback = Callable[[SemiDiscreteState, "MarginalReport | None"], None]
 
 
-def new_state(h0: Tensor, cfg: "SemiDiscreteSolver", seed: int, eval_seed: int, n: int, d: int, fp: float) -> SemiDiscreteState:
+def new_state(h0: Tensor, cfg: SemiDiscreteSolver, seed: int, eval_seed: int, n: int, d: int, fp: float) -> SemiDiscreteState:
     gen = torch.Generator(device=h0.device).manual_seed(seed)
     h = h0 - h0.mean()
     return SemiDiscreteState(
@@ -350,11 +350,11 @@ def new_state(h0: Tensor, cfg: "SemiDiscreteSolver", seed: int, eval_seed: int, 
     )
 
 
-def _final_phase(state: SemiDiscreteState, cfg: "SemiDiscreteSolver") -> bool:
+def _final_phase(state: SemiDiscreteState, cfg: SemiDiscreteSolver) -> bool:
     return state.epsilon == cfg.epsilon
 
 
-def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: "SemiDiscreteSolver",
+def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: SemiDiscreteSolver,
           derived: Derived, gen: torch.Generator) -> None:
     """One stochastic step of the semi-dual (in place), then the schedule's update."""
     eps = state.epsilon
@@ -400,7 +400,7 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
         state.epsilon = _next_epsilon(eps, blur_frac, cfg, state.eps_init)
 
 
-def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: "SemiDiscreteSolver",
+def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor, cfg: SemiDiscreteSolver,
            gen: torch.Generator) -> int:
     r"""Move the *starved* hard cells (no hit in the last window of training draws, in which
     each cell expected at least :data:`STARVED_EXPECTED`) by a coordinate line search of the
@@ -445,7 +445,7 @@ def passes(err: MarginalReport, tol: float) -> bool:
     return err.chi2 + 2 * err.chi2_std <= tol**2
 
 
-def _next_epsilon(eps: float, blur_frac: float, cfg: "SemiDiscreteSolver", eps_init: float) -> float:
+def _next_epsilon(eps: float, blur_frac: float, cfg: SemiDiscreteSolver, eps_init: float) -> float:
     """Geometric decay to the target; for a hard target, switch to ``0`` once the cells are
     sharp (blur fraction ``<= hard_blur``) or ``eps`` is negligible."""
     nxt = eps * cfg.eps_decay
@@ -461,7 +461,7 @@ def run(
     layout: Layout,
     sample: Callable[[int, torch.Generator | None], Tensor],
     nu: Tensor,
-    cfg: "SemiDiscreteSolver",
+    cfg: SemiDiscreteSolver,
     derived: Derived,
     *,
     progress: bool | None = None,

@@ -285,7 +285,7 @@ class SemiDiscreteMap:
 
     @classmethod
     def from_bytes(cls, raw: bytes, device: torch.device | str | None = None,
-                   origin: str = "the data") -> "SemiDiscreteMap":
+                   origin: str = "the data") -> SemiDiscreteMap:
         """Read bytes made by :meth:`to_bytes` (version 1 has ``epsilon = 0``); checks format
         and shapes, never executes code. ``origin`` names the bytes in errors (e.g. a file)."""
         try:
@@ -317,7 +317,7 @@ class SemiDiscreteMap:
         mp.fingerprint = str(meta.get("fingerprint", ""))
         return mp
 
-    def on(self, device: torch.device | str) -> "SemiDiscreteMap":
+    def on(self, device: torch.device | str) -> SemiDiscreteMap:
         """This map with its tensors on ``device`` (``self`` when already there)."""
         device = torch.device(device)
         if self.flat.device == device:
@@ -657,7 +657,7 @@ class SemiDiscreteSolver:
         put("anneal", check_number(self.anneal, "anneal", 0.0, math.inf, high_open=True))
 
     @classmethod
-    def from_options(cls, **options: object) -> "SemiDiscreteSolver":
+    def from_options(cls, **options: object) -> SemiDiscreteSolver:
         """The solver with ``options``; an unknown name raises ``ValueError`` listing the valid ones."""
         from dataclasses import fields
 
@@ -667,7 +667,7 @@ class SemiDiscreteSolver:
             raise ValueError(f"unknown semi-discrete option(s) {unknown}; valid: {', '.join(names)}")
         return cls(**options)  # type: ignore[arg-type]
 
-    def _resolved(self, n: int, d: int, score_spread: float) -> tuple["SemiDiscreteSolver", Derived]:
+    def _resolved(self, n: int, d: int, score_spread: float) -> tuple[SemiDiscreteSolver, Derived]:
         """These settings with every ``None`` derived for ``n`` targets in dimension ``d``, and
         the loop's derived numbers."""
         eps = self.epsilon
@@ -774,7 +774,7 @@ class SemiDiscreteSolver:
         generator: torch.Generator | None = None,
         *,
         weights: Tensor | None = None,
-        group: "torch.distributed.ProcessGroup | None" = None,
+        group: torch.distributed.ProcessGroup | None = None,
         gather_map: bool = True,
         source: Source = "gaussian",
         init: Tensor | SemiDiscreteState | None = None,
@@ -935,7 +935,7 @@ def fit_semidiscrete_sharded(
     weights: Tensor | None = None,
     *,
     generator: torch.Generator | None = None,
-    group: "torch.distributed.ProcessGroup | None" = None,
+    group: torch.distributed.ProcessGroup | None = None,
     gather_map: bool = True,
     source: Source = "gaussian",
     init: Tensor | SemiDiscreteState | None = None,

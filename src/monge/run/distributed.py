@@ -117,7 +117,7 @@ def all_gather_objects(obj: object) -> list[object]:
 _GROUP_LOCK = threading.Lock()
 
 
-def new_group() -> "dist.ProcessGroup | None":
+def new_group() -> dist.ProcessGroup | None:
     """A new process group over all ranks with the default backend (``None`` when alone).
 
     Every rank must call it, in the same order relative to other group creations. Collectives
@@ -130,7 +130,7 @@ def new_group() -> "dist.ProcessGroup | None":
         return dist.new_group(backend=dist.get_backend())
 
 
-def all_gather_rows(x: torch.Tensor, group: "dist.ProcessGroup | None" = None) -> torch.Tensor:
+def all_gather_rows(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Concatenate every rank's ``(b, *shape)`` tensor along dim 0, in rank order (``x`` when
     alone). All ranks must pass the same shape; ``ValueError`` otherwise."""
     if not info().enabled:

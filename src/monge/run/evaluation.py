@@ -7,9 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluate import (LATENT_NOTE, EvalRow, NLLResult, NoveltyReference, Reconstruction, evaluate_field,
-                        evaluate_nll, evaluate_reconstruction, format_nll, format_reconstruction, format_table,
-                        held_out_target, novelty_reference, reference_data)
+from ..evaluate import (
+    LATENT_NOTE,
+    EvalRow,
+    NLLResult,
+    NoveltyReference,
+    Reconstruction,
+    evaluate_field,
+    evaluate_nll,
+    evaluate_reconstruction,
+    format_nll,
+    format_reconstruction,
+    format_table,
+    held_out_target,
+    novelty_reference,
+    reference_data,
+)
 from ..objectives import prediction_of
 from ..outputs import atomic_write_bytes
 from ..samplers.expressway import DEFAULT_T_START, Expressway

@@ -16,8 +16,15 @@ import torch
 
 from ..config import Config, ConfigError
 from ..data.sources import DataSource, GaussianSource, build_source
-from ..latent import (DiffusersCodec, LatentCodec, LatentTarget, check_codec_data, check_fingerprint,
-                      check_image_shape, load_codec)
+from ..latent import (
+    DiffusersCodec,
+    LatentCodec,
+    LatentTarget,
+    check_codec_data,
+    check_fingerprint,
+    check_image_shape,
+    load_codec,
+)
 from .checkpoint import CheckpointError
 
 __all__ = ["open_latent", "open_codec", "encode_target", "encode_run_target", "latent_state", "stored_latent", "check_latent_state", "run_codec",

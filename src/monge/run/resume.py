@@ -21,12 +21,17 @@ from torch import Tensor
 
 from ..config import Config, ConfigError
 from ..rundata import check_same_data, data_tensors
-from .checkpoint import CheckpointError, flatten_optimizer_state, load_checkpoint, load_module_state, \
-    unflatten_optimizer_state
+from . import distributed
 from .batches import local_seed
+from .checkpoint import (
+    CheckpointError,
+    flatten_optimizer_state,
+    load_checkpoint,
+    load_module_state,
+    unflatten_optimizer_state,
+)
 from .divergence import DIVERGENCE_WINDOW
 from .latent import LATENT_STATE, check_latent_state, stored_latent
-from . import distributed
 
 __all__ = ["RESUMABLE_TRAIN_KEYS", "start_run", "training_state", "resume_training", "check_resumable", "check_resume_state",
            "check_optimizer_state", "nonfinite"]
@@ -232,7 +237,6 @@ def start_run(trainer: Any, resume: bool) -> None:
     (:meth:`~monge.train.Trainer.prepare`)."""
     from ..outputs import atomic_write_bytes
     from .checkpoint import CHECKPOINT_NAME
-
     from .rundir import no_checkpoint_message
     from .signals import interrupt_note
 

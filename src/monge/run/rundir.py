@@ -197,7 +197,7 @@ class RunLock:
             return {}
         return info if isinstance(info, dict) else {}
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
@@ -237,7 +237,7 @@ class RunLock:
                 self.path.unlink(missing_ok=True)
             self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

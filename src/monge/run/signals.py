@@ -7,9 +7,9 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["route_sigint", "interrupt_note", "save_on_interrupt", "NOTHING_WRITTEN"]
 

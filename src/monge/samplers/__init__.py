@@ -9,14 +9,33 @@ times. Each sampler is registered with its cost per step, from which :func:`step
 helpers for writing one.
 """
 
-from .base import (SAMPLERS, Denoiser, SampleOutput, SamplerInfo, SamplingGrid, finish, nfe_for_steps,
-                   prepare_sampling, sample, steps_for_nfe)
-from .ode import dopri5, euler, heun, midpoint, rk4
+from .base import (
+                   SAMPLERS,
+                   Denoiser,
+                   SampleOutput,
+                   SamplerInfo,
+                   SamplingGrid,
+                   finish,
+                   nfe_for_steps,
+                   prepare_sampling,
+                   sample,
+                   steps_for_nfe,
+)
 from .diffusion import ddim, dpm_solver_pp, heun_edm, unipc
-from .sde import euler_maruyama
 from .flow_map import mean_flow, shortcut
-from .timesteps import (GRIDS, EvalTimeWarp, fit_eval_times, karras, make_timesteps, optimized,
-                        optimized_decoupled, uniform_log_snr, uniform_t)
+from .ode import dopri5, euler, heun, midpoint, rk4
+from .sde import euler_maruyama
+from .timesteps import (
+                   GRIDS,
+                   EvalTimeWarp,
+                   fit_eval_times,
+                   karras,
+                   make_timesteps,
+                   optimized,
+                   optimized_decoupled,
+                   uniform_log_snr,
+                   uniform_t,
+)
 
 __all__ = [
     "SAMPLERS", "SampleOutput", "SamplerInfo", "nfe_for_steps", "sample", "steps_for_nfe",

@@ -33,8 +33,9 @@ one test (CONTRIBUTING.md, "Adding a sampler"; the registry-wide tests of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -199,7 +200,7 @@ class Denoiser:
             raise ValueError(f"model returned {shape} for input {tuple(x.shape)}; they must match")
         return out
 
-    def to(self, out: Tensor, kind: str, x: Tensor, t: Tensor, grid: "SamplingGrid | None" = None,
+    def to(self, out: Tensor, kind: str, x: Tensor, t: Tensor, grid: SamplingGrid | None = None,
            k: int = 0) -> Tensor:
         """``out`` (made at ``(x, t)``) as a ``kind`` prediction; with ``grid``, ``t = grid.t[k]`` and the
         grid's precomputed coefficients are used."""
@@ -215,7 +216,7 @@ class Denoiser:
             )
         return y
 
-    def data(self, x: Tensor, grid: "SamplingGrid", k: int) -> Tensor:
+    def data(self, x: Tensor, grid: SamplingGrid, k: int) -> Tensor:
         r"""The data prediction :math:`\hat x_1(x, t_k)` at the grid's ``k``-th time; one NFE."""
         t = grid.t[k]
         return self.to(self.raw(x, t), "data", x, t, grid, k)

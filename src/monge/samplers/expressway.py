@@ -36,19 +36,19 @@ class Expressway:
     r"""Where the expressway starts: the fitted ``map``, the start time ``t_start`` in [0, 1) and
     the ``path`` whose forward noising :math:`x_{t_s} = \sigma_{t_s}\xi + \alpha_{t_s} T(z)` is used."""
 
-    map: "SemiDiscreteMap"
+    map: SemiDiscreteMap
     t_start: float = DEFAULT_T_START
-    path: "ProbPath | str" = "linear"
+    path: ProbPath | str = "linear"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "t_start", _check_t_start(self.t_start))
 
-    def sample(self, model: "Model", noise: Tensor, **options) -> "SampleOutput":
+    def sample(self, model: Model, noise: Tensor, **options) -> SampleOutput:
         """:func:`expressway_sample` with this setting."""
         return expressway_sample(model, self.map, noise, t_start=self.t_start, path=self.path, **options)
 
 
-def _schedule_of(path: "ProbPath | str"):
+def _schedule_of(path: ProbPath | str):
     from ..paths import PATHS
 
     p = PATHS.build(path) if isinstance(path, str) else path
@@ -59,10 +59,10 @@ def _schedule_of(path: "ProbPath | str"):
 
 
 def expressway_start(
-    sd_map: "SemiDiscreteMap",
+    sd_map: SemiDiscreteMap,
     noise: Tensor,
     t_start: float = 0.5,
-    path: "ProbPath | str" = "linear",
+    path: ProbPath | str = "linear",
     generator: torch.Generator | None = None,
     reuse_noise: bool = False,
 ) -> tuple[Tensor, float]:
@@ -102,17 +102,17 @@ def expressway_start(
 
 
 def expressway_sample(
-    model: "Model",
-    sd_map: "SemiDiscreteMap",
+    model: Model,
+    sd_map: SemiDiscreteMap,
     noise: Tensor,
     t_start: float = 0.5,
     sampler: str = "euler",
     nfe: int = 4,
-    path: "ProbPath | str" = "linear",
+    path: ProbPath | str = "linear",
     generator: torch.Generator | None = None,
     reuse_noise: bool = False,
     return_trajectory: bool = False,
-) -> "SampleOutput":
+) -> SampleOutput:
     """Sample by the expressway: :func:`expressway_start`, then ``sampler`` with ``nfe``
     evaluations over :math:`[t_{start}, 1]` (:func:`monge.samplers.sample`)."""
     from .base import sample

@@ -21,7 +21,7 @@ With :math:`h = t_{k+1} - t_k`:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -14,7 +14,7 @@ which is the reverse-time SDE of the forward diffusion of the path; in diffusion
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
