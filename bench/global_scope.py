@@ -302,7 +302,7 @@ def summarise(result: dict[str, Any]) -> list[Row]:
     glob.extra["x_local"] = glob.step_ms / loc.step_ms
     glob.extra["pairing_x_local"] = glob.pairing_ms / loc.pairing_ms
     glob.extra["bare_gather_ms"] = 1e3 * statistics.median(result["rec"]["exact_ot/global"]["bare_gather"])
-    glob.extra["worst_step_cost_ratio"] = max(g / lo for g, lo in zip(steps_g, steps_l))
+    glob.extra["worst_step_cost_ratio"] = max(g / lo for g, lo in zip(steps_g, steps_l, strict=True))
     checks = result["checks"]
     glob.extra["pot_rel_err"] = max(abs(c - ref) / ref for c, ref in checks) if checks else float("nan")
     return rows

@@ -78,7 +78,7 @@ def main() -> None:
         for d in (2, 64):
             x0, x1 = clouds(n, d, n + d, dev)
             cost = squared_euclidean_cost(x1, x0).double()
-            t_a, res = timed_cuda(lambda: assignment(cost, method="auction", return_certificate=True))
+            t_a, res = timed_cuda(lambda cost=cost: assignment(cost, method="auction", return_certificate=True))
             gap_opt, t_c = "-", float("nan")
             if n <= args.reference_max_n:
                 c64 = cost.cpu().numpy()
@@ -87,7 +87,7 @@ def main() -> None:
                 opt = float((plan * c64).sum()) * n
                 gap_opt = f"{(float(res.cost) - opt) / opt:+.1e}"
                 if cfm is not None:
-                    t_c, _ = timed(lambda: cfm.sample_plan(x0, x1))
+                    t_c, _ = timed(lambda x0=x0, x1=x1: cfm.sample_plan(x0, x1))
             ratio = f"{t_c / t_a:.1f}x" if t_c == t_c else "-"
             rows.append(f"| {n} | {d} | monge auction (GPU, float64) | {t_a:.3f} s | {float(res.rel_gap):.1e} | "
                         f"{gap_opt} | {ratio} |")

@@ -563,7 +563,7 @@ def report(records: list[dict], s: Settings, command: str, seconds: tuple[float,
                 if not rows:
                     continue
 
-                def mean(field: str) -> float:
+                def mean(field: str, rows=rows) -> float:
                     return statistics.mean(row[field] for row in rows)
 
                 lines.append(

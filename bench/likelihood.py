@@ -96,13 +96,13 @@ def part_oracle(n: int, lines: list[str]) -> dict:
               "| solver | tolerance / NFE | NFE | max error | mean error | seconds |", "|---|---|---:|---:|---:|---:|"]
     summary = {}
     for tol in (1e-3, 1e-4, 1e-5, 1e-6):
-        out, sec = timed(lambda: log_likelihood(field, x, rtol=tol, atol=tol))
+        out, sec = timed(lambda tol=tol: log_likelihood(field, x, rtol=tol, atol=tol))
         err = (out.log_prob.double() - truth).abs()
         summary[("monge", tol)] = float(err.max())
         lines.append(f"| monge dopri5 | tol {tol:g} | {out.nfe} | {float(err.max()):.2e} | {float(err.mean()):.2e} | {sec:.2f} |")
     for tol in (1e-4, 1e-5):
         try:
-            (lp, nfe), sec = timed(lambda: fm_log_likelihood(field, x, _std_normal, tol=tol))
+            (lp, nfe), sec = timed(lambda tol=tol: fm_log_likelihood(field, x, _std_normal, tol=tol))
         except ImportError:
             lines.append("| flow_matching dopri5 | not installed | | | | |")
             break
@@ -112,7 +112,7 @@ def part_oracle(n: int, lines: list[str]) -> dict:
                      f"{float(err.mean()):.2e} | {sec:.2f} |")
     for sampler in ("euler", "midpoint", "rk4"):
         for nfe in (16, 64, 256):
-            out, sec = timed(lambda: log_likelihood(field, x, sampler=sampler, nfe=nfe))
+            out, sec = timed(lambda sampler=sampler, nfe=nfe: log_likelihood(field, x, sampler=sampler, nfe=nfe))
             err = (out.log_prob.double() - truth).abs()
             lines.append(f"| monge {sampler} | NFE {nfe} | {out.nfe} | {float(err.max()):.2e} | "
                          f"{float(err.mean()):.2e} | {sec:.2f} |")

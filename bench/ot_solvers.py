@@ -57,7 +57,7 @@ def bench_exact(sizes: list[int], rows: list[str], summary: dict) -> None:
         reps = 5 if n <= 1024 else 2
         u = np.full(n, 1.0 / n)
 
-        def pot():
+        def pot(u=u, c64=c64):
             with np.errstate(all="ignore"):
                 import warnings
 
@@ -67,7 +67,7 @@ def bench_exact(sizes: list[int], rows: list[str], summary: dict) -> None:
 
         t_m = t_p = float("inf")
         for _ in range(reps):  # interleaved, best of each: load spikes hit both alike
-            t, perm = timed(lambda: assignment(c))
+            t, perm = timed(lambda c=c: assignment(c))
             t_m = min(t_m, t)
             t, (plan, log) = timed(pot)
             t_p = min(t_p, t)
@@ -76,7 +76,7 @@ def bench_exact(sizes: list[int], rows: list[str], summary: dict) -> None:
         pot_gap = (pot_cost - monge_cost) / monge_cost
         warn = " (hit numItermax)" if log.get("warning") else ""
         if n <= 2048:
-            t_s, (r, col) = timed(lambda: linear_sum_assignment(c64), reps)
+            t_s, (r, col) = timed(lambda c64=c64: linear_sum_assignment(c64), reps)
             s_txt = f"{t_s:.3f} s"
             assert abs(c64[r, col].sum() / n - monge_cost) <= 1e-9 * monge_cost
         else:
@@ -119,7 +119,7 @@ def bench_sinkhorn(sizes: list[int], eps: float, tol: float, rows: list[str], su
         a = torch.full((n,), 1.0 / n)
         import warnings
 
-        def pot():
+        def pot(a=a, c=c, n=n):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return ot.bregman.sinkhorn_log(a, a, c, eps, numItermax=100_000, stopThr=tol / n**0.5, log=True)
@@ -131,11 +131,11 @@ def bench_sinkhorn(sizes: list[int], eps: float, tol: float, rows: list[str], su
         runs = {
             "pot": pot,
             # equal-error comparison: monge stopped at the L1 error POT actually reached
-            "equal": lambda: sinkhorn(c, eps=eps, tol=p_err, max_iter=100_000),
-            "scaled": lambda: sinkhorn(c, eps=eps, tol=tol, max_iter=100_000, eps_scaling=0.5),
+            "equal": lambda c=c, p_err=p_err: sinkhorn(c, eps=eps, tol=p_err, max_iter=100_000),
+            "scaled": lambda c=c: sinkhorn(c, eps=eps, tol=tol, max_iter=100_000, eps_scaling=0.5),
         }
         if full:
-            runs["plain"] = lambda: sinkhorn(c, eps=eps, tol=tol, max_iter=100_000)
+            runs["plain"] = lambda c=c: sinkhorn(c, eps=eps, tol=tol, max_iter=100_000)
         # interleaved repeats, best of each: background load hits every solver alike
         best = {k: float("inf") for k in runs}
         out = {}
@@ -166,7 +166,7 @@ def bench_sinkhorn(sizes: list[int], eps: float, tol: float, rows: list[str], su
                     backend="tensorized",
                 )
 
-                def geo():
+                def geo(loss=loss, x=x, y=y):
                     return loss(x, y)
 
                 geo()  # warm-up
@@ -205,12 +205,12 @@ def bench_search(n_targets: int, dims: list[int], rows: list[str], summary: dict
         out = torch.empty(m, n_targets)
         yt = y.T
         torch.mm(x, yt, out=out)  # warm-up
-        t_mm, _ = timed(lambda: torch.mm(x, yt, out=out), 2)
+        t_mm, _ = timed(lambda x=x, yt=yt, out=out: torch.mm(x, yt, out=out), 2)
         ref = gflops(m, n_targets, d, t_mm)
         for budget in (2**18, 2**19, 2**22, 2**24):
             cell_search(x[:64], y, h, max_block_elements=budget)
-            t_s, _ = timed(lambda: cell_search(x, y, h, max_block_elements=budget), 2)
-            t_mm = min(t_mm, timed(lambda: torch.mm(x, yt, out=out))[0])  # re-measured alongside
+            t_s, _ = timed(lambda x=x, y=y, h=h, budget=budget: cell_search(x, y, h, max_block_elements=budget), 2)
+            t_mm = min(t_mm, timed(lambda x=x, yt=yt, out=out: torch.mm(x, yt, out=out))[0])  # re-measured alongside
             ref = gflops(m, n_targets, d, t_mm)
             got = gflops(m, n_targets, d, t_s)
             best = summary.setdefault("search", {}).get(d, 0.0)
@@ -240,7 +240,7 @@ def bench_fit(cases: list[tuple[int, int]], rows: list[str], summary: dict) -> N
         y = clustered_targets(n) if clustered else torch.randn(n, d, generator=torch.Generator().manual_seed(n + d))
         d = y.shape[1]
         for opt in ("adam",) if clustered else ("adam", "sgd"):
-            t, res = timed(lambda: fit_semidiscrete(y, optimizer=opt, tol=0.02, generator=torch.Generator().manual_seed(1), max_iter=5000))
+            t, res = timed(lambda y=y, opt=opt: fit_semidiscrete(y, optimizer=opt, tol=0.02, generator=torch.Generator().manual_seed(1), max_iter=5000))
             mx, mean = res.map.mass_error(2000 * n, torch.Generator().manual_seed(2))
             conv = "" if res.converged else " (not converged)"
             summary.setdefault("fit", []).append((n, d, opt, t, res.converged, mean))
@@ -301,15 +301,15 @@ def bench_auction(sizes: list[int], rows: list[str], summary: dict, batch: tuple
             ct = torch.from_numpy(c)
             u = np.full(n, 1.0 / n)
             runs = {
-                "monge `auction` (torch, CPU)": lambda: auction(ct, tol=1e-6),
-                "POT `ot.emd`": lambda: ot.emd(u, u, c, numItermax=50 * n * n),
+                "monge `auction` (torch, CPU)": lambda ct=ct: auction(ct, tol=1e-6),
+                "POT `ot.emd`": lambda u=u, c=c, n=n: ot.emd(u, u, c, numItermax=50 * n * n),
             }
             if n <= 1024:
-                runs["SciPy `linear_sum_assignment`"] = lambda: linear_sum_assignment(c)[1]
+                runs["SciPy `linear_sum_assignment`"] = lambda c=c: linear_sum_assignment(c)[1]
             for name, fn in peers.items():
                 # torchebm: seconds per call above n = 256; the 2D peers: minutes at n = 4096 (~n^3 from n = 1024)
                 if (n <= 256 or not name.startswith("torchebm")) and (n <= 1024 or d > 2):
-                    runs[name] = (lambda f: lambda: f(c))(fn)
+                    runs[name] = (lambda f: lambda c=c: f(c))(fn)
             reps = 2 if n <= 1024 else 1
             best = {k: float("inf") for k in runs}
             out: dict = {}
@@ -342,20 +342,20 @@ def bench_auction(sizes: list[int], rows: list[str], summary: dict, batch: tuple
         ct = torch.from_numpy(cs)
         u = np.full(n, 1.0 / n)
         runs = {
-            "monge `auction`, batched": lambda: auction(ct, tol=1e-6),
-            "loop of POT `ot.emd`": lambda: [ot.emd(u, u, ci) for ci in cs],
-            "loop of SciPy": lambda: [linear_sum_assignment(ci)[1] for ci in cs],
+            "monge `auction`, batched": lambda ct=ct: auction(ct, tol=1e-6),
+            "loop of POT `ot.emd`": lambda u=u, cs=cs: [ot.emd(u, u, ci) for ci in cs],
+            "loop of SciPy": lambda cs=cs: [linear_sum_assignment(ci)[1] for ci in cs],
         }
         for name, fn in peers.items():
             if not name.startswith("torchebm"):  # 7-19 s per loop of 64: left out of the repeats
-                runs[f"loop of {name}"] = (lambda f: lambda: [f(ci) for ci in cs])(fn)
+                runs[f"loop of {name}"] = (lambda f: lambda cs=cs: [f(ci) for ci in cs])(fn)
         best = {k: float("inf") for k in runs}
         out = {}
         for _ in range(3):
             for k, fn in runs.items():
                 t, out[k] = timed(fn)
                 best[k] = min(best[k], t)
-        opt = np.array([(pl * ci).sum() * n for pl, ci in zip(out["loop of POT `ot.emd`"], cs)])
+        opt = np.array([(pl * ci).sum() * n for pl, ci in zip(out["loop of POT `ot.emd`"], cs, strict=True)])
         t_loop = best["loop of POT `ot.emd`"]
         for k in runs:
             res = out[k]
@@ -365,7 +365,7 @@ def bench_auction(sizes: list[int], rows: list[str], summary: dict, batch: tuple
             elif "POT" in k:
                 cost, cert = opt, "exact"
             else:
-                cost = np.array([ci[np.arange(n), np.asarray(pi)].sum() for ci, pi in zip(cs, res)])
+                cost = np.array([ci[np.arange(n), np.asarray(pi)].sum() for ci, pi in zip(cs, res, strict=True)])
                 cert = "-"
             gap = float(((cost - opt) / opt).max())
             rows.append(f"| {d} | {k} | {best[k]:.3f} s | {gap:+.1e} | {cert} | {t_loop / best[k]:.2f} |")

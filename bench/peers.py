@@ -533,7 +533,7 @@ def plot_w2(results: dict[str, Any], path: str | Path) -> Path:
 
     tasks = list(results["tasks"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=True):
         for i, e in enumerate(e for e in results["tasks"][task] if "skipped" not in e):
             fixed = [r for r in e["rows"] if not r["adaptive"]]
             style = "o-" if e["library"] == "monge" else "s--"

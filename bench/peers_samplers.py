@@ -95,7 +95,7 @@ def run(nfes: list[int], n: int, repeats: int, fit_noise: int, fit_steps: int = 
             last = 1.0 if final == "zero" else _flow_t(0)
             ts = torch.tensor([_flow_t(k) for k in steps] + [last], dtype=F64)
 
-            def run_diffusers(net, sched=sched, steps=steps):
+            def run_diffusers(net, sched=sched, steps=steps, nfe=nfe):
                 sched.set_timesteps(nfe)  # resets the multistep history
                 s = noise.clone()
                 for k in steps:

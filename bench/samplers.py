@@ -336,11 +336,11 @@ def plot(sec: Section, rows: list[Row], s: Settings, path: Path) -> Path:
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.5 * nrows), sharey=True, squeeze=False)
     for ax in axes.flat[len(s.samplers):]:
         ax.set_visible(False)
-    for ax, sm in zip(axes.flat, s.samplers):
+    for ax, sm in zip(axes.flat, s.samplers, strict=False):
         for g in s.grids:
             pts = [(n, by[(sm, g, n)].w2) for n in s.nfes if (sm, g, n) in by]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=g)
+                ax.plot(*zip(*pts, strict=True), marker="o", label=g)
         ax.axhline(sec.floor[0], color="gray", ls="--", lw=1, label="noise floor")
         ax.set_title(sm)
         ax.set_xscale("log")

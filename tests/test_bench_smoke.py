@@ -312,7 +312,7 @@ def test_global_scope_quick(tmp_path):
         assert cost["independent/local"] == pytest.approx(float((x0.double() - x1.double()).square().sum()), rel=1e-6)
         assert cost["exact_ot/global"] <= cost["exact_ot/local"] * (1 + 1e-6)
         for rec in result["rec"].values():
-            assert len(rec["step"]) == 2 and all(0 < p < t for p, t in zip(rec["pairing"], rec["step"]))
+            assert len(rec["step"]) == 2 and all(0 < p < t for p, t in zip(rec["pairing"], rec["step"], strict=True))
         assert all(abs(c - ref) <= 1e-6 * ref for c, ref in result["checks"])
     rows = [row for result in res["results"] for row in bench.summarise(result)]
     text = bench.report(rows, s, "cmd", 0.1, res["world"])

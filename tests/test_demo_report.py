@@ -11,10 +11,10 @@ from monge.plots import metric_curves
 
 
 def _rows(w2s, adaptive, express=None):
-    rows = [EvalRow("euler", k, w, 0.0, 0.0) for k, w in zip((1, 2, 4, 8), w2s)]
+    rows = [EvalRow("euler", k, w, 0.0, 0.0) for k, w in zip((1, 2, 4, 8), w2s, strict=True)]
     rows.append(EvalRow("dopri5", adaptive[0], adaptive[1], 0.0, 0.0))
     if express:
-        rows += [EvalRow("expressway@0.5+euler", k, w, 0.0, 0.0) for k, w in zip((1, 2, 4, 8), express)]
+        rows += [EvalRow("expressway@0.5+euler", k, w, 0.0, 0.0) for k, w in zip((1, 2, 4, 8), express, strict=True)]
     return rows
 
 

@@ -386,7 +386,7 @@ def test_continuous_conditions_reach_the_coupling_and_the_model(tiny_config):
     trainer.net = trainer.model
     for _ in range(3):
         trainer.train_step()
-    for (x1, c), cm in zip(seen["coupling"], seen["model"]):
+    for (x1, c), cm in zip(seen["coupling"], seen["model"], strict=True):
         assert c.shape == (64, 1) and torch.equal(c[:, 0], x1[:, 0])  # the condition: each point's x
         assert torch.equal(cm, c)  # conditional_ot keeps the data in order: the model sees the same conditions
 

@@ -29,8 +29,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         beta = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for avg, cur in zip(self.model.parameters(), model.parameters()):
+        for avg, cur in zip(self.model.parameters(), model.parameters(), strict=True):
             avg.lerp_(cur.detach(), 1.0 - beta)
-        for avg, cur in zip(self.model.buffers(), model.buffers()):
+        for avg, cur in zip(self.model.buffers(), model.buffers(), strict=True):
             avg.copy_(cur)
         self.updates += 1

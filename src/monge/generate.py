@@ -258,7 +258,7 @@ def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool, fingerp
               and bool(torch.isfinite(grids[k]).all()) for k in keys]
     if not refit and all(usable):
         return tuple(grids[k].to(torch.float64) for k in keys)
-    stale = [k for k, ok in zip(keys, usable) if k in grids and not ok]
+    stale = [k for k, ok in zip(keys, usable, strict=True) if k in grids and not ok]
     if stale and not refit:
         print(f"the cached step grid {stale[0]} in {file} was fitted to other weights or settings (or has not "
               f"{length} finite times); fitting it again", file=sys.stderr, flush=True)

@@ -115,7 +115,7 @@ def plot_trajectories(trajectories: Mapping[str, Tensor], path: str | Path, targ
     """Trajectories ``(n_times, batch, 2)`` per method: start (black), paths (grey), end (blue), over
     ``target`` points (light grey) when given."""
     fig, axes = plt.subplots(1, len(trajectories), figsize=(4 * len(trajectories), 4.3), squeeze=False)
-    for ax, (label, traj) in zip(axes[0], trajectories.items()):
+    for ax, (label, traj) in zip(axes[0], trajectories.items(), strict=True):
         traj = traj.cpu()
         if target is not None:
             ax.scatter(target[:, 0].cpu(), target[:, 1].cpu(), s=2, color="0.85", label="target", zorder=0)

@@ -146,7 +146,7 @@ def check_same_data(stored: Any, current: dict[str, list], path: str | Path) -> 
         if not isinstance(then, list) or len(then) not in (3, 4):
             continue
         same = then[0] == now[0] and all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-                                         for a, b in zip(then[1:3], now[1:3]))
+                                         for a, b in zip(then[1:3], now[1:3], strict=True))
         if len(then) == 4 and len(now) == 4:  # older checkpoints keep the sums only
             same = same and then[3] == now[3]
         if not same:

@@ -60,8 +60,8 @@ def test_wcfm_large_batch_matches_entropic_plan_on_the_circle():
     assert (plan * delta_p.cos()).sum().item() == pytest.approx(closed, abs=0.01)
     # weighted pair histogram vs plan histogram of the angle difference: total variation
     edges = torch.linspace(-math.pi, math.pi, 13, dtype=torch.float64)
-    hw = torch.stack([(w * ((delta_w >= lo) & (delta_w < hi))).mean() for lo, hi in zip(edges[:-1], edges[1:])])
-    hp = torch.stack([(plan * ((delta_p >= lo) & (delta_p < hi))).sum() for lo, hi in zip(edges[:-1], edges[1:])])
+    hw = torch.stack([(w * ((delta_w >= lo) & (delta_w < hi))).mean() for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
+    hp = torch.stack([(plan * ((delta_p >= lo) & (delta_p < hi))).sum() for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
     assert 0.5 * (hw - hp).abs().sum().item() < 0.03
 
 

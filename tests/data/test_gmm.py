@@ -56,7 +56,7 @@ def test_velocity_matches_monte_carlo_conditional_expectation():
     g = torch.Generator().manual_seed(0)
     x1 = gmm.sample(200_000, g, dtype=torch.float64)
     # p(x_t = x | x1) = N(x; t x1, (1-t)^2 I); x0 = (x - t x1) / (1 - t)
-    for xi, u in zip(x, gmm.velocity(x, t)):
+    for xi, u in zip(x, gmm.velocity(x, t), strict=True):
         logw = -((xi - t * x1) ** 2).sum(1) / (2 * (1 - t) ** 2)
         w = torch.softmax(logw, 0)
         x0 = (xi - t * x1) / (1 - t)

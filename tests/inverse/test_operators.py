@@ -53,7 +53,7 @@ def test_matrix_matches_forward_and_norm(op):
 
 
 @pytest.mark.parametrize("op", [o for o in operators() if o.has_pseudo_inverse],
-                         ids=[i for i, o in zip(IDS, operators()) if o.has_pseudo_inverse])
+                         ids=[i for i, o in zip(IDS, operators(), strict=True) if o.has_pseudo_inverse])
 def test_pseudo_inverse_is_moore_penrose(op):
     """A A+ A = A, A+ A A+ = A+ and A+ equals numpy's pinv of the dense matrix."""
     a = op.matrix()

@@ -58,7 +58,7 @@ def test_cache_hit_loads_the_same_weights_without_training(trained, digits16, mo
 
     monkeypatch.setattr(clf, "train_classifier", boom)
     again = load_or_train_classifier(digits16, cache_dir=cache, seed=0, epochs=6)
-    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
+    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
     assert again.test_accuracy == pytest.approx(model.test_accuracy)
     x = digits16.data[:7]
@@ -115,7 +115,7 @@ def test_training_is_reproducible_and_leaves_the_global_rng_alone():
     m1 = train_classifier(data, epochs=1, seed=3, width=4, feature_dim=8)
     assert torch.equal(torch.get_rng_state(), state)
     m2 = train_classifier(data, epochs=1, seed=3, width=4, feature_dim=8)
-    for v1, v2 in zip(m1.state_dict().values(), m2.state_dict().values()):
+    for v1, v2 in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
         assert torch.equal(v1, v2)
 
 

@@ -273,7 +273,7 @@ def test_frechet_train_heldout_compares_at_equal_sizes():
     both = [frechet_train_heldout(s, train, h) for s, h in draws]
     assert {(r.subset, r.repeats) for r in both} == {(300, 5)}
     diff = np.array([r.train - r.held_out for r in both])
-    naive = np.array([frechet_distance_from_features(s, train) - r.train for (s, _), r in zip(draws, both)])
+    naive = np.array([frechet_distance_from_features(s, train) - r.train for (s, _), r in zip(draws, both, strict=True)])
     assert naive.mean() < -4 * naive.std() / math.sqrt(30)  # the bias the equal sizes remove
     assert abs(diff.mean()) < 3 * diff.std() / math.sqrt(30)
     assert abs(diff.mean()) < 0.25 * abs(naive.mean())

@@ -177,7 +177,7 @@ def load_textures(
         n_held_out = check_positive_int(n_held_out, "n_held_out", _MAX_CROPS)
     _check_texture_memory(len(names) * (n + n_held_out), channels, size)
     pictures = [_scaled(bundled_image(name, channels), scale) for name in names]
-    for name, picture in zip(names, pictures):
+    for name, picture in zip(names, pictures, strict=True):
         _check_crop_fits(name, picture, size, scale, holdout)
     train, held = [], []
     for k, picture in enumerate(pictures):

@@ -78,7 +78,7 @@ def _search_max(x: Tensor, targets: Tensor, heights: Tensor, rows: int, cols: in
         order = best.argsort()
         chunks, counts = torch.unique_consecutive(best[order], return_counts=True)
         start = 0
-        for j, c in zip(chunks.tolist(), counts.tolist()):
+        for j, c in zip(chunks.tolist(), counts.tolist(), strict=True):
             sel = order[start : start + c]
             start += c
             c0 = j * cols

@@ -877,7 +877,7 @@ class SemiDiscreteSolver:
             buf[:n_local] = flat
             bufs = [torch.empty_like(buf) for _ in range(world)]
             dist.all_gather(bufs, buf, group=group)
-            full = torch.cat([b[: int(k)] for b, k in zip(bufs, sizes)]).reshape(n, *shard.shape[1:])
+            full = torch.cat([b[: int(k)] for b, k in zip(bufs, sizes, strict=True)]).reshape(n, *shard.shape[1:])
             fitted = SemiDiscreteMap(full, st.average.clone(), nu, cfg.max_block_elements, epsilon=cfg.epsilon)
         return _result(fitted, st.average.clone(), st, cfg, err, hist, converged, reason, 0)
 

@@ -131,7 +131,7 @@ def _reference(model: Model, schedule: Schedule, noise: Tensor, prediction: str,
     grid = cand[keep]
     grid[-1] = t1
     fine = [grid[0:1]]
-    for a, b in zip(grid[:-1], grid[1:]):
+    for a, b in zip(grid[:-1], grid[1:], strict=True):
         fine.append(torch.linspace(float(a), float(b), substeps + 1, dtype=F64)[1:])
     run = sample(model, noise, sampler="dpm_solver_pp", timesteps=torch.cat(fine).to(noise.dtype), schedule=schedule,
                  prediction=prediction, return_trajectory=True, order=3, lower_order_final=False)
