@@ -118,7 +118,7 @@ def pipelined_ratios(name: str, coupling: SolverCoupling, workers: int, b: int, 
     independent = COUPLINGS.build("independent")
     step = Step(device)
     base, piped = [], []
-    for block in range(blocks + 1):  # block 0: warm-up, not kept
+    for _block in range(blocks + 1):  # block 0: warm-up, not kept
         sync(device)
         start = time.perf_counter()
         for _ in range(block_steps):

@@ -548,7 +548,7 @@ def report(records: list[dict], s: Settings, command: str, seconds: tuple[float,
                     keys.append(k)
         lines += ["**Fréchet by NFE**", "", "| method | " + " | ".join(keys) + " | adaptive NFE |",
                   "|---" + "|---:" * (len(keys) + 1) + "|"]
-        for m, recs in cells.items():
+        for recs in cells.values():
             sc = scores(recs)
             nfe = [row["nfe"] for r in recs for row in r["rows"] if row["setting"] == "adaptive"]
             lines.append(f"| {recs[0]['label']} | " + " | ".join(_pm(sc.get(k, [])) for k in keys)
@@ -556,7 +556,7 @@ def report(records: list[dict], s: Settings, command: str, seconds: tuple[float,
         lines += ["", "**Mode mixture / coverage, novelty** (at the largest NFE and adaptive; mean over seeds)", "",
                   "| method | setting | mixture | coverage | near-copies pixels (held-out) | near-copies features "
                   "(held-out) | F train / held-out |", "|---|---|---:|---:|---:|---:|---:|"]
-        for m, recs in cells.items():
+        for recs in cells.values():
             shown = [k for k in keys if k in ("adaptive", str(max(s.nfes)))]
             for k in shown:
                 rows = [row for r in recs for row in r["rows"] if _key(row) == k]
@@ -632,7 +632,7 @@ def _global_verdicts(groups: dict[tuple[str, str], dict], s: Settings) -> list[s
     out = []
     worst: list[tuple[float, str]] = []
     for (data, space), g in groups.items():
-        for m, recs in g["cells"].items():
+        for recs in g["cells"].values():
             for r in recs:
                 for row in r["rows"]:
                     for sp in ("pixels", "features"):

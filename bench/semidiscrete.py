@@ -80,7 +80,9 @@ def search_throughput(n: int, d: int, m: int, reps: int = 3) -> tuple[float, flo
     cell_search(x[:64], y, h)
     for _ in range(reps):
         for k, f in fns.items():
-            t = clock(); f(); best[k] = min(best[k], clock() - t)
+            t = clock()
+            f()
+            best[k] = min(best[k], clock() - t)
     return tuple(flops / best[k] / 1e9 for k in ("search", "slab", "blocked"))
 
 
@@ -105,7 +107,8 @@ def monge_curve(y: torch.Tensor, eps: float, budget: float, n_snaps: int, **opts
             raise _Budget
 
     box["next"] = budget / 2 ** (n_snaps - 1) / 4
-    t0[0] = clock(); w0 = time.perf_counter()
+    t0[0] = clock()
+    w0 = time.perf_counter()
     bs = opts.pop("batch_size", None)
     try:
         res = fit_semidiscrete(y, epsilon=eps, max_iter=10**9, callback=cb, batch_size=bs,
@@ -159,7 +162,8 @@ def ott_curve(y: torch.Tensor, eps: float, budget: float, n_snaps: int, batch: i
     compile_s = time.perf_counter() - t
     state = init()
     snaps = []
-    t0 = clock(); w0 = time.perf_counter()
+    t0 = clock()
+    w0 = time.perf_counter()
     nxt = budget / 2 ** (n_snaps - 1) / 4
     while True:
         state = run_chunk(state)

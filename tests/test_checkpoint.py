@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from monge.run.checkpoint import (
     CheckpointError,
@@ -11,6 +12,8 @@ from monge.run.checkpoint import (
     save_checkpoint,
     unflatten_optimizer_state,
 )
+from monge.run.load import load_model
+from monge.train import Trainer
 
 
 def test_round_trip(tmp_path):
@@ -75,10 +78,6 @@ def test_module_mismatch_names_the_problem():
 
 # -- schema checks on load: one clear error each -------------------------------------------------
 
-from safetensors.torch import load_file, save_file  # noqa: E402
-
-from monge.run.load import load_model  # noqa: E402
-from monge.train import Trainer
 
 
 def _tamper(path, tensors=None, config=None, state=None, metadata=None):

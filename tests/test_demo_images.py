@@ -66,7 +66,7 @@ def test_report_tables_and_grids(tiny):
             assert 0 <= r.mixture <= 1 and 0 <= r.coverage <= 1
     from PIL import Image
 
-    for name, path in tiny.grids.items():
+    for path in tiny.grids.values():
         assert f"]({path.name})" in text
         img = Image.open(path)
         rows = 4  # NFE 1, 10, adaptive, expressway

@@ -67,7 +67,8 @@ def test_registered_beside_velocity():
 def test_jvp_target_matches_finite_differences():
     """u_tgt = v - (t - r) du/dt, du/dt = v . d_x u + d_t u: the JVP against a central difference."""
     net = _mlp()
-    f = lambda x, t, r: net(x, t, r=r)
+    def f(x, t, r):
+        return net(x, t, r=r)
     g = torch.Generator().manual_seed(1)
     x, v = torch.randn(6, 2, generator=g, dtype=F64), torch.randn(6, 2, generator=g, dtype=F64)
     t = torch.rand(6, generator=g, dtype=F64) * 0.5
@@ -134,7 +135,8 @@ def test_shortcut_target_is_exact_for_the_exact_map():
     """Two exact half steps make the exact double step; the smallest step's half steps are Euler steps
     of the velocity (step 0)."""
     exact = GaussianFlowMap(torch.tensor([2.0, 1.0], dtype=F64), 0.7)
-    f = lambda x, t, r: exact(x, t, r=r)
+    def f(x, t, r):
+        return exact(x, t, r=r)
     g = torch.Generator().manual_seed(4)
     x = torch.randn(8, 2, generator=g, dtype=F64)
     big = torch.full((8,), 0.25, dtype=F64)
@@ -191,7 +193,8 @@ def test_mean_flow_times_and_weights():
     # value: the plain MSE; gradient: the adaptively weighted squared norm
     net = _mlp(3)
     path = PATHS.build("linear")
-    g = lambda: torch.Generator().manual_seed(9)
+    def g():
+        return torch.Generator().manual_seed(9)
     x0, x1 = torch.randn(16, 2, dtype=F64, generator=g()), torch.randn(16, 2, dtype=F64, generator=g()) + 2
     for p in (0.0, 1.0):
         loss = MeanFlowObjective(p=p).loss(net, Coupled(x0, x1), torch.rand(16), path, generator=g())[0]
@@ -236,7 +239,8 @@ def test_pair_weights_weight_the_loss():
     """A coupling's pair weights (W-CFM) enter as a self-normalised weighted mean."""
     net = _mlp(4)
     path = PATHS.build("linear")
-    g = lambda: torch.Generator().manual_seed(11)
+    def g():
+        return torch.Generator().manual_seed(11)
     x0, x1 = torch.randn(8, 2, dtype=F64, generator=g()), torch.randn(8, 2, dtype=F64, generator=g())
     obj = ShortcutObjective(consistency=0.5)
     t = torch.rand(8, dtype=F64, generator=g())

@@ -71,7 +71,7 @@ def _png(path, arr):
 
 def test_image_folder_with_classes_and_resize(tmp_path):
     rng = np.random.default_rng(0)
-    for k, cls in enumerate(["cat", "dog"]):
+    for cls in ["cat", "dog"]:
         (tmp_path / cls).mkdir()
         for i in range(3):
             _png(tmp_path / cls / f"{i}.png", rng.integers(0, 256, (10 + i, 12, 3), dtype=np.uint8))

@@ -131,7 +131,8 @@ def test_pnp_flow_noise_comes_from_the_generator():
 
 def test_d_flow_leaves_the_weights_alone():
     net = torch.nn.Linear(3, 2)
-    model = lambda x, t: net(torch.cat([x, t[:, None]], 1))
+    def model(x, t):
+        return net(torch.cat([x, t[:, None]], 1))
     d_flow(model, LinearPath(), Identity(2), torch.zeros(2, 2), nfe=4, sampler_steps=2)
     assert all(p.grad is None for p in net.parameters())
 
@@ -191,7 +192,8 @@ def test_blur_runs_through_conjugate_gradients():
     y = measure(op, truth, 0.1, torch.Generator().manual_seed(1))
     post = gmm_posterior(prior, op, y, 0.1)
     field = prior.field()
-    model = lambda x, t: field(x.reshape(-1, 16), t).reshape(x.shape)
+    def model(x, t):
+        return field(x.reshape(-1, 16), t).reshape(x.shape)
     x = pigdm(model, LinearPath(), op, y.expand(2000, *shape), sigma_y=0.1, nfe=50,
               generator=torch.Generator().manual_seed(2))
     err = (x.reshape(-1, 16).double().mean(0) - post.means[0]).abs().max()

@@ -100,7 +100,7 @@ class Coupling(ABC):
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Coupled:
         """The pairs of the batch (with ``uses_labels``: ``pair(x0, x1, generator, labels=None)``)."""
 
-    def prepare(
+    def prepare(  # noqa: B027 - an optional hook: most couplings prepare nothing
         self, source: DataSource, target: DataSource, generator: torch.Generator | None = None
     ) -> None:
         """Work done once before training, on the data sources (no-op by default). A coupling

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .semidiscrete import SemiDiscreteSolver
 
 #: A source: ``"gaussian"`` (standard normal in the targets' dimension) or ``(n, generator) -> (n, d)``.
-Source = Union[str, Callable[[int, torch.Generator | None], Tensor]]
+Source = str | Callable[[int, torch.Generator | None], Tensor]
 
 _STATE_FORMAT = "monge.semidiscrete.state"
 _STATE_VERSION = "2"  # 2 adds the starved-cell window (window_counts, window_draws)

@@ -148,7 +148,7 @@ def _cpu_assignment(c: np.ndarray, method: str) -> np.ndarray:
         plan, _ = _emd_numpy(u, u, np.ascontiguousarray(c))
         perm = _perm_from_plan(plan)
         if perm is None:  # pragma: no cover - degenerate plans are not observed in practice
-            warnings.warn("ot.emd returned a non-permutation plan; falling back to SciPy", RuntimeWarning)
+            warnings.warn("ot.emd returned a non-permutation plan; falling back to SciPy", RuntimeWarning, stacklevel=2)
     if perm is None:
         from scipy.optimize import linear_sum_assignment  # on first use, like POT
 
