@@ -197,9 +197,11 @@ def main() -> None:
         lines += [f"### d = {d}", "", "| coupling | ms/step | x | 95% interval | iters | L1 err |", "|---|---|---|---|---|---|"]
         for r in rows:
             extra = f"{r['iters']:.1f} | {r['err']:.1e}" if r["iters"] is not None else " | "
-            lines.append(f"| {r['coupling']} | {1e3 * r['s']:.2f} | {r['x']:.3f} | [{r['lo']:.3f}, {r['hi']:.3f}] | {extra} |")
+            lines.append(
+                f"| {r['coupling']} | {1e3 * r['s']:.2f} | {r['x']:.3f} | [{r['lo']:.3f}, {r['hi']:.3f}] | {extra} |"
+            )
         lines.append("")
-        print("\n".join(lines[-len(rows) - 4:]), flush=True)
+        print("\n".join(lines[-len(rows) - 4 :]), flush=True)
     n, batch = (2048, 256) if args.quick else (8192, 256)
     lines += [
         f"## knn_immiscible: kept noise against N(0, I) ({n} pairs, batches of {batch}, data standardised)",

@@ -93,13 +93,17 @@ def main() -> None:
                         f"{gap_opt} | {ratio} |")
             print(rows[-1], flush=True)
             if t_c == t_c:
-                rows.append(f"| {n} | {d} | TorchCFM `sample_plan` (exact, POT on CPU) | {t_c:.3f} s | exact | - | 1.0x |")
+                rows.append(
+                    f"| {n} | {d} | TorchCFM `sample_plan` (exact, POT on CPU) | {t_c:.3f} s | exact | - | 1.0x |"
+                )
                 print(rows[-1], flush=True)
             elif cfm is None:
                 rows.append(f"| {n} | {d} | TorchCFM: {cfm_msg} | - | - | - | - |")
     costs = torch.stack([squared_euclidean_cost(*clouds(128, 2, k, dev)).double() for k in range(64)])
     t_b, res = timed_cuda(lambda: assignment(costs, method="auction", return_certificate=True))
-    rows.append(f"| 64 x 128 | 2 | monge auction, batched (GPU) | {t_b:.3f} s | {float(res.rel_gap.max()):.1e} | - | - |")
+    rows.append(
+        f"| 64 x 128 | 2 | monge auction, batched (GPU) | {t_b:.3f} s | {float(res.rel_gap.max()):.1e} | - | - |"
+    )
     print(rows[-1], flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

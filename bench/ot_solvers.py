@@ -423,8 +423,11 @@ def main() -> None:
     parser.add_argument("--search-targets", type=int, default=50_000)
     parser.add_argument("--fit", default="500x64", help="semi-discrete fit cases, NxD[,NxD...]; D = 0: 25 clustered Gaussians in 2D")
     parser.add_argument("--sections", default="exact,sinkhorn,search,fit")
-    parser.add_argument("--auction", action="store_true",
-                        help="only the certified auction vs the CPU solvers, to bench/results/auction.md")
+    parser.add_argument(
+        "--auction",
+        action="store_true",
+        help="only the certified auction vs the CPU solvers, to bench/results/auction.md",
+    )
     parser.add_argument("--auction-sizes", default="256,1024,4096")
     args = parser.parse_args()
     if args.threads:

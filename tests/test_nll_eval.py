@@ -52,8 +52,9 @@ def test_source_log_densities_are_the_closed_forms():
     x = torch.randn(6, 2, dtype=torch.float64)
     g = build_source("gaussian").log_prob(x)
     assert torch.allclose(g, -0.5 * x.pow(2).sum(1) - math.log(2 * math.pi))
-    assert torch.allclose(build_source("8gaussians").log_prob(x), build_source("8gaussians").log_prob(x.float()).double(),
-                          atol=1e-5)
+    assert torch.allclose(
+        build_source("8gaussians").log_prob(x), build_source("8gaussians").log_prob(x.float()).double(), atol=1e-5
+    )
     with pytest.raises(ValueError, match="closed-form"):
         build_source("moons").log_prob(x)
 

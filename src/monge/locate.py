@@ -28,8 +28,10 @@ def missing_checkpoint(path: str | Path) -> str | None:
         runs = runs_under(path)
         if runs:
             names = ", ".join(str(r) for r in runs[:8]) + (", ..." if len(runs) > 8 else "")
-            return (f"checkpoint not found: {path} is not a run but holds {len(runs)} run{'s' if len(runs) > 1 else ''} ({names}); "
-                    f"give one of them, e.g. {runs[0]}")
+            return (
+                f"checkpoint not found: {path} is not a run but holds {len(runs)} run{'s' if len(runs) > 1 else ''} ({names}); "
+                f"give one of them, e.g. {runs[0]}"
+            )
         return f"checkpoint not found: {path} holds no {CHECKPOINT_NAME} (train a run there with `monge train`)"
     return f"checkpoint not found: {path}"
 

@@ -120,8 +120,9 @@ def test_target_r_pairs_by_the_chosen_weight():
     c = ConditionalOT(condition="continuous", target_r=0.05)
     out = c(x0, x1, generator=torch.Generator().manual_seed(1), labels=y)
     assert c.last_weight > 0
-    fixed = ConditionalOT(condition="continuous", weight=c.last_weight)(x0, x1, generator=torch.Generator().manual_seed(1),
-                                                                          labels=y)
+    fixed = ConditionalOT(condition="continuous", weight=c.last_weight)(
+        x0, x1, generator=torch.Generator().manual_seed(1), labels=y
+    )
     torch.testing.assert_close(out.x0, fixed.x0)
     with pytest.raises(ValueError, match="target_r"):
         ConditionalOT(target_r=0.05)

@@ -31,7 +31,11 @@ def test_each_class_map_is_a_fitted_semidiscrete_map_with_uniform_cells():
     for k, m in c.maps.items():
         assert c.fit_info["classes"][k]["converged"]
         # the targets of class k are points of mode k (8gaussians: std 0.35 around radius 2.83)
-        centre = 2 * 2**0.5 * torch.tensor([torch.cos(torch.tensor(k * torch.pi / 4)), torch.sin(torch.tensor(k * torch.pi / 4))])
+        centre = (
+            2
+            * 2**0.5
+            * torch.tensor([torch.cos(torch.tensor(k * torch.pi / 4)), torch.sin(torch.tensor(k * torch.pi / 4))])
+        )
         assert float((m.targets - centre).norm(dim=1).max()) < 2.0
         # cells of equal source mass, measured on fresh draws (noise ~ sqrt(n_k / 1e5))
         masses = m.cell_masses(100_000, torch.Generator().manual_seed(k))

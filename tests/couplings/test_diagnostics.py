@@ -108,7 +108,10 @@ def test_couplings_report_the_entropy_of_their_batch_plan():
     from monge.ot.exact import squared_euclidean_cost
 
     g = torch.Generator().manual_seed(5)
-    x0, x1 = torch.randn(12, 2, generator=g, dtype=torch.float64), torch.randn(12, 2, generator=g, dtype=torch.float64) + 1
+    x0, x1 = (
+        torch.randn(12, 2, generator=g, dtype=torch.float64),
+        torch.randn(12, 2, generator=g, dtype=torch.float64) + 1,
+    )
     assert coupling_diagnostics(x0, x1, Independent()(x0, x1))["plan_entropy"] == 1.0
     assert coupling_diagnostics(x0, x1, ExactOT()(x0, x1))["plan_entropy"] == 0.0
     labels = torch.arange(12) % 3

@@ -9,7 +9,10 @@ from monge.couplings import COUPLINGS, Entropic, ExactOT, SchrodingerBridge
 @pytest.mark.parametrize("eps,relative", [(None, 0.05), (None, 0.3), (0.5, 0.05)])
 def test_entropic_plan_matches_pot(eps, relative, sq_cost):
     g = torch.Generator().manual_seed(0)
-    x0, x1 = torch.randn(48, 3, generator=g, dtype=torch.float64), torch.randn(40, 3, generator=g, dtype=torch.float64) + 1
+    x0, x1 = (
+        torch.randn(48, 3, generator=g, dtype=torch.float64),
+        torch.randn(40, 3, generator=g, dtype=torch.float64) + 1,
+    )
     c = Entropic(eps=eps, relative_eps=relative, tol=1e-9, max_iter=20000)
     plan = c.plan(x0, x1)
     cost = sq_cost(x0, x1).numpy()
@@ -33,7 +36,9 @@ def test_entropic_data_sampling_follows_plan_columns(rows_index):
     for _ in range(calls):
         out = fast(big0, big1, generator=g)
         assert torch.equal(out.x1, big1)
-        counts.index_put_((torch.arange(6).repeat(r), rows_index(out.x0, x0)), torch.ones(6 * r, dtype=torch.float64), accumulate=True)
+        counts.index_put_(
+            (torch.arange(6).repeat(r), rows_index(out.x0, x0)), torch.ones(6 * r, dtype=torch.float64), accumulate=True
+        )
     n_draws = r * calls
     freq = counts / n_draws
     se = (cond * (1 - cond) / n_draws).sqrt()

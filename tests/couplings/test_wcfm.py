@@ -202,7 +202,9 @@ def test_wcfm_kernel_and_log_domains_agree_and_the_log_domain_takes_small_eps():
         a, b = fast(x0, x1), slow(x0, x1)
         torch.testing.assert_close(a.weights, b.weights, rtol=1e-6, atol=0)
         assert a.plan_entropy == pytest.approx(b.plan_entropy, abs=1e-8)
-        torch.testing.assert_close(fast.corrected_log_weights(x0, x1), slow.corrected_log_weights(x0, x1), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            fast.corrected_log_weights(x0, x1), slow.corrected_log_weights(x0, x1), rtol=0, atol=1e-6
+        )
     # a temperature far below the cost range (e^{-C/eps} spans > 100 e-folds): log domain, same plan as POT
     full = torch.cdist(x0, x1).square()
     eps = (full.max() - full.min()).item() / 150
@@ -221,7 +223,9 @@ def test_scaled_plan_entropy_equals_plan_entropy_of_the_formed_plan():
     from monge.couplings.weighted import scaled_plan_entropy, sinkhorn_scaling
 
     g = torch.Generator().manual_seed(33)
-    cost = torch.cdist(torch.randn(64, 2, generator=g, dtype=torch.float64), torch.randn(64, 2, generator=g, dtype=torch.float64)).square()
+    cost = torch.cdist(
+        torch.randn(64, 2, generator=g, dtype=torch.float64), torch.randn(64, 2, generator=g, dtype=torch.float64)
+    ).square()
     for eps in (0.1, 1.0, 10.0):
         log_k = -(cost - cost.min()) / eps
         kernel = log_k.exp()

@@ -96,7 +96,9 @@ def test_sample_moments_and_standard_sets():
     assert torch.allclose(freq, gmm.weights, atol=0.01)
     assert torch.allclose(x.double().mean(0), (gmm.weights[:, None] * gmm.means).sum(0), atol=0.03)
     e = GaussianMixture.eight_gaussians()
-    assert e.n_components == 8 and torch.allclose(e.means.norm(dim=1), torch.full((8,), 2 * math.sqrt(2), dtype=torch.float64))
+    assert e.n_components == 8 and torch.allclose(
+        e.means.norm(dim=1), torch.full((8,), 2 * math.sqrt(2), dtype=torch.float64)
+    )
     assert GaussianMixture.grid().n_components == 25
 
 

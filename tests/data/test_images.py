@@ -86,7 +86,9 @@ def test_class_folders_with_a_stray_root_image_or_an_empty_class(tmp_path):
         for i in range(2):
             _png(tmp_path / cls / f"{i}.png", np.zeros((4, 4), dtype=np.uint8))
     _png(tmp_path / "stray.png", np.zeros((4, 4), dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"class sub-folders \(cat, dog\) and 1 image\(s\) at its root \(e.g. stray.png\)"):
+    with pytest.raises(
+        ValueError, match=r"class sub-folders \(cat, dog\) and 1 image\(s\) at its root \(e.g. stray.png\)"
+    ):
         load_image_folder(tmp_path)
     (tmp_path / "stray.png").unlink()
     (tmp_path / "empty").mkdir()

@@ -59,4 +59,6 @@ def test_bad_options(kw, msg):
 
 def test_time_scale_sets_the_embedding_frequencies():
     low, default = MLP(2, time_scale=10.0), MLP(2)
-    assert float(low.embed.freqs.max()) == pytest.approx(10.0) and float(default.embed.freqs.max()) == pytest.approx(1000.0)
+    assert float(low.embed.freqs.max()) == pytest.approx(10.0) and float(default.embed.freqs.max()) == pytest.approx(
+        1000.0
+    )

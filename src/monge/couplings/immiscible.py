@@ -113,7 +113,9 @@ class KNNImmiscible(Coupling):
         if self.source is not None:
             z = self.source.sample(n, generator=generator, device=like.device)
             if tuple(z.shape[1:]) != tuple(like.shape[1:]):
-                raise ValueError(f"the prepared source draws shape {tuple(z.shape[1:])}, x0 has {tuple(like.shape[1:])}")
+                raise ValueError(
+                    f"the prepared source draws shape {tuple(z.shape[1:])}, x0 has {tuple(like.shape[1:])}"
+                )
             return z.to(like.dtype)
         dev = gen_device(generator, like.device)
         return torch.randn((n, *like.shape[1:]), generator=generator, device=dev, dtype=like.dtype)

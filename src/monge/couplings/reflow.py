@@ -85,7 +85,9 @@ class ReflowPairs(Coupling):
         if not isinstance(pairs, (str, Path)):
             raise ValueError(f"pairs must be the path of a pairs file, got {type(pairs).__name__}")
         if not Path(pairs).is_file():
-            raise ValueError(f"pairs file not found: {pairs}; create it with monge.rectify.generate_pairs / `monge reflow`")
+            raise ValueError(
+                f"pairs file not found: {pairs}; create it with monge.rectify.generate_pairs / `monge reflow`"
+            )
         self.pairs = str(pairs)
         self._z: tuple[Tensor, Tensor] | None = None
         self._on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}

@@ -178,7 +178,10 @@ class GaussianMixture:
         r"""Exact marginal velocity :math:`u_t(x) = \dot\alpha_t \mathbb E[x_1|x] + \dot\sigma_t \mathbb E[x_0|x]`."""
         schedule = schedule or LinearSchedule()
         _, tt, a, s, var, r, diff = self._coeffs(x, t, schedule)
-        e1 = (r[..., None] * (self.means[None] + (a[:, None, None] * self.stds[None, :, None] ** 2 / var[..., None]) * diff)).sum(1)
+        e1 = (
+            r[..., None]
+            * (self.means[None] + (a[:, None, None] * self.stds[None, :, None] ** 2 / var[..., None]) * diff)
+        ).sum(1)
         e0 = (r[..., None] * (s[:, None, None] / var[..., None]) * diff).sum(1)
         v = schedule.d_alpha(tt)[:, None] * e1 + schedule.d_sigma(tt)[:, None] * e0
         return v.to(x.dtype)

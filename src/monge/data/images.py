@@ -501,7 +501,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(f"{file} has {len(raw)} bytes but its header {dims} implies {expected}; the file is truncated or corrupt")
+        raise ValueError(
+            f"{file} has {len(raw)} bytes but its header {dims} implies {expected}; the file is truncated or corrupt"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 

@@ -214,7 +214,7 @@ def network_features(
     out = []
     with torch.no_grad():
         for s in range(0, images.shape[0], batch_size):
-            x = images[s:s + batch_size].to(device=device, dtype=torch.float32)
+            x = images[s : s + batch_size].to(device=device, dtype=torch.float32)
             if x.shape[1] == 1:
                 x = x.expand(-1, 3, -1, -1)
             if size is not None and tuple(x.shape[-2:]) != size:

@@ -41,7 +41,9 @@ class ClassConditional(nn.Module):
         if y.is_floating_point() or y.is_complex() or y.dim() > 1:
             raise ValueError(f"labels must be an int or a 1-D integer tensor, got {y.dtype} {tuple(y.shape)}")
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
-            raise ValueError(f"labels must be classes in [0, {k}), got {y.tolist() if y.numel() < 10 else 'values outside'}")
+            raise ValueError(
+                f"labels must be classes in [0, {k}), got {y.tolist() if y.numel() < 10 else 'values outside'}"
+            )
         self.model, self.labels, self.guidance, self.num_classes = model, y.long(), float(guidance), k
         self.second_time = bool(getattr(model, "second_time", False))
 

@@ -490,8 +490,9 @@ def run(
     def evaluate(st: SemiDiscreteState, m: int) -> MarginalReport:
         g = torch.Generator(device=dev).manual_seed(st.eval_seed + st.n_evals)
         st.n_evals += 1
-        return estimate(layout, sample, st.average, nu, cfg.epsilon if _final_phase(st, cfg) else st.epsilon,
-                        m, g, derived.draw)
+        return estimate(
+            layout, sample, st.average, nu, cfg.epsilon if _final_phase(st, cfg) else st.epsilon, m, g, derived.draw
+        )
 
     try:
         while state.step < cfg.max_iter:
