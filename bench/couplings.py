@@ -163,8 +163,10 @@ def main() -> None:
     lines = [
         "# Training-step time per coupling, relative to `independent`",
         "",
-        f"8gaussians -> moons, MLP 256x3, AdamW; torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, device {device_name(device)}. Median seconds per step (coupling + path + forward/backward + "
+        f"8gaussians -> moons, MLP 256x3, AdamW; torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, device {device_name(device)}. Median "
+        "seconds per step (coupling + path + forward/backward + "
         "optimiser step), couplings interleaved; `x` = ratio to independent; `cost` = mean squared pair "
         "distance of the coupled batch (Gibbs-weighted for wcfm).",
         "",

@@ -90,7 +90,8 @@ def make_task(name: str, n_train: int, n_test: int, seed: int = 0) -> Task:
         perm = torch.randperm(x.shape[0], generator=g)
         n_test = min(n_test, x.shape[0] // 5)
         train, test = _standardise(x[perm[n_test:]], x[perm[:n_test]])
-        return Task(name, train, test, f"scikit-learn digits 8x8 (64-D), {train.shape[0]} train / {n_test} held out, standardised")
+        return Task(name, train, test, f"scikit-learn digits 8x8 (64-D), {train.shape[0]} train / {n_test} held out, "
+                                       "standardised")
     raise ValueError(f"unknown task {name!r}")
 
 
@@ -229,7 +230,8 @@ def report(results: dict, s: Settings, command: str, seconds: float) -> str:
         rows = res["rows"]
         keys = list(next(iter(rows.values()))["scores"])
         lines += [f"## {name}: {res['about']}", "", f"W2 floor (train vs held-out): {res['floor']:.3f}", "",
-                  "| coupling | " + " | ".join(keys) + " | adaptive NFE | step ms | prepare s | vs independent (adaptive) |",
+                  "| coupling | " + " | ".join(keys) + " | adaptive NFE | step ms | prepare s | vs independent "
+                                                       "(adaptive) |",
                   "|---|" + "---:|" * (len(keys) + 3) + "---|"]
         base = rows.get("independent")
         for c, row in rows.items():
@@ -418,7 +420,8 @@ def report_conditional(rows: dict, s: Settings, command: str, seconds: float) ->
             lines += ["", f"Goal 1 NFE: {c} {one:.1f}x lower W2 than exact_ot (goal >= 5x: "
                       f"{'met' if one >= 5 else 'missed'}; {one ** 2:.1f}x in squared W2, the quantity C2OT's code "
                       f"computes). Goal adaptive: {c} {ad[0]:.3f} against independent "
-                      f"{adi[0]:.3f} ({'met' if ad[0] - adi[0] <= max(margin, 0.01) else 'missed'}: within 2 std of the "
+                      f"{adi[0]:.3f} ({'met' if ad[0] - adi[0] <= max(margin, 0.01) else 'missed'}: within 2 std of "
+                      "the "
                       "pair, or 0.01)."]
     return "\n".join(lines) + "\n"
 

@@ -240,7 +240,8 @@ def format_report(res: dict, command: str) -> str:
     for lab, r in results.items():
         sc = r["scores"]
         ad = "" if "adaptive" not in sc else f"{_cell(sc['adaptive'])} ({round(statistics.mean(sc['adaptive_nfe']))})"
-        lines.append(f"| {lab} | {EVALS[r['objective']]} | {r['ms_per_step']:.1f} | {r['steps']} | {r['seconds']:.0f} | "
+        lines.append(f"| {lab} | {EVALS[r['objective']]} | {r['ms_per_step']:.1f} | {r['steps']} | {r['seconds']:.0f} "
+                     "| "
                      + " | ".join(_cell(sc[str(k)]) if str(k) in sc else "" for k in s.nfes) + f" | {ad} |")
     from monge.data.images import ImageDataset
 
@@ -269,7 +270,8 @@ def format_report(res: dict, command: str) -> str:
         lines += [(f"**Against reflow + distillation** (1-RF with independent pairs, 2-RF and the distillation get "
                    f"a third of the training budget each in steps; the two generations of {s.reflow_pairs} dopri5 "
                    f"pairs come on top, so the pipeline took {distilled['seconds']:.0f} s in all against "
-                   f"{res['budget_seconds']:.0f} s of training budget, {distilled['seconds'] / res['budget_seconds']:.1f}x, "
+                   f"{res['budget_seconds']:.0f} s of training budget, "
+                   f"{distilled['seconds'] / res['budget_seconds']:.1f}x, "
                    f"under the machine's load): the distilled one-step model has W2 {d1:.4f}; the best 1-NFE flow map "
                    f"{flow_maps[best]:.4f} is {'better' if flow_maps[best] < d1 else 'not better'}."), ""]
     return "\n".join(lines)

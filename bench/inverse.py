@@ -269,7 +269,8 @@ def report(gmm: list[dict], digits: dict | None, s: Settings, command: str) -> s
              f"Command: `{command}` (one torch thread).\n",
              "Solvers (monge.inverse, default settings): DPS (Chung et al. 2023, step 10 per unit time), "
              "PiGDM / OT-ODE (Song et al. 2023; Pokle et al. 2024, data_var 1, guided from t = 0.05), MMPS "
-             "(Rozet et al. 2024, 3 CG steps, guided from t = 0.05), PnP-Flow (Martin et al. 2025, step 1/||A||^2), D-Flow (Ben-Hamu et al. 2024, "
+             "(Rozet et al. 2024, 3 CG steps, guided from t = 0.05), PnP-Flow (Martin et al. 2025, step 1/||A||^2), "
+             "D-Flow (Ben-Hamu et al. 2024, "
              "5-step Euler sampler, L-BFGS, one optimisation per sample). NFE = network evaluations "
              "per sample; the guided solvers also backpropagate through each (MMPS 4 times).\n",
              "## Gaussian mixtures against the exact posterior\n",

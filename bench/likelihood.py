@@ -99,7 +99,8 @@ def part_oracle(n: int, lines: list[str]) -> dict:
         out, sec = timed(lambda tol=tol: log_likelihood(field, x, rtol=tol, atol=tol))
         err = (out.log_prob.double() - truth).abs()
         summary[("monge", tol)] = float(err.max())
-        lines.append(f"| monge dopri5 | tol {tol:g} | {out.nfe} | {float(err.max()):.2e} | {float(err.mean()):.2e} | {sec:.2f} |")
+        lines.append(f"| monge dopri5 | tol {tol:g} | {out.nfe} | {float(err.max()):.2e} | {float(err.mean()):.2e} | "
+                     f"{sec:.2f} |")
     for tol in (1e-4, 1e-5):
         try:
             (lp, nfe), sec = timed(lambda tol=tol: fm_log_likelihood(field, x, _std_normal, tol=tol))
@@ -140,7 +141,8 @@ def train_model(target, steps: int, out: Path) -> torch.nn.Module:
 
 
 def part_trained(steps: int, n: int, repeats: int, out_dir: Path, lines: list[str], target="moons",
-                 heading: str = "2. Trained 2D flow", about: str = "gaussian → moons", points: str = "fresh moons points") -> dict:
+                 heading: str = "2. Trained 2D flow", about: str = "gaussian → moons", points: str = "fresh moons "
+                                                                                                     "points") -> dict:
     net = train_model(target, steps, out_dir)
     x = build_source(target).sample(n, generator=torch.Generator().manual_seed(1))
     shape = tuple(x.shape[1:])

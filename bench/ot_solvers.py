@@ -48,7 +48,8 @@ def bench_exact(sizes: list[int], rows: list[str], summary: dict) -> None:
     rows.append(f"monge `assignment` picks SciPy below n = {AUTO_EMD_MIN_N} and POT's network simplex from there, "
                 "with a larger iteration cap and a check that the plan is a permutation. Times: best of 5 (n <= 1024) "
                 "or 2 runs, monge and POT interleaved.\n")
-    rows.append("| n | monge `assignment` (auto) | method picked | POT `ot.emd` (default cap) | POT gap to optimum | SciPy `linear_sum_assignment` | monge / POT time |")
+    rows.append("| n | monge `assignment` (auto) | method picked | POT `ot.emd` (default cap) | POT gap to optimum | "
+                "SciPy `linear_sum_assignment` | monge / POT time |")
     rows.append("|---|---|---|---|---|---|---|")
     for n in sizes:
         g = torch.Generator().manual_seed(n)
@@ -215,7 +216,8 @@ def bench_search(n_targets: int, dims: list[int], rows: list[str], summary: dict
             got = gflops(m, n_targets, d, t_s)
             best = summary.setdefault("search", {}).get(d, 0.0)
             summary["search"][d] = max(best, got / ref)
-            rows.append(f"| {d} | {m} | 2^{int(np.log2(budget))} | {t_s:.3f} s | {got:.1f} | {ref:.1f} | {got / ref:.0%} |")
+            rows.append(f"| {d} | {m} | 2^{int(np.log2(budget))} | {t_s:.3f} s | {got:.1f} | {ref:.1f} | "
+                        f"{got / ref:.0%} |")
             print(rows[-1], flush=True)
 
 
@@ -245,7 +247,8 @@ def bench_fit(cases: list[tuple[int, int]], rows: list[str], summary: dict) -> N
             conv = "" if res.converged else " (not converged)"
             summary.setdefault("fit", []).append((n, d, opt, t, res.converged, mean))
             label = f"{d} (25 clusters)" if clustered else str(d)
-            rows.append(f"| {n} | {label} | {opt} | {t:.1f} s{conv} | {res.n_iter} | {res.batch_size} | {mx:.1%} | {mean:.1%} |")
+            rows.append(f"| {n} | {label} | {opt} | {t:.1f} s{conv} | {res.n_iter} | {res.batch_size} | {mx:.1%} | "
+                        f"{mean:.1%} |")
             print(rows[-1], flush=True)
 
 
@@ -329,7 +332,8 @@ def bench_auction(sizes: list[int], rows: list[str], summary: dict, batch: tuple
                     perm = np.asarray(res)
                     cost, cert = float(c[np.arange(n), perm].sum()), "-"
                 gap = (cost - opt) / opt
-                rows.append(f"| {n} | {d} | {k} | {best[k]:.3f} s | {gap:+.1e} | {cert} | {best[k] / best['POT `ot.emd`']:.2f} |")
+                rows.append(f"| {n} | {d} | {k} | {best[k]:.3f} s | {gap:+.1e} | {cert} | "
+                            f"{best[k] / best['POT `ot.emd`']:.2f} |")
                 print(rows[-1], flush=True)
     p, n = batch
     rows.append(f"\n## Batched: {p} problems of n = {n} (the per-class / per-GPU case)\n")
@@ -421,7 +425,8 @@ def main() -> None:
     parser.add_argument("--sinkhorn-sizes", default="1024,4096",
                         help="n = 4096 takes over 10 min on a loaded 2-core machine")
     parser.add_argument("--search-targets", type=int, default=50_000)
-    parser.add_argument("--fit", default="500x64", help="semi-discrete fit cases, NxD[,NxD...]; D = 0: 25 clustered Gaussians in 2D")
+    parser.add_argument("--fit", default="500x64", help="semi-discrete fit cases, NxD[,NxD...]; D = 0: 25 clustered "
+                                                        "Gaussians in 2D")
     parser.add_argument("--sections", default="exact,sinkhorn,search,fit")
     parser.add_argument(
         "--auction",

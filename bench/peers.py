@@ -426,7 +426,8 @@ def format_report(results: dict[str, Any], step_times: dict[str, Any] | None, co
         f"batch {s['batch_size']}, {s['steps']} steps, seed {s['seed']}, identical (x0, x1, t) batches, "
         "linear path with sigma = 0. Peers: TorchCFM `ConditionalFlowMatcher` (I-CFM) and "
         "`ExactOptimalTransportConditionalFlowMatcher` (OT-CFM), sigma = 0; flow_matching "
-        "`AffineProbPath(CondOTScheduler())` sampled with its `ODESolver`. No EMA for anyone (monge's trainer keeps one; the raw weights are "
+        "`AffineProbPath(CondOTScheduler())` sampled with its `ODESolver`. No EMA for anyone (monge's trainer keeps "
+        "one; the raw weights are "
         f"evaluated). Evaluation: {s['n_eval']} samples from the same noise, Euler at NFE "
         f"{', '.join(map(str, nfes))} and adaptive dopri5 (atol = rtol = 1e-5; NFE in parentheses); "
         f"exact W2 to {s['n_eval']} fresh target samples; mode mixture = share of samples farther than "
@@ -486,7 +487,8 @@ def _peer_versions() -> str:
 
 
 def _step_time_section(st: dict[str, Any]) -> list[str]:
-    lines = [f"## Exact-OT training step at batch {st['batch']} (8gaussians -> moons, median / mean of {st['steps']} steps)", "",
+    lines = [f"## Exact-OT training step at batch {st['batch']} (8gaussians -> moons, median / mean of {st['steps']} "
+             "steps)", "",
              "| | monge `exact_ot` | TorchCFM OT-CFM | TorchCFM / monge |", "|---|---:|---:|---:|"]
     if "torchcfm_step" in st:
         lines.append(f"| pairing call only | {st['monge_pairing']:.3f} s | {st['torchcfm_pairing']:.3f} s | "

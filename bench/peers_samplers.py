@@ -141,7 +141,8 @@ def report(rows: list[dict], info: dict, n: int, command: str, total: float) -> 
         f"{n} fresh data points (two-sample floor {info['floor']:.3f}; the reference "
         f"itself: {info['reference_w2']:.3f}). Path: RMS distance to the 1000-step DPM-Solver++ reference "
         "(DPM-Solver++ 3M, 256 uniform steps). Time: best of the repeats of the whole sampling "
-        "loop with a model that costs nothing (`eps = x / 2`), i.e. each library's own work per call. `optimized`: monge's fitted grid for the same sampler and NFE "
+        "loop with a model that costs nothing (`eps = x / 2`), i.e. each library's own work per call. `optimized`: "
+        "monge's fitted grid for the same sampler and NFE "
         "(`monge.samplers.optimized`, fitted on other noise).",
         "",
         "| sampler | NFE | max \\|diff\\| | W2 diffusers | W2 monge | W2 monge optimized | path diffusers "

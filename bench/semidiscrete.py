@@ -200,7 +200,8 @@ def compare(name: str, y: torch.Tensor, eps: float, budget: float, lines: list[s
     snaps, res, wm = monge_curve(y, eps, budget, n_snaps, **monge_opts)
     cm = score(snaps, y, eps, score_m)
     curves = {f"monge (batch {res[1]})": cm}
-    extra = [f"monge: wall {wm:.1f} s, CPU budget {budget:g} s (stopped by its callback; the fit's final report not timed)"]
+    extra = [f"monge: wall {wm:.1f} s, CPU budget {budget:g} s (stopped by its callback; the fit's final report not "
+             "timed)"]
     try:
         for lr in ott_lrs:
             bs = ott_batch or res[1]
@@ -256,7 +257,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tol", type=float, default=1e-9,
                     help="monge's tol (1e-9: never stops; its screens/checks then all use eval_samples)")
-    ap.add_argument("--score-draws", type=float, default=None, help="scoring draws per target (default 20, 5 above N=10^4)")
+    ap.add_argument("--score-draws", type=float, default=None, help="scoring draws per target (default 20, 5 above "
+                                                                    "N=10^4)")
     ap.add_argument("--snaps", type=int, default=None)
     ap.add_argument("--ott-lrs", default="0.01,0.03")
     ap.add_argument("--out", default="bench/results/semidiscrete.md")
@@ -270,7 +272,8 @@ def main() -> None:
         s, slab, blk = search_throughput(n_s, 64, m_s)
         lines += ["## Cell search throughput", "", "GFLOP/s on CPU time, best of 3, interleaved in one run; "
                   "ratio = search / the faster torch.mm.", "",
-                  "| N | d | queries | cell_search | torch.mm 256-row slabs | torch.mm blocked like the search | ratio |",
+                  "| N | d | queries | cell_search | torch.mm 256-row slabs | torch.mm blocked like the search | ratio "
+                  "|",
                   "|---|---|---|---|---|---|---|",
                   f"| {n_s} | 64 | {m_s} | {s:.1f} | {slab:.1f} | {blk:.1f} | {s / max(slab, blk):.0%} |", ""]
         print(lines[-2], flush=True)

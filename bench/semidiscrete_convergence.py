@@ -73,7 +73,8 @@ def main() -> None:
              f"Command: `python bench/{' '.join(['semidiscrete_convergence.py'] + sys.argv[1:])}` "
              f"(torch {torch.__version__}, one thread, CPU time).", "",
              __doc__.split("\n\n", 2)[2].strip(), "",
-             "| set | N | refill | stopped | steps | CPU s | own rms | indep rms | indep mean (floor) | empty | refilled |",
+             "| set | N | refill | stopped | steps | CPU s | own rms | indep rms | indep mean (floor) | empty | "
+             "refilled |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.sets.split(","):
         y = (QUICK if args.quick else SETS)[name]()

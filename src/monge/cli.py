@@ -115,7 +115,8 @@ def sample_cmd(
     nfe: int = typer.Option(8, help="Function evaluations (ignored by dopri5)."),
     sampler: str = typer.Option("euler", help=f"{_sampler_help()}."),
     timesteps: str | None = typer.Option(
-        None, "--timesteps", help=f"Step grid: {' | '.join(GRIDS.names())} | optimized (fitted to the model once and cached in "
+        None, "--timesteps", help=f"Step grid: {' | '.join(GRIDS.names())} | optimized (fitted to the model once and "
+                                  "cached in "
         "the run directory) | optimized_decoupled (optimized grid plus fitted network evaluation times).",
         show_default="the sampler's own steps"),
     expressway: float | None = typer.Option(

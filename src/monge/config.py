@@ -289,13 +289,15 @@ class Config:
                               "model: {name: autoencoder, ...}, or use objective velocity for a flow")
         if recon:
             if self.coupling.name != "independent":
-                raise ConfigError(f"an autoencoder run pairs no noise with its data, so coupling {self.coupling.name!r} "
+                raise ConfigError("an autoencoder run pairs no noise with its data, so coupling "
+                                  f"{self.coupling.name!r} "
                                   "has nothing to do; set coupling: independent")
             if self.data.latent is not None:
                 raise ConfigError("data.latent names the autoencoder a flow works on; an autoencoder run trains on "
                                   "the images themselves: drop data.latent")
             if self.sample.nll:
-                raise ConfigError("sample.nll scores a flow's likelihood; an autoencoder has none: set sample.nll: false")
+                raise ConfigError("sample.nll scores a flow's likelihood; an autoencoder has none: set sample.nll: "
+                                  "false")
             return
         latent = self.data.latent
         if latent is None:
@@ -320,7 +322,8 @@ class Config:
             raise ConfigError(f"objective: {err}") from None
         if objectives.is_flow_map(name) and self.sample.adaptive:
             raise ConfigError(f"objective {name!r}: sample.adaptive runs dopri5 on a velocity field; a flow map is "
-                              f"evaluated with its {objectives.sampler_kind(name)!r} sampler: set sample.adaptive: false")
+                              f"evaluated with its {objectives.sampler_kind(name)!r} sampler: set sample.adaptive: "
+                              "false")
         if objectives.is_flow_map(name) and self.sample.nll:
             raise ConfigError(f"objective {name!r}: sample.nll integrates the change of variables of a velocity field; "
                               "a flow map has no likelihood here: set sample.nll: false")

@@ -29,7 +29,8 @@ def missing_checkpoint(path: str | Path) -> str | None:
         if runs:
             names = ", ".join(str(r) for r in runs[:8]) + (", ..." if len(runs) > 8 else "")
             return (
-                f"checkpoint not found: {path} is not a run but holds {len(runs)} run{'s' if len(runs) > 1 else ''} ({names}); "
+                f"checkpoint not found: {path} is not a run but holds {len(runs)} run{'s' if len(runs) > 1 else ''} "
+                f"({names}); "
                 f"give one of them, e.g. {runs[0]}"
             )
         return f"checkpoint not found: {path} holds no {CHECKPOINT_NAME} (train a run there with `monge train`)"

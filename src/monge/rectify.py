@@ -158,7 +158,8 @@ def distill(
 _distill_model = distill  # `reflow` has a `distill` flag
 
 
-@interrupt_note("interrupted; what was finished (pairs, the reflowed run) is kept in the --out folder: the same command "
+@interrupt_note("interrupted; what was finished (pairs, the reflowed run) is kept in the --out folder: the same "
+                "command "
                 "with --overwrite makes it all again")
 def reflow(
     checkpoint: str | Path,

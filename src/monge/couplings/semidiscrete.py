@@ -88,7 +88,8 @@ class SemiDiscreteCoupling(Coupling):
             warnings.warn(
                 f"{what} stopped ({res.reason}) after {res.n_iter} steps at an RMS relative cell-mass error of "
                 f"{res.rms_error:.3f} (tol {self.solver.tol}), {err.empty} of {y.shape[0] - res.duplicates} cells "
-                f"empty on {err.n_samples} fresh source draws{_merged(res.duplicates)}: the cells' masses are unequal, so the pairs over-weight some "
+                f"empty on {err.n_samples} fresh source draws{_merged(res.duplicates)}: the cells' masses are unequal, "
+                "so the pairs over-weight some "
                 "training points and miss others. Raise max_iter or max_time, or set epsilon > 0",
                 RuntimeWarning, stacklevel=3,
             )

@@ -144,7 +144,8 @@ class GaussianMixture:
         x64 = self._check_x(x)
         tt = expand_t(torch.as_tensor(t, dtype=torch.float64, device=x64.device), x64[:, 0])
         if tt.shape != (x64.shape[0],):
-            raise ValueError(f"t must be a scalar or have shape ({x64.shape[0]},), got {tuple(torch.as_tensor(t).shape)}")
+            raise ValueError(f"t must be a scalar or have shape ({x64.shape[0]},), got "
+                             f"{tuple(torch.as_tensor(t).shape)}")
         a, s = schedule.alpha(tt), schedule.sigma(tt)
         var = s[:, None] ** 2 + a[:, None] ** 2 * self.stds[None] ** 2  # (n, K)
         lp, diff = self._log_resp(x64, a, var)

@@ -123,7 +123,8 @@ class ImageDataset(FiniteRows):
         if labels is not None:
             labels = torch.as_tensor(labels)
             if labels.shape != (data.shape[0],) or labels.is_floating_point() or labels.is_complex():
-                raise ValueError(f"labels must be an integer tensor of shape ({data.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
+                raise ValueError(f"labels must be an integer tensor of shape ({data.shape[0]},), got {labels.dtype} "
+                                 f"{tuple(labels.shape)}")
             labels = labels.to(torch.int64)
             if int(labels.min()) < 0:
                 raise ValueError("labels must be non-negative class indices")
@@ -458,7 +459,8 @@ def images_from_array(
     tol = 1e-3 * (hi - lo)
     if amin < lo - tol or amax > hi + tol:
         raise ValueError(
-            f"{file}: values span [{amin:.4g}, {amax:.4g}] outside value_range=({lo:g}, {hi:g}); pass the right value_range"
+            f"{file}: values span [{amin:.4g}, {amax:.4g}] outside value_range=({lo:g}, {hi:g}); pass the right "
+            "value_range"
         )
     x = ((x - lo) / (hi - lo) * 2 - 1).clamp(-1, 1)
     if size is not None:

@@ -57,7 +57,8 @@ class Standardizer:
     def __init__(self, mean: Tensor, std: Tensor) -> None:
         mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
         if mean.dim() != 1 or mean.shape != std.shape:
-            raise ValueError(f"mean and std must be vectors of one length, got {tuple(mean.shape)} and {tuple(std.shape)}")
+            raise ValueError(f"mean and std must be vectors of one length, got {tuple(mean.shape)} and "
+                             f"{tuple(std.shape)}")
         check_finite(mean, "mean")
         check_finite(std, "std")
         if bool((std <= 0).any()):
@@ -120,7 +121,8 @@ class VectorDataset(FiniteRows):
             raise ValueError(f"data must be a non-empty float tensor (N, D), got {data.dtype} {tuple(data.shape)}")
         if labels is not None:
             if labels.shape != (data.shape[0],) or labels.dtype != torch.int64:
-                raise ValueError(f"labels must be int64 of shape ({data.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
+                raise ValueError(f"labels must be int64 of shape ({data.shape[0]},), got {labels.dtype} "
+                                 f"{tuple(labels.shape)}")
             num_classes = num_classes if num_classes is not None else int(labels.max()) + 1
         self.data = data.to(torch.float32)
         self.labels = labels

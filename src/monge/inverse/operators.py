@@ -146,7 +146,8 @@ class LinearOperator(ABC):
     def matrix(self, dtype: torch.dtype = torch.float64) -> Tensor:
         """The dense ``(m, d)`` matrix of :math:`A` on flattened samples (``d`` up to 4096)."""
         if self.dim > 4096:
-            raise ValueError(f"matrix() builds a dense (m, {self.dim}) matrix; samples of {self.dim} entries are too many")
+            raise ValueError(f"matrix() builds a dense (m, {self.dim}) matrix; samples of {self.dim} entries are too "
+                             "many")
         eye = torch.eye(self.dim, dtype=dtype).reshape(self.dim, *self.shape)
         return self._forward(eye).reshape(self.dim, -1).T.contiguous()
 

@@ -67,7 +67,8 @@ def source_points(source: Source, d: int, dtype: torch.dtype,
 
         return gauss
     if not callable(source):
-        raise ValueError(f"source must be 'gaussian' or a callable (n, generator) -> Tensor, got {type(source).__name__}")
+        raise ValueError("source must be 'gaussian' or a callable (n, generator) -> Tensor, got "
+                         f"{type(source).__name__}")
 
     def call(n: int, generator: torch.Generator | None) -> Tensor:
         x = source(n, generator)
@@ -307,7 +308,8 @@ class SemiDiscreteState:
             names -= {"window_counts", "window_draws", "refilled"}
             wanted.discard("window_counts")
         if not isinstance(scalars, dict) or set(scalars) | wanted != names or set(tensors) != wanted:
-            raise ValueError(f"{origin} has missing or unknown entries; it was not written by SemiDiscreteState.to_bytes")
+            raise ValueError(f"{origin} has missing or unknown entries; it was not written by "
+                             "SemiDiscreteState.to_bytes")
         for k in wanted:
             if k != "rng_state" and device is not None:
                 tensors[k] = tensors[k].to(device)

@@ -198,7 +198,8 @@ class SemiDiscreteMap:
         check_batch(x, "x")
         xf = x.reshape(x.shape[0], -1)
         if xf.shape[1] != self.dim:
-            raise ValueError(f"x must have {self.dim} features per point (targets' shape {self.shape}), got {xf.shape[1]}")
+            raise ValueError(f"x must have {self.dim} features per point (targets' shape {self.shape}), got "
+                             f"{xf.shape[1]}")
         return xf.to(device=self.flat.device, dtype=self.flat.dtype)
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -295,7 +296,8 @@ class SemiDiscreteMap:
         except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"{origin} is not a readable safetensors file: {exc}") from exc
         if meta.get("format") != _FORMAT or meta.get("version") not in _VERSIONS:
-            raise ValueError(f"{origin} is not a semi-discrete map (format {meta.get('format')!r}, version {meta.get('version')!r})")
+            raise ValueError(f"{origin} is not a semi-discrete map (format {meta.get('format')!r}, version "
+                             f"{meta.get('version')!r})")
         missing = {"targets", "heights", "weights"} - set(tensors)
         if missing:
             raise ValueError(f"{origin} lacks tensors {sorted(missing)}")
@@ -443,7 +445,8 @@ def marginal_error(
         max_block_elements = mp.max_block_elements
     else:
         if targets is None:
-            raise ValueError("marginal_error(heights, targets, ...): pass the targets with the heights, or a SemiDiscreteMap")
+            raise ValueError("marginal_error(heights, targets, ...): pass the targets with the heights, or a "
+                             "SemiDiscreteMap")
         mp = SemiDiscreteMap(targets, map_or_heights, weights, max_block_elements)
         flat, h, nu = mp.flat, mp.heights, mp.weights
         eps = 0.0 if eps is None else _check_epsilon(eps, "eps")
@@ -843,7 +846,8 @@ class SemiDiscreteSolver:
         nu = check_weights(weights, n, "weights", flat)
         _check_positive_weights(nu)
         if _find_duplicates(flat)[2]:
-            raise ValueError(f"shard on rank {rank} has repeated target rows; deduplicate the data set before a sharded fit")
+            raise ValueError(f"shard on rank {rank} has repeated target rows; deduplicate the data set before a "
+                             "sharded fit")
         lay = Layout(flat, n, offset, group, True, self.max_block_elements)
 
         mean = lay.all_sum(flat.sum(0)) / n

@@ -181,7 +181,8 @@ def check_resume_state(tensors: dict[str, Tensor], state: dict[str, Any], path: 
     for key in ("rng.data", "rng.torch"):
         t = tensors.get(key)
         if t is None or t.dtype != torch.uint8 or t.dim() != 1:
-            raise CheckpointError(f"checkpoint {path} has no valid random generator state {key!r}; it cannot be resumed "
+            raise CheckpointError(f"checkpoint {path} has no valid random generator state {key!r}; it cannot be "
+                                  "resumed "
                                   "exactly (it can still be sampled)")
     updates = state.get("ema_updates")
     if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:

@@ -54,7 +54,8 @@ def _schedule_of(path: ProbPath | str):
     p = PATHS.build(path) if isinstance(path, str) else path
     sched = getattr(p, "schedule", None)
     if sched is None or not hasattr(sched, "alpha") or not hasattr(sched, "sigma"):
-        raise ValueError(f"path must have a schedule with alpha(t) and sigma(t) (an affine path), got {type(p).__name__}")
+        raise ValueError("path must have a schedule with alpha(t) and sigma(t) (an affine path), got "
+                         f"{type(p).__name__}")
     return sched
 
 
