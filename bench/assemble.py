@@ -47,21 +47,33 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "couplings_quality": ("Couplings: sample quality on held-out data", "python bench/couplings_quality.py"),
     "coupling_cost": ("Step cost of the light couplings (wcfm, knn_immiscible)", "python bench/coupling_cost.py"),
     "semidiscrete": ("Semi-discrete OT solver vs OTT-JAX", "python bench/semidiscrete.py"),
-    "semidiscrete_convergence": ("Semi-discrete fit: convergence on clustered targets",
-                                 "python bench/semidiscrete_convergence.py"),
+    "semidiscrete_convergence": (
+        "Semi-discrete fit: convergence on clustered targets",
+        "python bench/semidiscrete_convergence.py",
+    ),
     "semidiscrete_pairing": ("Global OT pairing: step cost", "python bench/semidiscrete_pairing.py"),
     "global_scope": ("Global-scope exact OT under 2 processes: step cost", "python bench/global_scope.py"),
     "auction": ("Certified auction assignment", "python bench/ot_solvers.py --auction"),
     "likelihood": ("Likelihood vs closed forms and flow_matching", "python bench/likelihood.py"),
-    "few_step": ("One- and few-step generators from scratch (mean_flow, shortcut)", "python bench/few_step.py --reflow"),
-    "few_step_digits": ("One- and few-step generators from scratch on digits",
-                        ("python bench/few_step.py --source gaussian --target digits --steps 5000 --n-eval 1000 "
-                         "--eval-seeds 2 --out bench/results/few_step_digits.md")),
+    "few_step": (
+        "One- and few-step generators from scratch (mean_flow, shortcut)",
+        "python bench/few_step.py --reflow",
+    ),
+    "few_step_digits": (
+        "One- and few-step generators from scratch on digits",
+        (
+            "python bench/few_step.py --source gaussian --target digits --steps 5000 --n-eval 1000 "
+            "--eval-seeds 2 --out bench/results/few_step_digits.md"
+        ),
+    ),
     "couplings_quality_semidiscrete": (
         "Couplings: global OT (semidiscrete_ot) on held-out data",
-        ("python bench/couplings_quality.py --tasks moons 25gaussians gmm32 digits --couplings "
-         "independent exact_ot semidiscrete_ot --n-train 5000 --threads 1 "
-         "--out bench/results/couplings_quality_semidiscrete.md")),
+        (
+            "python bench/couplings_quality.py --tasks moons 25gaussians gmm32 digits --couplings "
+            "independent exact_ot semidiscrete_ot --n-train 5000 --threads 1 "
+            "--out bench/results/couplings_quality_semidiscrete.md"
+        ),
+    ),
     "digits": ("Digits: couplings and the DPM-OT expressway", "monge demo --data digits"),
     "inverse": ("Inverse problems: posterior sampling with a flow prior", "python bench/inverse.py"),
     "images": ("Images: couplings on digits and textures, pixel U-Net and latent MLP", "python bench/images.py"),

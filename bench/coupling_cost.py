@@ -80,7 +80,9 @@ class Step:
         self.opt.step()
 
 
-def ratio_interval(times: list[float], base: list[float], g: torch.Generator, resamples: int = 2000) -> tuple[float, float]:
+def ratio_interval(
+    times: list[float], base: list[float], g: torch.Generator, resamples: int = 2000
+) -> tuple[float, float]:
     """95% percentile bootstrap interval of ``median(times) / median(base)``, rounds resampled (paired)."""
     a, b = torch.tensor(times, dtype=torch.float64), torch.tensor(base, dtype=torch.float64)
     idx = torch.randint(len(a), (resamples, len(a)), generator=g)
@@ -194,7 +196,12 @@ def main() -> None:
     ]
     for d in args.dims:
         rows = time_steps(d, args.batch, rounds)
-        lines += [f"### d = {d}", "", "| coupling | ms/step | x | 95% interval | iters | L1 err |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"### d = {d}",
+            "",
+            "| coupling | ms/step | x | 95% interval | iters | L1 err |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rows:
             extra = f"{r['iters']:.1f} | {r['err']:.1e}" if r["iters"] is not None else " | "
             lines.append(

@@ -354,7 +354,9 @@ def evaluate_conditional(model: nn.Module, task: ConditionalTask, s: Settings) -
             x0 = task.noise(n, g)
             field = ContinuousConditional(model, cond) if task.continuous else ClassConditional(model, cond)
             for nfe in s.nfes:
-                per.setdefault(f"euler {nfe}", []).append((wasserstein2(sample(field, x0, sampler="euler", nfe=nfe).x, ref), nfe))
+                per.setdefault(f"euler {nfe}", []).append(
+                    (wasserstein2(sample(field, x0, sampler="euler", nfe=nfe).x, ref), nfe)
+                )
             if s.adaptive:
                 ad = sample(field, x0, sampler="dopri5")
                 per.setdefault("adaptive", []).append((wasserstein2(ad.x, ref), ad.nfe))
@@ -385,7 +387,10 @@ def run_conditional(couplings: list[str], s: Settings, log=print, task_name: str
         model, per_step, prep = train_conditional(task, c, s)
         scores = evaluate_conditional(model, task, s)
         rows[c] = dict(scores=scores, per_step=per_step, prep=prep)
-        log(f"conditional  {c:16s} step {per_step * 1e3:6.1f} ms  " + "  ".join(f"{k}: {v[0]:.3f}" for k, v in scores.items()))
+        log(
+            f"conditional  {c:16s} step {per_step * 1e3:6.1f} ms  "
+            + "  ".join(f"{k}: {v[0]:.3f}" for k, v in scores.items())
+        )
     return rows
 
 

@@ -306,7 +306,9 @@ def main(argv: list[str] | None = None) -> str:
                  digits_steps=args.digits_steps, digits_n=args.digits_n, digits_nfes=tuple(args.digits_nfes),
                  classifier_epochs=args.classifier_epochs, cache=args.cache,
                  grid=args.out.with_name(args.out.stem + "_digits.png"))
-    command = "python bench/inverse.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python bench/inverse.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     gmm = run_gmm(s)
     digits = run_digits(s) if s.digits else None
     text = report(gmm, digits, s, command.strip())

@@ -143,7 +143,9 @@ def calibrate() -> None:
     s = x @ y.T - 0.5 * (y * y).sum(1)
     for eps in (0.25, 0.5, 1.0, 2.0, 4.0):
         p = torch.softmax(s / eps, 1)
-        print(f"eps {eps}: median effective candidates {torch.exp(-(p * p.clamp_min(1e-30).log()).sum(1)).median():.1f}")
+        print(
+            f"eps {eps}: median effective candidates {torch.exp(-(p * p.clamp_min(1e-30).log()).sum(1)).median():.1f}"
+        )
 
 
 def main() -> None:

@@ -149,10 +149,30 @@ def bench_sinkhorn(sizes: list[int], eps: float, tol: float, rows: list[str], su
         entries = [("POT `sinkhorn_log` (torch)", t_p, int(p_log["niter"]) + 1, p_err, float((p_plan * c).sum()))]
         if full:
             res = out["plain"]
-            entries.append((f"monge `sinkhorn`, tol={tol:g}", best["plain"], res.n_iter, float(res.marginal_error), float(res.cost)))
+            entries.append(
+                (
+                    f"monge `sinkhorn`, tol={tol:g}",
+                    best["plain"],
+                    res.n_iter,
+                    float(res.marginal_error),
+                    float(res.cost),
+                )
+            )
         entries += [
-            ("monge `sinkhorn`, tol = POT's reached error", t_e, res_e.n_iter, float(res_e.marginal_error), float(res_e.cost)),
-            (f"monge `sinkhorn`, tol={tol:g}, eps_scaling=0.5", t_s, res_s.n_iter, float(res_s.marginal_error), float(res_s.cost)),
+            (
+                "monge `sinkhorn`, tol = POT's reached error",
+                t_e,
+                res_e.n_iter,
+                float(res_e.marginal_error),
+                float(res_e.cost),
+            ),
+            (
+                f"monge `sinkhorn`, tol={tol:g}, eps_scaling=0.5",
+                t_s,
+                res_s.n_iter,
+                float(res_s.marginal_error),
+                float(res_s.cost),
+            ),
         ]
         summary.setdefault("sinkhorn", []).append((n, t_p, p_err, t_e, float(res_e.marginal_error)))
         if have_geomloss:
@@ -242,7 +262,11 @@ def bench_fit(cases: list[tuple[int, int]], rows: list[str], summary: dict) -> N
         y = clustered_targets(n) if clustered else torch.randn(n, d, generator=torch.Generator().manual_seed(n + d))
         d = y.shape[1]
         for opt in ("adam",) if clustered else ("adam", "sgd"):
-            t, res = timed(lambda y=y, opt=opt: fit_semidiscrete(y, optimizer=opt, tol=0.02, generator=torch.Generator().manual_seed(1), max_iter=5000))
+            t, res = timed(
+                lambda y=y, opt=opt: fit_semidiscrete(
+                    y, optimizer=opt, tol=0.02, generator=torch.Generator().manual_seed(1), max_iter=5000
+                )
+            )
             mx, mean = res.map.mass_error(2000 * n, torch.Generator().manual_seed(2))
             conv = "" if res.converged else " (not converged)"
             summary.setdefault("fit", []).append((n, d, opt, t, res.converged, mean))

@@ -162,7 +162,9 @@ def _new_model(s: Settings) -> nn.Module:
     return MLP(2, hidden=s.hidden, depth=s.depth)
 
 
-def _plain_loop(model: nn.Module, s: Settings, task: str, loss_fn: Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]) -> float:
+def _plain_loop(
+    model: nn.Module, s: Settings, task: str, loss_fn: Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
+) -> float:
     """Train with AdamW + grad clipping; returns seconds per step."""
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
     stream = _batches(task, s)
@@ -247,7 +249,9 @@ def train_method(method: str, task: str, s: Settings, work: Path,
         )
 
         np.random.seed(s.seed)  # TorchCFM's OT sampler draws pairs with the global numpy RNG
-        fm = (ConditionalFlowMatcher if method == "torchcfm_icfm" else ExactOptimalTransportConditionalFlowMatcher)(sigma=0.0)
+        fm = (ConditionalFlowMatcher if method == "torchcfm_icfm" else ExactOptimalTransportConditionalFlowMatcher)(
+            sigma=0.0
+        )
 
         def loss_cfm(model: nn.Module, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
             t, xt, ut = fm.sample_location_and_conditional_flow(x0, x1, t=t)
@@ -437,7 +441,11 @@ def format_report(results: dict[str, Any], step_times: dict[str, Any] | None, co
     for task, entries in results["tasks"].items():
         src, tgt = TASKS[task]
         lines += [f"## {src} -> {tgt}", ""]
-        head = "| method | " + " | ".join(f"W2 @{k}" for k in nfes) + " | W2 adaptive (NFE) | train ms/step | prepare s | sample s @8 | sample s adaptive |"
+        head = (
+            "| method | "
+            + " | ".join(f"W2 @{k}" for k in nfes)
+            + " | W2 adaptive (NFE) | train ms/step | prepare s | sample s @8 | sample s adaptive |"
+        )
         lines += [head, "|---|" + "---:|" * (len(nfes) + 5)]
         has_modes = False
         for e in entries:
@@ -597,7 +605,9 @@ def main(argv: list[str] | None = None) -> None:
     plot_w2(results, png)
     results["step_times"] = step_times
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    cmd = "python " + " ".join([sys.argv[0].replace(os.getcwd() + "/", ""), *(argv if argv is not None else sys.argv[1:])])
+    cmd = "python " + " ".join(
+        [sys.argv[0].replace(os.getcwd() + "/", ""), *(argv if argv is not None else sys.argv[1:])]
+    )
     text = format_report(results, step_times, cmd, png.name)
     text += f"\nTotal benchmark time: {time.perf_counter() - t0:.0f} s.\n"
     out.write_text(text)

@@ -85,9 +85,22 @@ class Settings:
 
 
 #: A few-second configuration for the smoke test.
-QUICK = Settings(n=128, n_fit=32, samplers=("euler", "dpm_solver_pp_2m"), nfes=(3, 5, 8), reference_steps=8,
-                 refine_sweeps=1, refine_tol=0.1, eval_refine_tol=0.1, ref_tol=1e-6, steps=40, batch_size=64, hidden=32, depth=2,
-                 quick=True)
+QUICK = Settings(
+    n=128,
+    n_fit=32,
+    samplers=("euler", "dpm_solver_pp_2m"),
+    nfes=(3, 5, 8),
+    reference_steps=8,
+    refine_sweeps=1,
+    refine_tol=0.1,
+    eval_refine_tol=0.1,
+    ref_tol=1e-6,
+    steps=40,
+    batch_size=64,
+    hidden=32,
+    depth=2,
+    quick=True,
+)
 
 
 @dataclass

@@ -230,7 +230,9 @@ def compare(name: str, y: torch.Tensor, eps: float, budget: float, lines: list[s
         ratio = (f"{best / tm:.2f}" if tm is not None and best is not None else
                  (">budget/monge" if tm is not None else "<1 (OTT only)"))
         fmt = lambda t: "-" if t is None else f"{t:.1f}"  # noqa: E731
-        lines.append(f"| {lv:g} | {math.sqrt(lv):.3f} | {fmt(tm)} | " + " | ".join(fmt(t) for t in to) + f" | {ratio} |")
+        lines.append(
+            f"| {lv:g} | {math.sqrt(lv):.3f} | {fmt(tm)} | " + " | ".join(fmt(t) for t in to) + f" | {ratio} |"
+        )
     # equal error at the level the slower-converging side reaches: the time each solver needs to
     # reach the best chi2 of the other (the levels above may all be out of one side's reach)
     best_ott = min((min(x[2] for x in curves[k]), k) for k in ott_keys) if ott_keys else None

@@ -120,7 +120,9 @@ def test_image_recipe_trains_and_samples_a_png_grid(tmp_path, train_tiny_digits)
     from PIL import Image
 
     assert Image.open(png).size[0] > 8
-    res = runner.invoke(app, ["sample", str(tmp_path / "runs" / "dig"), "-o", str(out), "--grid", str(tmp_path / "g.jpg")])
+    res = runner.invoke(
+        app, ["sample", str(tmp_path / "runs" / "dig"), "-o", str(out), "--grid", str(tmp_path / "g.jpg")]
+    )
     assert res.exit_code == 2 and ".png" in res.output
 
 
@@ -141,7 +143,9 @@ def test_class_conditional_unet_trains_and_samples_each_class(tmp_path):
     res = runner.invoke(app, ["sample", run, "-n", "4", "--nfe", "2", "--class", "3", "-o", str(out)])
     assert res.exit_code == 0, res.output
     three = np.load(out)
-    res = runner.invoke(app, ["sample", run, "-n", "20", "--nfe", "2", "--class", "all", "--guidance", "2", "-o", str(out)])
+    res = runner.invoke(
+        app, ["sample", run, "-n", "20", "--nfe", "2", "--class", "all", "--guidance", "2", "-o", str(out)]
+    )
     assert res.exit_code == 0, res.output
     assert np.load(out).shape == (20, 1, 8, 8) and three.shape == (4, 1, 8, 8)
     res = runner.invoke(app, ["sample", run, "--guidance", "2", "-o", str(out)])
@@ -208,7 +212,9 @@ def test_fit_ot_fits_caches_and_reports(recipe, tmp_path):
                               "--no-progress"])
     assert res.exit_code == 0, res.output
     run = tmp_path / "runs" / "tiny"
-    assert "24 targets of shape (2,), epsilon 0, fitted in" in res.output and (run / "semidiscrete.safetensors").is_file()
+    assert (
+        "24 targets of shape (2,), epsilon 0, fitted in" in res.output and (run / "semidiscrete.safetensors").is_file()
+    )
     assert "fresh source samples: RMS relative" in res.output and "empty cells" in res.output
     before = (run / "semidiscrete.safetensors").read_bytes()
     res = runner.invoke(app, ["fit-ot", str(recipe), "coupling=semidiscrete_ot", "coupling.n_targets=24"])

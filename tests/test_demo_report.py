@@ -33,7 +33,10 @@ def test_noise_floor_is_pot_on_the_same_draws():
 
 
 def test_conclusion_states_the_figures():
-    rows = {"I-CFM": _rows([1.5, 1.0, 0.6, 0.33], (416, 0.227)), "OT-CFM": _rows([0.28, 0.26, 0.25, 0.25], (182, 0.245))}
+    rows = {
+        "I-CFM": _rows([1.5, 1.0, 0.6, 0.33], (416, 0.227)),
+        "OT-CFM": _rows([0.28, 0.26, 0.25, 0.25], (182, 0.245)),
+    }
     text = conclusion(rows, (0.05, 0.005))
     assert "At 1 NFE (euler), OT-CFM reaches W2 0.280 against I-CFM's 1.500 (5.4x lower)" in text
     assert "OT-CFM reaches 0.245 at 182 NFE and I-CFM 0.227 at 416 NFE, a difference beyond the noise" in text

@@ -269,7 +269,10 @@ def test_every_kind_of_coupling_trains_a_flow_map(tiny_config, objective, coupli
     """Batch, weighted and fitted couplings feed the flow-map objectives as they feed velocity regression."""
     from monge.train import Trainer
 
-    params = {"name": coupling, **({"n_targets": 16, "tol": 0.3, "max_iter": 300} if coupling == "semidiscrete_ot" else {})}
+    params = {
+        "name": coupling,
+        **({"n_targets": 16, "tol": 0.3, "max_iter": 300} if coupling == "semidiscrete_ot" else {}),
+    }
     cfg = _flow_map_config(tiny_config, objective, coupling=params, train__steps=10)
     res = Trainer(cfg).fit()
     assert math.isfinite(res.loss) and [r.nfe for r in res.eval_rows if r.sampler == objective] == [1, 2, 4]
@@ -384,8 +387,9 @@ def test_every_path_gives_a_finite_loss_and_gradient(objective, path):
     net = _mlp(5)
     g = torch.Generator().manual_seed(6)
     x0, x1 = torch.randn(32, 2, dtype=F64, generator=g), torch.randn(32, 2, dtype=F64, generator=g)
-    loss = OBJECTIVES.build(objective).loss(net, Coupled(x0, x1), torch.rand(32, dtype=F64, generator=g), PATHS.build(path),
-                                            generator=g)[0]
+    loss = OBJECTIVES.build(objective).loss(
+        net, Coupled(x0, x1), torch.rand(32, dtype=F64, generator=g), PATHS.build(path), generator=g
+    )[0]
     loss.backward()
     assert math.isfinite(float(loss)) and all(bool(torch.isfinite(p.grad).all()) for p in net.parameters())
 

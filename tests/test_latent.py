@@ -140,7 +140,9 @@ def test_latent_target_is_finite_data_for_the_couplings(tmp_path):
     images = _images()
     target = LatentTarget.from_images(codec, images, cache_dir=tmp_path / "cache")
     assert target.shape == (2, 4, 4) and target.image_shape == SHAPE and len(target) == 40
-    assert torch.equal(target.labels, images.labels) and target.num_classes == 3 and target.class_names == ["a", "b", "c"]
+    assert (
+        torch.equal(target.labels, images.labels) and target.num_classes == 3 and target.class_names == ["a", "b", "c"]
+    )
     z, y = target.sample_with_labels(7, generator=torch.Generator().manual_seed(0))
     assert z.shape == (7, 2, 4, 4) and y.shape == (7,)
     # the semi-discrete map's targets are all of the encoded training points

@@ -194,7 +194,9 @@ def test_ddpm_schedule_hits_alphas_cumprod_at_the_training_steps():
 
 def test_ddpm_schedule_derivatives_between_knots():
     s = DiscreteVPSchedule(beta_schedule="squaredcos_cap_v2")
-    k = torch.cat([torch.arange(20, 990, 37, dtype=torch.float64) + 0.5, torch.tensor([-0.7, -0.3], dtype=torch.float64)])
+    k = torch.cat(
+        [torch.arange(20, 990, 37, dtype=torch.float64) + 0.5, torch.tensor([-0.7, -0.3], dtype=torch.float64)]
+    )
     t = 1 - (k + 1) / 1000  # mid-segment, and inside the last interval k in (-1, 0)
     h = 1e-7
     for f, df in [(s.alpha, s.d_alpha), (s.sigma, s.d_sigma), (s.log_snr, s.d_log_snr)]:

@@ -57,7 +57,9 @@ def test_readme_commands_run_in_order(tmp_path):
     for command in readme_commands(text):
         args = [sys.executable, "-m", "monge", *shlex.split(command)[1:]]
         proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
-        assert proc.returncode == 0, f"{command!r} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, (
+            f"{command!r} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        )
         if " --plot " in command:
             assert "wrote the W2-vs-NFE plot to runs/w2.png" in proc.stdout
     for path in named_outputs(text):

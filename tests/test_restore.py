@@ -46,8 +46,27 @@ def test_inpaint_writes_samples_and_a_grid(digits_run, tmp_path):
 def test_one_measurement_gives_n_samples(digits_run, tmp_path):
     y = torch.nn.functional.avg_pool2d(_digits(1), 2)[0].numpy()
     np.save(tmp_path / "y.npy", y)
-    res = runner.invoke(app, ["restore", str(digits_run), "--operator", "downsample", "--input", str(tmp_path / "y.npy"),
-                              "--sigma", "0.05", "--solver", "pnp_flow", "--nfe", "5", "-n", "4", "-o", str(tmp_path / "x.npy")])
+    res = runner.invoke(
+        app,
+        [
+            "restore",
+            str(digits_run),
+            "--operator",
+            "downsample",
+            "--input",
+            str(tmp_path / "y.npy"),
+            "--sigma",
+            "0.05",
+            "--solver",
+            "pnp_flow",
+            "--nfe",
+            "5",
+            "-n",
+            "4",
+            "-o",
+            str(tmp_path / "x.npy"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert np.load(tmp_path / "x.npy").shape == (4, 1, 8, 8)
 

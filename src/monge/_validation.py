@@ -7,7 +7,13 @@ import math
 import torch
 
 __all__ = [
-    "check_finite", "check_batch", "check_batches", "check_same_shape", "check_positive_int", "check_number", "check_positive",
+    "check_finite",
+    "check_batch",
+    "check_batches",
+    "check_same_shape",
+    "check_positive_int",
+    "check_number",
+    "check_positive",
     "MAX_SAMPLES_PER_CALL",
 ]
 

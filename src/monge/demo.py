@@ -136,7 +136,9 @@ def run_demo(
         rows[label] = result.eval_rows
         model = trainer.ema.model
         if objective != "velocity":  # a flow map: its jumps; no adaptive solver, no likelihood
-            panels[label] = {f"{objective}, {k} NFE": sample(model, x0, sampler=objective, nfe=k).x for k in (1, 2, 4, 8)}
+            panels[label] = {
+                f"{objective}, {k} NFE": sample(model, x0, sampler=objective, nfe=k).x for k in (1, 2, 4, 8)
+            }
             panels[label][f"{objective}, 16 NFE"] = sample(model, x0, sampler=objective, nfe=16).x
             notes[label] = f"{objective}, 16 jumps"
             trajectories[label] = sample(model, x0[:256], sampler=objective, nfe=16, return_trajectory=True).trajectory
@@ -150,7 +152,9 @@ def run_demo(
         notes[label] = f"{adaptive.nfe} NFE"
         trajectories[label] = sample(model, x0[:256], sampler="rk4", nfe=64, return_trajectory=True).trajectory
         if nll is not None:
-            nll[label] = evaluate_nll(model, src, tgt, n=min(NLL_POINTS, samples), seed=seed + 4242, rtol=NLL_TOL, atol=NLL_TOL)
+            nll[label] = evaluate_nll(
+                model, src, tgt, n=min(NLL_POINTS, samples), seed=seed + 4242, rtol=NLL_TOL, atol=NLL_TOL
+            )
 
     plot_metric_vs_nfe(rows, out / "w2_vs_nfe.png", "w2", title=f"{source} -> {target}: W2 to the target vs NFE",
                        floor=floor[0])

@@ -26,10 +26,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from .generate import RunSampler
     from .samplers.expressway import Expressway
 
-__all__ = ["EvalRow", "evaluate_field", "format_table", "format_comparison", "NLLResult", "held_out_target", "reference_data",
-           "evaluate_nll", "format_nll", "RowNovelty", "NoveltyReference", "novelty_reference", "format_novelty",
-           "novelty_sentence", "COPY_MARGIN", "MAX_HELD_OUT", "Reconstruction", "evaluate_reconstruction",
-           "format_reconstruction", "LATENT_NOTE", "NEGATIVE_MMD_NOTE"]
+__all__ = [
+    "EvalRow",
+    "evaluate_field",
+    "format_table",
+    "format_comparison",
+    "NLLResult",
+    "held_out_target",
+    "reference_data",
+    "evaluate_nll",
+    "format_nll",
+    "RowNovelty",
+    "NoveltyReference",
+    "novelty_reference",
+    "format_novelty",
+    "novelty_sentence",
+    "COPY_MARGIN",
+    "MAX_HELD_OUT",
+    "Reconstruction",
+    "evaluate_reconstruction",
+    "format_reconstruction",
+    "LATENT_NOTE",
+    "NEGATIVE_MMD_NOTE",
+]
 
 #: A row copies when its near-copy share exceeds the held-out points' by more than this (2 points).
 COPY_MARGIN = 0.02

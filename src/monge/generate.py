@@ -751,7 +751,9 @@ def evaluate_checkpoints(
             continue
         rs = run_sampler(cfg, sampler)
         if rs.flow_map and nll:
-            raise ValueError(f"--nll integrates a velocity field; the {cfg.objective.name} run {cfg.name} is a flow map")
+            raise ValueError(
+                f"--nll integrates a velocity field; the {cfg.objective.name} run {cfg.name} is a flow map"
+            )
         if nll and cfg.data.latent is not None:
             raise ValueError(f"--nll: run {cfg.name} is a latent flow; the likelihood of its latents is not one of "
                              "images. Drop --nll")
@@ -767,8 +769,9 @@ def evaluate_checkpoints(
             codec = run_codec(model, cfg)
             target_data = encode_target(codec, images, run_dir_of(checkpoint))
             source_data, decode = latent_source(cfg, tuple(codec.latent_shape)), codec.decode
-            floors[f"{cfg.data.latent} (of {label})"] = evaluate_reconstruction(lambda x, c=codec: c.decode(c.encode(x)), cfg.data.target, images,
-                                                    seed=seed)
+            floors[f"{cfg.data.latent} (of {label})"] = evaluate_reconstruction(
+                lambda x, c=codec: c.decode(c.encode(x)), cfg.data.target, images, seed=seed
+            )
         against = None
         if novelty:
             against, why = novelty_reference(cfg.data.target, images, seed=seed)

@@ -195,7 +195,9 @@ class _ModuleCodec:
         return _module_fingerprint(self.module, self._config())
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.source!r}, image_shape={self.image_shape}, latent_shape={self.latent_shape})"
+        return (
+            f"{type(self).__name__}({self.source!r}, image_shape={self.image_shape}, latent_shape={self.latent_shape})"
+        )
 
 
 class AutoEncoderCodec(_ModuleCodec):
@@ -204,7 +206,9 @@ class AutoEncoderCodec(_ModuleCodec):
     run that trained it (``{}`` for a bare model), e.g. to compare its data with a flow's. The codec
     freezes ``model`` (evaluation mode, no gradients): give it a trained model, not one in training."""
 
-    def __init__(self, model: AutoEncoder, source: str = "autoencoder", run_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model: AutoEncoder, source: str = "autoencoder", run_config: dict[str, Any] | None = None
+    ) -> None:
         if not isinstance(model, AutoEncoder):
             raise ValueError(f"AutoEncoderCodec needs an AutoEncoder, got {type(model).__name__}")
         self.module = model.eval().requires_grad_(False)

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "check_name_length", "check_output_file", "check_output_files", "describe_os_error", "write_array", "write_bytes", "write_text"]
+__all__ = [
+    "atomic_write_bytes",
+    "check_name_length",
+    "check_output_file",
+    "check_output_files",
+    "describe_os_error",
+    "write_array",
+    "write_bytes",
+    "write_text",
+]
 
 #: Longest file or folder name most file systems accept (bytes of UTF-8).
 MAX_NAME_BYTES = 255

@@ -12,7 +12,17 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["MAX_EVAL_SAMPLES", "MAX_FIT_ITER", "MAX_PAIRS", "QUICK_ENV", "STEP_DIVISOR", "quick_cap", "quick_config", "quick_mode", "quick_steps"]
+__all__ = [
+    "MAX_EVAL_SAMPLES",
+    "MAX_FIT_ITER",
+    "MAX_PAIRS",
+    "QUICK_ENV",
+    "STEP_DIVISOR",
+    "quick_cap",
+    "quick_config",
+    "quick_mode",
+    "quick_steps",
+]
 
 QUICK_ENV = "MONGE_QUICK"
 #: Quick mode keeps ``ceil(steps / STEP_DIVISOR)`` training steps.

@@ -225,7 +225,11 @@ def reflow(
     raw.update(name=out.name, output_dir=str(out.parent))
     raw["coupling"] = {"name": "reflow", "pairs": str(pairs_path.resolve())}
     raw["path"] = {"name": "linear", "sigma": 0.0}
-    raw["train"] = {**raw["train"], "progress": progress is not False, **({"steps": steps} if steps is not None else {})}
+    raw["train"] = {
+        **raw["train"],
+        "progress": progress is not False,
+        **({"steps": steps} if steps is not None else {}),
+    }
     new_cfg = Config.from_dict(raw)
     init = copy.deepcopy(model).train().requires_grad_(True) if init_from_checkpoint else None
     trainer = Trainer(new_cfg, model=init)

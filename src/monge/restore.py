@@ -130,8 +130,18 @@ def restore(model: nn.Module, config: Config, operator: LinearOperator, y: Tenso
     generator = torch.Generator().manual_seed(seed)
     ys = y.repeat_interleave(n, 0)
     x0 = source.sample(b * n, generator=generator)
-    x = fn(model, schedule, operator, ys, sigma_y=sigma, prediction=prediction_of(model, config.objective.name), nfe=nfe, x0=x0,
-           generator=generator, **(options or {}))
+    x = fn(
+        model,
+        schedule,
+        operator,
+        ys,
+        sigma_y=sigma,
+        prediction=prediction_of(model, config.objective.name),
+        nfe=nfe,
+        x0=x0,
+        generator=generator,
+        **(options or {}),
+    )
     return x.reshape(b, n, *operator.shape)
 
 

@@ -15,7 +15,9 @@ def test_diagnostics_match_direct_computations():
     d = coupling_diagnostics(x0, x1, Coupled(z, x1, w))
     wn = w / w.mean()
     assert list(d) == list(DIAGNOSTICS)
-    ratio = sum(wn[i] * ((z[i] - x1[i]) ** 2).sum() for i in range(8)) / sum(((x0[i] - x1[i]) ** 2).sum() for i in range(8))
+    ratio = sum(wn[i] * ((z[i] - x1[i]) ** 2).sum() for i in range(8)) / sum(
+        ((x0[i] - x1[i]) ** 2).sum() for i in range(8)
+    )
     assert d["pair_cost_ratio"] == pytest.approx(float(ratio), rel=1e-12)
     assert d["weights_ess"] == pytest.approx(float(w.sum() ** 2 / (8 * (w**2).sum())), rel=1e-12)
     zbar = (wn[:, None] * z).mean(0)

@@ -130,7 +130,9 @@ def test_knn_immiscible_default_keeps_the_noise_law_in_every_dimension(d):
     runs = {}
     for rescale in (False, True):
         gk = torch.Generator().manual_seed(22)
-        runs[rescale] = torch.cat([KNNImmiscible(4, rescale=rescale)(x0[i], x1[i], generator=gk).x0 for i in range(batches)])
+        runs[rescale] = torch.cat(
+            [KNNImmiscible(4, rescale=rescale)(x0[i], x1[i], generator=gk).x0 for i in range(batches)]
+        )
     floor = _gaussian_w2(torch.randn(batches * b, d, generator=g))
     predicted = abs(_mean_min_of_k_normals(4)) / math.sqrt(2 + 4 * sigma**2)
     unscaled = math.sqrt(max(_gaussian_w2(runs[False]) ** 2 - floor**2, 0.0))

@@ -10,7 +10,10 @@ from monge.couplings import WCFM, Entropic
 
 def test_wcfm_weights_are_normalised_gibbs_kernel():
     g = torch.Generator().manual_seed(5)
-    x0, x1 = torch.randn(100, 3, generator=g, dtype=torch.float64), torch.randn(100, 3, generator=g, dtype=torch.float64)
+    x0, x1 = (
+        torch.randn(100, 3, generator=g, dtype=torch.float64),
+        torch.randn(100, 3, generator=g, dtype=torch.float64),
+    )
     out = WCFM(eps=2.0, marginal_correction=False)(x0, x1)
     c = ((x0 - x1) ** 2).sum(1)
     ref = torch.exp(-c / 2.0)
@@ -60,8 +63,12 @@ def test_wcfm_large_batch_matches_entropic_plan_on_the_circle():
     assert (plan * delta_p.cos()).sum().item() == pytest.approx(closed, abs=0.01)
     # weighted pair histogram vs plan histogram of the angle difference: total variation
     edges = torch.linspace(-math.pi, math.pi, 13, dtype=torch.float64)
-    hw = torch.stack([(w * ((delta_w >= lo) & (delta_w < hi))).mean() for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
-    hp = torch.stack([(plan * ((delta_p >= lo) & (delta_p < hi))).sum() for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
+    hw = torch.stack(
+        [(w * ((delta_w >= lo) & (delta_w < hi))).mean() for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    )
+    hp = torch.stack(
+        [(plan * ((delta_p >= lo) & (delta_p < hi))).sum() for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    )
     assert 0.5 * (hw - hp).abs().sum().item() < 0.03
 
 
@@ -177,7 +184,10 @@ def test_sinkhorn_scaling_gives_uniform_marginals_within_tol():
     from monge.couplings.weighted import sinkhorn_scaling
 
     g = torch.Generator().manual_seed(31)
-    x0, x1 = torch.randn(200, 5, generator=g, dtype=torch.float64), torch.rand(200, 5, generator=g, dtype=torch.float64) * 3
+    x0, x1 = (
+        torch.randn(200, 5, generator=g, dtype=torch.float64),
+        torch.rand(200, 5, generator=g, dtype=torch.float64) * 3,
+    )
     cost = torch.cdist(x0, x1).square()
     eps = 0.3 * cost.std().item()
     kernel = torch.exp(-(cost - cost.min()) / eps)

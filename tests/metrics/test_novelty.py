@@ -149,7 +149,11 @@ def test_samples_far_from_the_data_are_new_and_underfit():
 
 
 def test_statistics_match_a_ckdtree_transcription():
-    train, held, samples = mixture(800, 50, dim=3), mixture(600, 51, dim=3), copies_of(mixture(800, 50, dim=3), 400, 0.05, 52)
+    train, held, samples = (
+        mixture(800, 50, dim=3),
+        mixture(600, 51, dim=3),
+        copies_of(mixture(800, 50, dim=3), 400, 0.05, 52),
+    )
     report = novelty(samples, train, held, quantile=0.05, chunk_size=100)
     tree = cKDTree(train.double().numpy())
     d_s, _ = tree.query(samples.double().numpy())
@@ -273,7 +277,9 @@ def test_frechet_train_heldout_compares_at_equal_sizes():
     both = [frechet_train_heldout(s, train, h) for s, h in draws]
     assert {(r.subset, r.repeats) for r in both} == {(300, 5)}
     diff = np.array([r.train - r.held_out for r in both])
-    naive = np.array([frechet_distance_from_features(s, train) - r.train for (s, _), r in zip(draws, both, strict=True)])
+    naive = np.array(
+        [frechet_distance_from_features(s, train) - r.train for (s, _), r in zip(draws, both, strict=True)]
+    )
     assert naive.mean() < -4 * naive.std() / math.sqrt(30)  # the bias the equal sizes remove
     assert abs(diff.mean()) < 3 * diff.std() / math.sqrt(30)
     assert abs(diff.mean()) < 0.25 * abs(naive.mean())

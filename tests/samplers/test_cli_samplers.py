@@ -42,8 +42,10 @@ def test_eval_ddim_matches_sample_ddim_grid_cost(run, tmp_path):
 
 def test_sample_timesteps_flag(run, tmp_path):
     out = tmp_path / "s.npy"
-    res = runner.invoke(app, ["sample", str(run), "--sampler", "unipc", "--timesteps", "karras", "--nfe", "4", "-n", "20",
-                              "-o", str(out)])
+    res = runner.invoke(
+        app,
+        ["sample", str(run), "--sampler", "unipc", "--timesteps", "karras", "--nfe", "4", "-n", "20", "-o", str(out)],
+    )
     assert res.exit_code == 0, res.output
     assert "unipc, karras steps, 4 NFE" in res.output and np.load(out).shape == (20, 2)
     res = runner.invoke(app, ["sample", str(run), "--sampler", "dopri5", "--timesteps", "uniform", "-o", str(out)])

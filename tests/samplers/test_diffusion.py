@@ -51,7 +51,9 @@ def _errors(name, problem, steps, **opts):
     model = lambda y, t: SMOOTH.posterior_mean(y, t, sched)  # noqa: E731
     out = []
     for n in steps:
-        res = sample(model, x, sampler=name, timesteps=log_snr_grid(sched, n, t0, t1), schedule=sched, prediction="data", **opts)
+        res = sample(
+            model, x, sampler=name, timesteps=log_snr_grid(sched, n, t0, t1), schedule=sched, prediction="data", **opts
+        )
         out.append(float((res.x - ref).pow(2).mean().sqrt()))
     return np.array(out)
 
@@ -95,7 +97,13 @@ def linear_problem():
 @pytest.mark.parametrize("name", ["ddim", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc_bh1", "unipc_bh2", "heun_edm"])
 def test_high_nfe_matches_flow_map_and_mixture(linear_problem, name):
     sched, x, ref = linear_problem
-    out = sample(lambda y, t: EIGHT.velocity(y, t, sched), x, sampler=name, timesteps=log_snr_grid(sched, 80, 0.0, 1.0), schedule=sched)
+    out = sample(
+        lambda y, t: EIGHT.velocity(y, t, sched),
+        x,
+        sampler=name,
+        timesteps=log_snr_grid(sched, 80, 0.0, 1.0),
+        schedule=sched,
+    )
     tol = 0.05 if name == "ddim" else 0.01  # first order vs second and higher
     assert (out.x - ref).pow(2).sum(1).mean().sqrt() < tol
     data = EIGHT.sample(300, torch.Generator().manual_seed(4), dtype=F64)
@@ -111,7 +119,14 @@ def test_high_nfe_on_diffusion_schedules(sname):
     data = EIGHT.sample(300, torch.Generator().manual_seed(7), dtype=F64)
     floor = w2(EIGHT.sample(300, torch.Generator().manual_seed(8), dtype=F64), data)
     for name in ["dpm_solver_pp_3m", "unipc_bh2"]:
-        out = sample(lambda y, t: EIGHT.noise_mean(y, t, sched), x, sampler=name, timesteps=log_snr_grid(sched, 60, 0.0, 1.0), schedule=sched, prediction="noise")
+        out = sample(
+            lambda y, t: EIGHT.noise_mean(y, t, sched),
+            x,
+            sampler=name,
+            timesteps=log_snr_grid(sched, 60, 0.0, 1.0),
+            schedule=sched,
+            prediction="noise",
+        )
         assert w2(out.x, data) < 1.2 * floor + 0.03, (name, w2(out.x, data), floor)
 
 
@@ -139,7 +154,10 @@ def test_prediction_types_give_the_same_samples(name):
     ts = log_snr_grid(sched, 8, 0.05, 0.999)
     oracle = {"data": EIGHT.posterior_mean, "noise": EIGHT.noise_mean, "score": EIGHT.score_t,
               "velocity": EIGHT.velocity}
-    outs = {k: sample(lambda y, t, f=f: f(y, t, sched), x, sampler=name, timesteps=ts, schedule=sched, prediction=k).x for k, f in oracle.items()}
+    outs = {
+        k: sample(lambda y, t, f=f: f(y, t, sched), x, sampler=name, timesteps=ts, schedule=sched, prediction=k).x
+        for k, f in oracle.items()
+    }
     for k in ("noise", "score", "velocity"):
         torch.testing.assert_close(outs[k], outs["data"], rtol=1e-7, atol=1e-7)
 
@@ -155,9 +173,18 @@ def test_nfe_counted_honestly(name):
         return EIGHT.velocity(y, t, sched)
 
     ts = torch.linspace(0.0, 1.0, 6, dtype=F64)
-    out = sample(model, torch.randn(8, 2, dtype=F64), sampler=name, timesteps=ts, schedule=sched, generator=torch.Generator().manual_seed(0))
+    out = sample(
+        model,
+        torch.randn(8, 2, dtype=F64),
+        sampler=name,
+        timesteps=ts,
+        schedule=sched,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.nfe == calls[0]
-    expected = 9 if name == "heun_edm" else 5 * SAMPLERS.info(name).evals_per_step  # Heun's last step (into sigma=0) is Euler
+    expected = (
+        9 if name == "heun_edm" else 5 * SAMPLERS.info(name).evals_per_step
+    )  # Heun's last step (into sigma=0) is Euler
     assert out.nfe == expected
     assert steps_for_nfe(name, expected) == 5
 
@@ -167,7 +194,15 @@ def test_trajectory_and_dtype_follow_input():
     x = torch.randn(4, 2)
     ts = torch.linspace(0.0, 1.0, 5)
     for name in ["ddim", "dpm_solver_pp", "unipc", "heun_edm", "euler_maruyama"]:
-        out = sample(lambda y, t: EIGHT.velocity(y, t, sched), x, sampler=name, timesteps=ts, schedule=sched, return_trajectory=True, generator=torch.Generator().manual_seed(0))
+        out = sample(
+            lambda y, t: EIGHT.velocity(y, t, sched),
+            x,
+            sampler=name,
+            timesteps=ts,
+            schedule=sched,
+            return_trajectory=True,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert out.x.dtype == torch.float32 and out.trajectory.shape == (5, 4, 2)
         assert torch.equal(out.trajectory[0], x) and torch.equal(out.trajectory[-1], out.x)
         assert torch.equal(out.times, ts)
@@ -178,8 +213,12 @@ def test_ddim_eta_one_is_ancestral_and_seeded():
     x = torch.randn(8, 2, dtype=F64)
     ts = torch.linspace(0.0, 1.0, 6, dtype=F64)
     model = lambda y, t: EIGHT.velocity(y, t, sched)  # noqa: E731
-    a = sample(model, x, sampler="ddim", timesteps=ts, schedule=sched, eta=1.0, generator=torch.Generator().manual_seed(1)).x
-    b = sample(model, x, sampler="ddim", timesteps=ts, schedule=sched, eta=1.0, generator=torch.Generator().manual_seed(1)).x
+    a = sample(
+        model, x, sampler="ddim", timesteps=ts, schedule=sched, eta=1.0, generator=torch.Generator().manual_seed(1)
+    ).x
+    b = sample(
+        model, x, sampler="ddim", timesteps=ts, schedule=sched, eta=1.0, generator=torch.Generator().manual_seed(1)
+    ).x
     c = sample(model, x, sampler="ddim", timesteps=ts, schedule=sched, eta=0.0).x
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
@@ -272,5 +311,14 @@ def test_ddim_eta_matches_diffusers_with_the_same_generator():
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     oracle = lambda y, t: MIX3.noise_mean(y, t, ours_sched)  # noqa: E731
     ref = _run_diffusers(sched, oracle, x, eta=0.7, generator=torch.Generator().manual_seed(5))
-    ours = sample(oracle, x, sampler="ddim", timesteps=ts, schedule=ours_sched, prediction="noise", eta=0.7, generator=torch.Generator().manual_seed(5))
+    ours = sample(
+        oracle,
+        x,
+        sampler="ddim",
+        timesteps=ts,
+        schedule=ours_sched,
+        prediction="noise",
+        eta=0.7,
+        generator=torch.Generator().manual_seed(5),
+    )
     torch.testing.assert_close(ours.x, ref, rtol=1e-5, atol=2e-5)

@@ -23,7 +23,9 @@ def test_expressway_start_and_sample():
     torch.testing.assert_close(x, 0.4 * z + 0.6 * y)
     x, _ = expressway_start(c.map, z, 0.6, "vp", generator=torch.Generator().manual_seed(1))
     xi = torch.randn(200, 2, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(x, torch.cos(torch.tensor(0.3 * math.pi)) * xi + torch.sin(torch.tensor(0.3 * math.pi)) * y)
+    torch.testing.assert_close(
+        x, torch.cos(torch.tensor(0.3 * math.pi)) * xi + torch.sin(torch.tensor(0.3 * math.pi)) * y
+    )
     # with the exact conditional field towards y, the sampler lands on y from the start
     field = lambda xt, tt: (y - xt) / (1 - tt[:, None])  # noqa: E731
     out = expressway_sample(field, c.map, z, t_start=0.5, nfe=2, reuse_noise=True)
@@ -42,7 +44,9 @@ def test_expressway_setting_samples_like_the_function():
     field = lambda xt, tt: -xt  # noqa: E731
     ex = Expressway(c.map, 0.25, "linear")
     a = ex.sample(field, z, nfe=3, generator=torch.Generator().manual_seed(4))
-    b = expressway_sample(field, c.map, z, t_start=0.25, nfe=3, path="linear", generator=torch.Generator().manual_seed(4))
+    b = expressway_sample(
+        field, c.map, z, t_start=0.25, nfe=3, path="linear", generator=torch.Generator().manual_seed(4)
+    )
     assert torch.equal(a.x, b.x) and a.nfe == b.nfe == 3
     with pytest.raises(ValueError, match="t_start must be"):
         Expressway(c.map, 1.5)

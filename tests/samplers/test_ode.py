@@ -31,7 +31,10 @@ def test_convergence_order_on_linear_ode(fn, order):
     x0 = torch.tensor([[1.0, 0.5], [-0.3, 2.0]], dtype=torch.float64)
     ref = exact_linear(x0)
     steps = np.array([8, 16, 32, 64])
-    errs = [float((fn(linear_field, x0, None, torch.linspace(0, 1, n + 1, dtype=torch.float64)).x - ref).abs().max()) for n in steps]
+    errs = [
+        float((fn(linear_field, x0, None, torch.linspace(0, 1, n + 1, dtype=torch.float64)).x - ref).abs().max())
+        for n in steps
+    ]
     slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
     assert abs(slope - order) < 0.3, (slope, errs)
 

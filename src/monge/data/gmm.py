@@ -132,7 +132,11 @@ class GaussianMixture:
     def log_prob(self, x: Tensor) -> Tensor:
         r""":math:`\log p_1(x)`, shape ``(batch,)``."""
         x64 = self._check_x(x)
-        lp, _ = self._log_resp(x64, torch.ones(x64.shape[0], dtype=torch.float64, device=x64.device), self.stds.pow(2)[None].expand(x64.shape[0], -1))
+        lp, _ = self._log_resp(
+            x64,
+            torch.ones(x64.shape[0], dtype=torch.float64, device=x64.device),
+            self.stds.pow(2)[None].expand(x64.shape[0], -1),
+        )
         return torch.logsumexp(lp, 1).to(x.dtype)
 
     def score(self, x: Tensor) -> Tensor:

@@ -116,7 +116,9 @@ class ImageDataset(FiniteRows):
     ) -> None:
         check_finite(data, "data")
         if data.dim() != 4 or data.shape[0] == 0 or not data.is_floating_point():
-            raise ValueError(f"data must be a non-empty float tensor (N, C, H, W), got {data.dtype} {tuple(data.shape)}")
+            raise ValueError(
+                f"data must be a non-empty float tensor (N, C, H, W), got {data.dtype} {tuple(data.shape)}"
+            )
         lo, hi = float(data.min()), float(data.max())
         if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
             raise ValueError(f"data must lie in [-1, 1] (got [{lo:.3g}, {hi:.3g}]); map [0, 1] pixels with from_unit")

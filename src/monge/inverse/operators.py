@@ -200,7 +200,9 @@ class Mask(LinearOperator):
         try:
             full = torch.broadcast_to(mask, self.shape)
         except RuntimeError:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the data shape {self.shape}") from None
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to the data shape {self.shape}"
+            ) from None
         m = full.to(torch.float64)
         if not bool(((m == 0) | (m == 1)).all()):
             raise ValueError("mask must hold only 0 (missing) and 1 (observed) values")
@@ -381,6 +383,8 @@ class GaussianNoise:
         return f"GaussianNoise(sigma={self.sigma:g})"
 
 
-def measure(operator: LinearOperator, x: Tensor, sigma: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+def measure(
+    operator: LinearOperator, x: Tensor, sigma: float = 0.0, generator: torch.Generator | None = None
+) -> Tensor:
     r"""A measurement :math:`y = A x + \sigma n` of ``x`` ``(batch, *shape)``."""
     return GaussianNoise(sigma)(operator.forward(x), generator)

@@ -72,7 +72,9 @@ class GaussianMixturePosterior:
         return float(0.5 * (f - self.weights).abs().sum())
 
 
-def gmm_posterior(prior: GaussianMixture, operator: LinearOperator, y: Tensor, sigma: float) -> GaussianMixturePosterior:
+def gmm_posterior(
+    prior: GaussianMixture, operator: LinearOperator, y: Tensor, sigma: float
+) -> GaussianMixturePosterior:
     r"""The exact posterior :math:`p(x \mid y)` of ``prior`` given one measurement ``y``
     (shape ``operator.measurement_shape``, or with a leading batch of 1) under
     :math:`y = A x + \sigma n`, ``sigma > 0``. Samples are flattened: ``prod(operator.shape)``

@@ -160,7 +160,10 @@ class UNet(nn.Module):
         c0 = chans[0]
         emb_dim = 4 * c0
         self.time_embed = nn.Sequential(
-            _time_embedding(time_embedding, c0, time_scale), nn.Linear(c0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            _time_embedding(time_embedding, c0, time_scale),
+            nn.Linear(c0, emb_dim),
+            nn.SiLU(),
+            nn.Linear(emb_dim, emb_dim),
         )
         self.second_time = second_time
         #: embedding of the step h = r - t of a flow map (second_time=True), else None

@@ -341,7 +341,9 @@ Checkpoint = Callable[[SemiDiscreteState], None]
 Callback = Callable[[SemiDiscreteState, "MarginalReport | None"], None]
 
 
-def new_state(h0: Tensor, cfg: SemiDiscreteSolver, seed: int, eval_seed: int, n: int, d: int, fp: float) -> SemiDiscreteState:
+def new_state(
+    h0: Tensor, cfg: SemiDiscreteSolver, seed: int, eval_seed: int, n: int, d: int, fp: float
+) -> SemiDiscreteState:
     gen = torch.Generator(device=h0.device).manual_seed(seed)
     h = h0 - h0.mean()
     return SemiDiscreteState(

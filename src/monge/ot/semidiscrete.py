@@ -261,7 +261,9 @@ class SemiDiscreteMap:
         while done < n_samples:
             b = min(_draw_rows(self.n_targets, self.max_block_elements), n_samples - done)
             x = sample(b, generator)
-            total += (lay.soft_sums(x, self.heights, eps, need_s2=False)[0] if eps > 0 else lay.hard_sums(x, self.heights)).double()
+            total += (
+                lay.soft_sums(x, self.heights, eps, need_s2=False)[0] if eps > 0 else lay.hard_sums(x, self.heights)
+            ).double()
             done += b
         return (total / n_samples).to(self.flat.dtype)
 
@@ -754,7 +756,9 @@ class SemiDiscreteSolver:
         uflat = flat[first] if n_dup else flat
         unu = torch.zeros(uflat.shape[0], dtype=nu.dtype, device=nu.device).index_add_(0, group, nu) if n_dup else nu
         seed, eval_seed = (int(v) for v in torch.randint(0, 2**62, (2,), generator=generator))
-        x_mean, x_spread = source_moments(source, d, flat.dtype, flat.device, torch.Generator().manual_seed(seed ^ 0x5D))
+        x_mean, x_spread = source_moments(
+            source, d, flat.dtype, flat.device, torch.Generator().manual_seed(seed ^ 0x5D)
+        )
         centre = uflat.mean(0)
         spread = float((uflat - centre).square().sum(1).mean().sqrt())
         cfg, derived = self._resolved(uflat.shape[0], d, spread * x_spread / math.sqrt(d))

@@ -27,8 +27,18 @@ from ..latent import (
 )
 from .checkpoint import CheckpointError
 
-__all__ = ["open_latent", "open_codec", "encode_target", "encode_run_target", "latent_state", "stored_latent", "check_latent_state", "run_codec",
-           "latent_source", "LATENT_STATE"]
+__all__ = [
+    "open_latent",
+    "open_codec",
+    "encode_target",
+    "encode_run_target",
+    "latent_state",
+    "stored_latent",
+    "check_latent_state",
+    "run_codec",
+    "latent_source",
+    "LATENT_STATE",
+]
 
 #: Key of a latent flow's autoencoder record in its checkpoint state.
 LATENT_STATE = "latent"
@@ -59,7 +69,9 @@ def open_codec(config: Config, images: DataSource, device: torch.device | str = 
     return codec
 
 
-def encode_target(codec: LatentCodec, images: DataSource, run_dir: str | Path, *, rebuild: bool = False) -> LatentTarget:
+def encode_target(
+    codec: LatentCodec, images: DataSource, run_dir: str | Path, *, rebuild: bool = False
+) -> LatentTarget:
     """The latents of ``images`` and of their held-out split (``images.held_out``, when they have one),
     encoded once and cached in ``run_dir`` (:func:`monge.latent.encode_dataset`; ``rebuild`` encodes
     again). The result keeps the image set as ``.images`` and the encoded split as ``.held_out``."""

@@ -8,7 +8,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CsvLog", "RunLogs", "TENSORBOARD_DIR", "TensorBoardLog", "append_csv", "require_tensorboard", "sample_figure"]
+__all__ = [
+    "CsvLog",
+    "RunLogs",
+    "TENSORBOARD_DIR",
+    "TensorBoardLog",
+    "append_csv",
+    "require_tensorboard",
+    "sample_figure",
+]
 
 
 def append_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:

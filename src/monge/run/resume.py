@@ -33,8 +33,16 @@ from .checkpoint import (
 from .divergence import DIVERGENCE_WINDOW
 from .latent import LATENT_STATE, check_latent_state, stored_latent
 
-__all__ = ["RESUMABLE_TRAIN_KEYS", "start_run", "training_state", "resume_training", "check_resumable", "check_resume_state",
-           "check_optimizer_state", "nonfinite"]
+__all__ = [
+    "RESUMABLE_TRAIN_KEYS",
+    "start_run",
+    "training_state",
+    "resume_training",
+    "check_resumable",
+    "check_resume_state",
+    "check_optimizer_state",
+    "nonfinite",
+]
 
 # Settings a resumed run may change (they take effect at once); any other difference is refused.
 RESUMABLE_TRAIN_KEYS = ("lr", "weight_decay", "grad_clip", "ema_decay", "steps", "log_every", "eval_every",
