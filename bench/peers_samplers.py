@@ -8,7 +8,8 @@ default ``set_timesteps(n)`` grids, and monge's ``ddim`` / ``dpm_solver_pp`` / `
 :class:`monge.paths.DiscreteVPSchedule` at the same times, from the same noise. Reported per
 sampler and NFE: the largest difference between the two libraries' samples, W2 to fresh data
 (both), the path error (RMS distance to a many-step DPM-Solver++ 3M reference from the same noise),
-the sampling time of each (solver overhead, measured with a free model), and what monge's optimized grid (``monge.samplers.optimized``, fitted
+the sampling time of each (solver overhead, measured with a free model), and what monge's optimized grid
+(``monge.samplers.optimized``, fitted
 on other noise) reaches at the same NFE, which diffusers has no counterpart for.
 
     python bench/peers_samplers.py            # writes bench/results/peers_samplers.md

@@ -299,7 +299,8 @@ def test_sample_and_eval_with_continuous_conditions(tmp_path):
     assert res.exit_code == 0, res.output
     assert np.load(out).shape == (7, 2) and "wrote 7 samples" in res.output
     for args, msg in [([], "--condition"), (["--condition", "1,2"], "1 value"), (["--condition", "nan"], "NaN"),
-                      (["--condition", "abc"], "comma-separated"), (["--condition", "1", "--class", "0"], "not a class"),
+                      (["--condition", "abc"], "comma-separated"),
+                      (["--condition", "1", "--class", "0"], "not a class"),
                       (["--condition", str(tmp_path / "none.npy")], "not found")]:
         res = runner.invoke(app, ["sample", run, *args, "-o", str(out)])
         assert res.exit_code != 0 and msg in res.output, (args, res.output)

@@ -193,7 +193,8 @@ def test_npy_memory_is_checked_from_its_header(tmp_path, monkeypatch):
     np.save(tmp_path / "t.npy", np.zeros((1000, 8), np.float32))
     monkeypatch.setattr(np, "load", _header_only(np.load))
     monkeypatch.setattr(limits, "available_memory", lambda device="cpu": 100_000)  # 8000 values x 16 B = 128 kB
-    with pytest.raises(ValueError, match=r"the array .*t.npy \(float32 \(1000, 8\)\) needs about .*a subset of its rows"):
+    msg = r"the array .*t.npy \(float32 \(1000, 8\)\) needs about .*a subset of its rows"
+    with pytest.raises(ValueError, match=msg):
         build_source({"name": "array", "path": str(tmp_path / "t.npy")})
 
 

@@ -1,7 +1,8 @@
 """monge: optimal-transport-aware flow matching and diffusion.
 
 ``import monge`` gives the everyday names; each is imported from its module on first use, so
-``import monge`` itself stays cheap (no torch) and ``monge.X`` is ``monge.<module>.X`` (a name never shadows a submodule's name):
+``import monge`` itself stays cheap (no torch) and ``monge.X`` is ``monge.<module>.X`` (a name never shadows a
+submodule's name):
 
 ================================================ =============================================
 ``COUPLINGS``, ``Coupled``                       :mod:`monge.couplings`

@@ -244,7 +244,7 @@ def eval_cmd(
     nfe: str = typer.Option("1,2,4,8", help="Comma-separated NFE budgets."),
     sampler: str = typer.Option("euler", help="Any sampler of monge sample (uniform steps)."),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive",
-                                  help="Also run dopri5 (adaptive NFE; velocity runs: a flow map has no adaptive row)."),
+                                  help="Also run dopri5 (adaptive NFE; velocity runs only, not flow maps)."),
     n: int = typer.Option(1000, "-n", help="Samples per evaluation."),
     seed: int = typer.Option(0, help="Seed of the noise and reference samples."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write the tables to this file.",

@@ -232,7 +232,8 @@ MAX_YAML_NODES = 100_000
 
 def load_yaml_bounded(text: str, where: str) -> object:
     """``yaml.safe_load(text)`` with the alias count (:data:`MAX_YAML_ALIASES`), the nesting depth
-    (:data:`MAX_RECIPE_DEPTH`) and the expanded size (:data:`MAX_YAML_NODES`) checked on the node graph before any object is built, so an
+    (:data:`MAX_RECIPE_DEPTH`) and the expanded size (:data:`MAX_YAML_NODES`) checked on the node graph
+    before any object is built, so an
     alias bomb fails at once. Raises ``ValueError`` (and ``yaml.YAMLError`` for bad syntax)."""
     import yaml
 

@@ -61,7 +61,8 @@ def quick_config(cfg) -> str | None:
     steps = cfg.train.steps
     cfg.train.steps = quick_steps(steps)
     cfg.train.eval_samples = min(cfg.train.eval_samples, MAX_EVAL_SAMPLES)
-    note = f"{QUICK_ENV}=1: {cfg.train.steps} of the recipe's {steps} steps, {cfg.train.eval_samples} samples per evaluation"
+    note = (f"{QUICK_ENV}=1: {cfg.train.steps} of the recipe's {steps} steps, "
+            f"{cfg.train.eval_samples} samples per evaluation")
     if cfg.coupling.name == "semidiscrete_ot":
         cfg.coupling.params["max_iter"] = min(int(cfg.coupling.params.get("max_iter", MAX_FIT_ITER)), MAX_FIT_ITER)
         note += f", semi-discrete OT fit capped at {cfg.coupling.params['max_iter']} iterations"

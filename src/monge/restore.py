@@ -56,7 +56,8 @@ def build_operator(name: str, shape: tuple[int, ...], *, mask: Tensor | None = N
 
     ``inpaint`` needs ``mask`` (1 = observed; the data's shape, or one broadcasting to it);
     ``blur``: Gaussian of std ``blur_std`` pixels, at most the image's longest side (a wider kernel
-    averages the whole image almost uniformly, and its ``6 s + 1`` weights grow without use); ``downsample``: average pooling by ``factor``;
+    averages the whole image almost uniformly, and its ``6 s + 1`` weights grow without use);
+    ``downsample``: average pooling by ``factor``;
     ``project``: ``m`` random measurements drawn from ``seed``.
     """
     if name not in OPERATORS:

@@ -43,7 +43,8 @@ class ConditionalOT(Coupling):
     independent coupling for that point; a ``RuntimeWarning`` at the first such batch,
     ``singleton_classes`` counts them); small classes are paired by OT on few points, which
     straightens their paths less. Missing labels, labels of the wrong size or kind, NaN/Inf
-    conditions and ``weight < 0`` raise ``ValueError`` before any pairing. Label dropout for classifier-free guidance is applied by the
+    conditions and ``weight < 0`` raise ``ValueError`` before any pairing. Label dropout for
+    classifier-free guidance is applied by the
     trainer after the pairing (the pairing always uses the true class).
 
     Parameters

@@ -67,7 +67,8 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: Tensor) -> Standardizer:
-        r""":math:`\mu` and :math:`\sigma` (population) of the rows ``x`` ``(N, D)``; :math:`\sigma = 1` where a column is constant."""
+        r""":math:`\mu` and :math:`\sigma` (population) of the rows ``x`` ``(N, D)``; :math:`\sigma = 1`
+        where a column is constant."""
         x64 = x.to(torch.float64)
         mean, std = x64.mean(0), x64.std(0, correction=0)
         std = torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))

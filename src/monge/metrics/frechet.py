@@ -132,7 +132,8 @@ def load_feature_network(
     """Load a feature network from a local file; never downloads.
 
     Without ``module``, ``path`` is a TorchScript archive (``torch.jit.save``), e.g. an exported
-    FID Inception network, or a ``.pt2`` program saved by ``torch.export.save``. With ``module``, ``path`` holds its state dict as ``.safetensors`` or a
+    FID Inception network, or a ``.pt2`` program saved by ``torch.export.save``. With ``module``,
+    ``path`` holds its state dict as ``.safetensors`` or a
     ``torch.save`` file read with ``weights_only=True`` (no arbitrary code). Only load files you
     trust: a TorchScript archive carries its own code.
     """

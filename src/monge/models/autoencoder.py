@@ -46,7 +46,8 @@ MIN_LATENT_SCALE = 1e-5
 
 
 class _ResBlock(nn.Module):
-    r""":math:`h = x W_s + \mathrm{conv}(\phi(\mathrm{GN}(\mathrm{conv}(\phi(\mathrm{GN}(x))))))`, :math:`\phi` = SiLU."""
+    r""":math:`h = x W_s + \mathrm{conv}(\phi(\mathrm{GN}(\mathrm{conv}(\phi(\mathrm{GN}(x))))))`,
+    :math:`\phi` = SiLU."""
 
     def __init__(self, cin: int, cout: int, groups: int) -> None:
         super().__init__()

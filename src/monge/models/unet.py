@@ -33,7 +33,8 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class _ResBlock(nn.Module):
-    r""":math:`h = x W_s + \mathrm{conv}(\phi(\mathrm{GN}(\mathrm{conv}(\phi(\mathrm{GN}(x))) + e)))`, :math:`\phi` = SiLU."""
+    r""":math:`h = x W_s + \mathrm{conv}(\phi(\mathrm{GN}(\mathrm{conv}(\phi(\mathrm{GN}(x))) + e)))`,
+    :math:`\phi` = SiLU."""
 
     def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, dropout: float) -> None:
         super().__init__()
@@ -142,7 +143,8 @@ class UNet(nn.Module):
                 f"UNet with {levels} levels needs H and W divisible by {factor}, got shape {tuple(dims)}; "
                 "use fewer channels entries or resize the images"
             )
-        for name, value, top in (("num_res_blocks", num_res_blocks, 16), ("heads", heads, 64), ("groups", groups, 1024)):
+        bounds = (("num_res_blocks", num_res_blocks, 16), ("heads", heads, 64), ("groups", groups, 1024))
+        for name, value, top in bounds:
             check_number(value, f"UNet {name}", 1, top, integer=True)
         bad = [c for c in chans if c % groups]
         if bad:

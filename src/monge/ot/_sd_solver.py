@@ -414,7 +414,8 @@ def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tenso
     :math:`-\nu_i`), so cells left empty by the entropic phase can stay empty for thousands of
     steps. On :math:`M` fresh training draws (a quarter of the window's: the search costs at
     most a quarter of the window's steps, and only when a cell starves), the margins
-    :math:`\delta_i(x) = \max_j s_j(x) - s_i(x)` give the height at which cell :math:`i` takes :math:`k` of them, all other heights
+    :math:`\delta_i(x) = \max_j s_j(x) - s_i(x)` give the height at which cell :math:`i` takes
+    :math:`k` of them, all other heights
     fixed: :math:`h_i \leftarrow h_i + \delta_i^{(k)}` (the :math:`k`-th smallest margin). With
     :math:`k = \lfloor M \nu_i / 2 \rfloor` the cell gets about half its mass (damped: the
     starved cells move together and compete for the same draws); Adam's first moment of the

@@ -30,8 +30,9 @@ where :math:`\varepsilon_t / \mathbb{E}[1 - \sum_i p_i^2]` is the inverse of the
 of the :math:`1/\nu`-preconditioned energy: a diagonal Newton step, :math:`\varepsilon`
 when the cells are blurred and the score gap between neighbouring cells when they are sharp,
 so no step size is tuned by hand. ``"adam"`` (default) moves by
-:func:`~monge.ot._sd_solver.adam_factor` :math:`\cdot\,\eta_t` times Adam's normalised direction; ``"sgd"`` does :math:`h \leftarrow h - \lambda \eta_t
-(\hat m - \nu)/\nu` with damping :math:`\lambda` = ``lr_scale``. :math:`\varepsilon_t` decreases geometrically from the score
+:func:`~monge.ot._sd_solver.adam_factor` :math:`\cdot\,\eta_t` times Adam's normalised direction;
+``"sgd"`` does :math:`h \leftarrow h - \lambda \eta_t (\hat m - \nu)/\nu` with damping
+:math:`\lambda` = ``lr_scale``. :math:`\varepsilon_t` decreases geometrically from the score
 spread (coarse cells first: clusters get their mass before their points do) to the target; a
 hard target (:math:`\varepsilon = 0`) switches to hard cells once a fraction ``hard_blur`` of
 the source or less sits on blurred boundaries, keeping the last step. At the target, the map

@@ -3,7 +3,8 @@
 A directory holding ``checkpoint.safetensors`` or ``log.csv`` is an *existing run*. One without a
 checkpoint (killed before its first one) has nothing to resume: training into it starts it again,
 naming the partial files it replaces (the state of an unfinished map fit is kept and resumed).
-Training into a run with a checkpoint needs ``resume`` (continue it) or ``overwrite``: ``"backup"`` (``True``) moves its files to a
+Training into a run with a checkpoint needs ``resume`` (continue it) or ``overwrite``:
+``"backup"`` (``True``) moves its files to a
 sibling ``RUN.bak-<timestamp>`` and says so; ``"replace"`` (used by ``monge demo``, whose runs
 belong to it) deletes the run's own files (checkpoint, log, evaluations, config, cached fit) and
 names them. Nothing is ever removed silently.

@@ -5,7 +5,8 @@ Every sampler has the one signature of :mod:`monge.samplers.base`,
 return_trajectory=False, **options) -> SampleOutput`` where ``model(x, t)`` returns the prediction
 type ``prediction`` (see :mod:`monge.predictions`; it is converted exactly, so a velocity model runs
 through DPM-Solver++ and a noise model through Euler), ``schedule`` is the alpha/sigma schedule
-(``None``: linear) and ``ts`` is a strictly increasing grid of **flow times** (``t = 0`` noise, ``t = 1`` data, :math:`x_t = \sigma_t x_0 + \alpha_t x_1`).
+(``None``: linear) and ``ts`` is a strictly increasing grid of **flow times** (``t = 0`` noise,
+``t = 1`` data, :math:`x_t = \sigma_t x_0 + \alpha_t x_1`).
 Diffusion papers run their time the other way (:math:`s = 1 - t`, noise at :math:`s = T`); the
 conversion happens here, at the boundary: a step from ``t_k`` to ``t_{k+1}`` is their step from
 :math:`s` to the smaller :math:`s' = 1 - t_{k+1}`.
@@ -16,7 +17,8 @@ and the denoiser :math:`D_k = \hat x_1(x_k, t_k)`:
 - ``ddim`` (Song et al. 2021): :math:`x_{k+1} = \alpha_{k+1} D_k + \sqrt{\sigma_{k+1}^2 - c^2}\,\hat\epsilon_k
   + c z`, :math:`c = \eta\,\sigma_{k+1}\sqrt{1 - e^{-2h}}`; ``eta=0`` is deterministic, ``eta=1`` DDPM.
 - ``dpm_solver_pp`` (Lu et al. 2022, "DPM-Solver++"), multistep 2M / 3M:
-  :math:`x_{k+1} = \frac{\sigma_{k+1}}{\sigma_k} x_k - \alpha_{k+1}(e^{-h} - 1)\big(D_k + \tfrac{1}{2 r}(D_k - D_{k-1})\big)`
+  :math:`x_{k+1} = \frac{\sigma_{k+1}}{\sigma_k} x_k
+  - \alpha_{k+1}(e^{-h} - 1)\big(D_k + \tfrac{1}{2 r}(D_k - D_{k-1})\big)`
   for 2M, :math:`r = h_{k-1}/h`; 3M adds the second divided difference.
 - ``unipc`` (Zhao et al. 2023, "UniPC"): UniP predictor of order ``order`` and UniC corrector with
   :math:`B(h) = h` (``bh1``) or :math:`e^h - 1` (``bh2``); the corrector reuses the next model
@@ -289,7 +291,8 @@ def heun_edm(
     in :math:`\tilde x = x/\alpha_t,\ \tilde\sigma = \sigma_t/\alpha_t`:
 
     .. math:: \tilde x' = \tilde x_k + (\tilde\sigma_{k+1} - \tilde\sigma_k)\hat\epsilon_k,\qquad
-              \tilde x_{k+1} = \tilde x_k + (\tilde\sigma_{k+1} - \tilde\sigma_k)\tfrac12(\hat\epsilon_k + \hat\epsilon'),
+              \tilde x_{k+1} = \tilde x_k
+              + (\tilde\sigma_{k+1} - \tilde\sigma_k)\tfrac12(\hat\epsilon_k + \hat\epsilon'),
 
     which for :math:`\alpha = 1` (``ve``, ``edm``) is Karras' algorithm verbatim. Steps into
     :math:`\sigma = 0` or out of :math:`\alpha = 0` stay Euler (DDIM), as in EDM. NFE is 2 per

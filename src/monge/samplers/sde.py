@@ -3,7 +3,8 @@ r"""Euler-Maruyama sampler for the family of SDEs sharing the marginals of an af
 For :math:`x_t = \sigma_t x_0 + \alpha_t x_1` (flow time, ``t = 0`` noise, ``t = 1`` data) with
 marginal velocity :math:`u_t` and score :math:`s_t = \nabla\log p_t`, every
 
-.. math:: dX_t = \big(u_t(X_t) + \varepsilon_t\, s_t(X_t)\big)\,dt + \sqrt{2\varepsilon_t}\,dW_t,\qquad \varepsilon_t \ge 0,
+.. math:: dX_t = \big(u_t(X_t) + \varepsilon_t\, s_t(X_t)\big)\,dt + \sqrt{2\varepsilon_t}\,dW_t,
+          \qquad \varepsilon_t \ge 0,
 
 has the marginals :math:`p_t` (Albergo, Boffi & Vanden-Eijnden 2023, "Stochastic Interpolants";
 Song et al. 2021, "Score-Based Generative Modeling through SDEs"). ``diffusion="reverse"`` takes

@@ -423,7 +423,8 @@ def fit_eval_times(
     ``reference_substeps`` sub-steps each). Never worse than :math:`s = t` on ``noise``.
 
     ``bench/samplers.py`` measures the gain for every sampler (bench/results). The search moves one
-    time by one step per sweep, so fits grow with NFE. :func:`optimized_decoupled` also moves the grid. Returns float64 times; sample with
+    time by one step per sweep, so fits grow with NFE. :func:`optimized_decoupled` also moves the grid.
+    Returns float64 times; sample with
     ``sample(EvalTimeWarp(model, timesteps, s), x, sampler=sampler, timesteps=timesteps, schedule=schedule)``.
     """
     schedule = _check_fit(schedule, sampler, sampler_options, noise, refine_tol)
