@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench clean docs docs-check dist dist-check
+.PHONY: install demo lint test bench clean docs docs-check dist dist-check
 
 $(BIN)/monge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ demo: install
 	OMP_NUM_THREADS=1 $(BIN)/monge demo
 	@echo "monge is installed in $(VENV)/: run '. $(VENV)/bin/activate' to use the monge command (or call $(BIN)/monge)"
 
-test: install
+# Style and bug checks (rules and their reasons: [tool.ruff] in pyproject.toml, "Checks" in CONTRIBUTING.md).
+lint: install
+	$(BIN)/ruff check src tests bench examples docs/tools
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install
