@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal, overload
 
 import torch
 
@@ -89,6 +90,16 @@ def check_number(
         what = "an integer in" if integer else ("in" if typed else "a number in")
         raise ValueError(f"{name} must be {what} {interval}, got {value!r}")
     return value if integer else float(value)  # type: ignore[return-value]
+
+
+@overload
+def check_positive(
+    value: object, name: str, *, allow_none: Literal[False] = False, allow_inf: bool = False
+) -> float: ...
+
+
+@overload
+def check_positive(value: object, name: str, *, allow_none: bool, allow_inf: bool = False) -> float | None: ...
 
 
 def check_positive(
