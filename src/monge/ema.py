@@ -31,6 +31,6 @@ class EMA:
         beta = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for avg, cur in zip(self.model.parameters(), model.parameters(), strict=True):
             avg.lerp_(cur.detach(), 1.0 - beta)
-        for avg, cur in zip(self.model.buffers(), model.buffers(), strict=True):
-            avg.copy_(cur)
+        for avg_buf, cur_buf in zip(self.model.buffers(), model.buffers(), strict=True):
+            avg_buf.copy_(cur_buf)
         self.updates += 1

@@ -206,6 +206,8 @@ class AutoEncoderCodec(_ModuleCodec):
     run that trained it (``{}`` for a bare model), e.g. to compare its data with a flow's. The codec
     freezes ``model`` (evaluation mode, no gradients): give it a trained model, not one in training."""
 
+    module: AutoEncoder
+
     def __init__(
         self, model: AutoEncoder, source: str = "autoencoder", run_config: dict[str, Any] | None = None
     ) -> None:
@@ -237,13 +239,15 @@ class DiffusersCodec(_ModuleCodec):
     convolutional: ``image_shape`` defaults to ``(in_channels, sample_size, sample_size)`` of the
     config and may be any size the network downsamples evenly."""
 
+    module: Any  # a diffusers autoencoder: diffusers has no type information
+
     def __init__(self, vae: nn.Module, source: str = "diffusers", image_shape: tuple[int, ...] | None = None) -> None:
         name = type(vae).__name__
         if name not in DIFFUSERS_CLASSES:
             raise ValueError(f"DiffusersCodec takes one of {', '.join(DIFFUSERS_CLASSES)}, got {name}")
         self.module = vae.eval().requires_grad_(False)
         self.kind = name
-        cfg = vae.config
+        cfg: Any = vae.config  # a diffusers config object (untyped)
         self.scaling_factor = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
         self.shift_factor = float(getattr(cfg, "shift_factor", 0.0) or 0.0)
         self.source = str(source)

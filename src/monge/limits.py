@@ -241,7 +241,7 @@ def load_yaml_bounded(text: str, where: str) -> object:
         aliases = 0
         depth = 0
 
-        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent):
                 self.aliases += 1
                 if self.aliases > MAX_YAML_ALIASES:
@@ -293,4 +293,4 @@ def _check_expanded_size(root: object, where: str) -> None:
                              "what they name); a recipe is a few dozen settings")
         return total
 
-    size(root)  # type: ignore[arg-type]
+    size(root)

@@ -43,7 +43,7 @@ Model = Callable[[Tensor, Tensor], Tensor]
 def _check_type(value: object, name: str) -> str:
     if value not in PREDICTIONS:
         raise ValueError(f"{name} must be one of {', '.join(PREDICTIONS)}; got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _to_noise(pred: Tensor, kind: str, x: Tensor, a, s, da, ds) -> Tensor:

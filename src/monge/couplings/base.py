@@ -187,7 +187,8 @@ class AssignmentCoupling(SolverCoupling):
     def _assign(self, x0: Tensor, x1: Tensor) -> Tensor:
         from ..ot.exact import assignment
 
-        return assignment(self.cost(x0, x1), method=self.solver, tol=self.tol)  # type: ignore[arg-type]
+        # solver: a str checked against METHODS in __init__, not the Literal the overloads name
+        return assignment(self.cost(x0, x1), method=self.solver, tol=self.tol)  # type: ignore[call-overload]
 
     def solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         """``perm`` (``(B,)`` int64, data point ``j`` gets noise ``perm[j]``); with

@@ -118,7 +118,7 @@ class ConditionalOT(Coupling):
     def _assign(self, cost: Tensor) -> Tensor:
         from ..ot.exact import assignment
 
-        return assignment(cost, method=self.solver)  # type: ignore[arg-type]
+        return assignment(cost, method=self.solver)  # type: ignore[call-overload]  # solver: checked in __init__
 
     def permutation(self, x0: Tensor, x1: Tensor, labels: Tensor, generator: torch.Generator | None) -> Tensor:
         """``perm``: data point ``j`` gets noise ``perm[j]`` (see the class docstring)."""

@@ -296,7 +296,8 @@ def load_faces(
                          f"set crop below {side} (e.g. {side - 4}) or crops: 1")
     classes = [pictures[:_LFW_FACES]] + ([pictures[_LFW_FACES:]] if non_faces else [])
     rng = np.random.default_rng([seed, 0])
-    train_parts, held_parts = [], []
+    train_parts: list[tuple[Tensor, int]] = []
+    held_parts: list[tuple[Tensor, int]] = []
     for k, group in enumerate(classes):
         n_held = round(len(group) * holdout)
         if holdout > 0 and not 1 <= n_held < len(group):

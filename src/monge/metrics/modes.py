@@ -54,7 +54,7 @@ def _positive(value: object, name: str) -> float:
         if value.numel() != 1:
             raise ValueError(f"{name} must be a positive scalar, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
-    return check_positive(value, name)  # type: ignore[return-value]
+    return check_positive(value, name)
 
 
 def mode_stats(

@@ -101,6 +101,10 @@ class AutoEncoder(nn.Module):
         mean and log-variance (``0``: a plain autoencoder).
     """
 
+    latent_shift: Tensor  # buffers (register_buffer), declared for the type checker
+    latent_scale: Tensor
+    latent_updates: Tensor
+
     def __init__(
         self,
         shape: Sequence[int],

@@ -14,6 +14,8 @@ class SinusoidalEmbedding(nn.Module):
     r"""Transformer-style embedding :math:`[\sin(s t\,\omega_k), \cos(s t\,\omega_k)]`,
     :math:`\omega_k = 10000^{-k/(K-1)}`, with ``s = scale`` (1000 maps t in [0,1] to the usual range)."""
 
+    freqs: Tensor  # a buffer (register_buffer), declared for the type checker
+
     def __init__(self, dim: int, scale: float = 1000.0) -> None:
         super().__init__()
         if dim < 2 or dim % 2:
@@ -30,6 +32,8 @@ class SinusoidalEmbedding(nn.Module):
 
 class FourierEmbedding(nn.Module):
     r"""Random Fourier features :math:`[\sin(2\pi B t), \cos(2\pi B t)]`, :math:`B \sim N(0, s^2)` (fixed)."""
+
+    B: Tensor  # a buffer (register_buffer), declared for the type checker
 
     def __init__(self, dim: int, scale: float = 16.0, seed: int = 0) -> None:
         super().__init__()

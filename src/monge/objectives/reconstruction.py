@@ -29,7 +29,7 @@ class ReconstructionObjective(Objective):
 
     prediction: ClassVar[str] = "reconstruction"
     #: an autoencoder run has nothing to sample
-    sampler_kind: ClassVar[str | None] = None  # type: ignore[assignment]
+    sampler_kind: ClassVar[str | None] = None
 
     def loss(self, net: Net, pairs: Any, t: Tensor, path: Any, *, labels: Tensor | None = None,
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:

@@ -15,7 +15,7 @@ SUM_TOL = 1e-4
 
 def check_positive_float(value: object, name: str, allow_inf: bool = False) -> float:
     """Return ``float(value)`` or raise unless it is a positive number (finite unless ``allow_inf``)."""
-    return check_positive(value, name, allow_inf=allow_inf)  # type: ignore[return-value]
+    return check_positive(value, name, allow_inf=allow_inf)
 
 
 def check_cost(cost: object, name: str = "cost", batched: bool = False) -> Tensor:

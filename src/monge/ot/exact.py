@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -167,6 +167,24 @@ def pick_method(cost: Tensor, method: str) -> str:
     return "emd" if cost.shape[-1] >= AUTO_EMD_MIN_N else "scipy"
 
 
+@overload
+def assignment(
+    cost: Tensor, method: Method = "auto", *, return_certificate: Literal[False] = False, tol: float = 1e-6
+) -> Tensor: ...
+
+
+@overload
+def assignment(
+    cost: Tensor, method: Method = "auto", *, return_certificate: Literal[True], tol: float = 1e-6
+) -> AssignmentResult: ...
+
+
+@overload
+def assignment(
+    cost: Tensor, method: Method = "auto", *, return_certificate: bool, tol: float = 1e-6
+) -> Tensor | AssignmentResult: ...
+
+
 def assignment(
     cost: Tensor,
     method: Method = "auto",
@@ -206,14 +224,14 @@ def assignment(
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     tol = check_positive_float(tol, "tol")
-    method = pick_method(cost, method)
-    if method == "auction":
+    solver = pick_method(cost, method)
+    if solver == "auction":
         result = auction(cost, tol=tol)
         return result if return_certificate else result.perm
     c = cost.detach().to("cpu", torch.float64).numpy()
-    perms = [_cpu_assignment(ci, method) for ci in c.reshape(-1, *c.shape[-2:])]
+    perms = [_cpu_assignment(ci, solver) for ci in c.reshape(-1, *c.shape[-2:])]
     perm = torch.from_numpy(np.stack(perms).reshape(c.shape[:-1])).to(cost.device)
-    return _exact_certificate(cost, perm, method) if return_certificate else perm
+    return _exact_certificate(cost, perm, solver) if return_certificate else perm
 
 
 def emd(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> ExactResult:
@@ -246,9 +264,9 @@ def emd(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> Exact
     c64 = np.ascontiguousarray(cost.detach().to("cpu", torch.float64).numpy())
     a64 = aw.detach().to("cpu", torch.float64).numpy()
     b64 = bw.detach().to("cpu", torch.float64).numpy()
-    plan_np, total = _emd_numpy(a64 / a64.sum(), b64 / b64.sum(), c64)
+    plan_np, total_np = _emd_numpy(a64 / a64.sum(), b64 / b64.sum(), c64)
     plan = torch.from_numpy(plan_np).to(device=cost.device, dtype=cost.dtype)
-    return ExactResult(plan=plan, cost=torch.tensor(total, dtype=cost.dtype, device=cost.device), perm=None)
+    return ExactResult(plan=plan, cost=torch.tensor(total_np, dtype=cost.dtype, device=cost.device), perm=None)
 
 
 def exact_ot(x: Tensor, y: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> ExactResult:

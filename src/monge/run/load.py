@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -62,7 +62,7 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
 def _stored_kind(state: dict[str, Any], config: Config, path: str | Path) -> tuple[str, str | None]:
     """``(prediction, sampler_kind)`` of the checkpoint's state, else of its config's objective."""
     objective = OBJECTIVES.get(config.objective.name)
-    out = []
+    out: list[str | None] = []
     for key in ("prediction", "sampler_kind"):
         value = state.get(key, getattr(objective, key))
         if key == "sampler_kind" and value is None and objective.sampler_kind is None:
@@ -71,4 +71,4 @@ def _stored_kind(state: dict[str, Any], config: Config, path: str | Path) -> tup
         if not isinstance(value, str) or not value:
             raise CheckpointError(f"checkpoint {path}: state.{key} must be a non-empty string, got {value!r}")
         out.append(value)
-    return out[0], out[1]
+    return cast(str, out[0]), out[1]  # out[0]: the prediction, a non-empty str (checked above)

@@ -142,7 +142,8 @@ def check_resumable(stored: dict[str, Any], current: dict[str, Any], path: Path)
         stored = Config.from_dict(stored, check_data=False).to_dict()  # fill defaults of settings added since
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
-    allowed, refused = [], []
+    allowed: list[str] = []
+    refused: list[str] = []
     for key in sorted(set(stored) | set(current)):
         old, new = stored.get(key), current.get(key)
         if old == new or key in _RESUMABLE_SECTIONS:

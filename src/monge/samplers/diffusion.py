@@ -211,7 +211,7 @@ def _unipc_coeffs(g: SamplingGrid, ms: list[Tensor], base: int, target: int, ord
 
 
 def _combine(rhos: Tensor, ds: list[Tensor]) -> Tensor:
-    return sum(r * d for r, d in zip(rhos, ds, strict=True))  # type: ignore[return-value]
+    return sum(r * d for r, d in zip(rhos, ds, strict=True))
 
 
 @SAMPLERS.register("unipc", evals_per_step=1, needs_schedule=True)

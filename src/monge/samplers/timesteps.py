@@ -135,6 +135,7 @@ def _reference(model: Model, schedule: Schedule, noise: Tensor, prediction: str,
         fine.append(torch.linspace(float(a), float(b), substeps + 1, dtype=F64)[1:])
     run = sample(model, noise, sampler="dpm_solver_pp", timesteps=torch.cat(fine).to(noise.dtype), schedule=schedule,
                  prediction=prediction, return_trajectory=True, order=3, lower_order_final=False)
+    assert run.trajectory is not None  # return_trajectory=True
     return grid, run.trajectory[::substeps]
 
 
@@ -211,8 +212,9 @@ def _dp_path(cost: Tensor, k: int) -> list[int]:
 
 
 def _check_fit(schedule: Schedule | None, sampler: str, sampler_options: dict | None, noise: Tensor | None,
-               refine_tol: float) -> Schedule:
-    """Validate the arguments shared by the fitted grids; return the schedule (``None``: linear)."""
+               refine_tol: float) -> tuple[Schedule, Tensor]:
+    """Validate the arguments shared by the fitted grids; return the schedule (``None``: linear) and
+    the noise."""
     schedule = LinearSchedule() if schedule is None else _check_schedule(schedule)
     if sampler not in SAMPLERS or SAMPLERS.info(sampler).adaptive:
         raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(SAMPLERS.costs())}")
@@ -222,7 +224,7 @@ def _check_fit(schedule: Schedule | None, sampler: str, sampler_options: dict | 
     if noise is None:
         raise ValueError("noise must be a (batch, *shape) tensor of starting points x_{t0}, e.g. 256 draws")
     check_batch(noise, "noise", min_dim=1)
-    return schedule
+    return schedule, noise
 
 
 def optimized(
@@ -272,7 +274,7 @@ def optimized(
     """
     from ..progress import progress_bar
 
-    schedule = _check_fit(schedule, sampler, sampler_options, noise, refine_tol)
+    schedule, noise = _check_fit(schedule, sampler, sampler_options, noise, refine_tol)
     n = steps_for_nfe(sampler, nfe)
     t0, t1 = _check_ends(t0, t1)
     reference_steps = check_positive_int(reference_steps, "reference_steps")
@@ -427,7 +429,7 @@ def fit_eval_times(
     Returns float64 times; sample with
     ``sample(EvalTimeWarp(model, timesteps, s), x, sampler=sampler, timesteps=timesteps, schedule=schedule)``.
     """
-    schedule = _check_fit(schedule, sampler, sampler_options, noise, refine_tol)
+    schedule, noise = _check_fit(schedule, sampler, sampler_options, noise, refine_tol)
     ts = torch.as_tensor(timesteps, dtype=F64).detach().cpu()
     EvalTimeWarp(model, ts, ts)  # validates the grid
     t0, t1 = _check_ends(float(ts[0]), float(ts[-1]))
@@ -495,7 +497,7 @@ def optimized_decoupled(model: Model, schedule: Schedule | None, nfe: int, sampl
     """
     check_number(joint_sweeps, "joint_sweeps", 0, integer=True)
     grid = optimized(model, schedule, nfe, sampler, noise, prediction=prediction, **options)
-    schedule = _check_fit(schedule, sampler, options.get("sampler_options"), noise, eval_refine_tol)
+    schedule, noise = _check_fit(schedule, sampler, options.get("sampler_options"), noise, eval_refine_tol)
     t0, t1 = float(grid[0]), float(grid[-1])
     steps = check_positive_int(options.get("reference_steps", 64), "reference_steps")
     substeps = check_positive_int(options.get("reference_substeps", 4), "reference_substeps")
