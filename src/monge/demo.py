@@ -90,7 +90,7 @@ def run_demo(
     steps: int = 3000,
     batch_size: int = 256,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = True,
     coupling_params: Mapping[str, Mapping[str, Any]] | None = None,
     samples: int = 2000,
     flow_maps: Sequence[str] = (),
@@ -143,7 +143,7 @@ def run_demo(
             notes[label] = f"{objective}, 16 jumps"
             trajectories[label] = sample(model, x0[:256], sampler=objective, nfe=16, return_trajectory=True).trajectory
             continue
-        call = {"return_trajectory": True, "schedule": getattr(trainer.path, "schedule", None),
+        call: dict[str, Any] = {"return_trajectory": True, "schedule": getattr(trainer.path, "schedule", None),
                 "generator": torch.Generator().manual_seed(seed + 12345 + 2)}
         panels[label] = {f"euler, {k} NFE": sample(model, x0, sampler="euler", nfe=k, **call).x for k in (1, 2, 4, 8)}
         adaptive = sample(model, x0, sampler="dopri5", **call)

@@ -157,7 +157,7 @@ def score_images(samples: Tensor, reference: Tensor, classifier: nn.Module, tau:
                     None if novelty is None else novelty.measure(x))
 
 
-def _train(config: Config, train_set, progress: bool):
+def _train(config: Config, train_set, progress: bool | None):
     from .progress import training_bar
     from .train import Trainer
 
@@ -199,7 +199,7 @@ def run_image_demo(
     classifier_cache: str | Path | None = None,
     classifier_epochs: int = 15,
     coupling_params: dict[str, dict] | None = None,
-    progress: bool = True,
+    progress: bool | None = True,
     command: str | None = None,
 ) -> ImageDemoResult:
     r"""Train one model per coupling on ``size`` x ``size`` digits and write ``out/report.md``.

@@ -366,11 +366,11 @@ def format_novelty(rows: Sequence[EvalRow], margin: float = COPY_MARGIN) -> str:
     the 1st percentile of held-out points (near-copies) beside the held-out share, exact duplicates,
     and the classifier Fréchet distance to the train split / to the held-out split.
     """
-    measured = [r for r in rows if r.novelty is not None]
+    measured = [(r, r.novelty) for r in rows if r.novelty is not None]
     if not measured:
         return ""
-    ref = next((r.novelty.frechet for r in measured if r.novelty.frechet is not None), None)
-    against = measured[0].novelty.against
+    ref = next((nov.frechet for _, nov in measured if nov.frechet is not None), None)
+    against = measured[0][1].against
     head = ("**Is a sample new?** Nearest training point of each sample against that of held-out points"
             + (f" ({against})" if against else "") + "; near-copies: closer to the training set than "
             f"the 1st percentile of held-out points; copying: near-copies above the held-out share by more than "
@@ -381,8 +381,7 @@ def format_novelty(rows: Sequence[EvalRow], margin: float = COPY_MARGIN) -> str:
     lines = [head, "", "| sampler | NFE | space | NN distance ratio | near-copies: samples / held-out | duplicates "
              "| Fréchet: train / held-out | copying? |", "|---|---:|---|---:|---:|---:|---:|---|"]
     shares: dict[str, tuple[float, float]] = {}
-    for r in measured:
-        nov = r.novelty
+    for r, nov in measured:
         for rep in nov.reports:
             fd = nov.frechet if rep is nov.features else None
             flag = f"yes (+{100 * rep.excess:.1f} pts)" if rep.copies(margin) else "no"
@@ -398,7 +397,7 @@ _TITLES = {"w2": "W2", "mmd": "MMD²", "straightness": "Straightness", "mode_mix
            "mode_coverage": "Mode coverage"}
 
 
-def format_comparison(results: dict[str, Sequence[EvalRow]], metric: str = "w2") -> str:
+def format_comparison(results: Mapping[str, Sequence[EvalRow]], metric: str = "w2") -> str:
     """One column per method: ``metric`` at each NFE (rows matched by position; adaptive NFEs listed)."""
     labels = list(results)
     first = results[labels[0]]
