@@ -16,6 +16,7 @@ in its place.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,13 @@ __all__ = ["UNet"]
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
+
+
+def _zero_init(conv: nn.Conv2d) -> None:
+    """Zero weights and bias: the layer starts as the zero map (a residual branch starts as identity)."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
 
 class _ResBlock(nn.Module):
@@ -64,8 +72,7 @@ class _Attention(nn.Module):
         self.norm = _norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        _zero_init(self.proj)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -209,8 +216,7 @@ class UNet(nn.Module):
                                               nn.Conv2d(cur, cur, 3, padding=1)]))
         self.norm_out = _norm(cur, groups)
         self.conv_out = nn.Conv2d(cur, c_in, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        _zero_init(self.conv_out)
 
     def _embed(self, x: Tensor, t: Tensor | float, y: Tensor | None, r: Tensor | float | None = None) -> Tensor:
         t = torch.as_tensor(t, device=x.device)
@@ -252,7 +258,8 @@ class UNet(nn.Module):
         emb = self._embed(x, t, y, r)
         h = self.conv_in(x)
         hs = [h]
-        for block in self.down:
+        # each entry of down and up is an nn.ModuleList (built in __init__)
+        for block in cast("list[nn.ModuleList]", self.down):
             if isinstance(block[0], _ResBlock):
                 h = block[0](h, emb)
                 for extra in block[1:]:
@@ -263,7 +270,7 @@ class UNet(nn.Module):
         h = self.mid[0](h, emb)
         h = self.mid[1](h)
         h = self.mid[2](h, emb)
-        for block in self.up:
+        for block in cast("list[nn.ModuleList]", self.up):
             if isinstance(block[0], _ResBlock):
                 h = block[0](torch.cat([h, hs.pop()], dim=1), emb)
                 for extra in block[1:]:
