@@ -183,7 +183,7 @@ def reflow_cmd(
         n_pairs, steps = quick_cap(n_pairs, MAX_PAIRS), None if steps is None else quick_steps(steps)
         run = reflow(checkpoint, n_pairs=n_pairs, steps=steps, out_dir=out, distill=distill, sampler=sampler,
                      nfe=nfe, seed=seed, progress=progress, overwrite=overwrite)
-    except (*_USER_ERRORS, CheckpointError) as err:
+    except _USER_ERRORS + (CheckpointError,) as err:
         _fail(err)
     typer.echo(f"reflowed run: {run}")
     if (run / "eval.md").is_file():
@@ -229,13 +229,13 @@ def fit_ot_cmd(
         report = fit_run_map(cfg, run_dir, refit=refit, check_samples=check_samples or None, progress=progress)
     except _USER_ERRORS as err:
         _fail(err)
-    sd_map, err = report.map, report.check
+    sd_map, check = report.map, report.check
     how = "loaded" if report.loaded else f"fitted in {report.seconds:.1f} s"
     typer.echo(f"semi-discrete map: {sd_map.n_targets} targets of shape {sd_map.shape}, epsilon {sd_map.epsilon:g}, "
                f"{how}: {report.path}")
-    typer.echo(f"cell-mass error on {err.n_samples} fresh source samples: RMS relative {err.rms:.3f} "
-               f"(chi2 {err.chi2:.2e} +- {err.chi2_std:.1e}), mean relative {err.mean_rel:.3f} (noise floor "
-               f"{err.mean_rel_noise:.3f}), max {err.max_rel:.3f}, {err.empty} empty cells{report.note}")
+    typer.echo(f"cell-mass error on {check.n_samples} fresh source samples: RMS relative {check.rms:.3f} "
+               f"(chi2 {check.chi2:.2e} +- {check.chi2_std:.1e}), mean relative {check.mean_rel:.3f} (noise floor "
+               f"{check.mean_rel_noise:.3f}), max {check.max_rel:.3f}, {check.empty} empty cells{report.note}")
 
 
 @app.command("eval")
@@ -396,4 +396,4 @@ def main() -> None:  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -231,8 +231,11 @@ class Mask(LinearOperator):
     def _forward(self, x: Tensor) -> Tensor:
         return x * _like(self.mask, x)
 
-    _adjoint = _forward
-    _pseudo_inverse = _forward
+    def _adjoint(self, y: Tensor) -> Tensor:  # a mask is its own adjoint and pseudo-inverse
+        return self._forward(y)
+
+    def _pseudo_inverse(self, y: Tensor) -> Tensor:
+        return self._forward(y)
 
     def norm_sq(self) -> float:
         return float(self.mask.max())

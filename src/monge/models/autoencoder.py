@@ -29,6 +29,7 @@ exactly by :meth:`AutoEncoder.calibrate`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +84,7 @@ def _image_shape(shape: object) -> tuple[int, int, int]:
     if len(dims) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
         raise ValueError(f"AutoEncoder shape must be (C, H, W) of image data, got {shape!r}; "
                          "an autoencoder needs images, not vectors")
-    return dims[0], dims[1], dims[2]
+    return cast("tuple[int, int, int]", (dims[0], dims[1], dims[2]))  # three positive ints, checked above
 
 
 class AutoEncoder(nn.Module):

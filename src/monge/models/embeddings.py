@@ -55,11 +55,10 @@ def time_embedding(kind: str, dim: int, scale: float | None = None) -> nn.Module
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                               or not 0 < scale < math.inf):
         raise ValueError(f"time embedding scale must be a positive number, got {scale!r}")
-    extra = {} if scale is None else {"scale": float(scale)}
     if kind == "sinusoidal":
-        return SinusoidalEmbedding(dim, **extra)
+        return SinusoidalEmbedding(dim) if scale is None else SinusoidalEmbedding(dim, scale=float(scale))
     if kind == "fourier":
-        return FourierEmbedding(dim, **extra)
+        return FourierEmbedding(dim) if scale is None else FourierEmbedding(dim, scale=float(scale))
     raise ValueError(f"unknown time_embedding {kind!r}; valid choices: fourier, sinusoidal")
 
 

@@ -157,12 +157,13 @@ def cell_search(
             torch.addmm(heights[c0 : c0 + cols], xb, yc.T, out=sc)
             s, i = sc.topk(min(k, yc.shape[0]), dim=1)
             i = i + c0
-            if best_s is None:
+            if best_s is None or best_i is None:
                 best_s, best_i = s, i
             else:
                 s_all, i_all = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
                 best_s, pos = s_all.topk(min(k, s_all.shape[1]), dim=1)
                 best_i = i_all.gather(1, pos)
+        assert best_s is not None and best_i is not None  # at least one target chunk
         out_s[r0 : r0 + rows] = best_s
         out_i[r0 : r0 + rows] = best_i
     out_i += index_offset

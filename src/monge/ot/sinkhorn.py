@@ -155,7 +155,7 @@ def sinkhorn(
     for stage, e in enumerate(schedule):
         F, G = F * (cur / e), G * (cur / e)
         cur = e
-        lam_e = 1.0 if balanced else tau / (tau + e)
+        lam_e = 1.0 if balanced or tau is None else tau / (tau + e)
         K = C / (-e)
         KT = CT / (-e)
         last = stage == len(schedule) - 1

@@ -20,9 +20,12 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 __all__ = [
     "DistInfo", "setup", "teardown", "info", "is_main", "barrier", "all_reduce_mean", "all_gather_objects",
@@ -105,11 +108,11 @@ def all_reduce_mean(value: float | torch.Tensor, device: torch.device | str = "c
     return float(t) / info().world_size
 
 
-def all_gather_objects(obj: object) -> list[object]:
+def all_gather_objects(obj: T) -> list[T]:
     """Picklable ``obj`` from every rank, in rank order (``[obj]`` when alone)."""
     if not info().enabled:
         return [obj]
-    out: list[object] = [None] * info().world_size
+    out: list[Any] = [None] * info().world_size
     dist.all_gather_object(out, obj)
     return out
 
@@ -176,4 +179,5 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, device: torch.device, *, 
 
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=broadcast_buffers)
-    return torch.compile(net) if compile else net
+    # torch.compile of a module returns a module (OptimizedModule), typed as a plain callable
+    return cast(torch.nn.Module, torch.compile(net)) if compile else net

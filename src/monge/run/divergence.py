@@ -32,7 +32,7 @@ def clip_gradients(model: nn.Module, max_norm: float | None) -> Tensor:
     params = [p for p in model.parameters() if p.grad is not None]
     if max_norm is not None:
         return nn.utils.clip_grad_norm_(params, max_norm)
-    return nn.utils.get_total_norm([p.grad for p in params])
+    return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
 class DivergenceGuard:

@@ -47,7 +47,11 @@ def route_sigint(trainer: Any) -> Callable[[], None]:
                   file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGINT, on_sigint)
-    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    return restore
 
 
 def save_on_interrupt(trainer: Any) -> str:
