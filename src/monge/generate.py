@@ -105,9 +105,10 @@ def run_sampler(config: Config, sampler: str = "euler", *, prediction: str | Non
     SAMPLERS.info(sampler)  # an unknown name: ValueError naming the choices
     check_sampler(config.objective.name, sampler)
     fixed = sampler_options(config.objective.name, config.objective.params)
-    clash = [k for k in fixed if k in (options or {}) and options[k] != fixed[k]]
+    given = options or {}
+    clash = [k for k in fixed if k in given and given[k] != fixed[k]]
     if clash:
-        raise ValueError(f"sampler option {clash[0]}={options[clash[0]]!r} differs from the run's "
+        raise ValueError(f"sampler option {clash[0]}={given[clash[0]]!r} differs from the run's "
                          f"{clash[0]}={fixed[clash[0]]!r}, which its objective fixes; drop it")
     return RunSampler(sampler, getattr(build_path(config), "schedule", None),
                       _sampled_prediction(config, prediction), {**(options or {}), **fixed},

@@ -103,13 +103,12 @@ def encode_run_target(trainer: Any, rebuild: bool = False) -> LatentTarget:
     (``rebuild``: a fresh run encodes again), the other ranks then read its cache."""
     from . import distributed
 
-    target = None
     if trainer.dist.rank == 0:
         target = encode_target(trainer.codec, trainer.images, trainer.run_dir, rebuild=rebuild)
+        distributed.barrier()
+        return target
     distributed.barrier()
-    if trainer.dist.rank != 0:
-        target = encode_target(trainer.codec, trainer.images, trainer.run_dir)
-    return target
+    return encode_target(trainer.codec, trainer.images, trainer.run_dir)
 
 
 def latent_source(config: Config, shape: tuple[int, ...]) -> DataSource:
