@@ -120,7 +120,8 @@ def _with_settings_signature(cls: type) -> type:
     settings = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value)
                 for name, value in defaults.items()]
     params = [p for p in base.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-    cls.__init__.__signature__ = base.replace(parameters=params + settings)  # type: ignore[attr-defined]
+    # the help text reads the signature of the class's own __init__ (a plain function here)
+    cls.__init__.__signature__ = base.replace(parameters=params + settings)  # type: ignore[misc]
     return cls
 
 
