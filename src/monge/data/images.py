@@ -258,8 +258,8 @@ def _read_image(path: Path, channels: int | None) -> np.ndarray:
                                      "Image.thumbnail) or leave it out")
             im.load()
             gray = channels == 1 or (channels is None and im.mode in _GRAY_MODES)
-            im = im.convert("L" if gray else "RGB")
-            arr = np.array(im, dtype=np.uint8)  # writable copy
+            decoded = im.convert("L" if gray else "RGB")
+            arr = np.array(decoded, dtype=np.uint8)  # writable copy
     except _ImageTooLarge:
         raise
     except Image.DecompressionBombError as err:
