@@ -14,6 +14,8 @@ from .._validation import check_batches, check_positive
 from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
+    from torch.distributed import ProcessGroup
+
     from ..data.sources import DataSource
 
 __all__ = [
@@ -164,7 +166,7 @@ class AssignmentCoupling(SolverCoupling):
             raise ValueError(f"scope must be 'local' or 'global', got {scope!r}")
         self.solver, self.scope = solver, scope
         self.tol = check_positive(tol, "tol")
-        self._group: object = None
+        self._group: ProcessGroup | None = None
         self._group_ready = False
 
     @abstractmethod
@@ -177,7 +179,7 @@ class AssignmentCoupling(SolverCoupling):
         """With ``scope="global"``, create the gather's process group (every rank calls it)."""
         self._gather_group()
 
-    def _gather_group(self) -> object:
+    def _gather_group(self) -> ProcessGroup | None:
         from ..run import distributed
 
         if self.scope == "global" and not self._group_ready:
