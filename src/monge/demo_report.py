@@ -93,9 +93,10 @@ def explanations(rows: Mapping[str, Sequence[EvalRow]], floor: tuple[float, floa
             "model trained with *independent* pairs (DPM-OT's setting); a model trained on OT pairs has seen "
             "at t_s only its own cell's noise, so from this start it can leave its training paths"
             + (f": here W2 {ex.w2:.3f} against {plain.w2:.3f} for its plain rows at {ex.nfe} NFE ({label}). "
-               "The rows show the expressway's cost on such a model, not a bug." if worse else "."))
-    dop = {label: _row(rs, "dopri5") for label, rs in rows.items()}
-    labels = [lab for lab in rows if dop[lab] is not None]
+               "The rows show the expressway's cost on such a model, not a bug."
+               if worse and plain is not None else "."))
+    dop = {label: row for label, rs in rows.items() if (row := _row(rs, "dopri5")) is not None}
+    labels = list(dop)
     if len(labels) >= 2:
         first, others = labels[0], labels[1:]
         better = [lab for lab in others if dop[first].w2 < dop[lab].w2]

@@ -99,7 +99,7 @@ def generate_pairs(
                 bar.update(parts[-1].shape[0])
         z1 = torch.cat(parts)
     finally:
-        if was_training:
+        if was_training and isinstance(model, nn.Module):
             model.train()
     return z0, z1
 
