@@ -120,7 +120,7 @@ class ConditionalOT(Coupling):
 
         return assignment(cost, method=self.solver)  # type: ignore[call-overload]  # solver: checked in __init__
 
-    def permutation(self, x0: Tensor, x1: Tensor, labels: Tensor, generator: torch.Generator | None) -> Tensor:
+    def permutation(self, x0: Tensor, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> Tensor:
         """``perm``: data point ``j`` gets noise ``perm[j]`` (see the class docstring)."""
         b = x1.shape[0]
         y = self.check_labels(labels, b).to(x1.device)

@@ -15,6 +15,7 @@ with ``t`` and ``r`` of shape ``(batch,)``; a velocity model (``second_time=Fals
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -50,7 +51,8 @@ def _check(model: Model, x: Tensor, ts: Tensor | None, prediction: str, name: st
     return ts
 
 
-def _jump(model: Model, x: Tensor, ts: Tensor, return_trajectory: bool) -> SampleOutput:
+def _jump(model: Callable[..., Tensor], x: Tensor, ts: Tensor, return_trajectory: bool) -> SampleOutput:
+    # model: a flow map, called as model(x, t, r=r)
     states = [x] if return_trajectory else None
     nfe = 0
     for k in range(ts.numel() - 1):

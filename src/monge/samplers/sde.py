@@ -68,7 +68,7 @@ def euler_maruyama(
         h = g.t[k + 1] - t
         s = g.sigma[k]
         t1 = t.reshape(1)
-        if diffusion == "reverse":
+        if isinstance(diffusion, str):  # "reverse", the only name (checked above)
             eps_t = 0.5 * s**2 * den.schedule.d_log_snr(t1)[0]
         else:
             eps_t = torch.as_tensor(diffusion(t1), dtype=x.dtype, device=x.device).reshape(-1)[0]
