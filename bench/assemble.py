@@ -45,6 +45,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "samplers": ("Few-step samplers and step schedules", "python bench/samplers.py"),
     "couplings": ("Couplings", "python bench/couplings.py"),
     "couplings_quality": ("Couplings: sample quality on held-out data", "python bench/couplings_quality.py"),
+    "ot_high_nfe": ("Why OT couplings lose at high NFE on digits: ablation", "python bench/ot_high_nfe.py"),
     "coupling_cost": ("Step cost of the light couplings (wcfm, knn_immiscible)", "python bench/coupling_cost.py"),
     "semidiscrete": ("Semi-discrete OT solver vs OTT-JAX", "python bench/semidiscrete.py"),
     "semidiscrete_convergence": (
