@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .samplers.expressway import Expressway
 
 __all__ = ["TIMESTEPS_FILE", "run_dir_of", "path_schedule", "RunSampler", "run_sampler", "sample_run",
-           "optimized_timesteps", "optimized_eval_times", "semidiscrete_map", "expressway_of", "run_expressway",
+           "optimized_timesteps", "optimized_eval_times", "expressway_of", "run_expressway",
            "generate", "generate_model_space", "read_conditions", "sample_checkpoint", "SamplesWritten",
            "check_finite_output", "evaluate_checkpoints", "RunsEvaluation", "run_codec"]
 
@@ -272,32 +272,6 @@ def _cached_fit(run_dir: str | Path, keys: tuple[str, ...], refit: bool, fingerp
     return tuple(grids[k] for k in keys)
 
 
-def semidiscrete_map(
-    config: Config,
-    run_dir: str | Path,
-    seed: int | None = None,
-    device: torch.device | str | None = None,
-    refit: bool = False,
-    progress: bool | None = None,
-) -> SemiDiscreteMap:
-    """The run's semi-discrete map, loaded from its cache or fitted now (and cached).
-
-    A ``semidiscrete_ot`` run cached its map while training (with its own parameters). For any
-    other run (DPM-OT proper: a model trained with independent pairs) the map from the run's source
-    onto its data is fitted with :class:`monge.couplings.SemiDiscreteOT`'s defaults (every point of
-    a finite data set) by :func:`monge.couplings.maps.run_map`; ``progress`` shows
-    the fit's progress bar (default: when stderr is a terminal). The fit draws
-    from a generator seeded ``seed + 3`` (default: the run's ``train.seed``, as in training).
-    """
-    from .couplings.maps import load_run_map, run_map
-
-    if config.data.latent is not None and not refit:  # a semidiscrete_ot latent flow cached its map on the latents
-        cached = load_run_map(Path(run_dir), device=device)
-        if cached is not None:
-            return cached
-    return run_map(config, run_dir, seed=seed, device=device, refit=refit, progress=progress)
-
-
 def expressway_of(config: Config, sd_map: SemiDiscreteMap, t_start: float | None = None) -> Expressway:
     """The run's :class:`~monge.samplers.expressway.Expressway`: ``sd_map`` with the run's path."""
     from .samplers.expressway import DEFAULT_T_START, Expressway
@@ -422,7 +396,7 @@ def generate_model_space(
       (``mean_flow`` / ``shortcut``, :mod:`monge.samplers.flow_map`); any other sampler, a step grid
       or the expressway is refused, as is a flow-map sampler on a velocity run.
     - ``expressway=t_s``: DPM-OT's expressway. Map the noise to its OT cell (the run's
-      :func:`semidiscrete_map`, fitted on first use when the run has none), start from the cell's
+      :func:`monge.couplings.maps.run_map`, fitted on first use when the run has none), start from the cell's
       target noised to :math:`t_s` and integrate :math:`[t_s, 1]` with ``sampler``/``nfe``
       (:func:`monge.samplers.expressway.expressway_sample`). In DPM-OT the model is trained with
       independent pairs, so that the noised target is a typical point of the path at :math:`t_s`.
@@ -453,7 +427,9 @@ def generate_model_space(
             raise ValueError("--expressway integrates uniform steps on [t_s, 1]; drop --timesteps")
         if run_dir is None:
             raise ValueError("the expressway needs the run directory, where the semi-discrete map is cached")
-        sd_map = semidiscrete_map(config, run_dir, device=device)
+        from .couplings.maps import run_map
+
+        sd_map = run_map(config, run_dir, device=device)
         adaptive = SAMPLERS.info(sampler).adaptive
         return expressway_of(config, sd_map, expressway).sample(model, x0, sampler=sampler,
                                                                 nfe=None if adaptive else nfe, generator=generator)

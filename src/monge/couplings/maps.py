@@ -209,14 +209,16 @@ def run_map(
     source onto its data is fitted with :class:`~monge.couplings.SemiDiscreteOT`'s defaults
     (every point of a finite data set); ``progress`` shows the fit's bar (default: when stderr is
     a terminal). The fit draws from a generator seeded ``seed + 3`` (default: the run's
-    ``train.seed``, as in training).
+    ``train.seed``, as in training). A latent flow's map exists only as its ``semidiscrete_ot`` run
+    cached it on the encoded data; other latent flows are refused.
     """
     from ..data.sources import build_data
 
     if getattr(config.data, "latent", None) is not None:
-        raise ValueError(f"the semi-discrete map of a latent flow (data.latent: {config.data.latent}) is fitted on its "
-                         "encoded data when a semidiscrete_ot recipe trains; fitting it apart from training is not "
-                         "supported yet: train the recipe with coupling semidiscrete_ot")
+        cached = None if refit else load_run_map(run_dir, device=device)  # fitted on the latents while training
+        if cached is not None:
+            return cached
+        _refuse_latent_fit(config)
     source, target = build_data(config.data)
     params = _map_params(config)
     if progress is not None:
@@ -224,6 +226,14 @@ def run_map(
     seed = config.train.seed if seed is None else seed
     return fit_or_load_map(source, target, run_dir, params, generator=torch.Generator().manual_seed(seed + 3),
                            device=device, refit=refit)
+
+
+def _refuse_latent_fit(config: Config) -> None:
+    """A latent flow's map is fitted on its encoded data only while its ``semidiscrete_ot`` recipe trains."""
+    if getattr(config.data, "latent", None) is not None:
+        raise ValueError(f"the semi-discrete map of a latent flow (data.latent: {config.data.latent}) is fitted on its "
+                         "encoded data when a semidiscrete_ot recipe trains; fitting it apart from training is not "
+                         "supported yet: train the recipe with coupling semidiscrete_ot")
 
 
 def _map_params(config: Config) -> dict[str, Any]:
@@ -300,6 +310,7 @@ def fit_run_map(
     from ..quick import quick_mode
     from .semidiscrete import ot_source
 
+    _refuse_latent_fit(config)  # its check would draw images, not latents
     run_dir = Path(config.run_dir if run_dir is None else run_dir)
     _check_own_run(config, run_dir)
     source, target = build_data(config.data)
