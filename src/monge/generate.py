@@ -202,14 +202,10 @@ def optimized_timesteps(
     Fitted once and cached in ``run_dir / timesteps.safetensors`` under ``"<sampler>/nfe<N>"``
     (written atomically); later calls read it. ``refit`` fits again and replaces the entry.
     """
-    from .samplers import optimized, steps_for_nfe
+    from .samplers import optimized
 
     key = f"{sampler}/nfe{int(nfe)}"
-    noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
-    fingerprint = _grid_fingerprint(model, config, sampler, nfe)
-    length = steps_for_nfe(sampler, nfe) + 1
-    return _cached_fit(run_dir, (key,), refit, fingerprint, length, lambda: (optimized(
-        model, path_schedule(config), nfe, sampler, noise, prediction=_sampled_prediction(config, None, model)),))[0]
+    return _fitted_grids(model, config, run_dir, (key,), sampler, nfe, optimized, n_noise, seed, refit)[0]
 
 
 def optimized_eval_times(
@@ -227,16 +223,28 @@ def optimized_eval_times(
     (:func:`monge.samplers.optimized_decoupled`, same noises as :func:`optimized_timesteps`); sample
     with :class:`monge.samplers.EvalTimeWarp`. Cached like the grid, under
     ``"<sampler>/nfe<N>/decoupled/timesteps"`` and ``".../eval_times"``; ``refit`` refits."""
-    from .samplers import optimized_decoupled, steps_for_nfe
+    from .samplers import optimized_decoupled
 
     key = f"{sampler}/nfe{int(nfe)}/decoupled"
-    noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
-    fingerprint = _grid_fingerprint(model, config, sampler, nfe)
-    length = steps_for_nfe(sampler, nfe) + 1
-    ts, ev = _cached_fit(run_dir, (f"{key}/timesteps", f"{key}/eval_times"), refit, fingerprint, length,
-                         lambda: optimized_decoupled(
-        model, path_schedule(config), nfe, sampler, noise, prediction=_sampled_prediction(config, None, model)))
+    keys = (f"{key}/timesteps", f"{key}/eval_times")
+    ts, ev = _fitted_grids(model, config, run_dir, keys, sampler, nfe, optimized_decoupled, n_noise, seed, refit)
     return ts, ev
+
+
+def _fitted_grids(model: nn.Module, config: Config, run_dir: str | Path, keys: tuple[str, ...], sampler: str,
+                  nfe: int, fit: Callable[..., Any], n_noise: int, seed: int, refit: bool) -> tuple[Tensor, ...]:
+    """The cached entries ``keys`` of the run's grid file (:func:`_cached_fit`), or ``fit`` (a grid search
+    of :mod:`monge.samplers`) run now on ``n_noise`` of the run's noises and cached."""
+    from .samplers import steps_for_nfe
+
+    def run() -> tuple[Tensor, ...]:
+        noise = _fit_noise(config, n_noise, seed, getattr(model, "shape", None))
+        prediction = _sampled_prediction(config, None, model)
+        out = fit(model, path_schedule(config), nfe, sampler, noise, prediction=prediction)
+        return out if isinstance(out, tuple) else (out,)
+
+    return _cached_fit(run_dir, keys, refit, _grid_fingerprint(model, config, sampler, nfe),
+                       steps_for_nfe(sampler, nfe) + 1, run)
 
 
 def _fit_noise(config: Config, n: int, seed: int, shape: tuple[int, ...] | None = None) -> Tensor:
