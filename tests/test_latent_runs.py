@@ -194,3 +194,15 @@ def test_a_latent_recipe_loads_without_its_autoencoder_and_is_checked():
         load_config(CONFIGS / "digits-latent-independent.yaml", ["sample.nll=true"])
     with pytest.raises(ConfigError, match="data.latent must name"):
         load_config(CONFIGS / "digits-latent-independent.yaml", ["data.latent=' '"])
+
+
+def test_a_latent_flows_sample_figure_shows_decoded_images(at_root):
+    """The TensorBoard sample figure of a latent flow tiles decoded images, not latents."""
+    from monge.run.logs import sample_figure
+    from monge.train import Trainer
+
+    args = [a for a in FLOW_ARGS if not a.startswith("coupling.")] + ["name=figure"]
+    trainer = Trainer(load_config(CONFIGS / "digits-latent-independent.yaml", args))
+    trainer.prepare()
+    shown = sample_figure(trainer, n=16).axes[0].images[0].get_array()
+    assert shown.shape == (1 + 4 * 17, 1 + 4 * 17)  # a 4 x 4 grid of 16 x 16 grey digits, 1-pixel gaps

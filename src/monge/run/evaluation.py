@@ -28,8 +28,8 @@ from ..outputs import atomic_write_bytes
 from ..samplers.expressway import DEFAULT_T_START, Expressway
 from .logs import append_csv
 
-__all__ = ["EXPRESSWAY_T", "evaluate_run", "evaluate_run_nll", "run_novelty", "evaluation_notes", "write_eval",
-           "eval_due"]
+__all__ = ["EXPRESSWAY_T", "velocity_field", "evaluate_run", "evaluate_run_nll", "run_novelty", "evaluation_notes",
+           "write_eval", "eval_due"]
 
 #: Start time of the expressway rows in evaluations of ``semidiscrete_ot`` runs.
 EXPRESSWAY_T = DEFAULT_T_START
@@ -41,7 +41,7 @@ def eval_due(step: int, every: int, last: int) -> bool:
     return bool(every) and step % every == 0 and step < last
 
 
-def _field(trainer: Any):
+def velocity_field(trainer: Any):
     """The EMA model as a velocity field (a model of another prediction converted on the path's schedule)."""
     model, config = trainer.ema.model, trainer.config
     prediction = prediction_of(model, config.objective.name)
@@ -83,7 +83,7 @@ def evaluate_run(trainer: Any) -> list[EvalRow]:
     codec = getattr(trainer, "codec", None)
     config, sc = trainer.config, trainer.config.sample
     return evaluate_field(
-        _field(trainer),
+        velocity_field(trainer),
         trainer.source,
         reference_data(trainer.target),
         nfes=sc.nfe,
@@ -139,7 +139,7 @@ def evaluate_run_nll(trainer: Any) -> NLLResult | None:
     if trainer.dist.rank != 0 or not config.sample.nll:
         return None
     data, what, _ = held_out_target(config.data.target, trainer.target)
-    return evaluate_nll(_field(trainer), trainer.source, data, n=min(config.train.eval_samples, 1000),
+    return evaluate_nll(velocity_field(trainer), trainer.source, data, n=min(config.train.eval_samples, 1000),
                         seed=config.train.seed + 54321, description=what, device=trainer.device)
 
 

@@ -165,12 +165,12 @@ def sample_figure(trainer: Any, n: int = FIGURE_SAMPLES) -> Any:
 
     from ..objectives import sampler_options
     from ..samplers import SAMPLERS, sample
-    from .evaluation import _field
+    from .evaluation import velocity_field
 
     config, sc = trainer.config, trainer.config.sample
     g = torch.Generator().manual_seed(config.train.seed + 777)
     x0 = trainer.source.sample(n, generator=g, device=trainer.device)
-    field = _field(trainer)
+    field = velocity_field(trainer)
     if getattr(field, "cond_dim", None) is not None:
         from ..models.conditioning import ContinuousConditional
 
@@ -183,17 +183,20 @@ def sample_figure(trainer: Any, n: int = FIGURE_SAMPLES) -> Any:
                generator=torch.Generator(device=x0.device).manual_seed(config.train.seed + 778),
                **sampler_options(config.objective.name, config.objective.params)).x.float().cpu()
     ref = ref.float().cpu()
+    if getattr(trainer, "codec", None) is not None:  # a latent flow: show decoded images against its images
+        from ..latent import decode_latents
+
+        x = decode_latents(trainer.codec, x).float().cpu()
+        ref = trainer.images.sample(n, generator=g).float().cpu()
     title = f"{sc.sampler}" + (f", {nfe} NFE" if nfe else "") + f", step {trainer.step}"
-    if x.dim() == 4:  # images (n, C, H, W): an 8 x 8 grid scaled to the reference's range
+    if x.dim() == 4:  # images (n, C, H, W): a square grid scaled to the reference's range
+        from ..imageio import make_grid
+
         lo, hi = float(ref.min()), float(ref.max())
-        imgs = ((x[:64] - lo) / max(hi - lo, 1e-8)).clamp(0, 1)
-        k, (c, h, w) = int(math.ceil(math.sqrt(len(imgs)))), imgs.shape[1:]
-        grid = torch.ones(c, k * (h + 1), k * (w + 1))
-        for i, img in enumerate(imgs):
-            r, col = divmod(i, k)
-            grid[:, r * (h + 1):r * (h + 1) + h, col * (w + 1):col * (w + 1) + w] = img
+        imgs = x[:64]
+        grid = make_grid(imgs, nrow=math.ceil(math.sqrt(len(imgs))), padding=1, value_range=(lo, max(hi, lo + 1e-8)))
         fig, ax = plt.subplots(figsize=(4, 4))
-        ax.imshow(grid.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if c == 1 else None)
+        ax.imshow(grid.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if grid.shape[0] == 1 else None)
         ax.set_axis_off()
     else:
         x, ref = x.reshape(len(x), -1), ref.reshape(len(ref), -1)
