@@ -1,6 +1,8 @@
 """Evaluation metrics: Wasserstein distances, MMD, path straightness, mode statistics, and image
 metrics (classifier features and mode statistics, Fréchet distances, k-NN precision/recall), novelty
-(nearest-neighbour memorisation tests against a training and a held-out split), and the
+(nearest-neighbour memorisation tests against a training and a held-out split), the evaluation of
+synthetic tables (SDMetrics' column shapes and pair trends, alpha-precision / beta-recall, C2ST,
+ML efficiency, distance to closest record), and the
 sampler-free parts of likelihood evaluation (divergences, dequantisation, bits per dimension; the
 ODE solve is :func:`monge.flow_likelihood.log_likelihood`)."""
 
@@ -48,6 +50,19 @@ from .novelty import (
 )
 from .precision_recall import PrecisionRecall, knn_radii, manifold_membership, precision_recall
 from .straightness import straightness
+from .tabular import (
+    TABLE_KINDS,
+    AlphaPrecisionBetaRecall,
+    alpha_precision_beta_recall,
+    c2st,
+    column_pair_trends,
+    column_shapes,
+    detection_score,
+    distance_to_closest_record,
+    ml_efficiency,
+    quality_score,
+    tabular_report,
+)
 from .wasserstein import sliced_wasserstein, wasserstein2
 
 __all__ = [
@@ -94,4 +109,15 @@ __all__ = [
     "hutchinson_divergence",
     "gaussian_log_prob",
     "standard_normal_log_prob",
+    "TABLE_KINDS",
+    "column_shapes",
+    "column_pair_trends",
+    "quality_score",
+    "AlphaPrecisionBetaRecall",
+    "alpha_precision_beta_recall",
+    "c2st",
+    "detection_score",
+    "ml_efficiency",
+    "distance_to_closest_record",
+    "tabular_report",
 ]
