@@ -156,11 +156,6 @@ class TableSchema:
             kind[self.label.name] = "categorical"
         return {name: kind[name] for name in self.order}
 
-    @property
-    def has_categories(self) -> bool:
-        """Whether a decoded table holds text (a categorical feature or label column)."""
-        return self.label is not None or any(c.kind == "categorical" for c in self.columns)
-
     def scaled(self) -> np.ndarray:
         """``(D,)`` bools: the coordinates a standardiser may rescale (numeric and integer columns; a
         one-hot block stays in :math:`\\{0, 1\\}`)."""
@@ -214,6 +209,20 @@ class TableSchema:
             shown = ", ".join(self.label.categories[:20]) + (", ..." if len(self.label.categories) > 20 else "")
             raise ValueError(f"{value!r} is not a class of the label column {self.label.name!r}: {shown}")
         return self.label.categories.index(value)
+
+    def draw_labels(self, label: str | None, n: int, seed: int = 0) -> np.ndarray:
+        """``(n,)`` classes for ``n`` samples: all ``label`` (a class name), the classes in turn
+        (``"all"``: sample ``i`` gets class ``i mod K``), or drawn with the training rows'
+        frequencies (``None``; seeded by ``seed``), so a sampled table has its label column."""
+        if self.label is None:
+            raise ValueError("this table has no label column")
+        k = len(self.label.categories)
+        if label == "all":
+            return np.arange(n, dtype=np.int64) % k
+        if label is not None:
+            return np.full(n, self.class_index(str(label)), dtype=np.int64)
+        p = np.asarray(self.label_counts, dtype=np.float64)
+        return np.random.default_rng(seed).choice(k, size=n, p=p / p.sum()).astype(np.int64)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON (lists, strings, numbers)."""

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,9 +48,15 @@ __all__ = [
     "read_csv",
     "read_csv_cells",
     "save_sklearn_table",
+    "TableSamples",
+    "check_table_output",
     "table_csv",
     "table_from_array",
+    "table_sampling",
+    "write_table",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Widest table accepted (columns).
 MAX_COLUMNS = 1 << 20
@@ -473,6 +482,74 @@ def load_table(
     return table_from_array(schema.encode(table, np.float64), None if labels is None else torch.from_numpy(labels),
                             name=file.stem, columns=schema.names, standardize=standardize, holdout=holdout,
                             holdout_seed=holdout_seed, schema=schema, class_names=class_names)
+
+
+def write_table(path: str | Path, schema: TableSchema, table: dict[str, np.ndarray]) -> Path:
+    """Write ``table`` (:meth:`TableSchema.decode <monge.data.schema.TableSchema.decode>`) at exactly
+    ``path``, atomically: a CSV (:func:`table_csv`, with the header when the file had one) for a
+    ``.csv`` name, else a ``.npy`` array ``(N, features)`` of the feature columns when they are all
+    numbers (integers rounded; the label column is left out); a table with text features is written
+    as CSV only (:func:`check_table_output`)."""
+    from ..outputs import check_output_file
+
+    path = check_table_output(path, schema)
+    if path.suffix.lower() == ".csv":
+        atomic_write_bytes(path, table_csv(table, header=schema.header).encode("utf-8"))
+    else:
+        buf = io.BytesIO()
+        np.save(buf, np.stack([table[c].astype(np.float32) for c in schema.names], axis=1), allow_pickle=False)
+        atomic_write_bytes(check_output_file(path), buf.getvalue())
+    return path
+
+
+def check_table_output(path: str | Path, schema: TableSchema) -> Path:
+    """``path`` as the output file of a table's samples (:func:`monge.outputs.check_output_file`):
+    a table with text columns (categories, a label column) needs a ``.csv`` name."""
+    from ..outputs import check_output_file
+
+    path = check_output_file(path)
+    text = [c.name for c in schema.columns if c.kind == "categorical"]
+    if path.suffix.lower() != ".csv" and text:
+        raise ValueError(f"-o {path}: the table has text columns ({', '.join(text)}), which a .npy array cannot "
+                         f"hold; write it as CSV, e.g. -o {path.with_suffix('.csv').name}")
+    return path
+
+
+@dataclass
+class TableSamples:
+    """Where and how a table run's samples are written: the ``schema``, the ``output`` file and the
+    ``(n,)`` classes of the label column (``None``: the model is not class-conditional)."""
+
+    schema: Any
+    output: Path
+    labels: np.ndarray | None
+
+    def write(self, x: np.ndarray) -> Path:
+        """Decode the samples ``x`` (data units) to the table's columns and write them."""
+        return write_table(self.output, self.schema, self.schema.decode(x, self.labels))
+
+
+def table_sampling(model: Any, output: Path, default_output: bool, options: dict[str, Any], n: int,
+                   seed: int) -> TableSamples | None:
+    """A CSV table run's sampling (``model.schema``; ``None`` for other runs), checked before any
+    sampling: a table with text columns is written as CSV (default ``RUN/samples.csv``); a
+    class-conditional model gets one class per sample, ``options["label"]`` (a class name, ``"all"``)
+    or drawn with the training rows' frequencies when not given, so the label column is written too."""
+    schema = getattr(model, "schema", None)
+    if schema is None:
+        return None
+    if default_output and any(c.kind == "categorical" for c in schema.columns):
+        output = output.with_suffix(".csv")
+    output = check_table_output(output, schema)
+    labels = None
+    if schema.label is not None and getattr(model, "num_classes", None) is not None:
+        label = options.get("label")
+        labels = schema.draw_labels(None if label is None else str(label), n, seed)
+        options["label"] = torch.from_numpy(labels)
+    elif schema.label is not None:
+        logger.warning("the model is not class-conditional: the label column %r is not generated and is left out "
+                       "of the samples (set model.num_classes to generate it)", schema.label.name)
+    return TableSamples(schema, output, labels)
 
 
 def table_csv(table: dict[str, np.ndarray], header: bool = True, delimiter: str = ",") -> str:
