@@ -467,10 +467,11 @@ def _categorical(col: _Cells, lines: Sequence[int], where: str, max_categories: 
         raise ValueError(f"{where}: column {name!r} has {len(categories)} categories, more than max_categories="
                          f"{max_categories}; drop it (drop: [{name}]), declare it numeric if it holds numbers, or "
                          "raise max_categories")
+    categories = categories.tolist()  # str, not numpy's str_
     if len(categories) == 1:
         notes.constant.append(f"{name!r} = {categories[0]!r}")
     elif (counts == 1).any() and (counts > 1).any():
-        once = categories[counts == 1]
+        once = [c for c, k in zip(categories, counts, strict=True) if k == 1]
         notes.rare.append(f"{name!r}: " + ", ".join(repr(c) for c in once[:5]) + (", ..." if len(once) > 5 else ""))
     return Column(name, "categorical", tuple(str(c) for c in categories)), text.astype(object)
 
