@@ -76,6 +76,7 @@ def test_the_same_schema_comes_out(run):
     assert 0.2 < np.mean([r[4] == "pro" for r in rows]) < 0.5
     incomes = np.array([float(r[2]) for r in rows])
     assert np.isfinite(incomes).all() and incomes.std() > 1000
+    assert all(len(r[2].partition(".")[2]) <= 2 for r in rows)  # written to the input's 2 decimals
     again = load_table(out, label_column="plan").schema  # read back: the kinds of the input
     source = load_table(tmp / "people.csv", label_column="plan", missing="impute").schema
     assert [(c.name, c.kind) for c in again.columns] == [(c.name, c.kind) for c in source.columns]

@@ -30,6 +30,7 @@ def test_kinds_are_inferred_and_the_table_round_trips(tmp_path):
     assert [(c.name, c.kind) for c in schema.columns] == [("colour", "categorical"), ("n", "integer"),
                                                          ("x", "numeric")]
     assert schema.columns[0].categories == ("blue", "green", "red")  # sorted
+    assert schema.columns[2].decimals == 2 and schema.columns[1].decimals is None
     assert schema.width == 5 and ds.shape == (5,)
     assert schema.kinds == {"colour": "categorical", "n": "numeric", "x": "numeric", "ok": "categorical"}
     assert ds.class_names == ["no", "yes"] and ds.num_classes == 2 and ds.labels[:5].tolist() == [0, 1, 1, 1, 0]
@@ -50,6 +51,8 @@ def test_decode_takes_the_argmax_rounds_and_clips_integers():
     assert out["c"].tolist() == ["b", "c", "a"]
     assert out["k"].tolist() == [2, 5, 0]  # rounded, then clipped to the training range [0, 5]
     assert out["v"].tolist() == [0.3, 9.0, -2.0]  # numbers are not clipped
+    rounded = TableSchema((Column("v", "numeric", low=0, high=1, decimals=1),))
+    assert rounded.decode(np.array([[0.2345], [-1.06]]))["v"].tolist() == [0.2, -1.1]  # the file's decimals
     with pytest.raises(ValueError, match=r"shape \(N, 5\)"):
         schema.decode(x[:, :4])
     with pytest.raises(ValueError, match="'z' is not one of its categories"):

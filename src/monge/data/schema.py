@@ -8,7 +8,7 @@ A table in memory is ``dict[str, np.ndarray]`` in column order: ``numeric`` colu
 ============= ====================================== ==================================================
 kind          encoded as                             decoded as
 ============= ====================================== ==================================================
-numeric       :math:`x` (1 coordinate)               :math:`x`
+numeric       :math:`x` (1 coordinate)               :math:`x`, to the decimals the file was written with
 integer       :math:`x` (1 coordinate)               :math:`\mathrm{clip}(\mathrm{round}(x), lo, hi)`,
                                                      :math:`[lo, hi]` the training rows' range
 categorical   one-hot :math:`o \in \{0,1\}^K`        :math:`c_{\arg\max_k o_k}`, :math:`K` coordinates
@@ -71,13 +71,16 @@ COUNTER_MIN_ROWS = 10
 @dataclass(frozen=True)
 class Column:
     """One column: ``name``, ``kind`` (one of :data:`KINDS`), the sorted ``categories`` of a
-    categorical column and the training rows' range ``[low, high]`` of a numeric or integer one."""
+    categorical column, the training rows' range ``[low, high]`` of a numeric or integer one, and
+    the ``decimals`` a numeric column was written with (samples are rounded to them; ``None``: the
+    file used exponents, values are kept as sampled)."""
 
     name: str
     kind: str
     categories: tuple[str, ...] = ()
     low: float | None = None
     high: float | None = None
+    decimals: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -96,13 +99,15 @@ class Column:
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "categorical":
             return {"name": self.name, "kind": self.kind, "categories": list(self.categories)}
-        return {"name": self.name, "kind": self.kind, "low": self.low, "high": self.high}
+        return {"name": self.name, "kind": self.kind, "low": self.low, "high": self.high, "decimals": self.decimals}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Column:
-        return cls(str(d["name"]), str(d["kind"]), tuple(str(c) for c in d.get("categories", ())),
-                   None if d.get("low") is None else float(d["low"]),
-                   None if d.get("high") is None else float(d["high"]))
+        def number(key: str, kind: Any = float) -> Any:
+            return None if d.get(key) is None else kind(d[key])
+
+        return cls(str(d["name"]), str(d["kind"]), tuple(str(c) for c in d.get("categories", ())), number("low"),
+                   number("high"), number("decimals", int))
 
 
 @dataclass(frozen=True)
@@ -192,8 +197,10 @@ class TableSchema:
                 out[c.name] = np.asarray(c.categories, dtype=object)[block.argmax(1)]
             elif c.kind == "integer":
                 out[c.name] = np.clip(np.rint(block[:, 0]), c.low, c.high).astype(np.int64)
+            elif c.low == c.high:
+                out[c.name] = np.full(len(x), c.low)
             else:
-                out[c.name] = np.full(len(x), c.low) if c.low == c.high else block[:, 0].copy()
+                out[c.name] = block[:, 0].copy() if c.decimals is None else np.round(block[:, 0], c.decimals)
         if labels is not None and self.label is not None:
             labels = np.asarray(labels)
             if labels.shape != (len(x),):
@@ -422,7 +429,18 @@ def _infer_column(col: _Cells, declared: str | None, lines: Sequence[int], where
     low, high = float(col.values[train].min()), float(col.values[train].max())
     if low == high:
         notes.constant.append(f"{name!r} = {col.text[int(train[0])]}")
-    return Column(name, kind, low=low, high=high), values
+    return Column(name, kind, low=low, high=high, decimals=_decimals(col.text) if kind == "numeric" else None), values
+
+
+def _decimals(text: np.ndarray) -> int | None:
+    """Most digits after the point among the cells (``None`` where one is written with an exponent)."""
+    most = 0
+    for t in text:
+        if "e" in t or "E" in t:
+            return None
+        point = t.find(".")
+        most = max(most, 0 if point < 0 else len(t) - point - 1)
+    return most
 
 
 def _whole(values: np.ndarray) -> bool:

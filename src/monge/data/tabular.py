@@ -554,7 +554,7 @@ def table_sampling(model: Any, output: Path, default_output: bool, options: dict
 
 def table_csv(table: dict[str, np.ndarray], header: bool = True, delimiter: str = ",") -> str:
     """CSV text of a table (:mod:`monge.data.schema`): a header row of the column names (``header``),
-    then one row per sample; integers as integers, numbers with 8 significant digits, categories as
+    then one row per sample; integers as integers, numbers with 10 significant digits, categories as
     their labels (quoted where the CSV needs it)."""
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
@@ -563,7 +563,7 @@ def table_csv(table: dict[str, np.ndarray], header: bool = True, delimiter: str 
     cols = []
     for values in table.values():
         if values.dtype.kind == "f":
-            cols.append([f"{v:.8g}" for v in values])
+            cols.append([f"{v:.10g}" for v in values])
         else:
             cols.append([str(v) for v in values])
     writer.writerows(zip(*cols, strict=True))
