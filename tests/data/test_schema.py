@@ -166,6 +166,10 @@ def test_identifier_columns_are_refused_naming_the_fix(tmp_path):
                                          r"drop: \[row\]"):
         load_table(counter)
     assert load_table(counter, integer=["row"]).schema.columns[0].kind == "integer"  # declared: kept
+    pandas_index = _write(tmp_path / "index.csv", ",x", [f"{i},{(i * 7) % 5}" for i in range(20)])  # no name
+    with pytest.raises(ValueError, match=r'column \'\' counts 0, 1, 2, .*drop: \[""\]'):
+        load_table(pandas_index)
+    assert load_table(pandas_index, drop=[""]).schema.names == ["x"]
     short = _write(tmp_path / "short.csv", "k,x", [f"{i},{i * 0.5}" for i in range(5)])  # too few rows to tell
     assert load_table(short).schema.columns[0].kind == "integer"
 

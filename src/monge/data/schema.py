@@ -37,6 +37,7 @@ feature, and it is never imputed.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -394,7 +395,7 @@ def _infer_column(col: _Cells, declared: str | None, lines: Sequence[int], where
     if missing == "refuse" and col.missing.any():
         _impute(col, "", lines, where, missing, train, notes)  # raises, naming the first missing cell
     if not present.any():
-        raise ValueError(f"{where}: column {name!r} has no value in any row; drop it (drop: [{name}])")
+        raise ValueError(f"{where}: column {name!r} has no value in any row; drop it (drop: [{_yaml(name)}])")
     text_cells = present & ~col.numeric
     kind = declared
     if kind in ("numeric", "integer") and text_cells.any():
@@ -423,8 +424,8 @@ def _infer_column(col: _Cells, declared: str | None, lines: Sequence[int], where
     if declared is None and kind == "integer" and len(col.values) >= COUNTER_MIN_ROWS \
             and bool((np.diff(col.values) == 1).all()):
         raise ValueError(f"{where}: column {name!r} counts {col.text[0]}, {col.text[1]}, {col.text[2]}, ... row by "
-                         f"row, a row number rather than data; drop it (drop: [{name}]), or declare it integer: "
-                         f"[{name}] to keep it")
+                         f"row, a row number rather than data; drop it (drop: [{_yaml(name)}]), or declare it "
+                         f"integer: [{_yaml(name)}] to keep it")
     values = col.values if kind == "numeric" else col.values.astype(np.int64)
     low, high = float(col.values[train].min()), float(col.values[train].max())
     if low == high:
@@ -443,6 +444,11 @@ def _decimals(text: np.ndarray) -> int | None:
     return most
 
 
+def _yaml(name: str) -> str:
+    """``name`` as a recipe writes it in a list: bare when plain, else quoted (``""`` for a blank header)."""
+    return name if name and name.replace("_", "").replace("-", "").isalnum() else json.dumps(name)
+
+
 def _whole(values: np.ndarray) -> bool:
     return bool(np.isfinite(values).all() and (values == np.round(values)).all() and (np.abs(values) < 2**53).all())
 
@@ -458,7 +464,7 @@ def _impute(col: _Cells, kind: str, lines: Sequence[int], where: str, missing: s
     seen = train[~col.missing[train]]
     if not len(seen):
         raise ValueError(f"{where}: column {col.name!r} has no value in the training rows to impute from; drop it "
-                         f"(drop: [{col.name}])")
+                         f"(drop: [{_yaml(col.name)}])")
     if kind == "categorical":
         labels, counts = np.unique(col.text[seen].astype(str), return_counts=True)
         fill_text, fill = str(labels[counts.argmax()]), np.nan
@@ -480,11 +486,11 @@ def _categorical(col: _Cells, lines: Sequence[int], where: str, max_categories: 
     name, n = col.name, len(text)
     if n > 1 and len(categories) == n:
         raise ValueError(f"{where}: column {name!r} has a different value in every row ({n} rows), an identifier "
-                         f"rather than a category; drop it (drop: [{name}])")
+                         f"rather than a category; drop it (drop: [{_yaml(name)}])")
     if len(categories) > max_categories:
         raise ValueError(f"{where}: column {name!r} has {len(categories)} categories, more than max_categories="
-                         f"{max_categories}; drop it (drop: [{name}]), declare it numeric if it holds numbers, or "
-                         "raise max_categories")
+                         f"{max_categories}; drop it (drop: [{_yaml(name)}]), declare it numeric if it holds numbers, "
+                         "or raise max_categories")
     categories = categories.tolist()  # str, not numpy's str_
     if len(categories) == 1:
         notes.constant.append(f"{name!r} = {categories[0]!r}")
