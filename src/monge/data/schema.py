@@ -336,7 +336,9 @@ def infer_schema(
         table[name] = values
     if not columns:
         raise ValueError(f"{where}: no feature column left besides the labels")
-    label_column, counts, labels = None, (), None
+    label_column: Column | None = None
+    counts: tuple[int, ...] = ()
+    labels: np.ndarray | None = None
     if label is not None:
         label_cells = _read_cells(label, cells[label], titles[label])
         label_column, labels = _label_column(label_cells, declared.get(label), lines, where, max_categories)
