@@ -75,7 +75,8 @@ def test_samples_come_back_in_data_units(trained):
     out = tmp / "s.csv"
     res = runner.invoke(app, ["sample", str(trainer.run_dir), "-n", "300", "--nfe", "8", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    cli = np.loadtxt(out, delimiter=",")
+    assert out.read_text().splitlines()[0] == "price,rate"  # the table's header (the label column is no feature)
+    cli = np.loadtxt(out, delimiter=",", skiprows=1)
     assert cli.shape == (300, 2) and abs(cli[:, 0].mean() - 1000) < 20
 
 

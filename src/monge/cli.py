@@ -131,8 +131,8 @@ def sample_cmd(
     grid: Path | None = typer.Option(None, "--grid", help="Also save image samples as a PNG grid here.",
                                         show_default="no grid"),
     label: str | None = typer.Option(
-        None, "--class", help="Class-conditional models: the class of every sample, or 'all' (classes in turn).",
-        show_default="unconditional"),
+        None, "--class", help="Class-conditional models: the class of every sample (a table's label as written in "
+        "its file), or 'all' (classes in turn).", show_default="unconditional (a table: drawn as in its rows)"),
     guidance: float = typer.Option(1.0, help="Classifier-free guidance weight (with --class; 1: none)."),
     condition: str | None = typer.Option(
         None, "--condition", help="Models with continuous conditions (cond_dim): comma-separated values (one "
@@ -140,7 +140,7 @@ def sample_cmd(
         "-n fresh target points; saved beside the samples as *.conditions.npy).", show_default="none"),
 ) -> None:
     """Draw samples from a trained model and save them as a .npy array or a CSV table (and a PNG
-    grid for images). Runs on standardised tables return samples in the data's own units."""
+    grid for images). A CSV table run writes a table like its file (header, kinds, labels)."""
     _precheck(nfe, [checkpoint])
     from .generate import sample_checkpoint
 

@@ -302,8 +302,11 @@ def _conditioned(model: nn.Module, label: int | str, guidance: float, n: int) ->
     k = getattr(model, "num_classes", None)
     if k is None:
         raise ValueError("this run's model is not class-conditional (no num_classes); drop the label")
-    if label == "all":
+    if isinstance(label, str) and label == "all":
         return ClassConditional(model, torch.arange(n) % k, guidance)
+    schema = getattr(model, "schema", None)
+    if isinstance(label, str) and schema is not None and schema.label is not None:
+        label = schema.class_index(label)  # a table's class, by its name in the label column
     if isinstance(label, str):
         if not label.lstrip("-").isdigit():
             raise ValueError(f"label must be a class index in [0, {k}) or 'all', got {label!r}")
@@ -543,6 +546,7 @@ def sample_checkpoint(
     if grid is not None and grid.suffix.lower() != ".png":
         raise ValueError(f"--grid needs a .png path, got {grid}")
     run_dir = run_dir_of(checkpoint)
+    default_output = output is None
     output = Path(output) if output is not None else run_dir / "samples.npy"
     check_output_file(output, instead=run_dir / "samples.npy")
     if grid is not None:
@@ -556,6 +560,10 @@ def sample_checkpoint(
 
         raise ValueError(NOTHING_TO_SAMPLE)
     codec = None if cfg.data.latent is None else run_codec(model, cfg)
+    from .data.tabular import table_sampling
+
+    table = table_sampling(model, output, default_output, options, n, seed)
+    output = output if table is None else table.output
     conds = None
     if condition is not None:
         if getattr(model, "cond_dim", None) is None:
@@ -567,7 +575,10 @@ def sample_checkpoint(
     if grid is not None and out.x.dim() != 4:
         raise ValueError(f"--grid needs image data (N, C, H, W); samples have shape {tuple(out.x.shape[1:])}")
     check_finite_output(out.x, "the samples", "nothing was written; lower --guidance, or use more steps (--nfe)")
-    write_array(output, out.x.cpu().numpy())
+    if table is not None:
+        table.write(out.x.cpu().numpy())
+    else:
+        write_array(output, out.x.cpu().numpy())
     sampling = options.get("sampler", "euler")
     if options.get("timesteps") is not None:
         sampling += f", {options['timesteps']} steps"

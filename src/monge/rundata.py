@@ -1,6 +1,7 @@
 """What a run keeps of its data, so that a checkpoint samples without it.
 
-A checkpoint stores the sample shape (``state["data_shape"]``) and, for tables read with
+A checkpoint stores the sample shape (``state["data_shape"]``), for a CSV table its schema
+(``state["table_schema"]``: column names, kinds, categories, ranges; JSON) and, for tables read with
 ``standardize: true``, the column statistics (tensors ``data.target.mean`` / ``data.target.std``,
 and ``data.source.*`` for a standardised source table). Sampling draws from the source alone (a
 bare ``gaussian`` takes the stored shape) and maps samples back to data units, so a run whose data
@@ -17,6 +18,7 @@ from typing import Any
 from torch import Tensor
 
 from .config import Config, DataConfig
+from .data.schema import TableSchema
 from .data.sources import DataSource, GaussianSource, build_data, build_source, data_paths
 from .data.tabular import Standardizer
 
@@ -24,9 +26,11 @@ __all__ = [
     "build_run_data",
     "check_same_data",
     "data_fingerprint",
+    "data_state",
     "data_tensors",
     "is_standardized",
     "sampling_source",
+    "stored_schema",
     "stored_shape",
     "stored_standardizer",
     "tensor_digest",
@@ -41,6 +45,30 @@ def data_tensors(source: DataSource, target: DataSource) -> dict[str, Tensor]:
         if scaler is not None:
             out.update(scaler.to_tensors(f"data.{side}."))
     return out
+
+
+#: The checkpoint state's key of the target table's schema.
+TABLE_SCHEMA = "table_schema"
+
+
+def data_state(target: DataSource) -> dict[str, Any]:
+    """Checkpoint state of the target data: a CSV table's schema (:class:`~monge.data.schema.TableSchema`)."""
+    schema = getattr(target, "schema", None)
+    return {} if schema is None else {TABLE_SCHEMA: schema.to_dict()}
+
+
+def stored_schema(state: Mapping[str, Any], path: str | Path) -> TableSchema | None:
+    """The table schema a checkpoint stores (``None`` for other data, or a run written before
+    schemas were stored); raises ``ValueError`` when it is malformed."""
+    raw = state.get(TABLE_SCHEMA)
+    if raw is None:
+        return None
+    try:
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"expected a mapping, got {type(raw).__name__}")
+        return TableSchema.from_dict(raw)
+    except ValueError as err:
+        raise ValueError(f"checkpoint {path}: bad state.{TABLE_SCHEMA} ({err})") from None
 
 
 def is_standardized(config: Config, side: str = "target") -> bool:

@@ -301,14 +301,22 @@ def _load_array(path: str, key: str | None, labels_key: str | None, layout: str 
 
 @DATA_SOURCES.register("csv")
 def _csv(path: str, header: bool | str = "auto", delimiter: str = ",", columns: list[int | str] | None = None,
-         label_column: int | str | None = None, standardize: bool = False, holdout: float = 0.0,
-         holdout_seed: int = 0) -> DataSource:
-    """A CSV table of numbers, one row per sample (see :func:`monge.data.tabular.load_table`)."""
+         drop: list[int | str] | None = None, label_column: int | str | None = None,
+         categorical: list[int | str] | None = None, integer: list[int | str] | None = None,
+         numeric: list[int | str] | None = None, missing: str = "refuse", max_categories: int = 100,
+         standardize: bool = False, holdout: float = 0.0, holdout_seed: int = 0) -> DataSource:
+    """A CSV table, one row per sample: numbers, integers and categories (text), each column's kind
+    inferred or declared (``categorical``, ``integer``, ``numeric``), ``missing: refuse | impute``
+    (see :func:`monge.data.tabular.load_table` and :mod:`monge.data.schema`)."""
     from .tabular import load_table
 
-    return _cached("csv", load_table, path=path, header=header, delimiter=delimiter,
-                   columns=None if columns is None else list(columns), label_column=label_column,
-                   standardize=standardize, holdout=holdout, holdout_seed=holdout_seed)
+    def names(specs: Any, default: Any = None) -> Any:  # a list (also from YAML), else left for the check
+        return default if specs is None else list(specs) if isinstance(specs, (list, tuple)) else specs
+
+    return _cached("csv", load_table, path=path, header=header, delimiter=delimiter, columns=names(columns),
+                   drop=names(drop), label_column=label_column, categorical=names(categorical, []),
+                   integer=names(integer, []), numeric=names(numeric, []), missing=missing,
+                   max_categories=max_categories, standardize=standardize, holdout=holdout, holdout_seed=holdout_seed)
 
 
 @DATA_SOURCES.register("mnist")

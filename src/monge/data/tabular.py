@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ from torch import Tensor
 
 from .._validation import check_finite, check_number
 from ..outputs import atomic_write_bytes
+from .schema import MAX_CATEGORIES, TableSchema, infer_schema
 from .sources import FiniteRows
 
 __all__ = [
@@ -39,11 +43,20 @@ __all__ = [
     "VectorDataset",
     "integer_labels",
     "load_table",
+    "holdout_split",
     "read_array_file",
     "read_csv",
+    "read_csv_cells",
     "save_sklearn_table",
+    "TableSamples",
+    "check_table_output",
+    "table_csv",
     "table_from_array",
+    "table_sampling",
+    "write_table",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Widest table accepted (columns).
 MAX_COLUMNS = 1 << 20
@@ -66,12 +79,16 @@ class Standardizer:
         self.mean, self.std = mean, std
 
     @classmethod
-    def fit(cls, x: Tensor) -> Standardizer:
+    def fit(cls, x: Tensor, scaled: np.ndarray | None = None) -> Standardizer:
         r""":math:`\mu` and :math:`\sigma` (population) of the rows ``x`` ``(N, D)``; :math:`\sigma = 1`
-        where a column is constant."""
+        where a column is constant. ``scaled`` ``(D,)`` bools: only these columns are standardised,
+        the others keep :math:`\mu = 0, \sigma = 1` (a table's one-hot blocks)."""
         x64 = x.to(torch.float64)
         mean, std = x64.mean(0), x64.std(0, correction=0)
         std = torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))
+        if scaled is not None:
+            keep = torch.as_tensor(np.asarray(scaled, dtype=bool))
+            mean, std = torch.where(keep, mean, 0.0), torch.where(keep, std, 1.0)
         return cls(mean, std)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -103,6 +120,8 @@ class VectorDataset(FiniteRows):
 
     ``standardizer`` (if any) maps data units to the stored rows; ``held_out`` holds the rows kept
     out of training (``holdout``), in the same model space; ``columns`` names the columns.
+    ``schema`` (a CSV table, :class:`~monge.data.schema.TableSchema`) says how the rows decode to the
+    table's columns; ``class_names`` name the classes of a label column of text.
     """
 
     labels_hint = "give label_column (csv) or labels_key (npz)"
@@ -116,6 +135,8 @@ class VectorDataset(FiniteRows):
         held_out: VectorDataset | None = None,
         columns: Sequence[str] | None = None,
         num_classes: int | None = None,
+        schema: TableSchema | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         check_finite(data, "data")
         if data.dim() != 2 or data.shape[0] == 0 or data.shape[1] == 0 or not data.is_floating_point():
@@ -132,12 +153,24 @@ class VectorDataset(FiniteRows):
         self.standardizer = standardizer
         self.held_out = held_out
         self.columns = list(columns) if columns is not None else None
+        self.schema = schema
+        self.class_names = list(class_names) if class_names is not None else None
         self.shape = (int(data.shape[1]),)
 
     def __repr__(self) -> str:
         extra = f", held_out={len(self.held_out)}" if self.held_out is not None else ""
         extra += ", standardized" if self.standardizer is not None else ""
         return f"VectorDataset(name={self.name!r}, n={len(self)}, dim={self.shape[0]}{extra})"
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The rows as a table in the file's units and kinds (:meth:`TableSchema.decode
+        <monge.data.schema.TableSchema.decode>`, label column included), e.g. the held-out rows for
+        :mod:`monge.metrics.tabular`: ``ds.held_out.table()``; needs a ``schema``."""
+        if self.schema is None:
+            raise ValueError(f"{self.name}: no table schema (a CSV table has one; an array does not)")
+        x = self.standardizer.inverse(self.data) if self.standardizer is not None else self.data
+        labels = None if self.labels is None else self.labels.numpy()
+        return self.schema.decode(x.to(torch.float64).numpy(), labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,17 +259,16 @@ def _header_auto(row: list[str]) -> bool:
     return False
 
 
-def read_csv(
+def read_csv_cells(
     path: str | Path,
     header: bool | str = "auto",
     delimiter: str = ",",
-) -> tuple[np.ndarray, list[str] | None]:
-    """``(values (N, D) float64, column names or None)`` of a CSV file of numbers.
+) -> tuple[list[str] | None, list[list[str]], list[int]]:
+    """``(column names or None, rows of cells as text, the line of each row)`` of a CSV file.
 
     ``header``: ``True`` (first row names the columns), ``False`` (every row is data) or
     ``"auto"`` (a header when a field of the first row is not a number). Blank lines are skipped.
-    A non-numeric, missing or non-finite value, or a row with another number of fields, raises
-    ``ValueError`` naming its line and column.
+    A row with another number of fields raises ``ValueError`` naming its line.
     """
     file = Path(path)
     if header not in (True, False, "auto"):
@@ -249,7 +281,8 @@ def read_csv(
     if size > MAX_TABLE_BYTES:
         raise ValueError(f"{file} is {size / 2**20:.0f} MiB; CSV tables are read up to {MAX_TABLE_BYTES / 2**20:.0f} "
                          "MiB. Save it as a .npy array (numpy.save) and use the array source")
-    rows: list[list[float]] = []
+    rows: list[list[str]] = []
+    lines: list[int] = []
     names: list[str] | None = None
     width = None
     try:
@@ -267,14 +300,30 @@ def read_csv(
                 if len(row) != width:
                     raise ValueError(f"{file}, line {line}: {len(row)} fields, but the first row has {width}; "
                                      "every row needs the same columns")
-                rows.append([_number(f, file, line, i, names) for i, f in enumerate(row)])
+                rows.append(row)
+                lines.append(line)
     except UnicodeDecodeError:
         raise ValueError(f"{file} is not UTF-8 text; a CSV table is text") from None
     except csv.Error as err:
         raise ValueError(f"{file}: malformed CSV ({err})") from None
     if not rows:
         raise ValueError(f"{file} holds no data rows")
-    return np.asarray(rows, dtype=np.float64), names
+    return names, rows, lines
+
+
+def read_csv(
+    path: str | Path,
+    header: bool | str = "auto",
+    delimiter: str = ",",
+) -> tuple[np.ndarray, list[str] | None]:
+    """``(values (N, D) float64, column names or None)`` of a CSV file of numbers
+    (:func:`read_csv_cells`). A non-numeric, missing or non-finite value raises ``ValueError``
+    naming its line and column; :func:`load_table` reads tables of any kinds of columns."""
+    file = Path(path)
+    names, rows, lines = read_csv_cells(file, header, delimiter)
+    values = [[_number(f, file, line, i, names) for i, f in enumerate(row)] for row, line in zip(rows, lines,
+                                                                                                 strict=True)]
+    return np.asarray(values, dtype=np.float64), names
 
 
 def _number(field: str, file: Path, line: int, col: int, names: list[str] | None) -> float:
@@ -303,6 +352,20 @@ def _column_index(spec: int | str, names: list[str] | None, width: int, what: st
     return index % width
 
 
+def holdout_split(n: int, holdout: float, seed: int) -> tuple[Tensor, Tensor] | None:
+    """``(held, kept)`` sorted row indices of a seeded random share ``holdout`` of ``n`` rows
+    (``None`` when ``holdout`` is 0); refused when a side would be empty."""
+    holdout = check_number(holdout, "holdout", 0.0, 1.0, high_open=True)
+    if holdout == 0:
+        return None
+    n_held = round(n * holdout)
+    if n_held < 1 or n_held >= n:
+        raise ValueError(f"holdout={holdout} of {n} rows leaves an empty split; use a share that keeps "
+                         "at least one row on each side")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    return perm[:n_held].sort().values, perm[n_held:].sort().values
+
+
 def table_from_array(
     values: np.ndarray,
     labels: Tensor | None = None,
@@ -312,9 +375,13 @@ def table_from_array(
     standardize: bool = False,
     holdout: float = 0.0,
     holdout_seed: int = 0,
+    schema: TableSchema | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> VectorDataset:
     """A :class:`VectorDataset` of the rows ``values`` ``(N, D)``: split off ``holdout`` (seeded),
-    then standardise with the training rows' statistics when ``standardize``."""
+    then standardise with the training rows' statistics when ``standardize`` (only the
+    coordinates :meth:`TableSchema.scaled <monge.data.schema.TableSchema.scaled>` marks, with a
+    ``schema``)."""
     if not isinstance(standardize, bool):
         raise ValueError(f"standardize must be true or false, got {standardize!r}")
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
@@ -328,29 +395,25 @@ def table_from_array(
         raise ValueError(f"{name}: {bad} row(s) hold NaN/Inf (the first is row {row}); fill or drop them first")
     if labels is not None and labels.shape[0] != x.shape[0]:
         raise ValueError(f"{name}: {labels.shape[0]} labels for {x.shape[0]} rows")
-    holdout = check_number(holdout, "holdout", 0.0, 1.0, high_open=True)
+    split = holdout_split(x.shape[0], holdout, holdout_seed)
     held_x = held_y = None
-    if holdout > 0:
-        n_held = round(x.shape[0] * holdout)
-        if n_held < 1 or n_held >= x.shape[0]:
-            raise ValueError(f"holdout={holdout} of {x.shape[0]} rows leaves an empty split; use a share that keeps "
-                             "at least one row on each side")
-        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(int(holdout_seed)))
-        held, kept = perm[:n_held].sort().values, perm[n_held:].sort().values
+    num_classes = None if class_names is None else len(class_names)
+    if num_classes is None and labels is not None:
+        num_classes = int(labels.max()) + 1
+    if split is not None:
+        held, kept = split
         held_x, x = x[held], x[kept]
         if labels is not None:
             held_y, labels = labels[held], labels[kept]
-    num_classes = None if labels is None else int(max(labels.max(), -1 if held_y is None else held_y.max())) + 1
-    scaler = Standardizer.fit(x) if standardize else None
+    scaler = Standardizer.fit(x, None if schema is None else schema.scaled()) if standardize else None
 
-    def model_space(rows: Tensor) -> Tensor:
+    def dataset(rows: Tensor, y: Tensor | None, label: str, held_out: VectorDataset | None) -> VectorDataset:
         rows = rows.to(torch.float32)
-        return scaler.forward(rows) if scaler is not None else rows
+        rows = scaler.forward(rows) if scaler is not None else rows
+        return VectorDataset(rows, y, label, scaler, held_out, columns, num_classes, schema, class_names)
 
-    held_out = None
-    if held_x is not None:
-        held_out = VectorDataset(model_space(held_x), held_y, f"{name}-holdout", scaler, None, columns, num_classes)
-    return VectorDataset(model_space(x), labels, name, scaler, held_out, columns, num_classes)
+    held_out = None if held_x is None else dataset(held_x, held_y, f"{name}-holdout", None)
+    return dataset(x, labels, name, held_out)
 
 
 def load_table(
@@ -359,37 +422,152 @@ def load_table(
     header: bool | str = "auto",
     delimiter: str = ",",
     columns: Sequence[int | str] | None = None,
+    drop: Sequence[int | str] | None = None,
     label_column: int | str | None = None,
+    categorical: Sequence[int | str] = (),
+    integer: Sequence[int | str] = (),
+    numeric: Sequence[int | str] = (),
+    missing: str = "refuse",
+    max_categories: int = MAX_CATEGORIES,
     standardize: bool = False,
     holdout: float = 0.0,
     holdout_seed: int = 0,
 ) -> VectorDataset:
-    """Rows of a CSV file (:func:`read_csv`) as a :class:`VectorDataset`.
+    """Rows of a CSV file as a :class:`VectorDataset` with its table schema
+    (:func:`monge.data.schema.infer_schema`: kinds, one-hot categories, ``missing: refuse |
+    impute``, ``max_categories``, the checks of bad columns).
 
-    ``label_column`` (name or 0-based index) holds integer class labels and is not a feature;
-    ``columns`` keeps only these features (names or indices). See :func:`table_from_array` for
-    ``standardize`` and ``holdout``.
+    ``label_column`` (name or 0-based index) holds the classes and is not a feature (whole
+    non-negative numbers are class indices; text labels are classes in sorted order, named by
+    ``class_names``); ``columns`` keeps only these features, ``drop`` leaves these out;
+    ``categorical`` / ``integer`` / ``numeric`` declare kinds instead of inferring them. See
+    :func:`table_from_array` for ``standardize`` and ``holdout``.
     """
     file = Path(path)
-    values, names = read_csv(file, header=header, delimiter=delimiter)
-    width = values.shape[1]
-    labels = None
-    keep = list(range(width))
-    if label_column is not None:
-        li = _column_index(label_column, names, width, "label_column")
-        labels = integer_labels(values[:, li], f"{file}, label column {label_column!r}")
-        keep.remove(li)
-    if columns is not None:
-        if isinstance(columns, (str, int)) or not isinstance(columns, (list, tuple)) or not columns:
-            raise ValueError(f"columns must be a non-empty list of column names or indices, got {columns!r}")
-        keep = [_column_index(c, names, width, "columns entry") for c in columns]
-        if label_column is not None and li in keep:
-            raise ValueError(f"column {label_column!r} is the label column; it cannot also be a feature")
-    if not keep:
+    names, rows, lines = read_csv_cells(file, header=header, delimiter=delimiter)
+    width = len(rows[0])
+    keys = names if names is not None else [str(i) for i in range(width)]
+    if len(set(keys)) != width:
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"{file}: the header names columns {twice} more than once; every column needs its own name")
+
+    def resolve(specs: Sequence[int | str] | None, what: str) -> list[str]:
+        if specs is None:
+            return []
+        if isinstance(specs, (str, int)) or not isinstance(specs, (list, tuple)):
+            raise ValueError(f"{what} must be a list of column names or indices, got {specs!r}")
+        return [keys[_column_index(c, names, width, f"{what} entry")] for c in specs]
+
+    label = None if label_column is None else keys[_column_index(label_column, names, width, "label_column")]
+    if columns is not None and drop is not None:
+        raise ValueError("give columns (the features to keep) or drop (those to leave out), not both")
+    if columns is not None and (isinstance(columns, (str, int)) or not columns):
+        raise ValueError(f"columns must be a non-empty list of column names or indices, got {columns!r}")
+    features = resolve(columns, "columns") if columns is not None else \
+        [k for k in keys if k not in set(resolve(drop, "drop")) and k != label]
+    if label is not None and label in features:
+        raise ValueError(f"column {label_column!r} is the label column; it cannot also be a feature")
+    if not features:
         raise ValueError(f"{file}: no feature column left besides the labels")
-    feature_names = None if names is None else [names[i] for i in keep]
-    return table_from_array(values[:, keep], labels, name=file.stem, columns=feature_names,
-                            standardize=standardize, holdout=holdout, holdout_seed=holdout_seed)
+    chosen = [k for k in keys if k in set(features) or k == label]
+    cells = {k: [row[keys.index(k)] for row in rows] for k in chosen}
+    split = holdout_split(len(rows), holdout, holdout_seed)
+    schema, table, labels = infer_schema(
+        cells, lines=lines, where=str(file), label=label, categorical=resolve(categorical, "categorical"),
+        integer=resolve(integer, "integer"), numeric=resolve(numeric, "numeric"), missing=missing,
+        max_categories=int(check_number(max_categories, "max_categories", 1, integer=True)),
+        train=None if split is None else split[1].numpy(), header=names is not None,
+        positions={k: i for i, k in enumerate(keys)})
+    class_names = None if schema.label is None else list(schema.label.categories)
+    return table_from_array(schema.encode(table, np.float64), None if labels is None else torch.from_numpy(labels),
+                            name=file.stem, columns=schema.names, standardize=standardize, holdout=holdout,
+                            holdout_seed=holdout_seed, schema=schema, class_names=class_names)
+
+
+def write_table(path: str | Path, schema: TableSchema, table: dict[str, np.ndarray]) -> Path:
+    """Write ``table`` (:meth:`TableSchema.decode <monge.data.schema.TableSchema.decode>`) at exactly
+    ``path``, atomically: a CSV (:func:`table_csv`, with the header when the file had one) for a
+    ``.csv`` name, else a ``.npy`` array ``(N, features)`` of the feature columns when they are all
+    numbers (integers rounded; the label column is left out); a table with text features is written
+    as CSV only (:func:`check_table_output`)."""
+    from ..outputs import check_output_file
+
+    path = check_table_output(path, schema)
+    if path.suffix.lower() == ".csv":
+        atomic_write_bytes(path, table_csv(table, header=schema.header).encode("utf-8"))
+    else:
+        buf = io.BytesIO()
+        np.save(buf, np.stack([table[c].astype(np.float32) for c in schema.names], axis=1), allow_pickle=False)
+        atomic_write_bytes(check_output_file(path), buf.getvalue())
+    return path
+
+
+def check_table_output(path: str | Path, schema: TableSchema) -> Path:
+    """``path`` as the output file of a table's samples (:func:`monge.outputs.check_output_file`):
+    a table with text columns (categories, a label column) needs a ``.csv`` name."""
+    from ..outputs import check_output_file
+
+    path = check_output_file(path)
+    text = [c.name for c in schema.columns if c.kind == "categorical"]
+    if path.suffix.lower() != ".csv" and text:
+        raise ValueError(f"-o {path}: the table has text columns ({', '.join(text)}), which a .npy array cannot "
+                         f"hold; write it as CSV, e.g. -o {path.with_suffix('.csv').name}")
+    return path
+
+
+@dataclass
+class TableSamples:
+    """Where and how a table run's samples are written: the ``schema``, the ``output`` file and the
+    ``(n,)`` classes of the label column (``None``: the model is not class-conditional)."""
+
+    schema: Any
+    output: Path
+    labels: np.ndarray | None
+
+    def write(self, x: np.ndarray) -> Path:
+        """Decode the samples ``x`` (data units) to the table's columns and write them."""
+        return write_table(self.output, self.schema, self.schema.decode(x, self.labels))
+
+
+def table_sampling(model: Any, output: Path, default_output: bool, options: dict[str, Any], n: int,
+                   seed: int) -> TableSamples | None:
+    """A CSV table run's sampling (``model.schema``; ``None`` for other runs), checked before any
+    sampling: a table with text columns is written as CSV (default ``RUN/samples.csv``); a
+    class-conditional model gets one class per sample, ``options["label"]`` (a class name, ``"all"``)
+    or drawn with the training rows' frequencies when not given, so the label column is written too."""
+    schema = getattr(model, "schema", None)
+    if schema is None:
+        return None
+    if default_output and any(c.kind == "categorical" for c in schema.columns):
+        output = output.with_suffix(".csv")
+    output = check_table_output(output, schema)
+    labels = None
+    if schema.label is not None and getattr(model, "num_classes", None) is not None:
+        label = options.get("label")
+        labels = schema.draw_labels(None if label is None else str(label), n, seed)
+        options["label"] = torch.from_numpy(labels)
+    elif schema.label is not None:
+        logger.warning("the model is not class-conditional: the label column %r is not generated and is left out "
+                       "of the samples (set model.num_classes to generate it)", schema.label.name)
+    return TableSamples(schema, output, labels)
+
+
+def table_csv(table: dict[str, np.ndarray], header: bool = True, delimiter: str = ",") -> str:
+    """CSV text of a table (:mod:`monge.data.schema`): a header row of the column names (``header``),
+    then one row per sample; integers as integers, numbers with 10 significant digits, categories as
+    their labels (quoted where the CSV needs it)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
+    if header:
+        writer.writerow(list(table))
+    cols = []
+    for values in table.values():
+        if values.dtype.kind == "f":
+            cols.append([f"{v:.10g}" for v in values])
+        else:
+            cols.append([str(v) for v in values])
+    writer.writerows(zip(*cols, strict=True))
+    return buf.getvalue()
 
 
 #: Tables bundled with scikit-learn (no download): ``load_<name>`` of :mod:`sklearn.datasets`.

@@ -11,7 +11,7 @@ from torch import nn
 from ..config import Config, ConfigError
 from ..models import build_model
 from ..objectives import OBJECTIVES
-from ..rundata import stored_shape, stored_standardizer
+from ..rundata import stored_schema, stored_shape, stored_standardizer
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state
 from .latent import stored_latent
 from .resume import nonfinite
@@ -33,7 +33,8 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
       autoencoder's spec and fingerprint), ``None`` for a run on the data itself;
     - ``model.standardizer``: a run trained on a standardised table gets its statistics
       (:class:`~monge.data.tabular.Standardizer`), which :func:`monge.generate.generate` uses to
-      return samples in data units.
+      return samples in data units; ``model.schema``: a CSV table's
+      :class:`~monge.data.schema.TableSchema` (else ``None``), how samples decode to its columns.
     """
     tensors, raw_config, state = load_checkpoint(path)
     try:
@@ -54,6 +55,7 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
         raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); the run diverged before it was "
                               "saved. Use an earlier checkpoint or train again with a lower train.lr")
     model.standardizer = stored_standardizer(tensors, config, path)
+    model.schema = stored_schema(state, path)
     model.prediction, model.sampler_kind = _stored_kind(state, config, path)
     model.latent = stored_latent(state, config, path)
     return model.to(device).eval(), config

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config, ConfigError
-from ..rundata import check_same_data, data_tensors
+from ..rundata import check_same_data, data_state, data_tensors
 from . import distributed
 from .batches import local_seed
 from .checkpoint import (
@@ -77,6 +77,7 @@ def training_state(tr: Any, gather: bool = True) -> tuple[dict[str, Tensor], dic
         "prediction": tr.objective.prediction,
         "sampler_kind": tr.objective.sampler_kind,
     }
+    state.update(data_state(tr.target))  # a table's schema: how samples decode to its columns
     if getattr(tr, "latent_record", None) is not None:  # a latent flow: which autoencoder decodes it
         state[LATENT_STATE] = tr.latent_record
     return tensors, state
