@@ -45,3 +45,10 @@ def test_the_length_check_sees_a_long_function(tmp_path):
 def test_file_stays_under_its_line_budget(name):
     lines = len((PACKAGE / name).read_text().splitlines())
     assert lines < MAX_FILE_LINES[name], f"{name} has {lines} lines (goal: under {MAX_FILE_LINES[name]})"
+
+
+def test_test_modules_have_unique_names():
+    """Without ``__init__.py`` files pytest imports ``tests/a/test_x.py`` and ``tests/b/test_x.py`` under one
+    name and stops at collection: every test module's file name is unique."""
+    names = [p.name for p in (PACKAGE.parents[1] / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

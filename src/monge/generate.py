@@ -622,7 +622,8 @@ class RunsEvaluation:
     :class:`~monge.evaluate.RowNovelty` where measured), NLL results and coupling diagnostics per
     label, why novelty was not measured per label (``novelty_skipped``), the autoencoder runs'
     :class:`~monge.evaluate.Reconstruction` and the latent flows' floors (their autoencoder's
-    reconstruction) per label, and the Markdown ``report``."""
+    reconstruction) per label, the tabular reports of CSV table runs per label and setting
+    (:func:`monge.table_eval.evaluate_table_run`), and the Markdown ``report``."""
 
     rows: dict[str, list[EvalRow]]
     nlls: dict[str, NLLResult]
@@ -631,6 +632,7 @@ class RunsEvaluation:
     novelty_skipped: dict[str, str] = field(default_factory=dict)
     reconstructions: dict[str, Reconstruction] = field(default_factory=dict)
     floors: dict[str, Reconstruction] = field(default_factory=dict)
+    tables: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def csv_text(self) -> str:
         """One CSV line per run and row: ``run`` then :meth:`EvalRow.as_dict` (novelty columns included
@@ -703,7 +705,10 @@ def evaluate_checkpoints(
     A latent flow (``data.latent``) is sampled on its latents (W2, MMD² and straightness against the
     encoded held-out images, cached in the run), its samples decoded to images for the novelty,
     Fréchet, coverage and mixture, and its autoencoder's reconstruction Fréchet reported as the
-    floor. An autoencoder run reports its held-out reconstruction MSE and Fréchet."""
+    floor. An autoencoder run reports its held-out reconstruction MSE and Fréchet. A CSV table run
+    with a held-out split also gets :func:`monge.table_eval.evaluate_table_run`'s tabular report in the
+    file's units (shapes, trends, α-precision / β-recall, C2ST, distance to closest record, ML
+    efficiency on its label column)."""
     from .evaluate import (
         LATENT_NOTE,
         evaluate_field,
@@ -721,6 +726,7 @@ def evaluate_checkpoints(
     )
     from .run.load import load_model
     from .rundata import build_run_data
+    from .table_eval import evaluate_table_run, format_table_quality, table_target
 
     if not 2 <= n <= 20_000:
         raise ValueError(f"-n must be in [2, 20000] (exact W2 costs O(n^3) in it), got {n}")
@@ -732,6 +738,7 @@ def evaluate_checkpoints(
     skipped: dict[str, str] = {}
     recons: dict[str, Reconstruction] = {}
     floors: dict[str, Reconstruction] = {}
+    tables: dict[str, dict[str, dict[str, float]]] = {}
     latent_labels: set[str] = set()
     tasks = set()
     for checkpoint in checkpoints:
@@ -781,6 +788,12 @@ def evaluate_checkpoints(
             held, what, _ = held_out_target(cfg.data.target, target_data)
             nlls[label] = evaluate_nll(model, source_data, held, n=nll_n, seed=seed, description=what)
         _check_finite_rows(rows[label], label)
+        table = table_target(model, target_data)
+        if table is not None and table[1]:
+            skipped.setdefault(label, table[1])
+        elif table is not None:
+            tables[label] = evaluate_table_run(model, cfg, target_data, nfes=nfes, sampler=sampler,
+                                               adaptive=adaptive and not rs.flow_map, n=n, seed=seed)
         diag = read_coupling_diagnostics(run_dir_of(checkpoint))
         if diag is not None:
             diagnostics[label] = diag
@@ -792,6 +805,8 @@ def evaluate_checkpoints(
                  + (f"\n\nNovelty: {skipped[label]}." if label in skipped else "") for label, r in rows.items()]
     if len(rows) > 1:
         parts.append(format_comparison(rows))
+    if tables:
+        parts.append(format_table_quality(tables, f"Table quality in the file's units: {source} -> {target}"))
     if floors:
         parts.append(format_reconstruction(floors, "Autoencoder floor of the latent flows"))
     if recons:
@@ -800,4 +815,4 @@ def evaluate_checkpoints(
         parts.append(format_nll(nlls, f"Negative log-likelihood: {source} -> {target}"))
     if diagnostics:
         parts.append(format_coupling_diagnostics(diagnostics))
-    return RunsEvaluation(rows, nlls, diagnostics, "\n\n".join(parts), skipped, recons, floors)
+    return RunsEvaluation(rows, nlls, diagnostics, "\n\n".join(parts), skipped, recons, floors, tables)
