@@ -16,7 +16,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_module_state
 from .latent import stored_latent
 from .resume import nonfinite
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "set_run_attributes"]
 
 
 def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
@@ -53,15 +53,22 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     if bad:
         raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); the run diverged before it was "
                               "saved. Use an earlier checkpoint or train again with a lower train.lr")
-    model.standardizer = stored_standardizer(tensors, config, path)
-    model.prediction, model.sampler_kind = _stored_kind(state, config, path)
-    model.latent = stored_latent(state, config, path)
+    prediction, sampler_kind = _stored_kind(state, config, path)
+    set_run_attributes(model, standardizer=stored_standardizer(tensors, config, path), prediction=prediction,
+                       sampler_kind=sampler_kind, latent=stored_latent(state, config, path))
     return model.to(device).eval(), config
+
+
+def set_run_attributes(model: nn.Module, **attributes: Any) -> None:
+    """Set plain attributes (``standardizer``, ``prediction``, ...) on ``model``: what
+    :func:`load_model` documents. (torch types ``Module.__setattr__`` for tensors and modules only.)"""
+    for name, value in attributes.items():
+        setattr(model, name, value)
 
 
 def _stored_kind(state: dict[str, Any], config: Config, path: str | Path) -> tuple[str, str | None]:
     """``(prediction, sampler_kind)`` of the checkpoint's state, else of its config's objective."""
-    objective = OBJECTIVES.get(config.objective.name)
+    objective = OBJECTIVES.get_class(config.objective.name)
     out: list[str | None] = []
     for key in ("prediction", "sampler_kind"):
         value = state.get(key, getattr(objective, key))
