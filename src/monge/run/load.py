@@ -9,14 +9,14 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError
-from ..models import build_model
+from ..models import build_model, set_attributes
 from ..objectives import OBJECTIVES
 from ..rundata import stored_shape, stored_standardizer
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state
 from .latent import stored_latent
 from .resume import nonfinite
 
-__all__ = ["load_model", "set_run_attributes"]
+__all__ = ["load_model"]
 
 
 def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
@@ -54,16 +54,9 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
         raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); the run diverged before it was "
                               "saved. Use an earlier checkpoint or train again with a lower train.lr")
     prediction, sampler_kind = _stored_kind(state, config, path)
-    set_run_attributes(model, standardizer=stored_standardizer(tensors, config, path), prediction=prediction,
-                       sampler_kind=sampler_kind, latent=stored_latent(state, config, path))
+    set_attributes(model, standardizer=stored_standardizer(tensors, config, path), prediction=prediction,
+                   sampler_kind=sampler_kind, latent=stored_latent(state, config, path))
     return model.to(device).eval(), config
-
-
-def set_run_attributes(model: nn.Module, **attributes: Any) -> None:
-    """Set plain attributes (``standardizer``, ``prediction``, ...) on ``model``: what
-    :func:`load_model` documents. (torch types ``Module.__setattr__`` for tensors and modules only.)"""
-    for name, value in attributes.items():
-        setattr(model, name, value)
 
 
 def _stored_kind(state: dict[str, Any], config: Config, path: str | Path) -> tuple[str, str | None]:
