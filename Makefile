@@ -1,10 +1,10 @@
-# Two entry points: `make demo` (the main job) and `make test`.
+# Two entry points: `make demo` (the main job) and `make test` (what CI runs: .ci/run).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo lint test bench clean docs docs-check dist dist-check
+.PHONY: install demo lint typecheck test bench clean docs docs-check dist dist-check
 
 $(BIN)/monge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests bench examples docs/tools
 
-test: lint
+# Types: mypy on src/monge with the strictness of [tool.mypy] in pyproject.toml.
+typecheck: install
+	$(BIN)/mypy
+
+# Everything CI checks: style, types, the test suite, then the strict docs build, which runs the
+# gallery scripts in quick mode (MONGE_QUICK=1; a failing example fails the build).
+test: lint typecheck
 	$(BIN)/python -m pytest -q
+	$(MAKE) docs-check
 
 bench: install
 	$(BIN)/python bench/ot_solvers.py
@@ -35,9 +42,9 @@ docs: install
 	$(BIN)/pip install -q -c constraints.txt -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 OMP_NUM_THREADS=1 $(BIN)/mkdocs build --strict
 
-# The docs build, checked: the same as `docs` (kept out of `make test` and CI for now).
+# The docs build, checked: `docs`, then the pages every build must have (run by `make test`).
 docs-check: docs
-	test -f site/index.html && test -f site/api/monge/index.html
+	test -f site/index.html && test -f site/api/monge/index.html && test -f site/gallery/index.html
 
 # A wheel and an sdist in dist/ (needs only a venv with `build`; monge itself is not installed).
 dist:
@@ -59,4 +66,4 @@ dist-check: dist
 	rm -rf $$DIR
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache site dist
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache site dist

@@ -83,13 +83,14 @@ def check_number(
     """Return ``value`` (an int when ``integer``) if it is a real number (not a bool) in the
     interval from ``low`` to ``high`` (ends excluded when ``*_open``); else raise ``ValueError``."""
     kinds = (int,) if integer else (int, float)
-    typed = not isinstance(value, bool) and isinstance(value, kinds) and not math.isnan(value)
-    if not typed or not ((value > low if low_open else value >= low)  # type: ignore[operator]
-                         and (value < high if high_open else value <= high)):  # type: ignore[operator]
+    number = None if isinstance(value, bool) or not isinstance(value, kinds) else value
+    typed = number is not None and not math.isnan(number)
+    if number is None or not typed or not ((number > low if low_open else number >= low)
+                                           and (number < high if high_open else number <= high)):
         interval = ("(" if low_open else "[") + f"{low:g}, {high:g}" + (")" if high_open else "]")
         what = "an integer in" if integer else ("in" if typed else "a number in")
         raise ValueError(f"{name} must be {what} {interval}, got {value!r}")
-    return value if integer else float(value)  # type: ignore[return-value]
+    return number if integer else float(number)
 
 
 @overload

@@ -35,7 +35,7 @@ def _fail(err: BaseException, code: int = 2) -> None:
     if isinstance(err, OSError):
         from .outputs import describe_os_error
 
-        err = describe_os_error(err)  # type: ignore[assignment]
+        err = describe_os_error(err)  # type: ignore[assignment]  # echoed below as its one-line description (a str)
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(code)
 

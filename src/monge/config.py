@@ -166,7 +166,7 @@ class Config:
                 out[f.name] = {"source": value.source.to_compact(), "target": value.target.to_compact()}
                 if value.latent is not None:
                     out[f.name]["latent"] = value.latent
-            elif dataclasses.is_dataclass(value):
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
                 out[f.name] = dataclasses.asdict(value)
             else:
                 out[f.name] = value
@@ -333,7 +333,7 @@ def _check_pairing_workers(coupling: Any, name: str) -> None:
     from .couplings import COUPLINGS
 
     if not coupling.traits.threaded_solve:
-        threaded = [n for n in COUPLINGS.names() if COUPLINGS.get(n).traits.threaded_solve]
+        threaded = [n for n in COUPLINGS.names() if COUPLINGS.get_class(n).traits.threaded_solve]
         why = coupling.traits.unthreaded_reason
         raise ConfigError(
             f"train.pairing_workers applies to the couplings whose OT solve runs in worker threads "
@@ -374,7 +374,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return dict(value)
     if tp is Component:
         return Component.parse(value, where)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):

@@ -141,7 +141,8 @@ def run_demo(
             }
             panels[label][f"{objective}, 16 NFE"] = sample(model, x0, sampler=objective, nfe=16).x
             notes[label] = f"{objective}, 16 jumps"
-            trajectories[label] = sample(model, x0[:256], sampler=objective, nfe=16, return_trajectory=True).trajectory
+            trajectories[label] = sample(model, x0[:256], sampler=objective, nfe=16,
+                                         return_trajectory=True).trajectory_and_times()[0]
             continue
         call: dict[str, Any] = {"return_trajectory": True, "schedule": getattr(trainer.path, "schedule", None),
                 "generator": torch.Generator().manual_seed(seed + 12345 + 2)}
@@ -150,7 +151,8 @@ def run_demo(
         panels[label]["dopri5 (adaptive)"] = adaptive.x
         adaptive_nfe[label] = adaptive.nfe
         notes[label] = f"{adaptive.nfe} NFE"
-        trajectories[label] = sample(model, x0[:256], sampler="rk4", nfe=64, return_trajectory=True).trajectory
+        trajectories[label] = sample(model, x0[:256], sampler="rk4", nfe=64,
+                                     return_trajectory=True).trajectory_and_times()[0]
         if nll is not None:
             nll[label] = evaluate_nll(
                 model, src, tgt, n=min(NLL_POINTS, samples), seed=seed + 4242, rtol=NLL_TOL, atol=NLL_TOL

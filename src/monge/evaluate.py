@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .data.sources import DataSource, build_source
+from .data.sources import DataSource, FiniteRows, build_source
 from .flow_likelihood import log_likelihood
 from .metrics import bits_per_dim, dequantize, mmd_rbf, mode_stats, straightness, wasserstein2
 from .metrics.novelty import NoveltyReport, TrainHeldoutFrechet, frechet_train_heldout
@@ -163,7 +163,7 @@ class NoveltyReference:
         space = space if space is not None else ("pixels" if train.dim() == 4 else "data")
         feats = (None, None) if classifier is None else (classifier_features(classifier, train).cpu(),
                                                          classifier_features(classifier, held_out).cpu())
-        return cls(train, held_out, description, space, classifier, *feats, clip, quantile)
+        return cls(train, held_out, description, space, classifier, feats[0], feats[1], clip, quantile)
 
     def mode_stats(self, samples: Tensor) -> tuple[float, float] | None:
         """``(coverage, mixture)`` of image ``samples`` under the reference's classifier
@@ -250,12 +250,17 @@ def evaluate_field(
         if schedule is not None or options:
             raise ValueError("a RunSampler carries its schedule and options; drop schedule= and options=")
         settings = {"schedule": sampler.schedule, "prediction": sampler.prediction}
-        sampler, options = sampler.sampler, dict(sampler.options)
+        options = dict(sampler.options)
+        sampler = sampler.sampler
     g = torch.Generator().manual_seed(seed)
     x0 = source.sample(n, generator=g, device=device)
     if getattr(field, "cond_dim", None) is not None:  # each sample conditioned on a reference point's condition
+        from .data.conditional import ConditionalToy
         from .models.conditioning import ContinuousConditional
 
+        if not isinstance(target, ConditionalToy):
+            raise ValueError(f"the field takes a continuous condition (cond_dim) but the target {target!r} gives "
+                             "none; evaluate it against a target with conditions (conditional_toy)")
         ref, cond = target.sample_with_conditions(n, generator=g, device=device)
         field = ContinuousConditional(field, cond)
     else:
@@ -270,7 +275,7 @@ def evaluate_field(
     for name, nfe in runs:
         if SAMPLERS.info(sampler if name == "expressway" else name).adaptive:
             nfe = None
-        if name == "expressway":
+        if name == "expressway" and expressway is not None:
             out = expressway.sample(field, x0, sampler=sampler, nfe=nfe, return_trajectory=True,
                                     generator=torch.Generator(device=x0.device).manual_seed(seed + 1))
             name = f"expressway@{expressway.t_start:g}+{sampler}"
@@ -284,7 +289,7 @@ def evaluate_field(
             nfe=out.nfe,
             w2=wasserstein2(x1, ref),
             mmd=mmd_rbf(x1, ref),
-            straightness=straightness(out.trajectory, out.times),
+            straightness=straightness(*out.trajectory_and_times()),
         )
         if modes is not None:
             centres, std = modes
@@ -460,14 +465,14 @@ def held_out_target(spec: Any, target: DataSource) -> tuple[DataSource, str, boo
     """
     from .data.images import ImageDataset
 
+    if not isinstance(target, FiniteRows):
+        return target, "fresh target samples", True
     held = getattr(target, "held_out", None)
     if held is not None:  # a table's holdout rows, or an image set's held-out images
         kind = "images" if isinstance(target, ImageDataset) else "rows"
         return held, f"{len(held)} held-out {kind} of {target.name}", False
     if not isinstance(target, ImageDataset):
-        if hasattr(target, "__len__"):
-            return target, f"training rows of {target.name} (no held-out split; set holdout)", False
-        return target, "fresh target samples", True
+        return target, f"training rows of {target.name} (no held-out split; set holdout)", False
     name = getattr(spec, "name", None)
     params = dict(getattr(spec, "params", {}) or {})
     if name in ("mnist", "cifar10") and params.get("split", "train") == "train":
@@ -622,7 +627,7 @@ def evaluate_reconstruction(
     frechet = None
     labels = getattr(target, "labels", None)
     if classifier and x.dim() == 4 and labels is not None and (getattr(target, "num_classes", 0) or 0) >= 2 \
-            and len(target) >= 10:
+            and isinstance(target, FiniteRows) and len(target) >= 10:
         from .metrics.classifier import load_or_train_classifier
 
         clf = load_or_train_classifier(target, cache_dir, seed=0)
@@ -672,11 +677,11 @@ def novelty_reference(
     from .data.images import ImageDataset
     from .data.tabular import VectorDataset
 
-    train = getattr(target, "data", None)
-    if not torch.is_tensor(train):
+    if not isinstance(target, FiniteRows):
         return None, "the target is sampled afresh (no finite training set): novelty not measured"
+    train = target.data
     held, _, fresh = held_out_target(spec, target)
-    if fresh or held is target or not torch.is_tensor(getattr(held, "data", None)):
+    if fresh or held is target or not isinstance(held, FiniteRows):
         name = getattr(spec, "name", None)
         splits = isinstance(target, VectorDataset) or name in ("digits", "faces", "textures")
         hint = " (set holdout in data.target, e.g. holdout: 0.2)" if splits else ""
@@ -689,7 +694,8 @@ def novelty_reference(
     kind = "images" if image else "rows"
     description = f"{len(train)} training and {len(held_x)} held-out {kind} of {target.name}"
     clf = None
-    if classifier and image and target.labels is not None and (target.num_classes or 0) >= 2 and len(train) >= 10:
+    if classifier and isinstance(target, ImageDataset) and target.labels is not None \
+            and (target.num_classes or 0) >= 2 and len(train) >= 10:
         from .metrics.classifier import load_or_train_classifier
 
         clf = load_or_train_classifier(target, cache_dir, seed=0)

@@ -141,6 +141,7 @@ def sample_run(
         raise ValueError(f"{sampler!r} is adaptive: it takes no step grid; drop --timesteps")
     sched = path_schedule(config)
     timesteps = timesteps or "uniform"
+    net: Callable[..., Tensor] = model
     if timesteps in ("optimized", "optimized_decoupled"):
         if run_dir is None:
             raise ValueError(f"step grid {timesteps!r} needs the run directory to cache the fitted grid")
@@ -148,13 +149,13 @@ def sample_run(
             ts = optimized_timesteps(model, config, run_dir, sampler, nfe)
         else:
             ts, ev = optimized_eval_times(model, config, run_dir, sampler, nfe)
-            model = EvalTimeWarp(model, ts, ev)
+            net = EvalTimeWarp(model, ts, ev)
     elif timesteps in GRIDS:
         ts = make_timesteps(timesteps, steps_for_nfe(sampler, nfe), sched)
     else:
         valid = sorted(GRIDS.names()) + ["optimized", "optimized_decoupled"]
         raise ValueError(f"unknown step grid (timesteps) {timesteps!r}; valid choices: {', '.join(valid)}")
-    return rs(model, x, timesteps=ts.to(x.device), generator=generator)
+    return rs(net, x, timesteps=ts.to(x.device), generator=generator)
 
 
 def _read_grids(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -566,9 +567,10 @@ def sample_checkpoint(
     output = output if table is None else table.output
     conds = None
     if condition is not None:
-        if getattr(model, "cond_dim", None) is None:
+        cond_dim = getattr(model, "cond_dim", None)
+        if cond_dim is None:
             raise ValueError("--condition: this run's model takes no continuous condition (no model.cond_dim)")
-        conds = read_conditions(condition, cfg, model.cond_dim, n, seed)
+        conds = read_conditions(condition, cfg, cond_dim, n, seed)
         n = conds.shape[0] if conds.dim() == 2 else n  # a file or held-out: one sample per condition
     _check_sampling_memory(model, cfg, n)
     out = generate(model, cfg, n, run_dir=run_dir_of(checkpoint), seed=seed, conditions=conds, codec=codec, **options)
@@ -772,9 +774,11 @@ def evaluate_checkpoints(
             codec = run_codec(model, cfg)
             target_data = encode_target(codec, images, run_dir_of(checkpoint))
             source_data, decode = latent_source(cfg, tuple(codec.latent_shape)), codec.decode
+            def reconstruct(x: Tensor, c: LatentCodec = codec) -> Tensor:
+                return c.decode(c.encode(x))
+
             floors[f"{cfg.data.latent} (of {label})"] = evaluate_reconstruction(
-                lambda x, c=codec: c.decode(c.encode(x)), cfg.data.target, images, seed=seed
-            )
+                reconstruct, cfg.data.target, images, seed=seed)
         against = None
         if novelty:
             against, why = novelty_reference(cfg.data.target, images, seed=seed)

@@ -32,7 +32,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from ._validation import check_finite, check_positive_int
-from .data.sources import FiniteRows
+from .data.sources import DataSource, FiniteRows
 from .models import build_model
 from .models.autoencoder import AutoEncoder
 from .outputs import atomic_write_bytes
@@ -447,6 +447,10 @@ class LatentTarget(FiniteRows):
     samples back to images (:meth:`decode`). Couplings, the semi-discrete map on all of ``data``
     included, treat it as any finite data set."""
 
+    #: the encoded held-out split, and the image set encoded (set by :func:`monge.run.latent.encode_target`)
+    held_out: LatentTarget | None = None
+    images: DataSource | None = None
+
     def __init__(self, codec: LatentCodec, latents: Tensor, labels: Tensor | None = None, name: str = "latents",
                  num_classes: int | None = None, class_names: list[str] | None = None) -> None:
         if not torch.is_tensor(latents) or tuple(latents.shape[1:]) != tuple(codec.latent_shape) or not len(latents):
@@ -464,7 +468,7 @@ class LatentTarget(FiniteRows):
         self.image_shape = tuple(codec.image_shape)
 
     @classmethod
-    def from_images(cls, codec: LatentCodec, images: FiniteRows, *, cache_dir: str | Path | None,
+    def from_images(cls, codec: LatentCodec, images: DataSource, *, cache_dir: str | Path | None,
                batch_size: int = 256, data_fingerprint: str | None = None, rebuild: bool = False) -> LatentTarget:
         """The latents of a finite image source ``images`` (see :func:`encode_dataset`), its labels kept."""
         data = getattr(images, "data", None)

@@ -76,7 +76,7 @@ class PairingPipeline:
         self.workers = check_positive_int(workers, "workers")
         self.depth = check_positive_int(depth if depth is not None else 2 * self.workers, "depth")
         self._draw, self._solve, self._generator = draw, solve, generator
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="monge-pairing")
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(self.workers, thread_name_prefix="monge-pairing")
         #: (generator state before the draw, batch, future solution), oldest first
         self._queue: deque[tuple[Tensor, Batch, Future]] = deque()
 
@@ -94,6 +94,8 @@ class PairingPipeline:
         return batch, future.result()
 
     def _fill(self, remaining: int | None) -> None:
+        if self._pool is None:
+            raise RuntimeError("the pairing pipeline is closed")
         limit = self.depth if remaining is None else min(self.depth, remaining)
         while len(self._queue) < limit:
             state = self._generator.get_state()

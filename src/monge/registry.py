@@ -54,6 +54,13 @@ class Registry(Generic[T]):
             )
         return self._items[name]
 
+    def get_class(self, name: str) -> type[T]:
+        """The class registered as ``name``, for its class attributes (a factory function is refused)."""
+        factory = self.get(name)
+        if not isinstance(factory, type):
+            raise TypeError(f"{self.kind} {name!r} is registered as a function, not a class")
+        return factory
+
     def build(self, name: str, **kwargs: Any) -> T:
         """Instantiate ``name`` with ``kwargs``; a bad keyword names the valid ones."""
         factory = self.get(name)

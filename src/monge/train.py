@@ -20,10 +20,10 @@ from torch import nn
 
 from .config import Config, ConfigError, build_path
 from .couplings import COUPLINGS
-from .data.sources import build_data, moved_data_hint
+from .data.sources import FiniteRows, build_data, moved_data_hint
 from .ema import EMA
 from .evaluate import EvalRow, NLLResult
-from .models import AutoEncoder, build_model
+from .models import AutoEncoder, build_model, set_attributes
 from .progress import training_bar
 from .run import distributed
 from .run.batches import Batches, local_seed
@@ -96,7 +96,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.ema = EMA(self.model, tc.ema_decay)
         for module in (self.model, self.ema.model):  # generate() maps a table's samples back to data units
-            module.standardizer = getattr(self.target, "standardizer", None)
+            set_attributes(module, standardizer=getattr(self.target, "standardizer", None))
         # a flow map's JVP may not mutate captured tensors: no buffer broadcast inside its forward under DDP
         self.net = distributed.wrap_model(self.model, self.dist, self.device, compile=tc.compile,
                                           broadcast_buffers=self.objective.sampler_kind in ("ode", None))
@@ -106,7 +106,7 @@ class Trainer:
         self.batches = Batches(self)
         self.guard = DivergenceGuard(config.run_dir)
         #: steps done, the last step's loss and its objective's logs (e.g. mean_flow's ``adaptive_loss``)
-        self.step, self.last_loss, self.last_logs = 0, float("nan"), {}
+        self.step, self.last_loss, self.last_logs = 0, float("nan"), dict[str, float]()
         #: the last step's total gradient norm (before clipping)
         self.grad_norm: torch.Tensor | None = None
         self.prepare_seconds, self.run_dir = 0.0, config.run_dir
@@ -187,7 +187,7 @@ class Trainer:
             raise TrainingError(
                 f"the weights are non-finite at step {self.step} ({bad}); the checkpoint was not written, the "
                 f"last good one is kept in {self.run_dir}. Lower train.lr or enable train.grad_clip.")
-        if isinstance(self.ema.model, AutoEncoder):  # the checkpoint's latent scale, exact on the training data
+        if isinstance(self.ema.model, AutoEncoder) and isinstance(self.target, FiniteRows):  # exact latent scale
             self.ema.model.calibrate(self.target.data)
         tensors, state = training_state(self, gather)
         if self.dist.rank == 0:

@@ -91,7 +91,7 @@ class Coupling(ABC):
     ) -> Coupled:
         self.check_inputs(x0, x1)
         if self.traits.uses_labels:
-            return self.pair(x0, x1, generator, labels=labels)  # type: ignore[call-arg]
+            return self.pair(x0, x1, generator, labels=labels)  # type: ignore[call-arg]  # uses_labels: its pair takes labels=
         return self.pair(x0, x1, generator)
 
     def check_inputs(self, x0: Tensor, x1: Tensor) -> None:

@@ -98,7 +98,8 @@ class ConditionalSemiDiscreteOT(SemiDiscreteCoupling):
         y = _floating(y, device)
         c = c.to(y.device)
         maps: dict[int, SemiDiscreteMap] = {}
-        self.fit_info = {"n_targets": int(y.shape[0]), "classes": {}}
+        classes: dict[int, dict[str, object]] = {}
+        self.fit_info = {"n_targets": int(y.shape[0]), "classes": classes}
         for k in torch.unique(c).tolist():
             yk = y[c == k]
             if yk.shape[0] == 1:
@@ -106,11 +107,10 @@ class ConditionalSemiDiscreteOT(SemiDiscreteCoupling):
                               "paired with it (raise n_targets to give it more)", RuntimeWarning, stacklevel=2)
                 maps[k] = SemiDiscreteMap(yk, torch.zeros(1, dtype=yk.dtype, device=yk.device), epsilon=self.epsilon)
                 continue
-            res = self._fit(yk, source, generator, fit_states, f"class{k}",
-                            f"conditional_semidiscrete_ot: the fit of class {k}")
-            self.fit_info["classes"][k] = {"n_targets": int(yk.shape[0]), "n_iter": res.n_iter,
-                                           "rms_error": res.rms_error, "converged": res.converged}
-            maps[k] = res.map
+            res, maps[k] = self._fit(yk, source, generator, fit_states, f"class{k}",
+                                     f"conditional_semidiscrete_ot: the fit of class {k}")
+            classes[k] = {"n_targets": int(yk.shape[0]), "n_iter": res.n_iter, "rms_error": res.rms_error,
+                          "converged": res.converged}
         fingerprint = self.fingerprint(source, target)
         for m in maps.values():
             m.fingerprint = fingerprint

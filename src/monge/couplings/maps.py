@@ -119,12 +119,13 @@ class FitStates:
 def save_prepared(coupling: Coupling, path: str | Path) -> Path:
     """Write the state ``coupling.prepare`` fitted (``coupling.to_bytes()``) to ``path``,
     atomically; returns the path."""
-    atomic_write_bytes(path, coupling.to_bytes())  # type: ignore[attr-defined]
+    atomic_write_bytes(path, coupling.to_bytes())  # type: ignore[attr-defined]  # a prepared_file coupling has it
     return Path(path)
 
 
 def load_prepared(coupling: Coupling, path: str | Path, device: torch.device | str | None = None) -> None:
     """Give ``coupling`` the state written by :func:`save_prepared`."""
+    # a coupling with traits.prepared_file has load_bytes (the base Coupling does not)
     coupling.load_bytes(Path(path).read_bytes(), device=device, origin=str(path))  # type: ignore[attr-defined]
 
 
@@ -157,8 +158,9 @@ def prepare_coupling(
     states = FitStates(run_dir) if write else None
     if path.is_file() and not refit:
         load_prepared(coupling, path, device=device)
-        coupling.check_prepared(source, target)  # type: ignore[attr-defined]
+        coupling.check_prepared(source, target)  # type: ignore[attr-defined]  # prepared_file couplings have it
     else:
+        # a coupling with a prepared_file fits resumably: its prepare takes device= and fit_states=
         coupling.prepare(source, target, generator, device=device, fit_states=states)  # type: ignore[call-arg]
         if write:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import inspect
 import json
 import warnings
 from dataclasses import asdict, fields, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -53,10 +53,10 @@ class SemiDiscreteCoupling(Coupling):
         ``max_time``, ``optimizer``, ``lr``, ``batch_size``, ...), with :data:`COUPLING_DEFAULTS`.
     """
 
-    def __init__(self, n_targets: int | None = None, *, progress: bool | None = None, **settings: object) -> None:
+    def __init__(self, n_targets: int | None = None, *, progress: bool | None = None, **settings: Any) -> None:
         self.n_targets = None if n_targets is None else check_positive_int(n_targets, "n_targets", 2**24)
         self.progress = None if progress is None else bool(progress)
-        self.solver = SemiDiscreteSolver(**{**COUPLING_DEFAULTS, **settings})  # type: ignore[arg-type]
+        self.solver = SemiDiscreteSolver(**{**COUPLING_DEFAULTS, **settings})
         #: what the last fit reached (targets, steps, errors, converged, ...)
         self.fit_info: dict[str, object] = {}
         self._copies: dict[object, SemiDiscreteMap] = {}
@@ -76,8 +76,8 @@ class SemiDiscreteCoupling(Coupling):
         return h.hexdigest()
 
     def _fit(self, y: Tensor, source: DataSource, generator: torch.Generator | None,
-             fit_states: FitStates | None, key: str | None, what: str) -> SemiDiscreteResult:
-        """Fit one map onto ``y`` (resuming from and checkpointing to ``fit_states[key]``)."""
+             fit_states: FitStates | None, key: str | None, what: str) -> tuple[SemiDiscreteResult, SemiDiscreteMap]:
+        """Fit one map onto ``y`` (resuming from and checkpointing to ``fit_states[key]``): the result and its map."""
         res = self.solver(
             y, generator, source=ot_source(source, y.device), progress=self.progress,
             init=fit_states.load(key) if fit_states is not None else None,
@@ -93,7 +93,9 @@ class SemiDiscreteCoupling(Coupling):
                 "training points and miss others. Raise max_iter or max_time, or set epsilon > 0",
                 RuntimeWarning, stacklevel=3,
             )
-        return res
+        if res.map is None:  # only a sharded fit that does not gather its map returns none
+            raise RuntimeError(f"{what} returned no map")
+        return res, res.map
 
     def _copy_on(self, key: object, sd_map: SemiDiscreteMap, device: torch.device) -> SemiDiscreteMap:
         """``sd_map`` on ``device``, copied once and kept under ``(key, device)``."""
@@ -121,7 +123,7 @@ def _with_settings_signature(cls: type) -> type:
                 for name, value in defaults.items()]
     params = [p for p in base.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
     # the help text reads the signature of the class's own __init__ (a plain function here)
-    cls.__init__.__signature__ = base.replace(parameters=params + settings)  # type: ignore[misc]
+    cls.__init__.__signature__ = base.replace(parameters=params + settings)  # type: ignore[misc]  # a function attr
     return cls
 
 
@@ -198,14 +200,14 @@ class SemiDiscreteOT(SemiDiscreteCoupling, SolverCoupling):
         """Fit the semi-discrete map from ``source`` onto the targets of ``target`` (resuming
         from and checkpointing to ``fit_states``, when given)."""
         y = _floating(self.targets_from(target, generator), device)
-        res = self._fit(y, source, generator, fit_states, None, "semidiscrete_ot: the fit")
+        res, fitted = self._fit(y, source, generator, fit_states, None, "semidiscrete_ot: the fit")
         err = res.error
         self.fit_info = {"n_targets": int(y.shape[0]), "n_iter": res.n_iter, "rms_error": res.rms_error,
                          "mean_error": res.mean_error, "max_error": res.max_error, "empty_cells": err.empty,
                          "eval_samples": err.n_samples, "converged": res.converged, "reason": res.reason,
                          "duplicates": res.duplicates}
-        res.map.fingerprint = self.fingerprint(source, target)
-        self.set_map(res.map)
+        fitted.fingerprint = self.fingerprint(source, target)
+        self.set_map(fitted)
 
     def n_targets_of(self, target: DataSource) -> int:
         """How many targets the map of ``target`` has (see :meth:`targets_from`), without drawing them."""
@@ -297,7 +299,7 @@ def _check_shape(x1: Tensor, m: SemiDiscreteMap) -> None:
         raise ValueError(f"x1 has sample shape {tuple(x1.shape[1:])} but the map's targets have {m.shape}")
 
 
-def ot_source(source: DataSource, device: torch.device | str | None = None) -> Source:
+def ot_source(source: DataSource, device: torch.device | str = "cpu") -> Source:
     """The run's source as :mod:`monge.ot.semidiscrete` takes it: ``"gaussian"`` for a standard
     Gaussian source (the built-in sampler), else ``(n, generator) -> (n, *shape)`` drawing on ``device``."""
     from ..data.sources import GaussianSource

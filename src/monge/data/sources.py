@@ -340,7 +340,7 @@ def _spec(spec: Any) -> tuple[str, dict[str, Any]]:
         return spec, {}
     if isinstance(spec, Mapping):
         params = {k: v for k, v in spec.items() if k != "name"}
-        return spec.get("name"), params
+        return spec["name"] if "name" in spec else "", params
     if hasattr(spec, "name") and hasattr(spec, "params"):
         return spec.name, dict(spec.params)
     raise ValueError(f"a data source is a name or a mapping with 'name', got {spec!r}")

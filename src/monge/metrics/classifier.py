@@ -287,7 +287,7 @@ def classifier_features(classifier: FeatureClassifier, images: Tensor, batch_siz
 
 def classifier_probs(classifier: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
     """Softmax class probabilities ``(N, K)`` of ``images``, in batches."""
-    return _batched(classifier, images, batch_size, "forward").softmax(dim=1)  # type: ignore[arg-type]
+    return _batched(classifier, images, batch_size, "forward").softmax(dim=1)  # type: ignore[arg-type]  # any classifier module
 
 
 def _check_probs(probs: Tensor) -> Tensor:

@@ -121,8 +121,8 @@ def classifier_frechet_distance(
 
     check_batches(samples, reference, "samples", "reference")
     return frechet_distance_from_features(
-        classifier_features(classifier, samples, batch_size),  # type: ignore[arg-type]
-        classifier_features(classifier, reference, batch_size),  # type: ignore[arg-type]
+        classifier_features(classifier, samples, batch_size),  # type: ignore[arg-type]  # any module with .features
+        classifier_features(classifier, reference, batch_size),  # type: ignore[arg-type]  # as above
     )
 
 

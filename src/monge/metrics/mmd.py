@@ -78,7 +78,10 @@ def mmd_rbf(
 
     def kernel(a: Tensor, b: Tensor) -> Tensor:
         d2 = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").square()
-        return sum(torch.exp(-d2 / (2.0 * s * s)) for s in sigmas) / len(sigmas)
+        total = torch.zeros_like(d2)
+        for s in sigmas:
+            total = total + torch.exp(-d2 / (2.0 * s * s))
+        return total / len(sigmas)
 
     kxx, kyy, kxy = kernel(xf, xf), kernel(yf, yf), kernel(xf, yf)
     if unbiased:

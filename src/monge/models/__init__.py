@@ -13,7 +13,8 @@ from .conditioning import ClassConditional, ContinuousConditional
 from .mlp import MLP
 from .unet import UNet
 
-__all__ = ["MODELS", "MLP", "UNet", "AutoEncoder", "ClassConditional", "ContinuousConditional", "build_model"]
+__all__ = ["MODELS", "MLP", "UNet", "AutoEncoder", "ClassConditional", "ContinuousConditional", "build_model",
+           "set_attributes"]
 
 MODELS: Registry[nn.Module] = Registry("model")
 MODELS.register("mlp")(MLP)
@@ -32,3 +33,11 @@ def build_model(name: str, params: dict[str, Any], shape: tuple[int, ...]) -> nn
             raise ValueError(f"{name}: shape is taken from the data; remove it from the model parameters")
         return MODELS.build(name, shape=tuple(shape), **params)
     return MODELS.build(name, **params)
+
+
+def set_attributes(module: nn.Module, **attributes: Any) -> None:
+    """Set plain attributes on ``module`` (e.g. a run's ``standardizer`` and ``prediction``, which
+    :func:`monge.run.load.load_model` attaches); torch types ``Module.__setattr__`` for tensors and
+    modules only."""
+    for name, value in attributes.items():
+        setattr(module, name, value)

@@ -11,6 +11,8 @@ sharpens the class. Any prediction type (velocity, noise, data) mixes the same w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -84,7 +86,7 @@ class ContinuousConditional(nn.Module):
         condition shared by every sample; finite.
     """
 
-    def __init__(self, model: nn.Module, conditions: Tensor) -> None:
+    def __init__(self, model: Callable[..., Tensor], conditions: Tensor) -> None:
         super().__init__()
         k = getattr(model, "cond_dim", None)
         if k is None:

@@ -109,7 +109,7 @@ NOTHING_TO_SAMPLE = ("an autoencoder run has nothing to sample; train a flow wit
 
 def sampler_kind(objective: str) -> str | None:
     """The ``sampler_kind`` of the objective registered as ``objective`` (``None``: nothing to sample)."""
-    return OBJECTIVES.get(objective).sampler_kind
+    return OBJECTIVES.get_class(objective).sampler_kind
 
 
 def is_flow_map(objective: str) -> bool:
@@ -160,4 +160,4 @@ def prediction_of(model: Any, objective: str) -> str:
     """What ``model`` outputs: its ``prediction`` attribute (set by :func:`monge.run.load.load_model`
     from the checkpoint), else the ``prediction`` of the run's ``objective``."""
     stored = getattr(model, "prediction", None)
-    return stored if isinstance(stored, str) else OBJECTIVES.get(objective).prediction
+    return stored if isinstance(stored, str) else OBJECTIVES.get_class(objective).prediction

@@ -39,7 +39,7 @@ def mean_flow_target(net: Callable[[Tensor, Tensor, Tensor], Tensor], x_t: Tenso
     and the MeanFlow target :math:`v - (t - r)\,\mathrm{sg}(\tfrac{d}{dt}u_\theta)` (detached), the
     total derivative :math:`\tfrac{d}{dt}u = v\cdot\partial_x u + \partial_t u` by one forward-mode
     JVP of ``net(x, t, r)`` with tangents :math:`(v, 1, 0)`."""
-    u, dudt = torch.func.jvp(net, (x_t, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
+    u, dudt = torch.func.jvp(net, (x_t, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))[:2]  # no aux
     target = v - expand_t(t - r, v) * dudt
     return u, target.detach()
 

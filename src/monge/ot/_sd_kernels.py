@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
@@ -306,6 +307,14 @@ class Layout:
     def hard_sums(self, x: Tensor, heights: Tensor) -> Tensor:
         """Global counts ``(N,)`` of the hard cells of the rows of ``x``."""
         return torch.bincount(self.hard_cells(x, heights), minlength=self.n).to(x.dtype)
+
+    @overload
+    def soft_sums(self, x: Tensor, heights: Tensor, eps: float,
+                  need_s2: Literal[True] = True) -> tuple[Tensor, Tensor, float]: ...
+
+    @overload
+    def soft_sums(self, x: Tensor, heights: Tensor, eps: float,
+                  need_s2: bool) -> tuple[Tensor, Tensor | None, float]: ...
 
     def soft_sums(self, x: Tensor, heights: Tensor, eps: float,
                   need_s2: bool = True) -> tuple[Tensor, Tensor | None, float]:

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -313,7 +313,8 @@ class SemiDiscreteState:
         for k in wanted:
             if k != "rng_state" and device is not None:
                 tensors[k] = tensors[k].to(device)
-        return cls(**tensors, **scalars)
+        values: dict[str, Any] = {**tensors, **scalars}  # names checked above
+        return cls(**values)
 
 
 def fingerprint(flat: Tensor, nu: Tensor) -> float:
@@ -333,6 +334,11 @@ class Derived:
     draw: int
     #: Adam's rate over the curvature step (:func:`adam_factor`; 1 with a fixed ``lr``)
     adam_factor: float
+    #: the settings' ``eps_init``, ``batch_size``, ``eval_samples`` and ``eval_every`` (given or derived)
+    eps_init: float
+    batch_size: int
+    eval_samples: int
+    eval_every: int
 
 
 #: ``checkpoint(state)``: receives the state to keep (it may be written anywhere; ot/ writes no file)
@@ -342,15 +348,15 @@ Callback = Callable[[SemiDiscreteState, "MarginalReport | None"], None]
 
 
 def new_state(
-    h0: Tensor, cfg: SemiDiscreteSolver, seed: int, eval_seed: int, n: int, d: int, fp: float
+    h0: Tensor, cfg: SemiDiscreteSolver, derived: Derived, seed: int, eval_seed: int, n: int, d: int, fp: float
 ) -> SemiDiscreteState:
     gen = torch.Generator(device=h0.device).manual_seed(seed)
     h = h0 - h0.mean()
     return SemiDiscreteState(
         heights=h.clone(), average=h.clone(), moment1=torch.zeros_like(h), moment2=torch.zeros_like(h),
-        step=0, epsilon=cfg.eps_init, step_size=cfg.lr if cfg.lr is not None else cfg.eps_init,
+        step=0, epsilon=derived.eps_init, step_size=cfg.lr if cfg.lr is not None else derived.eps_init,
         n_final=0, n_evals=0, eval_seed=eval_seed, rng_state=gen.get_state(), n_targets=n, dim=d, fingerprint=fp,
-        eps_init=cfg.eps_init,
+        eps_init=derived.eps_init,
     )
 
 
@@ -362,17 +368,18 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
           derived: Derived, gen: torch.Generator) -> None:
     """One stochastic step of the semi-dual (in place), then the schedule's update."""
     eps = state.epsilon
-    x = sample(cfg.batch_size, gen)
+    x = sample(derived.batch_size, gen)
     h = state.heights
     if eps > 0:
         s1, _, blur = layout.soft_sums(x, h, eps, need_s2=False)
-        blur_frac = blur / cfg.batch_size
+        blur_frac = blur / derived.batch_size
     else:
         s1, blur_frac = layout.hard_sums(x, h), 0.0
         if cfg.refill and _final_phase(state, cfg):
+            assert state.window_counts is not None  # __post_init__ fills it
             state.window_counts += s1
-            state.window_draws += cfg.batch_size
-    grad = s1 / cfg.batch_size - nu
+            state.window_draws += derived.batch_size
+    grad = s1 / derived.batch_size - nu
     if eps > 0 and cfg.lr is None:
         # inverse mean curvature of the 1/nu-preconditioned semi-dual: eps / E[1 - sum_i p_i^2]
         curv = max(blur_frac, 1e-3)
@@ -385,7 +392,7 @@ def _step(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tensor
         state.moment2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         v = state.moment2 / (1 - b2**t)
         if cfg.variance_floor and _final_phase(state, cfg):
-            v = v.maximum(nu * (1 - nu) / cfg.batch_size)
+            v = v.maximum(nu * (1 - nu) / derived.batch_size)
         direction = (state.moment1 / (1 - b1**t)) / (v.sqrt() + 1e-12 / layout.n)
         rate = derived.adam_factor * state.step_size
         if cfg.anneal > 0 and _final_phase(state, cfg):
@@ -421,6 +428,7 @@ def refill(state: SemiDiscreteState, layout: Layout, sample: Callable, nu: Tenso
     starved cells move together and compete for the same draws); Adam's first moment of the
     moved cells is reset so that it does not push them further. The same shift goes to the
     averaged heights, which the map uses."""
+    assert state.window_counts is not None  # __post_init__ fills it
     starved = (state.window_counts == 0).nonzero().squeeze(1)
     m = max(1, state.window_draws // 4)
     state.window_counts = torch.zeros_like(state.window_counts)
@@ -505,11 +513,12 @@ def run(
             if state.window_draws * nu_min >= STARVED_EXPECTED:
                 refill(state, layout, sample, nu, cfg, gen)
             state.rng_state = gen.get_state()
-            if state.step % cfg.eval_every == 0 and _final_phase(state, cfg):
+            if state.step % derived.eval_every == 0 and _final_phase(state, cfg):
                 # a cheap screen first; the full check only when the screen is within 2 tol^2
-                err = evaluate(state, derived.screen_samples) if derived.screen_samples < cfg.eval_samples else None
+                screen = derived.screen_samples < derived.eval_samples
+                err = evaluate(state, derived.screen_samples) if screen else None
                 if err is None or err.chi2 <= 2 * cfg.tol**2:
-                    err = evaluate(state, cfg.eval_samples)
+                    err = evaluate(state, derived.eval_samples)
                     last, last_step = err, state.step
                     if passes(err, cfg.tol):
                         converged, reason = True, "converged"
@@ -524,7 +533,7 @@ def run(
                 bar.set_postfix_str(_postfix(state, shown), refresh=False)
             if converged:
                 break
-            if time.perf_counter() - t0 > cfg.max_time:
+            if cfg.max_time is not None and time.perf_counter() - t0 > cfg.max_time:
                 reason = "max_time"
                 break
     finally:
@@ -534,7 +543,7 @@ def run(
         # a final report that does not touch the state (so a resumed fit stays exact)
         g = torch.Generator(device=dev).manual_seed(state.eval_seed - 1 - state.step)
         eps = cfg.epsilon if _final_phase(state, cfg) else state.epsilon
-        last = estimate(layout, sample, state.average, nu, eps, cfg.eval_samples, g, derived.draw)
+        last = estimate(layout, sample, state.average, nu, eps, derived.eval_samples, g, derived.draw)
         history.append((state.step, eps, last.rms, last.mean_rel))
         converged = _final_phase(state, cfg) and passes(last, cfg.tol)
         if converged:

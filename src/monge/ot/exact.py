@@ -116,14 +116,14 @@ def _as_cost_batch(cost: object) -> Tensor:
         if cost.numel() and int(cost.abs().max()) >= 2**53:
             raise ValueError("integer cost entries beyond 2**53 lose precision in float64; rescale them")
         cost = cost.to(torch.float64)  # exact for |c| < 2**53; the auction then certifies exactness
-    check_cost(cost, batched=True)
-    if cost.shape[-1] != cost.shape[-2]:
+    checked = check_cost(cost, batched=True)
+    if checked.shape[-1] != checked.shape[-2]:
         raise ValueError(
-            f"an assignment needs a square cost (n, n) or batch (P, n, n), got {tuple(cost.shape)}; for "
+            f"an assignment needs a square cost (n, n) or batch (P, n, n), got {tuple(checked.shape)}; for "
             "n != m use monge.ot.emd (plan with weights, POT network simplex) or "
             "scipy.optimize.linear_sum_assignment (rectangular matching); the auction is square only"
         )
-    return cost
+    return checked
 
 
 def _exact_certificate(cost: Tensor, perm: Tensor, method: str) -> AssignmentResult:

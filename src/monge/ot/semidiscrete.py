@@ -81,7 +81,7 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError
@@ -663,7 +663,7 @@ class SemiDiscreteSolver:
         put("anneal", check_number(self.anneal, "anneal", 0.0, math.inf, high_open=True))
 
     @classmethod
-    def from_options(cls, **options: object) -> SemiDiscreteSolver:
+    def from_options(cls, **options: Any) -> SemiDiscreteSolver:
         """The solver with ``options``; an unknown name raises ``ValueError`` listing the valid ones."""
         from dataclasses import fields
 
@@ -671,7 +671,7 @@ class SemiDiscreteSolver:
         unknown = sorted(set(options) - set(names))
         if unknown:
             raise ValueError(f"unknown semi-discrete option(s) {unknown}; valid: {', '.join(names)}")
-        return cls(**options)  # type: ignore[arg-type]
+        return cls(**options)
 
     def _resolved(self, n: int, d: int, score_spread: float) -> tuple[SemiDiscreteSolver, Derived]:
         """These settings with every ``None`` derived for ``n`` targets in dimension ``d``, and
@@ -687,7 +687,8 @@ class SemiDiscreteSolver:
         every = int(max(20, math.ceil(4 * screen / bs))) if self.eval_every is None else self.eval_every
         resolved = replace(self, eps_init=float(eps_init), batch_size=bs, eval_samples=m, eval_every=every)
         derived = Derived(screen_samples=screen, draw=_draw_rows(n, self.max_block_elements),
-                          adam_factor=1.0 if self.lr is not None else adam_factor(d))
+                          adam_factor=1.0 if self.lr is not None else adam_factor(d), eps_init=float(eps_init),
+                          batch_size=bs, eval_samples=m, eval_every=every)
         return resolved, derived
 
     def __call__(
@@ -768,7 +769,7 @@ class SemiDiscreteSolver:
             st = _resume_state(init, uflat.shape[0], d, fp, flat.device, flat.dtype)
         else:
             h0 = _initial_heights(init, n, first if n_dup else None, uflat, centre, spread, x_mean, x_spread)
-            st = new_state(h0, cfg, seed, eval_seed, uflat.shape[0], d, fp)
+            st = new_state(h0, cfg, derived, seed, eval_seed, uflat.shape[0], d, fp)
         layout = Layout(uflat, uflat.shape[0], max_block_elements=cfg.max_block_elements)
         st, err, hist, converged, reason = run(st, layout, sample, unu, cfg, derived, progress=progress,
                                                callback=callback, checkpoint=checkpoint)
@@ -875,7 +876,7 @@ class SemiDiscreteSolver:
                 h0 = lay.gather_vec(_scaled_voronoi(flat, mean, spread, x_mean, x_spread))
             else:
                 h0 = _initial_heights(init, n, None, flat, mean, spread, x_mean, x_spread)
-            st = new_state(h0, cfg, int(seeds[0]), int(seeds[1]), n, d, fp)
+            st = new_state(h0, cfg, derived, int(seeds[0]), int(seeds[1]), n, d, fp)
         st, err, hist, converged, reason = run(
             st, lay, sample, nu, cfg, derived, progress=progress and rank == 0, callback=callback,
             checkpoint=checkpoint if rank == 0 else None)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -207,11 +208,11 @@ def sinkhorn_unbalanced(
     b: Tensor | None = None,
     eps: float = 0.05,
     tau: float = 1.0,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> SinkhornResult:
     r"""Unbalanced entropic OT with KL-relaxed marginals of strength ``tau`` (Chizat et al. 2018).
 
     Shorthand for ``sinkhorn(cost, a, b, eps, tau=tau, **kwargs)``; the potential updates are
     scaled by :math:`\tau / (\tau + \varepsilon)`.
     """
-    return sinkhorn(cost, a, b, eps, tau=tau, **kwargs)  # type: ignore[arg-type]
+    return sinkhorn(cost, a, b, eps, tau=tau, **kwargs)

@@ -90,8 +90,8 @@ class Batches:
             if self.pipeline is None:
                 return Batch(*self._draw_slice())
             remaining = max(self.trainer.config.train.steps - self.trainer.step, 1)
-            drawn, solution = self.pipeline.next(remaining)
-            return Batch(*drawn, solution=solution)
+            (x0, x1, t, labels), solution = self.pipeline.next(remaining)
+            return Batch(x0, x1, t, labels, solution=solution)
 
     def couple(self, batch: Batch) -> Any:
         """The coupling's pairs (:class:`~monge.couplings.Coupled`) of ``batch``."""

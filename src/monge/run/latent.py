@@ -53,13 +53,20 @@ def _image_shape(images: DataSource, config: Config) -> tuple[int, ...]:
     return tuple(data.shape[1:])
 
 
+def _latent_spec(config: Config) -> str:
+    """``config.data.latent``, refused when unset (the run is not a latent flow)."""
+    if config.data.latent is None:
+        raise ConfigError("data.latent is not set: this run is not a latent flow")
+    return config.data.latent
+
+
 def open_codec(config: Config, images: DataSource, device: torch.device | str = "cpu") -> LatentCodec:
     """The autoencoder of ``config.data.latent``, checked against the flow's ``images`` (its
     ``data.target``): a monge autoencoder run must have been trained on the same ``data.target``,
     and any autoencoder must take images of their shape. Every refusal names both and the fix."""
-    shape = _image_shape(images, config)
+    shape, spec = _image_shape(images, config), _latent_spec(config)
     try:
-        codec = load_codec(config.data.latent, device)
+        codec = load_codec(spec, device)
         if isinstance(codec, DiffusersCodec) and codec.image_shape != shape:
             codec = DiffusersCodec(codec.module, codec.source, shape)
         check_codec_data(codec, config.data.target)
@@ -136,14 +143,17 @@ def stored_latent(state: dict[str, Any], config: Config, path: str | Path) -> di
     ok = isinstance(rec, dict) and isinstance(rec.get("fingerprint"), str) and all(
         isinstance(rec.get(k), list) and rec[k] and all(isinstance(d, int) and not isinstance(d, bool) and d > 0
                                                         for d in rec[k]) for k in ("image_shape", "latent_shape"))
-    if not ok:
+    if not ok or not isinstance(rec, dict):
         raise CheckpointError(f"checkpoint {path} is a latent flow (data.latent: {config.data.latent}) but holds no "
                               f"valid record of its autoencoder (state.{LATENT_STATE}); train it again")
     return dict(rec)
 
 
-def check_latent_state(stored: dict[str, Any], codec: LatentCodec, what: str) -> None:
-    """Refuse ``codec`` when it is not the autoencoder the run ``what`` was trained with."""
+def check_latent_state(stored: dict[str, Any] | None, codec: LatentCodec, what: str) -> None:
+    """Refuse ``codec`` when it is not the autoencoder the run ``what`` was trained with (``stored``:
+    :func:`stored_latent`'s record, ``None`` for a run trained without ``data.latent``)."""
+    if stored is None:
+        raise CheckpointError(f"{what} was trained without data.latent: it has no autoencoder to decode with")
     try:
         check_fingerprint(codec, stored["fingerprint"], what)
     except ValueError as err:
@@ -153,8 +163,9 @@ def check_latent_state(stored: dict[str, Any], codec: LatentCodec, what: str) ->
 def run_codec(config: Config, stored: dict[str, Any], what: str, device: torch.device | str = "cpu") -> LatentCodec:
     """The autoencoder of a trained latent flow (``config.data.latent``), checked against the
     checkpoint's record ``stored`` (:func:`stored_latent`): the same weights, the same shapes."""
+    spec = _latent_spec(config)
     try:
-        codec = load_codec(config.data.latent, device, image_shape=tuple(stored["image_shape"]))
+        codec = load_codec(spec, device, image_shape=tuple(stored["image_shape"]))
     except (ValueError, OSError) as err:
         raise ValueError(f"{what} decodes its samples with data.latent, which cannot be read: {err}") from None
     check_latent_state(stored, codec, what)

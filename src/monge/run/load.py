@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError
-from ..models import build_model
+from ..models import build_model, set_attributes
 from ..objectives import OBJECTIVES
 from ..rundata import stored_schema, stored_shape, stored_standardizer
 from .checkpoint import CheckpointError, load_checkpoint, load_module_state
@@ -54,16 +54,16 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     if bad:
         raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}); the run diverged before it was "
                               "saved. Use an earlier checkpoint or train again with a lower train.lr")
-    model.standardizer = stored_standardizer(tensors, config, path)
-    model.schema = stored_schema(state, path)
-    model.prediction, model.sampler_kind = _stored_kind(state, config, path)
-    model.latent = stored_latent(state, config, path)
+    prediction, sampler_kind = _stored_kind(state, config, path)
+    set_attributes(model, standardizer=stored_standardizer(tensors, config, path), prediction=prediction,
+                   sampler_kind=sampler_kind, latent=stored_latent(state, config, path),
+                   schema=stored_schema(state, path))
     return model.to(device).eval(), config
 
 
 def _stored_kind(state: dict[str, Any], config: Config, path: str | Path) -> tuple[str, str | None]:
     """``(prediction, sampler_kind)`` of the checkpoint's state, else of its config's objective."""
-    objective = OBJECTIVES.get(config.objective.name)
+    objective = OBJECTIVES.get_class(config.objective.name)
     out: list[str | None] = []
     for key in ("prediction", "sampler_kind"):
         value = state.get(key, getattr(objective, key))

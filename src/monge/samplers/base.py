@@ -72,6 +72,12 @@ class SampleOutput:
     trajectory: Tensor | None = None
     times: Tensor | None = None
 
+    def trajectory_and_times(self) -> tuple[Tensor, Tensor]:
+        """``(trajectory, times)`` of a sample drawn with ``return_trajectory=True`` (else ``ValueError``)."""
+        if self.trajectory is None or self.times is None:
+            raise ValueError("this sample has no trajectory: draw it with return_trajectory=True")
+        return self.trajectory, self.times
+
 
 @dataclass(frozen=True)
 class SamplerInfo:
@@ -97,8 +103,9 @@ class SamplerInfo:
 class SamplerRegistry(Registry):
     """A :class:`~monge.registry.Registry` whose entries carry their cost per step (:class:`SamplerInfo`)."""
 
-    def register(self, name: str, *, evals_per_step: int | None, final_step_evals: int | None = None,
-                 needs_schedule: bool = False, flow_map: bool = False) -> Callable:
+    # narrower than Registry.register(name, **meta) on purpose: a sampler must declare its cost per step
+    def register(self, name: str, *, evals_per_step: int | None,  # type: ignore[override]
+                 final_step_evals: int | None = None, needs_schedule: bool = False, flow_map: bool = False) -> Callable:
         """``@SAMPLERS.register("heun", evals_per_step=2)``; ``evals_per_step=None`` for an adaptive solver."""
         if evals_per_step is not None:
             check_positive_int(evals_per_step, "evals_per_step")
@@ -123,8 +130,12 @@ class SamplerRegistry(Registry):
     def costs(self) -> dict[str, int]:
         """``{name: evals_per_step}`` of every fixed-step sampler of a field ``model(x, t)`` (the
         flow-map samplers, ``flow_map=True``, left out)."""
-        return {n: self.info(n).evals_per_step for n in self.names()
-                if not self.info(n).adaptive and not self.info(n).flow_map}
+        costs = {}
+        for name in self.names():
+            info = self.info(name)
+            if info.evals_per_step is not None and not info.flow_map:
+                costs[name] = info.evals_per_step
+        return costs
 
 
 SAMPLERS: SamplerRegistry = SamplerRegistry("sampler")
@@ -135,7 +146,7 @@ def steps_for_nfe(sampler: str, nfe: int) -> int:
     (``heun_edm``: its last step, an Euler step, costs one)."""
     info = SAMPLERS.info(sampler)
     check_positive_int(nfe, "nfe")
-    if info.adaptive:
+    if info.evals_per_step is None:
         raise ValueError(f"{sampler!r} is adaptive: it chooses its own steps (no NFE budget or step grid)")
     per, last = info.evals_per_step, info.final_step_evals or info.evals_per_step
     if nfe < last:
@@ -153,7 +164,7 @@ def nfe_for_steps(sampler: str, steps: int) -> int:
     """
     info = SAMPLERS.info(sampler)
     steps = check_positive_int(steps, "steps")
-    if info.adaptive:
+    if info.evals_per_step is None:
         raise ValueError(f"{sampler!r} is adaptive: its NFE is only known after the run")
     return info.evals_per_step * (steps - 1) + (info.final_step_evals or info.evals_per_step)
 

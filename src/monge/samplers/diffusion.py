@@ -243,7 +243,7 @@ def unipc(
     last_order = 1
     for k in range(n):
         d_k = den.data(x, g, k)
-        if corrector and k > 0 and g.finite(k - 1, k):
+        if corrector and k > 0 and x_last is not None and g.finite(k - 1, k):
             p = last_order
             while p > 1 and not g.finite(k - p):
                 p -= 1
@@ -267,7 +267,7 @@ def unipc(
         if rhos is not None:
             x = x - g.alpha[k + 1] * b_h * _combine(rhos, d1s)
         if k >= 3:
-            ms[k - 3] = None  # type: ignore[call-overload]
+            ms[k - 3] = None  # type: ignore[call-overload]  # keep only the history in use
         if states is not None:
             states.append(x)
     return finish(x, den.nfe, states, g)
