@@ -110,7 +110,7 @@ def open_demo_latent(spec: str | Path, config: Config, model: str, model_spec: d
         sets = " ".join(f"data.target.{k}={v}" for k, v in (target.params or {}).items())
         raise ValueError(
             f"--latent {spec}: {why}. The digits demo (--size, --seed) trains on data.target {target}: train its "
-            f"autoencoder with monge train configs/digits-autoencoder.yaml {sets}"
+            f"autoencoder with monge train configs/digits-autoencoder.yaml {sets}, then pass its run to --latent"
         ) from None
     shape = tuple(codec.latent_shape)
     try:
