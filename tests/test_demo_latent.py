@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from monge.cli import app
 from monge.config import load_config
 from monge.data.digits import load_digits
-from monge.demo_images import image_demo_config, run_image_demo, score_images
+from monge.demo_images import DIGITS_MODELS, image_demo_config, run_image_demo, score_images
 from monge.demo_latent import demo_digits_target, open_demo_latent
 from monge.metrics.classifier import load_or_train_classifier
 
@@ -172,8 +172,6 @@ def test_a_bad_run_is_refused_before_any_work(tmp_path, demo, ae):
 def test_unet_needs_latents_it_can_halve(tmp_path, ae):
     def check(run, model):
         config = image_demo_config("independent", tmp_path, size=8, model=model, latent=run)
-        from monge.demo_images import DIGITS_MODELS
-
         return open_demo_latent(run, config, model, DIGITS_MODELS[model])
 
     assert check(ae, "unet").codec.latent_shape == (4, 2, 2)  # the demo's U-Net halves 2x2 once

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,6 +62,7 @@ from .run.rundir import claim_demo_dir
 from .run.signals import interrupt_note
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .data.sources import DataSource
     from .demo_latent import DemoLatent
     from .evaluate import NoveltyReference, RowNovelty
 
@@ -246,11 +247,11 @@ def run_image_demo(
     """
     from .couplings import COUPLINGS
     from .data.digits import load_digits
+    from .demo_latent import HOLDOUT, open_demo_latent
     from .evaluate import IMAGE_RANGE, NoveltyReference
     from .imageio import save_image_grid
     from .metrics.classifier import load_or_train_classifier
     from .samplers import sample
-    from .demo_latent import HOLDOUT, open_demo_latent
     from .samplers.expressway import expressway_sample
 
     names = list(couplings)
@@ -292,9 +293,10 @@ def run_image_demo(
         "training split (real digits)": score_images(train_set.data, reference, classifier, tau, "real", 0),
         "Gaussian noise": score_images(noise, reference, classifier, tau, "noise", 0),
     }
-    data, decode = train_set, _identity
+    data: DataSource = train_set
+    decode: Callable[[Tensor], Tensor] = _identity
     if lat is not None:  # the latents of the same split; the flows start from noise of their shape
-        data, decode = lat.encode(cache, classifier, seed), lat.decode
+        data, decode = lat.encode(out / "cache", classifier, seed), lat.decode
         noise = torch.randn((n, *lat.codec.latent_shape), generator=torch.Generator().manual_seed(seed + 999))
     rows: dict[str, list[ImageRow]] = {}
     grids: dict[str, Path] = {}
