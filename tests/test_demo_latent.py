@@ -74,7 +74,7 @@ def test_report_states_the_latent_space_and_its_floor(demo, ae):
     assert text.startswith(f"# monge demo: couplings on 8x8 digits in the latent space of {ae}")
     assert f"--latent {ae}" in text
     assert "every coupling trains on the (4, 2, 2) latents (16 numbers per 64-pixel digit)" in text
-    assert "1438 training digits were encoded once" in text
+    assert "The 1438 training digits were encoded once" in text
     floor = demo.latent.floor
     assert floor is not None and floor.n == 359 and math.isfinite(floor.frechet) and floor.frechet > 0
     assert "**Autoencoder floor**" in text and f"| {ae} | {floor.mse:.5f} | {floor.frechet:.2f} | 359 |" in text

@@ -17,6 +17,7 @@ Every coupling learns :math:`\mathcal N(0, I) \to E_\sharp\,p_{\text{data}}` on 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,23 +75,17 @@ class DemoLatent:
     def report_lines(self) -> list[str]:
         """What the report says of the latent space: its shape, the autoencoder, the floor."""
         shape, image = tuple(self.codec.latent_shape), tuple(self.codec.image_shape)
-        numel = 1
-        for d in shape:
-            numel *= d
-        pixels = image[0] * image[1] * image[2]
-        n = "the" if self.target is None else f"{len(self.target)}"
-        lines = [
-            f"Latent space: every coupling trains on the {shape} latents ({numel} numbers per {pixels}-pixel digit) "
-            f"of the autoencoder `{self.spec}` (fingerprint {self.codec.fingerprint()[:12]}). {n} training digits "
-            f"were encoded once ({self.seconds:.1f} s), the semi-discrete maps are fitted on the encoded training "
-            "digits, the expressway noises an encoded training digit in latent space, and every sample is decoded "
-            "before it is scored or drawn. No row can beat the autoencoder's reconstruction of the held-out digits "
-            "(same classifier): its Fréchet is the floor.",
+        n = "The" if self.target is None else f"The {len(self.target)}"
+        return [
+            f"Latent space: every coupling trains on the {shape} latents ({math.prod(shape)} numbers per "
+            f"{math.prod(image)}-pixel digit) of the autoencoder `{self.spec}` (fingerprint "
+            f"{self.codec.fingerprint()[:12]}). {n} training digits were encoded once ({self.seconds:.1f} s); the "
+            "semi-discrete maps are fitted on encoded training digits, the expressway noises an encoded training "
+            "digit in latent space, and every sample is decoded before it is scored or drawn. The autoencoder's "
+            "reconstruction of the held-out digits, scored by the same classifier, is the floor of every row: "
+            "their samples go through the same decoder.",
             "",
-        ]
-        if self.floor is not None:
-            lines += [format_reconstruction({self.spec: self.floor}, "Autoencoder floor"), ""]
-        return lines
+        ] + ([] if self.floor is None else [format_reconstruction({self.spec: self.floor}, "Autoencoder floor"), ""])
 
 
 def open_demo_latent(spec: str | Path, config: Config, model: str, model_spec: dict[str, Any]) -> DemoLatent:
