@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("monge.run",),
     ("monge.train", "monge.generate"),
     ("monge.restore",),
-    ("monge.rectify", "monge.demo", "monge.demo_images", "monge.demo_report"),
+    ("monge.rectify", "monge.demo", "monge.demo_images", "monge.demo_latent", "monge.demo_report"),
     ("monge.cli", "monge.__main__"),
 ]
 

@@ -303,14 +303,14 @@ def demo(
     out: Path | None = typer.Option(None, "-o", "--out", help="Output directory.",
                                        show_default="toy: runs/demo, digits: runs/demo-digits"),
     data: str = typer.Option("toy", help="toy (2D source -> target) or digits (16x16 handwritten digits)."),
-    steps: int | None = typer.Option(None, help="Training steps per model.",
-                                        show_default="toy 3000, digits 5000"),
+    steps: int | None = typer.Option(None, help="Training steps per model.", show_default="toy 3000, digits 5000"),
     batch_size: int | None = typer.Option(None, help="Training batch size.", show_default="toy 256, digits 128"),
     source: str = typer.Option("8gaussians", help="toy: source distribution."),
     target: str = typer.Option("moons", help="toy: target distribution."),
     model: str = typer.Option("mlp", help="digits: network, mlp or unet."),
     size: int = typer.Option(16, help="digits: image size, 8, 16 or 32."),
     n: int = typer.Option(1000, "-n", help="digits: samples scored per setting."),
+    latent: str | None = typer.Option(None, help="digits: train on the latents of this autoencoder run (RUN)."),
     seed: int = typer.Option(0, help="Seed of every run and evaluation."),
     couplings: str | None = typer.Option(
         None, help="Comma-separated couplings to compare.",
@@ -328,7 +328,7 @@ def demo(
     try:
         result = run(data, out, steps=steps, batch_size=batch_size, couplings=couplings, flow_maps=flow_maps,
                      source=source, target=target, model=model, size=size, n=n, seed=seed, progress=progress,
-                     command=command)
+                     command=command, latent=latent)
     except _USER_ERRORS as err:
         _fail(err)
     typer.echo(result.report.read_text())

@@ -248,9 +248,10 @@ def demo(
     seed: int = 0,
     progress: bool | None = None,
     command: str | None = None,
+    latent: str | None = None,
 ):
     """``monge demo``: the toy demo (:func:`run_demo`, ``source`` -> ``target``) or the digits demo
-    (:func:`monge.demo_images.run_image_demo`, ``model``, ``size``, ``n``), with the command line's
+    (:func:`monge.demo_images.run_image_demo`, ``model``, ``size``, ``n``, ``latent``), with the command line's
     defaults and text arguments checked (comma-separated ``couplings`` and ``flow_maps``). Quick mode
     (:mod:`monge.quick`) cuts the steps, samples and semi-discrete fit."""
     from .couplings import COUPLINGS
@@ -269,6 +270,8 @@ def demo(
         COUPLINGS.get(name)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"--couplings must list distinct coupling names, got {couplings!r}")
+    if latent is not None and not digits:
+        raise ValueError(f"--latent applies to the digits demo (--data digits), got --data {data}")
     if digits and flow_maps:
         raise ValueError("--flow-maps applies to the toy demo; train digits flow maps with "
                          "configs/digits-mean_flow.yaml or configs/digits-shortcut.yaml")
@@ -277,7 +280,7 @@ def demo(
 
         return run_image_demo(out if out is not None else Path("runs/demo-digits"), couplings=names, size=size,
                               steps=steps, batch_size=batch_size, model=model, seed=seed, n=n, progress=progress,
-                              command=command)
+                              command=command, latent=latent)
     return run_demo(out if out is not None else Path("runs/demo"), source=source, target=target, couplings=names,
                     steps=steps, batch_size=batch_size, seed=seed, progress=progress,
                     coupling_params={"semidiscrete_ot": {"max_iter": MAX_FIT_ITER}} if quick_mode() else None,

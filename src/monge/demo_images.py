@@ -37,13 +37,17 @@ Metrics, against the held-out 20% of the digits (never seen in training):
 Samples are clipped to the pixel range :math:`[-1, 1]` before they are scored or drawn. Two
 reference rows bound the scale: the training split against the held-out split (what a perfect
 copy of the training data scores) and pure Gaussian noise.
+
+With ``latent=RUN`` (``monge demo --data digits --latent RUN``) every coupling trains on the
+latents of the autoencoder run ``RUN`` and every sample is decoded before it is scored against the
+same held-out images (:mod:`monge.demo_latent`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +62,8 @@ from .run.rundir import claim_demo_dir
 from .run.signals import interrupt_note
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .data.sources import DataSource
+    from .demo_latent import DemoLatent
     from .evaluate import NoveltyReference, RowNovelty
 
 __all__ = [
@@ -116,19 +122,28 @@ class ImageDemoResult:
     baselines: dict[str, ImageRow]
     grids: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the latent space the couplings trained in (``latent=RUN``), else ``None``
+    latent: DemoLatent | None = None
 
 
 def image_demo_config(coupling: str, out: str | Path, size: int = 16, steps: int = 5000, batch_size: int = 128,
-                      model: str = "mlp", seed: int = 0, coupling_params: dict | None = None) -> Config:
+                      model: str = "mlp", seed: int = 0, coupling_params: dict | None = None,
+                      latent: str | Path | None = None) -> Config:
     """The run configuration of one coupling (the ``configs/digits-*.yaml`` recipes at ``size``);
-    ``coupling_params`` replaces the coupling's default parameters."""
+    ``coupling_params`` replaces the coupling's default parameters. ``latent``: a latent flow on
+    that autoencoder (``configs/digits-latent-*.yaml``), its digits the demo's split
+    (:func:`monge.demo_latent.demo_digits_target`)."""
+    from .demo_latent import demo_digits_target
+
     if model not in DIGITS_MODELS:
         raise ValueError(f"model must be one of {', '.join(DIGITS_MODELS)}, got {model!r}")
     params = _COUPLING_PARAMS.get(coupling, {}) if coupling_params is None else dict(coupling_params)
+    data = {"source": "gaussian", "target": {"name": "digits", "size": size}} if latent is None else \
+        {"source": "gaussian", "target": demo_digits_target(size, seed), "latent": str(latent)}
     return Config.from_dict({
         "name": coupling,
         "output_dir": str(out),
-        "data": {"source": "gaussian", "target": {"name": "digits", "size": size}},
+        "data": data,
         "coupling": {"name": coupling, **params},
         "path": {"name": "linear", "sigma": 0.0},
         "model": DIGITS_MODELS[model],
@@ -158,14 +173,21 @@ def score_images(samples: Tensor, reference: Tensor, classifier: nn.Module, tau:
 
 
 def _train(config: Config, train_set, progress: bool | None):
+    """The trained run of ``config`` on ``train_set``: the training digits, or a latent run's
+    latents of them (encoded once for all couplings, :class:`~monge.demo_latent.DemoLatent`)."""
     from .progress import training_bar
+    from .run.preparation import prepare_run_coupling
     from .train import Trainer
 
     trainer = Trainer(config)
     trainer.target = train_set  # train on the training split only; the rest is held out for scoring
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "config.yaml").write_text(config.to_yaml())
-    trainer.prepare()
+    if trainer.codec is None:
+        trainer.prepare()
+    else:  # already encoded: fit the coupling's state only (Trainer.prepare would encode again)
+        trainer.prepare_seconds = prepare_run_coupling(trainer.coupling, trainer.source, train_set, trainer.run_dir,
+                                                       config.train.seed, trainer.dist, trainer.device)
     bar = training_bar(config.train.steps, 0, progress is not False, config.name)
     try:
         while trainer.step < config.train.steps:
@@ -201,6 +223,7 @@ def run_image_demo(
     coupling_params: dict[str, dict] | None = None,
     progress: bool | None = True,
     command: str | None = None,
+    latent: str | Path | None = None,
 ) -> ImageDemoResult:
     r"""Train one model per coupling on ``size`` x ``size`` digits and write ``out/report.md``.
 
@@ -217,10 +240,14 @@ def run_image_demo(
     ``classifier_cache``: where the scoring classifier (trained for ``classifier_epochs``) is cached
     (default ``out/cache``). ``coupling_params`` overrides the parameters of named couplings
     (default: semi-discrete OT onto 512 training digits, ``tol=0.1``).
-    ``command`` is quoted in the report.
+    ``command`` is quoted in the report. ``latent``: the run directory of an autoencoder trained on
+    these digits (``configs/digits-autoencoder.yaml``); every coupling then trains on their latents,
+    the expressway starts from encoded training digits, and samples are decoded before they are
+    scored and drawn (:mod:`monge.demo_latent`; checked before any training).
     """
     from .couplings import COUPLINGS
     from .data.digits import load_digits
+    from .demo_latent import HOLDOUT, open_demo_latent
     from .evaluate import IMAGE_RANGE, NoveltyReference
     from .imageio import save_image_grid
     from .metrics.classifier import load_or_train_classifier
@@ -248,9 +275,12 @@ def run_image_demo(
     check_number(expressway, "expressway (the start time t_s)", 0.0, 1.0, high_open=True)
     if model not in DIGITS_MODELS:
         raise ValueError(f"model must be one of {', '.join(DIGITS_MODELS)}, got {model!r}")
+    lat = None if latent is None else open_demo_latent(
+        latent, image_demo_config(names[0], out, size, steps, batch_size, model, seed, latent=latent), model,
+        DIGITS_MODELS[model])
     out = claim_demo_dir(out, list(names))
     digits = load_digits(size)
-    train_set, test_set = digits.split(0.2, seed=seed)
+    train_set, test_set = digits.split(HOLDOUT, seed=seed)
     cache = Path(classifier_cache) if classifier_cache is not None else out / "cache"
     classifier_epochs = check_positive_int(classifier_epochs, "classifier_epochs", 10_000)
     classifier = load_or_train_classifier(train_set, cache, seed=seed, epochs=classifier_epochs)
@@ -263,6 +293,11 @@ def run_image_demo(
         "training split (real digits)": score_images(train_set.data, reference, classifier, tau, "real", 0),
         "Gaussian noise": score_images(noise, reference, classifier, tau, "noise", 0),
     }
+    data: DataSource = train_set
+    decode: Callable[[Tensor], Tensor] = _identity
+    if lat is not None:  # the latents of the same split; the flows start from noise of their shape
+        data, decode = lat.encode(out / "cache", classifier, seed), lat.decode
+        noise = torch.randn((n, *lat.codec.latent_shape), generator=torch.Generator().manual_seed(seed + 999))
     rows: dict[str, list[ImageRow]] = {}
     grids: dict[str, Path] = {}
     seconds: dict[str, float] = {}
@@ -273,54 +308,60 @@ def run_image_demo(
     loop_start = time.perf_counter()
     for k, name in enumerate(names, 1):
         config = image_demo_config(name, out, size, steps, batch_size, model, seed,
-                                   (coupling_params or {}).get(name))
+                                   (coupling_params or {}).get(name), latent)
         start = time.perf_counter()
         item_status(k, len(names), f"model ({name}, {steps} steps)", time.perf_counter() - loop_start,
                     progress=progress, prefix="demo")
-        trainer = _train(config, train_set, progress)
+        trainer = _train(config, data, progress)
         seconds[name] = time.perf_counter() - start
         net = trainer.ema.model.eval()
         r: list[ImageRow] = []
         panels: list[Tensor] = []
         with torch.no_grad():
             for k in nfes:
-                x = sample(net, noise, sampler="euler", nfe=k).x
+                x = decode(sample(net, noise, sampler="euler", nfe=k).x)
                 r.append(score_images(x, reference, classifier, tau, "euler", k, novelty=against))
                 panels.append(x[:16])
             ad = sample(net, noise, sampler="dopri5")
-            r.append(score_images(ad.x, reference, classifier, tau, "dopri5 (adaptive)", ad.nfe, novelty=against))
-            panels.append(ad.x[:16])
+            x = decode(ad.x)
+            r.append(score_images(x, reference, classifier, tau, "dopri5 (adaptive)", ad.nfe, novelty=against))
+            panels.append(x[:16])
             if name in expressway_couplings:
                 if name == "semidiscrete_ot":
                     sd_map = trainer.coupling.map_on(noise.device)
                 else:
                     if shared_map is None:
                         sd = (coupling_params or {}).get("semidiscrete_ot", _COUPLING_PARAMS["semidiscrete_ot"])
-                        shared_map = _expressway_map(trainer, train_set, dict(sd, n_targets=expressway_targets), seed)
+                        shared_map = _expressway_map(trainer, data, dict(sd, n_targets=expressway_targets), seed)
                     sd_map = shared_map
                 for k in expressway_nfes:
                     ex = expressway_sample(net, sd_map, noise, t_start=float(expressway), sampler="euler", nfe=k,
                                            path=trainer.path, generator=torch.Generator().manual_seed(seed + 5))
-                    r.append(score_images(ex.x, reference, classifier, tau, f"expressway t_s={expressway:g}", k,
+                    x = decode(ex.x)
+                    r.append(score_images(x, reference, classifier, tau, f"expressway t_s={expressway:g}", k,
                                           novelty=against))
-                    panels.append(ex.x[:16])
+                    panels.append(x[:16])
         rows[name] = r
         grids[name] = save_image_grid(torch.cat(panels).clamp(-1, 1), out / f"samples_{name}.png", nrow=len(show),
                                       scale=max(1, 64 // size))
         text = _report(rows, baselines, seconds, grids, real_grid, size=size, steps=steps, batch_size=batch_size,
                        model=model, n=n, tau=tau, n_test=len(test_set), n_train=len(train_set),
                        accuracy=classifier.test_accuracy, expressway=expressway, command=command,
-                       expressway_targets=expressway_targets)
+                       expressway_targets=expressway_targets, latent=lat)
         if k < len(names):  # partial results as each model finishes: an interrupted demo keeps them
             text = (f"> Partial report: {k} of {len(names)} models done ({', '.join(names[k:])} still to "
                     "train); the demo rewrites it as each model finishes.\n\n" + text)
         report.write_text(text)
-    return ImageDemoResult(report, rows, baselines, grids, seconds)
+    return ImageDemoResult(report, rows, baselines, grids, seconds, lat)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
 
 
 def _expressway_map(trainer, train_set, params: dict, seed: int):
-    """The semi-discrete map from the run's source onto training digits (``params`` of the
-    ``semidiscrete_ot`` coupling), fitted as in :meth:`monge.train.Trainer.prepare`."""
+    """The semi-discrete map from the run's source onto training digits (or their latents;
+    ``params`` of the ``semidiscrete_ot`` coupling), fitted as in :meth:`monge.train.Trainer.prepare`."""
     from .couplings.maps import fit_or_load_map
 
     return fit_or_load_map(trainer.source, train_set, None, params, generator=torch.Generator().manual_seed(seed + 3))
@@ -338,10 +379,11 @@ def _key(row: ImageRow) -> str:
 def _report(rows: dict[str, list[ImageRow]], baselines: dict[str, ImageRow], seconds: dict[str, float],
             grids: dict[str, Path], real_grid: Path, *, size: int, steps: int, batch_size: int, model: str, n: int,
             tau: float, n_test: int, n_train: int, accuracy: float, expressway: float,
-            command: str | None, expressway_targets: int | None = None) -> str:
+            command: str | None, expressway_targets: int | None = None, latent: DemoLatent | None = None) -> str:
     net = DIGITS_MODELS[model]
     parts = [
-        f"# monge demo: couplings on {size}x{size} digits",
+        f"# monge demo: couplings on {size}x{size} digits" + ("" if latent is None else
+                                                              f" in the latent space of {latent.spec}"),
         "",
         f"Same network ({net}), AdamW lr 1e-3, batch {batch_size}, {steps} steps, seed, linear path, EMA "
         f"weights; trained on {n_train} digits, scored on the {n_test} held-out digits. Only the coupling "
@@ -359,6 +401,7 @@ def _report(rows: dict[str, list[ImageRow]], baselines: dict[str, ImageRow], sec
         f"share of the held-out digits; Fréchet to train: the samples' classifier Fréchet distance to "
         f"training digits (subsets of the held-out split's size), below the held-out one when they copy.",
         "",
+        *([] if latent is None else latent.report_lines()),
     ]
     if command:
         parts += ["Command:", "", "```", command, "```", ""]

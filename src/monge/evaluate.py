@@ -603,7 +603,7 @@ def evaluate_reconstruction(
     spec: Any,
     target: DataSource,
     *,
-    classifier: bool = True,
+    classifier: bool | torch.nn.Module = True,
     cache_dir: str | Path | None = None,
     max_images: int = MAX_HELD_OUT,
     seed: int = 0,
@@ -611,7 +611,8 @@ def evaluate_reconstruction(
 ) -> Reconstruction:
     """The :class:`Reconstruction` of the held-out images of ``target`` (:func:`held_out_target`; a
     seeded subset of ``max_images`` when larger) by ``reconstruct`` (images -> images), in batches.
-    ``classifier``: for labelled images, the classifier of :func:`novelty_reference` (same cache)."""
+    ``classifier``: for labelled images, the classifier of :func:`novelty_reference` (same cache), or
+    the feature classifier given (e.g. the one a report scores its samples with)."""
     from .metrics.frechet import classifier_frechet_distance
 
     held, what, _ = held_out_target(spec, target)
@@ -626,11 +627,12 @@ def evaluate_reconstruction(
     mse = float((recon - x).pow(2).mean())
     frechet = None
     labels = getattr(target, "labels", None)
-    if classifier and x.dim() == 4 and labels is not None and (getattr(target, "num_classes", 0) or 0) >= 2 \
-            and isinstance(target, FiniteRows) and len(target) >= 10:
+    if classifier is not False and x.dim() == 4 and labels is not None \
+            and (getattr(target, "num_classes", 0) or 0) >= 2 and isinstance(target, FiniteRows) and len(target) >= 10:
         from .metrics.classifier import load_or_train_classifier
 
-        clf = load_or_train_classifier(target, cache_dir, seed=0)
+        clf = classifier if isinstance(classifier, torch.nn.Module) else load_or_train_classifier(target, cache_dir,
+                                                                                                  seed=0)
         frechet = classifier_frechet_distance(recon.clamp(*IMAGE_RANGE), x, clf)
     return Reconstruction(mse, frechet, int(x.shape[0]), what)
 
