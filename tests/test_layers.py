@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     # inverse problems: operators, exact GMM posteriors and posterior samplers on a trained flow
     ("monge.inverse",),
     ("monge.config", "monge.rundata"),
-    ("monge.evaluate", "monge.plots"),
+    ("monge.evaluate", "monge.plots", "monge.table_eval"),
     # the pieces a training run is made of (batches, resume, evaluation cadence, load_model, ...)
     ("monge.run",),
     ("monge.train", "monge.generate"),

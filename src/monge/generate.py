@@ -796,7 +796,10 @@ def evaluate_checkpoints(
         if table is not None and table[1]:
             skipped.setdefault(label, table[1])
         elif table is not None:
-            tables[label] = evaluate_table_run(model, cfg, target_data, nfes=nfes, sampler=sampler,
+            def draw_rows(k: int, m: nn.Module = model, c: Config = cfg, **opts: Any) -> torch.Tensor:
+                return generate(m, c, k, **opts).x
+
+            tables[label] = evaluate_table_run(model, draw_rows, target_data, nfes=nfes, sampler=sampler,
                                                adaptive=adaptive and not rs.flow_map, n=n, seed=seed)
         diag = read_coupling_diagnostics(run_dir_of(checkpoint))
         if diag is not None:

@@ -12,7 +12,7 @@ the target of the machine-learning efficiency.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,7 @@ def table_target(model: nn.Module, target: Any) -> tuple[Any, str] | None:
 
 def evaluate_table_run(
     model: nn.Module,
-    config: Any,
+    sample: Callable[..., torch.Tensor],
     target: Any,
     *,
     nfes: Sequence[int] = (1, 2, 4, 8),
@@ -60,8 +60,9 @@ def evaluate_table_run(
 ) -> dict[str, dict[str, float]]:
     """``{setting: tabular_report}`` of the run's samples at each NFE of ``nfes`` (``sampler``) and,
     with ``adaptive``, dopri5; rows in the file's units against ``target``'s training and held-out
-    rows (the metrics need scikit-learn: ``pip install "monge[tables]"``)."""
-    from .generate import generate
+    rows (the metrics need scikit-learn: ``pip install "monge[tables]"``). ``sample(n, seed=, sampler=,
+    nfe=, label=)`` draws the run's rows in its standardised units (e.g. :func:`monge.generate.generate`'s
+    ``x``)."""
     from .metrics.tabular import tabular_report
 
     found = table_target(model, target)
@@ -84,7 +85,7 @@ def evaluate_table_run(
         labels = schema.draw_labels(None, n, seed) if conditional else None
         if labels is not None:
             opts["label"] = torch.from_numpy(labels)
-        x = generate(model, config, n, seed=seed, **opts).x
+        x = sample(n, seed=seed, **opts)
         synth = schema.decode(x.to(torch.float64).cpu().numpy(), labels)
         out[name] = tabular_report(train, synth, held, kinds, target=label_col, seed=seed)
     return out
