@@ -37,7 +37,8 @@ scikit-learn's wine (target ``cultivar``), breast cancer (target ``diagnosis``),
 ``progression``, numeric; ``sex`` a category), statsmodels' fair (target ``had_affair``: yes when
 ``affairs`` > 0, which is dropped; religious, educ, occupation, occupation_husb as named
 categories; age, yrs_married, children too: each holds 6 or 7 codes of intervals, e.g. "17.5 years",
-on which a continuous draw between codes is told from real rows at once) and star98 (303 districts, 22 numeric columns, target ``NABOVE``, numeric).
+on which a continuous draw between codes is told from real rows at once) and star98 (303
+districts, 22 numeric columns, target ``NABOVE``, numeric).
 
 Every finished cell appends one JSON line to ``OUT/results.jsonl`` and is skipped when run
 again with the same settings (``--report-only`` writes the report from it).
@@ -607,8 +608,10 @@ def verdicts(groups: dict[str, dict], s: Settings) -> tuple[list[str], dict[str,
                 continue
             summary[{"forest_flow": "ff", "gaussian_copula": "gc", "mle": "mle", "dcr": "dcr"}[key]] += got[0]
             parts.append(f"{word}: {'met' if got[0] else 'not met'} ({got[1]})")
-        lines.append(f"- **{name}**, best monge recipe {LABELS[best]} (score: mean of shapes, trends and C2ST "
-                     "detection 1 - 2|AUC - 0.5|): " + "; ".join(parts) + ".")
+        seeds = min(len(v) for v in g["cells"].values())
+        spread = "one seed, so no spread: a plain comparison" if seeds < 2 else f"{seeds} seeds"
+        lines.append(f"- **{name}**, best monge recipe {LABELS[best]} ({spread}; score: mean of shapes, trends and "
+                     "C2ST detection 1 - 2|AUC - 0.5|): " + "; ".join(parts) + ".")
     largest = max(groups, key=lambda n: groups[n]["ref"]["rows"][0] if groups[n]["ref"] else 0, default=None)
     if largest is not None:
         cells = groups[largest]["cells"]
@@ -705,6 +708,11 @@ def report(records: list[dict], s: Settings, command: str, seconds: tuple[float,
     ]
     for name, g in groups.items():
         lines += table_section(name, g, s)
+    missing = [f"{name} {LABELS[m]} seed {seed}" for name in s.tables for m in s.methods for seed in s.seeds
+               if seed not in [r["seed"] for r in groups.get(name, {"cells": {}})["cells"].get(m, [])]]
+    if missing:
+        lines += [f"**Not run yet** ({len(missing)} of {len(s.tables) * len(s.methods) * len(s.seeds)} cells; "
+                  "`--report-only` rewrites this file from the results as they come): " + ", ".join(missing) + ".", ""]
     words, summary = verdicts(groups, s)
     lines += ["## Goals of issue 32, in words", "", *words, ""]
     if seconds is not None:
@@ -758,7 +766,8 @@ def main(argv: list[str] | None = None) -> str:
     else:
         records = run(s, out_dir)
         seconds = (time.perf_counter() - start, time.process_time() - cpu)
-    command = "python " + " ".join(["bench/tables.py", *(sys.argv[1:] if argv is None else argv)])
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    command = "python " + " ".join(["bench/tables.py", *args])
     text = report(records, s, command, seconds)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
