@@ -79,6 +79,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "inverse": ("Inverse problems: posterior sampling with a flow prior", "python bench/inverse.py"),
     "images": ("Images: couplings on digits and textures, pixel U-Net and latent MLP", "python bench/images.py"),
     "images_quick": ("Images: quick run (smoke settings)", "python bench/images.py --quick"),
+    "tables": ("Real tables: monge vs Forest-Flow and SDV", "python bench/tables.py"),
 }
 
 #: values of a headline's ``met``: ``n/a`` where the bench states no goal (it only reports)
