@@ -78,6 +78,10 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "digits": ("Digits: couplings and the DPM-OT expressway", "monge demo --data digits"),
     "inverse": ("Inverse problems: posterior sampling with a flow prior", "python bench/inverse.py"),
     "images": ("Images: couplings on digits and textures, pixel U-Net and latent MLP", "python bench/images.py"),
+    "images_latent": (
+        "Images: latent flows on digits and textures (autoencoder + MLP)",
+        "python bench/images.py --spaces latent --latent-steps 8000 --out bench/results/images_latent.md",
+    ),
     "images_quick": ("Images: quick run (smoke settings)", "python bench/images.py --quick"),
     "tables": ("Real tables: monge vs Forest-Flow and SDV", "python bench/tables.py"),
 }
