@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchload import load_bench
 
 
 @pytest.fixture(scope="module")
 def peers():
-    return _load("peers")
+    return load_bench("peers")
 
 
 def test_same_batches_same_model_give_same_field(peers, tmp_path):
@@ -76,7 +65,7 @@ def test_evaluate_matches_independent_recomputation(peers, tmp_path):
 
 
 def test_assemble(tmp_path):
-    assemble = _load("assemble")
+    assemble = load_bench("assemble")
     res = tmp_path / "results"
     res.mkdir()
     (res / "ot_solvers.md").write_text("# OT\n\ntable\n")
@@ -94,7 +83,7 @@ def test_samplers_quick_sections(tmp_path):
 
     import ot
 
-    bench = _load("samplers")
+    bench = load_bench("samplers")
     s = dataclasses.replace(bench.QUICK, n=64, n_fit=16, steps=20, nfes=(5, 8))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: much faster on a busy machine
@@ -134,7 +123,7 @@ def test_peers_samplers_match_diffusers_quick():
     """monge's DDIM on the discrete DDPM schedule reproduces diffusers' DDIMScheduler on the oracle,
     and the reported W2 is POT's exact W2 of those samples."""
     pytest.importorskip("diffusers")
-    bench = _load("peers_samplers")
+    bench = load_bench("peers_samplers")
     rows, info = bench.run([3], n=64, repeats=1, fit_noise=16, fit_steps=8, cases=bench.CASES[:2])
     assert [(r["sampler"], r["nfe"]) for r in rows] == [("DDIM", 3), ("DPM-Solver++ 2M", 3)]
     for r in rows:
@@ -147,7 +136,7 @@ def test_peers_samplers_match_diffusers_quick():
 
 def test_couplings_bench_quick(tmp_path, monkeypatch):
     """bench/couplings.py end to end at one small batch: every coupling and the pipelined rows."""
-    bench = _load("couplings")
+    bench = load_bench("couplings")
     threads = torch.get_num_threads()
     out = tmp_path / "couplings.md"
     monkeypatch.setattr(sys, "argv", ["couplings.py", "--batches", "64", "--repeats", "1", "--light-repeats", "2",
@@ -165,7 +154,7 @@ def test_couplings_bench_quick(tmp_path, monkeypatch):
 def test_couplings_quality_quick(tmp_path):
     """The quality bench trains, evaluates on held-out points and writes its report; the
     verdict against ``independent`` follows the W2 spread."""
-    q = _load("couplings_quality")
+    q = load_bench("couplings_quality")
     s = q.Settings(steps=3, n_train=64, n_test=40, n_eval=32, eval_seeds=2, hidden=16, depth=1, nfes=(1,))
     results = q.run(["moons"], ["independent", "exact_ot"], s, log=lambda _: None)
     rows = results["moons"]["rows"]
@@ -180,7 +169,7 @@ def test_couplings_quality_quick(tmp_path):
 def test_couplings_quality_conditional_quick():
     """The conditional section trains class-conditional MLPs with labels passed to the coupling
     and reports W2 per class with both goals' verdicts."""
-    q = _load("couplings_quality")
+    q = load_bench("couplings_quality")
     s = q.Settings(steps=3, n_train=80, n_test=80, n_eval=8, eval_seeds=1, hidden=16, depth=1, nfes=(1,),
                    adaptive=False)  # dopri5 on untrained models is the slow part
     rows = q.run_conditional(["independent", "exact_ot", "conditional_ot"], s, log=lambda _: None)
@@ -193,7 +182,7 @@ def test_couplings_quality_conditional_quick():
 
 def test_couplings_quality_c2ot_moons_tasks_quick():
     """C2OT's 8gaussians -> moons task, by class and with a continuous condition, with the W2 floor."""
-    q = _load("couplings_quality")
+    q = load_bench("couplings_quality")
     s = q.Settings(steps=3, n_train=80, n_test=80, n_eval=8, eval_seeds=1, hidden=16, depth=1, nfes=(1,),
                    adaptive=False)
     rows = q.run_conditional(["independent", "conditional_ot", "conditional_semidiscrete_ot:n_targets=16,tol=0.2"], s,
@@ -208,7 +197,7 @@ def test_couplings_quality_c2ot_moons_tasks_quick():
 
 
 def test_semidiscrete_convergence_quick(tmp_path, monkeypatch):
-    bench = _load("semidiscrete_convergence")
+    bench = load_bench("semidiscrete_convergence")
     out = tmp_path / "conv.md"
     monkeypatch.setattr(sys, "argv", ["semidiscrete_convergence.py", "--quick", "--sets", "grid40",
                                       "--max-iter", "60", "--out", str(out)])
@@ -222,7 +211,7 @@ def test_semidiscrete_vs_ott_quick(tmp_path, monkeypatch):
     curve is dumped, and the table's times are read off those curves."""
     import json
 
-    bench = _load("semidiscrete")
+    bench = load_bench("semidiscrete")
     out, dump = tmp_path / "sd.md", tmp_path / "curves.jsonl"
     monkeypatch.setattr(sys, "argv", ["semidiscrete.py", "--no-search", "--cases", "clustered:300:2", "--budget", "1",
                                       "--ott-lrs", "0.01", "--snaps", "3", "--out", str(out), "--dump", str(dump)])
@@ -244,7 +233,7 @@ def test_inverse_bench_quick(tmp_path):
     from monge.inverse import gmm_posterior, pigdm
     from monge.paths import LinearPath
 
-    bench = _load("inverse")
+    bench = load_bench("inverse")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -272,7 +261,7 @@ def test_inverse_bench_quick(tmp_path):
 
 def test_few_step_quick(tmp_path, monkeypatch):
     """bench/few_step.py: every method trains at the equal wall-time budget and is scored at 1, 2, 4 NFE."""
-    bench = _load("few_step")
+    bench = load_bench("few_step")
     out = tmp_path / "few_step.md"
     monkeypatch.setattr(sys, "argv", ["few_step.py", "--quick", "--reflow", "--out", str(out)])
     bench.main()
@@ -291,7 +280,7 @@ def test_global_scope_quick(tmp_path):
     import numpy as np
     from scipy.optimize import linear_sum_assignment
 
-    bench = _load("global_scope")
+    bench = load_bench("global_scope")
     s = dataclasses.replace(bench.QUICK, batches=(24,), steps=2, dump=str(tmp_path / "dump"))
     res = bench.launch(s, tmp_path, timeout=240)
     assert res["world"] == 2 and [(r["case"], r["b"]) for r in res["results"]] == [("2D", 24), ("64D", 24)]
@@ -321,7 +310,7 @@ def test_global_scope_quick(tmp_path):
 
 
 def test_coupling_cost_bench_runs_and_measures_the_kept_noise():
-    cost = _load("coupling_cost")
+    cost = load_bench("coupling_cost")
     rows = cost.time_steps(3, 32, rounds=2)
     by = {r["coupling"]: r for r in rows}
     assert set(by) == {label for label, _, _ in cost.TIMED}
@@ -346,8 +335,8 @@ def test_images_bench_tiny(tmp_path):
     from monge.metrics.frechet import classifier_frechet_distance
     from monge.run.load import load_model
 
-    bench = _load("images")
-    assemble = _load("assemble")
+    bench = load_bench("images")
+    assemble = load_bench("assemble")
     s = dataclasses.replace(
         bench.QUICK, datasets=("digits",), methods=("independent", "sd_hard", "flow_map"), pixel_steps=2,
         latent_steps=4, segments=2, unet_channels=(8, 16), ae_channels=(8, 16), ae_steps=3, n_eval=32, n_curve=16,

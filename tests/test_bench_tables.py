@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from benchload import load_bench
 
 for name in ("pandas", "sdv", "sdmetrics", "sklearn"):
     pytest.importorskip(name)
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def tables():
-    return _load("tables")
+    return load_bench("tables")
 
 
 def test_wine_split_is_seeded_stratified_and_written_with_text_labels(tables, tmp_path):
@@ -58,5 +47,5 @@ def test_a_peer_cell_and_the_report(tables, tmp_path):
     assert tables.run(s, tmp_path, log=lambda m: None) == records  # resumed: nothing rerun
     out = tmp_path / "tables_quick.md"
     out.write_text(tables.report(records, s, "python bench/tables.py --quick"))
-    headline, body = _load("assemble").read_headline(out)
+    headline, body = load_bench("assemble").read_headline(out)
     assert headline.met == "n/a" and "SDV GaussianCopula" in body and "held-out rows" in body
