@@ -19,7 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TABLE_COLUMNS", "evaluate_table_run", "format_table_quality", "table_target"]
+__all__ = ["COPY_MARGIN", "TABLE_COLUMNS", "copy_warning", "evaluate_table_run", "format_table_quality", "table_target"]
+
+#: How far (a fraction) a run's near-copy share may exceed the held-out rows' before the report says it copies.
+COPY_MARGIN = 0.02
 
 #: Columns of the table-quality report: ``(key of tabular_report, header)``.
 TABLE_COLUMNS = (
@@ -107,7 +110,26 @@ def format_table_quality(reports: dict[str, dict[str, dict[str, float]]], title:
         for setting, r in rows.items():
             vals = [_fmt(r.get(k)) for k, _ in TABLE_COLUMNS] + [_fmt(r.get(k)) for k in mle]
             parts.append(f"| {setting} | " + " | ".join(vals) + " |")
+        warning = copy_warning(label, rows)
+        if warning:
+            parts += ["", warning]
     return "\n".join(parts)
+
+
+def copy_warning(label: str, rows: dict[str, dict[str, float]], margin: float = COPY_MARGIN) -> str:
+    """A sentence naming the settings whose near-copy share (``dcr_share``) exceeds the held-out rows'
+    (``dcr_heldout_share``) by more than ``margin`` (a fraction), else ``""``: those samples sit closer to
+    training rows than new real rows do."""
+    over = {k: r for k, r in rows.items()
+            if r.get("dcr_share", 0.0) > r.get("dcr_heldout_share", 1.0) + margin}
+    if not over:
+        return ""
+    worst = max(over, key=lambda k: over[k]["dcr_share"] - over[k]["dcr_heldout_share"])
+    r = over[worst]
+    return (f"**{label} copies training rows** at {', '.join(over)}: {100 * r['dcr_share']:.1f}% of its samples "
+            f"at {worst} are closer to a training row than 95% of held-out rows are (held-out rows: "
+            f"{100 * r['dcr_heldout_share']:.1f}%). Train fewer steps, use more rows, or keep such samples out "
+            "of anything shared (distance to closest record is a privacy measure).")
 
 
 def _fmt(v: float | None) -> str:
