@@ -70,6 +70,10 @@ def convert(pred: Tensor, from_type: str, to_type: str, x_t: Tensor, t: Tensor |
             schedule: Schedule) -> Tensor:
     r"""Convert a prediction ``pred`` made at ``(x_t, t)`` from ``from_type`` to ``to_type``.
 
+    The formulas are those of the module docstring; to ``velocity`` uses
+    :math:`u = \dot\sigma_t \hat x_0 + \dot\alpha_t \hat x_1` with whichever of
+    :math:`\hat x_0, \hat x_1` is known directly.
+
     Parameters
     ----------
     pred, x_t : Tensor
@@ -80,10 +84,6 @@ def convert(pred: Tensor, from_type: str, to_type: str, x_t: Tensor, t: Tensor |
         Flow time, scalar or ``(batch,)``.
     schedule : Schedule
         The path's :math:`(\alpha_t, \sigma_t)`.
-
-    The formulas are those of the module docstring; to ``velocity`` uses
-    :math:`u = \dot\sigma_t \hat x_0 + \dot\alpha_t \hat x_1` with whichever of
-    :math:`\hat x_0, \hat x_1` is known directly.
     """
     _check_type(from_type, "from_type")
     _check_type(to_type, "to_type")
