@@ -100,7 +100,7 @@ def train(
         _fail(err)
     finally:
         main = distributed.is_main()
-        distributed.teardown()
+        distributed.teardown(synchronize=sys.exc_info()[0] is None)  # a barrier only after success
     if not main:
         return
     typer.echo(f"trained {result.trained} steps (now at step {result.step} of {cfg.train.steps}) in "

@@ -83,9 +83,13 @@ def setup(device: torch.device | str = "cpu") -> DistInfo:
     return info()
 
 
-def teardown() -> None:
-    """Leave the process group (no-op when not distributed)."""
+def teardown(synchronize: bool = False) -> None:
+    """Leave the process group (no-op when not distributed). ``synchronize``: every rank waits at a
+    barrier first, so none tears its gloo pairs down while another still uses them (a rank aborted
+    at teardown under load without it). Only after success: a rank that failed never reaches it."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
