@@ -78,6 +78,9 @@ METHODS = ("independent", "exact_ot", "sd_hard", "sd_entropic", "flow_map")
 OT_METHODS = ("exact_ot", "sd_hard", "sd_entropic")
 #: settings that only choose which cells run, not what a cell computes
 FILTERS = ("datasets", "spaces", "methods", "seeds")
+#: settings an autoencoder's training depends on (its cache key)
+AUTOENCODER_FIELDS = ("quick", "size", "texture_crops", "ae_channels", "ae_latent_channels", "ae_steps",
+                      "ae_batch_size")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,11 @@ class Settings:
     def run_id(self) -> str:
         """Hash of what a cell computes (the filters excluded): records of other settings are not mixed in."""
         d = {k: v for k, v in dataclasses.asdict(self).items() if k not in FILTERS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def autoencoder_id(self) -> str:
+        """Hash of what the autoencoder depends on: runs that differ in flow settings share it."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k in AUTOENCODER_FIELDS}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -195,7 +203,7 @@ def latent_context(ctx: DataContext, s: Settings, out: Path) -> LatentContext:
     })
     trainer = Trainer(config)
     trainer.target = ctx.train
-    done = out / "cache" / f"autoencoder-{ctx.name}-{s.run_id()}.json"
+    done = out / "cache" / f"autoencoder-{ctx.name}-{s.autoencoder_id()}.json"
     if done.is_file() and trainer.checkpoint_path.is_file():
         trainer.load()
         seconds = json.loads(done.read_text())["seconds"]
@@ -237,10 +245,10 @@ def make_config(ctx: DataContext, space: str, method: str, seed: int, s: Setting
                 epsilon: float) -> Config:
     objective, coupling = (s.flow_map, s.flow_map_coupling) if method == "flow_map" else ("velocity", method)
     params: dict[str, Any] = {}
-    if method in ("sd_hard", "sd_entropic"):
-        coupling = "semidiscrete_ot"
-        params = {"epsilon": epsilon if method == "sd_entropic" else 0.0, "max_time": s.sd_max_time,
+    if coupling in ("sd_hard", "sd_entropic"):  # a method, or the flow map's coupling (--flow-map mean_flow:sd_hard)
+        params = {"epsilon": epsilon if coupling == "sd_entropic" else 0.0, "max_time": s.sd_max_time,
                   "tol": s.sd_tol, "progress": False}
+        coupling = "semidiscrete_ot"
     if space == "pixel":
         model: dict[str, Any] = {"name": "unet", "channels": list(s.unet_channels)}
     else:
@@ -318,7 +326,8 @@ def run_cell(ctx: DataContext, space: str, method: str, seed: int, s: Settings, 
     from monge.metrics.frechet import classifier_frechet_distance
 
     target_data = ctx.train.data if space == "pixel" else ctx.latent.target.data
-    epsilon = entropic_epsilon(target_data, s) if method == "sd_entropic" else 0.0
+    entropic = method == "sd_entropic" or (method == "flow_map" and s.flow_map_coupling == "sd_entropic")
+    epsilon = entropic_epsilon(target_data, s) if entropic else 0.0
     config = make_config(ctx, space, method, seed, s, out, epsilon)
     trainer = build_trainer(ctx, config, space)
     state_path = trainer.run_dir / "bench_state.json"
