@@ -702,7 +702,7 @@ def settings_from(a: argparse.Namespace) -> Settings:
     s = QUICK if a.quick else Settings()
     changes: dict[str, Any] = {}
     for name in ("pixel_steps", "latent_steps", "segments", "n_eval", "sd_max_time", "sd_epsilon_scale", "size",
-                 "texture_crops", "ae_steps", "latent_hidden", "latent_depth"):
+                 "texture_crops", "ae_steps", "ae_latent_channels", "latent_hidden", "latent_depth"):
         value = getattr(a, name)
         if value is not None:
             changes[name] = value
@@ -739,6 +739,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--size", type=int, help="image side (16 or 32)")
     p.add_argument("--texture-crops", type=int, help="training crops per texture picture (default 600)")
     p.add_argument("--ae-steps", type=int, help="the autoencoder's training steps (default 3000)")
+    p.add_argument("--ae-latent-channels", type=int, help="the autoencoder's latent channels (default 4)")
     p.add_argument("--latent-hidden", type=int, help="width of the latent MLP (default 512)")
     p.add_argument("--latent-depth", type=int, help="hidden layers of the latent MLP (default 3)")
     p.add_argument("--unet-channels", help="e.g. 16,32")
