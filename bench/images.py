@@ -81,6 +81,9 @@ FILTERS = ("datasets", "spaces", "methods", "seeds")
 #: settings an autoencoder's training depends on (its cache key)
 AUTOENCODER_FIELDS = ("quick", "size", "texture_crops", "ae_channels", "ae_latent_channels", "ae_steps",
                       "ae_batch_size")
+#: settings added after results were recorded: they enter the run id only away from these defaults,
+#: so the records of earlier runs stay readable
+LATER_FIELDS = {"latent_model": "mlp", "latent_unet_channels": (64, 128)}
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class Settings:
     unet_channels: tuple[int, ...] = (16, 32)
     latent_hidden: int = 512
     latent_depth: int = 3
+    latent_model: str = "mlp"  # or "unet" (channels latent_unet_channels)
+    latent_unet_channels: tuple[int, ...] = (64, 128)
     flow_map: str = "mean_flow"
     flow_map_coupling: str = "independent"
     texture_crops: int = 600  # training crops per picture
@@ -121,7 +126,8 @@ class Settings:
 
     def run_id(self) -> str:
         """Hash of what a cell computes (the filters excluded): records of other settings are not mixed in."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in FILTERS}
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if k not in FILTERS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def autoencoder_id(self) -> str:
@@ -251,6 +257,8 @@ def make_config(ctx: DataContext, space: str, method: str, seed: int, s: Setting
         coupling = "semidiscrete_ot"
     if space == "pixel":
         model: dict[str, Any] = {"name": "unet", "channels": list(s.unet_channels)}
+    elif s.latent_model == "unet":
+        model = {"name": "unet", "channels": list(s.latent_unet_channels)}
     else:
         model = {"name": "mlp", "hidden": s.latent_hidden, "depth": s.latent_depth, "time_embedding": "sinusoidal"}
     if objective != "velocity":
@@ -518,7 +526,7 @@ def report(records: list[dict], s: Settings, command: str, seconds: tuple[float,
                   "that the pipeline runs end to end; they say nothing about the couplings.", ""]
     lines += [
         f"Settings: {s.size}x{s.size} grey images; pixel space U-Net channels {list(s.unet_channels)}, "
-        f"{s.pixel_steps} steps; latent space MLP {s.latent_depth}x{s.latent_hidden} on the latents of an autoencoder "
+        f"{s.pixel_steps} steps; latent space {latent_net(s)} on the latents of an autoencoder "
         f"(channels {list(s.ae_channels)}, {s.ae_latent_channels} latent channels, {s.ae_steps} steps, trained "
         f"once per data set), {s.latent_steps} steps. Batch {s.batch_size}, AdamW lr {s.lr:g}, EMA {s.ema_decay:g}, "
         "linear path, "
@@ -694,6 +702,13 @@ def _headline(groups: dict[tuple[str, str], dict], s: Settings, quick: bool) -> 
 
 
 # --------------------------------------------------------------------------------------- main
+def latent_net(s: Settings) -> str:
+    """The latent network in words, e.g. ``MLP 3x512`` or ``U-Net channels [64, 128]``."""
+    if s.latent_model == "unet":
+        return f"U-Net channels {list(s.latent_unet_channels)}"
+    return f"MLP {s.latent_depth}x{s.latent_hidden}"
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
 
@@ -708,6 +723,13 @@ def settings_from(a: argparse.Namespace) -> Settings:
             changes[name] = value
     if a.unet_channels:
         changes["unet_channels"] = _ints(a.unet_channels)
+    if a.latent_model:
+        model, _, channels = a.latent_model.partition(":")
+        if model not in ("mlp", "unet"):
+            raise SystemExit(f"--latent-model: unknown {model!r}; choose mlp or unet[:C1,C2,...]")
+        changes["latent_model"] = model
+        if channels:
+            changes["latent_unet_channels"] = _ints(channels)
     if a.flow_map:
         objective, _, coupling = a.flow_map.partition(":")
         changes.update(flow_map=objective, flow_map_coupling=coupling or "independent")
@@ -723,7 +745,8 @@ def settings_from(a: argparse.Namespace) -> Settings:
     return dataclasses.replace(s, **changes)
 
 
-def main(argv: list[str] | None = None) -> str:
+def parser() -> argparse.ArgumentParser:
+    """The command line of this script."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke settings: tiny steps, one seed, fewer NFEs")
     p.add_argument("--out-dir", type=Path, help="runs, caches and results.jsonl (default runs/bench-images[-quick])")
@@ -743,11 +766,16 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--latent-hidden", type=int, help="width of the latent MLP (default 512)")
     p.add_argument("--latent-depth", type=int, help="hidden layers of the latent MLP (default 3)")
     p.add_argument("--unet-channels", help="e.g. 16,32")
+    p.add_argument("--latent-model", help="mlp (default) or unet[:channels], e.g. unet:64,128")
     p.add_argument("--flow-map", help="objective:coupling of the flow-map row, e.g. shortcut:exact_ot")
     p.add_argument("--sd-max-time", type=float, help="seconds per semi-discrete fit")
     p.add_argument("--sd-epsilon-scale", type=float, help="entropic epsilon in units of the median top-two score gap")
     p.add_argument("--report-only", action="store_true", help="write the report from results.jsonl, train nothing")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> str:
+    a = parser().parse_args(argv)
     s = settings_from(a)
     out_dir = a.out_dir or Path("runs") / ("bench-images-quick" if a.quick else "bench-images")
     out = a.out or RESULTS / ("images_quick.md" if a.quick else "images.md")

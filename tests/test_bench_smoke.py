@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -377,3 +379,28 @@ def test_images_bench_tiny(tmp_path):
     assert headline.met == "n/a" and headline.goal.startswith("quick run")
     assert "## digits, pixel space" in text and "## digits, latent space" in text
     assert "| semidiscrete_ot (hard) |" in text and "**Novelty**" in text
+
+
+
+def test_images_bench_latent_unet_settings():
+    """``--latent-model unet:C1,C2`` puts a U-Net of the latent shape in latent cells and enters the run
+    id; the run id of default settings stays as recorded (the latent grid of images_latent.md)."""
+    import dataclasses
+
+    from monge.models import build_model
+    from monge.models.unet import UNet
+
+    bench = load_bench("images")
+    grid = dataclasses.replace(bench.Settings(), latent_steps=8000)
+    assert grid.run_id() == "11e626360670"  # the id in the results.jsonl of bench/results/images_latent.md
+    s = bench.settings_from(bench.parser().parse_args(["--latent-model", "unet:8,16", "--latent-steps", "8000"]))
+    assert (s.latent_model, s.latent_unet_channels) == ("unet", (8, 16)) and s.run_id() != grid.run_id()
+    assert bench.latent_net(s) == "U-Net channels [8, 16]" and bench.latent_net(grid) == "MLP 3x512"
+    with pytest.raises(SystemExit, match="choose mlp or unet"):
+        bench.settings_from(bench.parser().parse_args(["--latent-model", "transformer"]))
+
+    ctx = SimpleNamespace(name="digits", spec={"name": "digits", "size": 16})
+    config = bench.make_config(ctx, "latent", "independent", 0, s, Path("unused"), 0.0)
+    net = build_model(config.model.name, config.model.params, (4, 4, 4))
+    assert isinstance(net, UNet) and net.channels == (8, 16)
+    assert net(torch.zeros(2, 4, 4, 4), torch.zeros(2)).shape == (2, 4, 4, 4)
