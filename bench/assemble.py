@@ -82,6 +82,13 @@ SECTIONS: dict[str, tuple[str, str]] = {
         "Images: latent flows on digits and textures (autoencoder + MLP)",
         "python bench/images.py --spaces latent --latent-steps 8000 --out bench/results/images_latent.md",
     ),
+    "images_pixel": (
+        "Images: pixel U-Net on digits and textures, independent vs entropic semi-discrete cells",
+        (
+            "python bench/images.py --spaces pixel --methods independent sd_entropic --pixel-steps 3000 "
+            "--segments 6 --out bench/results/images_pixel.md"
+        ),
+    ),
     "images_quick": ("Images: quick run (smoke settings)", "python bench/images.py --quick"),
     "tables": ("Real tables: monge vs Forest-Flow and SDV", "python bench/tables.py"),
 }
