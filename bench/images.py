@@ -81,9 +81,9 @@ FILTERS = ("datasets", "spaces", "methods", "seeds")
 #: settings an autoencoder's training depends on (its cache key)
 AUTOENCODER_FIELDS = ("quick", "size", "texture_crops", "ae_channels", "ae_latent_channels", "ae_steps",
                       "ae_batch_size")
-#: settings added after results were recorded: they enter the run id only away from these defaults,
+#: settings added after results were recorded: they enter the run id only away from their defaults,
 #: so the records of earlier runs stay readable
-LATER_FIELDS = {"latent_model": "mlp", "latent_unet_channels": (64, 128)}
+LATER_FIELDS = ("latent_model", "latent_unet_channels")
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,9 @@ class Settings:
 
     def run_id(self) -> str:
         """Hash of what a cell computes (the filters excluded): records of other settings are not mixed in."""
+        fields = {f.name: f.default for f in dataclasses.fields(self)}
         d = {k: v for k, v in dataclasses.asdict(self).items()
-             if k not in FILTERS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+             if k not in FILTERS and not (k in LATER_FIELDS and v == fields[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def autoencoder_id(self) -> str:

@@ -381,7 +381,6 @@ def test_images_bench_tiny(tmp_path):
     assert "| semidiscrete_ot (hard) |" in text and "**Novelty**" in text
 
 
-
 def test_images_bench_latent_unet_settings():
     """``--latent-model unet:C1,C2`` puts a U-Net of the latent shape in latent cells and enters the run
     id; the run id of default settings stays as recorded (the latent grid of images_latent.md)."""
