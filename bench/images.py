@@ -80,10 +80,10 @@ OT_METHODS = ("exact_ot", "sd_hard", "sd_entropic")
 FILTERS = ("datasets", "spaces", "methods", "seeds")
 #: settings an autoencoder's training depends on (its cache key)
 AUTOENCODER_FIELDS = ("quick", "size", "texture_crops", "ae_channels", "ae_latent_channels", "ae_steps",
-                      "ae_batch_size")
+                      "ae_batch_size", "ae_kl")
 #: settings added after results were recorded: they enter the run id only away from their defaults,
 #: so the records of earlier runs stay readable
-LATER_FIELDS = ("latent_model", "latent_unet_channels")
+LATER_FIELDS = ("latent_model", "latent_unet_channels", "ae_kl")
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ class Settings:
     ae_latent_channels: int = 4
     ae_steps: int = 3000
     ae_batch_size: int = 128
+    ae_kl: float = 0.0  # beta of the KL term: > 0 makes the autoencoder a VAE
     n_eval: int = 500
     n_curve: int = 250
     curve_nfe: int = 10
@@ -126,14 +127,16 @@ class Settings:
 
     def run_id(self) -> str:
         """Hash of what a cell computes (the filters excluded): records of other settings are not mixed in."""
-        fields = {f.name: f.default for f in dataclasses.fields(self)}
-        d = {k: v for k, v in dataclasses.asdict(self).items()
-             if k not in FILTERS and not (k in LATER_FIELDS and v == fields[k])}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return self._hash(lambda k: k not in FILTERS)
 
     def autoencoder_id(self) -> str:
         """Hash of what the autoencoder depends on: runs that differ in flow settings share it."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k in AUTOENCODER_FIELDS}
+        return self._hash(lambda k: k in AUTOENCODER_FIELDS)
+
+    def _hash(self, keep: Callable[[str], bool]) -> str:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if keep(k) and not (k in LATER_FIELDS and v == defaults[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -193,14 +196,11 @@ def load_data(name: str, s: Settings, cache: Path) -> DataContext:
     return DataContext(name, spec, train, test, clf, ref)
 
 
-def latent_context(ctx: DataContext, s: Settings, out: Path) -> LatentContext:
-    """The data set's autoencoder (trained once through the Trainer, cached) and its training latents."""
-    from monge.latent import AutoEncoderCodec, decode_latents
-    from monge.metrics.frechet import classifier_frechet_distance
-
-    params = {"channels": list(s.ae_channels), "latent_channels": s.ae_latent_channels}
-    config = Config.from_dict({
-        "name": f"{ctx.name}-autoencoder", "output_dir": str(out / "runs"),
+def autoencoder_config(ctx: DataContext, s: Settings, out: Path) -> Config:
+    """The recipe of the data set's autoencoder; its run folder is named by :meth:`Settings.autoencoder_id`."""
+    params = {"channels": list(s.ae_channels), "latent_channels": s.ae_latent_channels, "kl": s.ae_kl}
+    return Config.from_dict({
+        "name": f"{ctx.name}-autoencoder-{s.autoencoder_id()}", "output_dir": str(out / "runs"),
         "data": {"source": "gaussian", "target": ctx.spec}, "coupling": "independent",
         "objective": "reconstruction", "path": {"name": "linear", "sigma": 0.0},
         "model": {"name": "autoencoder", **params},
@@ -208,7 +208,14 @@ def latent_context(ctx: DataContext, s: Settings, out: Path) -> LatentContext:
                   "checkpoint_every": 0, "eval_every": 0, "progress": False},
         "sample": {"sampler": "euler", "nfe": [1], "adaptive": False},
     })
-    trainer = Trainer(config)
+
+
+def latent_context(ctx: DataContext, s: Settings, out: Path) -> LatentContext:
+    """The data set's autoencoder (trained once through the Trainer, cached) and its training latents."""
+    from monge.latent import AutoEncoderCodec, decode_latents
+    from monge.metrics.frechet import classifier_frechet_distance
+
+    trainer = Trainer(autoencoder_config(ctx, s, out))
     trainer.target = ctx.train
     done = out / "cache" / f"autoencoder-{ctx.name}-{s.autoencoder_id()}.json"
     if done.is_file() and trainer.checkpoint_path.is_file():
@@ -528,7 +535,8 @@ def report(records: list[dict], s: Settings, command: str, seconds: tuple[float,
     lines += [
         f"Settings: {s.size}x{s.size} grey images; pixel space U-Net channels {list(s.unet_channels)}, "
         f"{s.pixel_steps} steps; latent space {latent_net(s)} on the latents of an autoencoder "
-        f"(channels {list(s.ae_channels)}, {s.ae_latent_channels} latent channels, {s.ae_steps} steps, trained "
+        f"(channels {list(s.ae_channels)}, {s.ae_latent_channels} latent channels, "
+        + (f"KL weight {s.ae_kl:g}, " if s.ae_kl else "") + f"{s.ae_steps} steps, trained "
         f"once per data set), {s.latent_steps} steps. Batch {s.batch_size}, AdamW lr {s.lr:g}, EMA {s.ema_decay:g}, "
         "linear path, "
         f"training seeds {list(s.seeds)} (same network, budget and seed across methods). Samples: {s.n_eval} from one "
@@ -718,7 +726,7 @@ def settings_from(a: argparse.Namespace) -> Settings:
     s = QUICK if a.quick else Settings()
     changes: dict[str, Any] = {}
     for name in ("pixel_steps", "latent_steps", "segments", "n_eval", "sd_max_time", "sd_epsilon_scale", "size",
-                 "texture_crops", "ae_steps", "ae_latent_channels", "latent_hidden", "latent_depth"):
+                 "texture_crops", "ae_steps", "ae_latent_channels", "ae_kl", "latent_hidden", "latent_depth"):
         value = getattr(a, name)
         if value is not None:
             changes[name] = value
@@ -764,6 +772,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-crops", type=int, help="training crops per texture picture (default 600)")
     p.add_argument("--ae-steps", type=int, help="the autoencoder's training steps (default 3000)")
     p.add_argument("--ae-latent-channels", type=int, help="the autoencoder's latent channels (default 4)")
+    p.add_argument("--ae-kl", type=float, help="the autoencoder's KL weight beta; > 0 makes it a VAE (default 0)")
     p.add_argument("--latent-hidden", type=int, help="width of the latent MLP (default 512)")
     p.add_argument("--latent-depth", type=int, help="hidden layers of the latent MLP (default 3)")
     p.add_argument("--unet-channels", help="e.g. 16,32")

@@ -403,3 +403,22 @@ def test_images_bench_latent_unet_settings():
     net = build_model(config.model.name, config.model.params, (4, 4, 4))
     assert isinstance(net, UNet) and net.channels == (8, 16)
     assert net(torch.zeros(2, 4, 4, 4), torch.zeros(2)).shape == (2, 4, 4, 4)
+
+
+def test_images_bench_kl_autoencoder_settings() -> None:
+    """``--ae-kl`` makes the bench's autoencoder a VAE: it enters the autoencoder id (so a plain and a
+    KL autoencoder never share a cache entry or a run folder) and the run id; at its default both ids
+    stay as recorded."""
+    import dataclasses
+
+    bench = load_bench("images")
+    plain = bench.Settings()
+    assert plain.autoencoder_id() == "b9228920b3db"  # the cache name of the recorded latent runs
+    s = bench.settings_from(bench.parser().parse_args(["--ae-kl", "1e-3"]))
+    assert s.ae_kl == 1e-3
+    assert s.autoencoder_id() != plain.autoencoder_id() and s.run_id() != plain.run_id()
+    assert dataclasses.replace(s, ae_kl=0.0).autoencoder_id() == plain.autoencoder_id()
+    ctx = SimpleNamespace(name="textures", spec={"name": "textures", "size": 16})
+    config = bench.autoencoder_config(ctx, s, Path("out"))
+    assert config.model.params["kl"] == 1e-3 and config.name == f"textures-autoencoder-{s.autoencoder_id()}"
+    assert bench.autoencoder_config(ctx, plain, Path("out")).name != config.name
