@@ -299,8 +299,13 @@ def build_trainer(ctx: DataContext, config: Config, space: str) -> Trainer:
 
 
 def draw(net, trainer: Trainer, noise: Tensor, nfe: int | None, s: Settings) -> tuple[Tensor, int]:
-    """Samples of the EMA ``net`` from ``noise`` (``nfe=None``: dopri5), as images, and the NFE used."""
+    """Samples of the EMA ``net`` from ``noise`` (``nfe=None``: dopri5), as images, and the NFE used.
+
+    A shortcut model takes only its trained step counts (powers of two): it gets the largest one
+    ``<= nfe`` (8 for 10), and the NFE returned says so."""
     kind = trainer.objective.sampler_kind
+    if kind == "shortcut" and nfe is not None:
+        nfe = 2 ** int(math.log2(nfe))
     with torch.no_grad():
         if nfe is None:
             res = sample(net, noise, sampler="dopri5", atol=s.adaptive_tol, rtol=s.adaptive_tol)
@@ -597,7 +602,8 @@ def report(records: list[dict], s: Settings, command: str, seconds: tuple[float,
                     f"{100 * mean('near_copies_pixels'):.1f}% ({100 * mean('heldout_near_copies_pixels'):.1f}%) | "
                     f"{100 * mean('near_copies_features'):.1f}% ({100 * mean('heldout_near_copies_features'):.1f}%) | "
                     f"{mean('frechet_train'):.2f} / {mean('frechet_heldout'):.2f} |")
-        lines += ["", f"**Training curve** (Fréchet at {s.curve_nfe} NFE on {s.n_curve} noises, mean over seeds), "
+        lines += ["", f"**Training curve** (Fréchet at {s.curve_nfe} NFE on {s.n_curve} noises, mean over seeds; a "
+                  "shortcut model at the largest power of two below), "
                   "CPU time per step (median over the steps of all seeds), training CPU seconds and the "
                   "semi-discrete fit (wall seconds, under the machine's load)", "",
                   "| method | " + " | ".join(f"{100 * (k + 1) // s.segments}%" for k in range(s.segments))

@@ -422,3 +422,20 @@ def test_images_bench_kl_autoencoder_settings() -> None:
     config = bench.autoencoder_config(ctx, s, Path("out"))
     assert config.model.params["kl"] == 1e-3 and config.name == f"textures-autoencoder-{s.autoencoder_id()}"
     assert bench.autoencoder_config(ctx, plain, Path("out")).name != config.name
+
+
+def test_images_bench_shortcut_cells_take_powers_of_two():
+    """A shortcut model samples only at its trained step counts: the bench's 10-NFE column gets 8
+    steps and says so (the NFE returned), 4 stays 4."""
+
+    class Jump(torch.nn.Module):  # u(x, t, r) = -x: any two-time net will do
+        second_time = True
+
+        def forward(self, x, t, y=None, r=None):
+            return -x
+
+    bench = load_bench("images")
+    objective = SimpleNamespace(sampler_kind="shortcut", sampler_options=lambda: {"max_steps": 128})
+    trainer = SimpleNamespace(objective=objective, target=None)
+    noise = torch.randn(8, 2)
+    assert [bench.draw(Jump(), trainer, noise, n, bench.Settings())[1] for n in (1, 4, 10)] == [1, 4, 8]
