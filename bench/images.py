@@ -17,9 +17,10 @@ flow-map row, the objective) differs:
 - ``flow_map``: a flow map (``mean_flow`` with ``independent`` pairs by default, the best 1-NFE
   recipe of ``bench/results/few_step_digits.md``) sampled by its own sampler.
 
-Spaces: ``pixel`` (a U-Net on the images) and ``latent`` (an MLP on the latents of a small
-convolutional autoencoder, :class:`monge.models.autoencoder.AutoEncoder`, trained once per data
-set on its training split; flows sample latents, which are decoded before they are scored).
+Spaces: ``pixel`` (a U-Net on the images) and ``latent`` (an MLP, or with ``--latent-model unet``
+a U-Net, on the latents of a small convolutional autoencoder,
+:class:`monge.models.autoencoder.AutoEncoder`, trained once per data set on its training split;
+``--ae-kl`` > 0 makes it a VAE; flows sample latents, which are decoded before they are scored).
 
 Data: digits (80/20 split of the 1797 digits, split seed 0 whatever the training seed) and grey
 textures (brick, grass, gravel crops; held-out crops from the bottom quarter of each picture).
@@ -32,7 +33,7 @@ split beside the held-out one. Samples: one fixed noise batch per seed, Euler at
 ``nfes`` and dopri5 (velocity models), or the flow map's sampler at each NFE.
 
 Training curve: a cell trains in ``segments`` equal segments; after each the EMA model's Fréchet
-at Euler-10 (flow map: 10 jumps) is measured on the first ``n_curve`` noises, and a checkpoint is
+at Euler-10 (flow map: 10 jumps; shortcut: 8) is measured on the first ``n_curve`` noises, and a checkpoint is
 written, so a killed cell continues from its last segment. Every finished cell appends one JSON
 line to ``OUT/results.jsonl`` and is skipped when run again with the same settings, so a long
 run can be split by ``--data``, ``--spaces``, ``--methods``, ``--seeds`` and assembled with
