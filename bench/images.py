@@ -199,7 +199,9 @@ def load_data(name: str, s: Settings, cache: Path) -> DataContext:
 
 def autoencoder_config(ctx: DataContext, s: Settings, out: Path) -> Config:
     """The recipe of the data set's autoencoder; its run folder is named by :meth:`Settings.autoencoder_id`."""
-    params = {"channels": list(s.ae_channels), "latent_channels": s.ae_latent_channels, "kl": s.ae_kl}
+    params: dict[str, Any] = {"channels": list(s.ae_channels), "latent_channels": s.ae_latent_channels}
+    if s.ae_kl:  # only when set: the recipes of plain autoencoders stay as recorded (their checkpoints load)
+        params["kl"] = s.ae_kl
     return Config.from_dict({
         "name": f"{ctx.name}-autoencoder-{s.autoencoder_id()}", "output_dir": str(out / "runs"),
         "data": {"source": "gaussian", "target": ctx.spec}, "coupling": "independent",

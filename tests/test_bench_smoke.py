@@ -421,7 +421,8 @@ def test_images_bench_kl_autoencoder_settings() -> None:
     ctx = SimpleNamespace(name="textures", spec={"name": "textures", "size": 16})
     config = bench.autoencoder_config(ctx, s, Path("out"))
     assert config.model.params["kl"] == 1e-3 and config.name == f"textures-autoencoder-{s.autoencoder_id()}"
-    assert bench.autoencoder_config(ctx, plain, Path("out")).name != config.name
+    plain_config = bench.autoencoder_config(ctx, plain, Path("out"))
+    assert plain_config.name != config.name and "kl" not in plain_config.model.params
 
 
 def test_images_bench_shortcut_cells_take_powers_of_two():
