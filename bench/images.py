@@ -33,8 +33,8 @@ split beside the held-out one. Samples: one fixed noise batch per seed, Euler at
 ``nfes`` and dopri5 (velocity models), or the flow map's sampler at each NFE.
 
 Training curve: a cell trains in ``segments`` equal segments; after each the EMA model's Fréchet
-at Euler-10 (flow map: 10 jumps; shortcut: 8) is measured on the first ``n_curve`` noises, and a checkpoint is
-written, so a killed cell continues from its last segment. Every finished cell appends one JSON
+at Euler-10 (flow map: 10 jumps; shortcut: 8) is measured on the first ``n_curve`` noises, and a
+checkpoint is written, so a killed cell continues from its last segment. Every finished cell appends one JSON
 line to ``OUT/results.jsonl`` and is skipped when run again with the same settings, so a long
 run can be split by ``--data``, ``--spaces``, ``--methods``, ``--seeds`` and assembled with
 ``--report-only``.
