@@ -84,7 +84,7 @@ AUTOENCODER_FIELDS = ("quick", "size", "texture_crops", "ae_channels", "ae_laten
                       "ae_batch_size", "ae_kl")
 #: settings added after results were recorded: they enter the run id only away from their defaults,
 #: so the records of earlier runs stay readable
-LATER_FIELDS = ("latent_model", "latent_unet_channels", "ae_kl")
+LATER_FIELDS = ("latent_model", "latent_unet_channels", "ae_kl", "path")
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ class Settings:
     latent_unet_channels: tuple[int, ...] = (64, 128)
     flow_map: str = "mean_flow"
     flow_map_coupling: str = "independent"
+    path: str = "linear"  # the flows' path, NAME[:key=value,...], e.g. stochastic_interpolant:a=0.1
     texture_crops: int = 600  # training crops per picture
     ae_channels: tuple[int, ...] = (32, 64)
     ae_latent_channels: int = 4
@@ -278,11 +279,27 @@ def make_config(ctx: DataContext, space: str, method: str, seed: int, s: Setting
     return Config.from_dict({
         "name": cell_key(ctx.name, space, method, seed), "output_dir": str(out / "runs"),
         "data": {"source": "gaussian", "target": ctx.spec}, "coupling": {"name": coupling, **params},
-        "objective": objective, "path": {"name": "linear", "sigma": 0.0}, "model": model,
+        "objective": objective, "path": path_config(s.path), "model": model,
         "train": {"steps": steps, "batch_size": s.batch_size, "lr": s.lr, "ema_decay": s.ema_decay, "seed": seed,
                   "checkpoint_every": 0, "eval_every": 0, "progress": False},
         "sample": {"sampler": "euler" if objective == "velocity" else objective, "nfe": [1], "adaptive": False},
     })
+
+
+def path_config(text: str) -> dict[str, Any]:
+    """``NAME[:key=value,...]`` as a path component, e.g. ``linear:sigma=0.05`` -> ``{name: linear, sigma: 0.05}``
+    (``linear`` alone: the noise-free linear path)."""
+    name, _, rest = text.partition(":")
+    params: dict[str, Any] = {"sigma": 0.0} if name == "linear" else {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"--path: {item!r} is not key=value; write e.g. stochastic_interpolant:a=0.1")
+        try:
+            params[key] = float(value)
+        except ValueError:
+            raise SystemExit(f"--path: {key}={value!r} is not a number") from None
+    return {"name": name, **params}
 
 
 def build_trainer(ctx: DataContext, config: Config, space: str) -> Trainer:
@@ -572,7 +589,7 @@ def report(records: list[dict], s: Settings, command: str, seconds: tuple[float,
         f"(channels {list(s.ae_channels)}, {s.ae_latent_channels} latent channels, "
         + (f"KL weight {s.ae_kl:g}, " if s.ae_kl else "") + f"{s.ae_steps} steps, trained "
         f"once per data set), {s.latent_steps} steps. Batch {s.batch_size}, AdamW lr {s.lr:g}, EMA {s.ema_decay:g}, "
-        "linear path, "
+        + ("linear path, " if s.path == "linear" else f"path {s.path}, ") +
         f"training seeds {list(s.seeds)} (same network, budget and seed across methods). Samples: {s.n_eval} from one "
         f"fixed noise batch per seed, Euler at {', '.join(map(str, s.nfes))} NFE and dopri5 (rtol = atol = "
         f"{s.adaptive_tol:g}; `adaptive`), the flow map ({s.flow_map} + {s.flow_map_coupling}) by its own sampler. "
@@ -774,6 +791,9 @@ def settings_from(a: argparse.Namespace) -> Settings:
         changes["latent_model"] = model
         if channels:
             changes["latent_unet_channels"] = _ints(channels)
+    if a.path:
+        path_config(a.path)  # fails here, before any training, on a malformed value
+        changes["path"] = a.path
     if a.flow_map:
         objective, _, coupling = a.flow_map.partition(":")
         changes.update(flow_map=objective, flow_map_coupling=coupling or "independent")
@@ -812,6 +832,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-depth", type=int, help="hidden layers of the latent MLP (default 3)")
     p.add_argument("--unet-channels", help="e.g. 16,32")
     p.add_argument("--latent-model", help="mlp (default) or unet[:channels], e.g. unet:64,128")
+    p.add_argument("--path", help="the flows' path NAME[:key=value,...] (default linear), "
+                                   "e.g. stochastic_interpolant:a=0.1 or linear:sigma=0.05")
     p.add_argument("--flow-map", help="objective:coupling of the flow-map row, e.g. shortcut:exact_ot")
     p.add_argument("--sd-max-time", type=float, help="seconds per semi-discrete fit")
     p.add_argument("--sd-epsilon-scale", type=float, help="entropic epsilon in units of the median top-two score gap")

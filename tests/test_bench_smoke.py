@@ -425,6 +425,22 @@ def test_images_bench_kl_autoencoder_settings() -> None:
     assert plain_config.name != config.name and "kl" not in plain_config.model.params
 
 
+def test_images_bench_path_setting() -> None:
+    """``--path NAME[:key=value,...]`` sets the flows' path (not the autoencoder's); at its default
+    the run id stays as recorded, and a malformed value stops before any training."""
+    bench = load_bench("images")
+    assert bench.Settings(pixel_steps=3000, segments=6).run_id() == "4cd3e2374d37"  # images_pixel.md
+    assert bench.path_config("linear") == {"name": "linear", "sigma": 0.0}
+    s = bench.settings_from(bench.parser().parse_args(["--path", "stochastic_interpolant:a=0.1"]))
+    assert s.run_id() != bench.Settings().run_id() and s.autoencoder_id() == bench.Settings().autoencoder_id()
+    ctx = SimpleNamespace(name="digits", spec={"name": "digits", "size": 16})
+    config = bench.make_config(ctx, "pixel", "independent", 0, s, Path("out"), 0.0)
+    assert config.path.name == "stochastic_interpolant" and config.path.params == {"a": 0.1}
+    for bad, words in (("linear:sigma", "not key=value"), ("linear:sigma=x", "not a number")):
+        with pytest.raises(SystemExit, match=words):
+            bench.settings_from(bench.parser().parse_args(["--path", bad]))
+
+
 def test_images_bench_shortcut_cells_take_powers_of_two():
     """A shortcut model samples only at its trained step counts: the bench's 10-NFE column gets 8
     steps and says so (the NFE returned), 4 stays 4."""
