@@ -84,7 +84,7 @@ AUTOENCODER_FIELDS = ("quick", "size", "texture_crops", "ae_channels", "ae_laten
                       "ae_batch_size", "ae_kl")
 #: settings added after results were recorded: they enter the run id only away from their defaults,
 #: so the records of earlier runs stay readable
-LATER_FIELDS = ("latent_model", "latent_unet_channels", "ae_kl", "path")
+LATER_FIELDS = ("latent_model", "latent_unet_channels", "ae_kl", "path", "time_sampling")
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,7 @@ class Settings:
     flow_map: str = "mean_flow"
     flow_map_coupling: str = "independent"
     path: str = "linear"  # the flows' path, NAME[:key=value,...], e.g. stochastic_interpolant:a=0.1
+    time_sampling: str = "uniform"  # the velocity cells' training times, e.g. logit_normal:loc=0,scale=1
     texture_crops: int = 600  # training crops per picture
     ae_channels: tuple[int, ...] = (32, 64)
     ae_latent_channels: int = 4
@@ -281,25 +282,34 @@ def make_config(ctx: DataContext, space: str, method: str, seed: int, s: Setting
         "data": {"source": "gaussian", "target": ctx.spec}, "coupling": {"name": coupling, **params},
         "objective": objective, "path": path_config(s.path), "model": model,
         "train": {"steps": steps, "batch_size": s.batch_size, "lr": s.lr, "ema_decay": s.ema_decay, "seed": seed,
-                  "checkpoint_every": 0, "eval_every": 0, "progress": False},
+                  "checkpoint_every": 0, "eval_every": 0, "progress": False,
+                  # a flow map draws its own times
+                  **({"time_sampling": component(s.time_sampling, "--time-sampling")} if objective == "velocity"
+                     else {})},
         "sample": {"sampler": "euler" if objective == "velocity" else objective, "nfe": [1], "adaptive": False},
     })
 
 
-def path_config(text: str) -> dict[str, Any]:
-    """``NAME[:key=value,...]`` as a path component, e.g. ``linear:sigma=0.05`` -> ``{name: linear, sigma: 0.05}``
-    (``linear`` alone: the noise-free linear path)."""
+def component(text: str, flag: str) -> dict[str, Any]:
+    """``NAME[:key=value,...]`` as a recipe component, e.g. ``logit_normal:loc=0.5`` -> ``{name: logit_normal,
+    loc: 0.5}``."""
     name, _, rest = text.partition(":")
-    params: dict[str, Any] = {"sigma": 0.0} if name == "linear" else {}
+    params: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise SystemExit(f"--path: {item!r} is not key=value; write e.g. stochastic_interpolant:a=0.1")
+            raise SystemExit(f"{flag}: {item!r} is not key=value; write e.g. {name or 'NAME'}:key=0.1")
         try:
             params[key] = float(value)
         except ValueError:
-            raise SystemExit(f"--path: {key}={value!r} is not a number") from None
+            raise SystemExit(f"{flag}: {key}={value!r} is not a number") from None
     return {"name": name, **params}
+
+
+def path_config(text: str) -> dict[str, Any]:
+    """The flows' path from ``--path`` (``linear`` alone: the noise-free linear path, sigma 0)."""
+    comp = component(text, "--path")
+    return {"name": "linear", "sigma": 0.0, **comp} if comp["name"] == "linear" else comp
 
 
 def build_trainer(ctx: DataContext, config: Config, space: str) -> Trainer:
@@ -589,7 +599,8 @@ def report(records: list[dict], s: Settings, command: str, seconds: tuple[float,
         f"(channels {list(s.ae_channels)}, {s.ae_latent_channels} latent channels, "
         + (f"KL weight {s.ae_kl:g}, " if s.ae_kl else "") + f"{s.ae_steps} steps, trained "
         f"once per data set), {s.latent_steps} steps. Batch {s.batch_size}, AdamW lr {s.lr:g}, EMA {s.ema_decay:g}, "
-        + ("linear path, " if s.path == "linear" else f"path {s.path}, ") +
+        + ("linear path, " if s.path == "linear" else f"path {s.path}, ")
+        + ("" if s.time_sampling == "uniform" else f"training times {s.time_sampling} (velocity models), ") +
         f"training seeds {list(s.seeds)} (same network, budget and seed across methods). Samples: {s.n_eval} from one "
         f"fixed noise batch per seed, Euler at {', '.join(map(str, s.nfes))} NFE and dopri5 (rtol = atol = "
         f"{s.adaptive_tol:g}; `adaptive`), the flow map ({s.flow_map} + {s.flow_map_coupling}) by its own sampler. "
@@ -794,6 +805,9 @@ def settings_from(a: argparse.Namespace) -> Settings:
     if a.path:
         path_config(a.path)  # fails here, before any training, on a malformed value
         changes["path"] = a.path
+    if a.time_sampling:
+        component(a.time_sampling, "--time-sampling")
+        changes["time_sampling"] = a.time_sampling
     if a.flow_map:
         objective, _, coupling = a.flow_map.partition(":")
         changes.update(flow_map=objective, flow_map_coupling=coupling or "independent")
@@ -834,6 +848,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-model", help="mlp (default) or unet[:channels], e.g. unet:64,128")
     p.add_argument("--path", help="the flows' path NAME[:key=value,...] (default linear), "
                                    "e.g. stochastic_interpolant:a=0.1 or linear:sigma=0.05")
+    p.add_argument("--time-sampling", help="training times of the velocity cells NAME[:key=value,...] (default "
+                                            "uniform), e.g. logit_normal:loc=0,scale=1")
     p.add_argument("--flow-map", help="objective:coupling of the flow-map row, e.g. shortcut:exact_ot")
     p.add_argument("--sd-max-time", type=float, help="seconds per semi-discrete fit")
     p.add_argument("--sd-epsilon-scale", type=float, help="entropic epsilon in units of the median top-two score gap")

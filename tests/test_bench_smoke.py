@@ -425,9 +425,10 @@ def test_images_bench_kl_autoencoder_settings() -> None:
     assert plain_config.name != config.name and "kl" not in plain_config.model.params
 
 
-def test_images_bench_path_setting() -> None:
-    """``--path NAME[:key=value,...]`` sets the flows' path (not the autoencoder's); at its default
-    the run id stays as recorded, and a malformed value stops before any training."""
+def test_images_bench_path_and_time_settings() -> None:
+    """``--path NAME[:key=value,...]`` sets the flows' path (not the autoencoder's) and
+    ``--time-sampling`` the velocity models' training times; at their defaults the run id stays as
+    recorded, and a malformed value stops before any training."""
     bench = load_bench("images")
     assert bench.Settings(pixel_steps=3000, segments=6).run_id() == "4cd3e2374d37"  # images_pixel.md
     assert bench.path_config("linear") == {"name": "linear", "sigma": 0.0}
@@ -439,6 +440,12 @@ def test_images_bench_path_setting() -> None:
     for bad, words in (("linear:sigma", "not key=value"), ("linear:sigma=x", "not a number")):
         with pytest.raises(SystemExit, match=words):
             bench.settings_from(bench.parser().parse_args(["--path", bad]))
+    # --time-sampling: the velocity cells' training times; a flow map draws its own
+    s = bench.settings_from(bench.parser().parse_args(["--time-sampling", "logit_normal:loc=0.5"]))
+    assert s.run_id() != bench.Settings().run_id()
+    config = bench.make_config(ctx, "pixel", "sd_hard", 0, s, Path("out"), 0.0)
+    assert config.train.time_sampling.name == "logit_normal" and config.train.time_sampling.params == {"loc": 0.5}
+    assert bench.make_config(ctx, "pixel", "flow_map", 0, s, Path("out"), 0.0).train.time_sampling.name == "uniform"
 
 
 def test_images_bench_shortcut_cells_take_powers_of_two():

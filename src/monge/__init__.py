@@ -8,6 +8,7 @@ submodule's name):
 ``COUPLINGS``, ``Coupled``                       :mod:`monge.couplings`
 ``PATHS``, ``SCHEDULES``                         :mod:`monge.paths`
 ``OBJECTIVES``                                   :mod:`monge.objectives`
+``TIMES``                                        :mod:`monge.times`
 ``SAMPLERS``, ``GRIDS``, ``sample``              :mod:`monge.samplers`
 ``MODELS``, ``MLP``, ``UNet``, ``build_model``   :mod:`monge.models`
 ``DATA_SOURCES``, ``build_source``               :mod:`monge.data.sources`
@@ -33,6 +34,7 @@ _HOME: dict[str, str] = {
     "PATHS": "monge.paths",
     "SCHEDULES": "monge.paths",
     "OBJECTIVES": "monge.objectives",
+    "TIMES": "monge.times",
     "SAMPLERS": "monge.samplers",
     "GRIDS": "monge.samplers",
     "sample": "monge.samplers",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from .predictions import PREDICTIONS
     from .run.load import load_model
     from .samplers import GRIDS, SAMPLERS, sample
+    from .times import TIMES
     from .train import Trainer, TrainingError, TrainResult
 
 

@@ -118,6 +118,16 @@ class TrainConfig:
     label_dropout: float = 0.1  # class-conditional models: share of labels replaced by the null class
     pairing_workers: int = 0  # threads solving the OT of upcoming batches (exact_ot, immiscible)
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tb (pip install 'monge[tensorboard]')
+    #: the law of the training times (:data:`monge.times.TIMES`): ``uniform`` or ``{name: logit_normal, loc, scale}``
+    time_sampling: Component = field(default_factory=lambda: Component("uniform"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain data; ``time_sampling`` only away from ``uniform``, so the configs (and
+        fingerprints) of runs recorded before it existed stay the same."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "time_sampling"}
+        if self.time_sampling.to_compact() != "uniform":
+            out["time_sampling"] = self.time_sampling.to_compact()
+        return out
 
 
 @dataclass
@@ -161,6 +171,8 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Component):
+                out[f.name] = value.to_dict()
+            elif isinstance(value, TrainConfig):
                 out[f.name] = value.to_dict()
             elif isinstance(value, DataConfig):
                 out[f.name] = {"source": value.source.to_compact(), "target": value.target.to_compact()}
@@ -252,6 +264,7 @@ class Config:
                 f"unknown model {self.model.name!r}; valid choices: {', '.join(MODELS.names())}"
             )
         self._validate_objective()
+        self._validate_times()
         self._validate_latent()
         if not check_data:
             return
@@ -307,6 +320,20 @@ class Config:
         if self.sample.nll:
             raise ConfigError("sample.nll scores the likelihood of the latents, not of the images, for a latent flow "
                               "(data.latent); set sample.nll: false")
+
+    def _validate_times(self) -> None:
+        """``train.time_sampling`` names a law of :data:`monge.times.TIMES` the objective draws its times from."""
+        from . import objectives
+        from .times import TIMES
+
+        comp = self.train.time_sampling
+        try:
+            TIMES.build(comp.name, **comp.params)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"train.time_sampling: {err}") from None
+        if comp.name != "uniform" and objectives.sampler_kind(self.objective.name) != "ode":
+            raise ConfigError(f"train.time_sampling: objective {self.objective.name!r} draws its own times (or none); "
+                              "remove train.time_sampling or set it to uniform")
 
     def _validate_objective(self) -> None:
         """The objective exists and agrees with the model (two times for a flow map) and the sampler."""
@@ -434,7 +461,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         node = raw
         for part in parts[:-1]:
             child = node.get(part)
-            if isinstance(child, str) and part in ("coupling", "path", "model", "source", "target"):
+            if isinstance(child, str) and part in ("coupling", "path", "model", "source", "target", "time_sampling",
+                                                   "objective"):
                 child = {"name": child}
             if child is None:
                 child = {}

@@ -3,9 +3,10 @@ its coupling (in line or solved ahead by the pairing pipeline), the pairs' label
 states a step may have to roll back.
 
 Every rank draws the global batch ``(x0, x1, t[, labels])`` of ``W * batch_size`` points from the
-shared data generator and keeps its own slice, so the ranks see disjoint data and a run with ``W``
-processes draws the same data as one process with batch ``W * batch_size``. The coupling, label
-dropout and path noise draw from a per-rank generator.
+shared data generator (``t`` from ``train.time_sampling``, :mod:`monge.times`) and keeps its own
+slice, so the ranks see disjoint data and a run with ``W`` processes draws the same data as one
+process with batch ``W * batch_size``. The coupling, label dropout and path noise draw from a
+per-rank generator.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..pairing import PairingPipeline
+from ..times import TIMES, TimeSampler
 from .divergence import TrainingError
 
 __all__ = ["Batch", "Batches", "local_seed"]
@@ -52,6 +54,9 @@ class Batches:
         self.local_generator: torch.Generator = trainer.local_generator
         #: solves the pairing of upcoming batches while training (``train.pairing_workers``)
         self.pipeline: PairingPipeline | None = None
+        #: the law of the training times (``train.time_sampling``)
+        law = trainer.config.train.time_sampling
+        self.times: TimeSampler = TIMES.build(law.name, **law.params)
         #: ``(x0, x1, pairs)`` of the latest step, for the coupling diagnostics
         self.last: tuple[Tensor, Tensor, Any] | None = None
 
@@ -72,7 +77,7 @@ class Batches:
             x1 = tr.target.sample(bs * world, generator=g, device=dev)
         else:
             x1, y = tr.target.sample_with_labels(bs * world, generator=g, device=dev)
-        t = torch.rand(bs * world, generator=g).to(dev)
+        t = self.times(bs * world, generator=g).to(dev)
         if world > 1:
             local = slice(rank * bs, (rank + 1) * bs)
             x0, x1, t = x0[local], x1[local], t[local]
