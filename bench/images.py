@@ -307,7 +307,8 @@ def component(text: str, flag: str) -> dict[str, Any]:
 
 
 def path_config(text: str) -> dict[str, Any]:
-    """The flows' path from ``--path`` (``linear`` alone: the noise-free linear path, sigma 0)."""
+    """The flows' path from ``--path`` (``linear`` alone: the noise-free linear path, with ``sigma: 0`` written
+    out as the recorded runs' configs have it, so their checkpoints still resume)."""
     comp = component(text, "--path")
     return {"name": "linear", "sigma": 0.0, **comp} if comp["name"] == "linear" else comp
 

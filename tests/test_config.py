@@ -45,6 +45,17 @@ def test_overrides():
         apply_overrides(raw, ["train.steps"])
 
 
+def test_overrides_reach_into_components_given_by_name():
+    """``train.time_sampling.loc=...`` and ``objective.ratio=...`` extend a component written as a bare name."""
+    raw = {"objective": "mean_flow", "train": {"time_sampling": "logit_normal"}}
+    out = apply_overrides(raw, ["train.time_sampling.loc=0.5", "objective.ratio=0.5"])
+    assert out["train"]["time_sampling"] == {"name": "logit_normal", "loc": 0.5}
+    assert out["objective"] == {"name": "mean_flow", "ratio": 0.5}
+    cfg = Config.from_dict({"train": apply_overrides({"train": {"time_sampling": "logit_normal"}},
+                                                     ["train.time_sampling.scale=0.5"])["train"]})
+    assert cfg.train.time_sampling.params == {"scale": 0.5}
+
+
 @pytest.mark.parametrize(
     "raw,msg",
     [
