@@ -372,6 +372,21 @@ def test_images_bench_tiny(tmp_path):
     fd = classifier_frechet_distance(x1, ctx.test.data, ctx.classifier)
     assert ind["rows"][0]["nfe"] == 1 and ind["rows"][0]["frechet"] == pytest.approx(fd, rel=1e-5)
 
+    # bench/images_field.py on the same cells: samples of each, and the field error of the cells with an
+    # exact field (independent, sd_hard) at every time, on the coupling's points and the net's own path
+    field = load_bench("images_field")
+    body = field.run(dataclasses.replace(s, methods=("independent", "sd_hard")), tmp_path,
+                     field.Options(points=8, traj_nfe=4, sample_nfes=(1,)), log=lambda m: None)
+    for method in ("independent", "sd_hard"):
+        assert f"| {method}, Euler 1 |" in body and f"| {method}, dopri5 0.0001 (" in body
+        for where in ("coupling", "own trajectory"):
+            row = next(line for line in body.splitlines() if line.startswith(f"| {method}, {where} |"))
+            assert row.count("(") == len(field.TIMES)
+            if method == "independent" or where == "coupling":  # the coupling's own points are all reached
+                assert "nan" not in row and "reached" not in row
+    with pytest.raises(SystemExit, match="velocity cells only"):
+        field.run(s, tmp_path, field.Options(points=8, traj_nfe=4, sample_nfes=(1,)))
+
     text = bench.report(records, s, "cmd")
     out = tmp_path / "images.md"
     out.write_text(text)

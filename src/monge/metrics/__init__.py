@@ -1,4 +1,5 @@
-"""Evaluation metrics: Wasserstein distances, MMD, path straightness, mode statistics, and image
+"""Evaluation metrics: Wasserstein distances, MMD, path straightness, a trained field's distance to
+the exact field of its coupling on a finite data set, mode statistics, and image
 metrics (classifier features and mode statistics, Fréchet distances, k-NN precision/recall), novelty
 (nearest-neighbour memorisation tests against a training and a held-out split), the evaluation of
 synthetic tables (SDMetrics' column shapes and pair trends, alpha-precision / beta-recall, C2ST,
@@ -17,6 +18,7 @@ from .classifier import (
     mode_mixture,
     train_classifier,
 )
+from .field import FieldError, exact_velocity, field_error
 from .frechet import (
     classifier_frechet_distance,
     feature_statistics,
@@ -71,6 +73,9 @@ __all__ = [
     "mmd_rbf",
     "median_bandwidth",
     "straightness",
+    "FieldError",
+    "exact_velocity",
+    "field_error",
     "ModeStats",
     "mode_stats",
     "FeatureClassifier",
