@@ -89,6 +89,13 @@ SECTIONS: dict[str, tuple[str, str]] = {
             "--segments 6 --out bench/results/images_pixel.md"
         ),
     ),
+    "images_field": (
+        "Images: why entropic cells lose adaptively on textures (samples and field fit per time)",
+        (
+            "python bench/images_field.py --datasets textures --methods independent sd_entropic --seeds 0 "
+            "--pixel-steps 3000 --segments 6 --points 250 --out bench/results/images_field.md"
+        ),
+    ),
     "images_quick": ("Images: quick run (smoke settings)", "python bench/images.py --quick"),
     "tables": ("Real tables: monge vs Forest-Flow and SDV", "python bench/tables.py"),
 }
