@@ -329,6 +329,14 @@ def build_trainer(ctx: DataContext, config: Config, space: str) -> Trainer:
     return trainer
 
 
+def cell_trainer(ctx: DataContext, space: str, method: str, seed: int, s: Settings, out: Path) -> tuple[Trainer, float]:
+    """A cell's trainer (nothing loaded or trained yet) and the entropic epsilon of its cells (0 unless entropic)."""
+    target_data = ctx.train.data if space == "pixel" else ctx.latent.target.data
+    entropic = method == "sd_entropic" or (method == "flow_map" and s.flow_map_coupling == "sd_entropic")
+    epsilon = entropic_epsilon(target_data, s) if entropic else 0.0
+    return build_trainer(ctx, make_config(ctx, space, method, seed, s, out, epsilon), space), epsilon
+
+
 def draw(net, trainer: Trainer, noise: Tensor, nfe: int | None, s: Settings) -> tuple[Tensor, int]:
     """Samples of the EMA ``net`` from ``noise`` (``nfe=None``: dopri5), as images, and the NFE used.
 
@@ -377,11 +385,7 @@ def run_cell(ctx: DataContext, space: str, method: str, seed: int, s: Settings, 
     """Train one cell in segments (resuming from its last finished segment) and score it."""
     from monge.metrics.frechet import classifier_frechet_distance
 
-    target_data = ctx.train.data if space == "pixel" else ctx.latent.target.data
-    entropic = method == "sd_entropic" or (method == "flow_map" and s.flow_map_coupling == "sd_entropic")
-    epsilon = entropic_epsilon(target_data, s) if entropic else 0.0
-    config = make_config(ctx, space, method, seed, s, out, epsilon)
-    trainer = build_trainer(ctx, config, space)
+    trainer, epsilon = cell_trainer(ctx, space, method, seed, s, out)
     state_path = trainer.run_dir / "bench_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else None
     resumed = bool(state) and state.get("run_id") == s.run_id() and trainer.checkpoint_path.is_file()
@@ -395,7 +399,7 @@ def run_cell(ctx: DataContext, space: str, method: str, seed: int, s: Settings, 
         state["prepare_seconds"] = trainer.prepare_seconds
         state["fit"] = dict(getattr(trainer.coupling, "fit_info", {}) or {})
     noise = eval_noise(tuple(trainer.target.shape), s.n_eval, seed)
-    steps = config.train.steps
+    steps = trainer.config.train.steps
     for k in range(1, s.segments + 1):
         end = round(steps * k / s.segments)
         if end <= trainer.step:

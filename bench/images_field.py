@@ -3,13 +3,13 @@ r"""Where a coupling's image model loses at high NFE: its samples, and its fit t
 For the trained velocity cells of a ``bench/images.py`` run folder (pass the settings it was run
 with; nothing is trained here):
 
-1. **Samples** from the seed's evaluation noise, Euler at ``--nfes`` and dopri5 at rtol = atol =
+1. **Samples** from the seed's evaluation noise, Euler at ``--sample-nfes`` and dopri5 at rtol = atol =
    1e-4 and 1e-5: classifier Fréchet to the held-out split, high-frequency energy
    :math:`\tfrac12\,\overline{(\Delta_h x)^2 + (\Delta_w x)^2}` (mean squared difference of
    neighbouring pixels) and the share of each class (the classifier's argmax).
 2. **Fit per time**: :func:`monge.metrics.field_error` of the EMA network against the exact field
    :math:`v^*(x, t) = (\mathbb E[y \mid x_t = x] - x)/(1 - t)` of its own coupling on the training
-   set (independent pairing, or the cell's semi-discrete map), at ``--times``, on ``--points``
+   set (independent pairing, or the cell's semi-discrete map), at the times :data:`TIMES`, on ``--points``
    points :math:`x_t` drawn from the coupling and on the network's own Euler trajectory (``--traj-nfe``
    steps) from the evaluation noise. Errors are RMS per pixel of the clean image each field implies,
    over the points the coupling's paths reach (hard cells leave gaps; the share reached is shown).
@@ -61,9 +61,7 @@ def sample_row(ctx: B.DataContext, name: str, x: torch.Tensor) -> str:
 
 
 def load_cell(ctx: B.DataContext, method: str, seed: int, s: B.Settings, out: Path):
-    target = ctx.train.data
-    epsilon = B.entropic_epsilon(target, s) if method == "sd_entropic" else 0.0
-    trainer = B.build_trainer(ctx, B.make_config(ctx, "pixel", method, seed, s, out, epsilon), "pixel")
+    trainer, _ = B.cell_trainer(ctx, "pixel", method, seed, s, out)
     trainer.load()
     sd_map = load_run_map(trainer.run_dir) if method in ("sd_hard", "sd_entropic") else None
     return trainer.ema.model.eval(), sd_map
@@ -81,16 +79,15 @@ def coupled_points(target: torch.Tensor, sd_map, n: int, t: float, seed: int) ->
 
 
 def trajectory(net, noise: torch.Tensor, nfe: int, times: tuple[float, ...]) -> dict[float, torch.Tensor]:
-    """The network's Euler trajectory (``nfe`` uniform steps) from ``noise``, at each of ``times``
-    (a partial Euler step from the grid time below lands on it)."""
-    out, x = {}, noise.clone()
+    """The network's Euler path (``nfe`` uniform steps) from ``noise``, at each of ``times``: the path is
+    piecewise linear, so its point at ``t`` interpolates the two states around it."""
     with torch.no_grad():
-        for k in range(nfe):
-            v = net(x, torch.full((len(x),), k / nfe))
-            for t in times:
-                if k / nfe <= t < (k + 1) / nfe:
-                    out[t] = x + (t - k / nfe) * v
-            x = x + v / nfe
+        states, grid = sample(net, noise, sampler="euler", nfe=nfe, return_trajectory=True).trajectory_and_times()
+    out = {}
+    for t in times:
+        k = min(int(torch.searchsorted(grid, torch.tensor(t, dtype=grid.dtype), right=True)) - 1, nfe - 1)
+        w = (t - float(grid[k])) / float(grid[k + 1] - grid[k])
+        out[t] = states[k] + w * (states[k + 1] - states[k])
     return out
 
 

@@ -73,15 +73,22 @@ def exact_velocity(x: Tensor, t: float, targets: Tensor, sd_map: SemiDiscreteMap
                          "pass points of the targets' shape")
     if sd_map is not None and sd_map.n_targets != len(y):
         raise ValueError(f"sd_map has {sd_map.n_targets} cells for {len(y)} targets; pass the targets it was fitted on")
-    log_w = 0.0 if weights is None else weights.to(y).log()
+    if sd_map is None:
+        log_w = 0.0 if weights is None else weights.to(y).log()
+
+        def log_pi(xy: Tensor) -> Tensor | float:
+            return log_w
+    else:
+        gram = y @ y.T
+
+        def log_pi(xy: Tensor) -> Tensor | float:
+            return _log_coupling(xy, t, gram, sd_map)
     y2 = y.square().sum(1)
-    gram = y @ y.T if sd_map is not None else y[:0]
     out = []
     for xc in xf.split(chunk):
         xy = xc @ y.T
         log_p = -(xc.square().sum(1, keepdim=True) - 2 * t * xy + t * t * y2) / (2 * (1 - t) ** 2)
-        log_p = log_p + (log_w if sd_map is None else _log_coupling(xy, t, gram, sd_map))
-        out.append((log_p.softmax(-1) @ y - xc) / (1 - t))
+        out.append(((log_p + log_pi(xy)).softmax(-1) @ y - xc) / (1 - t))
     return torch.cat(out).reshape(x.shape).to(x.dtype)
 
 
